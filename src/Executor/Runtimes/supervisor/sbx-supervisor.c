@@ -1,0 +1,722 @@
+/*
+ * sbx-supervisor: the trusted process inside a Sandbox.Audited runtime container.
+ *
+ * It runs as the container's main process (under docker --init, so tini is PID 1), as the
+ * same unprivileged uid as the user code. One container serves exactly one run:
+ *
+ *   1. pre-spawn the interpreter (python/node), which blocks until told to go, and emit 'R';
+ *   2. read ONE request from stdin, write the code and files into /tmp/work;
+ *   3. release the interpreter, pump stdin/stdout/stderr, enforce the deadline and the
+ *      output cap, frame everything in-band on stdout;
+ *   4. when the main child exits (or the deadline hits) kill every other process of the uid,
+ *      drain the pipes, write the 'X' (exit) frame and exit.
+ *
+ * Wire format (all integers u32 big-endian)
+ *   request : "SBX1" timeoutMs outputCap argc {len bytes}*argc filec {nlen name len data}*filec
+ *             codeLen code stdinLen stdin
+ *   frames  : u8 type, u32 length, payload; types R O E X F (see README.md).
+ *
+ * Build: gcc -O2 -static -Wall -Wextra -Werror -o sbx-supervisor sbx-supervisor.c
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WORKDIR        "/tmp/work"
+#define MAX_REQUEST    (16u * 1024 * 1024) /* whole request, headers included */
+#define MAX_ARGS       1024u
+#define MAX_FILES      256u
+#define MAX_NAME       255u
+#define CHUNK          65536u              /* max payload of one O/E frame */
+#define READY_TIMEOUT  15000               /* ms the interpreter may take to start */
+#define DRAIN_TIMEOUT  2000                /* ms to wait for pipe EOF after kill(-1) */
+
+/* The child's environment is built from scratch: nothing of ours leaks into user code. */
+static char *const child_env[] = {
+    "PATH=/usr/local/bin:/usr/bin:/bin",
+    "HOME=" WORKDIR,
+    "LANG=C.UTF-8",
+    "PYTHONUNBUFFERED=1",
+    "PYTHONDONTWRITEBYTECODE=1",
+    NULL,
+};
+
+/*
+ * Python bootstrap: signal readiness on fd 3, block until the go message arrives
+ * ("path\0arg\0arg..." terminated by EOF), then run the file the way `python3 path args...`
+ * does: in the real __main__ module with the same globals, sys.argv and sys.path[0]; exit
+ * codes unchanged. (runpy.run_path would cost ~15 ms on first use; exec costs ~0.1 ms.)
+ * The bootstrap's own frame is cut from tracebacks so they look like a direct run.
+ */
+static const char py_boot[] =
+    "def _sbx():\n"
+    "    import os, sys, builtins, __main__\n"
+    "    from importlib.machinery import SourceFileLoader\n"
+    "    os.write(3, b'r')\n"
+    "    b = bytearray()\n"
+    "    while True:\n"
+    "        c = os.read(3, 65536)\n"
+    "        if not c:\n"
+    "            break\n"
+    "        b += c\n"
+    "    os.close(3)\n"
+    "    argv = [os.fsdecode(x) for x in bytes(b).split(b'\\0')]\n"
+    "    path = argv[0]\n"
+    "    sys.argv = argv\n"
+    "    sys.path[0] = os.path.dirname(path)\n"
+    "    g = __main__.__dict__\n"
+    "    g.clear()\n"
+    "    g.update(__name__='__main__', __doc__=None, __package__=None, __spec__=None,\n"
+    "             __loader__=SourceFileLoader('__main__', path), __annotations__={},\n"
+    "             __builtins__=builtins, __file__=path, __cached__=None)\n"
+    "    try:\n"
+    "        with open(path, 'rb') as f:\n"
+    "            src = f.read()\n"
+    "        exec(compile(src, path, 'exec'), g)\n"
+    "    except SystemExit:\n"
+    "        raise\n"
+    "    except BaseException as e:\n"
+    "        tb = e.__traceback__\n"
+    "        while tb is not None and tb.tb_frame.f_code.co_filename != path:\n"
+    "            tb = tb.tb_next\n"
+    "        sys.excepthook(type(e), e.with_traceback(tb), tb)\n"
+    "        sys.exit(1)\n"
+    "_sbx()\n";
+
+/*
+ * Node bootstrap: same handshake; then process.argv = [node, path, args...] and
+ * Module.runMain() loads the file as the main module (require.main === module). Errors
+ * thrown by the script propagate out of the -e program: node prints them, exit code 1.
+ * Before reporting ready it warms what the first run would otherwise pay for (~10 ms):
+ * the CJS loader's file path (a throw-away module outside the workdir), util.inspect and
+ * the lazily created stdout/stderr streams. stdin is left untouched (lazy) on purpose.
+ */
+static const char js_boot[] =
+    "const fs = require('fs'), Module = require('module');"
+    "{"
+    "  const w = '/tmp/.sbx-warm.js';"
+    "  fs.writeFileSync(w, 'module.exports = 1;\\n');"
+    "  Module._load(w, null, false);"
+    "  delete Module._cache[w];"
+    "  fs.unlinkSync(w);"
+    "  require('util').inspect([1, 'a', { b: 2 }]);"
+    "  process.stdout.write(''); process.stderr.write('');"
+    "}"
+    "fs.writeSync(3, 'r');"
+    "const chunks = [], buf = Buffer.alloc(65536);"
+    "for (;;) {"
+    "  const n = fs.readSync(3, buf, 0, buf.length, null);"
+    "  if (n === 0) break;"
+    "  chunks.push(Buffer.from(buf.subarray(0, n)));"
+    "}"
+    "fs.closeSync(3);"
+    "process.argv = [process.argv[0]].concat(Buffer.concat(chunks).toString('utf8').split('\\0'));"
+    "Module.runMain();";
+
+struct lang {
+    const char *name;
+    const char *script;     /* where the code is written */
+    int prespawn;           /* interpreter started before the request arrives */
+};
+static const struct lang langs[] = {
+    { "python",     WORKDIR "/main.py", 1 },
+    { "javascript", WORKDIR "/main.js", 1 },
+    /* dash starts in about a millisecond: it is simply exec'd at go time as `sh main.sh`,
+     * which is exactly what running the file directly does. */
+    { "shell",      WORKDIR "/main.sh", 0 },
+};
+
+/* ---------------------------------------------------------------- low-level helpers ---- */
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* Output frames go to fd 1. One buffer holds header + payload so a frame is one write and
+ * child output can be read straight into the payload area. */
+static unsigned char framebuf[5 + CHUNK];
+
+static void frame(char type, const void *payload, uint32_t len)
+{
+    unsigned char hdr[5];
+    hdr[0] = (unsigned char)type;
+    put_u32(hdr + 1, len);
+    /* If the host stopped reading there is nobody left to report to. */
+    if (write_all(1, hdr, 5) < 0 || (len && write_all(1, payload, len) < 0))
+        _exit(3);
+}
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* cannot fail with a valid clock id */
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/*
+ * SIGKILL every process we may signal (same uid, i.e. all user processes: daemonized
+ * grandchildren, fork bombs...). The kernel spares PID 1 (tini) and the caller. Repeat until
+ * nothing is left so processes forked during a sweep are caught too; zombies still count
+ * until tini reaps them, hence the short sleeps, bounded in total.
+ */
+static void kill_all(void)
+{
+    for (int i = 0; i < 200; i++) {
+        if (kill(-1, SIGKILL) < 0 && errno == ESRCH)
+            return;
+        struct timespec ts = { 0, 1000000 };
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void fault(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void fault(const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof msg)
+        n = sizeof msg - 1;
+    kill_all();
+    frame('F', msg, (uint32_t)n);
+    _exit(2);
+}
+
+/* -------------------------------------------------------------- cgroup counters -------- */
+
+/* Reads "key value" from a flat-keyed cgroup file; -1 when the file or key is missing. */
+static long long cg_read(const char *path, const char *key)
+{
+    char buf[4096];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n;
+    do
+        n = read(fd, buf, sizeof buf - 1);
+    while (n < 0 && errno == EINTR);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    size_t klen = strlen(key);
+    for (char *line = buf; line && *line; ) {
+        char *next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        /* exact key match: "oom_kill" must not match "oom_kill_disable" */
+        if (strncmp(line, key, klen) == 0 && line[klen] == ' ')
+            return strtoll(line + klen + 1, NULL, 10);
+        line = next;
+    }
+    return -1;
+}
+
+/* cgroup v1 (this deployment) first, then the unified v2 hierarchy. */
+static long long oom_count(void)
+{
+    long long v = cg_read("/sys/fs/cgroup/memory/memory.oom_control", "oom_kill");
+    return v >= 0 ? v : cg_read("/sys/fs/cgroup/memory.events", "oom_kill");
+}
+
+static long long pids_max_count(void)
+{
+    long long v = cg_read("/sys/fs/cgroup/pids/pids.events", "max");
+    return v >= 0 ? v : cg_read("/sys/fs/cgroup/pids.events", "max");
+}
+
+/* -------------------------------------------------------------- request reading -------- */
+
+static struct {
+    unsigned char buf[CHUNK];
+    size_t pos, len;
+    uint64_t total; /* bytes consumed so far, checked against MAX_REQUEST */
+} rq;
+
+static void rq_read(void *dst, size_t len)
+{
+    unsigned char *d = dst;
+    if (rq.total + len > MAX_REQUEST)
+        fault("request larger than %u bytes", MAX_REQUEST);
+    rq.total += len;
+    while (len > 0) {
+        if (rq.pos == rq.len) {
+            ssize_t n = read(0, rq.buf, sizeof rq.buf);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0)
+                fault("reading request: %s", strerror(errno));
+            if (n == 0)
+                fault("truncated request");
+            rq.pos = 0;
+            rq.len = (size_t)n;
+        }
+        size_t k = rq.len - rq.pos < len ? rq.len - rq.pos : len;
+        memcpy(d, rq.buf + rq.pos, k);
+        rq.pos += k;
+        d += k;
+        len -= k;
+    }
+}
+
+static uint32_t rq_u32(void)
+{
+    unsigned char b[4];
+    rq_read(b, 4);
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+/* Reads a length-prefixed blob; the length is checked before allocating. A NUL is appended
+ * so strings can be used directly (the length stays authoritative). */
+static char *rq_blob(uint32_t *lenp)
+{
+    uint32_t len = rq_u32();
+    if (rq.total + len > MAX_REQUEST)
+        fault("request larger than %u bytes", MAX_REQUEST);
+    char *p = malloc((size_t)len + 1);
+    if (!p)
+        fault("out of memory");
+    rq_read(p, len);
+    p[len] = '\0';
+    *lenp = len;
+    return p;
+}
+
+static void write_file(const char *path, const char *data, size_t len, int excl)
+{
+    /* O_NOFOLLOW/O_EXCL: never follow or clobber something that was not ours. */
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (excl ? O_EXCL : O_TRUNC),
+                  0644);
+    if (fd < 0)
+        fault("creating %s: %s", path, strerror(errno));
+    if (write_all(fd, data, len) < 0)
+        fault("writing %s: %s", path, strerror(errno)); /* ENOSPC / EFBIG (fsize limit) */
+    if (close(fd) < 0)
+        fault("closing %s: %s", path, strerror(errno));
+}
+
+static int valid_name(const char *name, uint32_t len)
+{
+    if (len == 0 || len > MAX_NAME || memchr(name, '\0', len) || memchr(name, '/', len))
+        return 0;
+    return strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+}
+
+/* -------------------------------------------------------------- the child -------------- */
+
+struct child {
+    pid_t pid;
+    int in, out, err;   /* supervisor's ends of the stdio pipes; -1 when closed */
+    int ctl;            /* supervisor's end of the go socket (fd 3 in the child); -1 if none */
+};
+
+static void xpipe(int p[2])
+{
+    if (pipe2(p, O_CLOEXEC) < 0)
+        fault("pipe: %s", strerror(errno));
+}
+
+static void spawn(struct child *c, char *const argv[], int with_ctl)
+{
+    int in[2], out[2], err[2], ctl[2] = { -1, -1 };
+    xpipe(in);
+    xpipe(out);
+    xpipe(err);
+    /* A socketpair rather than a pipe: the bootstrap reports readiness on the same fd. */
+    if (with_ctl && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) < 0)
+        fault("socketpair: %s", strerror(errno));
+
+    pid_t pid = fork();
+    if (pid < 0)
+        fault("fork: %s", strerror(errno));
+    if (pid == 0) {
+        /* Child: only async-signal-safe calls from here to exec. dup2 clears CLOEXEC on
+         * the targets; everything else of ours is CLOEXEC or closed below. */
+        if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0 || dup2(err[1], 2) < 0 ||
+            (with_ctl && dup2(ctl[1], 3) < 0))
+            _exit(127);
+        for (int fd = with_ctl ? 4 : 3; fd < 1024; fd++)
+            close(fd);
+        /* Undo what we changed for ourselves so user code sees normal defaults
+         * (e.g. `yes | head` must die of SIGPIPE as usual). */
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        signal(SIGXFSZ, SIG_DFL);
+        /* We are non-dumpable (inherited); become dumpable again so our own /proc files are
+         * ours, then volunteer as the OOM killer's first victim: a memory hog must not take
+         * the supervisor down with it. (exec resets dumpable anyway.) */
+        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+        int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t r = write(fd, "1000", 4);
+            (void)r;
+            close(fd);
+        }
+        if (chdir(WORKDIR) < 0)
+            _exit(127);
+        execve(argv[0], argv, child_env);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    close(err[1]);
+    if (with_ctl)
+        close(ctl[1]);
+    /* stdin is fed from the poll loop: it must never block the supervisor. */
+    if (fcntl(in[1], F_SETFL, O_NONBLOCK) < 0)
+        fault("fcntl: %s", strerror(errno));
+    c->pid = pid;
+    c->in = in[1];
+    c->out = out[0];
+    c->err = err[0];
+    c->ctl = with_ctl ? ctl[0] : -1;
+}
+
+/* Blocks until the pre-spawned interpreter wrote its readiness byte on fd 3. */
+static void wait_ready(struct child *c)
+{
+    struct pollfd p = { .fd = c->ctl, .events = POLLIN };
+    uint64_t deadline = now_us() + (uint64_t)READY_TIMEOUT * 1000;
+    for (;;) {
+        uint64_t t = now_us();
+        if (t >= deadline)
+            fault("interpreter did not start within %d ms", READY_TIMEOUT);
+        int r = poll(&p, 1, (int)((deadline - t) / 1000 + 1));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            fault("poll: %s", strerror(errno));
+        if (r == 0)
+            continue;
+        char b;
+        ssize_t n = read(c->ctl, &b, 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 1 && b == 'r')
+            return;
+        fault("interpreter failed to start");
+    }
+}
+
+/* -------------------------------------------------------------- output pumping --------- */
+
+struct stream {
+    int *fd;
+    char type;            /* 'O' or 'E' */
+    uint64_t total;       /* produced by the child, including discarded bytes */
+    uint64_t forwarded;
+};
+
+/* One read: forward up to the cap, count and discard the rest (never stop reading, or the
+ * child would block on a full pipe). Closes the fd on EOF. */
+static void pump(struct stream *s, uint32_t cap)
+{
+    ssize_t n = read(*s->fd, framebuf + 5, CHUNK);
+    if (n < 0) {
+        if (errno == EINTR || errno == EAGAIN)
+            return;
+        fault("reading child output: %s", strerror(errno));
+    }
+    if (n == 0) {
+        close(*s->fd);
+        *s->fd = -1;
+        return;
+    }
+    s->total += (uint64_t)n;
+    uint64_t room = cap > s->forwarded ? cap - s->forwarded : 0;
+    uint32_t fwd = (uint64_t)n < room ? (uint32_t)n : (uint32_t)room;
+    if (fwd > 0) {
+        framebuf[0] = (unsigned char)s->type;
+        put_u32(framebuf + 1, fwd);
+        if (write_all(1, framebuf, 5 + (size_t)fwd) < 0)
+            _exit(3);
+        s->forwarded += fwd;
+    }
+}
+
+/* -------------------------------------------------------------- main ------------------- */
+
+int main(int argc, char **argv)
+{
+    /* Not ptrace-able and /proc/<pid>/fd not openable by the (same-uid) user code. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+        fault("prctl: %s", strerror(errno));
+    /* A child closing its stdin early must give EPIPE, not kill us; a file write beyond
+     * the fsize rlimit must give EFBIG (reported as a fault), not kill us. */
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN);
+
+    const struct lang *L = NULL;
+    for (size_t i = 0; argc == 2 && i < sizeof langs / sizeof langs[0]; i++)
+        if (strcmp(argv[1], langs[i].name) == 0)
+            L = &langs[i];
+    if (!L)
+        fault("usage: sbx-supervisor python|javascript|shell");
+
+    /* SIGCHLD is consumed through a signalfd so child exit is just another poll event.
+     * Blocked before fork; the child unblocks everything before exec. */
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    if (sigprocmask(SIG_BLOCK, &chld, NULL) < 0)
+        fault("sigprocmask: %s", strerror(errno));
+    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0)
+        fault("signalfd: %s", strerror(errno));
+
+    umask(022);
+    if (mkdir(WORKDIR, 0700) < 0 && errno != EEXIST)
+        fault("mkdir %s: %s", WORKDIR, strerror(errno));
+
+    struct child c = { -1, -1, -1, -1, -1 };
+    if (L->prespawn) {
+        char *py[] = { "/usr/bin/python3", "-c", (char *)py_boot, NULL };
+        char *js[] = { "/usr/bin/node", "-e", (char *)js_boot, NULL };
+        spawn(&c, strcmp(L->name, "python") == 0 ? py : js, 1);
+        wait_ready(&c);
+    }
+    frame('R', NULL, 0);
+
+    /* ---- request ---- */
+    char magic[4];
+    rq_read(magic, 4);
+    if (memcmp(magic, "SBX1", 4) != 0)
+        fault("bad magic");
+    uint32_t timeout_ms = rq_u32();
+    uint32_t cap = rq_u32();
+
+    uint32_t nargs = rq_u32();
+    if (nargs > MAX_ARGS)
+        fault("too many arguments (%u > %u)", nargs, MAX_ARGS);
+    /* argv for the shell (sh script args... NULL) and the go message for interpreters
+     * (script\0arg\0arg...) are both built from the same list. */
+    char **args = calloc((size_t)nargs + 3, sizeof *args);
+    if (!args)
+        fault("out of memory");
+    size_t golen = strlen(L->script);
+    for (uint32_t i = 0; i < nargs; i++) {
+        uint32_t len;
+        args[i + 2] = rq_blob(&len);
+        if (memchr(args[i + 2], '\0', len))
+            fault("argument %u contains NUL", i);
+        golen += 1 + len;
+    }
+
+    uint32_t nfiles = rq_u32();
+    if (nfiles > MAX_FILES)
+        fault("too many files (%u > %u)", nfiles, MAX_FILES);
+    for (uint32_t i = 0; i < nfiles; i++) {
+        uint32_t nlen, dlen;
+        char *name = rq_blob(&nlen);
+        if (!valid_name(name, nlen))
+            fault("invalid file name (file %u)", i);
+        char path[sizeof WORKDIR + MAX_NAME + 2];
+        snprintf(path, sizeof path, "%s/%s", WORKDIR, name);
+        if (strcmp(path, L->script) == 0)
+            fault("file name %s is reserved for the code", name);
+        char *data = rq_blob(&dlen);
+        write_file(path, data, dlen, 1); /* O_EXCL also rejects duplicate names */
+        free(name);
+        free(data);
+    }
+
+    uint32_t code_len, stdin_len;
+    char *code = rq_blob(&code_len);
+    write_file(L->script, code, code_len, 0);
+    free(code);
+    char *in_data = rq_blob(&stdin_len);
+    /* Anything after the request on our stdin is ignored. */
+
+    /* ---- go ---- */
+    long long oom0 = oom_count(), pids0 = pids_max_count();
+    uint64_t t_go = now_us();
+    if (L->prespawn) {
+        char *msg = malloc(golen);
+        if (!msg)
+            fault("out of memory");
+        size_t off = strlen(L->script);
+        memcpy(msg, L->script, off);
+        for (uint32_t i = 0; i < nargs; i++) {
+            size_t l = strlen(args[i + 2]);
+            msg[off++] = '\0';
+            memcpy(msg + off, args[i + 2], l);
+            off += l;
+        }
+        /* EPIPE here means the interpreter already died: the poll loop reports its exit. */
+        if (write_all(c.ctl, msg, golen) < 0 && errno != EPIPE)
+            fault("sending go: %s", strerror(errno));
+        close(c.ctl); /* EOF terminates the go message */
+        c.ctl = -1;
+        free(msg);
+    } else {
+        args[0] = "/bin/sh";
+        args[1] = (char *)L->script;
+        spawn(&c, args, 0);
+    }
+
+    struct stream sout = { &c.out, 'O', 0, 0 }, serr = { &c.err, 'E', 0, 0 };
+    size_t in_off = 0;
+    if (stdin_len == 0) {
+        close(c.in);
+        c.in = -1;
+    }
+    uint64_t deadline = timeout_ms ? t_go + (uint64_t)timeout_ms * 1000 : 0;
+    int timed_out = 0, status = 0, reaped = 0;
+    uint64_t t_end = 0;
+
+    /* ---- run: until the main child has been reaped ---- */
+    while (!reaped) {
+        int tmo = -1;
+        if (deadline && !timed_out) {
+            uint64_t t = now_us();
+            if (t >= deadline) {
+                /* Kill everything; the main child's SIGCHLD then ends the loop. */
+                kill(-1, SIGKILL);
+                timed_out = 1;
+            } else {
+                tmo = (int)((deadline - t + 999) / 1000);
+            }
+        }
+        struct pollfd p[4] = {
+            { .fd = c.out, .events = POLLIN },
+            { .fd = c.err, .events = POLLIN },
+            { .fd = c.in,  .events = POLLOUT }, /* fd -1 is ignored by poll */
+            { .fd = sfd,   .events = POLLIN },
+        };
+        int r = poll(p, 4, tmo);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            fault("poll: %s", strerror(errno));
+        }
+        if (p[0].revents)
+            pump(&sout, cap);
+        if (p[1].revents)
+            pump(&serr, cap);
+        if (p[2].revents && c.in >= 0) {
+            size_t left = stdin_len - in_off;
+            ssize_t n = write(c.in, in_data + in_off, left < CHUNK ? left : CHUNK);
+            if (n >= 0)
+                in_off += (size_t)n;
+            else if (errno != EINTR && errno != EAGAIN)
+                in_off = stdin_len; /* EPIPE: the child closed its stdin; drop the rest */
+            if (in_off == stdin_len) {
+                close(c.in);
+                c.in = -1;
+            }
+        }
+        if (p[3].revents) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) > 0)
+                ;
+            pid_t w;
+            do
+                w = waitpid(c.pid, &status, WNOHANG);
+            while (w < 0 && errno == EINTR);
+            if (w < 0)
+                fault("waitpid: %s", strerror(errno));
+            if (w == c.pid) {
+                reaped = 1;
+                t_end = now_us();
+            }
+        }
+    }
+
+    /* ---- ending: no survivors, then drain what they wrote before dying ---- */
+    kill_all();
+    if (c.in >= 0) {
+        close(c.in);
+        c.in = -1;
+    }
+    uint64_t drain_end = now_us() + (uint64_t)DRAIN_TIMEOUT * 1000;
+    while (c.out >= 0 || c.err >= 0) {
+        uint64_t t = now_us();
+        if (t >= drain_end)
+            break; /* should not happen once everything is dead; never hang on it */
+        struct pollfd p[2] = { { .fd = c.out, .events = POLLIN }, { .fd = c.err, .events = POLLIN } };
+        int r = poll(p, 2, (int)((drain_end - t) / 1000 + 1));
+        if (r < 0 && errno != EINTR)
+            fault("poll: %s", strerror(errno));
+        if (r > 0 && p[0].revents)
+            pump(&sout, cap);
+        if (r > 0 && p[1].revents)
+            pump(&serr, cap);
+    }
+
+    struct rusage ru;
+    if (getrusage(RUSAGE_CHILDREN, &ru) < 0)
+        memset(&ru, 0, sizeof ru);
+
+    long long oom1 = oom_count(), pids1 = pids_max_count();
+    int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    int oom_killed;
+    if (oom0 >= 0 && oom1 >= 0)
+        oom_killed = oom1 > oom0;
+    else
+        /* No readable counter: a SIGKILL we did not send is almost certainly the OOM
+         * killer (nothing else in the container can signal the child). */
+        oom_killed = sig == SIGKILL && !timed_out;
+    /* Without a pids.events counter there is no reliable signal (fork just fails with
+     * EAGAIN inside the user code), so it is reported as 0. */
+    int pids_hit = pids0 >= 0 && pids1 >= 0 && pids1 > pids0;
+
+    char x[1024];
+    int n = snprintf(x, sizeof x,
+        "exit_code=%d\nsignal=%d\ntimed_out=%d\noom_killed=%d\npids_limit_hit=%d\n"
+        "stdout_bytes=%llu\nstderr_bytes=%llu\nstdout_truncated=%d\nstderr_truncated=%d\n"
+        "wall_us=%llu\ncpu_user_us=%llu\ncpu_sys_us=%llu\nmax_rss_kb=%ld\n",
+        WIFEXITED(status) ? WEXITSTATUS(status) : -1, sig, timed_out, oom_killed, pids_hit,
+        (unsigned long long)sout.total, (unsigned long long)serr.total,
+        sout.total > cap, serr.total > cap,
+        (unsigned long long)(t_end - t_go),
+        (unsigned long long)ru.ru_utime.tv_sec * 1000000ull + (unsigned long long)ru.ru_utime.tv_usec,
+        (unsigned long long)ru.ru_stime.tv_sec * 1000000ull + (unsigned long long)ru.ru_stime.tv_usec,
+        ru.ru_maxrss);
+    if (n < 0 || (size_t)n >= sizeof x)
+        fault("exit report too long");
+    frame('X', x, (uint32_t)n);
+    return 0;
+}
