@@ -23,6 +23,7 @@ public sealed record RunRequested(
     RequestedLimits Limits,
     string Classification,
     ClientInfo Client,
+    string Node,
     DateTimeOffset At);
 
 public sealed record RequestRejected(
@@ -78,7 +79,7 @@ public sealed record OutputRecorded(Guid RunId, StreamOutput Stdout, StreamOutpu
 public sealed record SandboxRemoved(Guid RunId, string ContainerId, DateTimeOffset At);
 
 // Terminal events: exactly one per run.
-public sealed record RunCompleted(Guid RunId, string Status, int? ExitCode, long DurationMs, DateTimeOffset At);
+public sealed record RunCompleted(Guid RunId, string Status, int? ExitCode, long DurationMs, string? Reason, DateTimeOffset At);
 
 public sealed record RunFailed(Guid RunId, string Reason, DateTimeOffset At);
 

@@ -14,6 +14,7 @@ public static class RunStatus
     public const string Rejected = "rejected";
     public const string Error = "error";
     public const string Abandoned = "abandoned";
+    public const string Refused = "refused";
 
     /// <summary>
     /// One status per run; the limit that bit wins over the exit code, in order of severity, so that

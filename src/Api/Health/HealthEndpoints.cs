@@ -1,0 +1,44 @@
+using Npgsql;
+using Sandbox.Audited.Executor.Docker;
+
+namespace Sandbox.Audited.Api.Health;
+
+public static class HealthEndpoints
+{
+    public static void MapHealth(this IEndpointRouteBuilder app)
+    {
+        // Liveness: the process answers.
+        app.MapGet("/healthz", () => TypedResults.Ok(new { status = "ok" })).AllowAnonymous().ExcludeFromDescription();
+
+        // Readiness: PostgreSQL and the Docker engine both answer; otherwise 503 with what is wrong.
+        app.MapGet("/readyz", async (NpgsqlDataSource db, DockerEngine docker, CancellationToken ct) =>
+        {
+            var checks = new Dictionary<string, string>
+            {
+                ["postgres"] = await Check(async c =>
+                {
+                    await using var command = db.CreateCommand("SELECT 1");
+                    await command.ExecuteScalarAsync(c);
+                }, ct),
+                ["docker"] = await Check(docker.PingAsync, ct),
+            };
+            var ready = checks.Values.All(v => v == "ok");
+            return Results.Json(new { status = ready ? "ready" : "not ready", checks }, statusCode: ready ? 200 : 503);
+        }).AllowAnonymous().ExcludeFromDescription();
+    }
+
+    private static async Task<string> Check(Func<CancellationToken, Task> probe, CancellationToken ct)
+    {
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            timeout.CancelAfter(TimeSpan.FromSeconds(3));
+            await probe(timeout.Token);
+            return "ok";
+        }
+        catch (Exception e)
+        {
+            return "unavailable: " + e.GetBaseException().Message;
+        }
+    }
+}

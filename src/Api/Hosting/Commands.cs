@@ -1,0 +1,76 @@
+using Marten;
+using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Audit;
+using Sandbox.Audited.Audit.Migrations;
+
+namespace Sandbox.Audited.Api.Hosting;
+
+/// <summary>The service's one-shot commands (`sbx` calls them): migrate, token, schema, dev-key.</summary>
+public static class Commands
+{
+    public static readonly IReadOnlySet<string> Names = new HashSet<string> { "migrate", "token", "schema", "dev-key" };
+
+    public static async Task<int> RunAsync(string[] args, IConfiguration configuration)
+    {
+        var auth = configuration.GetSection(AuthOptions.Section).Get<AuthOptions>() ?? new AuthOptions();
+        switch (args[0])
+        {
+            case "migrate":
+                var admin = configuration.GetConnectionString("Admin")
+                    ?? throw new InvalidOperationException("ConnectionStrings:Admin is required to apply migrations.");
+                var directory = Option(args, "--dir") ?? configuration["Migrations:Directory"] ?? "migrations";
+                var applied = await MigrationRunner.ApplyAsync(admin, directory, Console.Out, CancellationToken.None);
+                Console.WriteLine(applied.Count == 0 ? "migrations: up to date" : $"migrations: applied {applied.Count}");
+                return 0;
+
+            case "schema":
+                // Prints the Marten schema DDL; migrations/0002_marten_schema.sql was generated with it.
+                using (var store = DocumentStore.For(o => MartenSetup.Configure(o, "Host=127.0.0.1")))
+                    Console.WriteLine(store.Storage.ToDatabaseScript());
+                return 0;
+
+            case "dev-key":
+                var path = Option(args, "--path") ?? auth.DevelopmentKeyPath ?? throw new InvalidOperationException("--path is required.");
+                if (File.Exists(path))
+                    Console.WriteLine($"development key exists: {path}");
+                else
+                {
+                    DevelopmentKeys.Create(path);
+                    Console.WriteLine($"development key created: {path}");
+                }
+                return 0;
+
+            case "token":
+                if (auth.Mode != "development")
+                    throw new InvalidOperationException("Tokens can only be minted in development mode (Auth:Mode=development).");
+                var subject = Option(args, "--sub") ?? throw new InvalidOperationException("--sub is required.");
+                var tenant = Option(args, "--tenant") ?? throw new InvalidOperationException("--tenant is required.");
+                var roles = (Option(args, "--roles") ?? "runner").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                var ttl = ParseTtl(Option(args, "--ttl") ?? "1h");
+                Console.WriteLine(DevelopmentTokens.Mint(auth, subject, tenant, roles, ttl));
+                return 0;
+        }
+        return 2;
+    }
+
+    private static string? Option(string[] args, string name)
+    {
+        var index = Array.IndexOf(args, name);
+        return index >= 0 && index + 1 < args.Length ? args[index + 1] : null;
+    }
+
+    public static TimeSpan ParseTtl(string text)
+    {
+        var unit = text[^1];
+        if (!int.TryParse(text[..^1], out var value) || value <= 0)
+            throw new FormatException($"--ttl '{text}' must look like 30m, 1h or 7d.");
+        return unit switch
+        {
+            's' => TimeSpan.FromSeconds(value),
+            'm' => TimeSpan.FromMinutes(value),
+            'h' => TimeSpan.FromHours(value),
+            'd' => TimeSpan.FromDays(value),
+            _ => throw new FormatException($"--ttl '{text}' must end in s, m, h or d."),
+        };
+    }
+}

@@ -1,0 +1,87 @@
+using Marten;
+using Microsoft.Extensions.Options;
+using Npgsql;
+using Sandbox.Audited.Api;
+using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Api.Health;
+using Sandbox.Audited.Api.Hosting;
+using Sandbox.Audited.Api.Policies;
+using Sandbox.Audited.Api.Runs;
+using Sandbox.Audited.Audit;
+using Sandbox.Audited.Domain.Policies;
+using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Executor;
+using Sandbox.Audited.Executor.Docker;
+using Sandbox.Audited.Executor.Pool;
+using Sandbox.Audited.Executor.Sandboxes;
+using Serilog;
+
+var builder = WebApplication.CreateBuilder(args);
+
+// One-shot commands (migrate, token, schema, dev-key) run and exit without starting the server.
+if (args.Length > 0 && Commands.Names.Contains(args[0]))
+    return await Commands.RunAsync(args, builder.Configuration);
+
+// Structured logs.
+builder.Services.AddSerilog((services, logger) => logger
+    .ReadFrom.Configuration(builder.Configuration)
+    .Enrich.FromLogContext()
+    .WriteTo.Console());
+
+// Authentication fails closed: missing or half-set configuration throws here.
+builder.Services.AddSandboxAuth(builder.Configuration);
+
+// PostgreSQL: Marten for events, a plain data source for audit SQL. The schema comes from migrations only.
+var connectionString = builder.Configuration.GetConnectionString("Sandbox")
+    ?? throw new InvalidOperationException("ConnectionStrings:Sandbox is required.");
+builder.Services.AddSingleton(_ => NpgsqlDataSource.Create(connectionString));
+builder.Services.AddMarten(options => MartenSetup.Configure(options, connectionString));
+
+// Policies: the bundle is loaded at start-up; an invalid bundle stops start-up.
+builder.Services.Configure<PolicyOptions>(builder.Configuration.GetSection(PolicyOptions.Section));
+builder.Services.AddSingleton(sp => new PolicyHost(PolicyBundle.Load(sp.GetRequiredService<IOptions<PolicyOptions>>().Value.Directory)));
+
+// Executor: Docker, sandboxes, warm pool, reaper.
+builder.Services.Configure<ExecutorOptions>(builder.Configuration.GetSection(ExecutorOptions.Section));
+builder.Services.AddSingleton(TimeProvider.System);
+builder.Services.AddSingleton<DockerEngine>();
+builder.Services.AddSingleton<SandboxRegistry>();
+builder.Services.AddSingleton<SandboxFactory>();
+builder.Services.AddSingleton<SandboxRunner>();
+builder.Services.AddSingleton<SandboxPool>();
+builder.Services.AddSingleton<Reaper>();
+
+// Runs: admission, orchestration, start-up recovery and graceful shutdown (registered before the pool and reaper).
+builder.Services.Configure<AdmissionOptions>(builder.Configuration.GetSection(AdmissionOptions.Section));
+builder.Services.Configure<ShutdownOptions>(builder.Configuration.GetSection(ShutdownOptions.Section));
+builder.Services.AddSingleton<Admission>();
+builder.Services.AddSingleton<RunOrchestrator>();
+builder.Services.AddHostedService<RunLifecycle>();
+builder.Services.AddHostedService(sp => sp.GetRequiredService<SandboxPool>());
+builder.Services.AddHostedService(sp => sp.GetRequiredService<Reaper>());
+
+// Errors as RFC 9457 problem details.
+builder.Services.AddProblemDetails();
+builder.Services.AddExceptionHandler<ProblemExceptionHandler>();
+builder.Services.AddOpenApi();
+builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.Converters.Add(new System.Text.Json.Serialization.JsonStringEnumConverter()));
+
+var app = builder.Build();
+
+app.UseExceptionHandler();
+app.UseStatusCodePages();
+app.UseAuthentication();
+app.UseAuthorization();
+
+// Keep the pool warm for the policy's default limits.
+var defaults = app.Services.GetRequiredService<PolicyHost>().Active.Defaults;
+app.Services.GetRequiredService<SandboxPool>().KeepWarm(Languages.All.Select(l => SandboxProfile.For(l, defaults)));
+
+app.MapOpenApi("/openapi/{documentName}.json");
+app.MapHealth();
+app.MapRuns();
+
+app.Run();
+return 0;
+
+public partial class Program;

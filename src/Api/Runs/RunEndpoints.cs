@@ -1,0 +1,138 @@
+using System.Text.Json;
+using Marten;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
+using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Audit.Runs;
+using Sandbox.Audited.Domain.Runs;
+
+namespace Sandbox.Audited.Api.Runs;
+
+public static class RunEndpoints
+{
+    /// <summary>Largest body read: code (256 KiB) + stdin (1 MiB) + files (1 MiB) + JSON overhead.</summary>
+    public const long MaxBodyBytes = 3 * 1024 * 1024;
+
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+    public static RouteGroupBuilder MapRuns(this IEndpointRouteBuilder app)
+    {
+        var group = app.MapGroup("/v1/runs").RequireAuthorization().WithTags("Runs");
+        group.MapPost("/", CreateRun);
+        group.MapGet("/{id:guid}", GetRun);
+        group.MapGet("/{id:guid}/events", GetEvents);
+        return group;
+    }
+
+    /// <summary>POST /v1/runs: where a run is admitted. Validation and authorization failures are recorded too.</summary>
+    public static async Task<Results<Ok<RunView>, Accepted<RunView>, ProblemHttpResult>> CreateRun(
+        HttpContext http, RunOrchestrator orchestrator)
+    {
+        var caller = http.User.ToCaller();
+        var client = new ClientInfo(
+            http.Connection.RemoteIpAddress?.ToString(),
+            http.Request.Headers.UserAgent.ToString() is { Length: > 0 } ua ? ua[..Math.Min(ua.Length, 512)] : null,
+            http.Request.Headers["Idempotency-Key"].ToString() is { Length: > 0 } key ? key : null,
+            System.Diagnostics.Activity.Current?.TraceId.ToString() ?? http.TraceIdentifier);
+        var ct = http.RequestAborted;
+
+        if (string.IsNullOrEmpty(caller.Subject) || string.IsNullOrEmpty(caller.Tenant))
+            return Problem(401, Problems.Unauthorized, "Token incomplete", "The token must carry 'sub' and 'tenant' claims.");
+
+        var (body, bodyError, tooLarge) = await ReadBodyAsync(http.Request, ct);
+        if (!caller.Has(Roles.Runner))
+        {
+            var id = await orchestrator.RejectAsync(caller, client, 403, ["The token lacks the 'runner' role; only runners may start runs."], body?.Language, body?.Code, ct);
+            return Problem(403, Problems.Forbidden, "Not allowed to run code", "The token lacks the 'runner' role; only runners may start runs.", id);
+        }
+        if (body is null)
+        {
+            var status = tooLarge ? 413 : 400;
+            var id = await orchestrator.RejectAsync(caller, client, status, [bodyError!], null, null, ct);
+            return Problem(status, tooLarge ? Problems.PayloadTooLarge : Problems.InvalidRequest,
+                tooLarge ? "Request body too large" : "Malformed request body", bodyError!, id);
+        }
+
+        var (valid, rejection) = RunRequestValidation.Validate(new RunRequest(body.Language, body.Code, body.Stdin, body.Args, body.Files, body.Limits, body.Classification));
+        if (valid is null)
+        {
+            var status = rejection!.Kind == RejectionKind.TooLarge ? 413 : 400;
+            var id = await orchestrator.RejectAsync(caller, client, status, rejection.Errors, body.Language, body.Code, ct);
+            return Problem(status, status == 413 ? Problems.PayloadTooLarge : Problems.InvalidRequest,
+                status == 413 ? "Request too large" : "Invalid run request", string.Join(" ", rejection.Errors), id, rejection.Errors);
+        }
+
+        var admitted = await orchestrator.RequestAsync(caller, client, valid, ct);
+        if (!admitted.Decision.Allowed)
+            return Problem(403, Problems.PolicyDenied, "Denied by policy", string.Join(" ", admitted.Decision.Reasons), admitted.Stream.RunId, admitted.Decision.Reasons);
+
+        var execution = orchestrator.ExecuteAsync(admitted, onOutput: null);
+        if (body.Wait == false)
+        {
+            _ = execution.ContinueWith(t => _ = t.Exception, TaskScheduler.Default);
+            return TypedResults.Accepted($"/v1/runs/{admitted.Stream.RunId}", RunView.From(admitted.Summary));
+        }
+        return TypedResults.Ok(RunView.From(await execution));
+    }
+
+    public static async Task<Results<Ok<RunView>, ProblemHttpResult>> GetRun(Guid id, HttpContext http, IDocumentStore store, CancellationToken ct)
+    {
+        await using var session = store.QuerySession();
+        var events = await session.Events.FetchStreamAsync(id, token: ct);
+        var summary = RunSummary.Fold(id, events.Select(e => e.Data));
+        if (events.Count == 0 || !MayRead(http.User.ToCaller(), summary))
+            return NotFound(id);
+        return TypedResults.Ok(RunView.From(summary));
+    }
+
+    public static async Task<Results<Ok<IReadOnlyList<EventView>>, ProblemHttpResult>> GetEvents(Guid id, HttpContext http, IDocumentStore store, CancellationToken ct)
+    {
+        await using var session = store.QuerySession();
+        var events = await session.Events.FetchStreamAsync(id, token: ct);
+        var summary = RunSummary.Fold(id, events.Select(e => e.Data));
+        if (events.Count == 0 || !MayRead(http.User.ToCaller(), summary))
+            return NotFound(id);
+        IReadOnlyList<EventView> views = events.Select(e => new EventView(e.Sequence, e.Version, e.EventTypeName, e.Timestamp,
+            e.GetHeader(ChainHeaders.Hash)?.ToString(), e.GetHeader(ChainHeaders.PrevHash)?.ToString(), e.Data)).ToList();
+        return TypedResults.Ok(views);
+    }
+
+    /// <summary>Runners read their own runs; auditors and admins read their tenant's; nobody reads across tenants.</summary>
+    public static bool MayRead(Caller caller, RunSummary run) =>
+        !string.IsNullOrEmpty(caller.Tenant) && caller.Tenant == run.Tenant
+        && (caller.Subject == run.Subject || caller.Has(Roles.Auditor) || caller.Has(Roles.Admin));
+
+    private static async Task<(RunRequestBody? Body, string? Error, bool TooLarge)> ReadBodyAsync(HttpRequest request, CancellationToken ct)
+    {
+        if (request.ContentLength > MaxBodyBytes)
+            return (null, $"The request body is {request.ContentLength} bytes; the maximum is {MaxBodyBytes} bytes.", true);
+        if (request.ContentType is { } type && !type.StartsWith("application/json", StringComparison.OrdinalIgnoreCase))
+            return (null, $"Send the run as JSON (Content-Type: application/json), not '{type}'.", false);
+        using var buffer = new MemoryStream();
+        var chunk = new byte[81920];
+        int read;
+        while ((read = await request.Body.ReadAsync(chunk, ct)) > 0)
+        {
+            if (buffer.Length + read > MaxBodyBytes)
+                return (null, $"The request body exceeds the maximum of {MaxBodyBytes} bytes.", true);
+            buffer.Write(chunk, 0, read);
+        }
+        if (buffer.Length == 0)
+            return (null, "The request body is empty; send a JSON object with 'language' and 'code'.", false);
+        try
+        {
+            var body = JsonSerializer.Deserialize<RunRequestBody>(buffer.ToArray(), Json);
+            return body is null ? (null, "The request body must be a JSON object.", false) : (body, null, false);
+        }
+        catch (JsonException e)
+        {
+            return (null, "Malformed JSON: " + e.Message, false);
+        }
+    }
+
+    private static ProblemHttpResult Problem(int status, string type, string title, string detail, Guid? runId = null, IReadOnlyList<string>? errors = null) =>
+        TypedResults.Problem(Problems.Create(status, type, title, detail, runId, errors));
+
+    private static ProblemHttpResult NotFound(Guid id) =>
+        Problem(404, Problems.NotFound, "Run not found", $"No run {id} is visible to you.");
+}

@@ -1,0 +1,92 @@
+using Marten;
+using Microsoft.Extensions.Options;
+using Npgsql;
+using Sandbox.Audited.Audit;
+using Sandbox.Audited.Audit.Runs;
+using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Executor;
+using Sandbox.Audited.Executor.Pool;
+
+namespace Sandbox.Audited.Api.Runs;
+
+public sealed class ShutdownOptions
+{
+    public const string Section = "Shutdown";
+
+    /// <summary>How long running runs may finish after SIGTERM before they are stopped and recorded.</summary>
+    public int GraceSeconds { get; set; } = 20;
+}
+
+/// <summary>
+/// Start-up: remove this node's orphaned containers, then give every run this node left unfinished its
+/// RunAbandoned. Shutdown: stop admitting, let running runs finish within the grace period, stop the rest.
+/// </summary>
+public sealed partial class RunLifecycle(
+    IDocumentStore store,
+    NpgsqlDataSource dataSource,
+    Reaper reaper,
+    RunOrchestrator orchestrator,
+    IOptions<ExecutorOptions> executor,
+    IOptions<ShutdownOptions> shutdown,
+    TimeProvider clock,
+    ILogger<RunLifecycle> logger) : IHostedService
+{
+    public async Task StartAsync(CancellationToken ct)
+    {
+        try
+        {
+            await reaper.ReapAsync(startup: true, ct);
+        }
+        catch (Exception e)
+        {
+            LogStartupReapFailed(e);
+        }
+        foreach (var runId in await UnfinishedRunsAsync(ct))
+        {
+            var stream = await RunStream.ResumeAsync(store, runId, new WriteContext("system:recovery", null), ct);
+            await stream.AppendAsync(new RunAbandoned(runId,
+                "The service stopped while this run was in flight (crash or kill); its sandbox was removed at restart.",
+                executor.Value.NodeId, clock.GetUtcNow()), ct);
+            LogAbandoned(runId);
+        }
+    }
+
+    public async Task StopAsync(CancellationToken ct)
+    {
+        orchestrator.StopAdmitting();
+        var running = Task.WhenAll(orchestrator.InFlightTasks);
+        var grace = Task.Delay(TimeSpan.FromSeconds(shutdown.Value.GraceSeconds), ct);
+        if (await Task.WhenAny(running, grace) != running)
+        {
+            LogGraceExceeded(orchestrator.InFlight);
+            orchestrator.AbortRemaining();
+            await Task.WhenAny(running, Task.Delay(TimeSpan.FromSeconds(5), CancellationToken.None));
+        }
+    }
+
+    private async Task<List<Guid>> UnfinishedRunsAsync(CancellationToken ct)
+    {
+        var sql = $"""
+            SELECT e.stream_id FROM {MartenSetup.Schema}.mt_events e
+            WHERE e.type = 'run_requested' AND e.data ->> 'node' = $1
+              AND NOT EXISTS (SELECT 1 FROM {MartenSetup.Schema}.mt_events t
+                              WHERE t.stream_id = e.stream_id AND t.type IN ('run_completed', 'run_failed', 'run_abandoned'))
+            """;
+        await using var command = dataSource.CreateCommand(sql);
+        command.Parameters.AddWithValue(executor.Value.NodeId);
+        var ids = new List<Guid>();
+        await using var reader = await command.ExecuteReaderAsync(ct);
+        while (await reader.ReadAsync(ct))
+            ids.Add(reader.GetGuid(0));
+        return ids;
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Removing orphaned sandboxes at start-up failed")]
+    private partial void LogStartupReapFailed(Exception e);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId} was in flight when the service stopped; recorded RunAbandoned")]
+    private partial void LogAbandoned(Guid runId);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Count} runs did not finish within the shutdown grace period; stopping them")]
+    private partial void LogGraceExceeded(int count);
+}

@@ -1,0 +1,260 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text;
+using Marten;
+using Sandbox.Audited.Api.Policies;
+using Sandbox.Audited.Audit.Runs;
+using Sandbox.Audited.Domain.Hashing;
+using Sandbox.Audited.Domain.Policies;
+using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Executor;
+using Sandbox.Audited.Executor.Pool;
+using Sandbox.Audited.Executor.Sandboxes;
+using Microsoft.Extensions.Options;
+
+namespace Sandbox.Audited.Api.Runs;
+
+/// <summary>Recording the request and decision failed: nothing may run (write-ahead rule).</summary>
+public sealed class WriteAheadException(Exception inner) : Exception("The run could not be recorded; nothing was run.", inner);
+
+/// <summary>A run that was recorded and decided; Summary is its state after the decision.</summary>
+public sealed record AdmittedRun(RunStream Stream, ValidRunRequest Request, PolicyDecision Decision, Caller Caller, Stopwatch Clock, List<object> Events)
+{
+    public RunSummary Summary
+    {
+        get
+        {
+            lock (Events)
+                return RunSummary.Fold(Stream.RunId, Events.ToList());
+        }
+    }
+}
+
+/// <summary>
+/// The flow of one run, in the order DESIGN.md gives: record the request and the policy decision (committed
+/// before any container is touched), admit, take a sandbox, run, record the outcome with exactly one
+/// terminal event, and remove the sandbox off the request path.
+/// </summary>
+public sealed partial class RunOrchestrator(
+    IDocumentStore store,
+    PolicyHost policies,
+    Admission admission,
+    SandboxPool pool,
+    SandboxRunner runner,
+    SandboxFactory factory,
+    IOptions<ExecutorOptions> executorOptions,
+    TimeProvider clock,
+    ILogger<RunOrchestrator> logger)
+{
+    private readonly ConcurrentDictionary<Guid, Task> _inFlight = new();
+    private readonly CancellationTokenSource _abort = new();
+
+    public int InFlight => _inFlight.Count;
+
+    public IReadOnlyCollection<Task> InFlightTasks => _inFlight.Values.ToList();
+
+    /// <summary>Records a request that failed validation or authorization: RequestRejected, then its terminal event.</summary>
+    public async Task<Guid> RejectAsync(Caller caller, ClientInfo client, int httpStatus, IReadOnlyList<string> errors, string? language, string? code, CancellationToken ct)
+    {
+        var runId = Guid.CreateVersion7();
+        var now = clock.GetUtcNow();
+        var stream = new RunStream(store, runId, Context(caller, client));
+        await stream.AppendAsync(
+        [
+            new RequestRejected(runId, caller, httpStatus, errors, language, code is null ? null : Sha256Hex.Of(code), client, now),
+            new RunCompleted(runId, RunStatus.Rejected, null, 0, string.Join(" ", errors), now),
+        ], ct);
+        return runId;
+    }
+
+    /// <summary>Records the request and the policy decision in one commit. A denied run also gets its terminal event.</summary>
+    public async Task<AdmittedRun> RequestAsync(Caller caller, ClientInfo client, ValidRunRequest request, CancellationToken ct)
+    {
+        var watch = Stopwatch.StartNew();
+        var runId = Guid.CreateVersion7();
+        var bundle = policies.Active;
+        var decision = bundle.Evaluate(new PolicyInput(caller, request.Language, request.Classification, request.Limits,
+            request.Code, request.Args.Count, request.Files.Count, request.Stdin.Length));
+        var now = clock.GetUtcNow();
+        var events = new List<object>
+        {
+            new RunRequested(runId, caller, request.Language, request.Code, Sha256Hex.Of(request.Code), Encoding.UTF8.GetByteCount(request.Code),
+                Sha256Hex.Of(request.Stdin), request.Stdin.Length, request.Args,
+                request.Files.Select(f => new FileDigest(f.Name, Encoding.UTF8.GetByteCount(f.Content), Sha256Hex.Of(f.Content))).ToList(),
+                request.Limits, request.Classification, client, executorOptions.Value.NodeId, now),
+            new PolicyEvaluated(runId, decision.Decision, decision.BundleDigest, decision.RuleIds, decision.Limits, decision.Findings, decision.Reasons, now),
+        };
+        if (!decision.Allowed)
+            events.Add(new RunCompleted(runId, RunStatus.Denied, null, watch.ElapsedMilliseconds, string.Join(" ", decision.Reasons), now));
+
+        var stream = new RunStream(store, runId, Context(caller, client));
+        try
+        {
+            await stream.AppendAsync(events, ct);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            LogWriteAheadFailed(e, runId);
+            throw new WriteAheadException(e);
+        }
+        return new AdmittedRun(stream, request, decision, caller, watch, events);
+    }
+
+    /// <summary>Stops admitting runs; running ones carry on.</summary>
+    public void StopAdmitting() => admission.Close();
+
+    /// <summary>After the shutdown grace period: stop what still runs; each gets its terminal event.</summary>
+    public void AbortRemaining() => _abort.Cancel();
+
+    /// <summary>
+    /// Starts the run's execution and tracks it until its terminal event is written. The run belongs to the
+    /// service, not the HTTP request: a client that goes away does not stop it, only shutdown does.
+    /// </summary>
+    public Task<RunSummary> ExecuteAsync(AdmittedRun run, Action<OutputChunk>? onOutput)
+    {
+        var task = ExecuteCoreAsync(run, onOutput, _abort.Token);
+        _inFlight[run.Stream.RunId] = task;
+        _ = task.ContinueWith(_ => _inFlight.TryRemove(run.Stream.RunId, out Task? _), TaskScheduler.Default);
+        return task;
+    }
+
+    private async Task<RunSummary> ExecuteCoreAsync(AdmittedRun run, Action<OutputChunk>? onOutput, CancellationToken ct)
+    {
+        var runId = run.Stream.RunId;
+        var written = new List<object>();
+
+        var (lease, refusal) = await admission.EnterAsync(run.Caller.Tenant, ct);
+        if (refusal is not null)
+        {
+            await AppendAsync(run, written, [new RunCompleted(runId, RunStatus.Refused, null, run.Clock.ElapsedMilliseconds, refusal.Reason, clock.GetUtcNow())], ct);
+            throw new CapacityException(runId, refusal);
+        }
+
+        using (lease)
+        {
+            PreparedSandbox sandbox;
+            try
+            {
+                sandbox = await pool.AcquireAsync(SandboxProfile.For(run.Request.Language, run.Decision.Limits), runId, ct);
+            }
+            catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
+            {
+                LogSandboxUnavailable(e, runId);
+                await AppendAsync(run, written, [new RunFailed(runId, "No sandbox could be created: " + e.Message, clock.GetUtcNow())], ct);
+                throw new SandboxUnavailableException(runId, e);
+            }
+
+            try
+            {
+                var outcome = await runner.RunAsync(sandbox, run.Request, run.Decision.Limits, onOutput, ct);
+                var now = clock.GetUtcNow();
+                var exited = new SandboxExited(runId, outcome.Exit.ExitCode, outcome.Exit.Signal, outcome.Exit.TimedOut, outcome.Exit.OomKilled,
+                    outcome.Exit.PidsLimitHit, outcome.Exit.WallUs, outcome.Exit.CpuUserUs, outcome.Exit.CpuSysUs, outcome.Exit.MaxRssKb, now);
+                var output = new OutputRecorded(runId,
+                    Describe(outcome.Stdout, Math.Max(outcome.Exit.StdoutProduced, outcome.Stdout.Length), outcome.StdoutTruncated),
+                    Describe(outcome.Stderr, Math.Max(outcome.Exit.StderrProduced, outcome.Stderr.Length), outcome.StderrTruncated), now);
+                var status = RunStatus.FromExit(exited, outcome.StdoutTruncated || outcome.StderrTruncated);
+                await AppendAsync(run, written,
+                [
+                    SandboxCreatedEvent(runId, sandbox),
+                    new SandboxStarted(runId, sandbox.ContainerId, sandbox.StartedAt),
+                    exited,
+                    output,
+                    new RunCompleted(runId, status, exited.ExitCode, run.Clock.ElapsedMilliseconds, outcome.Problem, now),
+                ], ct);
+            }
+            catch (Exception e) when (written.Count == 0)
+            {
+                var reason = e is OperationCanceledException
+                    ? "The service shut down before the run finished (grace period exceeded); the sandbox was killed."
+                    : "The sandbox failed: " + e.Message;
+                LogRunFailed(e, runId);
+                await AppendAsync(run, written,
+                [
+                    SandboxCreatedEvent(runId, sandbox),
+                    new RunFailed(runId, reason, clock.GetUtcNow()),
+                ], CancellationToken.None);
+            }
+            finally
+            {
+                _ = RemoveAsync(run.Stream, sandbox.ContainerId);
+            }
+        }
+        return run.Summary;
+    }
+
+    private SandboxCreated SandboxCreatedEvent(Guid runId, PreparedSandbox sandbox) =>
+        new(runId, sandbox.ContainerId, sandbox.Image, sandbox.ImageId, executorOptions.Value.NodeId, sandbox.FromPool, sandbox.CreatedAt,
+            sandbox.Settings, clock.GetUtcNow());
+
+    // Removal happens after the client has its answer; SandboxRemoved therefore follows the terminal event.
+    private async Task RemoveAsync(RunStream stream, string containerId)
+    {
+        await factory.DestroyAsync(containerId, CancellationToken.None);
+        try
+        {
+            await stream.AppendAsync(new SandboxRemoved(stream.RunId, containerId, clock.GetUtcNow()), CancellationToken.None);
+        }
+        catch (Exception e)
+        {
+            LogRemovalNotRecorded(e, stream.RunId);
+        }
+    }
+
+    private static async Task AppendAsync(AdmittedRun run, List<object> written, IReadOnlyList<object> events, CancellationToken ct)
+    {
+        await run.Stream.AppendAsync(events, ct);
+        written.AddRange(events);
+        lock (run.Events)
+            run.Events.AddRange(events);
+    }
+
+    /// <summary>Output is kept as text when it is valid UTF-8 without NUL (jsonb cannot hold NUL), otherwise as base64.</summary>
+    public static StreamOutput Describe(byte[] bytes, long produced, bool truncated)
+    {
+        var sha = Sha256Hex.Of(bytes);
+        var text = TryUtf8(bytes);
+        return text is not null
+            ? new StreamOutput(sha, bytes.Length, produced, truncated, "utf8", text)
+            : new StreamOutput(sha, bytes.Length, produced, truncated, "base64", Convert.ToBase64String(bytes));
+    }
+
+    private static string? TryUtf8(byte[] bytes)
+    {
+        if (bytes.AsSpan().IndexOf((byte)0) >= 0)
+            return null;
+        try
+        {
+            return new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes);
+        }
+        catch (DecoderFallbackException)
+        {
+            return null;
+        }
+    }
+
+    private static WriteContext Context(Caller caller, ClientInfo client) => new(caller.Subject, client.CorrelationId);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: recording the request and decision failed; nothing was run")]
+    private partial void LogWriteAheadFailed(Exception e, Guid runId);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: no sandbox could be created")]
+    private partial void LogSandboxUnavailable(Exception e, Guid runId);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: the sandbox failed")]
+    private partial void LogRunFailed(Exception e, Guid runId);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: SandboxRemoved could not be recorded")]
+    private partial void LogRemovalNotRecorded(Exception e, Guid runId);
+}
+
+public sealed class CapacityException(Guid runId, AdmissionRefusal refusal) : Exception(refusal.Reason)
+{
+    public Guid RunId => runId;
+    public AdmissionRefusal Refusal => refusal;
+}
+
+public sealed class SandboxUnavailableException(Guid runId, Exception inner) : Exception(inner.Message, inner)
+{
+    public Guid RunId => runId;
+}

@@ -1,0 +1,30 @@
+using Sandbox.Audited.Domain.Runs;
+
+namespace Sandbox.Audited.Audit.Events;
+
+/// <summary>Every event type the store knows, with the stable name recorded in mt_events.type and hashed.</summary>
+public static class EventCatalog
+{
+    public static readonly IReadOnlyDictionary<Type, string> Names = new Dictionary<Type, string>
+    {
+        [typeof(RunRequested)] = "run_requested",
+        [typeof(RequestRejected)] = "request_rejected",
+        [typeof(PolicyEvaluated)] = "policy_evaluated",
+        [typeof(RunQueued)] = "run_queued",
+        [typeof(SandboxCreated)] = "sandbox_created",
+        [typeof(SandboxStarted)] = "sandbox_started",
+        [typeof(SandboxExited)] = "sandbox_exited",
+        [typeof(OutputRecorded)] = "output_recorded",
+        [typeof(SandboxRemoved)] = "sandbox_removed",
+        [typeof(RunCompleted)] = "run_completed",
+        [typeof(RunFailed)] = "run_failed",
+        [typeof(RunAbandoned)] = "run_abandoned",
+    };
+
+    public static readonly IReadOnlySet<string> Terminal = new HashSet<string> { "run_completed", "run_failed", "run_abandoned" };
+
+    public static string NameOf(object data) =>
+        Names.TryGetValue(data.GetType(), out var name)
+            ? name
+            : throw new InvalidOperationException($"{data.GetType().Name} is not a registered event type.");
+}

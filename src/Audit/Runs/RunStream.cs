@@ -1,0 +1,91 @@
+using JasperFx.Events;
+using Marten;
+using Sandbox.Audited.Audit.Events;
+using Sandbox.Audited.Domain.Hashing;
+
+namespace Sandbox.Audited.Audit.Runs;
+
+/// <summary>Who and why, stamped on every event of a write as Marten metadata.</summary>
+public sealed record WriteContext(string User, string? CorrelationId, string? CausationId = null);
+
+/// <summary>
+/// The single writer of one run's stream. It keeps the stream's version and last hash, so every append
+/// extends the hash chain and is guarded by optimistic concurrency on the expected version.
+/// </summary>
+public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext context)
+{
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private long _version;
+    private string _lastHash = EventChain.Genesis;
+
+    public Guid RunId => runId;
+
+    public long Version => _version;
+
+    /// <summary>Resumes the chain of an existing stream (e.g. to record RunAbandoned after a crash).</summary>
+    public static async Task<RunStream> ResumeAsync(IDocumentStore store, Guid runId, WriteContext context, CancellationToken ct)
+    {
+        var stream = new RunStream(store, runId, context);
+        await using var session = store.QuerySession();
+        var events = await session.Events.FetchStreamAsync(runId, token: ct);
+        if (events.Count > 0)
+        {
+            stream._version = events[^1].Version;
+            stream._lastHash = events[^1].GetHeader(ChainHeaders.Hash)?.ToString() ?? EventChain.Genesis;
+        }
+        return stream;
+    }
+
+    /// <summary>Appends and commits the events in one transaction; nothing is half-written.</summary>
+    public async Task AppendAsync(IReadOnlyList<object> events, CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            await using var session = store.LightweightSession();
+            session.CorrelationId = context.CorrelationId;
+            session.CausationId = context.CausationId;
+            session.LastModifiedBy = context.User;
+            var serializer = store.Options.Serializer();
+
+            var version = _version;
+            var previous = _lastHash;
+            var wrapped = new List<object>(events.Count);
+            foreach (var data in events)
+            {
+                version++;
+                var name = EventCatalog.NameOf(data);
+                var hash = EventChain.Hash(previous, runId, version, name, serializer.ToJson(data));
+                var @event = EventFor(data);
+                @event.SetHeader(ChainHeaders.PrevHash, previous);
+                @event.SetHeader(ChainHeaders.Hash, hash);
+                wrapped.Add(@event);
+                previous = hash;
+            }
+
+            if (_version == 0)
+                session.Events.StartStream(runId, wrapped.ToArray());
+            else
+                session.Events.Append(runId, version, wrapped.ToArray());
+            await session.SaveChangesAsync(ct);
+
+            _version = version;
+            _lastHash = previous;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    public Task AppendAsync(object @event, CancellationToken ct) => AppendAsync([@event], ct);
+
+    private static IEvent EventFor(object data) =>
+        (IEvent)Activator.CreateInstance(typeof(Event<>).MakeGenericType(data.GetType()), data)!;
+}
+
+public static class ChainHeaders
+{
+    public const string Hash = "hash";
+    public const string PrevHash = "prevHash";
+}

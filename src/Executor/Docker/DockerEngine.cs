@@ -1,0 +1,128 @@
+using Docker.DotNet;
+using Docker.DotNet.Models;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Sandbox.Audited.Executor.Docker;
+
+/// <summary>A thin wrapper over the Docker Engine API: one method per verb, a deadline on every call.</summary>
+public sealed partial class DockerEngine : IDisposable
+{
+    private readonly DockerClient _client;
+    private readonly TimeSpan _callTimeout;
+    private readonly ILogger<DockerEngine> _logger;
+
+    public DockerEngine(IOptions<ExecutorOptions> options, ILogger<DockerEngine> logger)
+    {
+        _client = new DockerClientConfiguration(new Uri(options.Value.DockerEndpoint), defaultTimeout: Timeout.InfiniteTimeSpan).CreateClient();
+        _callTimeout = TimeSpan.FromMilliseconds(options.Value.DockerCallTimeoutMs);
+        _logger = logger;
+    }
+
+    public async Task PingAsync(CancellationToken ct)
+    {
+        using var cts = Deadline(ct, TimeSpan.FromSeconds(2));
+        await _client.System.PingAsync(cts.Token);
+    }
+
+    public async Task<string> VersionAsync(CancellationToken ct)
+    {
+        using var cts = Deadline(ct);
+        var version = await _client.System.GetVersionAsync(cts.Token);
+        return $"{version.Version} (API {version.APIVersion})";
+    }
+
+    public async Task<ImageInspectResponse> InspectImageAsync(string image, CancellationToken ct)
+    {
+        using var cts = Deadline(ct);
+        return await _client.Images.InspectImageAsync(image, cts.Token);
+    }
+
+    public async Task<string> CreateAsync(CreateContainerParameters parameters, CancellationToken ct)
+    {
+        using var cts = Deadline(ct);
+        var response = await _client.Containers.CreateContainerAsync(parameters, cts.Token);
+        return response.ID;
+    }
+
+    /// <summary>Attaches stdin/stdout/stderr; call before start so that nothing the container writes is missed.</summary>
+    public async Task<MultiplexedStream> AttachAsync(string id, CancellationToken ct)
+    {
+        using var cts = Deadline(ct);
+        return await _client.Containers.AttachContainerAsync(
+            id, tty: false,
+            new ContainerAttachParameters { Stream = true, Stdin = true, Stdout = true, Stderr = true },
+            cts.Token);
+    }
+
+    public async Task StartAsync(string id, CancellationToken ct)
+    {
+        using var cts = Deadline(ct);
+        await _client.Containers.StartContainerAsync(id, new ContainerStartParameters(), cts.Token);
+    }
+
+    public async Task<ContainerInspectResponse> InspectAsync(string id, CancellationToken ct)
+    {
+        using var cts = Deadline(ct);
+        return await _client.Containers.InspectContainerAsync(id, cts.Token);
+    }
+
+    public async Task<ContainerWaitResponse> WaitAsync(string id, TimeSpan timeout, CancellationToken ct)
+    {
+        using var cts = Deadline(ct, timeout);
+        return await _client.Containers.WaitContainerAsync(id, cts.Token);
+    }
+
+    public async Task KillAsync(string id, CancellationToken ct)
+    {
+        using var cts = Deadline(ct);
+        try
+        {
+            await _client.Containers.KillContainerAsync(id, new ContainerKillParameters { Signal = "KILL" }, cts.Token);
+        }
+        catch (DockerApiException e) when (e.StatusCode is System.Net.HttpStatusCode.Conflict or System.Net.HttpStatusCode.NotFound)
+        {
+            // Already stopped or gone: that is what we wanted.
+        }
+    }
+
+    /// <summary>Force-removes a container and its anonymous volumes; a missing container is not an error.</summary>
+    public async Task RemoveAsync(string id, CancellationToken ct)
+    {
+        using var cts = Deadline(ct);
+        try
+        {
+            await _client.Containers.RemoveContainerAsync(id, new ContainerRemoveParameters { Force = true, RemoveVolumes = true }, cts.Token);
+        }
+        catch (DockerContainerNotFoundException)
+        {
+        }
+        catch (DockerApiException e) when (e.StatusCode == System.Net.HttpStatusCode.Conflict)
+        {
+            // "removal already in progress"
+            LogRemovalInProgress(id);
+        }
+    }
+
+    public async Task<IList<ContainerListResponse>> ListByLabelAsync(string label, CancellationToken ct)
+    {
+        using var cts = Deadline(ct);
+        return await _client.Containers.ListContainersAsync(new ContainersListParameters
+        {
+            All = true,
+            Filters = new Dictionary<string, IDictionary<string, bool>> { ["label"] = new Dictionary<string, bool> { [label] = true } },
+        }, cts.Token);
+    }
+
+    public void Dispose() => _client.Dispose();
+
+    private CancellationTokenSource Deadline(CancellationToken ct, TimeSpan? timeout = null)
+    {
+        var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        cts.CancelAfter(timeout ?? _callTimeout);
+        return cts;
+    }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Removal of container {ContainerId} already in progress")]
+    private partial void LogRemovalInProgress(string containerId);
+}

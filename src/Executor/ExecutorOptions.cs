@@ -1,0 +1,32 @@
+namespace Sandbox.Audited.Executor;
+
+public sealed class ExecutorOptions
+{
+    public const string Section = "Executor";
+
+    /// <summary>Labels every container; the reaper only ever removes containers of its own node.</summary>
+    public string NodeId { get; set; } = Environment.MachineName;
+
+    public string DockerEndpoint { get; set; } = "unix:///var/run/docker.sock";
+
+    /// <summary>OCI runtime: "runc" (default) or e.g. "runsc" for gVisor where it is installed.</summary>
+    public string Runtime { get; set; } = "runc";
+
+    /// <summary>Image per language; `sbx up` builds and tags them.</summary>
+    public Dictionary<string, string> Images { get; set; } = new()
+    {
+        ["python"] = "sbx-python:current",
+        ["javascript"] = "sbx-javascript:current",
+        ["shell"] = "sbx-shell:current",
+    };
+
+    /// <summary>Started sandboxes kept ready per language; 0 disables the pool (every run is cold).</summary>
+    public int PoolSizePerLanguage { get; set; } = 2;
+
+    /// <summary>Extra time beyond the run's timeout before the service kills the container itself.</summary>
+    public int BackstopGraceMs { get; set; } = 2000;
+
+    public int ReapIntervalSeconds { get; set; } = 60;
+
+    public int DockerCallTimeoutMs { get; set; } = 15000;
+}

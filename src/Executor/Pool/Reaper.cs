@@ -1,0 +1,67 @@
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Sandbox.Audited.Executor.Docker;
+using Sandbox.Audited.Executor.Sandboxes;
+
+namespace Sandbox.Audited.Executor.Pool;
+
+/// <summary>
+/// Removes this node's containers that no live run or pool slot owns: everything at start-up (a crash
+/// left them), then periodically. Containers younger than a minute are spared, since one may be
+/// between "created" and "tracked".
+/// </summary>
+public sealed partial class Reaper(
+    DockerEngine docker,
+    SandboxRegistry registry,
+    IOptions<ExecutorOptions> options,
+    TimeProvider clock,
+    ILogger<Reaper> logger) : BackgroundService
+{
+    public async Task<int> ReapAsync(bool startup, CancellationToken ct)
+    {
+        var mine = $"{ContainerSpec.NodeLabel}={options.Value.NodeId}";
+        var removed = 0;
+        foreach (var container in await docker.ListByLabelAsync(mine, ct))
+        {
+            if (!container.Labels.TryGetValue(ContainerSpec.ServiceLabel, out var service) || service != ContainerSpec.ServiceName)
+                continue;
+            if (registry.Owns(container.ID))
+                continue;
+            if (!startup && clock.GetUtcNow() - container.Created < TimeSpan.FromMinutes(1))
+                continue;
+            await docker.RemoveAsync(container.ID, ct);
+            removed++;
+        }
+        if (removed > 0)
+            LogReaped(removed, options.Value.NodeId);
+        return removed;
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        // The start-up sweep runs before anything else (see the service's recovery); this loop only repeats it.
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(TimeSpan.FromSeconds(options.Value.ReapIntervalSeconds), stoppingToken);
+                await ReapAsync(startup: false, stoppingToken);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception e)
+            {
+                LogReapFailed(e);
+            }
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Reaped {Count} orphaned sandbox containers of node {Node}")]
+    private partial void LogReaped(int count, string node);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Reaping orphaned sandboxes failed")]
+    private partial void LogReapFailed(Exception e);
+}
