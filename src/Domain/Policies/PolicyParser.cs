@@ -70,8 +70,10 @@ internal static class PolicyParser
             }
         }
 
-        var defaultLimits = Complete(errors, defaults, "defaults", files);
-        var ceilingLimits = Complete(errors, ceilings, "ceilings", files);
+        // A file that failed to parse may well hold the defaults; only then is "missing" worth saying.
+        var reportMissing = errors.Count == 0;
+        var defaultLimits = Complete(errors, defaults, "defaults", files, reportMissing);
+        var ceilingLimits = Complete(errors, ceilings, "ceilings", files, reportMissing);
         if (defaultLimits is not null && ceilingLimits is not null)
             CheckBelowCeilings(errors, defaults!.Value.File, defaults.Value.Node.Start.Line, "defaults",
                 LimitField.All.Select(f => (double?)f.Run(defaultLimits)).ToArray(), ceilingLimits);
@@ -95,11 +97,11 @@ internal static class PolicyParser
     }
 
     // Defaults and ceilings must name every limit, so an effective value always exists.
-    private static RunLimits? Complete(List<PolicyError> errors, (double?[] Values, YamlNode Node, string File)? slot, string what, IReadOnlyList<PolicyFile> files)
+    private static RunLimits? Complete(List<PolicyError> errors, (double?[] Values, YamlNode Node, string File)? slot, string what, IReadOnlyList<PolicyFile> files, bool reportMissing)
     {
         if (slot is not { } set)
         {
-            errors.Add(new PolicyError(files.Count == 0 ? "(bundle)" : string.Join(", ", files.Select(f => f.Path)), 0, 0,
+            if (reportMissing) errors.Add(new PolicyError(files.Count == 0 ? "(bundle)" : string.Join(", ", files.Select(f => f.Path)), 0, 0,
                 $"the bundle must set '{what}' (in exactly one file) with every limit: {LimitField.Names}"));
             return null;
         }

@@ -173,7 +173,12 @@ public static class PolicyTestRunner
 
         var language = Require(reader, node, f, "language", what) is { } l ? reader.String(l, $"{what} input.language") : null;
         var limits = f.TryGetValue("limits", out var limitsNode) ? reader.Limits(limitsNode, $"{what} input.limits") : null;
-        var code = f.TryGetValue("code", out var codeNode) && codeNode is YamlScalarNode { Value: { } c } ? c : "";
+        var code = "";
+        if (f.TryGetValue("code", out var codeNode))
+        {
+            if (codeNode is YamlScalarNode { Value: { } c }) code = c;
+            else reader.Error(codeNode, $"{what} input.code must be a string (use '|' for several lines)");
+        }
         if (language is null) return null;
         return new PolicyInput(
             new Caller(Text("subject", "test-subject"), Text("tenant", "test-tenant"),

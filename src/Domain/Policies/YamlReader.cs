@@ -30,7 +30,7 @@ internal sealed partial class YamlReader(string file, List<PolicyError> errors)
         }
         catch (YamlException e)
         {
-            errors.Add(new PolicyError(file, (int)e.Start.Line, (int)e.Start.Column, $"YAML syntax: {Innermost(e)}"));
+            errors.Add(new PolicyError(file, (int)e.Start.Line, (int)e.Start.Column, Describe(e)));
             return null;
         }
         if (stream.Documents.Count > 1)
@@ -49,6 +49,8 @@ internal sealed partial class YamlReader(string file, List<PolicyError> errors)
     /// <summary>Returns a mapping's entries by key, reporting non-mappings, unknown keys and non-scalar keys.</summary>
     public Dictionary<string, YamlNode>? Fields(YamlNode node, string what, params string[] allowed)
     {
+        // "when:" with nothing after it reads as null; treat it as an empty mapping.
+        if (IsNull(node)) return [];
         if (node is not YamlMappingNode mapping)
         {
             Error(node, $"{what} must be a mapping (key: value)");
@@ -152,9 +154,9 @@ internal sealed partial class YamlReader(string file, List<PolicyError> errors)
     private static bool IsQuotedOrNull(YamlNode node) =>
         IsNull(node) || node is YamlScalarNode { Style: ScalarStyle.SingleQuoted or ScalarStyle.DoubleQuoted };
 
-    private static string Innermost(Exception e) => e.InnerException is { } inner && e.Message.Contains("Duplicate key")
-        ? "duplicate key"
-        : e.Message.Replace("(Line: ", "(line ", StringComparison.Ordinal);
+    private static string Describe(YamlException e) => e.Message.StartsWith("Duplicate key ", StringComparison.Ordinal)
+        ? $"duplicate key '{e.Message["Duplicate key ".Length..]}'"
+        : $"YAML syntax: {e.Message}";
 
     [GeneratedRegex("^[a-z0-9][a-z0-9._-]{0,63}$")]
     public static partial Regex IdSyntax();

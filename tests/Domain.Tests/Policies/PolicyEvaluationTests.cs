@@ -1,16 +1,18 @@
 using System.Diagnostics;
 using Sandbox.Audited.Domain.Policies;
 using Sandbox.Audited.Domain.Runs;
+using Xunit.Abstractions;
 using static Sandbox.Audited.Domain.Tests.Policies.PolicyFixtures;
 
 namespace Sandbox.Audited.Domain.Tests.Policies;
 
-public sealed class PolicyEvaluationTests
+public sealed class PolicyEvaluationTests(ITestOutputHelper output)
 {
     [Fact]
     public void DefaultBundleCasesAllPassAndCoverEveryRule()
     {
         var result = PolicyTestRunner.RunDirectory(PoliciesDirectory);
+        output.WriteLine(result.Report);
 
         Assert.True(result.Success, result.Report);
         Assert.Empty(result.UncoveredRuleIds);
