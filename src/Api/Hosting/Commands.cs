@@ -2,13 +2,14 @@ using Marten;
 using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Audit;
 using Sandbox.Audited.Audit.Migrations;
+using Sandbox.Audited.Domain.Policies;
 
 namespace Sandbox.Audited.Api.Hosting;
 
 /// <summary>The service's one-shot commands (`sbx` calls them): migrate, token, schema, dev-key.</summary>
 public static class Commands
 {
-    public static readonly IReadOnlySet<string> Names = new HashSet<string> { "migrate", "token", "schema", "dev-key" };
+    public static readonly IReadOnlySet<string> Names = new HashSet<string> { "migrate", "token", "schema", "dev-key", "policy-test" };
 
     public static async Task<int> RunAsync(string[] args, IConfiguration configuration)
     {
@@ -28,6 +29,12 @@ public static class Commands
                 using (var store = DocumentStore.For(o => MartenSetup.Configure(o, "Host=127.0.0.1")))
                     Console.WriteLine(store.Storage.ToDatabaseScript());
                 return 0;
+
+            case "policy-test":
+                // Every case in policies/tests must pass and every rule must be exercised by some case.
+                var result = PolicyTestRunner.RunDirectory(Option(args, "--dir") ?? configuration["Policies:Directory"] ?? "policies");
+                Console.WriteLine(result.Report);
+                return result.Success ? 0 : 1;
 
             case "dev-key":
                 var path = Option(args, "--path") ?? auth.DevelopmentKeyPath ?? throw new InvalidOperationException("--path is required.");

@@ -1,7 +1,6 @@
 using System.Text.Json;
 using Marten;
 using Microsoft.AspNetCore.Http.HttpResults;
-using Microsoft.AspNetCore.Mvc;
 using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Domain.Runs;
