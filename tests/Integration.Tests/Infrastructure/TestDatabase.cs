@@ -1,0 +1,57 @@
+using Npgsql;
+using Sandbox.Audited.Audit.Migrations;
+
+namespace Sandbox.Audited.Tests.Infrastructure;
+
+/// <summary>A throw-away database with every migration applied, dropped when the fixture ends.</summary>
+public sealed class TestDatabase : IAsyncDisposable
+{
+    public string Name { get; } = "sbx_test_" + Guid.NewGuid().ToString("N")[..12];
+
+    public string AppConnection => TestEnvironment.ConnectionFor(Name, "sandbox_app", TestEnvironment.AppPassword);
+
+    public string AuditorConnection => TestEnvironment.ConnectionFor(Name, "sandbox_auditor", TestEnvironment.AuditorPassword);
+
+    public string AdminConnection => TestEnvironment.AdminConnectionFor(Name);
+
+    public async Task CreateAsync()
+    {
+        await using (var admin = new NpgsqlConnection(TestEnvironment.AdminConnection))
+        {
+            await admin.OpenAsync();
+            await using var create = new NpgsqlCommand($"CREATE DATABASE {Name} OWNER sandbox_owner", admin);
+            await create.ExecuteNonQueryAsync();
+        }
+        await MigrationRunner.ApplyAsync(AdminConnection, Path.Combine(TestEnvironment.RepoRoot, "migrations"), TextWriter.Null, CancellationToken.None);
+    }
+
+    public async Task<T?> ScalarAsync<T>(string sql, params object[] parameters)
+    {
+        await using var connection = new NpgsqlConnection(AdminConnection);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(sql, connection);
+        foreach (var p in parameters)
+            command.Parameters.AddWithValue(p);
+        var value = await command.ExecuteScalarAsync();
+        return value is null or DBNull ? default : (T)value;
+    }
+
+    public async Task ExecuteAsync(string sql, params object[] parameters)
+    {
+        await using var connection = new NpgsqlConnection(AdminConnection);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(sql, connection);
+        foreach (var p in parameters)
+            command.Parameters.AddWithValue(p);
+        await command.ExecuteNonQueryAsync();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        NpgsqlConnection.ClearAllPools();
+        await using var admin = new NpgsqlConnection(TestEnvironment.AdminConnection);
+        await admin.OpenAsync();
+        await using var drop = new NpgsqlCommand($"DROP DATABASE IF EXISTS {Name} WITH (FORCE)", admin);
+        await drop.ExecuteNonQueryAsync();
+    }
+}

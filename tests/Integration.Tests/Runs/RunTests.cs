@@ -1,0 +1,116 @@
+using System.Net;
+using Sandbox.Audited.Tests.Infrastructure;
+
+namespace Sandbox.Audited.Tests.Runs;
+
+[Collection(ServiceCollection.Name)]
+public sealed class RunTests(ServiceFixture service)
+{
+    private readonly HttpClient _runner = service.Runner("alice", "tenant-runs");
+
+    [Theory]
+    [InlineData("python", "print('hello')")]
+    [InlineData("javascript", "console.log('hello')")]
+    [InlineData("shell", "echo hello")]
+    public async Task EachLanguagePrintsHello(string language, string code)
+    {
+        var (response, body) = await _runner.RunAsync(new { language, code });
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("succeeded", body.Str("status"));
+        Assert.Equal("0", body.Str("exitCode"));
+        Assert.Equal("hello\n", body.Str("stdout.content"));
+        Assert.Equal(Sandbox.Audited.Domain.Hashing.Sha256Hex.Of("hello\n"), body.Str("stdout.sha256"));
+        Assert.StartsWith("sha256:", body.Str("sandbox.imageId"));
+    }
+
+    [Fact]
+    public async Task NonZeroExitCodeIsReported()
+    {
+        var (_, body) = await _runner.RunAsync(new { language = "python", code = "import sys\nprint('bye', file=sys.stderr)\nsys.exit(3)" });
+
+        Assert.Equal("failed", body.Str("status"));
+        Assert.Equal("3", body.Str("exitCode"));
+        Assert.Equal("bye\n", body.Str("stderr.content"));
+    }
+
+    [Fact]
+    public async Task InfiniteLoopIsStoppedAtTheTimeout()
+    {
+        var (response, body) = await _runner.RunAsync(new { language = "python", code = "print('started', flush=True)\nwhile True: pass", limits = new { timeoutMs = 1000 } });
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("timed_out", body.Str("status"));
+        Assert.Equal("true", body.Str("timedOut"));
+        Assert.Equal("started\n", body.Str("stdout.content"));
+        Assert.InRange(double.Parse(body.Str("wallMs"), System.Globalization.CultureInfo.InvariantCulture), 900, 5000);
+    }
+
+    [Fact]
+    public async Task TheOnlyNetworkInterfaceIsLoopback()
+    {
+        var (_, body) = await _runner.RunAsync(new { language = "shell", code = "ls /sys/class/net" });
+
+        Assert.Equal("succeeded", body.Str("status"));
+        Assert.Equal("lo", body.Str("stdout.content").Trim());
+    }
+
+    [Fact]
+    public async Task WritingUnderUsrFails()
+    {
+        var (_, body) = await _runner.RunAsync(new
+        {
+            language = "python",
+            code = "try:\n    open('/usr/evil', 'w').write('x')\n    print('wrote')\nexcept OSError as e:\n    print('refused', e.errno)",
+        });
+
+        Assert.Equal("refused 30", body.Str("stdout.content").Trim()); // EROFS
+    }
+
+    [Fact]
+    public async Task ProgramRunsAsNobodyWithoutCapabilities()
+    {
+        var (_, body) = await _runner.RunAsync(new { language = "shell", code = "id -u; id -g; grep -E '^Cap(Eff|Prm|Bnd|Amb):' /proc/self/status; grep NoNewPrivs /proc/self/status" });
+
+        var lines = body.Str("stdout.content").Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Replace("\t", " ")).ToList();
+        Assert.Equal("65534", lines[0]);
+        Assert.Equal("65534", lines[1]);
+        Assert.Contains("CapEff: 0000000000000000", lines);
+        Assert.Contains("CapPrm: 0000000000000000", lines);
+        Assert.Contains("CapBnd: 0000000000000000", lines);
+        Assert.Contains("NoNewPrivs: 1", lines);
+    }
+
+    [Fact]
+    public async Task StdinArgsAndFilesReachTheProgram()
+    {
+        var (_, body) = await _runner.RunAsync(new
+        {
+            language = "python",
+            code = "import sys\nprint(sys.stdin.read().upper(), sys.argv[1:], open('data.txt').read())",
+            stdin = "abc",
+            args = new[] { "x", "y" },
+            files = new[] { new { name = "data.txt", content = "payload" } },
+        });
+
+        Assert.Equal("ABC ['x', 'y'] payload\n", body.Str("stdout.content"));
+    }
+
+    [Fact]
+    public async Task OwnerCanReadTheRunAndAnotherTenantCannot()
+    {
+        var (_, body) = await _runner.RunAsync(new { language = "shell", code = "echo mine" });
+        var id = body.Str("runId");
+
+        var (own, ownBody) = await _runner.GetJsonAsync($"/v1/runs/{id}");
+        var (other, _) = await service.Runner("alice", "another-tenant").GetJsonAsync($"/v1/runs/{id}");
+        var (colleague, _) = await service.Runner("bob", "tenant-runs").GetJsonAsync($"/v1/runs/{id}");
+        var (auditor, _) = await service.Client(service.Token("carol", "tenant-runs", "auditor")).GetJsonAsync($"/v1/runs/{id}");
+
+        Assert.Equal(HttpStatusCode.OK, own.StatusCode);
+        Assert.Equal("mine\n", ownBody.Str("stdout.content"));
+        Assert.Equal(HttpStatusCode.NotFound, other.StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, colleague.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, auditor.StatusCode);
+    }
+}
