@@ -1,0 +1,152 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using Docker.DotNet;
+using Npgsql;
+using Sandbox.Audited.Bench;
+
+// Every figure comes from this one run on this machine; compare ratios, not absolute times.
+var env = (string name, string? fallback) => Environment.GetEnvironmentVariable(name) ?? fallback
+    ?? throw new InvalidOperationException($"{name} is required (run `./sbx bench`).");
+var quick = Environment.GetEnvironmentVariable("SBX_BENCH_QUICK") == "1";
+var warmUrl = env("SBX_BENCH_URL", "http://127.0.0.1:8080");
+var coldUrl = env("SBX_BENCH_COLD_URL", null);
+var token = env("SBX_BENCH_TOKEN", null);
+var admin = env("SBX_BENCH_ADMIN_CONNECTION", null);
+var servicePid = int.Parse(env("SBX_BENCH_SERVICE_PID", null), CultureInfo.InvariantCulture);
+var outDir = env("SBX_BENCH_OUT", "bench/results");
+var cacheDir = env("SBX_BENCH_CACHE", "/var/cache/sbx-bench");
+var image = env("SBX_BENCH_IMAGE", "sbx-python:current");
+
+var latencyRuns = quick ? 30 : 200;
+var baselineRuns = quick ? 10 : 50;
+var throughputSeconds = quick ? 10 : 60;
+var churnSeconds = quick ? 10 : 30;
+
+HttpClient Client(string url)
+{
+    var client = new HttpClient { BaseAddress = new Uri(url), Timeout = TimeSpan.FromMinutes(2) };
+    client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+    return client;
+}
+
+var figures = new Dictionary<string, object>();
+var latencies = new List<Latency>();
+using var docker = new DockerClientConfiguration(new Uri("unix:///var/run/docker.sock")).CreateClient();
+var baselines = new Baselines(docker, image);
+var warm = new ServiceLoad(Client(warmUrl));
+var cold = new ServiceLoad(Client(coldUrl));
+
+Console.Error.WriteLine("[bench] warming up (JIT, connections)");
+await warm.LatencyAsync(1, 10, TimeSpan.FromMilliseconds(300));
+await cold.LatencyAsync(1, 3, TimeSpan.Zero);
+
+Console.Error.WriteLine($"[bench] warm latency: {latencyRuns} runs at 1 client, then at 4 clients");
+var warm1 = await warm.LatencyAsync(1, latencyRuns, TimeSpan.FromMilliseconds(250));
+var warm4 = await warm.LatencyAsync(4, latencyRuns / 4, TimeSpan.FromMilliseconds(1000));
+latencies.Add(Latency.Of("warm, 1 client (pooled runs)", warm1.Where(s => s.FromPool).Select(s => s.Ms).ToList()));
+latencies.Add(Latency.Of("warm, 4 clients (pooled runs)", warm4.Where(s => s.FromPool).Select(s => s.Ms).ToList()));
+latencies.Add(Latency.Of("warm, 4 clients (all runs)", warm4.Select(s => s.Ms).ToList()));
+figures["warmPoolHitRate1"] = warm1.Count(s => s.FromPool) / (double)warm1.Count;
+figures["warmPoolHitRate4"] = warm4.Count(s => s.FromPool) / (double)warm4.Count;
+figures["warmNotSucceeded"] = warm1.Concat(warm4).Count(s => s.Status != "succeeded");
+
+Console.Error.WriteLine($"[bench] cold latency (pool disabled): {latencyRuns} runs at 1 client, then at 4 clients");
+var cold1 = await cold.LatencyAsync(1, latencyRuns, TimeSpan.Zero);
+var cold4 = await cold.LatencyAsync(4, latencyRuns / 4, TimeSpan.Zero);
+latencies.Add(Latency.Of("cold, 1 client", cold1.Select(s => s.Ms).ToList()));
+latencies.Add(Latency.Of("cold, 4 clients", cold4.Select(s => s.Ms).ToList()));
+figures["coldNotSucceeded"] = cold1.Concat(cold4).Count(s => s.Status != "succeeded");
+
+Console.Error.WriteLine("[bench] baselines: docker run --rm, Docker API, bare interpreter");
+latencies.Add(Latency.Of("baseline: docker run --rm (CLI)", await baselines.DockerCliAsync(baselineRuns / 2)));
+var (apiToExit, apiWithRemove) = await baselines.DockerApiAsync(baselineRuns);
+latencies.Add(Latency.Of("baseline: Docker API create→start→wait", apiToExit));
+latencies.Add(Latency.Of("baseline: Docker API create→start→wait→remove", apiWithRemove));
+latencies.Add(Latency.Of("floor: bare interpreter (chroot, no container)", await baselines.BareInterpreterAsync(baselineRuns, cacheDir)));
+
+Console.Error.WriteLine($"[bench] throughput: 8 clients for {throughputSeconds} s, with the audit events counted");
+var seqBefore = await ScalarAsync("SELECT coalesce(max(seq_id), 0) FROM sandbox.mt_events");
+var throughputWatch = Stopwatch.StartNew();
+var (perSecond, completed, notSucceeded) = await warm.ThroughputAsync(8, TimeSpan.FromSeconds(throughputSeconds));
+var eventsAppended = await ScalarAsync("SELECT coalesce(max(seq_id), 0) FROM sandbox.mt_events") - seqBefore;
+var eventsPerSecond = eventsAppended / throughputWatch.Elapsed.TotalSeconds;
+Console.Error.WriteLine($"[bench] churn ceiling: Docker API create/start/wait/remove with 8 workers for {churnSeconds} s");
+var churn = await baselines.ChurnCeilingAsync(8, TimeSpan.FromSeconds(churnSeconds));
+
+var peakRssMb = PeakRssMb(servicePid);
+
+double P50(string name) => latencies.First(l => l.Name == name).P50;
+var warmP50 = P50("warm, 1 client (pooled runs)");
+var coldP50 = P50("cold, 1 client");
+var apiP50 = P50("baseline: Docker API create→start→wait");
+figures["latency"] = latencies;
+figures["throughput"] = new { runsPerSecond = perSecond, completed, notSucceeded, churnCeilingPerSecond = churn, ratioToCeiling = perSecond / churn };
+figures["audit"] = new { eventsAppendedPerSecond = eventsPerSecond, eventsAppended };
+figures["memory"] = new { servicePeakRssMb = peakRssMb };
+figures["ratios"] = new
+{
+    warmP50VsDockerApi = apiP50 / warmP50,
+    coldP50VsDockerApi = coldP50 / apiP50,
+    throughputVsChurnCeiling = perSecond / churn,
+};
+var dockerVersion = (await docker.System.GetVersionAsync()).Version;
+var postgresVersion = await ScalarTextAsync("SHOW server_version");
+figures["machine"] = new
+{
+    cores = Environment.ProcessorCount,
+    dotnet = Environment.Version.ToString(),
+    docker = dockerVersion,
+    postgres = postgresVersion,
+    date = DateTimeOffset.UtcNow,
+    quick,
+};
+
+Directory.CreateDirectory(outDir);
+var json = JsonSerializer.Serialize(figures, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase });
+await File.WriteAllTextAsync(Path.Combine(outDir, "latest.json"), json);
+
+var md = new StringBuilder();
+md.AppendLine(CultureInfo.InvariantCulture, $"Measured {DateTimeOffset.UtcNow:yyyy-MM-dd HH:mm} UTC on {Environment.ProcessorCount} cores; .NET {Environment.Version}, Docker {dockerVersion}, PostgreSQL {postgresVersion}{(quick ? " (quick mode)" : "")}.");
+md.AppendLine();
+md.AppendLine("| series (python `print(1)`) | runs | p50 ms | p95 ms | p99 ms | mean ms |");
+md.AppendLine("|---|---|---|---|---|---|");
+foreach (var l in latencies)
+    md.AppendLine(l.Row());
+md.AppendLine();
+md.AppendLine("| figure | value | goal |");
+md.AppendLine("|---|---|---|");
+md.AppendLine(CultureInfo.InvariantCulture, $"| warm p50 (audit committed) | {warmP50:F1} ms; {apiP50 / warmP50:F1}× faster than the Docker API cold path | ≤ 20 ms, ≥ 10× |");
+md.AppendLine(CultureInfo.InvariantCulture, $"| warm pool hit rate (1 / 4 clients) | {(double)figures["warmPoolHitRate1"]:P0} / {(double)figures["warmPoolHitRate4"]:P0} | |");
+md.AppendLine(CultureInfo.InvariantCulture, $"| cold p50 / Docker API create→start→wait p50 | {coldP50 / apiP50:F2}× | ≤ 1.2× |");
+md.AppendLine(CultureInfo.InvariantCulture, $"| throughput, 8 clients, {throughputSeconds} s | {perSecond:F2} runs/s ({completed} ok, {notSucceeded} not ok) | |");
+md.AppendLine(CultureInfo.InvariantCulture, $"| Docker churn ceiling, 8 workers | {churn:F2} runs/s; service reaches {perSecond / churn:P0} | ≥ 90% |");
+md.AppendLine(CultureInfo.InvariantCulture, $"| audit events appended under that load | {eventsPerSecond:F0} events/s | |");
+md.AppendLine(CultureInfo.InvariantCulture, $"| service peak resident memory | {peakRssMb:F0} MB | ≤ 300 MB |");
+await File.WriteAllTextAsync(Path.Combine(outDir, "latest.md"), md.ToString());
+Console.WriteLine(md.ToString());
+return 0;
+
+async Task<long> ScalarAsync(string sql)
+{
+    await using var connection = new NpgsqlConnection(admin);
+    await connection.OpenAsync();
+    await using var command = new NpgsqlCommand(sql, connection);
+    return Convert.ToInt64(await command.ExecuteScalarAsync(), CultureInfo.InvariantCulture);
+}
+
+async Task<string> ScalarTextAsync(string sql)
+{
+    await using var connection = new NpgsqlConnection(admin);
+    await connection.OpenAsync();
+    await using var command = new NpgsqlCommand(sql, connection);
+    return (await command.ExecuteScalarAsync())?.ToString() ?? "";
+}
+
+static double PeakRssMb(int pid)
+{
+    var line = File.ReadLines($"/proc/{pid}/status").FirstOrDefault(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
+    return line is null ? double.NaN : double.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024;
+}
