@@ -158,6 +158,9 @@ export function el(tag, attributes = {}, ...children) {
   return node;
 }
 
+/** Run ids are UUIDv7: the first digits are a timestamp, so the last ones tell runs apart. */
+export const shortId = (id) => `…${String(id).slice(-8)}`;
+
 export function setBadge(badge, status) {
   badge.dataset.status = status;
   badge.textContent = statusLabel(status);

@@ -1,7 +1,7 @@
 // The audit viewer: runs with filters (GET /v1/audit/runs), exports (GET /v1/audit/export), and a run's
 // timeline (GET /v1/runs/{id}/events) with a badge that says whether the hash chain verifies
 // (GET /v1/audit/verify: the hashes are over a canonical form that only the server computes).
-import { api, describeFailure, el, formatDuration, formatTime, readJson, session, setBadge } from './api.js';
+import { api, describeFailure, el, formatDuration, formatTime, readJson, session, setBadge, shortId } from './api.js';
 import { setUpSignIn } from './auth.js';
 
 const $ = (id) => document.getElementById(id);
@@ -59,7 +59,7 @@ function runRow(run) {
   return el('tr', {},
     el('td', {}, el('time', { datetime: run.requestedAt ?? '', text: formatTime(run.requestedAt) })),
     el('td', {}, el('button', {
-      type: 'button', class: 'link mono', text: String(run.runId).slice(0, 8), title: run.runId,
+      type: 'button', class: 'link mono', text: shortId(run.runId), title: run.runId,
       'aria-label': `Open the timeline of run ${run.runId}`, onclick: () => openRun(run.runId),
     })),
     el('td', { text: run.subject ?? '—' }),
@@ -168,7 +168,7 @@ function eventItem(event) {
       el('span', { class: 'seq', text: `#${event.version}` }),
       el('strong', { class: 'type', text: event.type }),
       el('time', { datetime: event.timestamp, text: new Date(event.timestamp).toISOString().replace('T', ' ').replace('Z', ' UTC') })),
-    el('ul', { class: 'keyfacts' }, keyFacts(event).map(([k, v]) => el('li', {}, el('span', { class: 'k', text: `${k}: ` }), el('span', { text: v })))),
+    el('ul', { class: 'keyfacts' }, keyFacts(event).map(([k, v]) => el('li', {}, el('span', { class: 'k', text: `${k}: ` }), el('span', { text: v == null || v === '' ? '—' : String(v) })))),
     el('p', { class: 'hashes mono' },
       el('span', { title: event.hash ?? '' }, 'hash ', el('code', { class: 'hash', text: short(event.hash) })),
       el('span', { title: event.prevHash ?? '' }, ' ← prev ', el('code', { text: short(event.prevHash) }))),

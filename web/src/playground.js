@@ -8,7 +8,7 @@ import { python } from '@codemirror/lang-python';
 import { javascript } from '@codemirror/lang-javascript';
 import { shell } from '@codemirror/legacy-modes/mode/shell';
 import {
-  api, decodeBase64, describeFailure, el, formatDuration, formatTime, isTerminal, outputText, readJson, session, setBadge,
+  api, decodeBase64, shortId, describeFailure, el, formatDuration, formatTime, isTerminal, outputText, readJson, session, setBadge,
 } from './api.js';
 import { setUpSignIn } from './auth.js';
 
@@ -239,7 +239,7 @@ function resetResult() {
 }
 
 function showRunId(runId) {
-  ui.runId.replaceChildren(el('a', { href: `/audit/?run=${runId}`, text: runId.slice(0, 8), title: runId, 'aria-label': `Run ${runId}` }));
+  ui.runId.replaceChildren(el('a', { href: `/audit/?run=${runId}`, text: shortId(runId), title: runId, 'aria-label': `Run ${runId}` }));
 }
 
 function showRun(view) {
@@ -351,7 +351,7 @@ async function loadRecent() {
     el('td', { text: run.exitCode ?? '—' }),
     el('td', { text: formatDuration(run.durationMs) }),
     el('td', {}, el('button', {
-      type: 'button', class: 'link mono', text: String(run.runId).slice(0, 8), 'aria-label': `Show run ${run.runId}`,
+      type: 'button', class: 'link mono', text: shortId(run.runId), title: run.runId, 'aria-label': `Show run ${run.runId}`,
       onclick: () => showStored(run.runId),
     })))));
   if (!runs.length) ui.recentNote.textContent = 'No runs yet.';

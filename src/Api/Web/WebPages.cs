@@ -1,5 +1,3 @@
-using Microsoft.AspNetCore.StaticFiles;
-
 namespace Sandbox.Audited.Api.Web;
 
 /// <summary>
