@@ -92,6 +92,51 @@ test('at phone width everything fits without sideways scrolling', async () => {
   await page.close();
 });
 
+// The two tests below answer one request in the page itself (page.route): the service can't be made to send a
+// 429 on demand, and its stream endpoint lives on another branch. Everything else is the real service.
+test('a 429 shows when to retry and the Run button counts down', async () => {
+  const page = await browser.page();
+  await devSignIn(page, 'browser-erin');
+  await page.route('**/v1/runs', (route) => route.request().method() !== 'POST' ? route.continue() : route.fulfill({
+    status: 429,
+    headers: { 'Content-Type': 'application/problem+json', 'Retry-After': '30' },
+    body: JSON.stringify({ type: '/problems/rate-limited', title: 'Too many requests', status: 429, detail: 'You started too many runs; retry after 30 s.' }),
+  }));
+  await page.getByRole('button', { name: 'Run' }).click();
+
+  await waitForText(page.locator('#problem'), /Retry after \d\d:\d\d:\d\d \(in (29|30) s\)/);
+  await waitForText(page.locator('#status'), 'Refused');
+  assert.match(await page.locator('#run').textContent(), /^Retry in \d+ s$/);
+  assert.equal(await page.locator('#run').isDisabled(), true);
+  await page.close();
+});
+
+test('output streams into the panes while the run is going, then the stored result replaces it', async () => {
+  const page = await browser.page();
+  await devSignIn(page, 'browser-fay');
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  await page.route(/\/v1\/runs\/[0-9a-f-]{36}$/, async (route) => { await held; await route.continue(); });
+  await page.route(/\/v1\/runs\/[0-9a-f-]{36}\/stream$/, (route) => route.fulfill({
+    status: 200,
+    headers: { 'Content-Type': 'text/event-stream' },
+    body: 'event: sandbox_started\ndata: {"type":"sandbox_started"}\n\n'
+      + 'event: stdout\ndata: {"content":"live chunk\\n","encoding":"utf-8"}\n\n'
+      + 'event: stderr\ndata: {"content":"bGl2ZSBlcnJvcgo=","encoding":"base64"}\n\n'
+      + 'event: run_completed\ndata: {"type":"run_completed","status":"succeeded"}\n\n',
+  }));
+  await typeCode(page, 'print("final")');
+  await page.getByRole('button', { name: 'Run' }).click();
+
+  await waitForText(page.locator('#stdout'), 'live chunk\n');
+  await waitForText(page.locator('#stderr'), 'live error\n');
+  assert.equal(await page.locator('#status').textContent(), 'Running');
+  release();
+  await waitForText(page.locator('#status'), 'Succeeded');
+  assert.equal(await page.locator('#stdout').textContent(), 'final\n');
+  await page.close();
+});
+
 test('the pages load nothing from anywhere but the service and raise no errors', () => {
   assert.deepEqual(browser.foreign, []);
   assert.deepEqual(browser.errors, []);
