@@ -52,7 +52,8 @@ async function loadRuns({ append = false } = {}) {
   ui.runsNote.textContent = shown ? `${shown} run${shown === 1 ? '' : 's'}${nextCursor ? ' (more available)' : ''}.` : 'No runs match these filters.';
 }
 
-function runRow(run) {
+function runRow(item) {
+  const run = { ...item, runId: item.runId ?? item.id ?? item.streamId };
   const status = el('span', { class: 'badge' });
   setBadge(status, run.status);
   const decision = run.decision ?? run.policy?.decision ?? '—';

@@ -332,7 +332,7 @@ async function loadRecent() {
   let runs = null;
   const audit = await api(`/v1/audit/runs?subject=${encodeURIComponent(claims.sub)}&limit=10`).catch(() => null);
   if (audit?.ok) {
-    runs = (await readJson(audit))?.items ?? [];
+    runs = ((await readJson(audit))?.items ?? []).map((item) => ({ ...item, runId: item.runId ?? item.id ?? item.streamId }));
     ui.recentNote.textContent = 'From the audit log.';
   } else {
     const ids = JSON.parse(sessionStorage.getItem(recentKey()) ?? '[]').slice(0, 10);
