@@ -7,6 +7,7 @@ using Sandbox.Audited.Api.Health;
 using Sandbox.Audited.Api.Hosting;
 using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Api.Runs;
+using Sandbox.Audited.Api.Web;
 using Sandbox.Audited.Audit;
 using Sandbox.Audited.Domain.Policies;
 using Sandbox.Audited.Domain.Runs;
@@ -70,6 +71,12 @@ var app = builder.Build();
 
 app.UseExceptionHandler();
 app.UseStatusCodePages();
+
+// Web pages: the playground (/) and the audit viewer (/audit/), bundled from web/ into wwwroot by `sbx`;
+// the development sign-in (POST /v1/dev/token) is mapped only when Auth:Mode is development.
+app.UseWebPages();
+app.MapDevTokens(app.Configuration);
+
 app.UseAuthentication();
 app.UseAuthorization();
 

@@ -27,6 +27,11 @@ public class ServiceFixture : IAsyncLifetime
 
     public IServiceProvider Services => _factory!.Services;
 
+    /// <summary>Lets a fixture change the host before it starts (a browser needs Kestrel on a real port).</summary>
+    protected virtual void ConfigureFactory(WebApplicationFactory<Program> factory)
+    {
+    }
+
     public async Task InitializeAsync()
     {
         await Database.CreateAsync();
@@ -50,7 +55,8 @@ public class ServiceFixture : IAsyncLifetime
             foreach (var (key, value) in settings)
                 builder.UseSetting(key, value);
         });
-        _ = _factory.Server;
+        ConfigureFactory(_factory);
+        _factory.StartServer();
     }
 
     public HttpClient Client(string? token = null)
