@@ -36,7 +36,8 @@ public sealed class DefaultBundleTests(ServiceFixture service)
 
         Assert.Equal("deny", decision.Str("decision"));
         Assert.Empty(decision["ruleIds"]!.AsArray());
-        Assert.Contains("no permit rule matched", decision["reasons"]!.AsArray().Single()!.ToString());
+        Assert.True(decision["reasons"]!.AsArray().Count == 1, decision.ToJsonString());
+        Assert.StartsWith("no permit rule matched", decision["reasons"]![0]!.ToString());
     }
 
     [Fact]
