@@ -9,8 +9,8 @@ using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Api.Runs;
 using Sandbox.Audited.Api.Web;
 using Sandbox.Audited.Audit;
+using Sandbox.Audited.Audit.Policies;
 using Sandbox.Audited.Domain.Policies;
-using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Executor;
 using Sandbox.Audited.Executor.Docker;
 using Sandbox.Audited.Executor.Pool;
@@ -38,9 +38,15 @@ var connectionString = builder.Configuration.GetConnectionString("Sandbox")
 builder.Services.AddSingleton(_ => NpgsqlDataSource.Create(connectionString));
 builder.Services.AddMarten(options => MartenSetup.Configure(options, connectionString));
 
-// Policies: the bundle is loaded at start-up; an invalid bundle stops start-up.
+// Policies: the bundle is loaded at start-up (an invalid one stops start-up), recorded with its content before
+// serving, and reloaded when its files change or an admin asks; the warm pool follows its defaults.
 builder.Services.Configure<PolicyOptions>(builder.Configuration.GetSection(PolicyOptions.Section));
 builder.Services.AddSingleton(sp => new PolicyHost(PolicyBundle.Load(sp.GetRequiredService<IOptions<PolicyOptions>>().Value.Directory)));
+builder.Services.AddSingleton<PolicyBundleStore>();
+builder.Services.AddSingleton<PolicyActivationLog>();
+builder.Services.AddSingleton<PolicyReloader>();
+builder.Services.AddHostedService(sp => sp.GetRequiredService<PolicyReloader>());
+builder.Services.AddSingleton<IAccessLog, LoggingAccessLog>(); // MERGE: wire to the audit branch's access log (AuditAccessed)
 
 // Executor: Docker, sandboxes, warm pool, reaper.
 builder.Services.Configure<ExecutorOptions>(builder.Configuration.GetSection(ExecutorOptions.Section));
@@ -80,13 +86,10 @@ app.MapDevTokens(app.Configuration);
 app.UseAuthentication();
 app.UseAuthorization();
 
-// Keep the pool warm for the policy's default limits.
-var defaults = app.Services.GetRequiredService<PolicyHost>().Active.Defaults;
-app.Services.GetRequiredService<SandboxPool>().KeepWarm(Languages.All.Select(l => SandboxProfile.For(l, defaults)));
-
 app.MapOpenApi("/openapi/{documentName}.json");
 app.MapHealth();
 app.MapRuns();
+app.MapPolicies();
 
 app.Run();
 return 0;

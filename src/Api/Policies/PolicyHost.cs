@@ -7,16 +7,24 @@ public sealed class PolicyOptions
     public const string Section = "Policies";
 
     public string Directory { get; set; } = "policies";
+
+    /// <summary>Reload when a policy file changes (the change must settle for ReloadDebounceMs first).</summary>
+    public bool Watch { get; set; } = true;
+
+    public int ReloadDebounceMs { get; set; } = 500;
 }
 
+/// <summary>The bundle runs are decided with, since when, and what made it active.</summary>
+public sealed record ActivePolicy(PolicyBundle Bundle, DateTimeOffset ActivatedAt, string Trigger);
+
 /// <summary>Holds the active policy bundle; swapping it is one atomic reference write.</summary>
-public sealed class PolicyHost
+public sealed class PolicyHost(PolicyBundle initial)
 {
-    private volatile PolicyBundle _active;
+    private volatile ActivePolicy _current = new(initial, DateTimeOffset.UtcNow, PolicyActivations.Startup);
 
-    public PolicyHost(PolicyBundle initial) => _active = initial;
+    public PolicyBundle Active => _current.Bundle;
 
-    public PolicyBundle Active => _active;
+    public ActivePolicy Current => _current;
 
-    public void Activate(PolicyBundle bundle) => _active = bundle;
+    public void Activate(ActivePolicy next) => _current = next;
 }

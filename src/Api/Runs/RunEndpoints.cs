@@ -63,7 +63,13 @@ public static class RunEndpoints
 
         var admitted = await orchestrator.RequestAsync(caller, client, valid, ct);
         if (!admitted.Decision.Allowed)
-            return Problem(403, Problems.PolicyDenied, "Denied by policy", string.Join(" ", admitted.Decision.Reasons), admitted.Stream.RunId, admitted.Decision.Reasons);
+        {
+            var denied = Problems.Create(403, Problems.PolicyDenied, "Denied by policy", string.Join(" ", admitted.Decision.Reasons), admitted.Stream.RunId, admitted.Decision.Reasons);
+            denied.Extensions["reasons"] = admitted.Decision.Reasons;
+            denied.Extensions["ruleIds"] = admitted.Decision.RuleIds;
+            denied.Extensions["bundleDigest"] = admitted.Decision.BundleDigest;
+            return TypedResults.Problem(denied);
+        }
 
         var execution = orchestrator.ExecuteAsync(admitted, onOutput: null);
         if (body.Wait == false)

@@ -1,3 +1,4 @@
+using Sandbox.Audited.Domain.Policies;
 using Sandbox.Audited.Domain.Runs;
 
 namespace Sandbox.Audited.Audit.Events;
@@ -19,6 +20,8 @@ public static class EventCatalog
         [typeof(RunCompleted)] = "run_completed",
         [typeof(RunFailed)] = "run_failed",
         [typeof(RunAbandoned)] = "run_abandoned",
+        [typeof(PolicyBundleActivated)] = "policy_bundle_activated",
+        [typeof(PolicyBundleRejected)] = "policy_bundle_rejected",
     };
 
     public static readonly IReadOnlySet<string> Terminal = new HashSet<string> { "run_completed", "run_failed", "run_abandoned" };

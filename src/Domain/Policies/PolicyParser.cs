@@ -182,6 +182,7 @@ internal static class PolicyParser
             try
             {
                 regex = new Regex(pattern, FindingOptions, MatchTimeout);
+                WarmUp(regex);
             }
             catch (Exception e) when (e is ArgumentException or NotSupportedException)
             {
@@ -247,5 +248,19 @@ internal static class PolicyParser
     {
         reader.Error(node, message);
         return null;
+    }
+
+    // The first match pays for building the automaton and JIT; on a busy host that alone can exceed the match
+    // timeout and turn a first decision (and so its replay) into a timed-out "match". Pay it at load instead.
+    private static void WarmUp(Regex regex)
+    {
+        try
+        {
+            regex.IsMatch("warm-up: import os\nprint('x')  # 0123456789 ~!@#$%^&*()_+{}|:\"<>?");
+        }
+        catch (RegexMatchTimeoutException)
+        {
+            // Only a warm-up; evaluation still fails closed on a timeout.
+        }
     }
 }
