@@ -16,8 +16,10 @@ internal sealed record ParsedBundle(
 /// <summary>Turns policy files into rules; reports every problem with file, line and column.</summary>
 internal static class PolicyParser
 {
-    // Linear-time matching plus a timeout: a pattern can never stall a run request.
-    public static readonly TimeSpan MatchTimeout = TimeSpan.FromMilliseconds(100);
+    // Matching is linear (NonBacktracking) and code is at most 256 KiB, so a match takes milliseconds; the
+    // timeout only guards against a starved machine. It is generous so that a busy host does not change a
+    // decision (replay must give the same answer), and it still fails closed when it does fire.
+    public static readonly TimeSpan MatchTimeout = TimeSpan.FromSeconds(2);
     private const RegexOptions FindingOptions = RegexOptions.NonBacktracking | RegexOptions.CultureInvariant;
 
     private static readonly string[] FileKeys = ["defaults", "ceilings", "rules", "findings"];
