@@ -2,6 +2,7 @@ using Marten;
 using Microsoft.Extensions.Options;
 using Npgsql;
 using Sandbox.Audited.Api;
+using Sandbox.Audited.Api.Audit;
 using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Api.Health;
 using Sandbox.Audited.Api.Hosting;
@@ -60,6 +61,9 @@ builder.Services.AddHostedService<RunLifecycle>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<SandboxPool>());
 builder.Services.AddHostedService(sp => sp.GetRequiredService<Reaper>());
 
+// Audit trail: queries, verification, export and the access log (auditors and admins, own tenant only).
+builder.Services.AddAuditTrail();
+
 // Errors as RFC 9457 problem details.
 builder.Services.AddProblemDetails();
 builder.Services.AddExceptionHandler<ProblemExceptionHandler>();
@@ -80,6 +84,7 @@ app.Services.GetRequiredService<SandboxPool>().KeepWarm(Languages.All.Select(l =
 app.MapOpenApi("/openapi/{documentName}.json");
 app.MapHealth();
 app.MapRuns();
+app.MapAudit();
 
 app.Run();
 return 0;
