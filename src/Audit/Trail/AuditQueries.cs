@@ -33,11 +33,14 @@ public sealed class AuditQueries(NpgsqlDataSource database)
 
     /// <summary>
     /// Sequence numbers are taken before commit, so a slow transaction can commit a lower sequence after a
-    /// higher one is visible. Only rows whose writing transaction is older than every transaction still in
-    /// flight are listed, so a cursor never skips a row that commits later.
+    /// higher one is visible. A row is listed only once its writing transaction is older than every writer
+    /// still in flight in this database (readers hold no transaction id, so long exports never hold this
+    /// back), so a cursor never skips a row that commits later.
     /// </summary>
-    private const string Settled =
-        "age(e.xmin) > age((pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296)::text::xid)";
+    private const string Settled = """
+        age(e.xmin) > (SELECT COALESCE(max(age(a.backend_xid)), -1) FROM pg_stat_activity a
+                       WHERE a.datname = current_database() AND a.backend_xid IS NOT NULL)
+        """;
 
     private const string StreamOwner = """
         JOIN sandbox.mt_events f ON f.stream_id = e.stream_id AND f.version = 1
