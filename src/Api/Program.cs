@@ -9,6 +9,7 @@ using Sandbox.Audited.Api.Hosting;
 using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Api.Runs;
 using Sandbox.Audited.Audit;
+using Sandbox.Audited.Audit.Logging;
 using Sandbox.Audited.Domain.Policies;
 using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Executor;
@@ -23,11 +24,16 @@ var builder = WebApplication.CreateBuilder(args);
 if (args.Length > 0 && Commands.Names.Contains(args[0]))
     return await Commands.RunAsync(args, builder.Configuration);
 
-// Structured logs.
+// Structured logs: console, and sandbox.logs through a bounded queue that never blocks a request (PostgresLogSink).
+builder.Services.AddSingleton(_ => new PostgresLogSink(
+    builder.Configuration.GetConnectionString("Logs") ?? builder.Configuration.GetConnectionString("Sandbox")
+        ?? throw new InvalidOperationException("ConnectionStrings:Sandbox is required."),
+    builder.Configuration["Executor:NodeId"] ?? Environment.MachineName));
 builder.Services.AddSerilog((services, logger) => logger
     .ReadFrom.Configuration(builder.Configuration)
     .Enrich.FromLogContext()
-    .WriteTo.Console());
+    .WriteTo.Console()
+    .WriteTo.Sink(services.GetRequiredService<PostgresLogSink>()), preserveStaticLogger: true);
 
 // Authentication fails closed: missing or half-set configuration throws here.
 builder.Services.AddSandboxAuth(builder.Configuration);
