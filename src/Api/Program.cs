@@ -2,6 +2,7 @@ using Marten;
 using Microsoft.Extensions.Options;
 using Npgsql;
 using Sandbox.Audited.Api;
+using Sandbox.Audited.Api.Audit;
 using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Api.Health;
 using Sandbox.Audited.Api.Hosting;
@@ -10,6 +11,7 @@ using Sandbox.Audited.Api.Runs;
 using Sandbox.Audited.Api.Web;
 using Sandbox.Audited.Audit;
 using Sandbox.Audited.Audit.Policies;
+using Sandbox.Audited.Audit.Logging;
 using Sandbox.Audited.Domain.Policies;
 using Sandbox.Audited.Executor;
 using Sandbox.Audited.Executor.Docker;
@@ -23,11 +25,16 @@ var builder = WebApplication.CreateBuilder(args);
 if (args.Length > 0 && Commands.Names.Contains(args[0]))
     return await Commands.RunAsync(args, builder.Configuration);
 
-// Structured logs.
+// Structured logs: console, and sandbox.logs through a bounded queue that never blocks a request (PostgresLogSink).
+builder.Services.AddSingleton(_ => new PostgresLogSink(
+    builder.Configuration.GetConnectionString("Logs") ?? builder.Configuration.GetConnectionString("Sandbox")
+        ?? throw new InvalidOperationException("ConnectionStrings:Sandbox is required."),
+    builder.Configuration["Executor:NodeId"] ?? Environment.MachineName));
 builder.Services.AddSerilog((services, logger) => logger
     .ReadFrom.Configuration(builder.Configuration)
     .Enrich.FromLogContext()
-    .WriteTo.Console());
+    .WriteTo.Console()
+    .WriteTo.Sink(services.GetRequiredService<PostgresLogSink>()), preserveStaticLogger: true);
 
 // Authentication fails closed: missing or half-set configuration throws here.
 builder.Services.AddSandboxAuth(builder.Configuration);
@@ -46,7 +53,6 @@ builder.Services.AddSingleton<PolicyBundleStore>();
 builder.Services.AddSingleton<PolicyActivationLog>();
 builder.Services.AddSingleton<PolicyReloader>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<PolicyReloader>());
-builder.Services.AddSingleton<IAccessLog, LoggingAccessLog>(); // MERGE: wire to the audit branch's access log (AuditAccessed)
 
 // Executor: Docker, sandboxes, warm pool, reaper.
 builder.Services.Configure<ExecutorOptions>(builder.Configuration.GetSection(ExecutorOptions.Section));
@@ -66,6 +72,9 @@ builder.Services.AddSingleton<RunOrchestrator>();
 builder.Services.AddHostedService<RunLifecycle>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<SandboxPool>());
 builder.Services.AddHostedService(sp => sp.GetRequiredService<Reaper>());
+
+// Audit trail: queries, verification, export and the access log (auditors and admins, own tenant only).
+builder.Services.AddAuditTrail();
 
 // Errors as RFC 9457 problem details.
 builder.Services.AddProblemDetails();
@@ -90,6 +99,7 @@ app.MapOpenApi("/openapi/{documentName}.json");
 app.MapHealth();
 app.MapRuns();
 app.MapPolicies();
+app.MapAudit();
 
 app.Run();
 return 0;

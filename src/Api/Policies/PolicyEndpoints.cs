@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Api.Runs;
 using Sandbox.Audited.Audit.Policies;
+using Sandbox.Audited.Audit.Trail;
 using Sandbox.Audited.Domain.Hashing;
 using Sandbox.Audited.Domain.Policies;
 using Sandbox.Audited.Domain.Runs;
@@ -50,7 +51,7 @@ public static class PolicyEndpoints
 
     /// <summary>A dry run: decides the given input and records it nowhere but the access log.</summary>
     public static async Task<Results<Ok<DecisionView>, ProblemHttpResult>> Evaluate(
-        EvaluateRequest body, HttpContext http, PolicyHost host, PolicyBundleStore bundles, IAccessLog accessLog, CancellationToken ct)
+        EvaluateRequest body, HttpContext http, PolicyHost host, PolicyBundleStore bundles, AccessLog accessLog, CancellationToken ct)
     {
         var caller = http.User.ToCaller();
         var errors = Validate(body, out var language, out var classification);
@@ -73,8 +74,8 @@ public static class PolicyEndpoints
             body.ArgCount ?? 0, body.FileCount ?? 0, body.StdinBytes ?? 0);
         var decision = bundle.Evaluate(input);
 
-        // MERGE NOTE: the lead wires IAccessLog to the audit branch's AuditAccessed event.
-        await accessLog.RecordAsync(caller, "policy.evaluate", "/v1/policies/evaluate", new Dictionary<string, string?>
+        // A dry run leaves no run behind; the access log is its only record.
+        await accessLog.RecordAsync(caller, "policy.evaluate", new Dictionary<string, string>
         {
             ["bundleDigest"] = decision.BundleDigest,
             ["subject"] = input.Caller.Subject,
@@ -83,7 +84,7 @@ public static class PolicyEndpoints
             ["classification"] = input.Classification,
             ["codeSha256"] = Sha256Hex.Of(code),
             ["decision"] = decision.Decision,
-        }, ct);
+        }, 1, http.Connection.RemoteIpAddress?.ToString(), http.TraceIdentifier, ct);
         return TypedResults.Ok(DecisionView.From(decision));
     }
 
@@ -104,7 +105,7 @@ public static class PolicyEndpoints
 
     /// <summary>Re-decides a recorded run with its recorded input under the bundle it was decided with.</summary>
     public static async Task<Results<Ok<ReplayView>, ProblemHttpResult>> Replay(
-        Guid id, HttpContext http, IDocumentStore store, PolicyBundleStore bundles, IAccessLog accessLog, CancellationToken ct)
+        Guid id, HttpContext http, IDocumentStore store, PolicyBundleStore bundles, AccessLog accessLog, CancellationToken ct)
     {
         var caller = http.User.ToCaller();
         await using var session = store.QuerySession();
@@ -127,13 +128,12 @@ public static class PolicyEndpoints
         var replayed = bundle!.Evaluate(PolicyReplay.InputOf(requested));
         var differences = PolicyReplay.Differences(recorded, replayed);
 
-        // MERGE NOTE: the lead wires IAccessLog to the audit branch's AuditAccessed event.
-        await accessLog.RecordAsync(caller, "policy.replay", $"/v1/audit/runs/{id}/replay", new Dictionary<string, string?>
+        await accessLog.RecordAsync(caller, "policy.replay", new Dictionary<string, string>
         {
             ["runId"] = id.ToString(),
             ["bundleDigest"] = evaluated.BundleDigest,
             ["same"] = (differences.Count == 0).ToString(CultureInfo.InvariantCulture),
-        }, ct);
+        }, 1, http.Connection.RemoteIpAddress?.ToString(), http.TraceIdentifier, ct);
         return TypedResults.Ok(new ReplayView(id, evaluated.BundleDigest, DecisionView.From(recorded), DecisionView.From(replayed),
             differences.Count == 0, differences));
     }

@@ -233,7 +233,7 @@ public sealed partial class RunOrchestrator(
         }
     }
 
-    private static WriteContext Context(Caller caller, ClientInfo client) => new(caller.Subject, client.CorrelationId);
+    private static WriteContext Context(Caller caller, ClientInfo client) => new(caller.Subject, client.CorrelationId, Tenant: caller.Tenant);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: recording the request and decision failed; nothing was run")]
     private partial void LogWriteAheadFailed(Exception e, Guid runId);

@@ -22,6 +22,7 @@ public static class EventCatalog
         [typeof(RunAbandoned)] = "run_abandoned",
         [typeof(PolicyBundleActivated)] = "policy_bundle_activated",
         [typeof(PolicyBundleRejected)] = "policy_bundle_rejected",
+        [typeof(Sandbox.Audited.Domain.Audit.AuditAccessed)] = "audit_accessed",
     };
 
     public static readonly IReadOnlySet<string> Terminal = new HashSet<string> { "run_completed", "run_failed", "run_abandoned" };

@@ -5,8 +5,8 @@ using Sandbox.Audited.Domain.Hashing;
 
 namespace Sandbox.Audited.Audit.Runs;
 
-/// <summary>Who and why, stamped on every event of a write as Marten metadata.</summary>
-public sealed record WriteContext(string User, string? CorrelationId, string? CausationId = null);
+/// <summary>Who and why, stamped on every event of a write as Marten metadata (the tenant as a header).</summary>
+public sealed record WriteContext(string User, string? CorrelationId, string? CausationId = null, string? Tenant = null);
 
 /// <summary>
 /// The single writer of one run's stream. It keeps the stream's version and last hash, so every append
@@ -36,6 +36,10 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
         return stream;
     }
 
+    /// <summary>Continues a stream whose last version and hash the caller has just read.</summary>
+    public static RunStream Continue(IDocumentStore store, Guid streamId, WriteContext context, long version, string lastHash) =>
+        new(store, streamId, context) { _version = version, _lastHash = lastHash };
+
     /// <summary>Appends and commits the events in one transaction; nothing is half-written.</summary>
     public async Task AppendAsync(IReadOnlyList<object> events, CancellationToken ct)
     {
@@ -59,6 +63,8 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
                 var @event = EventFor(data);
                 @event.SetHeader(ChainHeaders.PrevHash, previous);
                 @event.SetHeader(ChainHeaders.Hash, hash);
+                if (context.Tenant is not null)
+                    @event.SetHeader(ChainHeaders.Tenant, context.Tenant);
                 wrapped.Add(@event);
                 previous = hash;
             }
@@ -88,4 +94,7 @@ public static class ChainHeaders
 {
     public const string Hash = "hash";
     public const string PrevHash = "prevHash";
+
+    /// <summary>Not hashed (it is inside the data too): lets a stream be scoped to its tenant even if its first event is gone.</summary>
+    public const string Tenant = "tenant";
 }

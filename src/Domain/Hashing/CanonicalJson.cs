@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -6,9 +7,11 @@ namespace Sandbox.Audited.Domain.Hashing;
 
 /// <summary>
 /// A stable serialization of JSON for hashing (in the spirit of RFC 8785): object members sorted by
-/// ordinal key, no insignificant whitespace, strings escaped minimally, integers in plain decimal and
-/// other numbers as the shortest round-trip double. PostgreSQL's jsonb reorders keys and reformats
-/// numbers, so hashes are always computed over this form, never over the stored text.
+/// ordinal (UTF-16 code unit) key, no insignificant whitespace, strings escaped minimally (only '"', '\',
+/// \b \f \n \r \t and other control characters as \u00xx; everything else as raw UTF-8), integers in plain
+/// decimal and other numbers as the shortest round-trip double (integral doubles below 1e15 as integers).
+/// PostgreSQL's jsonb reorders keys and reformats numbers, so hashes are always computed over this form,
+/// never over the stored text. Written straight to UTF-8 bytes: the verifier canonicalizes every stored event.
 /// </summary>
 public static class CanonicalJson
 {
@@ -20,90 +23,134 @@ public static class CanonicalJson
 
     public static string Canonicalize(JsonElement element)
     {
-        var builder = new StringBuilder();
-        Write(builder, element);
-        return builder.ToString();
+        var buffer = new ArrayBufferWriter<byte>();
+        Write(buffer, element);
+        return Encoding.UTF8.GetString(buffer.WrittenSpan);
     }
 
-    private static void Write(StringBuilder builder, JsonElement element)
+    /// <summary>Appends the canonical UTF-8 form of the element to the buffer.</summary>
+    public static void Write(IBufferWriter<byte> output, JsonElement element)
     {
         switch (element.ValueKind)
         {
             case JsonValueKind.Object:
-                builder.Append('{');
-                var first = true;
-                foreach (var property in element.EnumerateObject().OrderBy(p => p.Name, StringComparer.Ordinal))
+                Byte(output, (byte)'{');
+                var count = 0;
+                foreach (var _ in element.EnumerateObject()) count++;
+                var properties = ArrayPool<KeyValuePair<string, JsonElement>>.Shared.Rent(count);
+                try
                 {
-                    if (!first) builder.Append(',');
-                    first = false;
-                    WriteString(builder, property.Name);
-                    builder.Append(':');
-                    Write(builder, property.Value);
+                    var i = 0;
+                    foreach (var property in element.EnumerateObject()) properties[i++] = new(property.Name, property.Value);
+                    Array.Sort(properties, 0, count, PropertyOrder.Instance);
+                    for (i = 0; i < count; i++)
+                    {
+                        if (i > 0) Byte(output, (byte)',');
+                        WriteString(output, properties[i].Key);
+                        Byte(output, (byte)':');
+                        Write(output, properties[i].Value);
+                    }
                 }
-                builder.Append('}');
+                finally
+                {
+                    ArrayPool<KeyValuePair<string, JsonElement>>.Shared.Return(properties, clearArray: true);
+                }
+                Byte(output, (byte)'}');
                 break;
             case JsonValueKind.Array:
-                builder.Append('[');
+                Byte(output, (byte)'[');
                 var index = 0;
                 foreach (var item in element.EnumerateArray())
                 {
-                    if (index++ > 0) builder.Append(',');
-                    Write(builder, item);
+                    if (index++ > 0) Byte(output, (byte)',');
+                    Write(output, item);
                 }
-                builder.Append(']');
+                Byte(output, (byte)']');
                 break;
             case JsonValueKind.String:
-                WriteString(builder, element.GetString()!);
+                WriteString(output, element.GetString()!);
                 break;
             case JsonValueKind.Number:
-                WriteNumber(builder, element);
+                WriteNumber(output, element);
                 break;
             case JsonValueKind.True:
-                builder.Append("true");
+                Ascii(output, "true");
                 break;
             case JsonValueKind.False:
-                builder.Append("false");
+                Ascii(output, "false");
                 break;
             default:
-                builder.Append("null");
+                Ascii(output, "null");
                 break;
         }
     }
 
-    private static void WriteNumber(StringBuilder builder, JsonElement element)
+    private static void WriteNumber(IBufferWriter<byte> output, JsonElement element)
     {
         if (element.TryGetInt64(out var integer))
-            builder.Append(integer.ToString(CultureInfo.InvariantCulture));
+            Ascii(output, integer.ToString(CultureInfo.InvariantCulture));
         else
         {
             var value = element.GetDouble();
             if (value == Math.Floor(value) && Math.Abs(value) < 1e15)
-                builder.Append(((long)value).ToString(CultureInfo.InvariantCulture));
+                Ascii(output, ((long)value).ToString(CultureInfo.InvariantCulture));
             else
-                builder.Append(value.ToString("R", CultureInfo.InvariantCulture));
+                Ascii(output, value.ToString("R", CultureInfo.InvariantCulture));
         }
     }
 
-    private static void WriteString(StringBuilder builder, string value)
+    /// <summary>Minimal escaping; the unescaped runs are encoded as UTF-8 in one go.</summary>
+    private static void WriteString(IBufferWriter<byte> output, string value)
     {
-        builder.Append('"');
-        foreach (var c in value)
+        Byte(output, (byte)'"');
+        var start = 0;
+        for (var i = 0; i < value.Length; i++)
         {
+            var c = value[i];
+            if (c >= 0x20 && c != '"' && c != '\\')
+                continue;
+            Utf8(output, value.AsSpan(start, i - start));
+            start = i + 1;
             switch (c)
             {
-                case '"': builder.Append("\\\""); break;
-                case '\\': builder.Append("\\\\"); break;
-                case '\b': builder.Append("\\b"); break;
-                case '\f': builder.Append("\\f"); break;
-                case '\n': builder.Append("\\n"); break;
-                case '\r': builder.Append("\\r"); break;
-                case '\t': builder.Append("\\t"); break;
-                default:
-                    if (c < 0x20) builder.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
-                    else builder.Append(c);
-                    break;
+                case '"': Ascii(output, "\\\""); break;
+                case '\\': Ascii(output, "\\\\"); break;
+                case '\b': Ascii(output, "\\b"); break;
+                case '\f': Ascii(output, "\\f"); break;
+                case '\n': Ascii(output, "\\n"); break;
+                case '\r': Ascii(output, "\\r"); break;
+                case '\t': Ascii(output, "\\t"); break;
+                default: Ascii(output, "\\u" + ((int)c).ToString("x4", CultureInfo.InvariantCulture)); break;
             }
         }
-        builder.Append('"');
+        Utf8(output, value.AsSpan(start));
+        Byte(output, (byte)'"');
+    }
+
+    private static void Utf8(IBufferWriter<byte> output, ReadOnlySpan<char> text)
+    {
+        if (text.IsEmpty) return;
+        var span = output.GetSpan(Encoding.UTF8.GetMaxByteCount(text.Length));
+        output.Advance(Encoding.UTF8.GetBytes(text, span));
+    }
+
+    private static void Ascii(IBufferWriter<byte> output, string text)
+    {
+        var span = output.GetSpan(text.Length);
+        for (var i = 0; i < text.Length; i++) span[i] = (byte)text[i];
+        output.Advance(text.Length);
+    }
+
+    private static void Byte(IBufferWriter<byte> output, byte value)
+    {
+        output.GetSpan(1)[0] = value;
+        output.Advance(1);
+    }
+
+    private sealed class PropertyOrder : IComparer<KeyValuePair<string, JsonElement>>
+    {
+        public static readonly PropertyOrder Instance = new();
+
+        public int Compare(KeyValuePair<string, JsonElement> x, KeyValuePair<string, JsonElement> y) => string.CompareOrdinal(x.Key, y.Key);
     }
 }

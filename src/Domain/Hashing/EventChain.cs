@@ -1,12 +1,15 @@
+using System.Buffers;
+using System.Security.Cryptography;
 using System.Text;
+using System.Text.Json;
 
 namespace Sandbox.Audited.Domain.Hashing;
 
 /// <summary>
 /// The per-stream hash chain. hash = SHA-256(prevHash ‖ canonical), where prevHash is the previous
 /// event's hash as 64 lowercase hex characters (Genesis for the first event of a stream) and canonical is
-/// the canonical JSON of {"data", "streamId", "type", "version"}. The event's time is its own "at" field
-/// inside data, so it is covered too.
+/// the canonical JSON (see <see cref="CanonicalJson"/>) of {"data", "streamId", "type", "version"}, UTF-8
+/// encoded. The event's time is its own "at" field inside data, so it is covered too.
 /// </summary>
 public static class EventChain
 {
@@ -20,4 +23,49 @@ public static class EventChain
 
     public static string Hash(string prevHash, Guid streamId, long version, string eventType, string dataJson) =>
         Sha256Hex.Of(Encoding.UTF8.GetBytes(prevHash + CanonicalForm(streamId, version, eventType, dataJson)));
+}
+
+/// <summary>
+/// Computes chain hashes into one reused buffer (the same bytes as <see cref="EventChain.Hash"/>), for the
+/// verifier, which hashes every stored event. Not thread-safe: one per verification.
+/// </summary>
+public sealed class ChainHasher
+{
+    private readonly ArrayBufferWriter<byte> _buffer = new(4096);
+
+    public string Hash(string prevHash, Guid streamId, long version, string eventType, string dataJson)
+    {
+        using var document = JsonDocument.Parse(dataJson);
+        return Hash(prevHash, streamId, version, eventType, document.RootElement);
+    }
+
+    public string Hash(string prevHash, Guid streamId, long version, string eventType, JsonElement data)
+    {
+        _buffer.ResetWrittenCount();
+        Ascii(prevHash);
+        Ascii("{\"data\":");
+        CanonicalJson.Write(_buffer, data);
+        Ascii(",\"streamId\":\"");
+        var span = _buffer.GetSpan(36);
+        streamId.TryFormat(span, out var written, "D");
+        _buffer.Advance(written);
+        Ascii("\",\"type\":\"");
+        var typeSpan = _buffer.GetSpan(Encoding.UTF8.GetMaxByteCount(eventType.Length));
+        _buffer.Advance(Encoding.UTF8.GetBytes(eventType, typeSpan));
+        Ascii("\",\"version\":");
+        span = _buffer.GetSpan(20);
+        version.TryFormat(span, out written, provider: System.Globalization.CultureInfo.InvariantCulture);
+        _buffer.Advance(written);
+        Ascii("}");
+        Span<byte> digest = stackalloc byte[32];
+        SHA256.HashData(_buffer.WrittenSpan, digest);
+        return Convert.ToHexStringLower(digest);
+    }
+
+    private void Ascii(string text)
+    {
+        var span = _buffer.GetSpan(text.Length);
+        for (var i = 0; i < text.Length; i++) span[i] = (byte)text[i];
+        _buffer.Advance(text.Length);
+    }
 }

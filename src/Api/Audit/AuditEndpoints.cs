@@ -1,0 +1,228 @@
+using System.Globalization;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Audit.Trail;
+using Sandbox.Audited.Domain.Audit;
+using Sandbox.Audited.Domain.Hashing;
+using Sandbox.Audited.Domain.Runs;
+
+namespace Sandbox.Audited.Api.Audit;
+
+public sealed record AuditPage<T>(IReadOnlyList<T> Items, string? NextCursor);
+
+public sealed record BrokenLinkView(Guid RunId, long Version, long? Sequence, string Reason)
+{
+    public static BrokenLinkView From(ChainBreak b) => new(b.StreamId, b.Version, b.Sequence, b.Reason);
+}
+
+public sealed record VerificationView(
+    bool Verified, long EventsChecked, long StreamsChecked, long BrokenStreams, BrokenLinkView? FirstBroken,
+    IReadOnlyList<BrokenLinkView> Broken, long ElapsedMs, long EventsPerSecond);
+
+/// <summary>
+/// GET /v1/audit/runs, /events, /verify, /export: for auditors and admins, always within the caller's own
+/// tenant (a `tenant` parameter naming another tenant is refused). Every read is itself recorded (AuditAccessed).
+/// </summary>
+public static class AuditEndpoints
+{
+    public const string Policy = "audit-reader";
+    private const int DefaultLimit = 100;
+
+    public static IServiceCollection AddAuditTrail(this IServiceCollection services)
+    {
+        services.AddSingleton<AuditQueries>();
+        services.AddSingleton<ChainVerification>();
+        services.AddSingleton<AuditExport>();
+        services.AddSingleton<AccessLog>();
+        services.AddAuthorizationBuilder().AddPolicy(Policy, policy => policy.RequireAssertion(context =>
+        {
+            var caller = context.User.ToCaller();
+            return !string.IsNullOrEmpty(caller.Tenant) && !string.IsNullOrEmpty(caller.Subject)
+                && (caller.Has(Roles.Auditor) || caller.Has(Roles.Admin));
+        }));
+        return services;
+    }
+
+    public static RouteGroupBuilder MapAudit(this IEndpointRouteBuilder app)
+    {
+        var group = app.MapGroup("/v1/audit").RequireAuthorization(Policy).WithTags("Audit");
+        group.MapGet("/runs", QueryRuns);
+        group.MapGet("/events", QueryEvents);
+        group.MapGet("/verify", Verify);
+        group.MapGet("/export", Export);
+        return group;
+    }
+
+    public static async Task<Results<Ok<AuditPage<AuditRun>>, ProblemHttpResult>> QueryRuns(
+        HttpContext http, AuditQueries queries, AccessLog accessLog, CancellationToken ct)
+    {
+        var q = new Query(http);
+        var caller = http.User.ToCaller();
+        var tenant = q.Tenant(caller);
+        var (after, limit) = (q.Long("cursor") ?? 0, q.Limit());
+        var filter = new RunFilter(tenant, q.Text("subject"), q.Text("language"), q.Text("status"), q.Text("decision"),
+            q.Text("codeSha256"), q.Time("from"), q.Time("to"));
+        if (q.Error is not null)
+            return q.Problem();
+
+        var page = await queries.RunsAsync(filter, after, limit, ct);
+        if (await RecordAsync(http, accessLog, caller, AuditActions.QueryRuns, page.Items.Count) is { } unrecorded)
+            return unrecorded;
+        return TypedResults.Ok(new AuditPage<AuditRun>(page.Items, Cursor(page.NextCursor)));
+    }
+
+    public static async Task<Results<Ok<AuditPage<AuditEvent>>, ProblemHttpResult>> QueryEvents(
+        HttpContext http, AuditQueries queries, AccessLog accessLog, CancellationToken ct)
+    {
+        var q = new Query(http);
+        var caller = http.User.ToCaller();
+        var filter = new EventFilter(q.Tenant(caller), q.Text("type"), q.Text("subject"), q.Time("from"), q.Time("to"));
+        var (after, limit) = (q.Long("cursor") ?? 0, q.Limit());
+        if (q.Error is not null)
+            return q.Problem();
+
+        var page = await queries.EventsAsync(filter, after, limit, ct);
+        if (await RecordAsync(http, accessLog, caller, AuditActions.QueryEvents, page.Items.Count) is { } unrecorded)
+            return unrecorded;
+        return TypedResults.Ok(new AuditPage<AuditEvent>(page.Items, Cursor(page.NextCursor)));
+    }
+
+    public static async Task<Results<Ok<VerificationView>, ProblemHttpResult>> Verify(
+        HttpContext http, ChainVerification verification, AccessLog accessLog, CancellationToken ct)
+    {
+        var q = new Query(http);
+        var caller = http.User.ToCaller();
+        var tenant = q.Tenant(caller);
+        var scope = new VerifyScope(q.Guid("runId"), q.Long("fromSequence"), q.Long("toSequence"), q.Time("from"), q.Time("to"));
+        if (q.Error is not null)
+            return q.Problem();
+
+        var report = await verification.VerifyAsync(tenant, scope, ct);
+        if (await RecordAsync(http, accessLog, caller, AuditActions.Verify, report.EventsChecked) is { } unrecorded)
+            return unrecorded;
+        if (scope.RunId is { } runId && report.StreamsChecked == 0)
+            return TypedResults.Problem(Problems.Create(404, Problems.NotFound, "Run not found", $"No run {runId} is visible to you."));
+        return TypedResults.Ok(new VerificationView(report.Verified, report.EventsChecked, report.StreamsChecked, report.BrokenStreams,
+            report.FirstBroken is null ? null : BrokenLinkView.From(report.FirstBroken),
+            report.Broken.Select(BrokenLinkView.From).ToList(), report.ElapsedMs, report.EventsPerSecond));
+    }
+
+    /// <summary>Streams the events; the access record follows the stream, with how many events were sent.</summary>
+    public static async Task<Results<EmptyHttpResult, ProblemHttpResult>> Export(
+        HttpContext http, AuditExport export, AccessLog accessLog, ILoggerFactory loggers, CancellationToken ct)
+    {
+        var q = new Query(http);
+        var caller = http.User.ToCaller();
+        var format = q.Text("format") ?? ExportFormats.Ndjson;
+        var filter = new EventFilter(q.Tenant(caller), q.Text("type"), q.Text("subject"), q.Time("from"), q.Time("to"));
+        if (!ExportFormats.All.Contains(format))
+            q.Fail($"format must be one of: {string.Join(", ", ExportFormats.All)}.");
+        if (q.Error is not null)
+            return q.Problem();
+
+        http.Response.ContentType = format == ExportFormats.Csv ? "text/csv; charset=utf-8" : "application/x-ndjson";
+        http.Response.Headers.ContentDisposition = $"attachment; filename=\"audit-{filter.Tenant}.{format}\"";
+        long sent = 0;
+        try
+        {
+            sent = await export.WriteAsync(filter, format, http.Response.Body, ct);
+        }
+        finally
+        {
+            try
+            {
+                await accessLog.RecordAsync(caller, AuditActions.Export, q.Given, sent, http.Connection.RemoteIpAddress?.ToString(),
+                    http.TraceIdentifier, CancellationToken.None);
+            }
+            catch (Exception e)
+            {
+                loggers.CreateLogger(typeof(AuditEndpoints)).LogError(e, "An audit export of {Count} events could not be recorded", sent);
+            }
+        }
+        return TypedResults.Empty;
+    }
+
+    /// <summary>Reads are recorded before the results leave; if the record cannot be written the results do not either.</summary>
+    private static async Task<ProblemHttpResult?> RecordAsync(HttpContext http, AccessLog accessLog, Caller caller, string action, long count)
+    {
+        try
+        {
+            await accessLog.RecordAsync(caller, action, Query.All(http), count, http.Connection.RemoteIpAddress?.ToString(),
+                http.TraceIdentifier, http.RequestAborted);
+            return null;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(AuditEndpoints)).LogError(e, "An audit read could not be recorded");
+            return TypedResults.Problem(Problems.Create(503, Problems.AuditUnavailable, "The audit store is unavailable",
+                "This read could not be recorded in the access log, so its results are withheld. Retry shortly."));
+        }
+    }
+
+    private static string? Cursor(long? next) => next?.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>Query-string parsing that collects the first error instead of throwing.</summary>
+    private sealed class Query(HttpContext http)
+    {
+        public string? Error { get; private set; }
+
+        public IReadOnlyDictionary<string, string> Given { get; } = All(http);
+
+        public static IReadOnlyDictionary<string, string> All(HttpContext http) =>
+            http.Request.Query.ToDictionary(p => p.Key, p => p.Value.ToString(), StringComparer.Ordinal);
+
+        public string? Text(string name) => http.Request.Query[name].ToString() is { Length: > 0 } value ? value : null;
+
+        public string Tenant(Caller caller)
+        {
+            if (Text("tenant") is { } asked && asked != caller.Tenant)
+                Fail($"You may read only your own tenant ('{caller.Tenant}'), not '{asked}'.", 403);
+            return caller.Tenant;
+        }
+
+        public long? Long(string name)
+        {
+            if (Text(name) is not { } text) return null;
+            if (long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value)) return value;
+            Fail($"{name} must be a non-negative integer.");
+            return null;
+        }
+
+        public int Limit()
+        {
+            var limit = Long("limit") ?? DefaultLimit;
+            if (limit is < 1 or > AuditQueries.MaxLimit)
+                Fail($"limit must be between 1 and {AuditQueries.MaxLimit}.");
+            return (int)Math.Clamp(limit, 1, AuditQueries.MaxLimit);
+        }
+
+        public DateTimeOffset? Time(string name)
+        {
+            if (Text(name) is not { } text) return null;
+            if (DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var value)) return value;
+            Fail($"{name} must be an ISO 8601 time, e.g. 2025-01-31T00:00:00Z.");
+            return null;
+        }
+
+        public Guid? Guid(string name)
+        {
+            if (Text(name) is not { } text) return null;
+            if (System.Guid.TryParse(text, out var value)) return value;
+            Fail($"{name} must be a run id (GUID).");
+            return null;
+        }
+
+        private int _status = 400;
+
+        public void Fail(string message, int status = 400)
+        {
+            if (Error is not null) return;
+            Error = message;
+            _status = status;
+        }
+
+        public ProblemHttpResult Problem() => TypedResults.Problem(_status == 403
+            ? Problems.Create(403, Problems.Forbidden, "Not your tenant", Error!)
+            : Problems.Create(400, Problems.InvalidRequest, "Invalid audit query", Error!));
+    }
+}

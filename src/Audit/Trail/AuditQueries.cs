@@ -1,0 +1,162 @@
+using System.Text.Json;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Sandbox.Audited.Audit.Trail;
+
+/// <summary>Filters of GET /v1/audit/events and /export. Tenant is always set: nobody reads across tenants.</summary>
+public sealed record EventFilter(string Tenant, string? Type = null, string? Subject = null, DateTimeOffset? From = null, DateTimeOffset? To = null);
+
+/// <summary>Filters of GET /v1/audit/runs.</summary>
+public sealed record RunFilter(
+    string Tenant, string? Subject = null, string? Language = null, string? Status = null, string? Decision = null,
+    string? CodeSha256 = null, DateTimeOffset? From = null, DateTimeOffset? To = null);
+
+public sealed record Page<T>(IReadOnlyList<T> Items, long? NextCursor);
+
+public sealed record AuditEvent(
+    long Sequence, Guid StreamId, long Version, string Type, DateTimeOffset Timestamp, string? Tenant, string? Subject,
+    string? User, string? CorrelationId, string? CausationId, string? Hash, string? PrevHash, JsonElement Data);
+
+public sealed record AuditRun(
+    long Sequence, Guid RunId, string? Subject, string? Tenant, string? Language, string? Classification, string? CodeSha256,
+    string? Decision, string Status, DateTimeOffset RequestedAt, DateTimeOffset? CompletedAt);
+
+/// <summary>
+/// Audit queries in plain SQL over sandbox.mt_events: what is stored is what is shown, no deserialization.
+/// A stream's tenant and subject are its first event's caller (run_requested, request_rejected or
+/// audit_accessed). Paging is by global sequence; see <see cref="Settled"/> for why pages are stable.
+/// </summary>
+public sealed class AuditQueries(NpgsqlDataSource database)
+{
+    public const int MaxLimit = 500;
+
+    /// <summary>
+    /// Sequence numbers are taken before commit, so a slow transaction can commit a lower sequence after a
+    /// higher one is visible. A row is listed only once its writing transaction is older than every writer
+    /// still in flight in this database (readers hold no transaction id, so long exports never hold this
+    /// back), so a cursor never skips a row that commits later.
+    /// </summary>
+    private const string Settled = """
+        age(e.xmin) > (SELECT COALESCE(max(age(a.backend_xid)), -1) FROM pg_stat_activity a
+                       WHERE a.datname = current_database() AND a.backend_xid IS NOT NULL)
+        """;
+
+    private const string StreamOwner = """
+        JOIN sandbox.mt_events f ON f.stream_id = e.stream_id AND f.version = 1
+        """;
+
+    public const string EventColumns = """
+        e.seq_id, e.stream_id, e.version, e.type, e.timestamp, f.data -> 'caller' ->> 'tenant', f.data -> 'caller' ->> 'subject',
+        e.user_name, e.correlation_id, e.causation_id, e.headers ->> 'hash', e.headers ->> 'prevHash', e.data::text
+        """;
+
+    public static string EventWhere => """
+        f.data -> 'caller' ->> 'tenant' = @tenant
+        AND (@type::text IS NULL OR e.type = @type)
+        AND (@subject::text IS NULL OR f.data -> 'caller' ->> 'subject' = @subject)
+        AND (@from::timestamptz IS NULL OR e.timestamp >= @from)
+        AND (@to::timestamptz IS NULL OR e.timestamp < @to)
+        """;
+
+    public async Task<Page<AuditEvent>> EventsAsync(EventFilter filter, long after, int limit, CancellationToken ct)
+    {
+        await using var command = database.CreateCommand($"""
+            SELECT {EventColumns}
+            FROM sandbox.mt_events e {StreamOwner}
+            WHERE e.seq_id > @after AND {EventWhere} AND {Settled}
+            ORDER BY e.seq_id LIMIT @limit
+            """);
+        AddEventFilter(command, filter);
+        command.Parameters.Add(new NpgsqlParameter("after", NpgsqlDbType.Bigint) { Value = after });
+        command.Parameters.Add(new NpgsqlParameter("limit", NpgsqlDbType.Integer) { Value = limit + 1 });
+
+        var items = new List<AuditEvent>(Math.Min(limit, MaxLimit) + 1);
+        await using var reader = await command.ExecuteReaderAsync(ct);
+        while (await reader.ReadAsync(ct))
+        {
+            using var data = JsonDocument.Parse(reader.GetString(12));
+            items.Add(new AuditEvent(reader.GetInt64(0), reader.GetGuid(1), reader.GetInt64(2), reader.GetString(3),
+                reader.GetFieldValue<DateTimeOffset>(4), Text(reader, 5), Text(reader, 6), Text(reader, 7), Text(reader, 8),
+                Text(reader, 9), Text(reader, 10), Text(reader, 11), data.RootElement.Clone()));
+        }
+        return Paged(items, limit, e => e.Sequence);
+    }
+
+    public async Task<Page<AuditRun>> RunsAsync(RunFilter filter, long after, int limit, CancellationToken ct)
+    {
+        await using var command = database.CreateCommand($"""
+            SELECT * FROM (
+                SELECT e.seq_id, e.stream_id, e.data -> 'caller' ->> 'subject' AS subject, e.data -> 'caller' ->> 'tenant' AS tenant,
+                       e.data ->> 'language' AS language, e.data ->> 'classification', e.data ->> 'codeSha256' AS code_sha256,
+                       p.data ->> 'decision' AS decision,
+                       CASE WHEN t.type = 'run_completed' THEN t.data ->> 'status'
+                            WHEN t.type = 'run_failed' THEN 'error'
+                            WHEN t.type = 'run_abandoned' THEN 'abandoned'
+                            WHEN e.type = 'request_rejected' THEN 'rejected'
+                            WHEN p.data ->> 'decision' = 'deny' THEN 'denied'
+                            ELSE 'running' END AS status,
+                       e.timestamp AS requested_at, t.timestamp
+                FROM sandbox.mt_events e
+                LEFT JOIN LATERAL (SELECT x.data FROM sandbox.mt_events x
+                                   WHERE x.stream_id = e.stream_id AND x.type = 'policy_evaluated' ORDER BY x.version LIMIT 1) p ON true
+                LEFT JOIN LATERAL (SELECT x.type, x.data, x.timestamp FROM sandbox.mt_events x
+                                   WHERE x.stream_id = e.stream_id AND x.type IN ('run_completed', 'run_failed', 'run_abandoned')
+                                   ORDER BY x.version LIMIT 1) t ON true
+                WHERE e.version = 1 AND e.type IN ('run_requested', 'request_rejected') AND e.seq_id > @after
+                  AND e.data -> 'caller' ->> 'tenant' = @tenant AND {Settled}
+            ) r
+            WHERE (@subject::text IS NULL OR r.subject = @subject)
+              AND (@language::text IS NULL OR r.language = @language)
+              AND (@status::text IS NULL OR r.status = @status)
+              AND (@decision::text IS NULL OR r.decision = @decision)
+              AND (@code::text IS NULL OR r.code_sha256 = @code)
+              AND (@from::timestamptz IS NULL OR r.requested_at >= @from)
+              AND (@to::timestamptz IS NULL OR r.requested_at < @to)
+            ORDER BY r.seq_id LIMIT @limit
+            """);
+        Add(command, "tenant", filter.Tenant);
+        Add(command, "subject", filter.Subject);
+        Add(command, "language", filter.Language);
+        Add(command, "status", filter.Status);
+        Add(command, "decision", filter.Decision);
+        Add(command, "code", filter.CodeSha256?.ToLowerInvariant());
+        Add(command, "from", filter.From);
+        Add(command, "to", filter.To);
+        command.Parameters.Add(new NpgsqlParameter("after", NpgsqlDbType.Bigint) { Value = after });
+        command.Parameters.Add(new NpgsqlParameter("limit", NpgsqlDbType.Integer) { Value = limit + 1 });
+
+        var items = new List<AuditRun>();
+        await using var reader = await command.ExecuteReaderAsync(ct);
+        while (await reader.ReadAsync(ct))
+            items.Add(new AuditRun(reader.GetInt64(0), reader.GetGuid(1), Text(reader, 2), Text(reader, 3), Text(reader, 4),
+                Text(reader, 5), Text(reader, 6), Text(reader, 7), reader.GetString(8), reader.GetFieldValue<DateTimeOffset>(9),
+                reader.IsDBNull(10) ? null : reader.GetFieldValue<DateTimeOffset>(10)));
+        return Paged(items, limit, r => r.Sequence);
+    }
+
+    public static void AddEventFilter(NpgsqlCommand command, EventFilter filter)
+    {
+        Add(command, "tenant", filter.Tenant);
+        Add(command, "type", filter.Type);
+        Add(command, "subject", filter.Subject);
+        Add(command, "from", filter.From);
+        Add(command, "to", filter.To);
+    }
+
+    private static Page<T> Paged<T>(List<T> items, int limit, Func<T, long> sequence)
+    {
+        if (items.Count <= limit)
+            return new Page<T>(items, null);
+        items.RemoveAt(items.Count - 1);
+        return new Page<T>(items, sequence(items[^1]));
+    }
+
+    private static void Add(NpgsqlCommand command, string name, string? value) =>
+        command.Parameters.Add(new NpgsqlParameter(name, NpgsqlDbType.Text) { Value = (object?)value ?? DBNull.Value });
+
+    private static void Add(NpgsqlCommand command, string name, DateTimeOffset? value) =>
+        command.Parameters.Add(new NpgsqlParameter(name, NpgsqlDbType.TimestampTz) { Value = (object?)value?.UtcDateTime ?? DBNull.Value });
+
+    private static string? Text(NpgsqlDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetString(ordinal);
+}

@@ -1,0 +1,38 @@
+using Sandbox.Audited.Domain.Runs;
+
+namespace Sandbox.Audited.Domain.Audit;
+
+/// <summary>
+/// Someone read the audit trail (query, export or verify). One access-log stream per tenant and day
+/// (<see cref="AccessLogStreams"/>), hash-chained like a run. Filter holds the request's parameters as given.
+/// </summary>
+public sealed record AuditAccessed(
+    Guid LogId,
+    Caller Caller,
+    string Action,
+    IReadOnlyDictionary<string, string> Filter,
+    long ResultCount,
+    string? ClientAddress,
+    string? CorrelationId,
+    DateTimeOffset At);
+
+public static class AuditActions
+{
+    public const string QueryRuns = "query_runs";
+    public const string QueryEvents = "query_events";
+    public const string Export = "export";
+    public const string Verify = "verify";
+}
+
+public static class AccessLogStreams
+{
+    /// <summary>A deterministic stream id per tenant and UTC day: every node appends to the same stream.</summary>
+    public static Guid For(string tenant, DateOnly day)
+    {
+        var hash = Hashing.Sha256Hex.Of("sandbox-audited:access-log:" + tenant + ":" + day.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture));
+        var bytes = Convert.FromHexString(hash[..32]);
+        bytes[6] = (byte)((bytes[6] & 0x0F) | 0x80); // version 8 (custom, RFC 9562)
+        bytes[8] = (byte)((bytes[8] & 0x3F) | 0x80); // RFC 4122 variant
+        return new Guid(bytes, bigEndian: true);
+    }
+}
