@@ -117,7 +117,8 @@ public sealed partial class SandboxPool(
         foreach (var channel in _pools.Values)
         {
             channel.Writer.TryComplete();
-            await DrainAsync(channel, cancellationToken);
+            // Not the shutdown token: a removal given up half-way leaves a container behind (each call has its own deadline).
+            await DrainAsync(channel, CancellationToken.None);
         }
     }
 
