@@ -70,6 +70,8 @@ builder.Services.Configure<ShutdownOptions>(builder.Configuration.GetSection(Shu
 builder.Services.AddSingleton<Admission>();
 builder.Services.AddSingleton<RunOrchestrator>();
 builder.Services.AddHostedService<RunLifecycle>();
+builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(
+    builder.Configuration.GetValue(ShutdownOptions.Section + ":GraceSeconds", new ShutdownOptions().GraceSeconds) + 20));
 builder.Services.AddHostedService(sp => sp.GetRequiredService<SandboxPool>());
 builder.Services.AddHostedService(sp => sp.GetRequiredService<Reaper>());
 

@@ -20,7 +20,8 @@ public sealed class AdmissionOptions
     public int MaxQueueWaitMs { get; set; } = 10000;
 }
 
-public sealed record AdmissionRefusal(string Reason, int RetryAfterSeconds);
+/// <summary>Why a run was not admitted; ShuttingDown refusals are 503 (this node goes away), the rest 429.</summary>
+public sealed record AdmissionRefusal(string Reason, int RetryAfterSeconds, bool ShuttingDown = false);
 
 /// <summary>
 /// Admission control: a global and a per-tenant ceiling on running sandboxes and a bounded queue with a
@@ -44,7 +45,7 @@ public sealed class Admission(IOptions<AdmissionOptions> options)
     public async Task<(IDisposable? Lease, AdmissionRefusal? Refusal)> EnterAsync(string tenant, CancellationToken ct)
     {
         if (_closed)
-            return (null, new AdmissionRefusal("the service is shutting down", 5));
+            return (null, new AdmissionRefusal("the service is shutting down", 5, ShuttingDown: true));
         if (Interlocked.Increment(ref _queued) > options.Value.MaxQueueDepth)
         {
             Interlocked.Decrement(ref _queued);

@@ -29,7 +29,7 @@ public sealed partial class RunLifecycle(
     IOptions<ExecutorOptions> executor,
     IOptions<ShutdownOptions> shutdown,
     TimeProvider clock,
-    ILogger<RunLifecycle> logger) : IHostedService
+    ILogger<RunLifecycle> logger) : IHostedLifecycleService
 {
     public async Task StartAsync(CancellationToken ct)
     {
@@ -51,7 +51,9 @@ public sealed partial class RunLifecycle(
         }
     }
 
-    public async Task StopAsync(CancellationToken ct)
+    // Shutdown runs in StoppingAsync, which the host calls before any StopAsync: the HTTP server still answers
+    // the waiting clients, and the pool and the Docker client are still there for the last removals.
+    public async Task StoppingAsync(CancellationToken ct)
     {
         orchestrator.StopAdmitting();
         var running = Task.WhenAll(orchestrator.InFlightTasks);
@@ -62,7 +64,18 @@ public sealed partial class RunLifecycle(
             orchestrator.AbortRemaining();
             await Task.WhenAny(running, Task.Delay(TimeSpan.FromSeconds(5), CancellationToken.None));
         }
+        var removals = Task.WhenAll(orchestrator.PendingRemovals);
+        if (await Task.WhenAny(removals, Task.Delay(TimeSpan.FromSeconds(10), CancellationToken.None)) != removals)
+            LogRemovalsPending(orchestrator.PendingRemovals.Count);
     }
+
+    public Task StopAsync(CancellationToken ct) => Task.CompletedTask;
+
+    public Task StartingAsync(CancellationToken ct) => Task.CompletedTask;
+
+    public Task StartedAsync(CancellationToken ct) => Task.CompletedTask;
+
+    public Task StoppedAsync(CancellationToken ct) => Task.CompletedTask;
 
     private async Task<List<Guid>> UnfinishedRunsAsync(CancellationToken ct)
     {
@@ -89,4 +102,7 @@ public sealed partial class RunLifecycle(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Count} runs did not finish within the shutdown grace period; stopping them")]
     private partial void LogGraceExceeded(int count);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Count} sandbox removals were still pending at shutdown; the reaper removes them at the next start")]
+    private partial void LogRemovalsPending(int count);
 }

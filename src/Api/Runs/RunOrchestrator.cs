@@ -47,11 +47,15 @@ public sealed partial class RunOrchestrator(
     ILogger<RunOrchestrator> logger)
 {
     private readonly ConcurrentDictionary<Guid, Task> _inFlight = new();
+    private readonly ConcurrentDictionary<string, Task> _removals = new();
     private readonly CancellationTokenSource _abort = new();
 
     public int InFlight => _inFlight.Count;
 
     public IReadOnlyCollection<Task> InFlightTasks => _inFlight.Values.ToList();
+
+    /// <summary>Removals still running off the request path; shutdown awaits them so no container outlives the service.</summary>
+    public IReadOnlyCollection<Task> PendingRemovals => _removals.Values.ToList();
 
     /// <summary>Records a request that failed validation or authorization: RequestRejected, then its terminal event.</summary>
     public async Task<Guid> RejectAsync(Caller caller, ClientInfo client, int httpStatus, IReadOnlyList<string> errors, string? language, string? code, CancellationToken ct)
@@ -177,7 +181,9 @@ public sealed partial class RunOrchestrator(
             }
             finally
             {
-                _ = RemoveAsync(run.Stream, sandbox.ContainerId);
+                var removal = RemoveAsync(run.Stream, sandbox.ContainerId);
+                _removals[sandbox.ContainerId] = removal;
+                _ = removal.ContinueWith(_ => _removals.TryRemove(sandbox.ContainerId, out Task? _), TaskScheduler.Default);
             }
         }
         return run.Summary;

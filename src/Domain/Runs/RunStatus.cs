@@ -17,15 +17,17 @@ public static class RunStatus
     public const string Refused = "refused";
 
     /// <summary>
-    /// One status per run; the limit that bit wins over the exit code, in order of severity, so that
-    /// a script killed by the timeout is never reported as merely "failed".
+    /// One status per run; the limit that bit wins over the exit code, so that a script killed by the
+    /// timeout is never reported as merely "failed". The most specific cause wins: an OOM kill or an
+    /// exhausted pids limit explains a run that then also hit its deadline (a fork bomb spins until the
+    /// timeout), so they come before timed_out; every flag stays recorded in SandboxExited.
     /// </summary>
     public static string FromExit(SandboxExited exit, bool outputTruncated) =>
         exit switch
         {
-            { TimedOut: true } => TimedOut,
             { OomKilled: true } => MemoryExceeded,
             { PidsLimitHit: true } => PidsExhausted,
+            { TimedOut: true } => TimedOut,
             _ when outputTruncated => OutputTruncated,
             { ExitCode: 0 } => Succeeded,
             _ => Failed,

@@ -18,10 +18,20 @@ public sealed partial class SandboxPool(
     ILogger<SandboxPool> logger) : BackgroundService
 {
     private readonly ConcurrentDictionary<SandboxProfile, Channel<PreparedSandbox>> _pools = new();
+    private static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(10);
+
+    private readonly ConcurrentDictionary<string, byte> _warm = new();
     private readonly SemaphoreSlim _refill = new(0);
     private volatile bool _accepting = true;
+    private int _refillFailures;
 
     public int Size => _pools.Values.Sum(c => c.Reader.Count);
+
+    /// <summary>Failed refill attempts so far; while the engine is away they back off instead of spinning.</summary>
+    public int RefillFailures => Volatile.Read(ref _refillFailures);
+
+    /// <summary>The containers waiting in the pool right now (each will serve one run, or be drained).</summary>
+    public bool IsWarm(string containerId) => _warm.ContainsKey(containerId);
 
     public int SizeOf(string language) => _pools.Where(p => p.Key.Language == language).Sum(p => p.Value.Reader.Count);
 
@@ -35,7 +45,10 @@ public sealed partial class SandboxPool(
             _pools.GetOrAdd(profile, _ => Channel.CreateBounded<PreparedSandbox>(options.Value.PoolSizePerLanguage));
         foreach (var stale in _pools.Keys.Where(k => !wanted.Contains(k)).ToList())
             if (_pools.TryRemove(stale, out var channel))
+            {
+                channel.Writer.TryComplete();
                 _ = DrainAsync(channel, CancellationToken.None);
+            }
         _refill.Release();
     }
 
@@ -44,6 +57,7 @@ public sealed partial class SandboxPool(
     {
         if (_pools.TryGetValue(profile, out var channel) && channel.Reader.TryRead(out var warm))
         {
+            _warm.TryRemove(warm.ContainerId, out _);
             _refill.Release();
             return new PreparedSandbox(warm.ContainerId, warm.Profile, warm.Image, warm.ImageId, warm.Settings,
                 warm.Stream, warm.Reader, warm.CreatedAt, warm.StartedAt, fromPool: true);
@@ -53,11 +67,13 @@ public sealed partial class SandboxPool(
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        var backoff = TimeSpan.Zero;
         while (!stoppingToken.IsCancellationRequested)
         {
             try
             {
                 await FillAsync(stoppingToken);
+                backoff = TimeSpan.Zero;
                 await _refill.WaitAsync(TimeSpan.FromSeconds(5), stoppingToken);
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
@@ -66,9 +82,11 @@ public sealed partial class SandboxPool(
             }
             catch (Exception e)
             {
-                // The engine may be down; keep trying without spinning.
-                LogRefillFailed(e);
-                await Task.Delay(TimeSpan.FromSeconds(2), stoppingToken).ContinueWith(_ => { }, CancellationToken.None);
+                // The engine may be away: back off (1 s, 2 s, 4 s … 10 s) instead of spinning, and recover by itself.
+                Interlocked.Increment(ref _refillFailures);
+                backoff = backoff == TimeSpan.Zero ? TimeSpan.FromSeconds(1) : TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, MaxBackoff.Ticks));
+                LogRefillFailed(e, backoff.TotalSeconds);
+                await Task.Delay(backoff, stoppingToken).ContinueWith(_ => { }, CancellationToken.None);
             }
         }
     }
@@ -80,9 +98,12 @@ public sealed partial class SandboxPool(
             while (_accepting && channel.Reader.Count < options.Value.PoolSizePerLanguage)
             {
                 var sandbox = await factory.CreateAsync(profile, ContainerSpec.PooledRunId, ct);
-                if (!channel.Writer.TryWrite(sandbox) || !_pools.ContainsKey(profile))
+                _warm[sandbox.ContainerId] = 0;
+                // A pool that was dropped, filled meanwhile or completed by shutdown refuses it: destroy, never leak.
+                if (!_accepting || !_pools.ContainsKey(profile) || !channel.Writer.TryWrite(sandbox))
                 {
-                    await factory.DestroyAsync(sandbox.ContainerId, ct);
+                    _warm.TryRemove(sandbox.ContainerId, out _);
+                    await factory.DestroyAsync(sandbox.ContainerId, CancellationToken.None);
                     break;
                 }
             }
@@ -94,15 +115,22 @@ public sealed partial class SandboxPool(
         _accepting = false;
         await base.StopAsync(cancellationToken);
         foreach (var channel in _pools.Values)
-            await DrainAsync(channel, cancellationToken);
+        {
+            channel.Writer.TryComplete();
+            // Not the shutdown token: a removal given up half-way leaves a container behind (each call has its own deadline).
+            await DrainAsync(channel, CancellationToken.None);
+        }
     }
 
     private async Task DrainAsync(Channel<PreparedSandbox> channel, CancellationToken ct)
     {
         while (channel.Reader.TryRead(out var sandbox))
+        {
+            _warm.TryRemove(sandbox.ContainerId, out _);
             await factory.DestroyAsync(sandbox.ContainerId, ct);
+        }
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Refilling the warm pool failed; retrying")]
-    private partial void LogRefillFailed(Exception e);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Refilling the warm pool failed; retrying in {Seconds} s")]
+    private partial void LogRefillFailed(Exception e, double seconds);
 }

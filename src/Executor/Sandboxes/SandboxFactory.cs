@@ -39,10 +39,12 @@ public sealed partial class SandboxFactory(
         var imageId = await ImageIdAsync(profile.Language, ct);
         var parameters = ContainerSpec.Build(profile, image, options.Value.Runtime, options.Value.NodeId, runLabel);
         var createdAt = clock.GetUtcNow();
-        var id = await docker.CreateAsync(parameters, ct);
+        // Not cancellable: the engine would create the container anyway and nobody would know its id to remove it.
+        var id = await docker.CreateAsync(parameters, CancellationToken.None);
         registry.Track(id);
         try
         {
+            ct.ThrowIfCancellationRequested();
             var stream = await docker.AttachAsync(id, ct);
             var reader = new FrameReader(stream);
             await docker.StartAsync(id, ct);
@@ -75,7 +77,7 @@ public sealed partial class SandboxFactory(
         }
         catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
         {
-            LogRemoveFailed(e, containerId);
+            LogRemoveFailed(e, containerId, ct.IsCancellationRequested);
         }
     }
 
@@ -84,8 +86,8 @@ public sealed partial class SandboxFactory(
     [LoggerMessage(Level = LogLevel.Warning, Message = "Creating sandbox {ContainerId} failed; removing it")]
     private partial void LogCreateFailed(string containerId);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Removing sandbox {ContainerId} failed; the reaper will retry")]
-    private partial void LogRemoveFailed(Exception e, string containerId);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Removing sandbox {ContainerId} failed (cancelled: {Cancelled}); the reaper will retry")]
+    private partial void LogRemoveFailed(Exception e, string containerId, bool cancelled);
 }
 
 public sealed class SandboxException(string message, Exception? inner = null) : Exception(message, inner);

@@ -1,0 +1,223 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using Sandbox.Audited.Domain.Hashing;
+using Sandbox.Audited.Executor.Pool;
+using Sandbox.Audited.Tests.Infrastructure;
+
+namespace Sandbox.Audited.Tests.Executor;
+
+/// <summary>
+/// Programs written to break out or bring the service down, sent through the API. Each must end with its own
+/// status and recorded facts, leave the service answering, and leave no container of the service behind.
+/// </summary>
+[Collection(ServiceCollection.Name)]
+public sealed class HostileProgramTests(ServiceFixture service)
+{
+    private readonly HttpClient _runner = service.Runner("mallory", "tenant-hostile");
+
+    [Theory]
+    [InlineData("python", "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass")]
+    [InlineData("shell", "b() { b | b & }; b; sleep 2")]
+    public async Task ForkBombIsContainedAsPidsExhausted(string language, string code)
+    {
+        var (response, run) = await _runner.RunAsync(new { language, code, limits = new { pids = 32, timeoutMs = 3000 } });
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("pids_exhausted", run.Str("status"));
+        var exited = await EventAsync(run, "sandbox_exited");
+        Assert.Equal("true", exited.Str("pidsLimitHit"));
+        Assert.Equal("false", exited.Str("oomKilled"));
+        await AssertHealthyAndCleanAsync();
+    }
+
+    [Theory]
+    [InlineData("python", "x = []\nwhile True: x.append(bytearray(1 << 20))")]
+    [InlineData("javascript", "const a = []; for (;;) a.push(Buffer.alloc(1 << 20, 1))")]
+    public async Task AllocationLoopIsKilledAsMemoryExceeded(string language, string code)
+    {
+        var (_, run) = await _runner.RunAsync(new { language, code, limits = new { memoryMb = 96, timeoutMs = 20000 } });
+
+        Assert.Equal("memory_exceeded", run.Str("status"));
+        var exited = await EventAsync(run, "sandbox_exited");
+        Assert.Equal("true", exited.Str("oomKilled"));
+        Assert.Equal("9", exited.Str("signal"));
+        Assert.Equal("false", exited.Str("timedOut"));
+        Assert.Equal("", exited.Str("exitCode"));
+        await AssertHealthyAndCleanAsync();
+    }
+
+    [Fact]
+    public async Task BusyLoopTimesOutKeepingItsOutputAndTheWholeTreeDies()
+    {
+        const string code = "import os\nif os.fork() == 0:\n    while True: pass\nprint('started', flush=True)\nwhile True: pass";
+        var (_, run) = await _runner.RunAsync(new { language = "python", code, limits = new { timeoutMs = 1000 } });
+
+        Assert.Equal("timed_out", run.Str("status"));
+        Assert.Equal("started\n", run.Str("stdout.content"));
+        var exited = await EventAsync(run, "sandbox_exited");
+        Assert.Equal("true", exited.Str("timedOut"));
+        Assert.Equal("9", exited.Str("signal"));
+        Assert.Equal("false", exited.Str("oomKilled"));
+        await AssertHealthyAndCleanAsync();
+    }
+
+    [Fact]
+    public async Task HundredMegabytesOfOutputAreCutAtTheCapAndCounted()
+    {
+        const int cap = 65536;
+        const string code = "import sys\nchunk = 'x' * 1048576\nfor _ in range(100): sys.stdout.write(chunk)\nsys.stderr.write('e' * 100000)";
+        var (_, run) = await _runner.RunAsync(new { language = "python", code, limits = new { outputBytes = cap, timeoutMs = 30000 } });
+
+        Assert.Equal("output_truncated", run.Str("status"));
+        Assert.Equal("0", run.Str("exitCode"));
+        var output = await EventAsync(run, "output_recorded");
+        Assert.Equal(cap.ToString(), output.Str("stdout.bytes"));
+        Assert.Equal((100L * 1048576).ToString(), output.Str("stdout.producedBytes"));
+        Assert.Equal("true", output.Str("stdout.truncated"));
+        Assert.Equal(Sha256Hex.Of(new string('x', cap)), output.Str("stdout.sha256"));
+        Assert.Equal(cap.ToString(), output.Str("stderr.bytes"));
+        Assert.Equal("100000", output.Str("stderr.producedBytes"));
+        Assert.Equal("true", output.Str("stderr.truncated"));
+        await AssertHealthyAndCleanAsync();
+    }
+
+    [Fact]
+    public async Task FillingTmpGivesTheScriptEnospc()
+    {
+        const string code = "import errno\nblock = b'x' * 1048576\ntry:\n    with open('/tmp/work/fill', 'wb') as f:\n"
+            + "        for _ in range(64):\n            f.write(block)\n            f.flush()\n    print('not full')\n"
+            + "except OSError as e:\n    print('full', errno.errorcode[e.errno])";
+        var (_, run) = await _runner.RunAsync(new { language = "python", code, limits = new { tmpfsMb = 8 } });
+
+        Assert.Equal("succeeded", run.Str("status"));
+        Assert.Equal("full ENOSPC", run.Str("stdout.content").Trim());
+        await AssertHealthyAndCleanAsync();
+    }
+
+    [Fact]
+    public async Task WritingToTheRootFilesystemFails()
+    {
+        const string code = "import errno\nfor d in ['', '/etc', '/usr/bin', '/var', '/home', '/root', '/sys/fs']:\n    try:\n"
+            + "        open(d + '/evil', 'w').write('x')\n        print(d or '/', 'WROTE')\n"
+            + "    except OSError as e:\n        print(d or '/', errno.errorcode[e.errno])";
+        var (_, run) = await _runner.RunAsync(new { language = "python", code });
+
+        var lines = run.Str("stdout.content").Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(7, lines.Length);
+        Assert.DoesNotContain(lines, l => l.EndsWith("WROTE", StringComparison.Ordinal));
+        Assert.Contains("/ EROFS", lines);
+        Assert.Contains("/usr/bin EROFS", lines);
+        await AssertHealthyAndCleanAsync();
+    }
+
+    [Fact]
+    public async Task HostSecretsAreNotVisibleInside()
+    {
+        // The service runs in this process: a canary in its environment stands for any host secret.
+        var canary = "canary-" + Guid.NewGuid().ToString("N");
+        Environment.SetEnvironmentVariable("SBX_TEST_HOST_SECRET", canary);
+        try
+        {
+            const string code = "import os, glob\nprint('ENV', ' '.join(sorted(os.environ)))\nprint(os.environ)\n"
+                + "for p in ['/proc/1/environ'] + glob.glob('/proc/[0-9]*/environ'):\n    try:\n        print(p, open(p, 'rb').read())\n"
+                + "    except OSError as e:\n        print(p, 'unreadable', e.errno)";
+            var (_, run) = await _runner.RunAsync(new { language = "python", code });
+
+            Assert.Equal("succeeded", run.Str("status"));
+            var stdout = run.Str("stdout.content");
+            Assert.Contains("/proc/1/environ b'", stdout); // it was read, and holds no secret
+            Assert.DoesNotContain(canary, stdout);
+            Assert.DoesNotContain("SBX_TEST_HOST_SECRET", stdout);
+            Assert.DoesNotContain(TestEnvironment.AppPassword, stdout);
+            Assert.DoesNotContain("ConnectionStrings", stdout);
+            Assert.Equal("ENV HOME LANG PATH PYTHONDONTWRITEBYTECODE PYTHONUNBUFFERED", stdout.Split('\n')[0]);
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("SBX_TEST_HOST_SECRET", null);
+        }
+        await AssertHealthyAndCleanAsync();
+    }
+
+    [Fact]
+    public async Task DaemonizedChildDiesWithTheSandbox()
+    {
+        const string code = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(120)\n"
+            + "    os._exit(0)\nprint('parent done')";
+        var (_, run) = await _runner.RunAsync(new { language = "python", code, limits = new { timeoutMs = 30000 } });
+
+        Assert.Equal("succeeded", run.Str("status"));
+        Assert.Equal("parent done\n", run.Str("stdout.content"));
+        Assert.InRange(double.Parse(run.Str("wallMs"), System.Globalization.CultureInfo.InvariantCulture), 0, 5000);
+        await AssertHealthyAndCleanAsync();
+    }
+
+    [Fact]
+    public async Task ScriptThatClosesStdoutAndSleepsTimesOut()
+    {
+        var (_, run) = await _runner.RunAsync(new
+        {
+            language = "python", code = "import os, time\nprint('bye', flush=True)\nos.close(1)\nos.close(2)\ntime.sleep(60)",
+            limits = new { timeoutMs = 1000 },
+        });
+
+        Assert.Equal("timed_out", run.Str("status"));
+        Assert.Equal("bye\n", run.Str("stdout.content"));
+        var exited = await EventAsync(run, "sandbox_exited");
+        Assert.Equal("true", exited.Str("timedOut"));
+        Assert.Equal("9", exited.Str("signal"));
+        await AssertHealthyAndCleanAsync();
+    }
+
+    [Fact]
+    public async Task SetuidAndCapabilityTricksFail()
+    {
+        const string code = """
+            try() { name=$1; shift; if "$@" >/dev/null 2>&1; then echo "$name:ok"; else echo "$name:fail"; fi; }
+            try su su -c 'id -u' root
+            try unshare unshare -r id
+            try unshare-mount unshare -m true
+            mkdir -p /tmp/work/m
+            try mount mount -t tmpfs none /tmp/work/m
+            try setpriv setpriv --reuid=0 id -u
+            cp /bin/sh /tmp/work/sh && chmod u+s /tmp/work/sh
+            try exec-setuid-copy /tmp/work/sh -c true
+            try chown chown 0 /tmp/work/sh
+            id -u
+            """;
+        var (_, shell) = await _runner.RunAsync(new { language = "shell", code });
+        const string python = "import os, socket, ctypes\ndef attempt(name, fn):\n    try:\n        fn()\n        print(name + ':ok')\n"
+            + "    except OSError:\n        print(name + ':fail')\nattempt('setuid', lambda: os.setuid(0))\nattempt('setgid', lambda: os.setgid(0))\n"
+            + "attempt('raw-socket', lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))\n"
+            + "attempt('packet-socket', lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW))\n"
+            + "libc = ctypes.CDLL(None, use_errno=True)\n"
+            + "def unshare_user():\n    if libc.unshare(0x10000000) != 0:\n        raise OSError(ctypes.get_errno(), 'unshare')\n"
+            + "attempt('unshare-user', unshare_user)\nprint(os.getuid(), os.geteuid())";
+        var (_, py) = await _runner.RunAsync(new { language = "python", code = python });
+
+        var shellLines = shell.Str("stdout.content").Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(["su:fail", "unshare:fail", "unshare-mount:fail", "mount:fail", "setpriv:fail", "exec-setuid-copy:fail", "chown:fail", "65534"], shellLines);
+        var pyLines = py.Str("stdout.content").Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(["setuid:fail", "setgid:fail", "raw-socket:fail", "packet-socket:fail", "unshare-user:fail", "65534 65534"], pyLines);
+        await AssertHealthyAndCleanAsync();
+    }
+
+    private async Task<JsonNode> EventAsync(JsonNode run, string type)
+    {
+        var (response, events) = await _runner.GetJsonAsync($"/v1/runs/{run.Str("runId")}/events");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        return events.AsArray().Single(e => e!.Str("type") == type)!["data"]!;
+    }
+
+    /// <summary>The service still runs a normal program, and only the warm pool's fresh sandboxes remain.</summary>
+    private async Task AssertHealthyAndCleanAsync()
+    {
+        var (response, run) = await _runner.RunAsync(new { language = "shell", code = "echo still-here" });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("still-here\n", run.Str("stdout.content"));
+
+        var pool = (SandboxPool)service.Services.GetService(typeof(SandboxPool))!;
+        var left = await Containers.LeftoversAsync(service.NodeId, c => pool.IsWarm(c.ID));
+        Assert.True(left.Count == 0, "Containers left behind: " + Containers.Describe(left));
+    }
+}
