@@ -3,10 +3,14 @@ using Microsoft.Extensions.Options;
 using Npgsql;
 using Sandbox.Audited.Api;
 using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Api.Callbacks;
 using Sandbox.Audited.Api.Health;
 using Sandbox.Audited.Api.Hosting;
+using Sandbox.Audited.Api.Idempotency;
+using Sandbox.Audited.Api.Metrics;
 using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Api.Runs;
+using Sandbox.Audited.Api.Streaming;
 using Sandbox.Audited.Audit;
 using Sandbox.Audited.Domain.Policies;
 using Sandbox.Audited.Domain.Runs;
@@ -63,23 +67,37 @@ builder.Services.AddHostedService(sp => sp.GetRequiredService<Reaper>());
 // Errors as RFC 9457 problem details.
 builder.Services.AddProblemDetails();
 builder.Services.AddExceptionHandler<ProblemExceptionHandler>();
-builder.Services.AddOpenApi();
+
+// API (issue 6): per-subject rate limit, idempotency keys, run stream (SSE), signed callbacks, metrics, OpenAPI + /docs.
+builder.Services.AddRunRateLimits(builder.Configuration);
+builder.Services.AddSingleton<IdempotencyStore>();
+builder.Services.AddSingleton<RunMetrics>();
+builder.Services.AddSingleton<RunFeed>();
+builder.Services.Configure<CallbackOptions>(builder.Configuration.GetSection(CallbackOptions.Section));
+builder.Services.AddHttpClient(CallbackSender.HttpClientName).ConfigurePrimaryHttpMessageHandler(() => new HttpClientHandler { AllowAutoRedirect = false, UseProxy = false });
+builder.Services.AddSingleton<CallbackSender>();
+builder.Services.AddApiDocs();
 builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.Converters.Add(new System.Text.Json.Serialization.JsonStringEnumConverter()));
 
 var app = builder.Build();
 
+app.UseRequestMetrics();
 app.UseExceptionHandler();
 app.UseStatusCodePages();
 app.UseAuthentication();
 app.UseAuthorization();
+app.UseRateLimiter();
 
 // Keep the pool warm for the policy's default limits.
 var defaults = app.Services.GetRequiredService<PolicyHost>().Active.Defaults;
 app.Services.GetRequiredService<SandboxPool>().KeepWarm(Languages.All.Select(l => SandboxProfile.For(l, defaults)));
 
-app.MapOpenApi("/openapi/{documentName}.json");
+app.MapApiDocs();
 app.MapHealth();
+app.MapMetrics();
 app.MapRuns();
+app.MapRunStream();
+app.MapRuntimes();
 
 app.Run();
 return 0;

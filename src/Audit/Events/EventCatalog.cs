@@ -19,6 +19,7 @@ public static class EventCatalog
         [typeof(RunCompleted)] = "run_completed",
         [typeof(RunFailed)] = "run_failed",
         [typeof(RunAbandoned)] = "run_abandoned",
+        [typeof(CallbackAttempted)] = "callback_attempted",
     };
 
     public static readonly IReadOnlySet<string> Terminal = new HashSet<string> { "run_completed", "run_failed", "run_abandoned" };
