@@ -79,7 +79,7 @@ public sealed class IdempotencyStore(NpgsqlDataSource db)
         }
     }
 
-    public async Task BindAsync(Caller caller, string key, Guid runId, CancellationToken ct)
+    public async Task AttachRunAsync(Caller caller, string key, Guid runId, CancellationToken ct)
     {
         await using var update = db.CreateCommand($"UPDATE {MartenSetup.Schema}.idempotency_keys SET run_id = $4 WHERE tenant = $1 AND subject = $2 AND key = $3");
         AddKey(update, caller, key);

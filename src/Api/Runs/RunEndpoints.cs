@@ -103,7 +103,7 @@ public static class RunEndpoints
             throw;
         }
         if (idempotencyKey is not null)
-            await idempotency.BindAsync(caller, idempotencyKey, admitted.Stream.RunId, CancellationToken.None);
+            await idempotency.AttachRunAsync(caller, idempotencyKey, admitted.Stream.RunId, CancellationToken.None);
         if (!admitted.Decision.Allowed)
             return Problem(403, Problems.PolicyDenied, "Denied by policy", string.Join(" ", admitted.Decision.Reasons), admitted.Stream.RunId, admitted.Decision.Reasons);
 
