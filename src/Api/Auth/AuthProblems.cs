@@ -2,6 +2,8 @@ using Microsoft.AspNetCore.Authentication;
 using System.Security.Claims;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
 using Microsoft.IdentityModel.JsonWebTokens;
+using Microsoft.IdentityModel.Protocols;
+using Microsoft.IdentityModel.Protocols.OpenIdConnect;
 using Microsoft.IdentityModel.Tokens;
 
 namespace Sandbox.Audited.Api.Auth;
@@ -14,41 +16,48 @@ public static class AuthProblems
 {
     private const string MissingClaims = "The token must carry non-empty 'sub' and 'tenant' claims.";
 
-    public static JwtBearerEvents Events() => new()
+    public static JwtBearerEvents Events(TimeSpan unknownKeyRefresh)
     {
-        OnTokenValidated = context =>
+        var forcedReads = new ForcedReads(unknownKeyRefresh);
+        return new JwtBearerEvents
         {
-            if (!HasSubjectAndTenant(context.Principal))
-                context.Fail(MissingClaims);
-            return Task.CompletedTask;
-        },
-        OnAuthenticationFailed = RetryWithRotatedKeysAsync,
-        OnChallenge = async context =>
-        {
-            context.HandleResponse();
-            var detail = context.AuthenticateFailure is { } failure
-                ? "The bearer token was rejected: " + Describe(failure)
-                : "Send a bearer token (Authorization: Bearer <token>).";
-            context.Response.Headers.WWWAuthenticate = context.AuthenticateFailure is null ? "Bearer" : "Bearer error=\"invalid_token\"";
-            await WriteAsync(context.HttpContext, 401, Problems.Unauthorized, "Authentication required", detail);
-        },
-        OnForbidden = context =>
-            WriteAsync(context.HttpContext, 403, Problems.Forbidden, "Forbidden", "The token does not grant access to this resource."),
-    };
+            OnTokenValidated = context =>
+            {
+                if (!HasSubjectAndTenant(context.Principal))
+                    context.Fail(MissingClaims);
+                return Task.CompletedTask;
+            },
+            OnAuthenticationFailed = context => RetryWithRotatedKeysAsync(context, forcedReads),
+            OnChallenge = async context =>
+            {
+                context.HandleResponse();
+                var detail = context.AuthenticateFailure is { } failure
+                    ? "The bearer token was rejected: " + Describe(failure)
+                    : "Send a bearer token (Authorization: Bearer <token>).";
+                context.Response.Headers.WWWAuthenticate = context.AuthenticateFailure is null ? "Bearer" : "Bearer error=\"invalid_token\"";
+                await WriteAsync(context.HttpContext, 401, Problems.Unauthorized, "Authentication required", detail);
+            },
+            OnForbidden = context =>
+                WriteAsync(context.HttpContext, 403, Problems.Forbidden, "Forbidden", "The token does not grant access to this resource."),
+        };
+    }
 
     /// <summary>
     /// A token naming a key id we have not seen: the provider may have rotated its signing key. JwtBearer has just
-    /// asked for a JWKS re-read (at most once per Auth:UnknownKeyRefreshSeconds); validate once more against the
-    /// re-read keys so that the first token after a rotation is not refused. Every other check applies unchanged.
+    /// asked its configuration manager for a re-read, which IdentityModel 8 does in the background, so this token
+    /// would be refused. Read discovery + JWKS now (at most once per Auth:UnknownKeyRefreshSeconds, so random key
+    /// ids cannot make us hammer the provider) and validate once more; every other check applies unchanged.
     /// </summary>
-    private static async Task RetryWithRotatedKeysAsync(AuthenticationFailedContext context)
+    private static async Task RetryWithRotatedKeysAsync(AuthenticationFailedContext context, ForcedReads reads)
     {
-        if (context.Exception is not SecurityTokenSignatureKeyNotFoundException || context.Options.ConfigurationManager is null)
+        var options = context.Options;
+        if (context.Exception is not SecurityTokenSignatureKeyNotFoundException || string.IsNullOrEmpty(options.MetadataAddress) || !reads.TryTake())
             return;
         var header = context.Request.Headers.Authorization.ToString();
         if (!header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
             return;
-        var configuration = await context.Options.ConfigurationManager.GetConfigurationAsync(context.HttpContext.RequestAborted);
+        var configuration = await OpenIdConnectConfigurationRetriever.GetAsync(options.MetadataAddress,
+            new HttpDocumentRetriever(options.Backchannel) { RequireHttps = options.RequireHttpsMetadata }, context.HttpContext.RequestAborted);
         var parameters = context.Options.TokenValidationParameters.Clone();
         parameters.IssuerSigningKeys = configuration.SigningKeys;
         var result = await new JsonWebTokenHandler { MapInboundClaims = false }.ValidateTokenAsync(header["Bearer ".Length..].Trim(), parameters);
@@ -59,6 +68,18 @@ public static class AuthProblems
             return;
         context.Principal = principal;
         context.Success();
+    }
+
+    private sealed class ForcedReads(TimeSpan interval)
+    {
+        private long _last = long.MinValue / 2;
+
+        public bool TryTake()
+        {
+            var now = Environment.TickCount64;
+            var last = Interlocked.Read(ref _last);
+            return now - last >= (long)interval.TotalMilliseconds && Interlocked.CompareExchange(ref _last, now, last) == last;
+        }
     }
 
     private static bool HasSubjectAndTenant(ClaimsPrincipal? user) =>

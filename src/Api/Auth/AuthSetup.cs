@@ -54,11 +54,8 @@ public static class AuthSetup
                 jwt.RefreshOnIssuerKeyNotFound = true;
                 jwt.AutomaticRefreshInterval = TimeSpan.FromMinutes(options.MetadataRefreshMinutes);
                 jwt.RefreshInterval = TimeSpan.FromSeconds(options.UnknownKeyRefreshSeconds);
-                // Re-read the JWKS before answering the token that named the new key, instead of refusing that one
-                // token and refreshing in the background (IdentityModel 8's default).
-                AppContext.SetSwitch("Switch.Microsoft.IdentityModel.UpdateConfigAsBlocking", true);
             }
-            jwt.Events = AuthProblems.Events();
+            jwt.Events = AuthProblems.Events(TimeSpan.FromSeconds(options.UnknownKeyRefreshSeconds));
         });
         services.AddAuthorization();
         return services;
