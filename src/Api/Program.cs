@@ -4,11 +4,15 @@ using Npgsql;
 using Sandbox.Audited.Api;
 using Sandbox.Audited.Api.Audit;
 using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Api.Callbacks;
 using Sandbox.Audited.Api.Health;
 using Sandbox.Audited.Api.Hosting;
+using Sandbox.Audited.Api.Idempotency;
+using Sandbox.Audited.Api.Metrics;
 using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Api.Runs;
 using Sandbox.Audited.Api.Web;
+using Sandbox.Audited.Api.Streaming;
 using Sandbox.Audited.Audit;
 using Sandbox.Audited.Audit.Policies;
 using Sandbox.Audited.Audit.Logging;
@@ -81,11 +85,21 @@ builder.Services.AddAuditTrail();
 // Errors as RFC 9457 problem details.
 builder.Services.AddProblemDetails();
 builder.Services.AddExceptionHandler<ProblemExceptionHandler>();
-builder.Services.AddOpenApi();
+
+// API (issue 6): per-subject rate limit, idempotency keys, run stream (SSE), signed callbacks, metrics, OpenAPI + /docs.
+builder.Services.AddRunRateLimits(builder.Configuration);
+builder.Services.AddSingleton<IdempotencyStore>();
+builder.Services.AddSingleton<RunMetrics>();
+builder.Services.AddSingleton<RunFeed>();
+builder.Services.Configure<CallbackOptions>(builder.Configuration.GetSection(CallbackOptions.Section));
+builder.Services.AddHttpClient(CallbackSender.HttpClientName).ConfigurePrimaryHttpMessageHandler(() => new HttpClientHandler { AllowAutoRedirect = false, UseProxy = false });
+builder.Services.AddSingleton<CallbackSender>();
+builder.Services.AddApiDocs();
 builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.Converters.Add(new System.Text.Json.Serialization.JsonStringEnumConverter()));
 
 var app = builder.Build();
 
+app.UseRequestMetrics();
 app.UseExceptionHandler();
 app.UseStatusCodePages();
 
@@ -96,12 +110,16 @@ app.MapDevTokens(app.Configuration);
 
 app.UseAuthentication();
 app.UseAuthorization();
+app.UseRateLimiter();
 
-app.MapOpenApi("/openapi/{documentName}.json");
+app.MapApiDocs();
 app.MapHealth();
+app.MapMetrics();
 app.MapRuns();
 app.MapPolicies();
 app.MapAudit();
+app.MapRunStream();
+app.MapRuntimes();
 
 app.Run();
 return 0;

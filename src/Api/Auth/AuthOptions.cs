@@ -21,4 +21,10 @@ public sealed class AuthOptions
     public bool AllowHttpAuthority { get; set; }
 
     public int ClockSkewSeconds { get; set; } = 30;
+
+    /// <summary>OIDC: how often discovery and JWKS are re-read even when nothing fails (key rotation).</summary>
+    public int MetadataRefreshMinutes { get; set; } = 60;
+
+    /// <summary>OIDC: the least time between two JWKS re-reads forced by a token with an unknown key id.</summary>
+    public int UnknownKeyRefreshSeconds { get; set; } = 60;
 }

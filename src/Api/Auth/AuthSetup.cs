@@ -47,9 +47,15 @@ public static class AuthSetup
             }
             else
             {
+                // Discovery + JWKS from the authority. An unknown `kid` makes JwtBearer re-read the JWKS (at most once
+                // per UnknownKeyRefreshSeconds), so a rotated signing key is picked up without a restart.
                 jwt.Authority = options.Authority;
                 jwt.RequireHttpsMetadata = !options.AllowHttpAuthority;
+                jwt.RefreshOnIssuerKeyNotFound = true;
+                jwt.AutomaticRefreshInterval = TimeSpan.FromMinutes(options.MetadataRefreshMinutes);
+                jwt.RefreshInterval = TimeSpan.FromSeconds(options.UnknownKeyRefreshSeconds);
             }
+            jwt.Events = AuthProblems.Events(TimeSpan.FromSeconds(options.UnknownKeyRefreshSeconds));
         });
         services.AddAuthorization();
         return services;

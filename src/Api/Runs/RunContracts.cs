@@ -13,7 +13,8 @@ public sealed record RunRequestBody(
     IReadOnlyList<RunFile>? Files = null,
     RequestedLimits? Limits = null,
     string? Classification = null,
-    bool? Wait = null);
+    bool? Wait = null,
+    string? CallbackUrl = null);
 
 public sealed record OutputView(string Content, string Encoding, string Sha256, long Bytes, long ProducedBytes, bool Truncated);
 

@@ -2,6 +2,8 @@ using System.Text.Json;
 using Marten;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Api.Callbacks;
+using Sandbox.Audited.Api.Idempotency;
 using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Domain.Runs;
 
@@ -17,7 +19,7 @@ public static class RunEndpoints
     public static RouteGroupBuilder MapRuns(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/v1/runs").RequireAuthorization().WithTags("Runs");
-        group.MapPost("/", CreateRun);
+        group.MapPost("/", CreateRun).RequireRateLimiting(RunRateLimits.Policy);
         group.MapGet("/{id:guid}", GetRun);
         group.MapGet("/{id:guid}/events", GetEvents);
         return group;
@@ -25,7 +27,7 @@ public static class RunEndpoints
 
     /// <summary>POST /v1/runs: where a run is admitted. Validation and authorization failures are recorded too.</summary>
     public static async Task<Results<Ok<RunView>, Accepted<RunView>, ProblemHttpResult>> CreateRun(
-        HttpContext http, RunOrchestrator orchestrator)
+        HttpContext http, RunOrchestrator orchestrator, IdempotencyStore idempotency, CallbackSender callbacks, IDocumentStore store)
     {
         var caller = http.User.ToCaller();
         var client = new ClientInfo(
@@ -38,7 +40,7 @@ public static class RunEndpoints
         if (string.IsNullOrEmpty(caller.Subject) || string.IsNullOrEmpty(caller.Tenant))
             return Problem(401, Problems.Unauthorized, "Token incomplete", "The token must carry 'sub' and 'tenant' claims.");
 
-        var (body, bodyError, tooLarge) = await ReadBodyAsync(http.Request, ct);
+        var (body, bodyError, tooLarge, raw) = await ReadBodyAsync(http.Request, ct);
         if (!caller.Has(Roles.Runner))
         {
             var id = await orchestrator.RejectAsync(caller, client, 403, ["The token lacks the 'runner' role; only runners may start runs."], body?.Language, body?.Code, ct);
@@ -61,7 +63,47 @@ public static class RunEndpoints
                 status == 413 ? "Request too large" : "Invalid run request", string.Join(" ", rejection.Errors), id, rejection.Errors);
         }
 
-        var admitted = await orchestrator.RequestAsync(caller, client, valid, ct);
+        if (body.CallbackUrl is { } callbackUrl && callbacks.Refuse(caller.Tenant, callbackUrl) is { } refusal)
+        {
+            var id = await orchestrator.RejectAsync(caller, client, 400, [refusal], body.Language, body.Code, ct);
+            return Problem(400, Problems.InvalidRequest, "Callback not allowed", refusal, id, [refusal]);
+        }
+
+        // Idempotency-Key: the same key and body find the run they started; nothing runs again.
+        var idempotencyKey = client.IdempotencyKey;
+        if (idempotencyKey is not null)
+        {
+            if (idempotencyKey.Length > IdempotencyStore.MaxKeyLength)
+            {
+                var error = $"The Idempotency-Key is longer than {IdempotencyStore.MaxKeyLength} characters.";
+                var id = await orchestrator.RejectAsync(caller, client, 400, [error], body.Language, body.Code, ct);
+                return Problem(400, Problems.InvalidRequest, "Invalid Idempotency-Key", error, id);
+            }
+            var claim = await idempotency.ClaimAsync(caller, idempotencyKey, IdempotencyStore.BodyHash(raw), async runId =>
+                (await LoadAsync(store, runId, ct)).Status == RunStatus.Refused, ct);
+            switch (claim)
+            {
+                case KeyConflict conflict:
+                    var id = await orchestrator.RejectAsync(caller, client, 422, [conflict.Detail], body.Language, body.Code, ct);
+                    return Problem(422, Problems.IdempotencyConflict, "Idempotency-Key reused", conflict.Detail, id);
+                case ExistingRun existing:
+                    http.Response.Headers["Idempotent-Replayed"] = "true";
+                    return Replay(await LoadAsync(store, existing.RunId, ct));
+            }
+        }
+
+        AdmittedRun admitted;
+        try
+        {
+            admitted = await orchestrator.RequestAsync(caller, client, valid, ct);
+        }
+        catch when (idempotencyKey is not null)
+        {
+            await idempotency.ReleaseAsync(caller, idempotencyKey);
+            throw;
+        }
+        if (idempotencyKey is not null)
+            await idempotency.AttachRunAsync(caller, idempotencyKey, admitted.Stream.RunId, CancellationToken.None);
         if (!admitted.Decision.Allowed)
         {
             var denied = Problems.Create(403, Problems.PolicyDenied, "Denied by policy", string.Join(" ", admitted.Decision.Reasons), admitted.Stream.RunId, admitted.Decision.Reasons);
@@ -72,12 +114,29 @@ public static class RunEndpoints
         }
 
         var execution = orchestrator.ExecuteAsync(admitted, onOutput: null);
+        if (body.CallbackUrl is { } url)
+            _ = execution.ContinueWith(_ => callbacks.DeliverAsync(admitted.Stream, caller.Tenant, url, RunView.From(admitted.Summary)), TaskScheduler.Default).Unwrap();
         if (body.Wait == false)
         {
             _ = execution.ContinueWith(t => _ = t.Exception, TaskScheduler.Default);
             return TypedResults.Accepted($"/v1/runs/{admitted.Stream.RunId}", RunView.From(admitted.Summary));
         }
         return TypedResults.Ok(RunView.From(await execution));
+    }
+
+    /// <summary>A repeated request answers as the original did: the result when finished, 202 while it runs.</summary>
+    private static Results<Ok<RunView>, Accepted<RunView>, ProblemHttpResult> Replay(RunSummary run) => run.Status switch
+    {
+        RunStatus.Denied => Problem(403, Problems.PolicyDenied, "Denied by policy", string.Join(" ", run.Reasons), run.RunId, run.Reasons),
+        _ when !run.IsTerminal => TypedResults.Accepted($"/v1/runs/{run.RunId}", RunView.From(run)),
+        _ => TypedResults.Ok(RunView.From(run)),
+    };
+
+    private static async Task<RunSummary> LoadAsync(IDocumentStore store, Guid id, CancellationToken ct)
+    {
+        await using var session = store.QuerySession();
+        var events = await session.Events.FetchStreamAsync(id, token: ct);
+        return RunSummary.Fold(id, events.Select(e => e.Data));
     }
 
     public static async Task<Results<Ok<RunView>, ProblemHttpResult>> GetRun(Guid id, HttpContext http, IDocumentStore store, CancellationToken ct)
@@ -107,31 +166,32 @@ public static class RunEndpoints
         !string.IsNullOrEmpty(caller.Tenant) && caller.Tenant == run.Tenant
         && (caller.Subject == run.Subject || caller.Has(Roles.Auditor) || caller.Has(Roles.Admin));
 
-    private static async Task<(RunRequestBody? Body, string? Error, bool TooLarge)> ReadBodyAsync(HttpRequest request, CancellationToken ct)
+    private static async Task<(RunRequestBody? Body, string? Error, bool TooLarge, byte[] Raw)> ReadBodyAsync(HttpRequest request, CancellationToken ct)
     {
         if (request.ContentLength > MaxBodyBytes)
-            return (null, $"The request body is {request.ContentLength} bytes; the maximum is {MaxBodyBytes} bytes.", true);
+            return (null, $"The request body is {request.ContentLength} bytes; the maximum is {MaxBodyBytes} bytes.", true, []);
         if (request.ContentType is { } type && !type.StartsWith("application/json", StringComparison.OrdinalIgnoreCase))
-            return (null, $"Send the run as JSON (Content-Type: application/json), not '{type}'.", false);
+            return (null, $"Send the run as JSON (Content-Type: application/json), not '{type}'.", false, []);
         using var buffer = new MemoryStream();
         var chunk = new byte[81920];
         int read;
         while ((read = await request.Body.ReadAsync(chunk, ct)) > 0)
         {
             if (buffer.Length + read > MaxBodyBytes)
-                return (null, $"The request body exceeds the maximum of {MaxBodyBytes} bytes.", true);
+                return (null, $"The request body exceeds the maximum of {MaxBodyBytes} bytes.", true, []);
             buffer.Write(chunk, 0, read);
         }
         if (buffer.Length == 0)
-            return (null, "The request body is empty; send a JSON object with 'language' and 'code'.", false);
+            return (null, "The request body is empty; send a JSON object with 'language' and 'code'.", false, []);
+        var raw = buffer.ToArray();
         try
         {
-            var body = JsonSerializer.Deserialize<RunRequestBody>(buffer.ToArray(), Json);
-            return body is null ? (null, "The request body must be a JSON object.", false) : (body, null, false);
+            var body = JsonSerializer.Deserialize<RunRequestBody>(raw, Json);
+            return body is null ? (null, "The request body must be a JSON object.", false, raw) : (body, null, false, raw);
         }
         catch (JsonException e)
         {
-            return (null, "Malformed JSON: " + e.Message, false);
+            return (null, "Malformed JSON: " + e.Message, false, raw);
         }
     }
 

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Text;
 using Marten;
 using Sandbox.Audited.Api.Policies;
+using Sandbox.Audited.Api.Streaming;
 using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Domain.Hashing;
 using Sandbox.Audited.Domain.Policies;
@@ -44,6 +45,7 @@ public sealed partial class RunOrchestrator(
     SandboxFactory factory,
     IOptions<ExecutorOptions> executorOptions,
     TimeProvider clock,
+    RunFeed feed,
     ILogger<RunOrchestrator> logger)
 {
     private readonly ConcurrentDictionary<Guid, Task> _inFlight = new();
@@ -63,11 +65,13 @@ public sealed partial class RunOrchestrator(
         var runId = Guid.CreateVersion7();
         var now = clock.GetUtcNow();
         var stream = new RunStream(store, runId, Context(caller, client));
-        await stream.AppendAsync(
+        object[] events =
         [
             new RequestRejected(runId, caller, httpStatus, errors, language, code is null ? null : Sha256Hex.Of(code), client, now),
             new RunCompleted(runId, RunStatus.Rejected, null, 0, string.Join(" ", errors), now),
-        ], ct);
+        ];
+        await stream.AppendAsync(events, ct);
+        feed.Recorded(runId, 1, events);
         return runId;
     }
 
@@ -101,6 +105,7 @@ public sealed partial class RunOrchestrator(
             LogWriteAheadFailed(e, runId);
             throw new WriteAheadException(e);
         }
+        feed.Recorded(runId, 1, events);
         return new AdmittedRun(stream, request, decision, caller, watch, events);
     }
 
@@ -116,7 +121,8 @@ public sealed partial class RunOrchestrator(
     /// </summary>
     public Task<RunSummary> ExecuteAsync(AdmittedRun run, Action<OutputChunk>? onOutput)
     {
-        var task = ExecuteCoreAsync(run, onOutput, _abort.Token);
+        var runId = run.Stream.RunId;
+        var task = ExecuteCoreAsync(run, chunk => { feed.Output(runId, chunk); onOutput?.Invoke(chunk); }, _abort.Token);
         _inFlight[run.Stream.RunId] = task;
         _ = task.ContinueWith(_ => _inFlight.TryRemove(run.Stream.RunId, out Task? _), TaskScheduler.Default);
         return task;
@@ -140,6 +146,7 @@ public sealed partial class RunOrchestrator(
             try
             {
                 sandbox = await pool.AcquireAsync(SandboxProfile.For(run.Request.Language, run.Decision.Limits), runId, ct);
+                feed.Running(runId, sandbox.ContainerId);
             }
             catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
             {
@@ -207,9 +214,10 @@ public sealed partial class RunOrchestrator(
         }
     }
 
-    private static async Task AppendAsync(AdmittedRun run, List<object> written, IReadOnlyList<object> events, CancellationToken ct)
+    private async Task AppendAsync(AdmittedRun run, List<object> written, IReadOnlyList<object> events, CancellationToken ct)
     {
         await run.Stream.AppendAsync(events, ct);
+        feed.Recorded(run.Stream.RunId, run.Stream.Version - events.Count + 1, events);
         written.AddRange(events);
         lock (run.Events)
             run.Events.AddRange(events);

@@ -23,6 +23,7 @@ public static class EventCatalog
         [typeof(PolicyBundleActivated)] = "policy_bundle_activated",
         [typeof(PolicyBundleRejected)] = "policy_bundle_rejected",
         [typeof(Sandbox.Audited.Domain.Audit.AuditAccessed)] = "audit_accessed",
+        [typeof(CallbackAttempted)] = "callback_attempted",
     };
 
     public static readonly IReadOnlySet<string> Terminal = new HashSet<string> { "run_completed", "run_failed", "run_abandoned" };

@@ -32,7 +32,7 @@ public class ServiceFixture : IAsyncLifetime
     {
     }
 
-    public async Task InitializeAsync()
+    public virtual async Task InitializeAsync()
     {
         await Database.CreateAsync();
         DevelopmentKeys.Create(KeyPath);
@@ -73,7 +73,7 @@ public class ServiceFixture : IAsyncLifetime
 
     public HttpClient Runner(string subject, string tenant) => Client(Token(subject, tenant, Roles.Runner));
 
-    public async Task DisposeAsync()
+    public virtual async Task DisposeAsync()
     {
         if (_factory is not null)
             await _factory.DisposeAsync();

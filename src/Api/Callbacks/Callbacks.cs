@@ -1,0 +1,121 @@
+using System.Globalization;
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Microsoft.Extensions.Options;
+using Sandbox.Audited.Api.Runs;
+using Sandbox.Audited.Audit.Runs;
+using Sandbox.Audited.Domain.Runs;
+
+namespace Sandbox.Audited.Api.Callbacks;
+
+public sealed class CallbackOptions
+{
+    public const string Section = "Callbacks";
+
+    /// <summary>Hosts a callbackUrl may name besides loopback (empty here: this environment reaches loopback only).</summary>
+    public List<string> AllowedHosts { get; set; } = [];
+
+    /// <summary>Whether loopback addresses (127.0.0.0/8, ::1, localhost) are allowed.</summary>
+    public bool AllowLoopback { get; set; } = true;
+
+    /// <summary>Per-tenant HMAC secrets (Callbacks:Secrets:&lt;tenant&gt;); a tenant without one cannot use callbacks.</summary>
+    public Dictionary<string, string> Secrets { get; set; } = new(StringComparer.Ordinal);
+
+    public int MaxAttempts { get; set; } = 3;
+
+    public int InitialBackoffMs { get; set; } = 500;
+
+    public int TimeoutSeconds { get; set; } = 10;
+}
+
+/// <summary>
+/// Delivers a finished run to its callbackUrl: POST of the run as JSON, signed with HMAC-SHA256 over
+/// "{timestamp}.{body}" with the tenant's secret (headers X-Sandbox-Signature: sha256=&lt;hex&gt; and
+/// X-Sandbox-Timestamp: unix seconds), retried with exponential backoff; every attempt is recorded.
+/// </summary>
+public sealed partial class CallbackSender(IHttpClientFactory clients, IOptions<CallbackOptions> options, TimeProvider clock, ILogger<CallbackSender> logger)
+{
+    public const string HttpClientName = "callbacks";
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+    /// <summary>Why this URL may not be used by this tenant, or null when it may.</summary>
+    public string? Refuse(string tenant, string url)
+    {
+        if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps))
+            return "callbackUrl must be an absolute http(s) URL.";
+        if (!string.IsNullOrEmpty(uri.UserInfo))
+            return "callbackUrl must not carry credentials.";
+        var loopback = uri.IsLoopback || (IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip) && IPAddress.IsLoopback(ip));
+        var allowed = (loopback && options.Value.AllowLoopback)
+            || options.Value.AllowedHosts.Contains(uri.IdnHost, StringComparer.OrdinalIgnoreCase);
+        if (!allowed)
+            return $"callbackUrl host '{uri.Host}' is not allowed: this deployment sends callbacks only to "
+                + (options.Value.AllowedHosts.Count == 0 ? "loopback" : "loopback and " + string.Join(", ", options.Value.AllowedHosts))
+                + " (Callbacks:AllowedHosts).";
+        if (!options.Value.Secrets.ContainsKey(tenant))
+            return $"No callback secret is configured for tenant '{tenant}' (Callbacks:Secrets:{tenant}), so callbacks cannot be signed.";
+        return null;
+    }
+
+    public static string Sign(string secret, string timestamp, ReadOnlySpan<byte> body)
+    {
+        var message = new byte[Encoding.UTF8.GetByteCount(timestamp) + 1 + body.Length];
+        var n = Encoding.UTF8.GetBytes(timestamp, message);
+        message[n] = (byte)'.';
+        body.CopyTo(message.AsSpan(n + 1));
+        return "sha256=" + Convert.ToHexStringLower(HMACSHA256.HashData(Encoding.UTF8.GetBytes(secret), message));
+    }
+
+    public async Task DeliverAsync(RunStream stream, string tenant, string url, RunView run)
+    {
+        var body = JsonSerializer.SerializeToUtf8Bytes(run, Json);
+        var secret = options.Value.Secrets[tenant];
+        var client = clients.CreateClient(HttpClientName);
+        client.Timeout = TimeSpan.FromSeconds(options.Value.TimeoutSeconds);
+        for (var attempt = 1; attempt <= options.Value.MaxAttempts; attempt++)
+        {
+            int? status = null;
+            string? error = null;
+            try
+            {
+                var timestamp = clock.GetUtcNow().ToUnixTimeSeconds().ToString(CultureInfo.InvariantCulture);
+                using var request = new HttpRequestMessage(HttpMethod.Post, url) { Content = new ByteArrayContent(body) };
+                request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+                request.Headers.Add("X-Sandbox-Timestamp", timestamp);
+                request.Headers.Add("X-Sandbox-Signature", Sign(secret, timestamp, body));
+                request.Headers.Add("X-Sandbox-Run-Id", run.RunId.ToString());
+                request.Headers.Add("X-Sandbox-Attempt", attempt.ToString(CultureInfo.InvariantCulture));
+                using var response = await client.SendAsync(request);
+                status = (int)response.StatusCode;
+                if (!response.IsSuccessStatusCode)
+                    error = $"the receiver answered {status}";
+            }
+            catch (Exception e)
+            {
+                error = e.GetBaseException().Message;
+            }
+            var delivered = error is null;
+            try
+            {
+                await stream.AppendAsync(new CallbackAttempted(run.RunId, url, attempt, status, error, delivered, clock.GetUtcNow()), CancellationToken.None);
+            }
+            catch (Exception e)
+            {
+                LogNotRecorded(e, run.RunId, attempt);
+            }
+            if (delivered)
+                return;
+            if (attempt < options.Value.MaxAttempts)
+                await Task.Delay(TimeSpan.FromMilliseconds(options.Value.InitialBackoffMs * Math.Pow(2, attempt - 1)));
+        }
+        LogGaveUp(run.RunId, url, options.Value.MaxAttempts);
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: callback attempt {Attempt} could not be recorded")]
+    private partial void LogNotRecorded(Exception e, Guid runId, int attempt);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: callback to {Url} failed after {Attempts} attempts")]
+    private partial void LogGaveUp(Guid runId, string url, int attempts);
+}

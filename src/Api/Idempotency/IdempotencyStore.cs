@@ -1,0 +1,112 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Npgsql;
+using Sandbox.Audited.Audit;
+using Sandbox.Audited.Domain.Hashing;
+using Sandbox.Audited.Domain.Runs;
+
+namespace Sandbox.Audited.Api.Idempotency;
+
+/// <summary>What a key says about a request: run it (the key is now ours), it repeats a run, or it conflicts.</summary>
+public abstract record IdempotencyClaim;
+
+public sealed record NewClaim(string Key) : IdempotencyClaim;
+
+public sealed record ExistingRun(Guid RunId) : IdempotencyClaim;
+
+public sealed record KeyConflict(string Detail) : IdempotencyClaim;
+
+/// <summary>
+/// Idempotency-Key on POST /v1/runs, per (tenant, subject, key): the same key with the same body finds the
+/// run it started (nothing runs again); the same key with another body is a conflict. The body is compared
+/// by the SHA-256 of its canonical JSON without `wait`, which only says how the client wants the answer.
+/// </summary>
+public sealed class IdempotencyStore(NpgsqlDataSource db)
+{
+    public const int MaxKeyLength = 255;
+    private static readonly TimeSpan PendingWait = TimeSpan.FromSeconds(10);
+
+    public static string BodyHash(ReadOnlySpan<byte> json)
+    {
+        var node = JsonNode.Parse(json) as JsonObject ?? throw new JsonException("The body is not a JSON object.");
+        foreach (var name in node.Select(p => p.Key).Where(k => k.Equals("wait", StringComparison.OrdinalIgnoreCase)).ToList())
+            node.Remove(name);
+        return Sha256Hex.Of(CanonicalJson.Canonicalize(node.ToJsonString()));
+    }
+
+    public async Task<IdempotencyClaim> ClaimAsync(Caller caller, string key, string bodyHash, Func<Guid, Task<bool>> mayRunAgain, CancellationToken ct)
+    {
+        var deadline = DateTime.UtcNow + PendingWait;
+        while (true)
+        {
+            await using (var insert = db.CreateCommand($"""
+                INSERT INTO {MartenSetup.Schema}.idempotency_keys (tenant, subject, key, request_sha256) VALUES ($1, $2, $3, $4)
+                ON CONFLICT DO NOTHING
+                """))
+            {
+                AddKey(insert, caller, key);
+                insert.Parameters.AddWithValue(bodyHash);
+                if (await insert.ExecuteNonQueryAsync(ct) == 1)
+                    return new NewClaim(key);
+            }
+
+            string? storedHash = null;
+            Guid? runId = null;
+            await using (var select = db.CreateCommand($"SELECT request_sha256, run_id FROM {MartenSetup.Schema}.idempotency_keys WHERE tenant = $1 AND subject = $2 AND key = $3"))
+            {
+                AddKey(select, caller, key);
+                await using var reader = await select.ExecuteReaderAsync(ct);
+                if (await reader.ReadAsync(ct))
+                {
+                    storedHash = reader.GetString(0);
+                    runId = reader.IsDBNull(1) ? null : reader.GetGuid(1);
+                }
+            }
+            if (storedHash is null)
+                continue; // released between our insert and select: try again
+            if (storedHash != bodyHash)
+                return new KeyConflict($"The Idempotency-Key '{key}' was already used with a different request body.");
+            if (runId is { } existing)
+            {
+                // A run refused for capacity never ran: the key is handed to the retry.
+                if (await mayRunAgain(existing) && await RebindAsync(caller, key, existing, ct))
+                    return new NewClaim(key);
+                return new ExistingRun(existing);
+            }
+            if (DateTime.UtcNow > deadline)
+                return new KeyConflict($"A request with the Idempotency-Key '{key}' is still being recorded; retry shortly.");
+            await Task.Delay(100, ct);
+        }
+    }
+
+    public async Task AttachRunAsync(Caller caller, string key, Guid runId, CancellationToken ct)
+    {
+        await using var update = db.CreateCommand($"UPDATE {MartenSetup.Schema}.idempotency_keys SET run_id = $4 WHERE tenant = $1 AND subject = $2 AND key = $3");
+        AddKey(update, caller, key);
+        update.Parameters.AddWithValue(runId);
+        await update.ExecuteNonQueryAsync(ct);
+    }
+
+    /// <summary>The request was not recorded (nothing ran): the key is free again.</summary>
+    public async Task ReleaseAsync(Caller caller, string key)
+    {
+        await using var delete = db.CreateCommand($"DELETE FROM {MartenSetup.Schema}.idempotency_keys WHERE tenant = $1 AND subject = $2 AND key = $3 AND run_id IS NULL");
+        AddKey(delete, caller, key);
+        await delete.ExecuteNonQueryAsync(CancellationToken.None);
+    }
+
+    private async Task<bool> RebindAsync(Caller caller, string key, Guid previous, CancellationToken ct)
+    {
+        await using var update = db.CreateCommand($"UPDATE {MartenSetup.Schema}.idempotency_keys SET run_id = NULL WHERE tenant = $1 AND subject = $2 AND key = $3 AND run_id = $4");
+        AddKey(update, caller, key);
+        update.Parameters.AddWithValue(previous);
+        return await update.ExecuteNonQueryAsync(ct) == 1;
+    }
+
+    private static void AddKey(NpgsqlCommand command, Caller caller, string key)
+    {
+        command.Parameters.AddWithValue(caller.Tenant);
+        command.Parameters.AddWithValue(caller.Subject);
+        command.Parameters.AddWithValue(key);
+    }
+}

@@ -1,0 +1,125 @@
+using System.Collections.Concurrent;
+using System.Threading.Channels;
+using Sandbox.Audited.Api.Metrics;
+using Sandbox.Audited.Audit.Events;
+using Sandbox.Audited.Executor.Sandboxes;
+
+namespace Sandbox.Audited.Api.Streaming;
+
+/// <summary>Something that happened to a run, as a stream subscriber sees it.</summary>
+public abstract record FeedItem;
+
+/// <summary>An event committed to the run's stream (version = its place in the stream).</summary>
+public sealed record RecordedItem(long Version, string Type, DateTimeOffset? At, object Data) : FeedItem;
+
+/// <summary>The sandbox is running the code now (live only; SandboxCreated/SandboxStarted are recorded at the end).</summary>
+public sealed record RunningItem(string ContainerId) : FeedItem;
+
+/// <summary>Output bytes as the sandbox produced them.</summary>
+public sealed record OutputItem(OutputStream Stream, byte[] Bytes) : FeedItem;
+
+/// <summary>
+/// The in-memory, per-run broadcaster behind GET /v1/runs/{id}/stream: the orchestrator reports every event it
+/// commits and every output chunk; subscribers get what the run produced so far, then live items, until the
+/// terminal event. Only runs in flight on this node are held; finished runs are replayed from PostgreSQL.
+/// Metrics are derived from the same reports, so they count exactly what was recorded.
+/// </summary>
+public sealed class RunFeed(RunMetrics metrics)
+{
+    private readonly ConcurrentDictionary<Guid, Entry> _runs = new();
+
+    public int Subscribers => _runs.Values.Sum(e => e.SubscriberCount);
+
+    /// <summary>Events were committed to the run's stream, starting at firstVersion.</summary>
+    public void Recorded(Guid runId, long firstVersion, IReadOnlyList<object> events)
+    {
+        metrics.Observe(runId, events);
+        var terminal = events.Any(e => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e)));
+        var entry = terminal ? _runs.GetValueOrDefault(runId) : _runs.GetOrAdd(runId, _ => new Entry());
+        if (entry is null)
+            return;
+        var version = firstVersion;
+        foreach (var data in events)
+            entry.Publish(new RecordedItem(version++, EventCatalog.NameOf(data), AtOf(data), data));
+        if (terminal)
+        {
+            entry.Complete();
+            _runs.TryRemove(runId, out _);
+        }
+    }
+
+    public void Running(Guid runId, string containerId) => _runs.GetValueOrDefault(runId)?.Publish(new RunningItem(containerId), keep: true);
+
+    public void Output(Guid runId, OutputChunk chunk) =>
+        _runs.GetValueOrDefault(runId)?.Publish(new OutputItem(chunk.Stream, chunk.Bytes.ToArray()), keep: true);
+
+    /// <summary>
+    /// Subscribes to a run in flight on this node: the output produced so far plus every later item. Null when
+    /// the run is not in flight here (finished, or on another node): read its events from PostgreSQL instead.
+    /// </summary>
+    public Subscription? Subscribe(Guid runId) => _runs.GetValueOrDefault(runId)?.Subscribe();
+
+    public sealed class Subscription(Entry entry, Channel<FeedItem> channel, IReadOnlyList<FeedItem> sofar) : IDisposable
+    {
+        public IReadOnlyList<FeedItem> SoFar => sofar;
+
+        public ChannelReader<FeedItem> Live => channel.Reader;
+
+        public void Dispose() => entry.Unsubscribe(channel);
+    }
+
+    public sealed class Entry
+    {
+        private readonly List<FeedItem> _kept = [];
+        private readonly List<Channel<FeedItem>> _subscribers = [];
+        private bool _completed;
+
+        public int SubscriberCount
+        {
+            get { lock (_kept) return _subscribers.Count; }
+        }
+
+        public void Publish(FeedItem item, bool keep = false)
+        {
+            lock (_kept)
+            {
+                if (keep)
+                    _kept.Add(item);
+                foreach (var subscriber in _subscribers)
+                    subscriber.Writer.TryWrite(item);
+            }
+        }
+
+        public void Complete()
+        {
+            lock (_kept)
+            {
+                _completed = true;
+                foreach (var subscriber in _subscribers)
+                    subscriber.Writer.TryComplete();
+            }
+        }
+
+        public Subscription Subscribe()
+        {
+            var channel = Channel.CreateUnbounded<FeedItem>(new UnboundedChannelOptions { SingleReader = true });
+            lock (_kept)
+            {
+                if (_completed)
+                    channel.Writer.TryComplete();
+                else
+                    _subscribers.Add(channel);
+                return new Subscription(this, channel, _kept.ToList());
+            }
+        }
+
+        public void Unsubscribe(Channel<FeedItem> channel)
+        {
+            lock (_kept)
+                _subscribers.Remove(channel);
+        }
+    }
+
+    private static DateTimeOffset? AtOf(object data) =>
+        data.GetType().GetProperty("At")?.GetValue(data) as DateTimeOffset?;
+}
