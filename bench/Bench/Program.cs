@@ -81,6 +81,8 @@ var peakRssMb = PeakRssMb(servicePid);
 var auditRuns = quick ? 2_000 : 12_500;   // 8 events a run: 100,000 events in the full run
 Console.Error.WriteLine($"[bench] audit: {auditRuns * 8} events through the real write path into a bench database, then verify and export");
 var audit = await AuditCost.MeasureAsync(admin, env("SBX_BENCH_MIGRATIONS", "migrations"), auditRuns, writers: 8);
+latencies.Add(audit.WriteAheadCommit);
+latencies.Add(audit.OutcomeCommit);
 
 double P50(string name) => latencies.First(l => l.Name == name).P50;
 var warmP50 = P50("warm, 1 client (pooled runs)");
