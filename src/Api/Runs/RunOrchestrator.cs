@@ -155,6 +155,11 @@ public sealed partial class RunOrchestrator(
                 throw new SandboxUnavailableException(runId, e);
             }
 
+            // Which sandbox serves the run is recorded while the code already runs: it costs the run no time, and a
+            // crash mid-run leaves the container in the history. Should that commit fail, the facts go with the outcome.
+            object[] sandboxEvents = [SandboxCreatedEvent(runId, sandbox), new SandboxStarted(runId, sandbox.ContainerId, sandbox.StartedAt)];
+            var announced = AnnounceAsync(run, written, sandboxEvents, ct);
+            var terminalWritten = false;
             try
             {
                 var outcome = await runner.RunAsync(sandbox, run.Request, run.Decision.Limits, onOutput, ct);
@@ -165,26 +170,24 @@ public sealed partial class RunOrchestrator(
                     Describe(outcome.Stdout, Math.Max(outcome.Exit.StdoutProduced, outcome.Stdout.Length), outcome.StdoutTruncated),
                     Describe(outcome.Stderr, Math.Max(outcome.Exit.StderrProduced, outcome.Stderr.Length), outcome.StderrTruncated), now);
                 var status = RunStatus.FromExit(exited, outcome.StdoutTruncated || outcome.StderrTruncated);
+                var pending = await announced ? [] : sandboxEvents;
                 await AppendAsync(run, written,
                 [
-                    SandboxCreatedEvent(runId, sandbox),
-                    new SandboxStarted(runId, sandbox.ContainerId, sandbox.StartedAt),
+                    .. pending,
                     exited,
                     output,
                     new RunCompleted(runId, status, exited.ExitCode, run.Clock.ElapsedMilliseconds, outcome.Problem, now),
                 ], ct);
+                terminalWritten = true;
             }
-            catch (Exception e) when (written.Count == 0)
+            catch (Exception e) when (!terminalWritten)
             {
                 var reason = e is OperationCanceledException
                     ? "The service shut down before the run finished (grace period exceeded); the sandbox was killed."
                     : "The sandbox failed: " + e.Message;
                 LogRunFailed(e, runId);
-                await AppendAsync(run, written,
-                [
-                    SandboxCreatedEvent(runId, sandbox),
-                    new RunFailed(runId, reason, clock.GetUtcNow()),
-                ], CancellationToken.None);
+                var pending = await announced ? [] : sandboxEvents;
+                await AppendAsync(run, written, [.. pending, new RunFailed(runId, reason, clock.GetUtcNow())], CancellationToken.None);
             }
             finally
             {
@@ -194,6 +197,20 @@ public sealed partial class RunOrchestrator(
             }
         }
         return run.Summary;
+    }
+
+    private async Task<bool> AnnounceAsync(AdmittedRun run, List<object> written, IReadOnlyList<object> events, CancellationToken ct)
+    {
+        try
+        {
+            await AppendAsync(run, written, events, ct);
+            return true;
+        }
+        catch (Exception e)
+        {
+            LogAnnounceFailed(e, run.Stream.RunId);
+            return false;
+        }
     }
 
     private SandboxCreated SandboxCreatedEvent(Guid runId, PreparedSandbox sandbox) =>
@@ -254,6 +271,9 @@ public sealed partial class RunOrchestrator(
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: no sandbox could be created")]
     private partial void LogSandboxUnavailable(Exception e, Guid runId);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: recording its sandbox failed; retrying with the outcome")]
+    private partial void LogAnnounceFailed(Exception e, Guid runId);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: the sandbox failed")]
     private partial void LogRunFailed(Exception e, Guid runId);
