@@ -20,7 +20,7 @@ public sealed record AuditEvent(
 
 public sealed record AuditRun(
     long Sequence, Guid RunId, string? Subject, string? Tenant, string? Language, string? Classification, string? CodeSha256,
-    string? Decision, string Status, DateTimeOffset RequestedAt, DateTimeOffset? CompletedAt);
+    string? Decision, string Status, DateTimeOffset RequestedAt, DateTimeOffset? CompletedAt, long? DurationMs);
 
 /// <summary>
 /// Audit queries in plain SQL over sandbox.mt_events: what is stored is what is shown, no deserialization.
@@ -96,7 +96,7 @@ public sealed class AuditQueries(NpgsqlDataSource database)
                             WHEN e.type = 'request_rejected' THEN 'rejected'
                             WHEN p.data ->> 'decision' = 'deny' THEN 'denied'
                             ELSE 'running' END AS status,
-                       e.timestamp AS requested_at, t.timestamp
+                       e.timestamp AS requested_at, t.timestamp, (t.data ->> 'durationMs')::bigint AS duration_ms
                 FROM sandbox.mt_events e
                 LEFT JOIN LATERAL (SELECT x.data FROM sandbox.mt_events x
                                    WHERE x.stream_id = e.stream_id AND x.type = 'policy_evaluated' ORDER BY x.version LIMIT 1) p ON true
@@ -131,7 +131,7 @@ public sealed class AuditQueries(NpgsqlDataSource database)
         while (await reader.ReadAsync(ct))
             items.Add(new AuditRun(reader.GetInt64(0), reader.GetGuid(1), Text(reader, 2), Text(reader, 3), Text(reader, 4),
                 Text(reader, 5), Text(reader, 6), Text(reader, 7), reader.GetString(8), reader.GetFieldValue<DateTimeOffset>(9),
-                reader.IsDBNull(10) ? null : reader.GetFieldValue<DateTimeOffset>(10)));
+                reader.IsDBNull(10) ? null : reader.GetFieldValue<DateTimeOffset>(10), reader.IsDBNull(11) ? null : reader.GetInt64(11)));
         return Paged(items, limit, r => r.Sequence);
     }
 

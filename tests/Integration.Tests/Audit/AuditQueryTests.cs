@@ -37,6 +37,7 @@ public sealed class AuditQueryTests(ServiceFixture service)
 
         var first = Items(await auditor.OkJsonAsync("/v1/audit/runs?subject=ann"))[0];
         Assert.Equal(("ann", tenant, "succeeded", "allow"), (first.Str("subject"), first.Str("tenant"), first.Str("status"), first.Str("decision")));
+        Assert.Equal("25", first.Str("durationMs")); // as RunCompleted recorded it
     }
 
     [Fact]
