@@ -39,6 +39,7 @@ public sealed class CrashAndShutdownTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.Accepted, accepted.StatusCode);
         var runId = body.Str("runId");
         await WaitForContainerAsync(c => Label(c, ContainerSpec.RunLabel) == runId && c.State == "running");
+        await WaitForStatusAsync(runner, runId, "running"); // SandboxCreated and SandboxStarted are recorded
         var beforeCrash = (await Containers.OfNodeAsync(_nodeId)).Select(c => c.ID).ToHashSet();
 
         await first.CrashAsync();
@@ -135,5 +136,18 @@ public sealed class CrashAndShutdownTests : IAsyncLifetime
                 await docker.Containers.RemoveContainerAsync(container.ID, new ContainerRemoveParameters { Force = true });
         await _database.DisposeAsync();
         File.Delete(_keyPath);
+    }
+
+    private static async Task WaitForStatusAsync(HttpClient client, string runId, string status)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (true)
+        {
+            var (_, run) = await client.GetJsonAsync($"/v1/runs/{runId}");
+            if (run.Str("status") == status)
+                return;
+            Assert.True(DateTime.UtcNow < deadline, $"Run {runId} never reached status {status} (last: {run.Str("status")}).");
+            await Task.Delay(100);
+        }
     }
 }
