@@ -47,7 +47,9 @@ builder.Services.AddSandboxAuth(builder.Configuration);
 var connectionString = builder.Configuration.GetConnectionString("Sandbox")
     ?? throw new InvalidOperationException("ConnectionStrings:Sandbox is required.");
 builder.Services.AddSingleton(_ => NpgsqlDataSource.Create(connectionString));
-builder.Services.AddMarten(options => MartenSetup.Configure(options, connectionString));
+builder.Services.AddMarten(options => MartenSetup.Configure(options, connectionString))
+    // Read models: the async daemon runs the daily statistics; HotCold so that of several nodes exactly one runs it.
+    .AddAsyncDaemon(JasperFx.Events.Daemon.DaemonMode.HotCold);
 
 // Policies: the bundle is loaded at start-up (an invalid one stops start-up), recorded with its content before
 // serving, and reloaded when its files change or an admin asks; the warm pool follows its defaults.

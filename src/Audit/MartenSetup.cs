@@ -1,7 +1,9 @@
 using JasperFx;
 using JasperFx.Events;
 using Marten;
+using JasperFx.Events.Projections;
 using Sandbox.Audited.Audit.Events;
+using Sandbox.Audited.Audit.ReadModels;
 using Weasel.Core;
 
 namespace Sandbox.Audited.Audit;
@@ -29,5 +31,9 @@ public static class MartenSetup
         options.Events.MetadataConfig.UserNameEnabled = true;
         foreach (var (type, name) in EventCatalog.Names)
             options.Events.MapEventType(type, name);
+
+        // Read models (migrations/0050): the run summary inline with the events, daily statistics by the async daemon.
+        options.Projections.Add(new RunSummaryProjection(), ProjectionLifecycle.Inline);
+        options.Projections.Add(new RunDailyStatisticsProjection(), ProjectionLifecycle.Async);
     }
 }

@@ -1,6 +1,7 @@
 using Marten;
 using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Audit;
+using Sandbox.Audited.Audit.ReadModels;
 using Sandbox.Audited.Audit.Migrations;
 using Sandbox.Audited.Domain.Policies;
 
@@ -9,7 +10,7 @@ namespace Sandbox.Audited.Api.Hosting;
 /// <summary>The service's one-shot commands (`sbx` calls them): migrate, token, schema, dev-key.</summary>
 public static class Commands
 {
-    public static readonly IReadOnlySet<string> Names = new HashSet<string> { "migrate", "token", "schema", "dev-key", "policy-test" };
+    public static readonly IReadOnlySet<string> Names = new HashSet<string> { "migrate", "token", "schema", "dev-key", "policy-test", "rebuild-projections" };
 
     public static async Task<int> RunAsync(string[] args, IConfiguration configuration)
     {
@@ -28,6 +29,21 @@ public static class Commands
                 // Prints the Marten schema DDL; migrations/0002_marten_schema.sql was generated with it.
                 using (var store = DocumentStore.For(o => MartenSetup.Configure(o, "Host=127.0.0.1")))
                     Console.WriteLine(store.Storage.ToDatabaseScript());
+                return 0;
+
+            case "rebuild-projections":
+                // Replays the events into the read models (documents only: events are read, never written).
+                var sandbox = configuration.GetConnectionString("Sandbox")
+                    ?? throw new InvalidOperationException("ConnectionStrings:Sandbox is required to rebuild projections.");
+                using (var store = DocumentStore.For(o => MartenSetup.Configure(o, sandbox)))
+                {
+                    using var daemon = await store.BuildProjectionDaemonAsync();
+                    foreach (var name in new[] { RunSummaryProjection.ProjectionName, RunDailyStatisticsProjection.ProjectionName })
+                    {
+                        await daemon.RebuildProjectionAsync(name, TimeSpan.FromMinutes(30), CancellationToken.None);
+                        Console.WriteLine($"rebuilt {name}");
+                    }
+                }
                 return 0;
 
             case "policy-test":

@@ -1,5 +1,5 @@
-using System.Data;
 using System.Diagnostics;
+using System.Threading.Channels;
 using Npgsql;
 using NpgsqlTypes;
 using Sandbox.Audited.Domain.Hashing;
@@ -21,6 +21,8 @@ public sealed record VerificationReport(
 /// </summary>
 public sealed class ChainVerification(NpgsqlDataSource database)
 {
+    private const int BatchSize = 512;
+
     public async Task<VerificationReport> VerifyAsync(string tenant, VerifyScope scope, CancellationToken ct)
     {
         var clock = Stopwatch.StartNew();
@@ -37,11 +39,10 @@ public sealed class ChainVerification(NpgsqlDataSource database)
                 WHERE EXISTS (SELECT 1 FROM sandbox.mt_events o WHERE o.stream_id = t.stream_id
                               AND (o.headers ->> 'tenant' = @tenant OR o.data -> 'caller' ->> 'tenant' = @tenant))
             )
-            SELECT e.stream_id, e.version, e.seq_id, e.type, e.data::text, e.headers ->> 'hash', e.headers ->> 'prevHash', s.version
-            FROM sandbox.mt_events e
-            JOIN owned o ON o.stream_id = e.stream_id
-            LEFT JOIN sandbox.mt_streams s ON s.id = e.stream_id
-            ORDER BY e.stream_id, e.version
+            SELECT o.stream_id, e.version, e.seq_id, e.type, e.data, e.headers ->> 'hash', e.headers ->> 'prevHash', o.version
+            FROM (SELECT o.stream_id, s.version FROM owned o LEFT JOIN sandbox.mt_streams s ON s.id = o.stream_id ORDER BY o.stream_id) o
+            CROSS JOIN LATERAL (SELECT * FROM sandbox.mt_events e WHERE e.stream_id = o.stream_id ORDER BY e.version) e
+            ORDER BY o.stream_id, e.version
             """);
         command.CommandTimeout = 0;
         command.Parameters.Add(new NpgsqlParameter("tenant", NpgsqlDbType.Text) { Value = tenant });
@@ -51,16 +52,50 @@ public sealed class ChainVerification(NpgsqlDataSource database)
         command.Parameters.Add(new NpgsqlParameter("from", NpgsqlDbType.TimestampTz) { Value = (object?)scope.From?.UtcDateTime ?? DBNull.Value });
         command.Parameters.Add(new NpgsqlParameter("to", NpgsqlDbType.TimestampTz) { Value = (object?)scope.To?.UtcDateTime ?? DBNull.Value });
 
-        var verifier = new ChainVerifier();
-        await using (var reader = await command.ExecuteReaderAsync(CommandBehavior.SequentialAccess, ct))
+        // One task reads rows while this one canonicalizes and hashes them; batches keep the hand-over cheap.
+        var batches = Channel.CreateBounded<List<StoredEvent>>(new BoundedChannelOptions(16) { SingleReader = true, SingleWriter = true });
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var reading = Task.Run(async () =>
         {
-            while (await reader.ReadAsync(ct))
+            try
             {
-                verifier.Add(new StoredEvent(
-                    reader.GetGuid(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetString(3), reader.GetString(4),
-                    reader.IsDBNull(5) ? null : reader.GetString(5), reader.IsDBNull(6) ? null : reader.GetString(6),
-                    reader.IsDBNull(7) ? null : reader.GetInt64(7)));
+                await using var reader = await command.ExecuteReaderAsync(stop.Token);
+                var batch = new List<StoredEvent>(BatchSize);
+                while (await reader.ReadAsync(stop.Token))
+                {
+                    // data as the UTF-8 of its jsonb text (Npgsql drops the version byte): no string, no document.
+                    batch.Add(new StoredEvent(
+                        reader.GetGuid(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetString(3), "",
+                        reader.IsDBNull(5) ? null : reader.GetString(5), reader.IsDBNull(6) ? null : reader.GetString(6),
+                        reader.IsDBNull(7) ? null : reader.GetInt64(7)) { DataUtf8 = reader.GetFieldValue<byte[]>(4) });
+                    if (batch.Count == BatchSize)
+                    {
+                        await batches.Writer.WriteAsync(batch, stop.Token);
+                        batch = new List<StoredEvent>(BatchSize);
+                    }
+                }
+                if (batch.Count > 0)
+                    await batches.Writer.WriteAsync(batch, stop.Token);
+                batches.Writer.Complete();
             }
+            catch (Exception e)
+            {
+                batches.Writer.Complete(e);
+            }
+        }, CancellationToken.None);
+
+        var verifier = new ChainVerifier();
+        try
+        {
+            await foreach (var batch in batches.Reader.ReadAllAsync(ct))
+                foreach (var e in batch)
+                    verifier.Add(e);
+        }
+        finally
+        {
+            if (!reading.IsCompleted)
+                await stop.CancelAsync();
+            await reading;
         }
         verifier.Complete();
 

@@ -1,8 +1,14 @@
 namespace Sandbox.Audited.Domain.Hashing;
 
-/// <summary>One stored event as the verifier sees it: exactly what is in the table, nothing deserialized.</summary>
+/// <summary>
+/// One stored event as the verifier sees it: exactly what is in the table, nothing deserialized. The data is
+/// its JSON text, either as a string or (when <see cref="DataUtf8"/> is set, as the database reader does) as UTF-8.
+/// </summary>
 public readonly record struct StoredEvent(
-    Guid StreamId, long Version, long Sequence, string Type, string Data, string? Hash, string? PrevHash, long? StreamVersion);
+    Guid StreamId, long Version, long Sequence, string Type, string Data, string? Hash, string? PrevHash, long? StreamVersion)
+{
+    public ReadOnlyMemory<byte> DataUtf8 { get; init; }
+}
 
 /// <summary>Where a stream's chain first breaks, and why.</summary>
 public sealed record ChainBreak(Guid StreamId, long Version, long? Sequence, string Reason);
@@ -84,7 +90,9 @@ public sealed class ChainVerifier(int maxBreaks = 100)
         string actual;
         try
         {
-            actual = _hasher.Hash(_lastHash, e.StreamId, e.Version, e.Type, e.Data);
+            actual = e.DataUtf8.IsEmpty
+                ? _hasher.Hash(_lastHash, e.StreamId, e.Version, e.Type, e.Data)
+                : _hasher.Hash(_lastHash, e.StreamId, e.Version, e.Type, e.DataUtf8.Span);
         }
         catch (System.Text.Json.JsonException)
         {

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using System.Text.Unicode;
 
 namespace Sandbox.Audited.Domain.Hashing;
 
@@ -27,16 +28,37 @@ public static class EventChain
 
 /// <summary>
 /// Computes chain hashes into one reused buffer (the same bytes as <see cref="EventChain.Hash"/>), for the
-/// verifier, which hashes every stored event. Not thread-safe: one per verification.
+/// verifier, which hashes every stored event: data as UTF-8 is canonicalized without a document
+/// (<see cref="Utf8Canonicalizer"/>). Not thread-safe: one per verification.
 /// </summary>
 public sealed class ChainHasher
 {
     private readonly ArrayBufferWriter<byte> _buffer = new(4096);
+    private readonly Utf8Canonicalizer _canonicalizer = new();
+    private byte[] _utf8 = new byte[4096];
 
     public string Hash(string prevHash, Guid streamId, long version, string eventType, string dataJson)
     {
-        using var document = JsonDocument.Parse(dataJson);
-        return Hash(prevHash, streamId, version, eventType, document.RootElement);
+        var max = Encoding.UTF8.GetMaxByteCount(dataJson.Length);
+        if (_utf8.Length < max)
+            _utf8 = new byte[Math.Max(max, _utf8.Length * 2)];
+        if (Utf8.FromUtf16(dataJson, _utf8, out _, out var written, replaceInvalidSequences: false) != OperationStatus.Done)
+        {
+            // Unpaired surrogates: keep whatever the document path makes of them.
+            using var document = JsonDocument.Parse(dataJson);
+            return Hash(prevHash, streamId, version, eventType, document.RootElement);
+        }
+        return Hash(prevHash, streamId, version, eventType, _utf8.AsSpan(0, written));
+    }
+
+    /// <summary>The hash over data given as the UTF-8 of its JSON text (as stored).</summary>
+    public string Hash(string prevHash, Guid streamId, long version, string eventType, ReadOnlySpan<byte> dataUtf8)
+    {
+        _buffer.ResetWrittenCount();
+        Ascii(prevHash);
+        Ascii("{\"data\":");
+        _canonicalizer.Write(_buffer, dataUtf8);
+        return Finish(streamId, version, eventType);
     }
 
     public string Hash(string prevHash, Guid streamId, long version, string eventType, JsonElement data)
@@ -45,6 +67,11 @@ public sealed class ChainHasher
         Ascii(prevHash);
         Ascii("{\"data\":");
         CanonicalJson.Write(_buffer, data);
+        return Finish(streamId, version, eventType);
+    }
+
+    private string Finish(Guid streamId, long version, string eventType)
+    {
         Ascii(",\"streamId\":\"");
         var span = _buffer.GetSpan(36);
         streamId.TryFormat(span, out var written, "D");
