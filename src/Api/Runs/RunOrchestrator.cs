@@ -191,6 +191,7 @@ public sealed partial class RunOrchestrator(
             }
             finally
             {
+                pool.Replenish();
                 var removal = RemoveAsync(run.Stream, sandbox.ContainerId);
                 _removals[sandbox.ContainerId] = removal;
                 _ = removal.ContinueWith(_ => _removals.TryRemove(sandbox.ContainerId, out Task? _), TaskScheduler.Default);

@@ -57,13 +57,16 @@ public sealed partial class SandboxPool(
     {
         if (_pools.TryGetValue(profile, out var channel) && channel.Reader.TryRead(out var warm))
         {
+            // No refill yet: creating a container competes with this run for the CPU. The run calls Replenish when done.
             _warm.TryRemove(warm.ContainerId, out _);
-            _refill.Release();
             return new PreparedSandbox(warm.ContainerId, warm.Profile, warm.Image, warm.ImageId, warm.Settings,
                 warm.Stream, warm.Reader, warm.CreatedAt, warm.StartedAt, fromPool: true);
         }
         return await factory.CreateAsync(profile, runId.ToString("D"), ct);
     }
+
+    /// <summary>Asks for a refill now (a run that took a warm sandbox has finished); otherwise the pool checks every 5 s.</summary>
+    public void Replenish() => _refill.Release();
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
