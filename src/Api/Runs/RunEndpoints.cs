@@ -113,7 +113,7 @@ public static class RunEndpoints
             return TypedResults.Problem(denied);
         }
 
-        var execution = orchestrator.ExecuteAsync(admitted, onOutput: null);
+        var execution = orchestrator.ExecuteAsync(admitted);
         if (body.CallbackUrl is { } url)
             _ = execution.ContinueWith(_ => callbacks.DeliverAsync(admitted.Stream, caller.Tenant, url, RunView.From(admitted.Summary)), TaskScheduler.Default).Unwrap();
         if (body.Wait == false)

@@ -64,14 +64,11 @@ public sealed partial class RunOrchestrator(
     {
         var runId = Guid.CreateVersion7();
         var now = clock.GetUtcNow();
-        var stream = new RunStream(store, runId, Context(caller, client));
-        object[] events =
+        await RecordAsync(new RunStream(store, runId, Context(caller, client)),
         [
             new RequestRejected(runId, caller, httpStatus, errors, language, code is null ? null : Sha256Hex.Of(code), client, now),
             new RunCompleted(runId, RunStatus.Rejected, null, 0, string.Join(" ", errors), now),
-        ];
-        await stream.AppendAsync(events, ct);
-        feed.Recorded(runId, 1, events);
+        ], ct);
         return runId;
     }
 
@@ -98,14 +95,13 @@ public sealed partial class RunOrchestrator(
         var stream = new RunStream(store, runId, Context(caller, client));
         try
         {
-            await stream.AppendAsync(events, ct);
+            await RecordAsync(stream, events, ct);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
             LogWriteAheadFailed(e, runId);
             throw new WriteAheadException(e);
         }
-        feed.Recorded(runId, 1, events);
         return new AdmittedRun(stream, request, decision, caller, watch, events);
     }
 
@@ -119,24 +115,22 @@ public sealed partial class RunOrchestrator(
     /// Starts the run's execution and tracks it until its terminal event is written. The run belongs to the
     /// service, not the HTTP request: a client that goes away does not stop it, only shutdown does.
     /// </summary>
-    public Task<RunSummary> ExecuteAsync(AdmittedRun run, Action<OutputChunk>? onOutput)
+    public Task<RunSummary> ExecuteAsync(AdmittedRun run)
     {
-        var runId = run.Stream.RunId;
-        var task = ExecuteCoreAsync(run, chunk => { feed.Output(runId, chunk); onOutput?.Invoke(chunk); }, _abort.Token);
+        var task = ExecuteCoreAsync(run, _abort.Token);
         _inFlight[run.Stream.RunId] = task;
         _ = task.ContinueWith(_ => _inFlight.TryRemove(run.Stream.RunId, out Task? _), TaskScheduler.Default);
         return task;
     }
 
-    private async Task<RunSummary> ExecuteCoreAsync(AdmittedRun run, Action<OutputChunk>? onOutput, CancellationToken ct)
+    private async Task<RunSummary> ExecuteCoreAsync(AdmittedRun run, CancellationToken ct)
     {
         var runId = run.Stream.RunId;
-        var written = new List<object>();
 
         var (lease, refusal) = await admission.EnterAsync(run.Caller.Tenant, ct);
         if (refusal is not null)
         {
-            await AppendAsync(run, written, [new RunCompleted(runId, RunStatus.Refused, null, run.Clock.ElapsedMilliseconds, refusal.Reason, clock.GetUtcNow())], ct);
+            await AppendAsync(run, [new RunCompleted(runId, RunStatus.Refused, null, run.Clock.ElapsedMilliseconds, refusal.Reason, clock.GetUtcNow())], ct);
             throw new CapacityException(runId, refusal);
         }
 
@@ -151,18 +145,18 @@ public sealed partial class RunOrchestrator(
             catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
             {
                 LogSandboxUnavailable(e, runId);
-                await AppendAsync(run, written, [new RunFailed(runId, "No sandbox could be created: " + e.Message, clock.GetUtcNow())], ct);
+                await AppendAsync(run, [new RunFailed(runId, "No sandbox could be created: " + e.Message, clock.GetUtcNow())], ct);
                 throw new SandboxUnavailableException(runId, e);
             }
 
             // Which sandbox serves the run is recorded while the code already runs: it costs the run no time, and a
             // crash mid-run leaves the container in the history. Should that commit fail, the facts go with the outcome.
             object[] sandboxEvents = [SandboxCreatedEvent(runId, sandbox), new SandboxStarted(runId, sandbox.ContainerId, sandbox.StartedAt)];
-            var announced = AnnounceAsync(run, written, sandboxEvents, ct);
+            var announced = AnnounceAsync(run, sandboxEvents, ct);
             var terminalWritten = false;
             try
             {
-                var outcome = await runner.RunAsync(sandbox, run.Request, run.Decision.Limits, onOutput, ct);
+                var outcome = await runner.RunAsync(sandbox, run.Request, run.Decision.Limits, chunk => feed.Output(runId, chunk), ct);
                 var now = clock.GetUtcNow();
                 var exited = new SandboxExited(runId, outcome.Exit.ExitCode, outcome.Exit.Signal, outcome.Exit.TimedOut, outcome.Exit.OomKilled,
                     outcome.Exit.PidsLimitHit, outcome.Exit.WallUs, outcome.Exit.CpuUserUs, outcome.Exit.CpuSysUs, outcome.Exit.MaxRssKb, now);
@@ -171,7 +165,7 @@ public sealed partial class RunOrchestrator(
                     Describe(outcome.Stderr, Math.Max(outcome.Exit.StderrProduced, outcome.Stderr.Length), outcome.StderrTruncated), now);
                 var status = RunStatus.FromExit(exited, outcome.StdoutTruncated || outcome.StderrTruncated);
                 var pending = await announced ? [] : sandboxEvents;
-                await AppendAsync(run, written,
+                await AppendAsync(run,
                 [
                     .. pending,
                     exited,
@@ -187,7 +181,7 @@ public sealed partial class RunOrchestrator(
                     : "The sandbox failed: " + e.Message;
                 LogRunFailed(e, runId);
                 var pending = await announced ? [] : sandboxEvents;
-                await AppendAsync(run, written, [.. pending, new RunFailed(runId, reason, clock.GetUtcNow())], CancellationToken.None);
+                await AppendAsync(run, [.. pending, new RunFailed(runId, reason, clock.GetUtcNow())], CancellationToken.None);
             }
             finally
             {
@@ -200,11 +194,11 @@ public sealed partial class RunOrchestrator(
         return run.Summary;
     }
 
-    private async Task<bool> AnnounceAsync(AdmittedRun run, List<object> written, IReadOnlyList<object> events, CancellationToken ct)
+    private async Task<bool> AnnounceAsync(AdmittedRun run, IReadOnlyList<object> events, CancellationToken ct)
     {
         try
         {
-            await AppendAsync(run, written, events, ct);
+            await AppendAsync(run, events, ct);
             return true;
         }
         catch (Exception e)
@@ -232,13 +226,18 @@ public sealed partial class RunOrchestrator(
         }
     }
 
-    private async Task AppendAsync(AdmittedRun run, List<object> written, IReadOnlyList<object> events, CancellationToken ct)
+    private async Task AppendAsync(AdmittedRun run, IReadOnlyList<object> events, CancellationToken ct)
     {
-        await run.Stream.AppendAsync(events, ct);
-        feed.Recorded(run.Stream.RunId, run.Stream.Version - events.Count + 1, events);
-        written.AddRange(events);
+        await RecordAsync(run.Stream, events, ct);
         lock (run.Events)
             run.Events.AddRange(events);
+    }
+
+    /// <summary>Commits events to the run's stream, then tells the live feed (stream subscribers, metrics).</summary>
+    private async Task RecordAsync(RunStream stream, IReadOnlyList<object> events, CancellationToken ct)
+    {
+        await stream.AppendAsync(events, ct);
+        feed.Recorded(stream.RunId, stream.Version - events.Count + 1, events);
     }
 
     /// <summary>Output is kept as text when it is valid UTF-8 without NUL (jsonb cannot hold NUL), otherwise as base64.</summary>

@@ -12,7 +12,10 @@ public abstract record FeedItem;
 /// <summary>An event committed to the run's stream (version = its place in the stream).</summary>
 public sealed record RecordedItem(long Version, string Type, DateTimeOffset? At, object Data) : FeedItem;
 
-/// <summary>The sandbox is running the code now (live only; SandboxCreated/SandboxStarted are recorded at the end).</summary>
+/// <summary>
+/// The sandbox is running the code now (live only). SandboxCreated/SandboxStarted are committed while the code runs,
+/// so they may reach the feed after the first output; this item is published before any output.
+/// </summary>
 public sealed record RunningItem(string ContainerId) : FeedItem;
 
 /// <summary>Output bytes as the sandbox produced them.</summary>

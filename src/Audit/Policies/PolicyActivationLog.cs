@@ -1,7 +1,4 @@
-using JasperFx;
-using JasperFx.Events;
 using Marten;
-using Npgsql;
 using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Domain.Policies;
 
@@ -13,11 +10,9 @@ namespace Sandbox.Audited.Audit.Policies;
 /// </summary>
 public sealed class PolicyActivationLog(IDocumentStore store, PolicyBundleStore bundles)
 {
-    private const int MaxAttempts = 8;
     private static readonly WriteContext Context = new("system:policies", null);
 
     private readonly SemaphoreSlim _gate = new(1, 1);
-    private RunStream? _stream;
 
     /// <summary>Stores the bundle's content first, so every digest an event names can be read back.</summary>
     public async Task RecordActivationAsync(PolicyBundle bundle, string? previousDigest, string trigger, string node, DateTimeOffset at, CancellationToken ct)
@@ -35,34 +30,11 @@ public sealed class PolicyActivationLog(IDocumentStore store, PolicyBundleStore 
         await _gate.WaitAsync(ct);
         try
         {
-            for (var attempt = 1; ; attempt++)
-            {
-                _stream ??= await RunStream.ResumeAsync(store, PolicyActivations.StreamId, Context, ct);
-                try
-                {
-                    await _stream.AppendAsync(@event, ct);
-                    return;
-                }
-                catch (Exception e) when (attempt < MaxAttempts && IsConflict(e))
-                {
-                    // Another node appended since we last read the stream: pick up its chain and try again.
-                    _stream = null;
-                    await Task.Delay(Random.Shared.Next(5, 20 * attempt), ct);
-                }
-            }
+            await RunStream.AppendSharedAsync(store, PolicyActivations.StreamId, Context, @event, ct);
         }
         finally
         {
             _gate.Release();
         }
-    }
-
-    private static bool IsConflict(Exception? e)
-    {
-        for (; e is not null; e = e.InnerException)
-            if (e is ConcurrencyException or EventStreamUnexpectedMaxEventIdException or ExistingStreamIdCollisionException
-                or Marten.Exceptions.ExistingStreamIdCollisionException or PostgresException { SqlState: PostgresErrorCodes.UniqueViolation })
-                return true;
-        return false;
     }
 }

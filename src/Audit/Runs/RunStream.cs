@@ -1,5 +1,7 @@
+using JasperFx;
 using JasperFx.Events;
 using Marten;
+using Npgsql;
 using Sandbox.Audited.Audit.Events;
 using Sandbox.Audited.Domain.Hashing;
 
@@ -22,23 +24,53 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
 
     public long Version => _version;
 
-    /// <summary>Resumes the chain of an existing stream (e.g. to record RunAbandoned after a crash).</summary>
+    /// <summary>Resumes the chain of an existing stream from its last event (e.g. to record RunAbandoned after a crash).</summary>
     public static async Task<RunStream> ResumeAsync(IDocumentStore store, Guid runId, WriteContext context, CancellationToken ct)
     {
         var stream = new RunStream(store, runId, context);
         await using var session = store.QuerySession();
-        var events = await session.Events.FetchStreamAsync(runId, token: ct);
-        if (events.Count > 0)
+        var state = await session.Events.FetchStreamStateAsync(runId, ct);
+        if (state is null)
+            return stream;
+        var tail = await session.Events.FetchStreamAsync(runId, fromVersion: state.Version, token: ct);
+        if (tail.Count > 0)
         {
-            stream._version = events[^1].Version;
-            stream._lastHash = events[^1].GetHeader(ChainHeaders.Hash)?.ToString() ?? EventChain.Genesis;
+            stream._version = tail[^1].Version;
+            stream._lastHash = tail[^1].GetHeader(ChainHeaders.Hash)?.ToString() ?? EventChain.Genesis;
         }
         return stream;
     }
 
-    /// <summary>Continues a stream whose last version and hash the caller has just read.</summary>
-    public static RunStream Continue(IDocumentStore store, Guid streamId, WriteContext context, long version, string lastHash) =>
-        new(store, streamId, context) { _version = version, _lastHash = lastHash };
+    /// <summary>
+    /// Appends to a stream that several writers share (the access log, policy activations): resume from the tail,
+    /// append with the expected version, and when another writer got there first, resume again and retry.
+    /// </summary>
+    public static async Task AppendSharedAsync(IDocumentStore store, Guid streamId, WriteContext context, object @event, CancellationToken ct)
+    {
+        const int attempts = 8;
+        for (var attempt = 1; ; attempt++)
+        {
+            var stream = await ResumeAsync(store, streamId, context, ct);
+            try
+            {
+                await stream.AppendAsync(@event, ct);
+                return;
+            }
+            catch (Exception e) when (attempt < attempts && IsConflict(e))
+            {
+                await Task.Delay(Random.Shared.Next(5, 20 * attempt), ct);
+            }
+        }
+    }
+
+    private static bool IsConflict(Exception? e)
+    {
+        for (; e is not null; e = e.InnerException)
+            if (e is ConcurrencyException or EventStreamUnexpectedMaxEventIdException or ExistingStreamIdCollisionException
+                or Marten.Exceptions.ExistingStreamIdCollisionException or PostgresException { SqlState: PostgresErrorCodes.UniqueViolation })
+                return true;
+        return false;
+    }
 
     /// <summary>Appends and commits the events in one transaction; nothing is half-written.</summary>
     public async Task AppendAsync(IReadOnlyList<object> events, CancellationToken ct)
