@@ -4,7 +4,8 @@ using System.Text.Json.Nodes;
 
 namespace Sandbox.Audited.Bench;
 
-public sealed record RunSample(double Ms, bool FromPool, string Status);
+/// <summary>One run as the client saw it, with the server's own account of its phases (Server-Timing, ms).</summary>
+public sealed record RunSample(double Ms, bool FromPool, string Status, IReadOnlyDictionary<string, double> Phases);
 
 /// <summary>Drives the real service over HTTP with a real token, the way a client does.</summary>
 public sealed class ServiceLoad(HttpClient http)
@@ -18,7 +19,23 @@ public sealed class ServiceLoad(HttpClient http)
         var body = JsonNode.Parse(await response.Content.ReadAsStringAsync());
         watch.Stop();
         var status = body?["status"]?.ToString() ?? $"http {(int)response.StatusCode}";
-        return new RunSample(watch.Elapsed.TotalMilliseconds, body?["sandbox"]?["fromPool"]?.GetValue<bool>() ?? false, status);
+        return new RunSample(watch.Elapsed.TotalMilliseconds, body?["sandbox"]?["fromPool"]?.GetValue<bool>() ?? false, status, PhasesOf(response));
+    }
+
+    // "record;dur=3.1, sandbox;dur=0.2, ..." -> { record: 3.1, sandbox: 0.2, ... }
+    private static Dictionary<string, double> PhasesOf(HttpResponseMessage response)
+    {
+        var phases = new Dictionary<string, double>();
+        if (!response.Headers.TryGetValues("Server-Timing", out var values))
+            return phases;
+        foreach (var metric in values.SelectMany(v => v.Split(',')))
+        {
+            var parts = metric.Split(';', StringSplitOptions.TrimEntries);
+            var duration = parts.Skip(1).FirstOrDefault(p => p.StartsWith("dur=", StringComparison.Ordinal));
+            if (duration is not null && double.TryParse(duration[4..], System.Globalization.CultureInfo.InvariantCulture, out var ms))
+                phases[parts[0]] = ms;
+        }
+        return phases;
     }
 
     /// <summary>

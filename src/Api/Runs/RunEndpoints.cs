@@ -121,7 +121,9 @@ public static class RunEndpoints
             _ = execution.ContinueWith(t => _ = t.Exception, TaskScheduler.Default);
             return TypedResults.Accepted($"/v1/runs/{admitted.Stream.RunId}", RunView.From(admitted.Summary));
         }
-        return TypedResults.Ok(RunView.From(await execution));
+        var finished = await execution;
+        http.Response.Headers["Server-Timing"] = admitted.Phases.ToServerTiming();
+        return TypedResults.Ok(RunView.From(finished));
     }
 
     /// <summary>A repeated request answers as the original did: the result when finished, 202 while it runs.</summary>

@@ -21,6 +21,8 @@ public sealed class WriteAheadException(Exception inner) : Exception("The run co
 /// <summary>A run that was recorded and decided; Summary is its state after the decision.</summary>
 public sealed record AdmittedRun(RunStream Stream, ValidRunRequest Request, PolicyDecision Decision, Caller Caller, Stopwatch Clock, List<object> Events)
 {
+    public RunPhases Phases { get; } = new(Clock);
+
     public RunSummary Summary
     {
         get
@@ -102,7 +104,9 @@ public sealed partial class RunOrchestrator(
             LogWriteAheadFailed(e, runId);
             throw new WriteAheadException(e);
         }
-        return new AdmittedRun(stream, request, decision, caller, watch, events);
+        var admitted = new AdmittedRun(stream, request, decision, caller, watch, events);
+        admitted.Phases.Recorded();
+        return admitted;
     }
 
     /// <summary>Stops admitting runs; running ones carry on.</summary>
@@ -140,6 +144,7 @@ public sealed partial class RunOrchestrator(
             try
             {
                 sandbox = await pool.AcquireAsync(SandboxProfile.For(run.Request.Language, run.Decision.Limits), runId, ct);
+                run.Phases.SandboxReady();
                 feed.Running(runId, sandbox.ContainerId);
             }
             catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
@@ -149,14 +154,17 @@ public sealed partial class RunOrchestrator(
                 throw new SandboxUnavailableException(runId, e);
             }
 
-            // Which sandbox serves the run is recorded while the code already runs: it costs the run no time, and a
-            // crash mid-run leaves the container in the history. Should that commit fail, the facts go with the outcome.
+            // Which sandbox serves the run is recorded while the code runs, so that a crash mid-run leaves the container
+            // in the history; a run that ends within AnnounceAfter records it with its outcome instead (one commit, not two
+            // competing for the same 2 cores). Should the announcing commit fail, the facts go with the outcome too.
             object[] sandboxEvents = [SandboxCreatedEvent(runId, sandbox), new SandboxStarted(runId, sandbox.ContainerId, sandbox.StartedAt)];
-            var announced = AnnounceAsync(run, sandboxEvents, ct);
+            var execution = runner.RunAsync(sandbox, run.Request, run.Decision.Limits, chunk => feed.Output(runId, chunk), ct);
+            var announced = AnnounceUnlessFinishedAsync(run, sandboxEvents, execution, ct);
             var terminalWritten = false;
             try
             {
-                var outcome = await runner.RunAsync(sandbox, run.Request, run.Decision.Limits, chunk => feed.Output(runId, chunk), ct);
+                var outcome = await execution;
+                run.Phases.Exited();
                 var now = clock.GetUtcNow();
                 var exited = new SandboxExited(runId, outcome.Exit.ExitCode, outcome.Exit.Signal, outcome.Exit.TimedOut, outcome.Exit.OomKilled,
                     outcome.Exit.PidsLimitHit, outcome.Exit.WallUs, outcome.Exit.CpuUserUs, outcome.Exit.CpuSysUs, outcome.Exit.MaxRssKb, now);
@@ -172,6 +180,7 @@ public sealed partial class RunOrchestrator(
                     output,
                     new RunCompleted(runId, status, exited.ExitCode, run.Clock.ElapsedMilliseconds, outcome.Problem, now),
                 ], ct);
+                run.Phases.Committed();
                 terminalWritten = true;
             }
             catch (Exception e) when (!terminalWritten)
@@ -194,10 +203,14 @@ public sealed partial class RunOrchestrator(
         return run.Summary;
     }
 
-    private async Task<bool> AnnounceAsync(AdmittedRun run, IReadOnlyList<object> events, CancellationToken ct)
+    private static readonly TimeSpan AnnounceAfter = TimeSpan.FromMilliseconds(50);
+
+    private async Task<bool> AnnounceUnlessFinishedAsync(AdmittedRun run, IReadOnlyList<object> events, Task execution, CancellationToken ct)
     {
         try
         {
+            if (await Task.WhenAny(execution, Task.Delay(AnnounceAfter, ct)) == execution)
+                return false;
             await AppendAsync(run, events, ct);
             return true;
         }
@@ -280,6 +293,21 @@ public sealed partial class RunOrchestrator(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: SandboxRemoved could not be recorded")]
     private partial void LogRemovalNotRecorded(Exception e, Guid runId);
+}
+
+/// <summary>Where a run's time went, marked as it happens; sent back to the client as a Server-Timing header.</summary>
+public sealed class RunPhases(Stopwatch clock)
+{
+    private double _recorded, _sandbox, _exited, _committed;
+
+    public void Recorded() => _recorded = clock.Elapsed.TotalMilliseconds;
+    public void SandboxReady() => _sandbox = clock.Elapsed.TotalMilliseconds;
+    public void Exited() => _exited = clock.Elapsed.TotalMilliseconds;
+    public void Committed() => _committed = clock.Elapsed.TotalMilliseconds;
+
+    /// <summary>Each phase's own duration in ms: write-ahead commit, sandbox hand-over, the run itself, outcome commit.</summary>
+    public string ToServerTiming() => FormattableString.Invariant(
+        $"record;dur={_recorded:F1}, sandbox;dur={_sandbox - _recorded:F1}, run;dur={_exited - _sandbox:F1}, outcome;dur={_committed - _exited:F1}");
 }
 
 public sealed class CapacityException(Guid runId, AdmissionRefusal refusal) : Exception(refusal.Reason)

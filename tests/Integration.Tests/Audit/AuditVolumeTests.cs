@@ -55,13 +55,15 @@ public sealed class AuditVolumeTests(AuditVolumeFixture service, ITestOutputHelp
         var rssBefore = Process.GetCurrentProcess().WorkingSet64;
         long heapPeak = heapBefore, rssPeak = rssBefore;
         using var sampling = new CancellationTokenSource();
+        // Live memory, not garbage: each sample collects first. Without that the figure is mostly the allocation budget
+        // of gen0 (which depends on the machine's cache size) and whatever the tests running next to this one allocate.
         var sampler = Task.Run(async () =>
         {
             while (!sampling.IsCancellationRequested)
             {
-                heapPeak = Math.Max(heapPeak, GC.GetTotalMemory(false));
+                heapPeak = Math.Max(heapPeak, GC.GetTotalMemory(forceFullCollection: true));
                 rssPeak = Math.Max(rssPeak, Process.GetCurrentProcess().WorkingSet64);
-                await Task.Delay(20);
+                await Task.Delay(100);
             }
         });
 
@@ -86,7 +88,7 @@ public sealed class AuditVolumeTests(AuditVolumeFixture service, ITestOutputHelp
         output.WriteLine($"export {format}: {events} events, {bytes / 1048576.0:F1} MiB in {clock.ElapsedMilliseconds} ms; " +
             $"managed heap before {heapBefore / 1048576.0:F1} MiB, peak {heapPeak / 1048576.0:F1} MiB (+{(heapPeak - heapBefore) / 1048576.0:F1}); " +
             $"RSS before {rssBefore / 1048576.0:F1} MiB, peak {rssPeak / 1048576.0:F1} MiB (+{(rssPeak - rssBefore) / 1048576.0:F1})");
-        // Streaming, not buffering: the heap never grows by more than a fraction of what was sent.
-        Assert.True(heapPeak - heapBefore < bytes / 2, $"heap grew {heapPeak - heapBefore} bytes for a {bytes}-byte export");
+        // Streaming, not buffering: the live heap never grows by more than a fraction of what was sent.
+        Assert.True(heapPeak - heapBefore < bytes / 4, $"heap grew {heapPeak - heapBefore} bytes for a {bytes}-byte export");
     }
 }
