@@ -48,7 +48,7 @@ var connectionString = builder.Configuration.GetConnectionString("Sandbox")
     ?? throw new InvalidOperationException("ConnectionStrings:Sandbox is required.");
 builder.Services.AddSingleton(_ => NpgsqlDataSource.Create(connectionString));
 builder.Services.AddMarten(options => MartenSetup.Configure(options, connectionString))
-    // Read models: the async daemon runs both projections; HotCold so that of several nodes exactly one runs them.
+    // Read models: the async daemon runs the daily statistics; HotCold so that of several nodes exactly one runs it.
     .AddAsyncDaemon(JasperFx.Events.Daemon.DaemonMode.HotCold);
 
 // Policies: the bundle is loaded at start-up (an invalid one stops start-up), recorded with its content before

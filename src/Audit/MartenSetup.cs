@@ -32,9 +32,8 @@ public static class MartenSetup
         foreach (var (type, name) in EventCatalog.Names)
             options.Events.MapEventType(type, name);
 
-        // Read models (migrations/0050), both by the async daemon: a run's commits stay on its critical path, so they
-        // carry its events only (an inline summary cost 2-4 ms a commit). The API folds a run's events itself.
-        options.Projections.Add(new RunSummaryProjection(), ProjectionLifecycle.Async);
+        // Read models (migrations/0050): the run summary inline with the events, daily statistics by the async daemon.
+        options.Projections.Add(new RunSummaryProjection(), ProjectionLifecycle.Inline);
         options.Projections.Add(new RunDailyStatisticsProjection(), ProjectionLifecycle.Async);
     }
 }

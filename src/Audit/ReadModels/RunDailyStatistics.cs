@@ -47,8 +47,8 @@ public sealed record RunDailyStatistics(
 
 /// <summary>
 /// Daily statistics, run by the async daemon. A run's later events do not name its tenant, subject or day, so
-/// they are grouped by the run's first event (its request): in the same page when it is there, else read from the
-/// event table.
+/// they are grouped by the run's first event: in the same page when it is there, else the run's summary
+/// (written inline with the events, so it exists before the daemon sees them).
 /// </summary>
 public sealed class RunDailyStatisticsProjection : MultiStreamProjection<RunDailyStatistics, string>
 {
@@ -77,13 +77,9 @@ public sealed class RunDailyStatisticsProjection : MultiStreamProjection<RunDail
         }
         var missing = events.Select(e => e.StreamId).Where(id => !keys.ContainsKey(id)).Distinct().ToArray();
         if (missing.Length > 0)
-            foreach (var first in await session.Events.QueryAllRawEvents().Where(e => e.Version == 1 && e.StreamId.IsOneOf(missing)).ToListAsync())
-            {
-                if (first.Data is RunRequested requested)
-                    keys[first.StreamId] = RunDailyStatistics.IdOf(requested.Caller.Tenant, requested.Caller.Subject, requested.At);
-                else if (first.Data is RequestRejected rejected)
-                    keys[first.StreamId] = RunDailyStatistics.IdOf(rejected.Caller.Tenant, rejected.Caller.Subject, rejected.At);
-            }
+            foreach (var view in await session.LoadManyAsync<RunSummaryView>(missing))
+                if (view.Summary is { Tenant: not null, Subject: not null, RequestedAt: not null } summary)
+                    keys[summary.RunId] = RunDailyStatistics.IdOf(summary.Tenant, summary.Subject, summary.RequestedAt.Value);
         foreach (var e in events)
             if (keys.TryGetValue(e.StreamId, out var key))
                 grouping.AddEvent(key, e);

@@ -9,7 +9,7 @@ namespace Sandbox.Audited.Audit.ReadModels;
 public sealed record RunSummaryView(Guid Id, RunSummary Summary);
 
 /// <summary>
-/// The run summary document, written by the async daemon (not inline: a run's commits are on its critical path). The fold is the
+/// The run summary document, written inline in the transaction that appends the run's events. The fold is the
 /// domain's own <see cref="RunSummary.Apply"/>; only run events are taken, so access-log and policy streams
 /// never get a summary.
 /// </summary>
