@@ -34,6 +34,36 @@ public sealed class RunTests(ServiceFixture service)
         Assert.Equal("bye\n", body.Str("stderr.content"));
     }
 
+    // The Python bootstrap skips the interpreter's heap teardown; everything a program can observe of its exit stays.
+    [Theory]
+    [InlineData("import sys\nsys.exit('no input')", "1", "", "no input\n")]
+    [InlineData("import sys\nsys.exit(-1)", "255", "", "")]
+    [InlineData("import atexit\natexit.register(lambda: print('at exit'))\nprint('main')", "0", "main\nat exit\n", "")]
+    [InlineData("import threading, time\ndef late():\n    time.sleep(0.3)\n    print('thread')\nthreading.Thread(target=late).start()\nprint('main')", "0", "main\nthread\n", "")]
+    [InlineData("import sys\nsys.stdout = open(1, 'w', buffering=1 << 16)\nprint('buffered')", "0", "buffered\n", "")]
+    [InlineData("raise ValueError('boom')", "1", "", "ValueError: boom\n")]
+    public async Task PythonExitsAsCPythonDoes(string code, string exitCode, string stdout, string stderrEnd)
+    {
+        var (_, body) = await _runner.RunAsync(new { language = "python", code });
+
+        Assert.Equal(exitCode, body.Str("exitCode"));
+        Assert.Equal(stdout, body.Str("stdout.content"));
+        Assert.EndsWith(stderrEnd, body.Str("stderr.content"));
+    }
+
+    [Fact]
+    public async Task ASynchronousRunSaysWhereItsTimeWent()
+    {
+        var (response, _) = await _runner.RunAsync(new { language = "shell", code = "echo timed" });
+
+        var phases = response.Headers.GetValues("Server-Timing").Single().Split(", ")
+            .Select(metric => metric.Split(";dur="))
+            .ToDictionary(parts => parts[0], parts => double.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(["record", "sandbox", "run", "outcome"], phases.Keys);
+        Assert.All(phases.Values, ms => Assert.True(ms >= 0, $"a phase took {ms} ms"));
+        Assert.True(phases["record"] > 0 && phases["outcome"] > 0, "both commits take time");
+    }
+
     [Fact]
     public async Task InfiniteLoopIsStoppedAtTheTimeout()
     {
