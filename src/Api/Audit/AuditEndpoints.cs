@@ -15,6 +15,15 @@ public sealed record BrokenLinkView(Guid RunId, long Version, long? Sequence, st
     public static BrokenLinkView From(ChainBreak b) => new(b.StreamId, b.Version, b.Sequence, b.Reason);
 }
 
+public sealed record CheckpointView(long Sequence, long ToSequence, long TreeSize, string RootHash, string Subject, DateTimeOffset At)
+{
+    public static CheckpointView From(RecordedCheckpoint c) => new(c.Sequence, c.Head.ToSequence, c.Head.TreeSize, c.Head.RootHash, c.Subject, c.At);
+}
+
+public sealed record CheckpointMismatchView(long? CheckpointSequence, long ToSequence, long ExpectedTreeSize, long ActualTreeSize, string ExpectedRootHash, string ActualRootHash);
+
+public sealed record CheckpointVerificationView(bool Verified, int CheckpointsChecked, long EventsRead, CheckpointMismatchView? FirstMismatch);
+
 public sealed record VerificationView(
     bool Verified, long EventsChecked, long StreamsChecked, long BrokenStreams, BrokenLinkView? FirstBroken,
     IReadOnlyList<BrokenLinkView> Broken, long ElapsedMs, long EventsPerSecond);
@@ -34,6 +43,7 @@ public static class AuditEndpoints
         services.AddSingleton<ChainVerification>();
         services.AddSingleton<AuditExport>();
         services.AddSingleton<AccessLog>();
+        services.AddSingleton<AuditCheckpoints>();
         services.AddAuthorizationBuilder().AddPolicy(Policy, policy => policy.RequireAssertion(context =>
         {
             var caller = context.User.ToCaller();
@@ -50,6 +60,9 @@ public static class AuditEndpoints
         group.MapGet("/events", QueryEvents);
         group.MapGet("/verify", Verify);
         group.MapGet("/export", Export);
+        group.MapPost("/checkpoints", CreateCheckpoint);
+        group.MapGet("/checkpoints", ListCheckpoints);
+        group.MapGet("/checkpoints/verify", VerifyCheckpoints);
         return group;
     }
 
@@ -105,6 +118,64 @@ public static class AuditEndpoints
         return TypedResults.Ok(new VerificationView(report.Verified, report.EventsChecked, report.StreamsChecked, report.BrokenStreams,
             report.FirstBroken is null ? null : BrokenLinkView.From(report.FirstBroken),
             report.Broken.Select(BrokenLinkView.From).ToList(), report.ElapsedMs, report.EventsPerSecond));
+    }
+
+    /// <summary>Records a tree head over everything of the caller's tenant committed so far (keep a copy of it).</summary>
+    public static async Task<Results<Created<CheckpointView>, ProblemHttpResult>> CreateCheckpoint(
+        HttpContext http, AuditCheckpoints checkpoints, CancellationToken ct)
+    {
+        try
+        {
+            var recorded = await checkpoints.CreateAsync(http.User.ToCaller(), http.TraceIdentifier, ct);
+            return TypedResults.Created($"/v1/audit/checkpoints?sequence={recorded.Sequence}", CheckpointView.From(recorded));
+        }
+        catch (TimeoutException e)
+        {
+            return TypedResults.Problem(Problems.Create(503, Problems.AuditUnavailable, "No checkpoint now", e.Message));
+        }
+    }
+
+    public static async Task<Results<Ok<IReadOnlyList<CheckpointView>>, ProblemHttpResult>> ListCheckpoints(
+        HttpContext http, AuditCheckpoints checkpoints, AccessLog accessLog, CancellationToken ct)
+    {
+        var q = new Query(http);
+        var caller = http.User.ToCaller();
+        var tenant = q.Tenant(caller);
+        if (q.Error is not null)
+            return q.Problem();
+        var list = await checkpoints.ListAsync(tenant, ct);
+        if (await RecordAsync(http, accessLog, caller, AuditActions.ListCheckpoints, list.Count) is { } unrecorded)
+            return unrecorded;
+        return TypedResults.Ok<IReadOnlyList<CheckpointView>>(list.Select(CheckpointView.From).ToList());
+    }
+
+    /// <summary>
+    /// Recomputes every recorded checkpoint from the events as stored; or, given toSequence, treeSize and rootHash,
+    /// the head an auditor kept (which a deletion of the checkpoints themselves cannot hide).
+    /// </summary>
+    public static async Task<Results<Ok<CheckpointVerificationView>, ProblemHttpResult>> VerifyCheckpoints(
+        HttpContext http, AuditCheckpoints checkpoints, AccessLog accessLog, CancellationToken ct)
+    {
+        var q = new Query(http);
+        var caller = http.User.ToCaller();
+        var tenant = q.Tenant(caller);
+        var (toSequence, treeSize, rootHash) = (q.Long("toSequence"), q.Long("treeSize"), q.Text("rootHash"));
+        var given = toSequence is not null || treeSize is not null || rootHash is not null;
+        if (given && (toSequence is null || treeSize is null || rootHash is null || rootHash.Length != 64))
+            q.Fail("A kept tree head needs all of toSequence, treeSize and rootHash (64 hex characters).");
+        if (q.Error is not null)
+            return q.Problem();
+
+        IReadOnlyList<(TreeHead, long?)> heads = given
+            ? [(new TreeHead(toSequence!.Value, treeSize!.Value, rootHash!.ToLowerInvariant()), null)]
+            : (await checkpoints.ListAsync(tenant, ct)).Select(c => (c.Head, (long?)c.Sequence)).ToList();
+        var report = await checkpoints.VerifyAsync(tenant, heads, ct);
+        if (await RecordAsync(http, accessLog, caller, AuditActions.VerifyCheckpoints, report.CheckpointsChecked) is { } unrecorded)
+            return unrecorded;
+        var mismatch = report.FirstMismatch is { } m
+            ? new CheckpointMismatchView(m.CheckpointSequence, m.Expected.ToSequence, m.Expected.TreeSize, m.Actual.TreeSize, m.Expected.RootHash, m.Actual.RootHash)
+            : null;
+        return TypedResults.Ok(new CheckpointVerificationView(report.Verified, report.CheckpointsChecked, report.EventsRead, mismatch));
     }
 
     /// <summary>Streams the events; the access record follows the stream, with how many events were sent.</summary>

@@ -24,6 +24,7 @@ public static class EventCatalog
         [typeof(PolicyBundleRejected)] = "policy_bundle_rejected",
         [typeof(Sandbox.Audited.Domain.Audit.AuditAccessed)] = "audit_accessed",
         [typeof(CallbackAttempted)] = "callback_attempted",
+        [typeof(Sandbox.Audited.Domain.Audit.CheckpointRecorded)] = "checkpoint_recorded",
     };
 
     public static readonly IReadOnlySet<string> Terminal = new HashSet<string> { "run_completed", "run_failed", "run_abandoned" };

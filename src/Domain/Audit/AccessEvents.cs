@@ -22,15 +22,23 @@ public static class AuditActions
     public const string QueryEvents = "query_events";
     public const string Export = "export";
     public const string Verify = "verify";
+    public const string ListCheckpoints = "list_checkpoints";
+    public const string VerifyCheckpoints = "verify_checkpoints";
 }
 
 public static class AccessLogStreams
 {
     /// <summary>A deterministic stream id per tenant and UTC day: every node appends to the same stream.</summary>
-    public static Guid For(string tenant, DateOnly day)
+    public static Guid For(string tenant, DateOnly day) =>
+        NamedStreams.IdOf("sandbox-audited:access-log:" + tenant + ":" + day.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture));
+}
+
+public static class NamedStreams
+{
+    /// <summary>A stream id derived from a name (SHA-256, as a version 8 UUID): every node finds the same stream.</summary>
+    public static Guid IdOf(string name)
     {
-        var hash = Hashing.Sha256Hex.Of("sandbox-audited:access-log:" + tenant + ":" + day.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture));
-        var bytes = Convert.FromHexString(hash[..32]);
+        var bytes = Convert.FromHexString(Hashing.Sha256Hex.Of(name)[..32]);
         bytes[6] = (byte)((bytes[6] & 0x0F) | 0x80); // version 8 (custom, RFC 9562)
         bytes[8] = (byte)((bytes[8] & 0x3F) | 0x80); // RFC 4122 variant
         return new Guid(bytes, bigEndian: true);

@@ -1,0 +1,132 @@
+using Marten;
+using Npgsql;
+using NpgsqlTypes;
+using Sandbox.Audited.Audit.Runs;
+using Sandbox.Audited.Domain.Audit;
+using Sandbox.Audited.Domain.Hashing;
+using Sandbox.Audited.Domain.Runs;
+
+namespace Sandbox.Audited.Audit.Trail;
+
+/// <summary>A tree head: the Merkle root over a tenant's events up to a global sequence (see <see cref="CheckpointRecorded"/>).</summary>
+public sealed record TreeHead(long ToSequence, long TreeSize, string RootHash);
+
+public sealed record RecordedCheckpoint(long Sequence, long Version, TreeHead Head, string Subject, DateTimeOffset At);
+
+/// <summary>A head that no longer matches the record: what it said, and what the events as stored give now.</summary>
+public sealed record CheckpointMismatch(TreeHead Expected, TreeHead Actual, long? CheckpointSequence);
+
+public sealed record CheckpointReport(bool Verified, int CheckpointsChecked, long EventsRead, CheckpointMismatch? FirstMismatch);
+
+/// <summary>
+/// Checkpoints make whole-run deletions detectable: the hash chain catches any change inside a run, but a run removed
+/// with all its events leaves no broken link. A checkpoint commits to every event of the tenant up to a sequence.
+/// </summary>
+public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore store, TimeProvider clock)
+{
+    private static readonly TimeSpan SettleTimeout = TimeSpan.FromSeconds(30);
+
+    /// <summary>Records a checkpoint of the caller's tenant over everything committed so far.</summary>
+    public async Task<RecordedCheckpoint> CreateAsync(Caller caller, string? correlationId, CancellationToken ct)
+    {
+        var toSequence = await SettledSequenceAsync(ct);
+        var head = (await HeadsAsync(caller.Tenant, [toSequence], ct)).Heads[0];
+        var streamId = CheckpointStreams.For(caller.Tenant);
+        var at = clock.GetUtcNow();
+        var recorded = new CheckpointRecorded(streamId, caller, head.ToSequence, head.TreeSize, head.RootHash, at);
+        await RunStream.AppendSharedAsync(store, streamId, new WriteContext(caller.Subject, correlationId, Tenant: caller.Tenant), recorded, ct);
+        return (await ListAsync(caller.Tenant, ct))[^1];
+    }
+
+    public async Task<IReadOnlyList<RecordedCheckpoint>> ListAsync(string tenant, CancellationToken ct)
+    {
+        await using var command = database.CreateCommand("""
+            SELECT seq_id, version, (data ->> 'toSequence')::bigint, (data ->> 'treeSize')::bigint, data ->> 'rootHash',
+                   data -> 'caller' ->> 'subject', (data ->> 'at')::timestamptz
+            FROM sandbox.mt_events WHERE stream_id = @stream AND type = 'checkpoint_recorded' ORDER BY version
+            """);
+        command.Parameters.Add(new NpgsqlParameter("stream", NpgsqlDbType.Uuid) { Value = CheckpointStreams.For(tenant) });
+        var list = new List<RecordedCheckpoint>();
+        await using var reader = await command.ExecuteReaderAsync(ct);
+        while (await reader.ReadAsync(ct))
+            list.Add(new RecordedCheckpoint(reader.GetInt64(0), reader.GetInt64(1),
+                new TreeHead(reader.GetInt64(2), reader.GetInt64(3), reader.GetString(4)), reader.GetString(5), reader.GetFieldValue<DateTimeOffset>(6)));
+        return list;
+    }
+
+    /// <summary>Recomputes each head from the events as stored now (the recorded checkpoints, or heads an auditor kept).</summary>
+    public async Task<CheckpointReport> VerifyAsync(string tenant, IReadOnlyList<(TreeHead Head, long? CheckpointSequence)> heads, CancellationToken ct)
+    {
+        var ordered = heads.OrderBy(h => h.Head.ToSequence).ToList();
+        var (actual, eventsRead) = await HeadsAsync(tenant, ordered.Select(h => h.Head.ToSequence).ToList(), ct);
+        for (var i = 0; i < ordered.Count; i++)
+            if (actual[i] != ordered[i].Head)
+                return new CheckpointReport(false, i + 1, eventsRead, new CheckpointMismatch(ordered[i].Head, actual[i], ordered[i].CheckpointSequence));
+        return new CheckpointReport(true, ordered.Count, eventsRead, null);
+    }
+
+    /// <summary>
+    /// The heads at each given sequence (ascending), in one pass over the tenant's events in sequence order. A stream
+    /// is the tenant's when its first event's caller is (so a run whose first event is removed drops out, which the
+    /// root shows as well).
+    /// </summary>
+    private async Task<(List<TreeHead> Heads, long EventsRead)> HeadsAsync(string tenant, IReadOnlyList<long> sequences, CancellationToken ct)
+    {
+        var heads = new List<TreeHead>(sequences.Count);
+        if (sequences.Count == 0)
+            return (heads, 0);
+        await using var command = database.CreateCommand("""
+            SELECT e.seq_id, e.stream_id, e.version, e.headers ->> 'hash'
+            FROM sandbox.mt_events e
+            JOIN sandbox.mt_events f ON f.stream_id = e.stream_id AND f.version = 1
+            WHERE f.data -> 'caller' ->> 'tenant' = @tenant AND e.seq_id <= @to
+            ORDER BY e.seq_id
+            """);
+        command.CommandTimeout = 0;
+        command.Parameters.Add(new NpgsqlParameter("tenant", NpgsqlDbType.Text) { Value = tenant });
+        command.Parameters.Add(new NpgsqlParameter("to", NpgsqlDbType.Bigint) { Value = sequences[^1] });
+        var tree = new MerkleTree();
+        long read = 0;
+        var next = 0;
+        await using (var reader = await command.ExecuteReaderAsync(ct))
+        {
+            while (await reader.ReadAsync(ct))
+            {
+                var sequence = reader.GetInt64(0);
+                for (; next < sequences.Count && sequences[next] < sequence; next++)
+                    heads.Add(new TreeHead(sequences[next], tree.Size, tree.Root));
+                tree.Add(MerkleTree.EventLeaf(sequence, reader.GetGuid(1), reader.GetInt64(2), reader.IsDBNull(3) ? null : reader.GetString(3)));
+                read++;
+            }
+        }
+        for (; next < sequences.Count; next++)
+            heads.Add(new TreeHead(sequences[next], tree.Size, tree.Root));
+        return (heads, read);
+    }
+
+    /// <summary>
+    /// The highest sequence below which nothing can still appear. Sequences are taken before commit, so first read the
+    /// highest committed one, then wait until every transaction running at that moment has ended: any lower sequence
+    /// still uncommitted belonged to one of them.
+    /// </summary>
+    private async Task<long> SettledSequenceAsync(CancellationToken ct)
+    {
+        await using var connection = await database.OpenConnectionAsync(ct);
+        long highest;
+        await using (var max = new NpgsqlCommand("SELECT COALESCE(max(seq_id), 0) FROM sandbox.mt_events", connection))
+            highest = (long)(await max.ExecuteScalarAsync(ct))!;
+        string running;
+        await using (var snapshot = new NpgsqlCommand("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", connection))
+            running = (string)(await snapshot.ExecuteScalarAsync(ct))!;
+        var deadline = DateTime.UtcNow + SettleTimeout;
+        await using var settled = new NpgsqlCommand("SELECT pg_snapshot_xmin(pg_current_snapshot()) >= @xmax::xid8", connection);
+        settled.Parameters.Add(new NpgsqlParameter("xmax", NpgsqlDbType.Text) { Value = running });
+        while (!(bool)(await settled.ExecuteScalarAsync(ct))!)
+        {
+            if (DateTime.UtcNow > deadline)
+                throw new TimeoutException("A transaction older than the checkpoint is still open; try again.");
+            await Task.Delay(20, ct);
+        }
+        return highest;
+    }
+}
