@@ -20,6 +20,15 @@ public sealed class CheckpointTests(ServiceFixture service)
         return body;
     }
 
+    /// <summary>Two runs of 8 events by mallory in a new tenant, then a checkpoint; the first run is the one to remove.</summary>
+    private async Task<(string Tenant, Guid Removed, JsonNode Checkpoint)> TwoRunsAndACheckpointAsync(string prefix)
+    {
+        var tenant = AuditTestClient.NewTenant(prefix);
+        var removed = await AuditSeed.RunAsync(service, tenant, "mallory");
+        await AuditSeed.RunAsync(service, tenant, "mallory");
+        return (tenant, removed, await CheckpointAsync(tenant));
+    }
+
     private Task RemoveWholeRunAsync(Guid run) => AuditSeed.TamperAsync(service, $"""
         ALTER TABLE sandbox.mt_streams DISABLE TRIGGER USER;
         DELETE FROM sandbox.mt_streams WHERE id = '{run}';
@@ -52,10 +61,7 @@ public sealed class CheckpointTests(ServiceFixture service)
     [Fact]
     public async Task AWholeRunRemovedByASuperuserPassesTheChainButNotTheCheckpoint()
     {
-        var tenant = AuditTestClient.NewTenant("checkpoint-delete");
-        var removed = await AuditSeed.RunAsync(service, tenant, "mallory");
-        await AuditSeed.RunAsync(service, tenant, "mallory");
-        var checkpoint = await CheckpointAsync(tenant);
+        var (tenant, removed, checkpoint) = await TwoRunsAndACheckpointAsync("checkpoint-delete");
 
         await RemoveWholeRunAsync(removed);
         var chain = await service.Auditor(tenant).OkJsonAsync("/v1/audit/verify");
@@ -72,10 +78,7 @@ public sealed class CheckpointTests(ServiceFixture service)
     [Fact]
     public async Task AHeadTheAuditorKeptCatchesARemovalEvenWhenTheCheckpointsAreRemovedToo()
     {
-        var tenant = AuditTestClient.NewTenant("checkpoint-kept");
-        var removed = await AuditSeed.RunAsync(service, tenant, "mallory");
-        await AuditSeed.RunAsync(service, tenant, "mallory");
-        var kept = await CheckpointAsync(tenant);
+        var (tenant, removed, kept) = await TwoRunsAndACheckpointAsync("checkpoint-kept");
         var query = $"/v1/audit/checkpoints/verify?toSequence={kept.Str("toSequence")}&treeSize={kept.Str("treeSize")}&rootHash={kept.Str("rootHash")}";
         var before = await service.Auditor(tenant).OkJsonAsync(query);
 
