@@ -15,12 +15,15 @@ public sealed record BrokenLinkView(Guid RunId, long Version, long? Sequence, st
     public static BrokenLinkView From(ChainBreak b) => new(b.StreamId, b.Version, b.Sequence, b.Reason);
 }
 
-public sealed record CheckpointView(long Sequence, long ToSequence, long TreeSize, string RootHash, string Subject, DateTimeOffset At)
+public sealed record CheckpointView(long Sequence, string Tenant, long ToSequence, long TreeSize, string RootHash, string? KeyId, string? Signature, string Subject, DateTimeOffset At)
 {
-    public static CheckpointView From(RecordedCheckpoint c) => new(c.Sequence, c.Head.ToSequence, c.Head.TreeSize, c.Head.RootHash, c.Subject, c.At);
+    public static CheckpointView From(string tenant, RecordedCheckpoint c) =>
+        new(c.Sequence, tenant, c.Head.ToSequence, c.Head.TreeSize, c.Head.RootHash, c.KeyId, c.Signature, c.Subject, c.At);
 }
 
-public sealed record CheckpointMismatchView(long? CheckpointSequence, long ToSequence, long ExpectedTreeSize, long ActualTreeSize, string ExpectedRootHash, string ActualRootHash);
+public sealed record CheckpointKeyView(string Algorithm, string KeyId, string PublicKeyPem, string SignedText);
+
+public sealed record CheckpointMismatchView(long? CheckpointSequence, long ToSequence, long ExpectedTreeSize, long ActualTreeSize, string ExpectedRootHash, string ActualRootHash, string Reason);
 
 public sealed record CheckpointVerificationView(bool Verified, int CheckpointsChecked, long EventsRead, CheckpointMismatchView? FirstMismatch);
 
@@ -44,6 +47,7 @@ public static class AuditEndpoints
         services.AddSingleton<AuditExport>();
         services.AddSingleton<AccessLog>();
         services.AddSingleton<AuditCheckpoints>();
+        services.AddSingleton(provider => new CheckpointSigner(provider.GetRequiredService<IConfiguration>()["Audit:CheckpointKeyPath"]));
         services.AddAuthorizationBuilder().AddPolicy(Policy, policy => policy.RequireAssertion(context =>
         {
             var caller = context.User.ToCaller();
@@ -63,6 +67,7 @@ public static class AuditEndpoints
         group.MapPost("/checkpoints", CreateCheckpoint);
         group.MapGet("/checkpoints", ListCheckpoints);
         group.MapGet("/checkpoints/verify", VerifyCheckpoints);
+        group.MapGet("/checkpoints/key", CheckpointKey);
         return group;
     }
 
@@ -127,7 +132,7 @@ public static class AuditEndpoints
         try
         {
             var recorded = await checkpoints.CreateAsync(http.User.ToCaller(), http.TraceIdentifier, ct);
-            return TypedResults.Created($"/v1/audit/checkpoints?sequence={recorded.Sequence}", CheckpointView.From(recorded));
+            return TypedResults.Created($"/v1/audit/checkpoints?sequence={recorded.Sequence}", CheckpointView.From(http.User.ToCaller().Tenant, recorded));
         }
         catch (TimeoutException e)
         {
@@ -146,7 +151,7 @@ public static class AuditEndpoints
         var list = await checkpoints.ListAsync(tenant, ct);
         if (await RecordAsync(http, accessLog, caller, AuditActions.ListCheckpoints, list.Count) is { } unrecorded)
             return unrecorded;
-        return TypedResults.Ok<IReadOnlyList<CheckpointView>>(list.Select(CheckpointView.From).ToList());
+        return TypedResults.Ok<IReadOnlyList<CheckpointView>>(list.Select(c => CheckpointView.From(tenant, c)).ToList());
     }
 
     /// <summary>
@@ -166,17 +171,24 @@ public static class AuditEndpoints
         if (q.Error is not null)
             return q.Problem();
 
-        IReadOnlyList<(TreeHead, long?)> heads = given
-            ? [(new TreeHead(toSequence!.Value, treeSize!.Value, rootHash!.ToLowerInvariant()), null)]
-            : (await checkpoints.ListAsync(tenant, ct)).Select(c => (c.Head, (long?)c.Sequence)).ToList();
-        var report = await checkpoints.VerifyAsync(tenant, heads, ct);
+        var report = given
+            ? await checkpoints.VerifyAsync(tenant, [(new TreeHead(toSequence!.Value, treeSize!.Value, rootHash!.ToLowerInvariant()), null)], ct)
+            : await checkpoints.VerifyRecordedAsync(tenant, ct);
         if (await RecordAsync(http, accessLog, caller, AuditActions.VerifyCheckpoints, report.CheckpointsChecked) is { } unrecorded)
             return unrecorded;
         var mismatch = report.FirstMismatch is { } m
-            ? new CheckpointMismatchView(m.CheckpointSequence, m.Expected.ToSequence, m.Expected.TreeSize, m.Actual.TreeSize, m.Expected.RootHash, m.Actual.RootHash)
+            ? new CheckpointMismatchView(m.CheckpointSequence, m.Expected.ToSequence, m.Expected.TreeSize, m.Actual.TreeSize, m.Expected.RootHash, m.Actual.RootHash, m.Reason)
             : null;
         return TypedResults.Ok(new CheckpointVerificationView(report.Verified, report.CheckpointsChecked, report.EventsRead, mismatch));
     }
+
+    /// <summary>The public key that signs checkpoints, to check a kept head offline; 404 when heads are not signed.</summary>
+    public static Results<Ok<CheckpointKeyView>, ProblemHttpResult> CheckpointKey(CheckpointSigner signer) =>
+        signer.PublicKeyPem is { } pem
+            ? TypedResults.Ok(new CheckpointKeyView("ES256 (ECDSA P-256, SHA-256; signature r||s, base64)", signer.KeyId!, pem,
+                "sandbox-audited checkpoint v1\n{tenant}\n{toSequence}\n{treeSize}\n{rootHash}\n"))
+            : TypedResults.Problem(Problems.Create(404, Problems.NotFound, "Checkpoints are not signed",
+                "This deployment has no checkpoint key (Audit:CheckpointKeyPath)."));
 
     /// <summary>Streams the events; the access record follows the stream, with how many events were sent.</summary>
     public static async Task<Results<EmptyHttpResult, ProblemHttpResult>> Export(

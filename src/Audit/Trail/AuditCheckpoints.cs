@@ -11,10 +11,10 @@ namespace Sandbox.Audited.Audit.Trail;
 /// <summary>A tree head: the Merkle root over a tenant's events up to a global sequence (see <see cref="CheckpointRecorded"/>).</summary>
 public sealed record TreeHead(long ToSequence, long TreeSize, string RootHash);
 
-public sealed record RecordedCheckpoint(long Sequence, long Version, TreeHead Head, string Subject, DateTimeOffset At);
+public sealed record RecordedCheckpoint(long Sequence, long Version, TreeHead Head, string Subject, string? KeyId, string? Signature, DateTimeOffset At);
 
-/// <summary>A head that no longer matches the record: what it said, and what the events as stored give now.</summary>
-public sealed record CheckpointMismatch(TreeHead Expected, TreeHead Actual, long? CheckpointSequence);
+/// <summary>A head that no longer matches the record (what it said, what the events as stored give now), or whose signature fails.</summary>
+public sealed record CheckpointMismatch(TreeHead Expected, TreeHead Actual, long? CheckpointSequence, string Reason);
 
 public sealed record CheckpointReport(bool Verified, int CheckpointsChecked, long EventsRead, CheckpointMismatch? FirstMismatch);
 
@@ -22,7 +22,7 @@ public sealed record CheckpointReport(bool Verified, int CheckpointsChecked, lon
 /// Checkpoints make whole-run deletions detectable: the hash chain catches any change inside a run, but a run removed
 /// with all its events leaves no broken link. A checkpoint commits to every event of the tenant up to a sequence.
 /// </summary>
-public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore store, TimeProvider clock)
+public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore store, CheckpointSigner signer, TimeProvider clock)
 {
     private static readonly TimeSpan SettleTimeout = TimeSpan.FromSeconds(30);
 
@@ -33,7 +33,8 @@ public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore s
         var head = (await HeadsAsync(caller.Tenant, [toSequence], ct)).Heads[0];
         var streamId = CheckpointStreams.For(caller.Tenant);
         var at = clock.GetUtcNow();
-        var recorded = new CheckpointRecorded(streamId, caller, head.ToSequence, head.TreeSize, head.RootHash, at);
+        var recorded = new CheckpointRecorded(streamId, caller, head.ToSequence, head.TreeSize, head.RootHash,
+            signer.KeyId, signer.Sign(caller.Tenant, head), at);
         await RunStream.AppendSharedAsync(store, streamId, new WriteContext(caller.Subject, correlationId, Tenant: caller.Tenant), recorded, ct);
         return (await ListAsync(caller.Tenant, ct))[^1];
     }
@@ -42,7 +43,7 @@ public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore s
     {
         await using var command = database.CreateCommand("""
             SELECT seq_id, version, (data ->> 'toSequence')::bigint, (data ->> 'treeSize')::bigint, data ->> 'rootHash',
-                   data -> 'caller' ->> 'subject', (data ->> 'at')::timestamptz
+                   data -> 'caller' ->> 'subject', data ->> 'keyId', data ->> 'signature', (data ->> 'at')::timestamptz
             FROM sandbox.mt_events WHERE stream_id = @stream AND type = 'checkpoint_recorded' ORDER BY version
             """);
         command.Parameters.Add(new NpgsqlParameter("stream", NpgsqlDbType.Uuid) { Value = CheckpointStreams.For(tenant) });
@@ -50,8 +51,27 @@ public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore s
         await using var reader = await command.ExecuteReaderAsync(ct);
         while (await reader.ReadAsync(ct))
             list.Add(new RecordedCheckpoint(reader.GetInt64(0), reader.GetInt64(1),
-                new TreeHead(reader.GetInt64(2), reader.GetInt64(3), reader.GetString(4)), reader.GetString(5), reader.GetFieldValue<DateTimeOffset>(6)));
+                new TreeHead(reader.GetInt64(2), reader.GetInt64(3), reader.GetString(4)), reader.GetString(5),
+                reader.IsDBNull(6) ? null : reader.GetString(6), reader.IsDBNull(7) ? null : reader.GetString(7), reader.GetFieldValue<DateTimeOffset>(8)));
         return list;
+    }
+
+    /// <summary>Recomputes every recorded head from the events as stored now; a signed head's signature must verify too.</summary>
+    public async Task<CheckpointReport> VerifyRecordedAsync(string tenant, CancellationToken ct)
+    {
+        var recorded = await ListAsync(tenant, ct);
+        var report = await VerifyAsync(tenant, recorded.Select(c => (c.Head, (long?)c.Sequence)).ToList(), ct);
+        if (!report.Verified)
+            return report;
+        foreach (var c in recorded.Where(c => c.Signature is not null && !signer.Verifies(tenant, c.Head, c.KeyId, c.Signature)))
+            return report with
+            {
+                Verified = false,
+                FirstMismatch = new CheckpointMismatch(c.Head, c.Head, c.Sequence, c.KeyId == signer.KeyId
+                    ? "the signature does not verify: the recorded head was changed or not made by this service"
+                    : $"signed with key {c.KeyId}, not this service's key {signer.KeyId ?? "(none configured)"}"),
+            };
+        return report;
     }
 
     /// <summary>Recomputes each head from the events as stored now (the recorded checkpoints, or heads an auditor kept).</summary>
@@ -61,7 +81,8 @@ public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore s
         var (actual, eventsRead) = await HeadsAsync(tenant, ordered.Select(h => h.Head.ToSequence).ToList(), ct);
         for (var i = 0; i < ordered.Count; i++)
             if (actual[i] != ordered[i].Head)
-                return new CheckpointReport(false, i + 1, eventsRead, new CheckpointMismatch(ordered[i].Head, actual[i], ordered[i].CheckpointSequence));
+                return new CheckpointReport(false, i + 1, eventsRead, new CheckpointMismatch(ordered[i].Head, actual[i], ordered[i].CheckpointSequence,
+                    "the events as stored give another tree: an event or run was removed, inserted or changed"));
         return new CheckpointReport(true, ordered.Count, eventsRead, null);
     }
 

@@ -6,7 +6,8 @@ namespace Sandbox.Audited.Domain.Audit;
 /// A tree head over a tenant's whole record: the RFC 6962 Merkle root of every event of the tenant's streams up to
 /// global sequence ToSequence (<see cref="Hashing.MerkleTree.EventLeaf"/>, in sequence order). A later deletion of any
 /// event or whole run, or an insertion, changes the root. Kept in the tenant's checkpoint stream; an auditor who
-/// keeps a copy of the head can check the record against it later without trusting the service.
+/// keeps a copy of the head can check the record against it later without trusting the service. Signature: see the
+/// service's checkpoint signer (null when no checkpoint key is configured).
 /// </summary>
 public sealed record CheckpointRecorded(
     Guid LogId,
@@ -14,6 +15,8 @@ public sealed record CheckpointRecorded(
     long ToSequence,
     long TreeSize,
     string RootHash,
+    string? KeyId,
+    string? Signature,
     DateTimeOffset At);
 
 public static class CheckpointStreams

@@ -93,6 +93,39 @@ public sealed class CheckpointTests(ServiceFixture service)
         Assert.Equal("8", after.Str("firstMismatch.actualTreeSize"));
     }
 
+    [Fact]
+    public async Task AHeadIsSignedAndItsSignatureChecksOutWithThePublishedKey()
+    {
+        var (tenant, _, checkpoint) = await TwoRunsAndACheckpointAsync("checkpoint-signed");
+        var key = await service.Auditor(tenant).OkJsonAsync("/v1/audit/checkpoints/key");
+
+        using var ecdsa = System.Security.Cryptography.ECDsa.Create();
+        ecdsa.ImportFromPem(key.Str("publicKeyPem"));
+        var signed = System.Text.Encoding.UTF8.GetBytes(
+            $"sandbox-audited checkpoint v1\n{tenant}\n{checkpoint.Str("toSequence")}\n{checkpoint.Str("treeSize")}\n{checkpoint.Str("rootHash")}\n");
+        var signature = Convert.FromBase64String(checkpoint.Str("signature"));
+        Assert.Equal(key.Str("keyId"), checkpoint.Str("keyId"));
+        Assert.True(ecdsa.VerifyData(signed, signature, System.Security.Cryptography.HashAlgorithmName.SHA256));
+        Assert.False(ecdsa.VerifyData((byte[])[.. signed, (byte)'x'], signature, System.Security.Cryptography.HashAlgorithmName.SHA256));
+    }
+
+    [Fact]
+    public async Task ARecordedHeadRewrittenToMatchTheTamperedRecordFailsItsSignature()
+    {
+        var (tenant, removed, checkpoint) = await TwoRunsAndACheckpointAsync("checkpoint-forged");
+        await RemoveWholeRunAsync(removed);
+        var now = await service.Auditor(tenant).OkJsonAsync("/v1/audit/checkpoints/verify");
+
+        // The insider rewrites the recorded head to what the tampered record gives now (and would have to re-chain it).
+        await AuditSeed.TamperAsync(service,
+            "UPDATE sandbox.mt_events SET data = jsonb_set(jsonb_set(data, '{treeSize}', to_jsonb($2::bigint)), '{rootHash}', to_jsonb($3::text)) WHERE seq_id = $1",
+            long.Parse(checkpoint.Str("sequence")), long.Parse(now.Str("firstMismatch.actualTreeSize")), now.Str("firstMismatch.actualRootHash"));
+        var report = await service.Auditor(tenant).OkJsonAsync("/v1/audit/checkpoints/verify");
+
+        Assert.False(report["verified"]!.GetValue<bool>());
+        Assert.Contains("signature does not verify", report.Str("firstMismatch.reason"));
+    }
+
     [Theory]
     [InlineData("?toSequence=5")]
     [InlineData("?toSequence=5&treeSize=3&rootHash=abc")]

@@ -17,6 +17,9 @@ public class ServiceFixture : IAsyncLifetime
 
     public string KeyPath { get; } = Path.Combine(Path.GetTempPath(), "sbx-test-key-" + Guid.NewGuid().ToString("N") + ".pem");
 
+    /// <summary>The key that signs audit checkpoints (Audit:CheckpointKeyPath).</summary>
+    public string CheckpointKeyPath { get; } = Path.Combine(Path.GetTempPath(), "sbx-test-checkpoint-key-" + Guid.NewGuid().ToString("N") + ".pem");
+
     public AuthOptions Auth => new()
     {
         Mode = "development", Issuer = "sandbox-audited-test", Audience = "sandbox-audited", DevelopmentKeyPath = KeyPath,
@@ -36,6 +39,7 @@ public class ServiceFixture : IAsyncLifetime
     {
         await Database.CreateAsync();
         DevelopmentKeys.Create(KeyPath);
+        DevelopmentKeys.Create(CheckpointKeyPath);
         var settings = new Dictionary<string, string?>
         {
             ["ConnectionStrings:Sandbox"] = Database.AppConnection,
@@ -47,6 +51,7 @@ public class ServiceFixture : IAsyncLifetime
             ["Executor:NodeId"] = NodeId,
             ["Executor:PoolSizePerLanguage"] = "1",
             ["Shutdown:GraceSeconds"] = "5",
+            ["Audit:CheckpointKeyPath"] = CheckpointKeyPath,
         };
         foreach (var (key, value) in Settings)
             settings[key] = value;
@@ -79,6 +84,7 @@ public class ServiceFixture : IAsyncLifetime
             await _factory.DisposeAsync();
         await Database.DisposeAsync();
         File.Delete(KeyPath);
+        File.Delete(CheckpointKeyPath);
     }
 }
 
