@@ -124,6 +124,12 @@ public sealed class CheckpointTests(ServiceFixture service)
 
         Assert.False(report["verified"]!.GetValue<bool>());
         Assert.Contains("signature does not verify", report.Str("firstMismatch.reason"));
+
+        // Dropping the signature does not help either: with a checkpoint key configured, an unsigned head proves nothing.
+        await AuditSeed.TamperAsync(service, "UPDATE sandbox.mt_events SET data = data - 'signature' WHERE seq_id = $1", long.Parse(checkpoint.Str("sequence")));
+        var unsigned = await service.Auditor(tenant).OkJsonAsync("/v1/audit/checkpoints/verify");
+        Assert.False(unsigned["verified"]!.GetValue<bool>());
+        Assert.Contains("unsigned", unsigned.Str("firstMismatch.reason"));
     }
 
     [Theory]
