@@ -25,6 +25,7 @@ public sealed record CheckpointReport(bool Verified, int CheckpointsChecked, lon
 public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore store, CheckpointSigner signer, TimeProvider clock)
 {
     private static readonly TimeSpan SettleTimeout = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan WriteGap = TimeSpan.FromMilliseconds(50);
 
     /// <summary>Records a checkpoint of the caller's tenant over everything committed so far.</summary>
     public async Task<RecordedCheckpoint> CreateAsync(Caller caller, string? correlationId, CancellationToken ct)
@@ -132,7 +133,8 @@ public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore s
     /// <summary>
     /// The highest sequence below which nothing can still appear. Sequences are taken before commit, so first read the
     /// highest committed one, then wait until every transaction running at that moment has ended: any lower sequence
-    /// still uncommitted belonged to one of them.
+    /// still uncommitted belonged to one of them. A transaction gets its id at its first write, which in Marten's append
+    /// function follows nextval by microseconds; the pause before taking the snapshot covers that gap.
     /// </summary>
     private async Task<long> SettledSequenceAsync(CancellationToken ct)
     {
@@ -140,6 +142,7 @@ public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore s
         long highest;
         await using (var max = new NpgsqlCommand("SELECT COALESCE(max(seq_id), 0) FROM sandbox.mt_events", connection))
             highest = (long)(await max.ExecuteScalarAsync(ct))!;
+        await Task.Delay(WriteGap, ct);
         string running;
         await using (var snapshot = new NpgsqlCommand("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", connection))
             running = (string)(await snapshot.ExecuteScalarAsync(ct))!;
