@@ -55,6 +55,24 @@ test('an auditor opens a run\'s timeline and sees every event with its time, typ
   await page.close();
 });
 
+test('an auditor takes a checkpoint, sees its head and verifies every recorded checkpoint', async () => {
+  const page = await browser.page();
+  await page.goto(`${baseUrl}/audit/`);
+  await pasteToken(page, auditorToken);
+  await waitForText(page.locator('.who .roles'), 'auditor');
+
+  await page.getByRole('button', { name: 'Take a checkpoint' }).click();
+  await waitForText(page.locator('#checkpoint-note'), 'Checkpoint recorded');
+  const head = page.locator('#checkpoint-head');
+  assert.match(await head.textContent(), /Root[0-9a-f]{64}/);
+  assert.match(await head.textContent(), /Events\d+/);
+
+  await page.getByRole('button', { name: 'Verify checkpoints' }).click();
+  await waitForText(page.locator('#checkpoint-state'), /Checkpoints verified \(\d+ checked\)/);
+  await screenshot(page, 'audit-checkpoints.png');
+  await page.close();
+});
+
 test('the audit pages load nothing from anywhere but the service and raise no errors', () => {
   assert.deepEqual(browser.foreign, []);
   assert.deepEqual(browser.errors, []);

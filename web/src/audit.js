@@ -213,6 +213,51 @@ function keyFacts({ type, data = {} }) {
 }
 
 // ---- start ----------------------------------------------------------------------------------------
+// ---- checkpoints (POST /v1/audit/checkpoints, GET /v1/audit/checkpoints/verify) ------------------
+const checkpoints = {
+  state: $('checkpoint-state'), note: $('checkpoint-note'), head: $('checkpoint-head'),
+  take: $('take-checkpoint'), verify: $('verify-checkpoints'),
+};
+
+function setCheckpointState(state, text) {
+  checkpoints.state.dataset.chain = state;
+  checkpoints.state.textContent = text;
+}
+
+checkpoints.take.addEventListener('click', async () => {
+  checkpoints.note.textContent = 'Taking a checkpoint…';
+  const response = await api('/v1/audit/checkpoints', { method: 'POST' });
+  const body = await readJson(response);
+  if (!response.ok) {
+    const failure = describeFailure(response, body);
+    checkpoints.note.textContent = `${failure.title}. ${failure.detail}`;
+    return;
+  }
+  checkpoints.head.replaceChildren(...fact('Checkpoint', body.sequence), ...fact('Covers events up to sequence', body.toSequence),
+    ...fact('Events', body.treeSize), ...fact('Root', body.rootHash, true), ...fact('Signed by key', body.keyId ?? 'not signed', true),
+    ...fact('Taken', `${formatTime(body.at)} by ${body.subject}`));
+  checkpoints.head.hidden = false;
+  checkpoints.note.textContent = 'Checkpoint recorded. Keep its sequence, events and root somewhere this service cannot change.';
+});
+
+checkpoints.verify.addEventListener('click', async () => {
+  setCheckpointState('checking', 'Checking…');
+  const response = await api('/v1/audit/checkpoints/verify');
+  const body = await readJson(response);
+  if (!response.ok) {
+    const failure = describeFailure(response, body);
+    setCheckpointState('unknown', 'Not verified');
+    checkpoints.note.textContent = `${failure.title}. ${failure.detail}`;
+    return;
+  }
+  const mismatch = body.firstMismatch;
+  if (body.verified) setCheckpointState('verified', `Checkpoints verified (${body.checkpointsChecked} checked)`);
+  else setCheckpointState('broken', 'Checkpoint mismatch');
+  checkpoints.note.textContent = body.verified
+    ? `${body.eventsRead} events read; every recorded head matches the record${body.checkpointsChecked === 0 ? ' (there are none yet)' : ''}.`
+    : `Checkpoint ${mismatch.checkpointSequence ?? '(kept head)'}: ${mismatch.reason}. Expected ${mismatch.expectedTreeSize} events, found ${mismatch.actualTreeSize}.`;
+});
+
 function start() {
   const claims = session.claims();
   const signedIn = claims && !session.expired();
