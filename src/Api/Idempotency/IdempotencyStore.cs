@@ -20,10 +20,12 @@ public sealed record KeyConflict(string Detail) : IdempotencyClaim;
 /// Idempotency-Key on POST /v1/runs, per (tenant, subject, key): the same key with the same body finds the
 /// run it started (nothing runs again); the same key with another body is a conflict. The body is compared
 /// by the SHA-256 of its canonical JSON without `wait`, which only says how the client wants the answer.
+/// A key is remembered for Idempotency:RetentionHours (default 24); after that the same key starts a new run.
 /// </summary>
-public sealed class IdempotencyStore(NpgsqlDataSource db)
+public sealed class IdempotencyStore(NpgsqlDataSource db, IConfiguration configuration)
 {
     public const int MaxKeyLength = 255;
+    private readonly int _retentionHours = Math.Max(1, configuration.GetValue("Idempotency:RetentionHours", 24));
     private static readonly TimeSpan PendingWait = TimeSpan.FromSeconds(10);
 
     public static string BodyHash(ReadOnlySpan<byte> json)
@@ -39,13 +41,16 @@ public sealed class IdempotencyStore(NpgsqlDataSource db)
         var deadline = DateTime.UtcNow + PendingWait;
         while (true)
         {
+            // A key past its retention is claimed afresh, as if it had never been used.
             await using (var insert = db.CreateCommand($"""
                 INSERT INTO {MartenSetup.Schema}.idempotency_keys (tenant, subject, key, request_sha256) VALUES ($1, $2, $3, $4)
-                ON CONFLICT DO NOTHING
+                ON CONFLICT (tenant, subject, key) DO UPDATE SET request_sha256 = EXCLUDED.request_sha256, run_id = NULL, created_at = now()
+                WHERE idempotency_keys.created_at < now() - make_interval(hours => $5)
                 """))
             {
                 AddKey(insert, caller, key);
                 insert.Parameters.AddWithValue(bodyHash);
+                insert.Parameters.AddWithValue(_retentionHours);
                 if (await insert.ExecuteNonQueryAsync(ct) == 1)
                     return new NewClaim(key);
             }

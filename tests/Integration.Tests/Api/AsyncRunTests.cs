@@ -95,6 +95,27 @@ public sealed class AsyncRunTests(ApiFixture service)
     }
 
     [Fact]
+    public async Task AnIdempotencyKeyPastItsRetentionStartsANewRun()
+    {
+        var client = service.Runner("iris", Tenant);
+        var request = new { language = "shell", code = "echo again" };
+        var first = await PostWithKeyAsync(client, "key-old", request);
+
+        // A day and an hour later (the retention is 24 hours by default).
+        await service.Database.ExecuteAsync(
+            "UPDATE sandbox.idempotency_keys SET created_at = now() - interval '25 hours' WHERE subject = 'iris' AND key = 'key-old'");
+        var later = await PostWithKeyAsync(client, "key-old", request);
+        var replay = await PostWithKeyAsync(client, "key-old", request);
+
+        Assert.Equal(HttpStatusCode.OK, later.Response.StatusCode);
+        Assert.NotEqual(first.Body.Str("runId"), later.Body.Str("runId"));
+        Assert.False(later.Response.Headers.Contains("Idempotent-Replayed"));
+        Assert.Equal(later.Body.Str("runId"), replay.Body.Str("runId")); // and the key now names the new run
+        Assert.Equal(2, await service.Database.ScalarAsync<long>(
+            "SELECT count(*) FROM sandbox.mt_events WHERE type = 'run_requested' AND data -> 'caller' ->> 'subject' = 'iris'"));
+    }
+
+    [Fact]
     public async Task SameIdempotencyKeyWhileRunningReturns202ForTheSameRun()
     {
         var client = service.Runner("ivan", Tenant);
