@@ -305,9 +305,22 @@ public sealed class RunPhases(Stopwatch clock)
     public void Exited() => _exited = clock.Elapsed.TotalMilliseconds;
     public void Committed() => _committed = clock.Elapsed.TotalMilliseconds;
 
-    /// <summary>Each phase's own duration in ms: write-ahead commit, sandbox hand-over, the run itself, outcome commit.</summary>
-    public string ToServerTiming() => FormattableString.Invariant(
-        $"record;dur={_recorded:F1}, sandbox;dur={_sandbox - _recorded:F1}, run;dur={_exited - _sandbox:F1}, outcome;dur={_committed - _exited:F1}");
+    /// <summary>
+    /// Each phase's own duration in ms: write-ahead commit, sandbox hand-over, the run itself, outcome commit. A run that
+    /// failed on the way names only the phases it finished.
+    /// </summary>
+    public string ToServerTiming()
+    {
+        (string Name, double At)[] marks = [("record", _recorded), ("sandbox", _sandbox), ("run", _exited), ("outcome", _committed)];
+        var metrics = new List<string>();
+        var previous = 0.0;
+        foreach (var (name, at) in marks.TakeWhile(m => m.At > 0))
+        {
+            metrics.Add(FormattableString.Invariant($"{name};dur={at - previous:F1}"));
+            previous = at;
+        }
+        return string.Join(", ", metrics);
+    }
 }
 
 public sealed class CapacityException(Guid runId, AdmissionRefusal refusal) : Exception(refusal.Reason)

@@ -37,7 +37,7 @@ public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore s
         var recorded = new CheckpointRecorded(streamId, caller, head.ToSequence, head.TreeSize, head.RootHash,
             signer.KeyId, signer.Sign(caller.Tenant, head), at);
         await RunStream.AppendSharedAsync(store, streamId, new WriteContext(caller.Subject, correlationId, Tenant: caller.Tenant), recorded, ct);
-        return (await ListAsync(caller.Tenant, ct))[^1];
+        return (await ListAsync(caller.Tenant, ct)).Last(c => c.Head == head); // another auditor may have appended since
     }
 
     public async Task<IReadOnlyList<RecordedCheckpoint>> ListAsync(string tenant, CancellationToken ct)
