@@ -34,7 +34,8 @@ public sealed class RunTests(ServiceFixture service)
         Assert.Equal("bye\n", body.Str("stderr.content"));
     }
 
-    // The Python bootstrap skips the interpreter's heap teardown; everything a program can observe of its exit stays.
+    // The Python bootstrap skips the interpreter's heap teardown; what a program can observe of its exit stays
+    // (exit status, atexit, threads, destructors of its globals, unclosed files flushed).
     [Theory]
     [InlineData("import sys\nsys.exit('no input')", "1", "", "no input\n")]
     [InlineData("import sys\nsys.exit(-1)", "255", "", "")]
@@ -42,6 +43,8 @@ public sealed class RunTests(ServiceFixture service)
     [InlineData("import threading, time\ndef late():\n    time.sleep(0.3)\n    print('thread')\nthreading.Thread(target=late).start()\nprint('main')", "0", "main\nthread\n", "")]
     [InlineData("import sys\nsys.stdout = open(1, 'w', buffering=1 << 16)\nprint('buffered')", "0", "buffered\n", "")]
     [InlineData("raise ValueError('boom')", "1", "", "ValueError: boom\n")]
+    [InlineData("class Noisy:\n    def __del__(self):\n        print('finalized')\nnoisy = Noisy()\nprint('main')", "0", "main\nfinalized\n", "")]
+    [InlineData("import os\nunclosed = os.fdopen(os.dup(1), 'w')\nunclosed.write('flushed at exit\\n')", "0", "flushed at exit\n", "")]
     public async Task PythonExitsAsCPythonDoes(string code, string exitCode, string stdout, string stderrEnd)
     {
         var (_, body) = await _runner.RunAsync(new { language = "python", code });
