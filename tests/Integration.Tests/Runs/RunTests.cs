@@ -45,6 +45,7 @@ public sealed class RunTests(ServiceFixture service)
     [InlineData("raise ValueError('boom')", "1", "", "ValueError: boom\n")]
     [InlineData("class Noisy:\n    def __del__(self):\n        print('finalized')\nnoisy = Noisy()\nprint('main')", "0", "main\nfinalized\n", "")]
     [InlineData("import os\nunclosed = os.fdopen(os.dup(1), 'w')\nunclosed.write('flushed at exit\\n')", "0", "flushed at exit\n", "")]
+    [InlineData("import sys\nclass Shout:\n    def write(self, s): sys.__stdout__.write(s.upper())\n    def flush(self): sys.__stdout__.flush()\nsys.stdout = Shout()\nprint('quiet')", "0", "QUIET\n", "")]
     public async Task PythonExitsAsCPythonDoes(string code, string exitCode, string stdout, string stderrEnd)
     {
         var (_, body) = await _runner.RunAsync(new { language = "python", code });

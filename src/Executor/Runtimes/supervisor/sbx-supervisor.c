@@ -64,11 +64,12 @@ static char *const child_env[] = {
  * does: in the real __main__ module with the same globals, sys.argv and sys.path[0]; exit
  * codes unchanged. (runpy.run_path would cost ~15 ms on first use; exec costs ~0.1 ms.)
  * The bootstrap's own frame is cut from tracebacks so they look like a direct run.
- * The end is the interpreter's own exit sequence minus the teardown of its modules and heap,
- * which costs ~8 ms for nothing (the process is gone anyway): wait for non-daemon threads, run
- * atexit handlers, clear __main__'s globals as CPython does (underscored names first) and
- * collect the young generations, so that __del__ methods run and unclosed files are flushed,
- * flush stdout/stderr (a failure gives 120, as in CPython), then _exit. Not finalized, unlike
+ * The end is the interpreter's own exit sequence (Py_FinalizeEx) minus the teardown of its
+ * modules and heap, which costs ~8 ms for nothing (the process is gone anyway): wait for
+ * non-daemon threads, run atexit handlers, flush stdout/stderr, clear __main__'s globals as
+ * CPython does (underscored names first) and collect the young generations, so that __del__
+ * methods run and unclosed files are flushed, restore sys.stdout/stderr to the originals and
+ * flush again (a failed flush gives 120, as in CPython), then _exit. Not finalized, unlike
  * CPython: objects held only by other modules, and reference cycles old enough to have reached
  * the oldest generation (a full collection would cost ~3 ms on every run).
  */
@@ -86,6 +87,15 @@ static const char py_boot[] =
     "        except BaseException:\n"
     "            pass\n"
     "        return 1\n"
+    "    def flush_std():\n"
+    "        ok = True\n"
+    "        for f in (sys.stdout, sys.stderr):\n"
+    "            try:\n"
+    "                if f is not None and not getattr(f, 'closed', False):\n"
+    "                    f.flush()\n"
+    "            except BaseException:\n"
+    "                ok = False\n"
+    "        return ok\n"
     "    def finish(status):\n"
     "        threading = sys.modules.get('threading')\n"
     "        if threading is not None:\n"
@@ -94,19 +104,18 @@ static const char py_boot[] =
     "            except BaseException:\n"
     "                pass\n"
     "        atexit._run_exitfuncs()\n"
-    "        for name in sorted(g, key=lambda n: not n.startswith('_')):\n"
+    "        if not flush_std():\n"
+    "            status = 120\n"
+    "        for name in sorted(g, key=lambda n: not (isinstance(n, str) and n.startswith('_'))):\n"
     "            if name != '__builtins__':\n"
     "                try:\n"
     "                    del g[name]\n"
     "                except BaseException:\n"
     "                    pass\n"
     "        gc.collect(1)\n"
-    "        for f in (sys.stdout, sys.stderr):\n"
-    "            try:\n"
-    "                if f is not None and not f.closed:\n"
-    "                    f.flush()\n"
-    "            except BaseException:\n"
-    "                status = 120\n"
+    "        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__\n"
+    "        if not flush_std():\n"
+    "            status = 120\n"
     "        os._exit(status)\n"
     "    os.write(3, b'r')\n"
     "    b = bytearray()\n"
