@@ -14,30 +14,24 @@ public sealed partial class SandboxFactory(
     ILogger<SandboxFactory> logger)
 {
     private static readonly TimeSpan ReadyTimeout = TimeSpan.FromSeconds(20);
-    private readonly ConcurrentDictionary<string, string> _imageIds = new();
 
     public string ImageFor(string language) =>
         options.Value.Images.TryGetValue(language, out var image)
             ? image
             : throw new InvalidOperationException($"No runtime image is configured for '{language}'.");
 
-    /// <summary>The image's content id, recorded with every run; looked up once per image tag.</summary>
-    public async Task<string> ImageIdAsync(string language, CancellationToken ct)
-    {
-        var image = ImageFor(language);
-        if (_imageIds.TryGetValue(image, out var id))
-            return id;
-        var inspected = await docker.InspectImageAsync(image, ct);
-        return _imageIds[image] = inspected.ID;
-    }
-
-    public void ForgetImageIds() => _imageIds.Clear();
+    /// <summary>
+    /// The content id the language's tag names now. Looked up for every sandbox, which is then created from that id:
+    /// the id recorded in SandboxCreated is the image that ran, even if the tag is moved to a rebuilt image meanwhile.
+    /// </summary>
+    public async Task<string> ImageIdAsync(string language, CancellationToken ct) =>
+        (await docker.InspectImageAsync(ImageFor(language), ct)).ID;
 
     public async Task<PreparedSandbox> CreateAsync(SandboxProfile profile, string runLabel, CancellationToken ct)
     {
         var image = ImageFor(profile.Language);
         var imageId = await ImageIdAsync(profile.Language, ct);
-        var parameters = ContainerSpec.Build(profile, image, options.Value.Runtime, options.Value.NodeId, runLabel);
+        var parameters = ContainerSpec.Build(profile, imageId, options.Value.Runtime, options.Value.NodeId, runLabel);
         var createdAt = clock.GetUtcNow();
         // Not cancellable: the engine would create the container anyway and nobody would know its id to remove it.
         var id = await docker.CreateAsync(parameters, CancellationToken.None);
