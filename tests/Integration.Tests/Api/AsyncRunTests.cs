@@ -178,15 +178,13 @@ public sealed class AsyncRunTests(ApiFixture service)
 
     public static async Task<JsonNode> PollUntilFinishedAsync(HttpClient client, string location)
     {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (true)
+        JsonNode run = new JsonObject();
+        await Eventually.WaitUntilAsync(async () =>
         {
-            var (response, run) = await client.GetJsonAsync(location);
+            (var response, run) = await client.GetJsonAsync(location);
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-            if (run.Str("completedAt").Length > 0)
-                return run;
-            Assert.True(DateTime.UtcNow < deadline, $"run at {location} did not finish within 30 s");
-            await Task.Delay(100);
-        }
+            return run.Str("completedAt").Length > 0;
+        }, () => $"run at {location} did not finish within 30 s", TimeSpan.FromSeconds(30));
+        return run;
     }
 }

@@ -77,13 +77,9 @@ public sealed class CallbackTests(ApiFixture service)
 
     private async Task<List<(string, string, string)>> WaitForAttemptsAsync(string runId, int count)
     {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (await service.Database.ScalarAsync<long>(
-            "SELECT count(*) FROM sandbox.mt_events WHERE stream_id = $1::uuid AND type = 'callback_attempted'", runId) < count)
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"{count} callback attempts were not recorded within 30 s");
-            await Task.Delay(100);
-        }
+        await Eventually.WaitUntilAsync(async () => await service.Database.ScalarAsync<long>(
+                "SELECT count(*) FROM sandbox.mt_events WHERE stream_id = $1::uuid AND type = 'callback_attempted'", runId) >= count,
+            () => $"{count} callback attempts were not recorded within 30 s", TimeSpan.FromSeconds(30));
         var rows = await service.Database.ScalarAsync<string>(
             "SELECT string_agg((data ->> 'attempt') || ',' || coalesce(data ->> 'statusCode', '') || ',' || (data ->> 'delivered'), ';' ORDER BY version) FROM sandbox.mt_events WHERE stream_id = $1::uuid AND type = 'callback_attempted'", runId);
         return rows!.Split(';').Select(r => r.Split(',')).Select(p => (p[0], p[1], p[2])).ToList();
@@ -124,12 +120,8 @@ public sealed class CallbackTests(ApiFixture service)
 
         public async Task<List<Delivery>> WaitForAsync(int count)
         {
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-            while (_deliveries.Count < count)
-            {
-                Assert.True(DateTime.UtcNow < deadline, $"{count} callbacks did not arrive within 30 s");
-                await Task.Delay(50);
-            }
+            await Eventually.WaitUntilAsync(() => Task.FromResult(_deliveries.Count >= count),
+                () => $"{count} callbacks did not arrive within 30 s", TimeSpan.FromSeconds(30), pollMs: 50);
             return _deliveries.ToList();
         }
 

@@ -113,15 +113,9 @@ public sealed class CrashAndShutdownTests : IAsyncLifetime
         return process;
     }
 
-    private async Task WaitForContainerAsync(Func<ContainerListResponse, bool> match)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (!(await Containers.OfNodeAsync(_nodeId)).Any(match))
-        {
-            Assert.True(DateTime.UtcNow < deadline, "No matching container appeared. " + string.Join("\n", _processes.Select(p => p.Log)));
-            await Task.Delay(100);
-        }
-    }
+    private Task WaitForContainerAsync(Func<ContainerListResponse, bool> match) =>
+        Eventually.WaitUntilAsync(async () => (await Containers.OfNodeAsync(_nodeId)).Any(match),
+            () => "No matching container appeared. " + string.Join("\n", _processes.Select(p => p.Log)), TimeSpan.FromSeconds(30));
 
     private static string? Label(ContainerListResponse container, string label) =>
         container.Labels.TryGetValue(label, out var value) ? value : null;
@@ -138,16 +132,10 @@ public sealed class CrashAndShutdownTests : IAsyncLifetime
         File.Delete(_keyPath);
     }
 
-    private static async Task WaitForStatusAsync(HttpClient client, string runId, string status)
+    private static Task WaitForStatusAsync(HttpClient client, string runId, string status)
     {
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (true)
-        {
-            var (_, run) = await client.GetJsonAsync($"/v1/runs/{runId}");
-            if (run.Str("status") == status)
-                return;
-            Assert.True(DateTime.UtcNow < deadline, $"Run {runId} never reached status {status} (last: {run.Str("status")}).");
-            await Task.Delay(100);
-        }
+        var last = "";
+        return Eventually.WaitUntilAsync(async () => (last = (await client.GetJsonAsync($"/v1/runs/{runId}")).Body.Str("status")) == status,
+            () => $"Run {runId} never reached status {status} (last: {last}).", TimeSpan.FromSeconds(30));
     }
 }

@@ -62,20 +62,11 @@ public sealed class EngineUnavailableTests(EngineAwayFixture service)
 
         service.Engine.Start();
 
-        await WaitUntilAsync(async () => (await service.Client().GetAsync("/readyz")).StatusCode == HttpStatusCode.OK, "/readyz never turned ready");
+        await Eventually.WaitUntilAsync(async () => (await service.Client().GetAsync("/readyz")).StatusCode == HttpStatusCode.OK,
+            () => "/readyz never turned ready", TimeSpan.FromSeconds(45), pollMs: 250);
         var (ok, run) = await runner.RunAsync(new { language = "python", code = "print('back')" });
         Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
         Assert.Equal("back\n", run.Str("stdout.content"));
-        await WaitUntilAsync(() => Task.FromResult(pool.Size > 0), "the pool never refilled");
-    }
-
-    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string failure)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(45);
-        while (!await condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, failure);
-            await Task.Delay(250);
-        }
+        await Eventually.WaitUntilAsync(() => Task.FromResult(pool.Size > 0), () => "the pool never refilled", TimeSpan.FromSeconds(45), pollMs: 250);
     }
 }

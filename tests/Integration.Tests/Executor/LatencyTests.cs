@@ -59,14 +59,10 @@ public sealed class LatencyTests(ITestOutputHelper output) : IAsyncLifetime
 
     private async Task WaitForFullPoolAsync(HashSet<string> used)
     {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
         // One fresh pooled sandbox per language, all started (a used one stays "pool"-labelled until it is removed).
-        while ((await Containers.OfNodeAsync(_nodeId)).Count(c => c.State == "running" && !used.Contains(c.ID)
-                   && c.Labels.TryGetValue(ContainerSpec.RunLabel, out var run) && run == ContainerSpec.PooledRunId) < 3)
-        {
-            Assert.True(DateTime.UtcNow < deadline, "The pool did not refill.");
-            await Task.Delay(50);
-        }
+        await Eventually.WaitUntilAsync(async () => (await Containers.OfNodeAsync(_nodeId)).Count(c => c.State == "running" && !used.Contains(c.ID)
+                && c.Labels.TryGetValue(ContainerSpec.RunLabel, out var run) && run == ContainerSpec.PooledRunId) >= 3,
+            () => "The pool did not refill.", TimeSpan.FromSeconds(30), pollMs: 50);
         await Task.Delay(150);
     }
 
