@@ -101,11 +101,10 @@ public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore s
         var heads = new List<TreeHead>(sequences.Count);
         if (sequences.Count == 0)
             return (heads, 0);
-        await using var command = database.CreateCommand("""
+        await using var command = database.CreateCommand($"""
             SELECT e.seq_id, e.stream_id, e.version, e.headers ->> 'hash'
-            FROM sandbox.mt_events e
-            JOIN sandbox.mt_events f ON f.stream_id = e.stream_id AND f.version = 1
-            WHERE f.data -> 'caller' ->> 'tenant' = @tenant AND e.seq_id <= @to
+            FROM sandbox.mt_events e {AuditQueries.StreamOwner}
+            WHERE {AuditQueries.OwnedBy} AND e.seq_id <= @to
             ORDER BY e.seq_id
             """);
         command.CommandTimeout = 0;

@@ -28,7 +28,7 @@ public sealed class AuditExport(NpgsqlDataSource database)
     {
         await using var command = database.CreateCommand($"""
             SELECT {AuditQueries.EventColumns}
-            FROM sandbox.mt_events e JOIN sandbox.mt_events f ON f.stream_id = e.stream_id AND f.version = 1
+            FROM sandbox.mt_events e {AuditQueries.StreamOwner}
             WHERE {AuditQueries.EventWhere}
             ORDER BY e.seq_id
             """);

@@ -42,17 +42,21 @@ public sealed class AuditQueries(NpgsqlDataSource database)
                        WHERE a.datname = current_database() AND a.backend_xid IS NOT NULL)
         """;
 
-    private const string StreamOwner = """
+    /// <summary>Joins each event e to its stream's first event f, whose caller owns the stream (see <see cref="OwnedBy"/>).</summary>
+    public const string StreamOwner = """
         JOIN sandbox.mt_events f ON f.stream_id = e.stream_id AND f.version = 1
         """;
+
+    /// <summary>The stream of e belongs to @tenant (with <see cref="StreamOwner"/>): the one rule for queries, export and checkpoints.</summary>
+    public const string OwnedBy = "f.data -> 'caller' ->> 'tenant' = @tenant";
 
     public const string EventColumns = """
         e.seq_id, e.stream_id, e.version, e.type, e.timestamp, f.data -> 'caller' ->> 'tenant', f.data -> 'caller' ->> 'subject',
         e.user_name, e.correlation_id, e.causation_id, e.headers ->> 'hash', e.headers ->> 'prevHash', e.data::text
         """;
 
-    public static string EventWhere => """
-        f.data -> 'caller' ->> 'tenant' = @tenant
+    public static string EventWhere => $"""
+        {OwnedBy}
         AND (@type::text IS NULL OR e.type = @type)
         AND (@subject::text IS NULL OR f.data -> 'caller' ->> 'subject' = @subject)
         AND (@from::timestamptz IS NULL OR e.timestamp >= @from)
