@@ -6,11 +6,19 @@
 #
 # Usage: sudo ./build-images.sh [python] [javascript] [shell]     (default: all three)
 # Env:   SBX_PARALLEL=0 to build languages one after the other (default: parallel).
+#        SBX_IMAGE_TAG=name to point `sbx-<lang>:name` at the build instead of `:current`
+#        (an engineer's or a test's own images; the service picks them with
+#        Executor__Images__<lang>=sbx-<lang>:name).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
-SUP_SRC="$HERE/supervisor/sbx-supervisor.c"
+SUP_DIR="$HERE/supervisor"
+SUP_SRC="$SUP_DIR/sbx-supervisor.c"
+BOOTS=("$SUP_DIR/boot.py" "$SUP_DIR/boot.js")   # embedded into the supervisor (.incbin)
+IMAGE_TAG=${SBX_IMAGE_TAG:-current}
+[[ $IMAGE_TAG =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ && $IMAGE_TAG != r* ]] \
+  || { echo "[build-images] error: SBX_IMAGE_TAG must be a docker tag not starting with 'r'" >&2; exit 2; }
 CACHE=/var/cache/sbx-debootstrap          # .debs and trimmed root trees survive between runs
 SUITE=bookworm
 ALL_LANGS=(python javascript shell)
@@ -68,11 +76,11 @@ find_mirror() {
 WORK=$(mktemp -d /tmp/sbx-build.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 log "compiling supervisor"
-gcc -O2 -static -Wall -Wextra -Werror -o "$WORK/sbx-supervisor" "$SUP_SRC"
+gcc -O2 -static -Wall -Wextra -Werror -Wa,-I,"$SUP_DIR" -o "$WORK/sbx-supervisor" "$SUP_SRC"
 strip "$WORK/sbx-supervisor" 2>/dev/null || true
 
 recipe_hash() {   # script + supervisor source + package list
-  { sha256sum "$SELF" "$SUP_SRC" | awk '{print $1}'; echo "suite=$SUITE"; echo "pkgs=$(packages_for "$1")"; } \
+  { sha256sum "$SELF" "$SUP_SRC" "${BOOTS[@]}" | awk '{print $1}'; echo "suite=$SUITE"; echo "pkgs=$(packages_for "$1")"; } \
     | sha256sum | awk '{print $1}'
 }
 rootfs_hash() {   # what the debootstrap tree depends on (not the supervisor)
@@ -111,10 +119,42 @@ make_rootfs_tar() {
   rm -rf "$dir"
 }
 
+# The bootstrap must compile with the interpreter of the image that runs it (checked without
+# running it: py_compile to a throw-away file, node --check).
+lint_boot() {
+  local lang=$1 tag=$2
+  case "$lang" in
+    python)     docker run --rm -i --network none --user 65534:65534 "$tag" python3 -c \
+                  'import sys; compile(sys.stdin.buffer.read(), "boot.py", "exec")' <"$SUP_DIR/boot.py" ;;
+    javascript) docker run --rm -i --network none --user 65534:65534 --tmpfs /tmp "$tag" sh -c \
+                  'cat >/tmp/boot.js && node --check /tmp/boot.js' <"$SUP_DIR/boot.js" ;;
+    *)          return 0 ;;
+  esac
+}
+
+# Drops superseded recipes (r<hash> tags) of a language, but never an image that another tag
+# (`:current`, an engineer's own tag) points at or that any container, running or not, uses:
+# docker would only untag the former and refuses the latter without -f, which we never pass.
+drop_superseded() {
+  local lang=$1 keep=$2 old id used
+  used=$(docker ps -a --format '{{.Image}}' | sort -u)
+  for old in $(docker image ls --format '{{.Repository}}:{{.Tag}}' "sbx-$lang"); do
+    [[ $old == "$keep" || $old != sbx-$lang:r* ]] && continue
+    id=$(docker image inspect -f '{{.Id}}' "$old" 2>/dev/null) || continue
+    if docker image ls --no-trunc --format '{{.Tag}} {{.ID}}' "sbx-$lang" | grep -v '^r' | grep -q " $id\$"; then
+      continue
+    fi
+    if grep -qxF -e "$old" -e "$id" -e "${id#sha256:}" -e "${id:7:12}" <<<"$used"; then
+      continue
+    fi
+    docker rmi "$old" >/dev/null 2>&1 || true
+  done
+}
+
 build_one() {
   local lang=$1 hash tag12 tag cur id rtar dir
   hash=$(recipe_hash "$lang"); tag12=${hash:0:12}
-  tag="sbx-$lang:r$tag12"; cur="sbx-$lang:current"
+  tag="sbx-$lang:r$tag12"; cur="sbx-$lang:$IMAGE_TAG"
   if docker image inspect "$tag" >/dev/null 2>&1; then
     log "$lang: $tag up to date"
   else
@@ -133,15 +173,13 @@ build_one() {
         -c "CMD [\"/usr/local/bin/sbx-supervisor\", \"$lang\"]" \
         - "$tag" >/dev/null
     rm -rf "$dir"
+    if ! lint_boot "$lang" "$tag"; then
+      docker rmi "$tag" >/dev/null 2>&1 || true
+      die "$lang: the bootstrap does not compile with the image's interpreter"
+    fi
   fi
   docker tag "$tag" "$cur"
-  # Drop superseded recipes of this language; an image still used by a container stays
-  # (docker refuses to remove it without -f, which we never pass).
-  local old
-  for old in $(docker image ls --format '{{.Repository}}:{{.Tag}}' "sbx-$lang"); do
-    [[ $old == "$tag" || $old == "$cur" ]] && continue
-    [[ $old == sbx-$lang:r* ]] && docker rmi "$old" >/dev/null 2>&1 || true
-  done
+  drop_superseded "$lang" "$tag"
   id=$(docker image inspect -f '{{.Id}}' "$tag")
   echo "$lang $tag $id" >"$WORK/result-$lang"
 }
