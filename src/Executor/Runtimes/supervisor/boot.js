@@ -6,8 +6,10 @@
 // by EOF), then runs the file as `node path args...` does: Module.runMain() loads it as the
 // main module (require.main === module). runMain is started from setImmediate so that no
 // frame of this script sits below the user's in stack traces, and ticks and promises queued
-// by the main module run in the same order as after a direct run. The globals that `-e`
-// defines (require, module, exports, __filename, __dirname) are removed first.
+// by the main module run in the same order as after a direct run (bound, so that the frame
+// reads `Function.executeUserEntryPoint [as runMain]` as it does directly). The globals that `-e`
+// defines (require, module, exports, __filename, __dirname, and every builtin module as a lazy
+// global) are removed first.
 {
   const fs = require('fs');
   const Module = require('module');
@@ -32,7 +34,17 @@
   fs.closeSync(3);
 
   process.argv = [process.argv[0]].concat(Buffer.concat(chunks).toString('utf8').split('\0'));
-  for (const name of ['require', 'module', 'exports', '__filename', '__dirname'])
-    delete globalThis[name];
-  setImmediate(Module.runMain);
+  // After this script, `-e` puts `module` back on globalThis: clean up in the first immediate.
+  setImmediate(() => {
+    for (const name of ['require', 'module', 'exports', '__filename', '__dirname'])
+      delete globalThis[name];
+    // `-e` also makes every builtin module a lazy global (fs, http, util...); node's own
+    // setter for those is named setReal, which tells them from real globals like process.
+    for (const name of Module.builtinModules) {
+      const d = Object.getOwnPropertyDescriptor(globalThis, name);
+      if (d && d.set && d.set.name === 'setReal')
+        delete globalThis[name];
+    }
+  });
+  setImmediate(Module.runMain.bind(Module));
 }
