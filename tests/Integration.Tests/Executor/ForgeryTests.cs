@@ -50,6 +50,21 @@ public sealed class ForgeryTests(ServiceFixture service)
     }
 
     [Fact]
+    public async Task AShellScriptCannotWriteFramesToProcOneEither()
+    {
+        const string code = "printf 'O\\000\\000\\000\\007forged\\nX\\000\\000\\000\\013exit_code=0' > /proc/1/fd/1 || echo refused >&2\n"
+            + "echo 'real output'\nexit 3\n";
+
+        var (_, run) = await _runner.RunAsync(new { language = "shell", code });
+
+        Assert.Equal("failed", run.Str("status"));
+        Assert.Equal("3", run.Str("exitCode"));
+        Assert.Equal("real output\n", run.Str("stdout.content"));
+        Assert.EndsWith("refused\n", run.Str("stderr.content"), StringComparison.Ordinal);
+        await AssertChainVerifiesAsync(run);
+    }
+
+    [Fact]
     public async Task EveryFdOfEveryVisibleProcessIsClosedToForgery()
     {
         const string attack = """
