@@ -58,6 +58,11 @@ public sealed partial class RunOrchestrator(
     private readonly ConcurrentDictionary<string, Task> _removals = new();
     private readonly CancellationTokenSource _abort = new();
 
+    // Recording a large output multiplies it for a moment (text, JSON for the hash, the insert): one such outcome at a time
+    // keeps the service's peak memory bounded whatever the number of runs finishing together.
+    private readonly SemaphoreSlim _largeOutcome = new(1, 1);
+    private const int LargeOutcomeBytes = 1024 * 1024;
+
     public int InFlight => _inFlight.Count;
 
     public IReadOnlyCollection<Task> InFlightTasks => _inFlight.Values.ToList();
@@ -190,10 +195,16 @@ public sealed partial class RunOrchestrator(
             var execution = runner.RunAsync(sandbox, run.Request, run.Decision.Limits, chunk => feed.Output(runId, chunk), ct);
             var announced = AnnounceUnlessFinishedAsync(run, sandboxEvents, execution, ct);
             List<object> outcomeEvents;
+            var large = false;
             try
             {
                 var outcome = await execution;
                 run.Phases.Exited();
+                if (outcome.Stdout.Length + outcome.Stderr.Length > LargeOutcomeBytes)
+                {
+                    await _largeOutcome.WaitAsync(CancellationToken.None);
+                    large = true;
+                }
                 var now = clock.GetUtcNow();
                 var exited = new SandboxExited(runId, outcome.Exit.ExitCode, outcome.Exit.Signal, outcome.Exit.TimedOut, outcome.Exit.OomKilled,
                     outcome.Exit.PidsLimitHit, outcome.Exit.WallUs, outcome.Exit.CpuUserUs, outcome.Exit.CpuSysUs, outcome.Exit.MaxRssKb, now);
@@ -219,6 +230,8 @@ public sealed partial class RunOrchestrator(
             }
             finally
             {
+                if (large)
+                    _largeOutcome.Release();
                 pool.Replenish();
                 var removal = RemoveAsync(run, sandbox.ContainerId);
                 _removals[sandbox.ContainerId] = removal;

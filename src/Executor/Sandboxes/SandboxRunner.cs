@@ -71,7 +71,7 @@ public sealed partial class SandboxRunner(DockerEngine docker, IOptions<Executor
 
     private static void Forward(CappedBuffer buffer, OutputStream stream, ReadOnlyMemory<byte> bytes, Action<OutputChunk>? onOutput)
     {
-        var kept = buffer.Append(bytes.Span);
+        var kept = buffer.Append(bytes);
         if (kept > 0)
             onOutput?.Invoke(new OutputChunk(stream, bytes[..kept]));
     }
@@ -105,24 +105,42 @@ public sealed partial class SandboxRunner(DockerEngine docker, IOptions<Executor
     [LoggerMessage(Level = LogLevel.Warning, Message = "Could not inspect sandbox {ContainerId} after its supervisor ended")]
     private partial void LogInspectFailed(Exception e, string containerId);
 
-    /// <summary>Keeps at most cap bytes, counts everything offered.</summary>
+    /// <summary>
+    /// Keeps at most cap bytes, counts everything offered. The frames' own arrays are kept (each frame is a fresh array), so
+    /// the output is copied once, at the end, into an array of its exact size: no doubling buffer, no garbage of its growth.
+    /// </summary>
     private sealed class CappedBuffer(int cap)
     {
-        private readonly MemoryStream _bytes = new();
+        private readonly List<ReadOnlyMemory<byte>> _chunks = [];
+        private long _kept;
 
         public long Produced { get; private set; }
 
-        public bool Truncated => Produced > _bytes.Length;
+        public bool Truncated => Produced > _kept;
 
-        public int Append(ReadOnlySpan<byte> bytes)
+        public int Append(ReadOnlyMemory<byte> bytes)
         {
             Produced += bytes.Length;
-            var room = (int)Math.Max(0, cap - _bytes.Length);
-            var kept = Math.Min(room, bytes.Length);
-            _bytes.Write(bytes[..kept]);
+            var kept = (int)Math.Min(Math.Max(0, cap - _kept), bytes.Length);
+            if (kept > 0)
+            {
+                _chunks.Add(bytes[..kept]);
+                _kept += kept;
+            }
             return kept;
         }
 
-        public byte[] ToArray() => _bytes.ToArray();
+        public byte[] ToArray()
+        {
+            var all = new byte[_kept];
+            var at = 0;
+            foreach (var chunk in _chunks)
+            {
+                chunk.Span.CopyTo(all.AsSpan(at));
+                at += chunk.Length;
+            }
+            _chunks.Clear();
+            return all;
+        }
     }
 }

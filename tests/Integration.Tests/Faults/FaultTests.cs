@@ -35,10 +35,10 @@ public sealed class FaultTests(ITestOutputHelper output) : IAsyncLifetime
     public async Task OutcomesOfRunsCaughtByAPostgresOutageAreJournaledThenCommittedAndReadinessDrainsAtSigterm()
     {
         var postgres = await PrivatePostgres.StartAsync();
+        _resources.Add(postgres); // disposed after the database (reverse order)
         var database = new TestDatabase(postgres.AdminConnection);
         await database.CreateAsync();
         _resources.Add(database);
-        _resources.Add(postgres); // disposed after the database (reverse order)
         var setup = new ServiceProcess.Setup(database, _keyPath, _nodeId);
         var service = await StartAsync(setup);
         await WaitReadyAsync(service);
@@ -160,9 +160,16 @@ public sealed class FaultTests(ITestOutputHelper output) : IAsyncLifetime
         await database.CreateAsync();
         _resources.Add(database);
         var setup = new ServiceProcess.Setup(database, _keyPath, _nodeId);
+        // The default bundle with the runners' output limit raised to the ceiling (4 MiB per stream).
+        var policies = Path.Combine(_journal, "policies");
+        Directory.CreateDirectory(Path.Combine(policies, "tests"));
+        foreach (var file in Directory.GetFiles(Path.Combine(TestEnvironment.RepoRoot, "policies"), "*.yaml", SearchOption.AllDirectories))
+            File.WriteAllText(Path.Combine(policies, Path.GetRelativePath(Path.Combine(TestEnvironment.RepoRoot, "policies"), file)),
+                File.ReadAllText(file).Replace("outputBytes: 1048576", "outputBytes: 4194304", StringComparison.Ordinal));
         var service = await StartAsync(setup, new Dictionary<string, string>
         {
             ["Admission__MaxConcurrentRuns"] = "10", ["Admission__MaxConcurrentRunsPerTenant"] = "10", ["Executor__PoolSizePerLanguage"] = "0",
+            ["Policies__Directory"] = policies,
         });
         await WaitReadyAsync(service);
         using var runner = service.Client(setup.Token("rosa", "tenant-large", Roles.Runner));
@@ -170,8 +177,8 @@ public sealed class FaultTests(ITestOutputHelper output) : IAsyncLifetime
         await database.ExecuteAsync("VACUUM FULL sandbox.mt_events");
         var before = await database.ScalarAsync<long>(sql);
 
-        // Two rounds of 10 runs at once, each writing 4 MiB to stdout and 4 MiB to stderr.
-        var code = "import sys; sys.stdout.write('a' * 4194304); sys.stdout.flush(); sys.stderr.write('b' * 4194304)";
+        // Two rounds of 10 runs at once, each writing 4 MiB to stdout and 4 MiB to stderr (random, so PostgreSQL cannot compress it away).
+        var code = "import base64, os, sys\nd = base64.b64encode(os.urandom(3145728))\nsys.stdout.buffer.write(d); sys.stdout.flush(); sys.stderr.buffer.write(d)";
         var statuses = new List<string>();
         for (var round = 0; round < 2; round++)
         {
