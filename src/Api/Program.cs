@@ -69,13 +69,17 @@ builder.Services.AddSingleton<SandboxFactory>();
 builder.Services.AddSingleton<SandboxRunner>();
 builder.Services.AddSingleton<SandboxPool>();
 builder.Services.AddSingleton<Reaper>();
+builder.Services.AddSingleton<IRemovalLog, RunRemovalLog>();
 
 // Runs: admission, orchestration, start-up recovery and graceful shutdown (registered before the pool and reaper).
 builder.Services.Configure<AdmissionOptions>(builder.Configuration.GetSection(AdmissionOptions.Section));
 builder.Services.Configure<ShutdownOptions>(builder.Configuration.GetSection(ShutdownOptions.Section));
 builder.Services.AddSingleton<Admission>();
 builder.Services.AddSingleton<RunOrchestrator>();
+// Outcomes that could not be committed wait in a local journal (fsynced) and are committed when PostgreSQL returns.
+builder.Services.AddSingleton<OutcomeJournal>();
 builder.Services.AddHostedService<RunLifecycle>();
+builder.Services.AddHostedService(sp => sp.GetRequiredService<OutcomeJournal>());
 builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(
     builder.Configuration.GetValue(ShutdownOptions.Section + ":GraceSeconds", new ShutdownOptions().GraceSeconds) + 20));
 builder.Services.AddHostedService(sp => sp.GetRequiredService<SandboxPool>());

@@ -123,6 +123,8 @@ public static class RunEndpoints
         }
         var finished = await execution;
         http.Response.Headers["Server-Timing"] = admitted.Phases.ToServerTiming();
+        if (finished.Status == RunStatus.Recording)
+            return RecordingAnswer(http, finished);
         return TypedResults.Ok(RunView.From(finished));
     }
 
@@ -134,6 +136,24 @@ public static class RunEndpoints
         _ => TypedResults.Ok(RunView.From(run)),
     };
 
+    // --- Outcome journal (issue 17): the one answer given before the audit commit. ---
+
+    /// <summary>
+    /// The run ran and its outcome is known, but the audit store could not take it: the outcome is kept (fsynced) in this
+    /// node's journal and committed when the store returns. 202 with the outcome, status "recording" and Retry-After; GET
+    /// /v1/runs/{id} gives the committed record.
+    /// </summary>
+    private static Accepted<RunView> RecordingAnswer(HttpContext http, RunSummary run)
+    {
+        http.Response.Headers.RetryAfter = "5";
+        return TypedResults.Accepted($"/v1/runs/{run.RunId}", RunView.From(run with
+        {
+            FailureReason = "The run finished, but its record is not committed yet: the audit store is unavailable. The outcome is kept "
+                + "on this node and committed when the store returns; GET this run's Location for the committed record. "
+                + (run.FailureReason ?? ""),
+        }));
+    }
+
     private static async Task<RunSummary> LoadAsync(IDocumentStore store, Guid id, CancellationToken ct)
     {
         await using var session = store.QuerySession();
@@ -141,13 +161,15 @@ public static class RunEndpoints
         return RunSummary.Fold(id, events.Select(e => e.Data));
     }
 
-    public static async Task<Results<Ok<RunView>, ProblemHttpResult>> GetRun(Guid id, HttpContext http, IDocumentStore store, CancellationToken ct)
+    public static async Task<Results<Ok<RunView>, ProblemHttpResult>> GetRun(Guid id, HttpContext http, IDocumentStore store, OutcomeJournal journal, CancellationToken ct)
     {
         await using var session = store.QuerySession();
         var events = await session.Events.FetchStreamAsync(id, token: ct);
         var summary = RunSummary.Fold(id, events.Select(e => e.Data));
         if (events.Count == 0 || !MayRead(http.User.ToCaller(), summary))
             return NotFound(id);
+        if (!summary.IsTerminal && journal.Holds(id))
+            summary = summary with { Status = RunStatus.Recording };
         return TypedResults.Ok(RunView.From(summary));
     }
 

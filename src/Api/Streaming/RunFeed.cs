@@ -53,8 +53,11 @@ public sealed class RunFeed(RunMetrics metrics)
 
     public void Running(Guid runId, string containerId) => _runs.GetValueOrDefault(runId)?.Publish(new RunningItem(containerId), keep: true);
 
+    // A chunk that is a whole frame array (never written again) is shared with the run's capture rather than copied.
     public void Output(Guid runId, OutputChunk chunk) =>
-        _runs.GetValueOrDefault(runId)?.Publish(new OutputItem(chunk.Stream, chunk.Bytes.ToArray()), keep: true);
+        _runs.GetValueOrDefault(runId)?.Publish(new OutputItem(chunk.Stream,
+            System.Runtime.InteropServices.MemoryMarshal.TryGetArray(chunk.Bytes, out var whole) && whole.Offset == 0 && whole.Count == whole.Array!.Length
+                ? whole.Array : chunk.Bytes.ToArray()), keep: true);
 
     /// <summary>
     /// Subscribes to a run in flight on this node: the output produced so far plus every later item. Null when

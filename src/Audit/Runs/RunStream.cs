@@ -24,6 +24,8 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
 
     public long Version => _version;
 
+    public WriteContext Context => context;
+
     /// <summary>Resumes the chain of an existing stream from its last event (e.g. to record RunAbandoned after a crash).</summary>
     public static async Task<RunStream> ResumeAsync(IDocumentStore store, Guid runId, WriteContext context, CancellationToken ct)
     {

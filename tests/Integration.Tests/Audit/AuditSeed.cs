@@ -44,7 +44,7 @@ public static class AuditSeed
         events.Add(new OutputRecorded(runId, new StreamOutput(Sha256Hex.Of("hello\n"), 6, 6, false, "utf-8", "hello\n"),
             new StreamOutput(Sha256Hex.Of(""), 0, 0, false, "utf-8", ""), at.AddMilliseconds(21)));
         events.Add(new RunCompleted(runId, status, status == RunStatus.Succeeded ? 0 : 1, 25, null, at.AddMilliseconds(22)));
-        events.Add(new SandboxRemoved(runId, "c" + runId.ToString("N"), at.AddMilliseconds(30)));
+        events.Add(new SandboxRemoved(runId, "c" + runId.ToString("N"), SandboxRemoval.Removed, at.AddMilliseconds(30)));
         return events;
     }
 
