@@ -1,9 +1,12 @@
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Marten;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Api.Callbacks;
+using Sandbox.Audited.Api.Hosting;
 using Sandbox.Audited.Api.Idempotency;
+using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Domain.Runs;
 
@@ -14,7 +17,20 @@ public static class RunEndpoints
     /// <summary>Largest body read: code (256 KiB) + stdin (1 MiB) + files (1 MiB) + JSON overhead.</summary>
     public const long MaxBodyBytes = 3 * 1024 * 1024;
 
-    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+    /// <summary>
+    /// Strict at every depth: exact camelCase names, no unknown or repeated members, numbers as JSON numbers. A typo
+    /// or a smuggled setting is a 400 naming it, never silently dropped or resolved by "last one wins".
+    /// </summary>
+    public static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        PropertyNameCaseInsensitive = false,
+        NumberHandling = JsonNumberHandling.Strict,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        AllowDuplicateProperties = false,
+        RespectNullableAnnotations = true,
+        MaxDepth = 16,
+    };
 
     public static RouteGroupBuilder MapRuns(this IEndpointRouteBuilder app)
     {
@@ -27,14 +43,10 @@ public static class RunEndpoints
 
     /// <summary>POST /v1/runs: where a run is admitted. Validation and authorization failures are recorded too.</summary>
     public static async Task<Results<Ok<RunView>, Accepted<RunView>, ProblemHttpResult>> CreateRun(
-        HttpContext http, RunOrchestrator orchestrator, IdempotencyStore idempotency, CallbackSender callbacks, IDocumentStore store)
+        HttpContext http, RunOrchestrator orchestrator, IdempotencyStore idempotency, CallbackSender callbacks, IDocumentStore store, PolicyHost policies)
     {
         var caller = http.User.ToCaller();
-        var client = new ClientInfo(
-            http.Connection.RemoteIpAddress?.ToString(),
-            http.Request.Headers.UserAgent.ToString() is { Length: > 0 } ua ? ua[..Math.Min(ua.Length, 512)] : null,
-            http.Request.Headers["Idempotency-Key"].ToString() is { Length: > 0 } key ? key : null,
-            System.Diagnostics.Activity.Current?.TraceId.ToString() ?? http.TraceIdentifier);
+        var client = RequestClient.Of(http);
         var ct = http.RequestAborted;
 
         if (string.IsNullOrEmpty(caller.Subject) || string.IsNullOrEmpty(caller.Tenant))
@@ -54,7 +66,8 @@ public static class RunEndpoints
                 tooLarge ? "Request body too large" : "Malformed request body", bodyError!, id);
         }
 
-        var (valid, rejection) = RunRequestValidation.Validate(new RunRequest(body.Language, body.Code, body.Stdin, body.Args, body.Files, body.Limits, body.Classification));
+        var (valid, rejection) = RunRequestValidation.Validate(
+            new RunRequest(body.Language, body.Code, body.Stdin, body.Args, body.Files, body.Limits, body.Classification), policies.Active.Ceilings);
         if (valid is null)
         {
             var status = rejection!.Kind == RejectionKind.TooLarge ? 413 : 400;
@@ -193,8 +206,22 @@ public static class RunEndpoints
         }
         catch (JsonException e)
         {
-            return (null, "Malformed JSON: " + e.Message, false, raw);
+            return (null, Describe(e), false, raw);
         }
+    }
+
+    // System.Text.Json names the member and its path; the .NET type names it adds mean nothing to a client.
+    private static string Describe(JsonException e)
+    {
+        var at = e.Path is { Length: > 0 } path && path != "$" ? $" at '{path}'" : "";
+        var message = e.Message;
+        if (message.Contains("could not be mapped to any .NET member", StringComparison.Ordinal))
+            return $"Unknown member{at}: the request accepts only the documented members, spelled exactly (camelCase).";
+        if (message.Contains("Duplicate", StringComparison.OrdinalIgnoreCase))
+            return $"Duplicate member{at}: each member may appear once.";
+        if (message.Contains("could not be converted", StringComparison.Ordinal))
+            return $"Wrong type{at}: numbers must be JSON numbers (integers where an integer is expected), strings JSON strings.";
+        return $"Malformed JSON{at}: {message}";
     }
 
     private static ProblemHttpResult Problem(int status, string type, string title, string detail, Guid? runId = null, IReadOnlyList<string>? errors = null) =>
