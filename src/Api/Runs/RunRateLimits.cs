@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Threading.RateLimiting;
 using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Api.Hosting;
 using Sandbox.Audited.Domain.Runs;
 
 namespace Sandbox.Audited.Api.Runs;
@@ -20,11 +21,23 @@ public sealed class RateLimitOptions
 
 /// <summary>
 /// Per-subject token bucket on POST /v1/runs. A refused request gets 429 with Retry-After and is recorded
-/// (RequestRejected, 429) like every other refusal, so the audit record accounts for it.
+/// (RequestRejected, 429) like every other refusal, so the audit record accounts for it; when the refusal cannot
+/// be recorded the answer is 503 with Retry-After, never a 500. A refused request takes no token (the bucket
+/// refuses without consuming).
 /// </summary>
 public static class RunRateLimits
 {
     public const string Policy = "runs-per-subject";
+
+    /// <summary>Retry-After when a refusal could not be recorded (the audit store is down).</summary>
+    public const int UnrecordedRetryAfterSeconds = 5;
+
+    /// <summary>
+    /// A bucket per (tenant, subject), encoded so that no two pairs share a key: tenant "a/b" + subject "c" and tenant
+    /// "a" + subject "b/c" joined with "/" were one bucket; a length prefix makes the split unambiguous.
+    /// </summary>
+    public static string BucketKey(Caller caller) =>
+        caller.Tenant.Length.ToString(CultureInfo.InvariantCulture) + ":" + caller.Tenant + caller.Subject;
 
     public static IServiceCollection AddRunRateLimits(this IServiceCollection services, IConfiguration configuration)
     {
@@ -35,7 +48,7 @@ public static class RunRateLimits
         return services.AddRateLimiter(limiter =>
         {
             limiter.AddPolicy(Policy, http => RateLimitPartition.GetTokenBucketLimiter(
-                http.User.ToCaller() is { Subject.Length: > 0 } caller ? caller.Tenant + "/" + caller.Subject : "",
+                http.User.ToCaller() is { Subject.Length: > 0 } caller ? BucketKey(caller) : "",
                 _ => new TokenBucketRateLimiterOptions
                 {
                     TokenLimit = options.BurstLimit,
@@ -52,17 +65,28 @@ public static class RunRateLimits
                     : options.PeriodSeconds;
                 var detail = $"Rate limit: {options.TokensPerPeriod} runs per {options.PeriodSeconds} s (bursts up to {options.BurstLimit}) per subject. Retry after {retryAfter} s.";
                 var orchestrator = http.RequestServices.GetRequiredService<RunOrchestrator>();
-                var caller = http.User.ToCaller();
-                var client = new ClientInfo(http.Connection.RemoteIpAddress?.ToString(), null,
-                    http.Request.Headers["Idempotency-Key"].ToString() is { Length: > 0 } key ? key : null, http.TraceIdentifier);
-                var runId = await orchestrator.RejectAsync(caller, client, 429, [detail], null, null, ct);
-
-                http.Response.StatusCode = 429;
+                Microsoft.AspNetCore.Mvc.ProblemDetails problem;
+                try
+                {
+                    var runId = await orchestrator.RejectAsync(http.User.ToCaller(), RequestClient.Of(http), 429, [detail], null, null, ct);
+                    http.Response.StatusCode = 429;
+                    problem = Problems.Create(429, Problems.RateLimited, "Too many requests", detail, runId);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    // Nothing ran and nothing was recorded: the client may retry once the audit store is back.
+                    http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(RunRateLimits))
+                        .LogWarning(e, "A rate-limit refusal could not be recorded");
+                    http.Response.StatusCode = 503;
+                    retryAfter = Math.Max(retryAfter, UnrecordedRetryAfterSeconds);
+                    problem = Problems.Create(503, Problems.AuditUnavailable, "The audit store is unavailable",
+                        $"Too many requests, and the refusal could not be recorded, so nothing was run. Retry after {retryAfter} s.");
+                }
                 http.Response.Headers.RetryAfter = retryAfter.ToString(CultureInfo.InvariantCulture);
                 await http.RequestServices.GetRequiredService<IProblemDetailsService>().WriteAsync(new ProblemDetailsContext
                 {
                     HttpContext = http,
-                    ProblemDetails = Problems.Create(429, Problems.RateLimited, "Too many requests", detail, runId),
+                    ProblemDetails = problem,
                 });
             };
         });
