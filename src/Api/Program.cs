@@ -23,7 +23,7 @@ using Sandbox.Audited.Executor.Pool;
 using Sandbox.Audited.Executor.Sandboxes;
 using Serilog;
 
-var builder = WebApplication.CreateBuilder(args);
+var builder = WebApplication.CreateBuilder(args).WithoutServerBanner();
 
 // One-shot commands (migrate, token, schema, dev-key) run and exit without starting the server.
 if (args.Length > 0 && Commands.Names.Contains(args[0]))
@@ -102,6 +102,7 @@ builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.Converters.Ad
 var app = builder.Build();
 
 app.UseRequestMetrics();
+app.UseNoStoreForApi();
 app.UseExceptionHandler();
 app.UseStatusCodePages();
 

@@ -22,7 +22,9 @@ public static class PolicyEndpoints
         policies.MapGet("/", GetActive);
         policies.MapGet("/bundles/{digest}", GetBundle);
         policies.MapPost("/evaluate", Evaluate);
-        policies.MapPost("/reload", Reload).RequireAuthorization(p => p.RequireAssertion(c => c.User.ToCaller().Has(Roles.Admin)));
+        // The bundle decides every tenant's runs: only an admin of the service tenant may reload it, not a tenant's admin.
+        var serviceTenant = app.ServiceProvider.GetRequiredService<Microsoft.Extensions.Options.IOptions<AuthOptions>>().Value.ServiceTenant;
+        policies.MapPost("/reload", Reload).RequireAuthorization(p => p.RequireAssertion(c => c.User.ToCaller().IsServiceAdmin(serviceTenant)));
 
         app.MapGet("/v1/audit/runs/{id:guid}/replay", Replay).RequireAuthorization(AuditorOrAdmin).WithTags("Policies");
         return app;

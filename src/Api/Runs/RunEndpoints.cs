@@ -8,6 +8,8 @@ using Sandbox.Audited.Api.Hosting;
 using Sandbox.Audited.Api.Idempotency;
 using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Audit.Runs;
+using Sandbox.Audited.Audit.Trail;
+using Sandbox.Audited.Domain.Audit;
 using Sandbox.Audited.Domain.Runs;
 
 namespace Sandbox.Audited.Api.Runs;
@@ -154,26 +156,54 @@ public static class RunEndpoints
         return RunSummary.Fold(id, events.Select(e => e.Data));
     }
 
-    public static async Task<Results<Ok<RunView>, ProblemHttpResult>> GetRun(Guid id, HttpContext http, IDocumentStore store, CancellationToken ct)
+    public static async Task<Results<Ok<RunView>, ProblemHttpResult>> GetRun(Guid id, HttpContext http, IDocumentStore store, AccessLog accessLog, CancellationToken ct)
     {
         await using var session = store.QuerySession();
         var events = await session.Events.FetchStreamAsync(id, token: ct);
         var summary = RunSummary.Fold(id, events.Select(e => e.Data));
         if (events.Count == 0 || !MayRead(http.User.ToCaller(), summary))
             return NotFound(id);
+        if (await RecordReadAsync(http, accessLog, summary, AuditActions.ReadRun, 1) is { } unrecorded)
+            return unrecorded;
         return TypedResults.Ok(RunView.From(summary));
     }
 
-    public static async Task<Results<Ok<IReadOnlyList<EventView>>, ProblemHttpResult>> GetEvents(Guid id, HttpContext http, IDocumentStore store, CancellationToken ct)
+    public static async Task<Results<Ok<IReadOnlyList<EventView>>, ProblemHttpResult>> GetEvents(Guid id, HttpContext http, IDocumentStore store, AccessLog accessLog, CancellationToken ct)
     {
         await using var session = store.QuerySession();
         var events = await session.Events.FetchStreamAsync(id, token: ct);
         var summary = RunSummary.Fold(id, events.Select(e => e.Data));
         if (events.Count == 0 || !MayRead(http.User.ToCaller(), summary))
             return NotFound(id);
+        if (await RecordReadAsync(http, accessLog, summary, AuditActions.ReadRunEvents, events.Count) is { } unrecorded)
+            return unrecorded;
         IReadOnlyList<EventView> views = events.Select(e => new EventView(e.Sequence, e.Version, e.EventTypeName, e.Timestamp,
             e.GetHeader(ChainHeaders.Hash)?.ToString(), e.GetHeader(ChainHeaders.PrevHash)?.ToString(), e.Data)).ToList();
         return TypedResults.Ok(views);
+    }
+
+    /// <summary>
+    /// Someone reading another person's run (an auditor or admin of the tenant) reads its code and output: recorded in
+    /// the access log like an audit query, before the answer leaves. Reading one's own run is not recorded.
+    /// </summary>
+    private static async Task<ProblemHttpResult?> RecordReadAsync(HttpContext http, AccessLog accessLog, RunSummary run, string action, long count)
+    {
+        var caller = http.User.ToCaller();
+        if (caller.Subject == run.Subject)
+            return null;
+        try
+        {
+            var filter = new Dictionary<string, string>(StringComparer.Ordinal) { ["runId"] = run.RunId.ToString(), ["subject"] = run.Subject ?? "" };
+            await accessLog.RecordAsync(caller, action, filter, count, http.Connection.RemoteIpAddress?.ToString(), http.TraceIdentifier, http.RequestAborted);
+            return null;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(RunEndpoints)).LogError(e, "A read of run {RunId} could not be recorded", run.RunId);
+            http.Response.Headers.RetryAfter = "5";
+            return Problem(503, Problems.AuditUnavailable, "The audit store is unavailable",
+                "This read of another person's run could not be recorded in the access log, so the run is withheld. Retry shortly.");
+        }
     }
 
     /// <summary>Runners read their own runs; auditors and admins read their tenant's; nobody reads across tenants.</summary>

@@ -26,6 +26,11 @@ public static class AuditActions
     public const string Verify = "verify";
     public const string ListCheckpoints = "list_checkpoints";
     public const string VerifyCheckpoints = "verify_checkpoints";
+
+    /// <summary>An auditor or admin read another person's run (its code and output) through /v1/runs/{id}.</summary>
+    public const string ReadRun = "read_run";
+
+    public const string ReadRunEvents = "read_run_events";
 }
 
 public static class AccessLogStreams

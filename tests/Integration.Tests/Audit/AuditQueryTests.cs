@@ -111,7 +111,6 @@ public sealed class AuditQueryTests(ServiceFixture service)
     [InlineData("/v1/audit/export?format=xml")]
     [InlineData("/v1/audit/runs?subject=%00")]
     [InlineData("/v1/audit/events?type=a%01b")]
-    [InlineData("/v1/audit/export?subject=%ED%A0%80")]
     public async Task BadParametersAreRejected(string path)
     {
         var (response, body) = await service.Auditor("tenant-bad-params").GetJsonAsync(path);

@@ -15,7 +15,7 @@ namespace Sandbox.Audited.Tests.Policies;
 [Collection(PolicyDirectoryCollection.Name)]
 public sealed class PolicyDirectoryTests(PolicyDirectoryFixture service) : IAsyncLifetime
 {
-    private HttpClient Admin => service.Client(service.Token("policy-admin", "t-admin", "admin"));
+    private HttpClient Admin => service.Client(service.Token("policy-admin", "service", "admin"));
 
     // Every test starts from the base bundle, whatever the previous one left behind.
     public async Task InitializeAsync() => await service.UseBundleAsync(PolicyDirectoryFixture.BaseBundle);
