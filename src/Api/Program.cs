@@ -93,9 +93,7 @@ builder.Services.AddRunRateLimits(builder.Configuration);
 builder.Services.AddSingleton<IdempotencyStore>();
 builder.Services.AddSingleton<RunMetrics>();
 builder.Services.AddSingleton<RunFeed>();
-builder.Services.Configure<CallbackOptions>(builder.Configuration.GetSection(CallbackOptions.Section));
-builder.Services.AddHttpClient(CallbackSender.HttpClientName).ConfigurePrimaryHttpMessageHandler(() => new HttpClientHandler { AllowAutoRedirect = false, UseProxy = false });
-builder.Services.AddSingleton<CallbackSender>();
+CallbackSender.AddCallbacks(builder.Services, builder.Configuration);
 builder.Services.AddApiDocs();
 builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.Converters.Add(new System.Text.Json.Serialization.JsonStringEnumConverter()));
 
