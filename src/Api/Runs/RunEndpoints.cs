@@ -112,9 +112,12 @@ public static class RunEndpoints
         {
             admitted = await orchestrator.RequestAsync(caller, client, valid, ct);
         }
-        catch when (idempotencyKey is not null)
+        catch (Exception e)
         {
-            await idempotency.ReleaseAsync(caller, idempotencyKey);
+            if (IsRefusedByTheService(e))
+                RunRateLimits.Refund(http);
+            if (idempotencyKey is not null)
+                await idempotency.ReleaseAsync(caller, idempotencyKey);
             throw;
         }
         if (idempotencyKey is not null)
@@ -136,10 +139,22 @@ public static class RunEndpoints
             _ = execution.ContinueWith(t => _ = t.Exception, TaskScheduler.Default);
             return TypedResults.Accepted($"/v1/runs/{admitted.Stream.RunId}", RunView.From(admitted.Summary));
         }
-        var finished = await execution;
+        RunSummary finished;
+        try
+        {
+            finished = await execution;
+        }
+        catch (Exception e) when (IsRefusedByTheService(e))
+        {
+            RunRateLimits.Refund(http);
+            throw;
+        }
         http.Response.Headers["Server-Timing"] = admitted.Phases.ToServerTiming();
         return TypedResults.Ok(RunView.From(finished));
     }
+
+    /// <summary>The service, not the caller, said no (audit store down, no capacity, no sandbox): the token is given back.</summary>
+    private static bool IsRefusedByTheService(Exception e) => e is WriteAheadException or CapacityException or SandboxUnavailableException;
 
     /// <summary>A repeated request answers as the original did: the result when finished, 202 while it runs.</summary>
     private static Results<Ok<RunView>, Accepted<RunView>, ProblemHttpResult> Replay(RunSummary run) => run.Status switch

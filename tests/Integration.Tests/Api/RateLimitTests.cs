@@ -54,6 +54,33 @@ public sealed class RateLimitTests(ApiFixture service)
             "SELECT (data ->> 'httpStatus')::bigint FROM sandbox.mt_events WHERE stream_id = $1::uuid AND type = 'request_rejected'", recorded.Str("runId")));
     }
 
+    [Fact]
+    public async Task RequestsTheServiceRefusesDoNotUseUpTheCallersTokens()
+    {
+        const string tenant = "rl-refunded";
+        var client = service.Client(service.Token("rex", tenant, "runner"));
+
+        // The audit store cannot record this tenant's runs: each request is refused with a 503 and nothing runs.
+        await service.Database.ExecuteAsync($"""
+            CREATE FUNCTION sandbox.refuse_runs() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'audit store down (test)'; END $$;
+            CREATE TRIGGER refuse_runs BEFORE INSERT ON sandbox.mt_events FOR EACH ROW
+              WHEN (NEW.type = 'run_requested' AND NEW.data -> 'caller' ->> 'tenant' = '{tenant}') EXECUTE FUNCTION sandbox.refuse_runs();
+            """);
+        try
+        {
+            for (var i = 0; i < ApiFixture.Burst + 2; i++)
+                Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.RunAsync(new { language = "shell", code = "true" })).Response.StatusCode);
+        }
+        finally
+        {
+            await service.Database.ExecuteAsync("DROP TRIGGER refuse_runs ON sandbox.mt_events; DROP FUNCTION sandbox.refuse_runs();");
+        }
+
+        // The whole burst is still there.
+        await ExhaustAsync(client);
+    }
+
     private static async Task ExhaustAsync(HttpClient client)
     {
         for (var i = 0; i < ApiFixture.Burst; i++)
