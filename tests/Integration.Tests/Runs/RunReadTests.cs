@@ -8,7 +8,7 @@ using Sandbox.Audited.Tests.Infrastructure;
 namespace Sandbox.Audited.Tests.Runs;
 
 /// <summary>Reading runs: who read whose code and output is recorded; nothing that carries them is cached; no banner.</summary>
-[Collection(ServiceCollection.Name)]
+[Collection(Infrastructure.ServiceCollection.Name)]
 public sealed class RunReadTests(ServiceFixture service)
 {
     [Fact]
@@ -26,7 +26,7 @@ public sealed class RunReadTests(ServiceFixture service)
         var (_, log) = await auditor.GetJsonAsync("/v1/audit/events?type=audit_accessed");
         var reads = log["items"]!.AsArray().Where(e => e!.Str("data.action").StartsWith("read_run", StringComparison.Ordinal)).ToList();
         Assert.Equal(["read_run", "read_run_events"], reads.Select(e => e!.Str("data.action")));
-        Assert.All(reads, e => Assert.Equal(("abe", runId, "rae"), (e!.Str("data.caller.subject"), e.Str("data.filter.runId"), e.Str("data.filter.subject"))));
+        Assert.All(reads, e => Assert.Equal(("abe", runId, "rae"), (e!.Str("data.caller.subject"), e!.Str("data.filter.runId"), e!.Str("data.filter.subject"))));
     }
 
     [Fact]
