@@ -140,7 +140,7 @@ public sealed class DefaultBundleTests(ServiceFixture service)
     [Fact]
     public async Task ReplayOfARunUnderTheDefaultBundleIsTheSame()
     {
-        var (_, run) = await service.Runner("ivy", Tenant).RunAsync(new { language = "shell", code = "echo replay", classification = "public", limits = new { memoryMb = 999 } });
+        var (_, run) = await service.Runner("ivy", Tenant).RunAsync(new { language = "shell", code = "echo replay", classification = "public", limits = new { memoryMb = 500 } });
 
         var (response, replay) = await service.Client(service.Token("kim", Tenant, "auditor")).GetJsonAsync($"/v1/audit/runs/{run.Str("runId")}/replay");
 
