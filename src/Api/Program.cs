@@ -23,7 +23,7 @@ using Sandbox.Audited.Executor.Pool;
 using Sandbox.Audited.Executor.Sandboxes;
 using Serilog;
 
-var builder = WebApplication.CreateBuilder(args);
+var builder = WebApplication.CreateBuilder(args).WithoutServerBanner();
 
 // One-shot commands (migrate, token, schema, dev-key) run and exit without starting the server.
 if (args.Length > 0 && Commands.Names.Contains(args[0]))
@@ -97,15 +97,14 @@ builder.Services.AddRunRateLimits(builder.Configuration);
 builder.Services.AddSingleton<IdempotencyStore>();
 builder.Services.AddSingleton<RunMetrics>();
 builder.Services.AddSingleton<RunFeed>();
-builder.Services.Configure<CallbackOptions>(builder.Configuration.GetSection(CallbackOptions.Section));
-builder.Services.AddHttpClient(CallbackSender.HttpClientName).ConfigurePrimaryHttpMessageHandler(() => new HttpClientHandler { AllowAutoRedirect = false, UseProxy = false });
-builder.Services.AddSingleton<CallbackSender>();
+CallbackSender.AddCallbacks(builder.Services, builder.Configuration);
 builder.Services.AddApiDocs();
 builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.Converters.Add(new System.Text.Json.Serialization.JsonStringEnumConverter()));
 
 var app = builder.Build();
 
 app.UseRequestMetrics();
+app.UseNoStoreForApi();
 app.UseExceptionHandler();
 app.UseStatusCodePages();
 

@@ -81,7 +81,7 @@ public static class AuditEndpoints
         var filter = new RunFilter(tenant, q.Text("subject"), q.Text("language"), q.Text("status"), q.Text("decision"),
             q.Text("codeSha256"), q.Time("from"), q.Time("to"));
         if (q.Error is not null)
-            return q.Problem();
+            return await q.RefusedAsync(accessLog, caller, AuditActions.QueryRuns);
 
         var page = await queries.RunsAsync(filter, after, limit, ct);
         if (await RecordAsync(http, accessLog, caller, AuditActions.QueryRuns, page.Items.Count) is { } unrecorded)
@@ -97,7 +97,7 @@ public static class AuditEndpoints
         var filter = new EventFilter(q.Tenant(caller), q.Text("type"), q.Text("subject"), q.Time("from"), q.Time("to"));
         var (after, limit) = (q.Long("cursor") ?? 0, q.Limit());
         if (q.Error is not null)
-            return q.Problem();
+            return await q.RefusedAsync(accessLog, caller, AuditActions.QueryEvents);
 
         var page = await queries.EventsAsync(filter, after, limit, ct);
         if (await RecordAsync(http, accessLog, caller, AuditActions.QueryEvents, page.Items.Count) is { } unrecorded)
@@ -113,7 +113,7 @@ public static class AuditEndpoints
         var tenant = q.Tenant(caller);
         var scope = new VerifyScope(q.Guid("runId"), q.Long("fromSequence"), q.Long("toSequence"), q.Time("from"), q.Time("to"));
         if (q.Error is not null)
-            return q.Problem();
+            return await q.RefusedAsync(accessLog, caller, AuditActions.Verify);
 
         var report = await verification.VerifyAsync(tenant, scope, ct);
         if (await RecordAsync(http, accessLog, caller, AuditActions.Verify, report.EventsChecked) is { } unrecorded)
@@ -147,7 +147,7 @@ public static class AuditEndpoints
         var caller = http.User.ToCaller();
         var tenant = q.Tenant(caller);
         if (q.Error is not null)
-            return q.Problem();
+            return await q.RefusedAsync(accessLog, caller, AuditActions.ListCheckpoints);
         var list = await checkpoints.ListAsync(tenant, ct);
         if (await RecordAsync(http, accessLog, caller, AuditActions.ListCheckpoints, list.Count) is { } unrecorded)
             return unrecorded;
@@ -169,7 +169,7 @@ public static class AuditEndpoints
         if (given && (toSequence is null || treeSize is null || rootHash is null || rootHash.Length != 64))
             q.Fail("A kept tree head needs all of toSequence, treeSize and rootHash (64 hex characters).");
         if (q.Error is not null)
-            return q.Problem();
+            return await q.RefusedAsync(accessLog, caller, AuditActions.VerifyCheckpoints);
 
         var report = given
             ? await checkpoints.VerifyAsync(tenant, [(new TreeHead(toSequence!.Value, treeSize!.Value, rootHash!.ToLowerInvariant()), null)], ct)
@@ -201,7 +201,7 @@ public static class AuditEndpoints
         if (!ExportFormats.All.Contains(format))
             q.Fail($"format must be one of: {string.Join(", ", ExportFormats.All)}.");
         if (q.Error is not null)
-            return q.Problem();
+            return await q.RefusedAsync(accessLog, caller, AuditActions.Export);
 
         http.Response.ContentType = format == ExportFormats.Csv ? "text/csv; charset=utf-8" : "application/x-ndjson";
         http.Response.Headers.ContentDisposition = $"attachment; filename=\"audit-{filter.Tenant}.{format}\"";
@@ -251,10 +251,40 @@ public static class AuditEndpoints
 
         public IReadOnlyDictionary<string, string> Given { get; } = All(http);
 
-        public static IReadOnlyDictionary<string, string> All(HttpContext http) =>
-            http.Request.Query.ToDictionary(p => p.Key, p => p.Value.ToString(), StringComparer.Ordinal);
+        /// <summary>The parameters as given, with control characters and lone surrogates escaped so that any of them can be recorded.</summary>
+        public static IReadOnlyDictionary<string, string> All(HttpContext http)
+        {
+            var all = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var (key, value) in http.Request.Query)
+                all[Printable(key)] = Printable(value.ToString());
+            return all;
+        }
 
-        public string? Text(string name) => http.Request.Query[name].ToString() is { Length: > 0 } value ? value : null;
+        public string? Text(string name)
+        {
+            if (http.Request.Query[name].ToString() is not { Length: > 0 } value) return null;
+            if (!IsPrintable(value))
+            {
+                Fail($"{name} must not contain control characters or invalid UTF-16.");
+                return null;
+            }
+            return value;
+        }
+
+        private static bool IsPrintable(string value) => Printable(value) == value;
+
+        private static string Printable(string value)
+        {
+            var text = new System.Text.StringBuilder(value.Length);
+            for (var i = 0; i < value.Length; i++)
+            {
+                var c = value[i];
+                if (char.IsHighSurrogate(c) && i + 1 < value.Length && char.IsLowSurrogate(value[i + 1])) { text.Append(c).Append(value[++i]); continue; }
+                if (char.IsControl(c) || char.IsSurrogate(c)) text.Append(CultureInfo.InvariantCulture, $"\\u{(int)c:x4}");
+                else text.Append(c);
+            }
+            return text.ToString();
+        }
 
         public string Tenant(Caller caller)
         {
@@ -304,8 +334,23 @@ public static class AuditEndpoints
             _status = status;
         }
 
-        public ProblemHttpResult Problem() => TypedResults.Problem(_status == 403
-            ? Problems.Create(403, Problems.Forbidden, "Not your tenant", Error!)
-            : Problems.Create(400, Problems.InvalidRequest, "Invalid audit query", Error!));
+        /// <summary>A refused query is recorded too (with the status it got), so that probing the audit trail leaves a trace.</summary>
+        public async Task<ProblemHttpResult> RefusedAsync(AccessLog accessLog, Caller caller, string action)
+        {
+            try
+            {
+                await accessLog.RecordAsync(caller, action, Given, 0, http.Connection.RemoteIpAddress?.ToString(), http.TraceIdentifier,
+                    http.RequestAborted, refusedWith: _status);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(AuditEndpoints)).LogError(e, "A refused audit read could not be recorded");
+                return TypedResults.Problem(Problems.Create(503, Problems.AuditUnavailable, "The audit store is unavailable",
+                    "This read was refused, and the refusal could not be recorded. Retry shortly."));
+            }
+            return TypedResults.Problem(_status == 403
+                ? Problems.Create(403, Problems.Forbidden, "Not your tenant", Error!)
+                : Problems.Create(400, Problems.InvalidRequest, "Invalid audit query", Error!));
+        }
     }
 }

@@ -70,6 +70,9 @@ public static class Commands
                 var tenant = Option(args, "--tenant") ?? throw new InvalidOperationException("--tenant is required.");
                 var roles = (Option(args, "--roles") ?? "runner").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
                 var ttl = ParseTtl(Option(args, "--ttl") ?? "1h");
+                // The service refuses longer-lived tokens; minting one would only produce a token that never works.
+                if (ttl > TimeSpan.FromMinutes(auth.MaxTokenLifetimeMinutes))
+                    throw new InvalidOperationException($"--ttl {Option(args, "--ttl")} is longer than the service accepts (Auth:MaxTokenLifetimeMinutes = {auth.MaxTokenLifetimeMinutes}).");
                 Console.WriteLine(DevelopmentTokens.Mint(auth, subject, tenant, roles, ttl));
                 return 0;
         }
@@ -85,7 +88,7 @@ public static class Commands
     public static TimeSpan ParseTtl(string text)
     {
         var unit = text[^1];
-        if (!int.TryParse(text[..^1], out var value) || value <= 0)
+        if (text.Length < 2 || !int.TryParse(text[..^1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var value) || value <= 0)
             throw new FormatException($"--ttl '{text}' must look like 30m, 1h or 7d.");
         return unit switch
         {

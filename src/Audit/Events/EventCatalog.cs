@@ -25,6 +25,8 @@ public static class EventCatalog
         [typeof(Sandbox.Audited.Domain.Audit.AuditAccessed)] = "audit_accessed",
         [typeof(CallbackAttempted)] = "callback_attempted",
         [typeof(Sandbox.Audited.Domain.Audit.CheckpointRecorded)] = "checkpoint_recorded",
+        [typeof(Sandbox.Audited.Domain.Audit.TokenMinted)] = "token_minted",
+        [typeof(Sandbox.Audited.Domain.Audit.AccessRefused)] = "access_refused",
     };
 
     public static readonly IReadOnlySet<string> Terminal = new HashSet<string> { "run_completed", "run_failed", "run_abandoned" };

@@ -5,7 +5,11 @@ namespace Sandbox.Audited.Domain.Runs;
 
 public sealed record Caller(string Subject, string Tenant, IReadOnlyList<string> Roles);
 
-public sealed record ClientInfo(string? Address, string? UserAgent, string? IdempotencyKey, string? CorrelationId);
+/// <summary>
+/// Where a request came from. CorrelationId is the server's own id for the request; ClientTraceparent is what the
+/// client sent as W3C `traceparent`, kept apart so that a client cannot borrow another caller's correlation id.
+/// </summary>
+public sealed record ClientInfo(string? Address, string? UserAgent, string? IdempotencyKey, string? CorrelationId, string? ClientTraceparent = null);
 
 public sealed record FileDigest(string Name, long Bytes, string Sha256);
 
