@@ -90,7 +90,7 @@ public static class AuditSeed
                     var type = EventCatalog.NameOf(e);
                     var hash = EventChain.Hash(previous, runId, version, type, json);
                     ids.Add(runId); versions.Add(version); data.Add(json); types.Add(type); times.Add(at.UtcDateTime);
-                    headers.Add(JsonSerializer.Serialize(new Dictionary<string, string> { ["hash"] = hash, ["prevHash"] = previous, ["tenant"] = tenant }));
+                    headers.Add(JsonSerializer.Serialize(new Dictionary<string, string> { ["hash"] = hash, ["prevHash"] = previous, ["canon"] = EventChain.CurrentCanon, ["tenant"] = tenant }));
                     users.Add(subject);
                     previous = hash;
                 }
