@@ -55,7 +55,7 @@ public sealed class MerkleProofsTests
         var leaf = MerkleTree.LeafHash(VectorLeaves[index]);
 
         Assert.True(MerkleProofs.VerifyInclusion(index, size, leaf, Hashes(path), Root(size)));
-        Assert.Equal(path, ReferencePath(index, VectorLeaves[..size]).Select(Convert.ToHexStringLower));
+        Assert.Equal(path, Rfc9162.Path(index, VectorLeaves[..size]).Select(Convert.ToHexStringLower));
         // The same path proves nothing for another leaf, another index, another root, or a tree of another shape.
         Assert.False(MerkleProofs.VerifyInclusion(index, size, MerkleTree.LeafHash([0xff]), Hashes(path), Root(size)));
         Assert.False(MerkleProofs.VerifyInclusion(index + 1, size, leaf, Hashes(path), Root(size)));
@@ -77,7 +77,7 @@ public sealed class MerkleProofsTests
     public void PublishedConsistencyProofsVerify(int first, int second, string[] proof)
     {
         Assert.True(MerkleProofs.VerifyConsistency(first, second, Root(first), Root(second), Hashes(proof)));
-        Assert.Equal(proof, ReferenceProof(first, VectorLeaves[..second]).Select(Convert.ToHexStringLower));
+        Assert.Equal(proof, Rfc9162.Proof(first, VectorLeaves[..second]).Select(Convert.ToHexStringLower));
         // Another first root (a rewritten history) or second root fails.
         Assert.False(MerkleProofs.VerifyConsistency(first, second, SHA256.HashData([1]), Root(second), Hashes(proof)));
         if (first != second)
@@ -94,10 +94,10 @@ public sealed class MerkleProofsTests
         for (var size = 1; size <= leaves.Length; size++)
         {
             var tree = leaves[..size];
-            var root = ReferenceRoot(tree);
+            var root = Rfc9162.Root(tree);
             for (var index = 0; index < size; index++)
             {
-                var path = ReferencePath(index, tree);
+                var path = Rfc9162.Path(index, tree);
                 var leaf = MerkleTree.LeafHash(tree[index]);
                 Assert.True(MerkleProofs.VerifyInclusion(index, size, leaf, path, root), $"inclusion of {index} in {size}");
                 for (var i = 0; i < path.Count; i++)
@@ -109,8 +109,8 @@ public sealed class MerkleProofsTests
             }
             for (var first = 1; first <= size; first++)
             {
-                var proof = ReferenceProof(first, tree);
-                var firstRoot = ReferenceRoot(tree[..first]);
+                var proof = Rfc9162.Proof(first, tree);
+                var firstRoot = Rfc9162.Root(tree[..first]);
                 Assert.True(MerkleProofs.VerifyConsistency(first, size, firstRoot, root, proof), $"consistency {first} -> {size}");
                 for (var i = 0; i < proof.Count; i++)
                 {
@@ -119,7 +119,7 @@ public sealed class MerkleProofsTests
                     Assert.False(MerkleProofs.VerifyConsistency(first, size, firstRoot, root, corrupted));
                 }
                 if (first < size)
-                    Assert.False(MerkleProofs.VerifyConsistency(first, size, ReferenceRoot([.. tree[..(first - 1)], [0xee]]), root, proof));
+                    Assert.False(MerkleProofs.VerifyConsistency(first, size, Rfc9162.Root([.. tree[..(first - 1)], [0xee]]), root, proof));
             }
         }
     }
@@ -133,49 +133,5 @@ public sealed class MerkleProofsTests
         Assert.False(MerkleProofs.VerifyConsistency(8, 6, Root(8), Root(6), []));
         Assert.False(MerkleProofs.VerifyConsistency(2, 8, Root(2), Root(8), []));
         Assert.True(MerkleProofs.VerifyConsistency(0, 8, SHA256.HashData([]), Root(8), []));
-    }
-
-    // RFC 9162 section 2.1.1: MTH, as the RFC defines it.
-    private static byte[] ReferenceRoot(byte[][] leaves)
-    {
-        if (leaves.Length == 0)
-            return SHA256.HashData([]);
-        if (leaves.Length == 1)
-            return MerkleTree.LeafHash(leaves[0]);
-        var k = SplitPoint(leaves.Length);
-        return MerkleTree.NodeHash(ReferenceRoot(leaves[..k]), ReferenceRoot(leaves[k..]));
-    }
-
-    // RFC 9162 section 2.1.3.1: PATH(m, D[n]).
-    private static List<byte[]> ReferencePath(int m, byte[][] leaves)
-    {
-        if (leaves.Length == 1)
-            return [];
-        var k = SplitPoint(leaves.Length);
-        return m < k
-            ? [.. ReferencePath(m, leaves[..k]), ReferenceRoot(leaves[k..])]
-            : [.. ReferencePath(m - k, leaves[k..]), ReferenceRoot(leaves[..k])];
-    }
-
-    // RFC 9162 section 2.1.4.1: PROOF(m, D[n]) = SUBPROOF(m, D[n], true).
-    private static List<byte[]> ReferenceProof(int m, byte[][] leaves) => SubProof(m, leaves, true);
-
-    private static List<byte[]> SubProof(int m, byte[][] leaves, bool whole)
-    {
-        if (m == leaves.Length)
-            return whole ? [] : [ReferenceRoot(leaves)];
-        var k = SplitPoint(leaves.Length);
-        return m <= k
-            ? [.. SubProof(m, leaves[..k], whole), ReferenceRoot(leaves[k..])]
-            : [.. SubProof(m - k, leaves[k..], false), ReferenceRoot(leaves[..k])];
-    }
-
-    // The largest power of two smaller than n.
-    private static int SplitPoint(int n)
-    {
-        var k = 1;
-        while (k * 2 < n)
-            k *= 2;
-        return k;
     }
 }
