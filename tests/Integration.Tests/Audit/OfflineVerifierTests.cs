@@ -121,6 +121,30 @@ public sealed class OfflineVerifierTests(ServiceFixture service) : IDisposable
     }
 
     [Fact]
+    public async Task EventsRecordedInTheLegacyFormKeepVerifyingNextToNewOnes()
+    {
+        var tenant = AuditTestClient.NewTenant("legacy");
+        await AuditSeed.BulkAsync(service, tenant, 3, legacy: true);
+        await AuditSeed.RunAsync(service, tenant, "bob");
+        var auditor = service.Auditor(tenant);
+
+        var report = await auditor.OkJsonAsync("/v1/audit/verify");
+        var export = Path.Combine(_directory, "mixed.ndjson");
+        await File.WriteAllTextAsync(export, await auditor.GetStringAsync("/v1/audit/export"));
+        var (exit, output) = Verify(export);
+
+        Assert.True(report["verified"]!.GetValue<bool>(), report.ToJsonString());
+        Assert.Equal(32, report["eventsChecked"]!.GetValue<long>());
+        Assert.True(exit == VerifyCommand.Verified, output);
+        Assert.Contains("in RFC 8785 (canon \"jcs\"), 24 in the legacy form)", output);
+        // The forms differ for these events (1e-7 is 1E-07 in the legacy form): the header really picks the form.
+        var legacy = JsonNode.Parse((await File.ReadAllLinesAsync(export)).First(l => l.Contains("run_requested", StringComparison.Ordinal)))!;
+        Assert.Null(legacy["canon"]);
+        Assert.NotEqual(legacy.Str("hash"), Sandbox.Audited.Domain.Hashing.EventChain.Hash(legacy.Str("prevHash"), Guid.Parse(legacy.Str("streamId")),
+            legacy["version"]!.GetValue<long>(), legacy.Str("type"), legacy["data"]!.ToJsonString()));
+    }
+
+    [Fact]
     public async Task UnreadableInputIsNotAVerdict()
     {
         var files = await ExportAsync();
