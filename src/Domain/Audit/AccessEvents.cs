@@ -24,6 +24,8 @@ public static class AuditActions
     public const string Verify = "verify";
     public const string ListCheckpoints = "list_checkpoints";
     public const string VerifyCheckpoints = "verify_checkpoints";
+    public const string InclusionProof = "inclusion_proof";
+    public const string ConsistencyProof = "consistency_proof";
 }
 
 public static class AccessLogStreams
