@@ -253,13 +253,18 @@ public static class AuditEndpoints
         if (leaves.FirstOrDefault(l => l.LeafIndex >= size) is { } late)
             return NotCovered($"Event {late.Sequence} is leaf {late.LeafIndex} of your tenant's tree, so a tree of {size} leaves does not cover it; use a later checkpoint's treeSize.");
 
-        var root = await tree.RootAsync(tenant, size.Value, ct);
+        // The root and every path in one read of stored subtrees.
+        var paths = leaves.Select(l => TreeProofs.InclusionRanges(l.LeafIndex, size.Value)).ToList();
+        var hashes = await tree.HashesAsync(tenant, [new LeafRange(0, size.Value), .. paths.SelectMany(p => p)], ct);
+        var root = hashes[0];
         var proofs = new List<LeafProofView>(leaves.Count);
-        foreach (var leaf in leaves)
+        var next = 1;
+        for (var i = 0; i < leaves.Count; i++)
         {
-            var path = await tree.HashesAsync(tenant, TreeProofs.InclusionRanges(leaf.LeafIndex, size.Value), ct);
+            var leaf = leaves[i];
             proofs.Add(new LeafProofView(leaf.Sequence, leaf.StreamId, leaf.Version, leaf.LeafIndex, leaf.LeafData,
-                Convert.ToHexStringLower(leaf.LeafHash), path.Select(Convert.ToHexStringLower).ToList()));
+                Convert.ToHexStringLower(leaf.LeafHash), hashes.Skip(next).Take(paths[i].Count).Select(Convert.ToHexStringLower).ToList()));
+            next += paths[i].Count;
         }
         if (await RecordAsync(http, accessLog, caller, AuditActions.InclusionProof, proofs.Count) is { } unrecorded)
             return unrecorded;
@@ -281,9 +286,9 @@ public static class AuditEndpoints
         if (await TreeTooSmallAsync(tree, tenant, second!.Value, ct) is { } tooSmall)
             return tooSmall;
 
-        var proof = await tree.HashesAsync(tenant, TreeProofs.ConsistencyRanges(first!.Value, second.Value), ct);
-        var firstRoot = await tree.RootAsync(tenant, first.Value, ct);
-        var secondRoot = await tree.RootAsync(tenant, second.Value, ct);
+        var hashes = await tree.HashesAsync(tenant,
+            [new LeafRange(0, first!.Value), new LeafRange(0, second.Value), .. TreeProofs.ConsistencyRanges(first.Value, second.Value)], ct);
+        var (firstRoot, secondRoot, proof) = (hashes[0], hashes[1], hashes.Skip(2).ToList());
         if (await RecordAsync(http, accessLog, caller, AuditActions.ConsistencyProof, proof.Count) is { } unrecorded)
             return unrecorded;
         return TypedResults.Ok(new ConsistencyProofView(first.Value, second.Value, Convert.ToHexStringLower(firstRoot),
