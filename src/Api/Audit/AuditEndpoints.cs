@@ -32,7 +32,12 @@ public sealed record NoteKeyView(string Name, string KeyId, string VerifierKey, 
 /// The keys that sign checkpoints: the ECDSA head key (null fields when none), and the Ed25519 signed-note keys, the
 /// current one first, older ones still published so that heads signed with them keep verifying.
 /// </summary>
-public sealed record CheckpointKeyView(string? Algorithm, string? KeyId, string? PublicKeyPem, string? SignedText, string NoteOrigin, IReadOnlyList<NoteKeyView> NoteKeys);
+public sealed record CheckpointKeyView(
+    string? Algorithm, string? KeyId, string? PublicKeyPem, string? SignedText, IReadOnlyList<EarlierKeyView> EarlierKeys,
+    string NoteOrigin, IReadOnlyList<NoteKeyView> NoteKeys);
+
+/// <summary>An ECDSA key that signed heads before a rotation; heads naming its key id keep verifying.</summary>
+public sealed record EarlierKeyView(string KeyId, string PublicKeyPem);
 
 public sealed record LeafProofView(long Sequence, Guid StreamId, long Version, long LeafIndex, string LeafData, string LeafHash, IReadOnlyList<string> AuditPath);
 
@@ -66,7 +71,11 @@ public static class AuditEndpoints
         services.AddSingleton<AuditExport>();
         services.AddSingleton<AccessLog>();
         services.AddSingleton<AuditCheckpoints>();
-        services.AddSingleton(provider => new CheckpointSigner(provider.GetRequiredService<IConfiguration>()["Audit:CheckpointKeyPath"]));
+        services.AddSingleton(provider =>
+        {
+            var audit = provider.GetRequiredService<IConfiguration>().GetSection("Audit");
+            return new CheckpointSigner(audit["CheckpointKeyPath"], audit.GetSection("PublishedCheckpointKeys").GetChildren().Select(c => c.Value).OfType<string>());
+        });
         services.AddSingleton(provider =>
         {
             var audit = provider.GetRequiredService<IConfiguration>().GetSection("Audit");
@@ -215,10 +224,11 @@ public static class AuditEndpoints
 
     /// <summary>The public keys that sign checkpoints, to check a kept head offline; 404 when heads are not signed.</summary>
     public static Results<Ok<CheckpointKeyView>, ProblemHttpResult> CheckpointKey(HttpContext http, CheckpointSigner signer, NoteSigner notes) =>
-        signer.PublicKeyPem is not null || notes.Keys.Count > 0
+        signer.PublicKeyPem is not null || signer.EarlierKeys.Count > 0 || notes.Keys.Count > 0
             ? TypedResults.Ok(new CheckpointKeyView(
                 signer.PublicKeyPem is null ? null : "ES256 (ECDSA P-256, SHA-256; signature r||s, base64)", signer.KeyId, signer.PublicKeyPem,
                 signer.PublicKeyPem is null ? null : "sandbox-audited checkpoint v1\n{tenant}\n{toSequence}\n{treeSize}\n{rootHash}\n",
+                signer.EarlierKeys.Select(k => new EarlierKeyView(k.KeyId, k.PublicKeyPem)).ToList(),
                 notes.Origin(http.User.ToCaller().Tenant),
                 notes.Keys.Select(k => new NoteKeyView(k.Name, k.KeyIdHex, k.ToString(), Convert.ToBase64String(k.PublicKey), k == notes.Current)).ToList()))
             : TypedResults.Problem(Problems.Create(404, Problems.NotFound, "Checkpoints are not signed",

@@ -108,8 +108,9 @@ public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore s
                 Verified = false,
                 FirstMismatch = new CheckpointMismatch(c.Head, c.Head, c.Sequence,
                     c.Signature is null ? "the head is unsigned, so nothing proves this service recorded it"
-                    : c.KeyId == signer.KeyId ? "the signature does not verify: the recorded head was changed or not made by this service"
-                    : $"signed with key {c.KeyId}, not this service's key {signer.KeyId}"),
+                    : c.KeyId == signer.KeyId || signer.EarlierKeys.Any(k => k.KeyId == c.KeyId)
+                        ? "the signature does not verify: the recorded head was changed or not made by this service"
+                    : $"signed with key {c.KeyId}, which is neither this service's key {signer.KeyId} nor a published earlier one"),
             };
         if (NoteMismatch(tenant, recorded) is { } badNote)
             return report with { Verified = false, FirstMismatch = badNote };

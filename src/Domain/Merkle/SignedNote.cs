@@ -26,7 +26,7 @@ public sealed record NoteVerifierKey(string Name, uint KeyId, byte[] PublicKey)
     /// <summary>Reads "name+keyid+key"; null when it is not an Ed25519 verifier key whose id matches its name and key.</summary>
     public static NoteVerifierKey? Parse(string text)
     {
-        var parts = text.Trim().Split('+');
+        var parts = text.Trim().Split('+', 3); // names never hold '+', base64 may
         if (parts.Length != 3 || !SignedNote.IsKeyName(parts[0]) || parts[1].Length != 8
             || !uint.TryParse(parts[1], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var id))
             return null;

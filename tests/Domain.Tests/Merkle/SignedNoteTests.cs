@@ -49,6 +49,18 @@ public sealed class SignedNoteTests
     }
 
     [Fact]
+    public void AVerifierKeyWhoseBase64HoldsAPlusIsRead()
+    {
+        // A published test key of transparency-dev/formats whose base64 contains '+'.
+        const string plusKey = "TEST+7997405c+AQcC+FTVKf0jlTdHDY3rbevmnKxxPjigCXlVtGe6RIr6";
+        var key = NoteVerifierKey.Parse(plusKey);
+
+        Assert.NotNull(key);
+        Assert.Equal("TEST", key.Name);
+        Assert.Equal(plusKey, key.ToString());
+    }
+
+    [Fact]
     public void ACheckpointBodyRoundTrips()
     {
         var root = Convert.FromHexString("5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328");
