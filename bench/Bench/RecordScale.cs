@@ -148,8 +148,14 @@ public static class RecordScale
             var stored = await tree.VerifyAsync(tenants[0], CancellationToken.None);
             var storedRate = stored.LeavesChecked / watch.Elapsed.TotalSeconds;
 
+            var floor = await Time("floor: SELECT 1 round trip (the machine's load at this moment)", async () =>
+            {
+                await using var ping = source.CreateCommand("SELECT 1");
+                await ping.ExecuteScalarAsync();
+            });
             var latencies = new[]
             {
+                floor,
                 Latency.Of("inclusion proof (leaf lookup, then root and path in one read)", inclusion),
                 Latency.Of("consistency proof (both roots and path in one read)", consistency),
                 Latency.Of("incremental checkpoint (80 new events a tenant)", incremental),
@@ -182,7 +188,10 @@ public static class RecordScale
         finally
         {
             NpgsqlConnection.ClearAllPools();
-            await ExecuteAsync(adminConnection, $"DROP DATABASE IF EXISTS {database} WITH (FORCE)");
+            if (Environment.GetEnvironmentVariable("SBX_BENCH_KEEP") == "1")
+                Console.Error.WriteLine($"[scale] kept database {database} (SBX_BENCH_KEEP=1); drop it when done");
+            else
+                await ExecuteAsync(adminConnection, $"DROP DATABASE IF EXISTS {database} WITH (FORCE)");
         }
     }
 

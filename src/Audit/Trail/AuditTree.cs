@@ -213,9 +213,11 @@ public sealed class AuditTree(NpgsqlDataSource database)
         var nodes = new Dictionary<NodeId, byte[]>(ids.Count);
         if (ids.Count == 0)
             return nodes;
+        // One primary-key probe per wanted node (LATERAL), whatever the planner guesses about the array's size.
         await using var command = new NpgsqlCommand("""
-            SELECT n.level, n.idx, n.hash FROM unnest($2::smallint[], $3::bigint[]) AS w(level, idx)
-            JOIN sandbox.audit_tree_nodes n ON n.tenant = $1 AND n.level = w.level AND n.idx = w.idx
+            SELECT w.level, w.idx, n.hash FROM unnest($2::smallint[], $3::bigint[]) AS w(level, idx)
+            CROSS JOIN LATERAL (SELECT x.hash FROM sandbox.audit_tree_nodes x
+                                WHERE x.tenant = $1 AND x.level = w.level AND x.idx = w.idx) n
             """, connection, tx);
         command.Parameters.AddWithValue(tenant);
         command.Parameters.AddWithValue(ids.Select(i => (short)i.Level).ToArray());
