@@ -3,6 +3,7 @@ using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Audit;
 using Sandbox.Audited.Audit.ReadModels;
 using Sandbox.Audited.Audit.Migrations;
+using Sandbox.Audited.Audit.Trail;
 using Sandbox.Audited.Domain.Policies;
 
 namespace Sandbox.Audited.Api.Hosting;
@@ -56,6 +57,11 @@ public static class Commands
                 var path = Option(args, "--path") ?? auth.DevelopmentKeyPath ?? throw new InvalidOperationException("--path is required.");
                 if (File.Exists(path))
                     Console.WriteLine($"development key exists: {path}");
+                else if (args.Contains("--ed25519"))
+                {
+                    NoteSigner.CreateKey(path); // the signed-note checkpoint key (Audit:NoteKeyPath)
+                    Console.WriteLine($"Ed25519 key created: {path}");
+                }
                 else
                 {
                     DevelopmentKeys.Create(path);

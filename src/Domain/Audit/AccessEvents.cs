@@ -31,6 +31,9 @@ public static class AuditActions
     public const string ReadRun = "read_run";
 
     public const string ReadRunEvents = "read_run_events";
+
+    public const string InclusionProof = "inclusion_proof";
+    public const string ConsistencyProof = "consistency_proof";
 }
 
 public static class AccessLogStreams
