@@ -91,7 +91,7 @@ builder.Services.AddExceptionHandler<ProblemExceptionHandler>();
 // API (issue 6): per-subject rate limit, idempotency keys, run stream (SSE), signed callbacks, metrics, OpenAPI + /docs.
 builder.Services.AddRunRateLimits(builder.Configuration);
 builder.Services.AddSingleton<IdempotencyStore>();
-builder.Services.AddSingleton<RunMetrics>();
+builder.Services.AddServiceMetrics();
 builder.Services.AddSingleton<RunFeed>();
 builder.Services.Configure<CallbackOptions>(builder.Configuration.GetSection(CallbackOptions.Section));
 builder.Services.AddHttpClient(CallbackSender.HttpClientName).ConfigurePrimaryHttpMessageHandler(() => new HttpClientHandler { AllowAutoRedirect = false, UseProxy = false });
@@ -101,7 +101,6 @@ builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.Converters.Ad
 
 var app = builder.Build();
 
-app.UseRequestMetrics();
 app.UseExceptionHandler();
 app.UseStatusCodePages();
 
