@@ -5,13 +5,16 @@ namespace Sandbox.Audited.Api.Health;
 
 public static class HealthEndpoints
 {
+    // Probes answer HEAD too (load balancers and some orchestrators send it); the server drops the body.
+    private static readonly string[] Probe = [HttpMethods.Get, HttpMethods.Head];
+
     public static void MapHealth(this IEndpointRouteBuilder app)
     {
         // Liveness: the process answers.
-        app.MapGet("/healthz", () => TypedResults.Ok(new { status = "ok" })).AllowAnonymous().ExcludeFromDescription();
+        app.MapMethods("/healthz", Probe, () => TypedResults.Ok(new { status = "ok" })).AllowAnonymous().ExcludeFromDescription();
 
         // Readiness: PostgreSQL and the Docker engine both answer; otherwise 503 with what is wrong.
-        app.MapGet("/readyz", async (NpgsqlDataSource db, DockerEngine docker, CancellationToken ct) =>
+        app.MapMethods("/readyz", Probe, async (NpgsqlDataSource db, DockerEngine docker, CancellationToken ct) =>
         {
             var checks = new Dictionary<string, string>
             {
