@@ -95,7 +95,7 @@ builder.Services.AddExceptionHandler<ProblemExceptionHandler>();
 // API (issue 6): per-subject rate limit, idempotency keys, run stream (SSE), signed callbacks, metrics, OpenAPI + /docs.
 builder.Services.AddRunRateLimits(builder.Configuration);
 builder.Services.AddSingleton<IdempotencyStore>();
-builder.Services.AddSingleton<RunMetrics>();
+builder.Services.AddServiceMetrics();
 builder.Services.AddSingleton<RunFeed>();
 CallbackSender.AddCallbacks(builder.Services, builder.Configuration);
 builder.Services.AddApiDocs();
@@ -103,7 +103,6 @@ builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.Converters.Ad
 
 var app = builder.Build();
 
-app.UseRequestMetrics();
 app.UseNoStoreForApi();
 app.UseExceptionHandler();
 app.UseStatusCodePages();

@@ -6,13 +6,16 @@ namespace Sandbox.Audited.Api.Health;
 
 public static class HealthEndpoints
 {
+    // Probes answer HEAD too (load balancers and some orchestrators send it); the server drops the body.
+    private static readonly string[] Probe = [HttpMethods.Get, HttpMethods.Head];
+
     public static void MapHealth(this IEndpointRouteBuilder app)
     {
         // Liveness: the process answers.
-        app.MapGet("/healthz", () => TypedResults.Ok(new { status = "ok" })).AllowAnonymous().ExcludeFromDescription();
+        app.MapMethods("/healthz", Probe, () => TypedResults.Ok(new { status = "ok" })).AllowAnonymous().ExcludeFromDescription();
 
         // Readiness: PostgreSQL and the Docker engine both answer and the node is not draining; otherwise 503 with what is wrong.
-        app.MapGet("/readyz", async (NpgsqlDataSource db, DockerEngine docker, Admission admission, OutcomeJournal journal,
+        app.MapMethods("/readyz", Probe, async (NpgsqlDataSource db, DockerEngine docker, Admission admission, OutcomeJournal journal,
             IHostApplicationLifetime lifetime, CancellationToken ct) =>
         {
             // Draining starts at SIGTERM: not ready at once, before admission closes, so that no new run is sent here.
