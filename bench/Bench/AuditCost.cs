@@ -108,7 +108,7 @@ public static class AuditCost
             new OutputRecorded(runId, new StreamOutput(Sha256Hex.Of("1\n"), 2, 2, false, "utf8", "1\n"),
                 new StreamOutput(Sha256Hex.Of(""), 0, 0, false, "utf8", ""), at),
             new RunCompleted(runId, RunStatus.Succeeded, 0, 20, null, at),
-            new SandboxRemoved(runId, container, at),
+            new SandboxRemoved(runId, container, "removed", at),
         ];
     }
 

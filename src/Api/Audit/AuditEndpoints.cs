@@ -248,7 +248,7 @@ public static class AuditEndpoints
         if ((sequence is null) == (runId is null) && q.Error is null)
             q.Fail("Give either sequence (an event's global sequence) or runId.");
         if (q.Error is not null)
-            return q.Problem();
+            return await q.RefusedAsync(accessLog, caller, AuditActions.InclusionProof);
 
         var size = treeSize ?? (await checkpoints.ListAsync(tenant, ct)).LastOrDefault()?.Head.TreeSize;
         if (size is null)
@@ -292,7 +292,7 @@ public static class AuditEndpoints
         if ((first is null || second is null || first > second) && q.Error is null)
             q.Fail("Give first and second tree sizes, first <= second.");
         if (q.Error is not null)
-            return q.Problem();
+            return await q.RefusedAsync(accessLog, caller, AuditActions.ConsistencyProof);
         if (await TreeTooSmallAsync(tree, tenant, second!.Value, ct) is { } tooSmall)
             return tooSmall;
 
