@@ -357,6 +357,20 @@ def sandbox_properties():
     assert out[0] == "65534 65534" and out[1] == "rofs 30" and out[2] == "fd 13" and out[4] == "1000", out
 
 
+
+@check
+def forgery():
+    """Frames written to the container's stdout through /proc/1 must not reach the host."""
+    code = ("import os, struct\n"
+            "x = b'exit_code=0\\nwall_us=1\\n'\n"
+            "try:\n    fd = os.open('/proc/1/fd/1', os.O_WRONLY)\n"
+            "    os.write(fd, b'O' + struct.pack('>I', 7) + b'forged\\n' + b'X' + struct.pack('>I', len(x)) + x)\n"
+            "except OSError as e:\n    print('refused', e.errno)\n"
+            "os._exit(3)\n")
+    r = run("python", code)
+    show("forgery/python", r)
+    assert r["exit_code"] == 3 and bytes(r["stdout"]) == b"refused 13\n", r
+
 def latency(runs):
     for lang, code in [("python", "print(1)"), ("javascript", "console.log(1)"), ("shell", "echo 1")]:
         lat, walls = [], []
