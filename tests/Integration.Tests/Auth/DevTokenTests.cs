@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Json;
 using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Sandbox.Audited.Tests.Infrastructure;
 
@@ -110,6 +111,22 @@ public sealed class DevTokenTests(ServiceFixture service)
         var (response, _) = await service.Client(longLived).RunAsync(new { language = "shell", code = "echo no" });
 
         Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+    }
+
+    [Fact]
+    public async Task SbxTokenRefusesATtlTheServiceWouldRefuse()
+    {
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Auth:Mode"] = "development", ["Auth:Issuer"] = service.Auth.Issuer, ["Auth:Audience"] = service.Auth.Audience,
+            ["Auth:DevelopmentKeyPath"] = service.KeyPath,
+        }).Build();
+
+        var refused = await Assert.ThrowsAsync<InvalidOperationException>(() =>
+            Sandbox.Audited.Api.Hosting.Commands.RunAsync(["token", "--sub", "ci", "--tenant", "acme", "--ttl", "30d"], configuration));
+
+        Assert.Contains("MaxTokenLifetimeMinutes", refused.Message);
+        Assert.Equal(0, await Sandbox.Audited.Api.Hosting.Commands.RunAsync(["token", "--sub", "ci", "--tenant", "acme", "--ttl", "2h"], configuration));
     }
 
     [Fact]
