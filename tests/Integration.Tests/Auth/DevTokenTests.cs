@@ -142,8 +142,10 @@ public sealed class DevTokenTests(ServiceFixture service)
             "/v1/audit/events?type=access_refused&from=" + Uri.EscapeDataString(since.ToString("O")));
 
         var events = page["items"]!.AsArray().Where(e => e!.Str("data.route") == "/v1/audit/checkpoints/key").ToList();
-        var recorded = Assert.Single(events)!;
-        Assert.Equal(("401", "malformed", "50"), (recorded.Str("data.status"), recorded.Str("data.reason"), recorded.Str("data.count")));
+        // One event per window (two if the flood straddled a window's end), carrying the count.
+        Assert.InRange(events.Count, 1, 2);
+        Assert.All(events, e => Assert.Equal(("401", "malformed"), (e!.Str("data.status"), e!.Str("data.reason"))));
+        Assert.Equal(50, events.Sum(e => int.Parse(e!.Str("data.count"))));
         // A tenant's own auditor does not see the service's stream.
         var (_, theirs) = await service.Client(service.Token("tia", "tenant-devtoken", "auditor")).GetJsonAsync("/v1/audit/events?type=access_refused");
         Assert.Empty(theirs["items"]!.AsArray());
