@@ -286,6 +286,8 @@ public static class RunEndpoints
             return $"Unknown member{at}: the request accepts only the documented members, spelled exactly (camelCase).";
         if (message.Contains("Duplicate", StringComparison.OrdinalIgnoreCase))
             return $"Duplicate member{at}: each member may appear once.";
+        if (message.Contains("doesn't allow null values", StringComparison.Ordinal) || message.Contains("non-nullable", StringComparison.Ordinal))
+            return $"Null is not allowed{at}: give a value or leave the member out.";
         if (message.Contains("could not be converted", StringComparison.Ordinal))
             return $"Wrong type{at}: numbers must be JSON numbers (integers where an integer is expected), strings JSON strings.";
         return $"Malformed JSON{at}: {message}";

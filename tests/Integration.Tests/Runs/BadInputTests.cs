@@ -47,6 +47,7 @@ public sealed class BadInputTests(ServiceFixture service)
     [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"limits\":{\"memoryMb\":1}}", "16 to 512")]
     [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"limits\":{\"timeoutMs\":999999}}", "1 to 60000")]
     [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"limits\":{\"timeoutMs\":1.5}}", "limits.timeoutMs")]
+    [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"files\":[{\"name\":null,\"content\":\"x\"}]}", "Null is not allowed")]
     public async Task SmuggledOrOutOfRangeInputIsA400NamingItAndRecorded(string json, string named)
     {
         var response = await service.Runner("frank", Tenant).PostAsync("/v1/runs", new StringContent(json, Encoding.UTF8, "application/json"));
