@@ -91,7 +91,18 @@ public sealed class JcsCanonicalizer
                 Byte((byte)']');
                 break;
             case JsonTokenType.String:
-                WriteString(reader.ValueIsEscaped ? Unescape(ref reader) : reader.ValueSpan);
+                if (reader.ValueIsEscaped)
+                    WriteString(Unescape(ref reader));
+                else
+                {
+                    // An unescaped JSON string holds no control characters, quotes or backslashes: it is already canonical.
+                    var value = reader.ValueSpan;
+                    var span = Reserve(value.Length + 2);
+                    span[0] = (byte)'"';
+                    value.CopyTo(span[1..]);
+                    span[value.Length + 1] = (byte)'"';
+                    _length += value.Length + 2;
+                }
                 break;
             case JsonTokenType.Number:
                 WriteNumber(ref reader);
@@ -205,6 +216,12 @@ public sealed class JcsCanonicalizer
         Span<byte> shortest = stackalloc byte[32];
         value.TryFormat(shortest, out var length, "R", CultureInfo.InvariantCulture);
         var text = shortest[..length];
+        // .NET writes plain decimals (no exponent) only for 1e-5 <= |x| < 1e15, where ECMAScript writes the same digits.
+        if (text.IndexOfAny((byte)'E', (byte)'e') < 0)
+        {
+            text.CopyTo(output);
+            return length;
+        }
 
         // Split "R" (e.g. -1.2345E-07, 123.45, 1E+21) into its significant digits and n, the position of the decimal
         // point relative to them: value = 0.d1d2...dk × 10^n.
