@@ -50,10 +50,10 @@ public static class AuditSeed
 
     /// <summary>Writes one run through RunStream, the way the orchestrator does (two commits, like the write-ahead rule).</summary>
     public static async Task<Guid> RunAsync(ServiceFixture service, string tenant, string subject,
-        string language = "python", string status = RunStatus.Succeeded, string code = "print('hello')")
+        string language = "python", string status = RunStatus.Succeeded, string code = "print('hello')", RequestedLimits? requested = null)
     {
         var runId = Guid.CreateVersion7();
-        var events = RunEvents(runId, tenant, subject, DateTimeOffset.UtcNow, language, status, code);
+        var events = RunEvents(runId, tenant, subject, DateTimeOffset.UtcNow, language, status, code, requested);
         var stream = new RunStream(service.Services.GetRequiredService<IDocumentStore>(), runId,
             new WriteContext(subject, "corr-" + runId.ToString("N")[..8], Tenant: tenant));
         await stream.AppendAsync(events.Take(2).ToList(), CancellationToken.None);

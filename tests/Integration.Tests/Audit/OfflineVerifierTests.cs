@@ -7,8 +7,10 @@ using Sandbox.Audited.Verifier;
 namespace Sandbox.Audited.Tests.Audit;
 
 /// <summary>
-/// The auditor's path end to end: a real run through the API (its data holding the number 1e-300), an export, a signed
-/// checkpoint and the public key fetched over HTTP, then sbx-verify on the files alone — and on tampered copies of them.
+/// The auditor's path end to end: a real run through the API, a run recorded through the service's write path whose data
+/// holds the number 1e-300 (the API now refuses such a limit, but the canonical form must hold for any number an event
+/// carries), an export, a signed checkpoint and the public key fetched over HTTP, then sbx-verify on the files alone —
+/// and on tampered copies of them.
 /// </summary>
 [Collection(ServiceCollection.Name)]
 public sealed class OfflineVerifierTests(ServiceFixture service) : IDisposable
@@ -22,8 +24,9 @@ public sealed class OfflineVerifierTests(ServiceFixture service) : IDisposable
     private async Task<Files> ExportAsync()
     {
         var tenant = AuditTestClient.NewTenant("offline");
-        var (response, run) = await service.Runner("ann", tenant).RunAsync(new { language = "shell", code = "echo hi", limits = new { cpus = 1e-300 } });
-        Assert.True(response.IsSuccessStatusCode || response.StatusCode == HttpStatusCode.Forbidden, run.ToJsonString());
+        var (response, run) = await service.Runner("carl", tenant).RunAsync(new { language = "shell", code = "echo hi", limits = new { cpus = 0.25 } });
+        Assert.True(response.IsSuccessStatusCode, run.ToJsonString());
+        await AuditSeed.RunAsync(service, tenant, "ann", requested: new Sandbox.Audited.Domain.Runs.RequestedLimits(Cpus: 1e-300));
         await AuditSeed.RunAsync(service, tenant, "bob");
 
         var auditor = service.Auditor(tenant);
