@@ -42,10 +42,13 @@ public sealed class AuditTree(NpgsqlDataSource database)
             {
                 var edge = await NodesAsync(connection, tx, tenant, TreeProofs.PerfectSubtrees(new LeafRange(0, size)), ct);
                 var tree = new CompactRange(size, id => edge[id]);
+                // The new events first (a range of the primary key), then their owners: O(new events), never a walk
+                // over every stream of the tenant, which the planner may otherwise prefer.
                 await using var source = database.CreateCommand($"""
+                    WITH e AS MATERIALIZED (SELECT seq_id, stream_id, version, headers FROM sandbox.mt_events WHERE seq_id > @from AND seq_id <= @to)
                     SELECT e.seq_id, e.stream_id, e.version, e.headers ->> 'hash'
-                    FROM sandbox.mt_events e {AuditQueries.StreamOwner}
-                    WHERE {AuditQueries.OwnedBy} AND e.seq_id > @from AND e.seq_id <= @to
+                    FROM e {AuditQueries.StreamOwner}
+                    WHERE {AuditQueries.OwnedBy}
                     ORDER BY e.seq_id
                     """);
                 source.CommandTimeout = 0;
