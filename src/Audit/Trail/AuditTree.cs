@@ -77,11 +77,12 @@ public sealed class AuditTree(NpgsqlDataSource database)
     /// <summary>The number of the tenant's stored leaves up to a sequence.</summary>
     public async Task<long> SizeAtAsync(string tenant, long sequence, CancellationToken ct)
     {
+        // Leaf indexes grow with sequences, so the last leaf at or below it is one step back along (tenant, seq_id).
         await using var command = database.CreateCommand(
-            "SELECT COALESCE(max(leaf_index) + 1, 0) FROM sandbox.audit_tree_leaves WHERE tenant = $1 AND seq_id <= $2");
+            "SELECT leaf_index + 1 FROM sandbox.audit_tree_leaves WHERE tenant = $1 AND seq_id <= $2 ORDER BY seq_id DESC LIMIT 1");
         command.Parameters.AddWithValue(tenant);
         command.Parameters.AddWithValue(sequence);
-        return (long)(await command.ExecuteScalarAsync(ct))!;
+        return await command.ExecuteScalarAsync(ct) is long size ? size : 0;
     }
 
     /// <summary>How many leaves the tenant's stored tree has.</summary>
