@@ -41,20 +41,7 @@ public sealed class SystemdUnitTests
         DevelopmentKeys.Create(keyPath);
         var port = FreePort();
 
-        var settings = ReadEnvironmentFile(Path.Combine(Deploy, "sandbox-audited.env.example"));
-        Assert.Equal("oidc", settings["Auth__Mode"]);
-        settings["ASPNETCORE_URLS"] = $"http://127.0.0.1:{port}";
-        settings["ConnectionStrings__Sandbox"] = database.AppConnection;
-        settings["ConnectionStrings__Admin"] = database.AdminConnection;
-        settings["Auth__Authority"] = provider.Issuer;
-        settings["Auth__Issuer"] = provider.Issuer;
-        settings["Auth__AllowHttpAuthority"] = "true";
-        settings["Policies__Directory"] = Path.Combine(TestEnvironment.RepoRoot, "policies");
-        settings["Migrations__Directory"] = Path.Combine(TestEnvironment.RepoRoot, "migrations");
-        settings["Audit__CheckpointKeyPath"] = keyPath;
-        settings["Executor__NodeId"] = "deploy-" + Guid.NewGuid().ToString("N")[..8];
-        settings["Executor__PoolSizePerLanguage"] = "0";
-
+        var settings = OperatorSettings(database, provider, keyPath, port);
         var execStart = File.ReadAllLines(Path.Combine(Deploy, "systemd", "sandbox-audited.service")).Single(l => l.StartsWith("ExecStart=", StringComparison.Ordinal))["ExecStart=".Length..]
             .Replace(InstallDir, AppContext.BaseDirectory.TrimEnd('/')).Split(' ');
         var start = new ProcessStartInfo(execStart[0], execStart[1..]) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = AppContext.BaseDirectory };
@@ -104,12 +91,32 @@ public sealed class SystemdUnitTests
         }
     }
 
+    /// <summary>The example environment file with what an operator fills in for this host.</summary>
+    internal static Dictionary<string, string> OperatorSettings(TestDatabase database, OidcProvider provider, string checkpointKeyPath, int port, string? repoRoot = null)
+    {
+        var root = repoRoot ?? TestEnvironment.RepoRoot;
+        var settings = ReadEnvironmentFile(Path.Combine(Deploy, "sandbox-audited.env.example"));
+        Assert.Equal("oidc", settings["Auth__Mode"]);
+        settings["ASPNETCORE_URLS"] = $"http://127.0.0.1:{port}";
+        settings["ConnectionStrings__Sandbox"] = database.AppConnection;
+        settings["ConnectionStrings__Admin"] = database.AdminConnection;
+        settings["Auth__Authority"] = provider.Issuer;
+        settings["Auth__Issuer"] = provider.Issuer;
+        settings["Auth__AllowHttpAuthority"] = "true";
+        settings["Policies__Directory"] = Path.Combine(root, "policies");
+        settings["Migrations__Directory"] = Path.Combine(root, "migrations");
+        settings["Audit__CheckpointKeyPath"] = checkpointKeyPath;
+        settings["Executor__NodeId"] = "deploy-" + Guid.NewGuid().ToString("N")[..8];
+        settings["Executor__PoolSizePerLanguage"] = "0";
+        return settings;
+    }
+
     /// <summary>systemd's EnvironmentFile format as the example uses it: KEY=value lines, # comments.</summary>
     private static Dictionary<string, string> ReadEnvironmentFile(string path) =>
         File.ReadAllLines(path).Select(l => l.Trim()).Where(l => l.Length > 0 && l[0] != '#')
             .Select(l => l.Split('=', 2)).ToDictionary(p => p[0], p => p[1], StringComparer.Ordinal);
 
-    private static async Task<(int Exit, string Output)> RunAsync(string program, string[] arguments)
+    internal static async Task<(int Exit, string Output)> RunAsync(string program, string[] arguments)
     {
         var start = new ProcessStartInfo(program, arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
         using var process = Process.Start(start)!;
@@ -119,7 +126,7 @@ public sealed class SystemdUnitTests
         return (process.ExitCode, await stdout + await stderr);
     }
 
-    private static int FreePort()
+    internal static int FreePort()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
