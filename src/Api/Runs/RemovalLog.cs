@@ -9,11 +9,13 @@ namespace Sandbox.Audited.Api.Runs;
 
 /// <summary>
 /// Records a sweep's or the reaper's removal on the run the container served, found through its SandboxCreated (a pooled
-/// container's label names no run). Containers that never served a run (pool leftovers) have no stream to record on.
+/// container's label names no run), or else through its run label: the engine may have created a container whose id the
+/// service never got (the connection broke during create), and the run's record must still name it. Containers that
+/// never served a run (pool leftovers) have no stream to record on.
 /// </summary>
 public sealed partial class RunRemovalLog(IDocumentStore store, NpgsqlDataSource dataSource, TimeProvider clock, ILogger<RunRemovalLog> logger) : IRemovalLog
 {
-    public async Task RecordAsync(string containerId, string how, CancellationToken ct)
+    public async Task RecordAsync(string containerId, string? runLabel, string how, CancellationToken ct)
     {
         try
         {
@@ -27,7 +29,10 @@ public sealed partial class RunRemovalLog(IDocumentStore store, NpgsqlDataSource
             await using var command = dataSource.CreateCommand(sql);
             command.Parameters.AddWithValue(containerId);
             if (await command.ExecuteScalarAsync(ct) is not Guid runId)
-                return;
+            {
+                if (!Guid.TryParse(runLabel, out runId) || !await IsRunWithoutRemovalAsync(runId, containerId, ct))
+                    return;
+            }
             var stream = await RunStream.ResumeAsync(store, runId, new WriteContext("system:reaper", null), ct);
             await stream.AppendAsync(new SandboxRemoved(runId, containerId, how, clock.GetUtcNow()), ct);
         }
@@ -35,6 +40,18 @@ public sealed partial class RunRemovalLog(IDocumentStore store, NpgsqlDataSource
         {
             LogNotRecorded(e, containerId);
         }
+    }
+
+    private async Task<bool> IsRunWithoutRemovalAsync(Guid runId, string containerId, CancellationToken ct)
+    {
+        await using var command = dataSource.CreateCommand($"""
+            SELECT EXISTS (SELECT 1 FROM {MartenSetup.Schema}.mt_events WHERE stream_id = $1 AND type = 'run_requested')
+               AND NOT EXISTS (SELECT 1 FROM {MartenSetup.Schema}.mt_events
+                               WHERE stream_id = $1 AND type = 'sandbox_removed' AND data ->> 'containerId' = $2)
+            """);
+        command.Parameters.AddWithValue(runId);
+        command.Parameters.AddWithValue(containerId);
+        return await command.ExecuteScalarAsync(ct) is true;
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "The removal of sandbox {ContainerId} could not be recorded on its run")]

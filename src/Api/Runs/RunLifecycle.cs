@@ -29,6 +29,7 @@ public sealed partial class RunLifecycle(
     OutcomeJournal journal,
     IRemovalLog removals,
     Admission admission,
+    Sandbox.Audited.Executor.Docker.DockerEngine docker,
     IOptions<ExecutorOptions> executor,
     IOptions<ShutdownOptions> shutdown,
     TimeProvider clock,
@@ -36,7 +37,7 @@ public sealed partial class RunLifecycle(
 {
     public async Task StartAsync(CancellationToken ct)
     {
-        IReadOnlyList<string> swept = [];
+        IReadOnlyList<(string ContainerId, string? RunLabel)> swept = [];
         try
         {
             swept = await reaper.ReapAsync(startup: true, ct);
@@ -54,7 +55,7 @@ public sealed partial class RunLifecycle(
             var reason = containers.Count == 0
                 ? "The service stopped (crash or kill) before a sandbox was recorded for this run: it was waiting for a slot or its "
                   + "sandbox had just been handed over; no outcome is known."
-                : containers.All(swept.Contains)
+                : containers.All(c => swept.Any(s => s.ContainerId == c))
                     ? "The service stopped while this run was in flight (crash or kill); its sandbox was removed at restart."
                     : "The service stopped while this run was in flight (crash or kill); its sandbox was no longer in the engine at restart.";
             var stream = await RunStream.ResumeAsync(store, runId, new WriteContext("system:recovery", null), ct);
@@ -62,8 +63,40 @@ public sealed partial class RunLifecycle(
             LogAbandoned(runId);
         }
         // After the abandonment, so that each run's terminal event is followed by the removal of its sandbox.
-        foreach (var containerId in swept)
-            await removals.RecordAsync(containerId, SandboxRemoval.SweptAtStartup, ct);
+        foreach (var (containerId, runLabel) in swept)
+            await removals.RecordAsync(containerId, runLabel, SandboxRemoval.SweptAtStartup, ct);
+        await RecordVanishedAsync(swept.Select(s => s.ContainerId).ToHashSet(), ct);
+    }
+
+    /// <summary>
+    /// A crash between the engine's removal and its record leaves a run whose container is gone but not recorded removed:
+    /// what the engine no longer has at restart is recorded as already gone.
+    /// </summary>
+    private async Task RecordVanishedAsync(HashSet<string> swept, CancellationToken ct)
+    {
+        var sql = $"""
+            SELECT c.stream_id, c.data ->> 'containerId' FROM {MartenSetup.Schema}.mt_events c
+            WHERE c.type = 'sandbox_created' AND c.data ->> 'node' = $1
+              AND NOT EXISTS (SELECT 1 FROM {MartenSetup.Schema}.mt_events r WHERE r.stream_id = c.stream_id
+                              AND r.type = 'sandbox_removed' AND r.data ->> 'containerId' = c.data ->> 'containerId')
+            """;
+        var unrecorded = new List<(Guid RunId, string ContainerId)>();
+        await using (var command = dataSource.CreateCommand(sql))
+        {
+            command.Parameters.AddWithValue(executor.Value.NodeId);
+            await using var reader = await command.ExecuteReaderAsync(ct);
+            while (await reader.ReadAsync(ct))
+                unrecorded.Add((reader.GetGuid(0), reader.GetString(1)));
+        }
+        if (unrecorded.Count == 0)
+            return;
+        var present = (await docker.ListByLabelAsync($"{Sandbox.Audited.Executor.Sandboxes.ContainerSpec.NodeLabel}={executor.Value.NodeId}", ct))
+            .Select(c => c.ID).ToHashSet();
+        foreach (var (runId, containerId) in unrecorded.Where(u => !present.Contains(u.ContainerId) && !swept.Contains(u.ContainerId)))
+        {
+            var stream = await RunStream.ResumeAsync(store, runId, new WriteContext("system:recovery", null), ct);
+            await stream.AppendAsync(new SandboxRemoved(runId, containerId, SandboxRemoval.AlreadyGone, clock.GetUtcNow()), ct);
+        }
     }
 
     // Shutdown runs in StoppingAsync, which the host calls before any StopAsync: the HTTP server still answers

@@ -10,7 +10,8 @@ namespace Sandbox.Audited.Executor.Pool;
 /// <summary>Records on its run that a container was removed by the sweep or the reaper (the run is found by the container id).</summary>
 public interface IRemovalLog
 {
-    Task RecordAsync(string containerId, string how, CancellationToken ct);
+    // runLabel names the run when the service never learnt the container's id (the connection broke during create).
+    Task RecordAsync(string containerId, string? runLabel, string how, CancellationToken ct);
 }
 
 /// <summary>
@@ -30,10 +31,10 @@ public sealed partial class Reaper(
     /// Removes the orphans and returns the ids the engine confirmed gone. The periodic pass records each on its run at once;
     /// the start-up sweep leaves that to the caller, which records it after the run's abandonment.
     /// </summary>
-    public async Task<IReadOnlyList<string>> ReapAsync(bool startup, CancellationToken ct)
+    public async Task<IReadOnlyList<(string ContainerId, string? RunLabel)>> ReapAsync(bool startup, CancellationToken ct)
     {
         var mine = $"{ContainerSpec.NodeLabel}={options.Value.NodeId}";
-        var removed = new List<string>();
+        var removed = new List<(string, string?)>();
         foreach (var container in await docker.ListByLabelAsync(mine, ct))
         {
             if (!container.Labels.TryGetValue(ContainerSpec.ServiceLabel, out var service) || service != ContainerSpec.ServiceName)
@@ -51,9 +52,10 @@ public sealed partial class Reaper(
                 LogRemoveFailed(e, container.ID);
                 continue;
             }
-            removed.Add(container.ID);
+            var runLabel = container.Labels.TryGetValue(ContainerSpec.RunLabel, out var run) ? run : null;
+            removed.Add((container.ID, runLabel));
             if (!startup)
-                await removals.RecordAsync(container.ID, SandboxRemoval.Reaped, ct);
+                await removals.RecordAsync(container.ID, runLabel, SandboxRemoval.Reaped, ct);
         }
         if (removed.Count > 0)
             LogReaped(removed.Count, options.Value.NodeId);

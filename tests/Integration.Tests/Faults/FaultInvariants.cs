@@ -37,10 +37,11 @@ public static class FaultInvariants
             if (first != "run_requested,policy_evaluated")
                 violations.Add($"run {stream} touched a sandbox after only [{first}]");
 
-        // Every container the engine created for a run (labelled with its id) is named in that run's stream.
+        // Every container the engine created for a run (labelled with its id) is named in that run's stream: created, or at
+        // least removed (the engine created it but the connection broke before the service learnt its id).
         var recorded = new HashSet<string>();
         await foreach (var (stream, container) in RowsAsync<Guid, string>(data,
-            "SELECT stream_id, data ->> 'containerId' FROM sandbox.mt_events WHERE type = 'sandbox_created'"))
+            "SELECT stream_id, data ->> 'containerId' FROM sandbox.mt_events WHERE type IN ('sandbox_created', 'sandbox_removed')"))
             recorded.Add($"{stream:D} {container}");
         foreach (var (container, run) in await CreatedAsync(nodeId, since))
             if (Guid.TryParse(run, out var runId) && !recorded.Contains($"{runId:D} {container}"))
