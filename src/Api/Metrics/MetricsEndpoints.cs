@@ -32,7 +32,7 @@ public static class MetricsEndpoints
                 ("sandbox_admission_queue_depth", "Runs waiting for a sandbox slot.", [("", admission.Queued)]),
                 ("sandbox_admission_running", "Runs holding a sandbox slot.", [("", admission.Running)]),
                 ("sandbox_pool_size", "Warm sandboxes ready to take a run, by language.",
-                    Languages.All.Select(l => ($"language=\"{l}\"", (double)pool.SizeOf(l))).ToList()),
+                    Languages.All.Select(l => ($"language=\"{l}\"", (double)pool.SizeOf(l, Domain.Runtimes.Isolation.Standard))).ToList()),
                 ("sandbox_stream_subscribers", "Open GET /v1/runs/{id}/stream connections.", [("", feed.Subscribers)]),
             ]);
             return Results.Text(text, "text/plain; version=0.0.4; charset=utf-8");

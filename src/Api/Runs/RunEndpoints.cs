@@ -6,6 +6,7 @@ using Sandbox.Audited.Api.Callbacks;
 using Sandbox.Audited.Api.Idempotency;
 using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Domain.Runtimes;
 
 namespace Sandbox.Audited.Api.Runs;
 
@@ -27,7 +28,7 @@ public static class RunEndpoints
 
     /// <summary>POST /v1/runs: where a run is admitted. Validation and authorization failures are recorded too.</summary>
     public static async Task<Results<Ok<RunView>, Accepted<RunView>, ProblemHttpResult>> CreateRun(
-        HttpContext http, RunOrchestrator orchestrator, IdempotencyStore idempotency, CallbackSender callbacks, IDocumentStore store)
+        HttpContext http, RunOrchestrator orchestrator, IdempotencyStore idempotency, CallbackSender callbacks, IDocumentStore store, RuntimeCatalogue runtimes)
     {
         var caller = http.User.ToCaller();
         var client = new ClientInfo(
@@ -54,7 +55,17 @@ public static class RunEndpoints
                 tooLarge ? "Request body too large" : "Malformed request body", bodyError!, id);
         }
 
-        var (valid, rejection) = RunRequestValidation.Validate(new RunRequest(body.Language, body.Code, body.Stdin, body.Args, body.Files, body.Limits, body.Classification));
+        var (valid, rejection) = RunRequestValidation.Validate(new RunRequest(body.Language, body.Code, body.Stdin, body.Args, body.Files, body.Limits, body.Classification,
+            body.Runtime, body.Isolation));
+        // The catalogue is configuration, not request syntax: checked once the language is known.
+        if (valid is not null)
+        {
+            var (runtime, runtimeError) = runtimes.Resolve(valid.Language, valid.Runtime);
+            if (runtimeError is not null)
+                (valid, rejection) = (null, new Rejection(RejectionKind.Invalid, [runtimeError]));
+            else
+                valid = valid with { Runtime = runtime!.Id };
+        }
         if (valid is null)
         {
             var status = rejection!.Kind == RejectionKind.TooLarge ? 413 : 400;

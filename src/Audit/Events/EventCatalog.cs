@@ -25,6 +25,7 @@ public static class EventCatalog
         [typeof(Sandbox.Audited.Domain.Audit.AuditAccessed)] = "audit_accessed",
         [typeof(CallbackAttempted)] = "callback_attempted",
         [typeof(Sandbox.Audited.Domain.Audit.CheckpointRecorded)] = "checkpoint_recorded",
+        [typeof(Sandbox.Audited.Domain.Runtimes.RuntimeImageRecorded)] = "runtime_image_recorded",
     };
 
     public static readonly IReadOnlySet<string> Terminal = new HashSet<string> { "run_completed", "run_failed", "run_abandoned" };
