@@ -21,6 +21,12 @@ public static class ContainerSpec
     public const long OpenFiles = 256;
     public const long FileSizeBytes = 64L * 1024 * 1024;
 
+    /// <summary>
+    /// Under gVisor the container's pids cgroup also counts the sandbox kernel's own threads and its ptrace stub
+    /// processes (one per address space); without room for them a second process already fails (EAGAIN in the sentry).
+    /// </summary>
+    public const int StrongPidsFactor = 4;
+
     public static CreateContainerParameters Build(SandboxProfile profile, string image, string runtime, string node, string runLabel)
     {
         var memory = profile.MemoryMb * 1024L * 1024L;
@@ -51,7 +57,7 @@ public static class ContainerSpec
                 CapAdd = [],
                 SecurityOpt = ["no-new-privileges"],
                 Privileged = false,
-                PidsLimit = profile.Pids,
+                PidsLimit = profile.Isolation == "strong" ? profile.Pids * StrongPidsFactor : profile.Pids,
                 Memory = memory,
                 MemorySwap = memory,
                 NanoCPUs = (long)(profile.Cpus * 1_000_000_000),
