@@ -24,7 +24,7 @@ public sealed class ExecutorOptions
     /// </summary>
     public int PoolSizePerLanguage { get; set; } = 2;
 
-    /// <summary>Warm sandboxes per runtime id and isolation class, e.g. WarmPools:python-data:strong = 1; replaces the default for that runtime.</summary>
+    /// <summary>Warm sandboxes per runtime id and isolation class, e.g. WarmPools:python-data:strong = 1; an entry wins over the default above.</summary>
     public Dictionary<string, Dictionary<string, int>> WarmPools { get; set; } = new();
 
     /// <summary>Extra time beyond the run's timeout before the service kills the container itself.</summary>
@@ -40,7 +40,7 @@ public sealed class ExecutorOptions
 
     /// <summary>How many sandboxes to keep warm for a runtime and class; a pair nobody configured costs nothing.</summary>
     public int PoolSizeFor(string runtime, string isolation) =>
-        WarmPools.TryGetValue(runtime, out var classes)
-            ? classes.GetValueOrDefault(isolation)
+        WarmPools.TryGetValue(runtime, out var classes) && classes.TryGetValue(isolation, out var size)
+            ? size
             : isolation == "standard" && runtime is "python" or "javascript" or "shell" ? PoolSizePerLanguage : 0;
 }
