@@ -1,3 +1,5 @@
+using Sandbox.Audited.Domain.Runtimes;
+
 namespace Sandbox.Audited.Executor;
 
 public sealed class ExecutorOptions
@@ -36,11 +38,11 @@ public sealed class ExecutorOptions
 
     public string ImageFor(string runtime) => Images.TryGetValue(runtime, out var image) ? image : $"sbx-{runtime}:current";
 
-    public string OciRuntimeFor(string isolation) => isolation == "strong" ? StrongRuntime : Runtime;
+    public string OciRuntimeFor(string isolation) => isolation == Isolation.Strong ? StrongRuntime : Runtime;
 
     /// <summary>How many sandboxes to keep warm for a runtime and class; a pair nobody configured costs nothing.</summary>
     public int PoolSizeFor(string runtime, string isolation) =>
         WarmPools.TryGetValue(runtime, out var classes) && classes.TryGetValue(isolation, out var size)
             ? size
-            : isolation == "standard" && runtime is "python" or "javascript" or "shell" ? PoolSizePerLanguage : 0;
+            : isolation == Isolation.Standard && runtime is "python" or "javascript" or "shell" ? PoolSizePerLanguage : 0;
 }

@@ -57,7 +57,7 @@ public static class ContainerSpec
                 CapAdd = [],
                 SecurityOpt = ["no-new-privileges"],
                 Privileged = false,
-                PidsLimit = profile.Isolation == "strong" ? profile.Pids * StrongPidsFactor : profile.Pids,
+                PidsLimit = profile.Isolation == Domain.Runtimes.Isolation.Strong ? profile.Pids * StrongPidsFactor : profile.Pids,
                 Memory = memory,
                 MemorySwap = memory,
                 NanoCPUs = (long)(profile.Cpus * 1_000_000_000),
