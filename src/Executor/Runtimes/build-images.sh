@@ -141,8 +141,9 @@ import_image() { # RUNTIME HASH TAG
   lang=$(language_of "$rt")
   rtar="$CACHE/rootfs-$rt-$(rootfs_hash "$rt").tar"
   make_rootfs_tar "$rt" "$rtar"
-  # Root trees of earlier package lists are dead weight.
-  find "$CACHE" -maxdepth 1 -name "rootfs-$rt-*.tar*" ! -path "$rtar" ! -path "$rtar.epoch" -delete
+  # Root trees of earlier package lists are dead weight (exactly this id: "python" must not match "python-data").
+  find "$CACHE" -maxdepth 1 -regextype posix-extended -regex ".*/rootfs-$rt-[0-9a-f]{64}\.tar(\.epoch)?" \
+       ! -path "$rtar" ! -path "$rtar.epoch" -delete
   epoch=$(cat "$rtar.epoch")
   dir="$WORK/img-$rt"; mkdir -p "$dir"
   tar -C "$dir" --numeric-owner -xf "$rtar"
