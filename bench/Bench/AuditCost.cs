@@ -88,14 +88,14 @@ public static class AuditCost
     }
 
     // The events of one ordinary run, as the orchestrator records them.
-    private static List<object> Events(Guid runId, DateTimeOffset at)
+    internal static List<object> Events(Guid runId, DateTimeOffset at, string tenant = Tenant, string subject = "bench")
     {
         const string code = "print(1)";
         var limits = new RunLimits(10000, 128, 1, 64, 65536, 16);
         var container = "bench" + runId.ToString("N");
         return
         [
-            new RunRequested(runId, new Caller("bench", Tenant, ["runner"]), "python", code, Sha256Hex.Of(code), code.Length,
+            new RunRequested(runId, new Caller(subject, tenant, ["runner"]), "python", code, Sha256Hex.Of(code), code.Length,
                 Sha256Hex.Of(""), 0, [], [], RequestedLimits.None, "internal", new ClientInfo("127.0.0.1", "bench", null, null), "bench", at),
             new PolicyEvaluated(runId, "allow", new string('b', 64), ["runners-default"], limits, [], ["permitted by rule runners-default"], at),
             new SandboxCreated(runId, container, "sbx-python:current", "sha256:" + new string('c', 64), "bench", true, at,
@@ -108,7 +108,7 @@ public static class AuditCost
             new OutputRecorded(runId, new StreamOutput(Sha256Hex.Of("1\n"), 2, 2, false, "utf8", "1\n"),
                 new StreamOutput(Sha256Hex.Of(""), 0, 0, false, "utf8", ""), at),
             new RunCompleted(runId, RunStatus.Succeeded, 0, 20, null, at),
-            new SandboxRemoved(runId, container, at),
+            new SandboxRemoved(runId, container, "removed", at),
         ];
     }
 

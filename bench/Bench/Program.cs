@@ -7,6 +7,13 @@ using Docker.DotNet;
 using Npgsql;
 using Sandbox.Audited.Bench;
 
+// `./sbx bench --scale [events]`: only the record-scale figures, on a database of its own; no service needed.
+if (Environment.GetEnvironmentVariable("SBX_BENCH_SCALE") is { Length: > 0 } scale)
+    return await RecordScale.RunAsync(
+        Environment.GetEnvironmentVariable("SBX_BENCH_ADMIN_CONNECTION") ?? throw new InvalidOperationException("SBX_BENCH_ADMIN_CONNECTION is required."),
+        Environment.GetEnvironmentVariable("SBX_BENCH_MIGRATIONS") ?? "migrations", long.Parse(scale, CultureInfo.InvariantCulture),
+        Environment.GetEnvironmentVariable("SBX_BENCH_OUT") ?? "bench/results");
+
 // Every figure comes from this one run on this machine; compare ratios, not absolute times.
 var env = (string name, string? fallback) => Environment.GetEnvironmentVariable(name) ?? fallback
     ?? throw new InvalidOperationException($"{name} is required (run `./sbx bench`).");

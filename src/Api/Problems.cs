@@ -46,6 +46,8 @@ public sealed class ProblemExceptionHandler(IProblemDetailsService problems) : I
                 $"The run was recorded but not admitted: {e.Refusal.Reason}. Retry after {e.Refusal.RetryAfterSeconds} s.", e.RunId),
             SandboxUnavailableException e => Problems.Create(503, Problems.SandboxUnavailable, "No sandbox is available",
                 $"The run was recorded but no sandbox could be created ({e.Message}). Retry shortly.", e.RunId),
+            _ when IsStoreUnavailable(exception) => Problems.Create(503, Problems.AuditUnavailable, "The audit store is unavailable",
+                "PostgreSQL does not answer right now. Retry shortly."),
             BadHttpRequestException e when e.StatusCode == 413 => Problems.Create(413, Problems.PayloadTooLarge, "Request body too large", e.Message),
             BadHttpRequestException e => Problems.Create(400, Problems.InvalidRequest, "Invalid request", e.Message),
             _ => null,
@@ -58,5 +60,15 @@ public sealed class ProblemExceptionHandler(IProblemDetailsService problems) : I
         else if (problem.Status == 503)
             http.Response.Headers.RetryAfter = "5";
         return await problems.TryWriteAsync(new ProblemDetailsContext { HttpContext = http, ProblemDetails = problem, Exception = exception });
+    }
+
+    // The database away (connection refused, reset, shut down) is a 503 the client can retry, not a 500.
+    private static bool IsStoreUnavailable(Exception? e)
+    {
+        for (; e is not null; e = e.InnerException)
+            if (e is Npgsql.NpgsqlException { IsTransient: true } or Npgsql.PostgresException { SqlState: "57P01" or "57P02" or "57P03" }
+                or System.Net.Sockets.SocketException)
+                return true;
+        return false;
     }
 }

@@ -25,7 +25,7 @@ using Sandbox.Audited.Executor.Pool;
 using Sandbox.Audited.Executor.Sandboxes;
 using Serilog;
 
-var builder = WebApplication.CreateBuilder(args);
+var builder = WebApplication.CreateBuilder(args).WithoutServerBanner();
 
 // One-shot commands (migrate, token, schema, dev-key) run and exit without starting the server.
 if (args.Length > 0 && Commands.Names.Contains(args[0]))
@@ -78,13 +78,17 @@ builder.Services.AddSingleton<SandboxFactory>();
 builder.Services.AddSingleton<SandboxRunner>();
 builder.Services.AddSingleton<SandboxPool>();
 builder.Services.AddSingleton<Reaper>();
+builder.Services.AddSingleton<IRemovalLog, RunRemovalLog>();
 
 // Runs: admission, orchestration, start-up recovery and graceful shutdown (registered before the pool and reaper).
 builder.Services.Configure<AdmissionOptions>(builder.Configuration.GetSection(AdmissionOptions.Section));
 builder.Services.Configure<ShutdownOptions>(builder.Configuration.GetSection(ShutdownOptions.Section));
 builder.Services.AddSingleton<Admission>();
 builder.Services.AddSingleton<RunOrchestrator>();
+// Outcomes that could not be committed wait in a local journal (fsynced) and are committed when PostgreSQL returns.
+builder.Services.AddSingleton<OutcomeJournal>();
 builder.Services.AddHostedService<RunLifecycle>();
+builder.Services.AddHostedService(sp => sp.GetRequiredService<OutcomeJournal>());
 builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(
     builder.Configuration.GetValue(ShutdownOptions.Section + ":GraceSeconds", new ShutdownOptions().GraceSeconds) + 20));
 builder.Services.AddHostedService(sp => sp.GetRequiredService<SandboxPool>());
@@ -100,17 +104,15 @@ builder.Services.AddExceptionHandler<ProblemExceptionHandler>();
 // API (issue 6): per-subject rate limit, idempotency keys, run stream (SSE), signed callbacks, metrics, OpenAPI + /docs.
 builder.Services.AddRunRateLimits(builder.Configuration);
 builder.Services.AddSingleton<IdempotencyStore>();
-builder.Services.AddSingleton<RunMetrics>();
+builder.Services.AddServiceMetrics();
 builder.Services.AddSingleton<RunFeed>();
-builder.Services.Configure<CallbackOptions>(builder.Configuration.GetSection(CallbackOptions.Section));
-builder.Services.AddHttpClient(CallbackSender.HttpClientName).ConfigurePrimaryHttpMessageHandler(() => new HttpClientHandler { AllowAutoRedirect = false, UseProxy = false });
-builder.Services.AddSingleton<CallbackSender>();
+CallbackSender.AddCallbacks(builder.Services, builder.Configuration);
 builder.Services.AddApiDocs();
 builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.Converters.Add(new System.Text.Json.Serialization.JsonStringEnumConverter()));
 
 var app = builder.Build();
 
-app.UseRequestMetrics();
+app.UseNoStoreForApi();
 app.UseExceptionHandler();
 app.UseStatusCodePages();
 

@@ -36,6 +36,14 @@ public sealed class ExecutorOptions
 
     public int DockerCallTimeoutMs { get; set; } = 15000;
 
+    /// <summary>
+    /// Where a run's outcome is kept (one fsynced file per run, under a folder per node) when the audit store cannot take it;
+    /// a background worker commits it when PostgreSQL returns. Must survive a restart of the service.
+    /// </summary>
+    public string JournalDirectory { get; set; } = "/var/lib/sandbox-audited/journal";
+
+    /// <summary>Attempts to remove a container (1 s, 2 s, 4 s … 30 s apart) before the reaper takes it over.</summary>
+    public int RemovalAttempts { get; set; } = 8;
     public string ImageFor(string runtime) => Images.TryGetValue(runtime, out var image) ? image : $"sbx-{runtime}:current";
 
     public string OciRuntimeFor(string isolation) => isolation == Isolation.Strong ? StrongRuntime : Runtime;

@@ -4,6 +4,7 @@ using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Audit.Trail;
 using Sandbox.Audited.Domain.Audit;
 using Sandbox.Audited.Domain.Hashing;
+using Sandbox.Audited.Domain.Merkle;
 using Sandbox.Audited.Domain.Runs;
 
 namespace Sandbox.Audited.Api.Audit;
@@ -15,13 +16,36 @@ public sealed record BrokenLinkView(Guid RunId, long Version, long? Sequence, st
     public static BrokenLinkView From(ChainBreak b) => new(b.StreamId, b.Version, b.Sequence, b.Reason);
 }
 
-public sealed record CheckpointView(long Sequence, string Tenant, long ToSequence, long TreeSize, string RootHash, string? KeyId, string? Signature, string Subject, DateTimeOffset At)
+public sealed record CheckpointView(
+    long Sequence, string Tenant, long ToSequence, long TreeSize, string RootHash, string? KeyId, string? Signature, string Subject,
+    DateTimeOffset At, long? PreviousTreeSize, IReadOnlyList<string>? ConsistencyProof, string? Note)
 {
     public static CheckpointView From(string tenant, RecordedCheckpoint c) =>
-        new(c.Sequence, tenant, c.Head.ToSequence, c.Head.TreeSize, c.Head.RootHash, c.KeyId, c.Signature, c.Subject, c.At);
+        new(c.Sequence, tenant, c.Head.ToSequence, c.Head.TreeSize, c.Head.RootHash, c.KeyId, c.Signature, c.Subject, c.At,
+            c.PreviousTreeSize, c.ConsistencyProof, c.Note);
 }
 
-public sealed record CheckpointKeyView(string Algorithm, string KeyId, string PublicKeyPem, string SignedText);
+/// <summary>One Ed25519 note key: its C2SP verifier key string ("name+keyid+base64(0x01 ‖ key)"), current or still accepted.</summary>
+public sealed record NoteKeyView(string Name, string KeyId, string VerifierKey, string PublicKey, bool Current);
+
+/// <summary>
+/// The keys that sign checkpoints: the ECDSA head key (null fields when none), and the Ed25519 signed-note keys, the
+/// current one first, older ones still published so that heads signed with them keep verifying.
+/// </summary>
+public sealed record CheckpointKeyView(
+    string? Algorithm, string? KeyId, string? PublicKeyPem, string? SignedText, IReadOnlyList<EarlierKeyView> EarlierKeys,
+    string NoteOrigin, IReadOnlyList<NoteKeyView> NoteKeys);
+
+/// <summary>An ECDSA key that signed heads before a rotation; heads naming its key id keep verifying.</summary>
+public sealed record EarlierKeyView(string KeyId, string PublicKeyPem);
+
+public sealed record LeafProofView(long Sequence, Guid StreamId, long Version, long LeafIndex, string LeafData, string LeafHash, IReadOnlyList<string> AuditPath);
+
+/// <summary>Inclusion proofs (RFC 9162 section 2.1.3) in the tenant's tree of TreeSize leaves; hashes are lowercase hex.</summary>
+public sealed record InclusionProofView(long TreeSize, string RootHash, IReadOnlyList<LeafProofView> Proofs);
+
+/// <summary>A consistency proof (RFC 9162 section 2.1.4) between two sizes of the tenant's tree; hashes are lowercase hex.</summary>
+public sealed record ConsistencyProofView(long First, long Second, string FirstRootHash, string SecondRootHash, IReadOnlyList<string> Proof);
 
 public sealed record CheckpointMismatchView(long? CheckpointSequence, long ToSequence, long ExpectedTreeSize, long ActualTreeSize, string ExpectedRootHash, string ActualRootHash, string Reason);
 
@@ -47,7 +71,21 @@ public static class AuditEndpoints
         services.AddSingleton<AuditExport>();
         services.AddSingleton<AccessLog>();
         services.AddSingleton<AuditCheckpoints>();
-        services.AddSingleton(provider => new CheckpointSigner(provider.GetRequiredService<IConfiguration>()["Audit:CheckpointKeyPath"]));
+        services.AddSingleton(provider =>
+        {
+            var audit = provider.GetRequiredService<IConfiguration>().GetSection("Audit");
+            return new CheckpointSigner(audit["CheckpointKeyPath"], audit.GetSection("PublishedCheckpointKeys").GetChildren().Select(c => c.Value).OfType<string>());
+        });
+        services.AddSingleton(provider =>
+        {
+            var audit = provider.GetRequiredService<IConfiguration>().GetSection("Audit");
+            return new NoteSigner(audit["NoteKeyPath"], audit["LogName"],
+                audit.GetSection("PublishedNoteKeys").GetChildren().Select(c => c.Value).OfType<string>());
+        });
+        services.AddSingleton<AuditTree>();
+        services.AddSingleton(provider => CheckpointScheduleOptions.From(provider.GetRequiredService<IConfiguration>()));
+        services.AddSingleton<CheckpointSchedule>();
+        services.AddHostedService(provider => provider.GetRequiredService<CheckpointSchedule>());
         services.AddAuthorizationBuilder().AddPolicy(Policy, policy => policy.RequireAssertion(context =>
         {
             var caller = context.User.ToCaller();
@@ -68,6 +106,8 @@ public static class AuditEndpoints
         group.MapGet("/checkpoints", ListCheckpoints);
         group.MapGet("/checkpoints/verify", VerifyCheckpoints);
         group.MapGet("/checkpoints/key", CheckpointKey);
+        group.MapGet("/proofs/inclusion", InclusionProof);
+        group.MapGet("/proofs/consistency", ConsistencyProof);
         return group;
     }
 
@@ -81,7 +121,7 @@ public static class AuditEndpoints
         var filter = new RunFilter(tenant, q.Text("subject"), q.Text("language"), q.Text("status"), q.Text("decision"),
             q.Text("codeSha256"), q.Time("from"), q.Time("to"));
         if (q.Error is not null)
-            return q.Problem();
+            return await q.RefusedAsync(accessLog, caller, AuditActions.QueryRuns);
 
         var page = await queries.RunsAsync(filter, after, limit, ct);
         if (await RecordAsync(http, accessLog, caller, AuditActions.QueryRuns, page.Items.Count) is { } unrecorded)
@@ -97,7 +137,7 @@ public static class AuditEndpoints
         var filter = new EventFilter(q.Tenant(caller), q.Text("type"), q.Text("subject"), q.Time("from"), q.Time("to"));
         var (after, limit) = (q.Long("cursor") ?? 0, q.Limit());
         if (q.Error is not null)
-            return q.Problem();
+            return await q.RefusedAsync(accessLog, caller, AuditActions.QueryEvents);
 
         var page = await queries.EventsAsync(filter, after, limit, ct);
         if (await RecordAsync(http, accessLog, caller, AuditActions.QueryEvents, page.Items.Count) is { } unrecorded)
@@ -113,7 +153,7 @@ public static class AuditEndpoints
         var tenant = q.Tenant(caller);
         var scope = new VerifyScope(q.Guid("runId"), q.Long("fromSequence"), q.Long("toSequence"), q.Time("from"), q.Time("to"));
         if (q.Error is not null)
-            return q.Problem();
+            return await q.RefusedAsync(accessLog, caller, AuditActions.Verify);
 
         var report = await verification.VerifyAsync(tenant, scope, ct);
         if (await RecordAsync(http, accessLog, caller, AuditActions.Verify, report.EventsChecked) is { } unrecorded)
@@ -147,7 +187,7 @@ public static class AuditEndpoints
         var caller = http.User.ToCaller();
         var tenant = q.Tenant(caller);
         if (q.Error is not null)
-            return q.Problem();
+            return await q.RefusedAsync(accessLog, caller, AuditActions.ListCheckpoints);
         var list = await checkpoints.ListAsync(tenant, ct);
         if (await RecordAsync(http, accessLog, caller, AuditActions.ListCheckpoints, list.Count) is { } unrecorded)
             return unrecorded;
@@ -169,7 +209,7 @@ public static class AuditEndpoints
         if (given && (toSequence is null || treeSize is null || rootHash is null || rootHash.Length != 64))
             q.Fail("A kept tree head needs all of toSequence, treeSize and rootHash (64 hex characters).");
         if (q.Error is not null)
-            return q.Problem();
+            return await q.RefusedAsync(accessLog, caller, AuditActions.VerifyCheckpoints);
 
         var report = given
             ? await checkpoints.VerifyAsync(tenant, [(new TreeHead(toSequence!.Value, treeSize!.Value, rootHash!.ToLowerInvariant()), null)], ct)
@@ -182,13 +222,99 @@ public static class AuditEndpoints
         return TypedResults.Ok(new CheckpointVerificationView(report.Verified, report.CheckpointsChecked, report.EventsRead, mismatch));
     }
 
-    /// <summary>The public key that signs checkpoints, to check a kept head offline; 404 when heads are not signed.</summary>
-    public static Results<Ok<CheckpointKeyView>, ProblemHttpResult> CheckpointKey(CheckpointSigner signer) =>
-        signer.PublicKeyPem is { } pem
-            ? TypedResults.Ok(new CheckpointKeyView("ES256 (ECDSA P-256, SHA-256; signature r||s, base64)", signer.KeyId!, pem,
-                "sandbox-audited checkpoint v1\n{tenant}\n{toSequence}\n{treeSize}\n{rootHash}\n"))
+    /// <summary>The public keys that sign checkpoints, to check a kept head offline; 404 when heads are not signed.</summary>
+    public static Results<Ok<CheckpointKeyView>, ProblemHttpResult> CheckpointKey(HttpContext http, CheckpointSigner signer, NoteSigner notes) =>
+        signer.PublicKeyPem is not null || signer.EarlierKeys.Count > 0 || notes.Keys.Count > 0
+            ? TypedResults.Ok(new CheckpointKeyView(
+                signer.PublicKeyPem is null ? null : "ES256 (ECDSA P-256, SHA-256; signature r||s, base64)", signer.KeyId, signer.PublicKeyPem,
+                signer.PublicKeyPem is null ? null : "sandbox-audited checkpoint v1\n{tenant}\n{toSequence}\n{treeSize}\n{rootHash}\n",
+                signer.EarlierKeys.Select(k => new EarlierKeyView(k.KeyId, k.PublicKeyPem)).ToList(),
+                notes.Origin(http.User.ToCaller().Tenant),
+                notes.Keys.Select(k => new NoteKeyView(k.Name, k.KeyIdHex, k.ToString(), Convert.ToBase64String(k.PublicKey), k == notes.Current)).ToList()))
             : TypedResults.Problem(Problems.Create(404, Problems.NotFound, "Checkpoints are not signed",
-                "This deployment has no checkpoint key (Audit:CheckpointKeyPath)."));
+                "This deployment has no checkpoint key (Audit:CheckpointKeyPath, Audit:NoteKeyPath)."));
+
+    /// <summary>
+    /// The audit path of one event (sequence) or of every event of a run (runId) in the tenant's tree of treeSize leaves
+    /// (by default the latest checkpoint's), to check against that checkpoint's root.
+    /// </summary>
+    public static async Task<Results<Ok<InclusionProofView>, ProblemHttpResult>> InclusionProof(
+        HttpContext http, AuditTree tree, AuditCheckpoints checkpoints, AccessLog accessLog, CancellationToken ct)
+    {
+        var q = new Query(http);
+        var caller = http.User.ToCaller();
+        var tenant = q.Tenant(caller);
+        var (sequence, runId, treeSize) = (q.Long("sequence"), q.Guid("runId"), q.Long("treeSize"));
+        if ((sequence is null) == (runId is null) && q.Error is null)
+            q.Fail("Give either sequence (an event's global sequence) or runId.");
+        if (q.Error is not null)
+            return await q.RefusedAsync(accessLog, caller, AuditActions.InclusionProof);
+
+        var size = treeSize ?? (await checkpoints.ListAsync(tenant, ct)).LastOrDefault()?.Head.TreeSize;
+        if (size is null)
+            return NotCovered("No checkpoint of your tenant yet: take one (POST /v1/audit/checkpoints) or give treeSize.");
+        if (await TreeTooSmallAsync(tree, tenant, size.Value, ct) is { } tooSmall)
+            return tooSmall;
+        var leaves = await tree.LeavesAsync(tenant, sequence, runId, ct);
+        if (leaves.Count == 0)
+            return NotCovered(runId is { } run
+                ? $"No event of run {run} is in your tenant's tree yet: the run is not yours, or no checkpoint was taken since it began."
+                : $"Event {sequence} is not in your tenant's tree: it is not yours, or no checkpoint was taken since it was recorded.");
+        if (leaves.FirstOrDefault(l => l.LeafIndex >= size) is { } late)
+            return NotCovered($"Event {late.Sequence} is leaf {late.LeafIndex} of your tenant's tree, so a tree of {size} leaves does not cover it; use a later checkpoint's treeSize.");
+
+        // The root and every path in one read of stored subtrees.
+        var paths = leaves.Select(l => TreeProofs.InclusionRanges(l.LeafIndex, size.Value)).ToList();
+        var hashes = await tree.HashesAsync(tenant, [new LeafRange(0, size.Value), .. paths.SelectMany(p => p)], ct);
+        var root = hashes[0];
+        var proofs = new List<LeafProofView>(leaves.Count);
+        var next = 1;
+        for (var i = 0; i < leaves.Count; i++)
+        {
+            var leaf = leaves[i];
+            proofs.Add(new LeafProofView(leaf.Sequence, leaf.StreamId, leaf.Version, leaf.LeafIndex, leaf.LeafData,
+                Convert.ToHexStringLower(leaf.LeafHash), hashes.Skip(next).Take(paths[i].Count).Select(Convert.ToHexStringLower).ToList()));
+            next += paths[i].Count;
+        }
+        if (await RecordAsync(http, accessLog, caller, AuditActions.InclusionProof, proofs.Count) is { } unrecorded)
+            return unrecorded;
+        return TypedResults.Ok(new InclusionProofView(size.Value, Convert.ToHexStringLower(root), proofs));
+    }
+
+    /// <summary>The proof that the tenant's tree of `second` leaves extends the one of `first` leaves.</summary>
+    public static async Task<Results<Ok<ConsistencyProofView>, ProblemHttpResult>> ConsistencyProof(
+        HttpContext http, AuditTree tree, AccessLog accessLog, CancellationToken ct)
+    {
+        var q = new Query(http);
+        var caller = http.User.ToCaller();
+        var tenant = q.Tenant(caller);
+        var (first, second) = (q.Long("first"), q.Long("second"));
+        if ((first is null || second is null || first > second) && q.Error is null)
+            q.Fail("Give first and second tree sizes, first <= second.");
+        if (q.Error is not null)
+            return await q.RefusedAsync(accessLog, caller, AuditActions.ConsistencyProof);
+        if (await TreeTooSmallAsync(tree, tenant, second!.Value, ct) is { } tooSmall)
+            return tooSmall;
+
+        var hashes = await tree.HashesAsync(tenant,
+            [new LeafRange(0, first!.Value), new LeafRange(0, second.Value), .. TreeProofs.ConsistencyRanges(first.Value, second.Value)], ct);
+        var (firstRoot, secondRoot, proof) = (hashes[0], hashes[1], hashes.Skip(2).ToList());
+        if (await RecordAsync(http, accessLog, caller, AuditActions.ConsistencyProof, proof.Count) is { } unrecorded)
+            return unrecorded;
+        return TypedResults.Ok(new ConsistencyProofView(first.Value, second.Value, Convert.ToHexStringLower(firstRoot),
+            Convert.ToHexStringLower(secondRoot), proof.Select(Convert.ToHexStringLower).ToList()));
+    }
+
+    private static async Task<ProblemHttpResult?> TreeTooSmallAsync(AuditTree tree, string tenant, long size, CancellationToken ct)
+    {
+        var stored = await tree.SizeAsync(tenant, ct);
+        return size > stored
+            ? NotCovered($"Your tenant's tree has {stored} leaves so far; a tree of {size} does not exist yet. Take a checkpoint to extend it.")
+            : null;
+    }
+
+    private static ProblemHttpResult NotCovered(string detail) =>
+        TypedResults.Problem(Problems.Create(404, Problems.NotFound, "Not covered by that tree", detail));
 
     /// <summary>Streams the events; the access record follows the stream, with how many events were sent.</summary>
     public static async Task<Results<EmptyHttpResult, ProblemHttpResult>> Export(
@@ -201,7 +327,7 @@ public static class AuditEndpoints
         if (!ExportFormats.All.Contains(format))
             q.Fail($"format must be one of: {string.Join(", ", ExportFormats.All)}.");
         if (q.Error is not null)
-            return q.Problem();
+            return await q.RefusedAsync(accessLog, caller, AuditActions.Export);
 
         http.Response.ContentType = format == ExportFormats.Csv ? "text/csv; charset=utf-8" : "application/x-ndjson";
         http.Response.Headers.ContentDisposition = $"attachment; filename=\"audit-{filter.Tenant}.{format}\"";
@@ -251,10 +377,40 @@ public static class AuditEndpoints
 
         public IReadOnlyDictionary<string, string> Given { get; } = All(http);
 
-        public static IReadOnlyDictionary<string, string> All(HttpContext http) =>
-            http.Request.Query.ToDictionary(p => p.Key, p => p.Value.ToString(), StringComparer.Ordinal);
+        /// <summary>The parameters as given, with control characters and lone surrogates escaped so that any of them can be recorded.</summary>
+        public static IReadOnlyDictionary<string, string> All(HttpContext http)
+        {
+            var all = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var (key, value) in http.Request.Query)
+                all[Printable(key)] = Printable(value.ToString());
+            return all;
+        }
 
-        public string? Text(string name) => http.Request.Query[name].ToString() is { Length: > 0 } value ? value : null;
+        public string? Text(string name)
+        {
+            if (http.Request.Query[name].ToString() is not { Length: > 0 } value) return null;
+            if (!IsPrintable(value))
+            {
+                Fail($"{name} must not contain control characters or invalid UTF-16.");
+                return null;
+            }
+            return value;
+        }
+
+        private static bool IsPrintable(string value) => Printable(value) == value;
+
+        private static string Printable(string value)
+        {
+            var text = new System.Text.StringBuilder(value.Length);
+            for (var i = 0; i < value.Length; i++)
+            {
+                var c = value[i];
+                if (char.IsHighSurrogate(c) && i + 1 < value.Length && char.IsLowSurrogate(value[i + 1])) { text.Append(c).Append(value[++i]); continue; }
+                if (char.IsControl(c) || char.IsSurrogate(c)) text.Append(CultureInfo.InvariantCulture, $"\\u{(int)c:x4}");
+                else text.Append(c);
+            }
+            return text.ToString();
+        }
 
         public string Tenant(Caller caller)
         {
@@ -304,8 +460,23 @@ public static class AuditEndpoints
             _status = status;
         }
 
-        public ProblemHttpResult Problem() => TypedResults.Problem(_status == 403
-            ? Problems.Create(403, Problems.Forbidden, "Not your tenant", Error!)
-            : Problems.Create(400, Problems.InvalidRequest, "Invalid audit query", Error!));
+        /// <summary>A refused query is recorded too (with the status it got), so that probing the audit trail leaves a trace.</summary>
+        public async Task<ProblemHttpResult> RefusedAsync(AccessLog accessLog, Caller caller, string action)
+        {
+            try
+            {
+                await accessLog.RecordAsync(caller, action, Given, 0, http.Connection.RemoteIpAddress?.ToString(), http.TraceIdentifier,
+                    http.RequestAborted, refusedWith: _status);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(AuditEndpoints)).LogError(e, "A refused audit read could not be recorded");
+                return TypedResults.Problem(Problems.Create(503, Problems.AuditUnavailable, "The audit store is unavailable",
+                    "This read was refused, and the refusal could not be recorded. Retry shortly."));
+            }
+            return TypedResults.Problem(_status == 403
+                ? Problems.Create(403, Problems.Forbidden, "Not your tenant", Error!)
+                : Problems.Create(400, Problems.InvalidRequest, "Invalid audit query", Error!));
+        }
     }
 }

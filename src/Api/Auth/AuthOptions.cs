@@ -27,4 +27,27 @@ public sealed class AuthOptions
 
     /// <summary>OIDC: the least time between two JWKS re-reads forced by a token with an unknown key id.</summary>
     public int UnknownKeyRefreshSeconds { get; set; } = 60;
+
+    /// <summary>Development: whether POST /v1/dev/token (the playground's sign-in) is served at all.</summary>
+    public bool DevelopmentSignIn { get; set; } = true;
+
+    /// <summary>
+    /// Development: Host names the sign-in answers to (besides loopback addresses). A page on another origin that
+    /// rebinds its DNS name to 127.0.0.1 still sends its own name as Host, so it is refused.
+    /// </summary>
+    public List<string>? DevelopmentHosts { get; set; }
+
+    public IReadOnlyList<string> DevelopmentHostNames => DevelopmentHosts is { Count: > 0 } hosts ? hosts : ["localhost"];
+
+    /// <summary>The longest lifetime a token may have (exp - iat, and exp - now); longer ones are refused.</summary>
+    public int MaxTokenLifetimeMinutes { get; set; } = 24 * 60;
+
+    /// <summary>
+    /// The tenant that operates the service: its admins are service admins (reload the policy for everyone); its
+    /// auditors read the security stream of refused, unauthenticated requests.
+    /// </summary>
+    public string ServiceTenant { get; set; } = "service";
+
+    /// <summary>Refused requests (401/403) are counted per (status, reason, address, route) over this window, then recorded once.</summary>
+    public int RefusalWindowSeconds { get; set; } = 60;
 }

@@ -16,21 +16,25 @@ public static class AuthProblems
 {
     private const string MissingClaims = "The token must carry non-empty 'sub' and 'tenant' claims.";
 
-    public static JwtBearerEvents Events(TimeSpan unknownKeyRefresh)
+    public static JwtBearerEvents Events(AuthOptions options)
     {
-        var forcedReads = new ForcedReads(unknownKeyRefresh);
+        var forcedReads = new ForcedReads(TimeSpan.FromSeconds(options.UnknownKeyRefreshSeconds));
+        var maxLifetime = TimeSpan.FromMinutes(options.MaxTokenLifetimeMinutes);
         return new JwtBearerEvents
         {
             OnTokenValidated = context =>
             {
                 if (!HasSubjectAndTenant(context.Principal))
                     context.Fail(MissingClaims);
+                else if (TokenProblem(context.SecurityToken, maxLifetime, TimeSpan.FromSeconds(options.ClockSkewSeconds)) is { } problem)
+                    context.Fail(problem);
                 return Task.CompletedTask;
             },
             OnAuthenticationFailed = context => RetryWithRotatedKeysAsync(context, forcedReads),
             OnChallenge = async context =>
             {
                 context.HandleResponse();
+                context.HttpContext.RequestServices.GetRequiredService<RefusalCounter>().Count(context.HttpContext, 401, ReasonCode(context.AuthenticateFailure));
                 var detail = context.AuthenticateFailure is { } failure
                     ? "The bearer token was rejected: " + Describe(failure)
                     : "Send a bearer token (Authorization: Bearer <token>).";
@@ -38,7 +42,10 @@ public static class AuthProblems
                 await WriteAsync(context.HttpContext, 401, Problems.Unauthorized, "Authentication required", detail);
             },
             OnForbidden = context =>
-                WriteAsync(context.HttpContext, 403, Problems.Forbidden, "Forbidden", "The token does not grant access to this resource."),
+            {
+                context.HttpContext.RequestServices.GetRequiredService<RefusalCounter>().Count(context.HttpContext, 403, "forbidden");
+                return WriteAsync(context.HttpContext, 403, Problems.Forbidden, "Forbidden", "The token does not grant access to this resource.");
+            },
         };
     }
 
@@ -81,6 +88,40 @@ public static class AuthProblems
             return now - last >= (long)interval.TotalMilliseconds && Interlocked.CompareExchange(ref _last, now, last) == last;
         }
     }
+
+    /// <summary>
+    /// Checks the signature validation does not make: a `crit` header names extensions the signer requires the reader
+    /// to understand (RFC 7515 §4.1.11) and we understand none; a token may not live longer than Auth:MaxTokenLifetimeMinutes.
+    /// </summary>
+    public static string? TokenProblem(SecurityToken? token, TimeSpan maxLifetime, TimeSpan skew)
+    {
+        if (token is not JsonWebToken jwt)
+            return "The token is not a JWT.";
+        if (jwt.TryGetHeaderValue<object>("crit", out _))
+            return "The token has a 'crit' header naming extensions this service does not understand (RFC 7515 §4.1.11).";
+        var expires = jwt.ValidTo;
+        if (jwt.TryGetPayloadValue<object>("iat", out _) && expires - jwt.IssuedAt > maxLifetime)
+            return $"The token lives longer than this service allows ({maxLifetime.TotalMinutes:0} minutes from issue to expiry).";
+        if (expires - DateTime.UtcNow > maxLifetime + skew)
+            return $"The token expires more than {maxLifetime.TotalMinutes:0} minutes from now, longer than this service allows.";
+        return null;
+    }
+
+    /// <summary>A short, fixed reason per refusal (the counter's key; never token contents).</summary>
+    public static string ReasonCode(Exception? failure) => failure switch
+    {
+        null => "missing_token",
+        SecurityTokenExpiredException => "expired",
+        SecurityTokenInvalidAudienceException => "audience",
+        SecurityTokenInvalidIssuerException => "issuer",
+        SecurityTokenSignatureKeyNotFoundException => "unknown_key",
+        SecurityTokenInvalidAlgorithmException => "algorithm",
+        SecurityTokenInvalidSignatureException => "signature",
+        SecurityTokenNoExpirationException => "no_expiry",
+        SecurityTokenMalformedException => "malformed",
+        AuthenticationFailureException => "claims_or_lifetime",
+        _ => "invalid",
+    };
 
     private static bool HasSubjectAndTenant(ClaimsPrincipal? user) =>
         !string.IsNullOrEmpty(user?.FindFirst("sub")?.Value) && !string.IsNullOrEmpty(user.FindFirst("tenant")?.Value);

@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
 using Microsoft.IdentityModel.Tokens;
+using Sandbox.Audited.Audit.Trail;
 
 namespace Sandbox.Audited.Api.Auth;
 
@@ -55,9 +56,13 @@ public static class AuthSetup
                 jwt.AutomaticRefreshInterval = TimeSpan.FromMinutes(options.MetadataRefreshMinutes);
                 jwt.RefreshInterval = TimeSpan.FromSeconds(options.UnknownKeyRefreshSeconds);
             }
-            jwt.Events = AuthProblems.Events(TimeSpan.FromSeconds(options.UnknownKeyRefreshSeconds));
+            jwt.Events = AuthProblems.Events(options);
         });
         services.AddAuthorization();
+        services.Configure<AuthOptions>(configuration.GetSection(AuthOptions.Section));
+        services.AddSingleton<SecurityLog>();
+        services.AddSingleton<RefusalCounter>();
+        services.AddHostedService(sp => sp.GetRequiredService<RefusalCounter>());
         return services;
     }
 
@@ -66,6 +71,9 @@ public static class AuthSetup
         var problems = new List<string>();
         if (string.IsNullOrWhiteSpace(options.Issuer)) problems.Add("Auth:Issuer is missing.");
         if (string.IsNullOrWhiteSpace(options.Audience)) problems.Add("Auth:Audience is missing.");
+        if (options.MaxTokenLifetimeMinutes < 1) problems.Add("Auth:MaxTokenLifetimeMinutes must be at least 1.");
+        if (string.IsNullOrWhiteSpace(options.ServiceTenant)) problems.Add("Auth:ServiceTenant must name the tenant that operates the service.");
+        if (options.RefusalWindowSeconds < 1) problems.Add("Auth:RefusalWindowSeconds must be at least 1.");
         switch (options.Mode)
         {
             case "development":

@@ -29,4 +29,8 @@ public static class CallerClaims
     }
 
     public static bool Has(this Caller caller, string role) => caller.Roles.Contains(role);
+
+    /// <summary>A service admin is an admin of the tenant that operates the service (Auth:ServiceTenant); other admins administer their own tenant only.</summary>
+    public static bool IsServiceAdmin(this Caller caller, string serviceTenant) =>
+        caller.Has(Roles.Admin) && caller.Tenant.Length > 0 && string.Equals(caller.Tenant, serviceTenant, StringComparison.Ordinal);
 }

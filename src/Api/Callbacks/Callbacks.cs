@@ -14,11 +14,14 @@ public sealed class CallbackOptions
 {
     public const string Section = "Callbacks";
 
-    /// <summary>Hosts a callbackUrl may name besides loopback (empty here: this environment reaches loopback only).</summary>
+    /// <summary>Host names a callbackUrl may name; whatever they resolve to is still checked at connect time.</summary>
     public List<string> AllowedHosts { get; set; } = [];
 
-    /// <summary>Whether loopback addresses (127.0.0.0/8, ::1, localhost) are allowed.</summary>
-    public bool AllowLoopback { get; set; } = true;
+    /// <summary>Whether loopback addresses (127.0.0.0/8, ::1, localhost) may be called back. Off unless set: the service's own port is there.</summary>
+    public bool AllowLoopback { get; set; }
+
+    /// <summary>Whether private, link-local and other internal addresses may be called back (CallbackAddresses). Off unless set.</summary>
+    public bool AllowInternalNetworks { get; set; }
 
     /// <summary>Per-tenant HMAC secrets (Callbacks:Secrets:&lt;tenant&gt;); a tenant without one cannot use callbacks.</summary>
     public Dictionary<string, string> Secrets { get; set; } = new(StringComparer.Ordinal);
@@ -47,13 +50,16 @@ public sealed partial class CallbackSender(IHttpClientFactory clients, IOptions<
             return "callbackUrl must be an absolute http(s) URL.";
         if (!string.IsNullOrEmpty(uri.UserInfo))
             return "callbackUrl must not carry credentials.";
-        var loopback = uri.IsLoopback || (IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip) && IPAddress.IsLoopback(ip));
-        var allowed = (loopback && options.Value.AllowLoopback)
-            || options.Value.AllowedHosts.Contains(uri.IdnHost, StringComparer.OrdinalIgnoreCase);
+        var o = options.Value;
+        var literal = IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip) ? ip : null;
+        var allowed = literal is not null
+            ? CallbackAddresses.MayConnect(literal, o.AllowLoopback, o.AllowInternalNetworks)
+                && (CallbackAddresses.Classify(literal) != AddressKind.Public || o.AllowedHosts.Contains(uri.IdnHost, StringComparer.OrdinalIgnoreCase))
+            : uri.IsLoopback ? o.AllowLoopback : o.AllowedHosts.Contains(uri.IdnHost, StringComparer.OrdinalIgnoreCase);
         if (!allowed)
-            return $"callbackUrl host '{uri.Host}' is not allowed: this deployment sends callbacks only to "
-                + (options.Value.AllowedHosts.Count == 0 ? "loopback" : "loopback and " + string.Join(", ", options.Value.AllowedHosts))
-                + " (Callbacks:AllowedHosts).";
+            return $"callbackUrl host '{uri.Host}' is not allowed: this deployment sends callbacks only to the hosts in Callbacks:AllowedHosts"
+                + (o.AllowedHosts.Count == 0 ? " (none)" : $" ({string.Join(", ", o.AllowedHosts)})")
+                + (o.AllowLoopback ? " and loopback" : "") + "; internal addresses need Callbacks:AllowInternalNetworks.";
         if (!options.Value.Secrets.ContainsKey(tenant))
             return $"No callback secret is configured for tenant '{tenant}' (Callbacks:Secrets:{tenant}), so callbacks cannot be signed.";
         return null;
@@ -94,7 +100,9 @@ public sealed partial class CallbackSender(IHttpClientFactory clients, IOptions<
             }
             catch (Exception e)
             {
-                error = e.GetBaseException().Message;
+                // One text for refused, reset, unreachable, timed out or blocked: what is recorded tells no port scan anything.
+                LogAttemptFailed(e, run.RunId, attempt);
+                error = "the receiver could not be reached";
             }
             var delivered = error is null;
             try
@@ -111,6 +119,51 @@ public sealed partial class CallbackSender(IHttpClientFactory clients, IOptions<
                 await Task.Delay(TimeSpan.FromMilliseconds(options.Value.InitialBackoffMs * Math.Pow(2, attempt - 1)));
         }
         LogGaveUp(run.RunId, url, options.Value.MaxAttempts);
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Run {RunId}: callback attempt {Attempt} did not reach the receiver")]
+    private partial void LogAttemptFailed(Exception e, Guid runId, int attempt);
+
+    /// <summary>
+    /// The callback client: no redirects, no proxy, and every address a name resolves to is checked when connecting,
+    /// so a name that passed the allow-list cannot be rebound to an internal address afterwards.
+    /// </summary>
+    public static IServiceCollection AddCallbacks(IServiceCollection services, IConfiguration configuration)
+    {
+        services.Configure<CallbackOptions>(configuration.GetSection(CallbackOptions.Section));
+        services.AddHttpClient(HttpClientName).ConfigurePrimaryHttpMessageHandler(provider =>
+        {
+            var options = provider.GetRequiredService<IOptions<CallbackOptions>>();
+            return new SocketsHttpHandler
+            {
+                AllowAutoRedirect = false,
+                UseProxy = false,
+                ConnectCallback = (context, ct) => ConnectCheckedAsync(context, options.Value, ct),
+            };
+        });
+        services.AddSingleton<CallbackSender>();
+        return services;
+    }
+
+    private static async ValueTask<Stream> ConnectCheckedAsync(SocketsHttpConnectionContext context, CallbackOptions options, CancellationToken ct)
+    {
+        var host = context.DnsEndPoint.Host;
+        var addresses = IPAddress.TryParse(host.Trim('[', ']'), out var literal) ? [literal] : await Dns.GetHostAddressesAsync(host, ct);
+        var usable = addresses.Where(a => CallbackAddresses.MayConnect(a, options.AllowLoopback, options.AllowInternalNetworks)).ToList();
+        if (usable.Count == 0 || usable.Count != addresses.Length)
+            throw new HttpRequestException("The callback host resolves to an address callbacks may not reach.");
+        var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            // Connect to the addresses just checked, never to the name again (which could resolve differently).
+            await socket.ConnectAsync(usable.ToArray(), context.DnsEndPoint.Port, ct);
+            return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: callback attempt {Attempt} could not be recorded")]

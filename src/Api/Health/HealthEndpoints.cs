@@ -1,18 +1,27 @@
 using Npgsql;
+using Sandbox.Audited.Api.Runs;
 using Sandbox.Audited.Executor.Docker;
 
 namespace Sandbox.Audited.Api.Health;
 
 public static class HealthEndpoints
 {
+    // Probes answer HEAD too (load balancers and some orchestrators send it); the server drops the body.
+    private static readonly string[] Probe = [HttpMethods.Get, HttpMethods.Head];
+
     public static void MapHealth(this IEndpointRouteBuilder app)
     {
         // Liveness: the process answers.
-        app.MapGet("/healthz", () => TypedResults.Ok(new { status = "ok" })).AllowAnonymous().ExcludeFromDescription();
+        app.MapMethods("/healthz", Probe, () => TypedResults.Ok(new { status = "ok" })).AllowAnonymous().ExcludeFromDescription();
 
-        // Readiness: PostgreSQL and the Docker engine both answer; otherwise 503 with what is wrong.
-        app.MapGet("/readyz", async (NpgsqlDataSource db, DockerEngine docker, CancellationToken ct) =>
+        // Readiness: PostgreSQL and the Docker engine both answer and the node is not draining; otherwise 503 with what is wrong.
+        app.MapMethods("/readyz", Probe, async (NpgsqlDataSource db, DockerEngine docker, Admission admission, OutcomeJournal journal,
+            IHostApplicationLifetime lifetime, CancellationToken ct) =>
         {
+            // Draining starts at SIGTERM: not ready at once, before admission closes, so that no new run is sent here.
+            if (admission.Draining || lifetime.ApplicationStopping.IsCancellationRequested)
+                return Results.Json(new { status = "draining", checks = new Dictionary<string, string> { ["lifecycle"] = "draining" } },
+                    statusCode: 503);
             var checks = new Dictionary<string, string>
             {
                 ["postgres"] = await Check(async c =>
@@ -23,6 +32,8 @@ public static class HealthEndpoints
                 ["docker"] = await Check(docker.PingAsync, ct),
             };
             var ready = checks.Values.All(v => v == "ok");
+            // Outcomes waiting in the journal do not make the node unready (it runs code), but an operator should see them.
+            checks["journal"] = journal.Pending == 0 ? "empty" : $"{journal.Pending} outcomes waiting for the audit store";
             return Results.Json(new { status = ready ? "ready" : "not ready", checks }, statusCode: ready ? 200 : 503);
         }).AllowAnonymous().ExcludeFromDescription();
     }

@@ -3,6 +3,7 @@ using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Audit;
 using Sandbox.Audited.Audit.ReadModels;
 using Sandbox.Audited.Audit.Migrations;
+using Sandbox.Audited.Audit.Trail;
 using Sandbox.Audited.Domain.Policies;
 
 namespace Sandbox.Audited.Api.Hosting;
@@ -56,6 +57,11 @@ public static class Commands
                 var path = Option(args, "--path") ?? auth.DevelopmentKeyPath ?? throw new InvalidOperationException("--path is required.");
                 if (File.Exists(path))
                     Console.WriteLine($"development key exists: {path}");
+                else if (args.Contains("--ed25519"))
+                {
+                    NoteSigner.CreateKey(path); // the signed-note checkpoint key (Audit:NoteKeyPath)
+                    Console.WriteLine($"Ed25519 key created: {path}");
+                }
                 else
                 {
                     DevelopmentKeys.Create(path);
@@ -70,6 +76,9 @@ public static class Commands
                 var tenant = Option(args, "--tenant") ?? throw new InvalidOperationException("--tenant is required.");
                 var roles = (Option(args, "--roles") ?? "runner").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
                 var ttl = ParseTtl(Option(args, "--ttl") ?? "1h");
+                // The service refuses longer-lived tokens; minting one would only produce a token that never works.
+                if (ttl > TimeSpan.FromMinutes(auth.MaxTokenLifetimeMinutes))
+                    throw new InvalidOperationException($"--ttl {Option(args, "--ttl")} is longer than the service accepts (Auth:MaxTokenLifetimeMinutes = {auth.MaxTokenLifetimeMinutes}).");
                 Console.WriteLine(DevelopmentTokens.Mint(auth, subject, tenant, roles, ttl));
                 return 0;
         }
@@ -85,7 +94,7 @@ public static class Commands
     public static TimeSpan ParseTtl(string text)
     {
         var unit = text[^1];
-        if (!int.TryParse(text[..^1], out var value) || value <= 0)
+        if (text.Length < 2 || !int.TryParse(text[..^1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var value) || value <= 0)
             throw new FormatException($"--ttl '{text}' must look like 30m, 1h or 7d.");
         return unit switch
         {

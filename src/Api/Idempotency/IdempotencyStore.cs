@@ -33,7 +33,7 @@ public sealed class IdempotencyStore(NpgsqlDataSource db, IConfiguration configu
         var node = JsonNode.Parse(json) as JsonObject ?? throw new JsonException("The body is not a JSON object.");
         foreach (var name in node.Select(p => p.Key).Where(k => k.Equals("wait", StringComparison.OrdinalIgnoreCase)).ToList())
             node.Remove(name);
-        return Sha256Hex.Of(CanonicalJson.Canonicalize(node.ToJsonString()));
+        return Sha256Hex.Of(JcsCanonicalizer.Canonicalize(node.ToJsonString()));
     }
 
     public async Task<IdempotencyClaim> ClaimAsync(Caller caller, string key, string bodyHash, Func<Guid, Task<bool>> mayRunAgain, CancellationToken ct)

@@ -1,40 +1,54 @@
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
 using Sandbox.Audited.Api.Runs;
 using Sandbox.Audited.Api.Streaming;
-using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Executor.Pool;
 
 namespace Sandbox.Audited.Api.Metrics;
 
 public static class MetricsEndpoints
 {
-    /// <summary>Times every request by its route pattern (never the raw path, which would carry run ids).</summary>
-    public static IApplicationBuilder UseRequestMetrics(this IApplicationBuilder app) => app.Use(async (http, next) =>
+    /// <summary>
+    /// OpenTelemetry metrics exported in the Prometheus text format: the service's meter, ASP.NET Core's HTTP server
+    /// metrics (labelled by route template and a fixed method set, never the raw path), .NET runtime and process.
+    /// </summary>
+    public static IServiceCollection AddServiceMetrics(this IServiceCollection services)
     {
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
-        try
+        services.AddSingleton<RunMetrics>();
+        services.AddOpenTelemetry()
+            .ConfigureResource(resource => resource.AddService("sandbox-audited"))
+            .WithMetrics(metrics => metrics
+                .AddMeter(RunMetrics.MeterName)
+                .AddAspNetCoreInstrumentation()
+                .AddRuntimeInstrumentation()
+                .AddProcessInstrumentation()
+                .AddPrometheusExporter());
+        // Prometheus keeps "_count" for histograms: these gauges of the runtime and process conventions are renamed so
+        // that promtool's lint accepts the exposition.
+        services.ConfigureOpenTelemetryMeterProvider(metrics =>
         {
-            await next(http);
-        }
-        finally
-        {
-            var route = (http.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText ?? "unmatched";
-            http.RequestServices.GetRequiredService<RunMetrics>().ObserveHttp(http.Request.Method, route, http.Response.StatusCode,
-                System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds);
-        }
-    });
+            foreach (var (instrument, name) in Renamed)
+                metrics.AddView(instrument, name);
+        });
+        return services;
+    }
 
-    /// <summary>GET /metrics: Prometheus text format, unauthenticated like /healthz (scrapers sit next to the service).</summary>
-    public static void MapMetrics(this IEndpointRouteBuilder app) =>
-        app.MapGet("/metrics", (RunMetrics metrics, Admission admission, SandboxPool pool, RunFeed feed) =>
-        {
-            var text = metrics.Render(
-            [
-                ("sandbox_admission_queue_depth", "Runs waiting for a sandbox slot.", [("", admission.Queued)]),
-                ("sandbox_admission_running", "Runs holding a sandbox slot.", [("", admission.Running)]),
-                ("sandbox_pool_size", "Warm sandboxes ready to take a run, by language.",
-                    Languages.All.Select(l => ($"language=\"{l}\"", (double)pool.SizeOf(l, Domain.Runtimes.Isolation.Standard))).ToList()),
-                ("sandbox_stream_subscribers", "Open GET /v1/runs/{id}/stream connections.", [("", feed.Subscribers)]),
-            ]);
-            return Results.Text(text, "text/plain; version=0.0.4; charset=utf-8");
-        }).AllowAnonymous().ExcludeFromDescription();
+    private static readonly (string Instrument, string Name)[] Renamed =
+    [
+        ("dotnet.assembly.count", "dotnet.assemblies"),
+        ("dotnet.process.cpu.count", "dotnet.process.cpus"),
+        ("dotnet.timer.count", "dotnet.timers"),
+        ("process.thread.count", "process.threads"),
+        ("process.unix.file_descriptor.count", "process.unix.file_descriptors"),
+    ];
+
+    /// <summary>GET /metrics: unauthenticated like /healthz (scrapers sit next to the service).</summary>
+    public static void MapMetrics(this WebApplication app)
+    {
+        var admission = app.Services.GetRequiredService<Admission>();
+        var pool = app.Services.GetRequiredService<SandboxPool>();
+        var feed = app.Services.GetRequiredService<RunFeed>();
+        app.Services.GetRequiredService<RunMetrics>().Watch(() => admission.Queued, () => admission.Running, language => pool.SizeOf(language, Domain.Runtimes.Isolation.Standard), () => feed.Subscribers);
+        app.MapPrometheusScrapingEndpoint("/metrics").AllowAnonymous();
+    }
 }

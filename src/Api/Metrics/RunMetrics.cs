@@ -1,24 +1,58 @@
+using System.Diagnostics.Metrics;
 using System.Collections.Concurrent;
-using System.Globalization;
-using System.Text;
 using Sandbox.Audited.Domain.Runs;
 
 namespace Sandbox.Audited.Api.Metrics;
 
 /// <summary>
-/// Counters and histograms in the Prometheus text format (0.0.4), kept by hand: a handful of series does not
-/// need an SDK. Run counts come from the events the orchestrator recorded, so they match the audit record.
+/// The service's own instruments on the "Sandbox.Audited" meter, exported by OpenTelemetry at /metrics. Run counts
+/// come from the events the orchestrator recorded, so they match the audit record. Every label value comes from a
+/// fixed set: a language outside the catalogue and a status or reason not listed here are counted as "other".
 /// </summary>
 public sealed class RunMetrics
 {
+    public const string MeterName = "Sandbox.Audited";
+    public const string Other = "other";
+
     private static readonly double[] RunBuckets = [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
-    private static readonly double[] HttpBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+    private static readonly HashSet<string> Statuses = new(StringComparer.Ordinal)
+    {
+        RunStatus.Succeeded, RunStatus.Failed, RunStatus.TimedOut, RunStatus.MemoryExceeded, RunStatus.PidsExhausted,
+        RunStatus.OutputTruncated, RunStatus.Denied, RunStatus.Rejected, RunStatus.Refused, RunStatus.Error, RunStatus.Abandoned,
+    };
 
     private readonly ConcurrentDictionary<Guid, string> _languages = new();
-    private readonly ConcurrentDictionary<(string Status, string Language), long> _runs = new();
-    private readonly ConcurrentDictionary<string, long> _rejections = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<string, Histogram> _runDurations = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<(string Method, string Route, int Status), Histogram> _http = new();
+    private readonly Meter _meter;
+    private readonly Counter<long> _runs;
+    private readonly Counter<long> _rejections;
+    private readonly Histogram<double> _runDuration;
+
+    public RunMetrics(IMeterFactory meters)
+    {
+        _meter = meters.Create(MeterName);
+        _runs = _meter.CreateCounter<long>("sandbox.runs", "{run}", "Runs that reached their terminal event, by status and language.");
+        _rejections = _meter.CreateCounter<long>("sandbox.rejections", "{request}", "Requests refused, by reason.");
+        _runDuration = _meter.CreateHistogram("sandbox.run.duration", "s", "Time from request to terminal event of runs that were admitted.",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = RunBuckets });
+    }
+
+    /// <summary>A label value from the language catalogue, or "other": a client's string never becomes a series.</summary>
+    public static string LanguageLabel(string? language) =>
+        language is not null && Languages.All.Contains(language, StringComparer.Ordinal) ? language : Other;
+
+    public static string StatusLabel(string status) => Statuses.Contains(status) ? status : Other;
+
+    /// <summary>Gauges read at scrape time from the parts that hold the numbers.</summary>
+    public void Watch(Func<int> queued, Func<int> running, Func<string, int> poolSize, Func<int> subscribers)
+    {
+        _meter.CreateObservableGauge("sandbox.admission.queue_depth", () => queued(), "{run}", "Runs waiting for a sandbox slot.");
+        _meter.CreateObservableGauge("sandbox.admission.running", () => running(), "{run}", "Runs holding a sandbox slot.");
+        _meter.CreateObservableGauge("sandbox.pool.size",
+            () => Languages.All.Select(l => new Measurement<int>(poolSize(l), new KeyValuePair<string, object?>("language", l))),
+            "{sandbox}", "Warm sandboxes ready to take a run, by language.");
+        _meter.CreateObservableGauge("sandbox.stream.subscribers", () => subscribers(), "{connection}", "Open GET /v1/runs/{id}/stream connections.");
+    }
 
     public void Observe(Guid runId, IReadOnlyList<object> events)
     {
@@ -27,28 +61,28 @@ public sealed class RunMetrics
             switch (data)
             {
                 case RunRequested e:
-                    _languages[runId] = e.Language;
+                    _languages[runId] = LanguageLabel(e.Language);
                     break;
                 case RequestRejected e:
-                    _languages[runId] = e.Language ?? "unknown";
-                    Count(_rejections, e.HttpStatus switch
+                    _languages[runId] = LanguageLabel(e.Language);
+                    Reject(e.HttpStatus switch
                     {
                         400 => "invalid_request",
                         401 => "unauthorized",
                         403 => "forbidden",
                         413 => "payload_too_large",
                         429 => "rate_limited",
-                        _ => "http_" + e.HttpStatus.ToString(CultureInfo.InvariantCulture),
+                        _ => Other,
                     });
                     break;
                 case RunCompleted e:
                     var language = Terminal(runId, e.Status);
                     if (e.Status == RunStatus.Denied)
-                        Count(_rejections, "policy_denied");
+                        Reject("policy_denied");
                     else if (e.Status == RunStatus.Refused)
-                        Count(_rejections, "capacity");
+                        Reject("capacity");
                     else if (e.Status != RunStatus.Rejected)
-                        _runDurations.GetOrAdd(language, _ => new Histogram(RunBuckets)).Observe(e.DurationMs / 1000.0);
+                        _runDuration.Record(e.DurationMs / 1000.0, new KeyValuePair<string, object?>("language", language));
                     break;
                 case RunFailed:
                     Terminal(runId, RunStatus.Error);
@@ -60,75 +94,12 @@ public sealed class RunMetrics
         }
     }
 
-    public void ObserveHttp(string method, string route, int status, double seconds) =>
-        _http.GetOrAdd((method, route, status), _ => new Histogram(HttpBuckets)).Observe(seconds);
-
-    /// <summary>The exposition; gauges are read at scrape time.</summary>
-    public string Render(IReadOnlyList<(string Name, string Help, IReadOnlyList<(string Labels, double Value)> Values)> gauges)
-    {
-        var text = new StringBuilder();
-        text.Append("# HELP sandbox_runs_total Runs that reached their terminal event, by status and language.\n# TYPE sandbox_runs_total counter\n");
-        foreach (var ((status, language), value) in _runs.OrderBy(r => r.Key))
-            text.Append(CultureInfo.InvariantCulture, $"sandbox_runs_total{{status=\"{status}\",language=\"{Escape(language)}\"}} {value}\n");
-        text.Append("# HELP sandbox_rejections_total Requests refused, by reason.\n# TYPE sandbox_rejections_total counter\n");
-        foreach (var (reason, value) in _rejections.OrderBy(r => r.Key))
-            text.Append(CultureInfo.InvariantCulture, $"sandbox_rejections_total{{reason=\"{reason}\"}} {value}\n");
-        text.Append("# HELP sandbox_run_duration_seconds Time from request to terminal event of runs that were admitted.\n# TYPE sandbox_run_duration_seconds histogram\n");
-        foreach (var (language, histogram) in _runDurations.OrderBy(h => h.Key))
-            histogram.Render(text, "sandbox_run_duration_seconds", $"language=\"{Escape(language)}\"");
-        text.Append("# HELP sandbox_http_request_duration_seconds HTTP request latency by route and status.\n# TYPE sandbox_http_request_duration_seconds histogram\n");
-        foreach (var ((method, route, status), histogram) in _http.OrderBy(h => h.Key))
-            histogram.Render(text, "sandbox_http_request_duration_seconds", $"method=\"{method}\",route=\"{Escape(route)}\",status=\"{status}\"");
-        foreach (var (name, help, values) in gauges)
-        {
-            text.Append(CultureInfo.InvariantCulture, $"# HELP {name} {help}\n# TYPE {name} gauge\n");
-            foreach (var (labels, value) in values)
-                text.Append(CultureInfo.InvariantCulture, $"{name}{(labels.Length > 0 ? "{" + labels + "}" : "")} {value}\n");
-        }
-        return text.ToString();
-    }
-
     private string Terminal(Guid runId, string status)
     {
-        var language = _languages.TryRemove(runId, out var l) ? l : "unknown";
-        _runs.AddOrUpdate((status, language), 1, (_, v) => v + 1);
+        var language = _languages.TryRemove(runId, out var l) ? l : Other;
+        _runs.Add(1, new KeyValuePair<string, object?>("status", StatusLabel(status)), new KeyValuePair<string, object?>("language", language));
         return language;
     }
 
-    private static void Count(ConcurrentDictionary<string, long> counters, string key) => counters.AddOrUpdate(key, 1, (_, v) => v + 1);
-
-    private static string Escape(string value) => value.Replace("\\", "\\\\").Replace("\"", "\\\"").Replace("\n", "\\n");
-
-    private sealed class Histogram(double[] bounds)
-    {
-        private readonly long[] _counts = new long[bounds.Length + 1];
-        private double _sum;
-
-        public void Observe(double value)
-        {
-            lock (_counts)
-            {
-                var i = Array.FindIndex(bounds, b => value <= b);
-                _counts[i < 0 ? bounds.Length : i]++;
-                _sum += value;
-            }
-        }
-
-        public void Render(StringBuilder text, string name, string labels)
-        {
-            lock (_counts)
-            {
-                long cumulative = 0;
-                for (var i = 0; i < bounds.Length; i++)
-                {
-                    cumulative += _counts[i];
-                    text.Append(CultureInfo.InvariantCulture, $"{name}_bucket{{{labels},le=\"{bounds[i]}\"}} {cumulative}\n");
-                }
-                cumulative += _counts[^1];
-                text.Append(CultureInfo.InvariantCulture, $"{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}\n");
-                text.Append(CultureInfo.InvariantCulture, $"{name}_sum{{{labels}}} {_sum}\n");
-                text.Append(CultureInfo.InvariantCulture, $"{name}_count{{{labels}}} {cumulative}\n");
-            }
-        }
-    }
+    private void Reject(string reason) => _rejections.Add(1, new KeyValuePair<string, object?>("reason", reason));
 }

@@ -22,7 +22,9 @@ public static class PolicyEndpoints
         policies.MapGet("/", GetActive);
         policies.MapGet("/bundles/{digest}", GetBundle);
         policies.MapPost("/evaluate", Evaluate);
-        policies.MapPost("/reload", Reload).RequireAuthorization(p => p.RequireAssertion(c => c.User.ToCaller().Has(Roles.Admin)));
+        // The bundle decides every tenant's runs: only an admin of the service tenant may reload it, not a tenant's admin.
+        var serviceTenant = app.ServiceProvider.GetRequiredService<Microsoft.Extensions.Options.IOptions<AuthOptions>>().Value.ServiceTenant;
+        policies.MapPost("/reload", Reload).RequireAuthorization(p => p.RequireAssertion(c => c.User.ToCaller().IsServiceAdmin(serviceTenant)));
 
         app.MapGet("/v1/audit/runs/{id:guid}/replay", Replay).RequireAuthorization(AuditorOrAdmin).WithTags("Policies");
         return app;
@@ -167,9 +169,9 @@ public static class PolicyEndpoints
             : body.Classification.Trim().ToLowerInvariant();
         if (!Classification.All.Contains(classification))
             errors.Add($"Unknown classification '{body.Classification}': use one of {string.Join(", ", Classification.All)}.");
-        if (body.Limits is { } l && (l.TimeoutMs <= 0 || l.MemoryMb <= 0 || l.Pids <= 0 || l.OutputBytes <= 0 || l.TmpfsMb <= 0
-            || l.Cpus is { } cpus && (double.IsNaN(cpus) || cpus <= 0)))
-            errors.Add("Every limit given must be positive.");
+        // The floors of a run; above the ceiling is allowed here, so that a dry run shows how a policy clamps.
+        if (body.Limits is { } l)
+            errors.AddRange(LimitFloors.Problems(l, null));
         if (body.ArgCount < 0 || body.FileCount < 0 || body.StdinBytes < 0)
             errors.Add("'argCount', 'fileCount' and 'stdinBytes' must not be negative.");
         if (body.Roles is { } roles && roles.Any(string.IsNullOrWhiteSpace))

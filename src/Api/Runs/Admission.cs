@@ -34,13 +34,23 @@ public sealed class Admission(IOptions<AdmissionOptions> options)
     private int _queued;
     private int _running;
     private volatile bool _closed;
+    private volatile bool _draining;
 
     public int Queued => Volatile.Read(ref _queued);
 
     public int Running => Volatile.Read(ref _running);
 
     /// <summary>Stops admitting (shutdown); runs already admitted carry on.</summary>
-    public void Close() => _closed = true;
+    public void Close()
+    {
+        _draining = true;
+        _closed = true;
+    }
+
+    /// <summary>Draining has begun (SIGTERM): readiness says not ready so that load balancers stop sending; admission closes next.</summary>
+    public void Drain() => _draining = true;
+
+    public bool Draining => _draining;
 
     public async Task<(IDisposable? Lease, AdmissionRefusal? Refusal)> EnterAsync(string tenant, CancellationToken ct)
     {

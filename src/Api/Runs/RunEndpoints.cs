@@ -1,10 +1,15 @@
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Marten;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Api.Callbacks;
+using Sandbox.Audited.Api.Hosting;
 using Sandbox.Audited.Api.Idempotency;
+using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Audit.Runs;
+using Sandbox.Audited.Audit.Trail;
+using Sandbox.Audited.Domain.Audit;
 using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Domain.Runtimes;
 
@@ -15,7 +20,20 @@ public static class RunEndpoints
     /// <summary>Largest body read: code (256 KiB) + stdin (1 MiB) + files (1 MiB) + JSON overhead.</summary>
     public const long MaxBodyBytes = 3 * 1024 * 1024;
 
-    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+    /// <summary>
+    /// Strict at every depth: exact camelCase names, no unknown or repeated members, numbers as JSON numbers. A typo
+    /// or a smuggled setting is a 400 naming it, never silently dropped or resolved by "last one wins".
+    /// </summary>
+    public static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        PropertyNameCaseInsensitive = false,
+        NumberHandling = JsonNumberHandling.Strict,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        AllowDuplicateProperties = false,
+        RespectNullableAnnotations = true,
+        MaxDepth = 16,
+    };
 
     public static RouteGroupBuilder MapRuns(this IEndpointRouteBuilder app)
     {
@@ -28,14 +46,11 @@ public static class RunEndpoints
 
     /// <summary>POST /v1/runs: where a run is admitted. Validation and authorization failures are recorded too.</summary>
     public static async Task<Results<Ok<RunView>, Accepted<RunView>, ProblemHttpResult>> CreateRun(
-        HttpContext http, RunOrchestrator orchestrator, IdempotencyStore idempotency, CallbackSender callbacks, IDocumentStore store, RuntimeCatalogue runtimes)
+        HttpContext http, RunOrchestrator orchestrator, IdempotencyStore idempotency, CallbackSender callbacks, IDocumentStore store, PolicyHost policies,
+        RuntimeCatalogue runtimes)
     {
         var caller = http.User.ToCaller();
-        var client = new ClientInfo(
-            http.Connection.RemoteIpAddress?.ToString(),
-            http.Request.Headers.UserAgent.ToString() is { Length: > 0 } ua ? ua[..Math.Min(ua.Length, 512)] : null,
-            http.Request.Headers["Idempotency-Key"].ToString() is { Length: > 0 } key ? key : null,
-            System.Diagnostics.Activity.Current?.TraceId.ToString() ?? http.TraceIdentifier);
+        var client = RequestClient.Of(http);
         var ct = http.RequestAborted;
 
         if (string.IsNullOrEmpty(caller.Subject) || string.IsNullOrEmpty(caller.Tenant))
@@ -55,8 +70,9 @@ public static class RunEndpoints
                 tooLarge ? "Request body too large" : "Malformed request body", bodyError!, id);
         }
 
-        var (valid, rejection) = RunRequestValidation.Validate(new RunRequest(body.Language, body.Code, body.Stdin, body.Args, body.Files, body.Limits, body.Classification,
-            body.Runtime, body.Isolation));
+        var (valid, rejection) = RunRequestValidation.Validate(
+            new RunRequest(body.Language, body.Code, body.Stdin, body.Args, body.Files, body.Limits, body.Classification, body.Runtime, body.Isolation),
+            policies.Active.Ceilings);
         // The catalogue is configuration, not request syntax: checked once the language is known.
         if (valid is not null)
         {
@@ -108,9 +124,12 @@ public static class RunEndpoints
         {
             admitted = await orchestrator.RequestAsync(caller, client, valid, ct);
         }
-        catch when (idempotencyKey is not null)
+        catch (Exception e)
         {
-            await idempotency.ReleaseAsync(caller, idempotencyKey);
+            if (IsRefusedByTheService(e))
+                RunRateLimits.Refund(http);
+            if (idempotencyKey is not null)
+                await idempotency.ReleaseAsync(caller, idempotencyKey);
             throw;
         }
         if (idempotencyKey is not null)
@@ -132,10 +151,24 @@ public static class RunEndpoints
             _ = execution.ContinueWith(t => _ = t.Exception, TaskScheduler.Default);
             return TypedResults.Accepted($"/v1/runs/{admitted.Stream.RunId}", RunView.From(admitted.Summary));
         }
-        var finished = await execution;
+        RunSummary finished;
+        try
+        {
+            finished = await execution;
+        }
+        catch (Exception e) when (IsRefusedByTheService(e))
+        {
+            RunRateLimits.Refund(http);
+            throw;
+        }
         http.Response.Headers["Server-Timing"] = admitted.Phases.ToServerTiming();
+        if (finished.Status == RunStatus.Recording)
+            return RecordingAnswer(http, finished);
         return TypedResults.Ok(RunView.From(finished));
     }
+
+    /// <summary>The service, not the caller, said no (audit store down, no capacity, no sandbox): the token is given back.</summary>
+    private static bool IsRefusedByTheService(Exception e) => e is WriteAheadException or CapacityException or SandboxUnavailableException;
 
     /// <summary>A repeated request answers as the original did: the result when finished, 202 while it runs.</summary>
     private static Results<Ok<RunView>, Accepted<RunView>, ProblemHttpResult> Replay(RunSummary run) => run.Status switch
@@ -145,6 +178,24 @@ public static class RunEndpoints
         _ => TypedResults.Ok(RunView.From(run)),
     };
 
+    // --- Outcome journal (issue 17): the one answer given before the audit commit. ---
+
+    /// <summary>
+    /// The run ran and its outcome is known, but the audit store could not take it: the outcome is kept (fsynced) in this
+    /// node's journal and committed when the store returns. 202 with the outcome, status "recording" and Retry-After; GET
+    /// /v1/runs/{id} gives the committed record.
+    /// </summary>
+    private static Accepted<RunView> RecordingAnswer(HttpContext http, RunSummary run)
+    {
+        http.Response.Headers.RetryAfter = "5";
+        return TypedResults.Accepted($"/v1/runs/{run.RunId}", RunView.From(run with
+        {
+            FailureReason = "The run finished, but its record is not committed yet: the audit store is unavailable. The outcome is kept "
+                + "on this node and committed when the store returns; GET this run's Location for the committed record. "
+                + (run.FailureReason ?? ""),
+        }));
+    }
+
     private static async Task<RunSummary> LoadAsync(IDocumentStore store, Guid id, CancellationToken ct)
     {
         await using var session = store.QuerySession();
@@ -152,26 +203,56 @@ public static class RunEndpoints
         return RunSummary.Fold(id, events.Select(e => e.Data));
     }
 
-    public static async Task<Results<Ok<RunView>, ProblemHttpResult>> GetRun(Guid id, HttpContext http, IDocumentStore store, CancellationToken ct)
+    public static async Task<Results<Ok<RunView>, ProblemHttpResult>> GetRun(Guid id, HttpContext http, IDocumentStore store, OutcomeJournal journal, AccessLog accessLog, CancellationToken ct)
     {
         await using var session = store.QuerySession();
         var events = await session.Events.FetchStreamAsync(id, token: ct);
         var summary = RunSummary.Fold(id, events.Select(e => e.Data));
         if (events.Count == 0 || !MayRead(http.User.ToCaller(), summary))
             return NotFound(id);
+        if (await RecordReadAsync(http, accessLog, summary, AuditActions.ReadRun, 1) is { } unrecorded)
+            return unrecorded;
+        if (!summary.IsTerminal && journal.Holds(id))
+            summary = summary with { Status = RunStatus.Recording };
         return TypedResults.Ok(RunView.From(summary));
     }
 
-    public static async Task<Results<Ok<IReadOnlyList<EventView>>, ProblemHttpResult>> GetEvents(Guid id, HttpContext http, IDocumentStore store, CancellationToken ct)
+    public static async Task<Results<Ok<IReadOnlyList<EventView>>, ProblemHttpResult>> GetEvents(Guid id, HttpContext http, IDocumentStore store, AccessLog accessLog, CancellationToken ct)
     {
         await using var session = store.QuerySession();
         var events = await session.Events.FetchStreamAsync(id, token: ct);
         var summary = RunSummary.Fold(id, events.Select(e => e.Data));
         if (events.Count == 0 || !MayRead(http.User.ToCaller(), summary))
             return NotFound(id);
+        if (await RecordReadAsync(http, accessLog, summary, AuditActions.ReadRunEvents, events.Count) is { } unrecorded)
+            return unrecorded;
         IReadOnlyList<EventView> views = events.Select(e => new EventView(e.Sequence, e.Version, e.EventTypeName, e.Timestamp,
             e.GetHeader(ChainHeaders.Hash)?.ToString(), e.GetHeader(ChainHeaders.PrevHash)?.ToString(), e.Data)).ToList();
         return TypedResults.Ok(views);
+    }
+
+    /// <summary>
+    /// Someone reading another person's run (an auditor or admin of the tenant) reads its code and output: recorded in
+    /// the access log like an audit query, before the answer leaves. Reading one's own run is not recorded.
+    /// </summary>
+    private static async Task<ProblemHttpResult?> RecordReadAsync(HttpContext http, AccessLog accessLog, RunSummary run, string action, long count)
+    {
+        var caller = http.User.ToCaller();
+        if (caller.Subject == run.Subject)
+            return null;
+        try
+        {
+            var filter = new Dictionary<string, string>(StringComparer.Ordinal) { ["runId"] = run.RunId.ToString(), ["subject"] = run.Subject ?? "" };
+            await accessLog.RecordAsync(caller, action, filter, count, http.Connection.RemoteIpAddress?.ToString(), http.TraceIdentifier, http.RequestAborted);
+            return null;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(RunEndpoints)).LogError(e, "A read of run {RunId} could not be recorded", run.RunId);
+            http.Response.Headers.RetryAfter = "5";
+            return Problem(503, Problems.AuditUnavailable, "The audit store is unavailable",
+                "This read of another person's run could not be recorded in the access log, so the run is withheld. Retry shortly.");
+        }
     }
 
     /// <summary>Runners read their own runs; auditors and admins read their tenant's; nobody reads across tenants.</summary>
@@ -204,8 +285,24 @@ public static class RunEndpoints
         }
         catch (JsonException e)
         {
-            return (null, "Malformed JSON: " + e.Message, false, raw);
+            return (null, Describe(e), false, raw);
         }
+    }
+
+    // System.Text.Json names the member and its path; the .NET type names it adds mean nothing to a client.
+    private static string Describe(JsonException e)
+    {
+        var at = e.Path is { Length: > 0 } path && path != "$" ? $" at '{path}'" : "";
+        var message = e.Message;
+        if (message.Contains("could not be mapped to any .NET member", StringComparison.Ordinal))
+            return $"Unknown member{at}: the request accepts only the documented members, spelled exactly (camelCase).";
+        if (message.Contains("Duplicate", StringComparison.OrdinalIgnoreCase))
+            return $"Duplicate member{at}: each member may appear once.";
+        if (message.Contains("doesn't allow null values", StringComparison.Ordinal) || message.Contains("non-nullable", StringComparison.Ordinal))
+            return $"Null is not allowed{at}: give a value or leave the member out.";
+        if (message.Contains("could not be converted", StringComparison.Ordinal))
+            return $"Wrong type{at}: numbers must be JSON numbers (integers where an integer is expected), strings JSON strings.";
+        return $"Malformed JSON{at}: {message}";
     }
 
     private static ProblemHttpResult Problem(int status, string type, string title, string detail, Guid? runId = null, IReadOnlyList<string>? errors = null) =>

@@ -26,6 +26,9 @@ public sealed partial class RunLifecycle(
     NpgsqlDataSource dataSource,
     Reaper reaper,
     RunOrchestrator orchestrator,
+    OutcomeJournal journal,
+    IRemovalLog removals,
+    Admission admission,
     IOptions<ExecutorOptions> executor,
     IOptions<ShutdownOptions> shutdown,
     TimeProvider clock,
@@ -33,28 +36,41 @@ public sealed partial class RunLifecycle(
 {
     public async Task StartAsync(CancellationToken ct)
     {
+        IReadOnlyList<string> swept = [];
         try
         {
-            await reaper.ReapAsync(startup: true, ct);
+            swept = await reaper.ReapAsync(startup: true, ct);
         }
         catch (Exception e)
         {
             LogStartupReapFailed(e);
         }
-        foreach (var runId in await UnfinishedRunsAsync(ct))
+        // Outcomes a previous process journaled are true outcomes: they are committed before anything is abandoned.
+        await journal.CommitAllOnceAsync(ct);
+        foreach (var (runId, containers) in await UnfinishedRunsAsync(ct))
         {
+            if (journal.Holds(runId))
+                continue; // its outcome is known and waits for the store; the journal worker commits it
+            var reason = containers.Count == 0
+                ? "The service stopped (crash or kill) before a sandbox was recorded for this run: it was waiting for a slot or its "
+                  + "sandbox had just been handed over; no outcome is known."
+                : containers.All(swept.Contains)
+                    ? "The service stopped while this run was in flight (crash or kill); its sandbox was removed at restart."
+                    : "The service stopped while this run was in flight (crash or kill); its sandbox was no longer in the engine at restart.";
             var stream = await RunStream.ResumeAsync(store, runId, new WriteContext("system:recovery", null), ct);
-            await stream.AppendAsync(new RunAbandoned(runId,
-                "The service stopped while this run was in flight (crash or kill); its sandbox was removed at restart.",
-                executor.Value.NodeId, clock.GetUtcNow()), ct);
+            await stream.AppendAsync(new RunAbandoned(runId, reason, executor.Value.NodeId, clock.GetUtcNow()), ct);
             LogAbandoned(runId);
         }
+        // After the abandonment, so that each run's terminal event is followed by the removal of its sandbox.
+        foreach (var containerId in swept)
+            await removals.RecordAsync(containerId, SandboxRemoval.SweptAtStartup, ct);
     }
 
     // Shutdown runs in StoppingAsync, which the host calls before any StopAsync: the HTTP server still answers
     // the waiting clients, and the pool and the Docker client are still there for the last removals.
     public async Task StoppingAsync(CancellationToken ct)
     {
+        admission.Drain(); // readiness answers 503 from here on, before admission closes
         orchestrator.StopAdmitting();
         var running = Task.WhenAll(orchestrator.InFlightTasks);
         var grace = Task.Delay(TimeSpan.FromSeconds(shutdown.Value.GraceSeconds), ct);
@@ -77,21 +93,24 @@ public sealed partial class RunLifecycle(
 
     public Task StoppedAsync(CancellationToken ct) => Task.CompletedTask;
 
-    private async Task<List<Guid>> UnfinishedRunsAsync(CancellationToken ct)
+    /// <summary>This node's runs without a terminal event, each with the containers recorded for it.</summary>
+    private async Task<List<(Guid RunId, List<string> Containers)>> UnfinishedRunsAsync(CancellationToken ct)
     {
         var sql = $"""
-            SELECT e.stream_id FROM {MartenSetup.Schema}.mt_events e
+            SELECT e.stream_id, ARRAY(SELECT c.data ->> 'containerId' FROM {MartenSetup.Schema}.mt_events c
+                                      WHERE c.stream_id = e.stream_id AND c.type = 'sandbox_created')
+            FROM {MartenSetup.Schema}.mt_events e
             WHERE e.type = 'run_requested' AND e.data ->> 'node' = $1
               AND NOT EXISTS (SELECT 1 FROM {MartenSetup.Schema}.mt_events t
                               WHERE t.stream_id = e.stream_id AND t.type IN ('run_completed', 'run_failed', 'run_abandoned'))
             """;
         await using var command = dataSource.CreateCommand(sql);
         command.Parameters.AddWithValue(executor.Value.NodeId);
-        var ids = new List<Guid>();
+        var runs = new List<(Guid, List<string>)>();
         await using var reader = await command.ExecuteReaderAsync(ct);
         while (await reader.ReadAsync(ct))
-            ids.Add(reader.GetGuid(0));
-        return ids;
+            runs.Add((reader.GetGuid(0), reader.GetFieldValue<string[]>(1).ToList()));
+        return runs;
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Removing orphaned sandboxes at start-up failed")]

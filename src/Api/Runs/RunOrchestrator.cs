@@ -25,6 +25,9 @@ public sealed record AdmittedRun(RunStream Stream, ValidRunRequest Request, Poli
 {
     public RunPhases Phases { get; } = new(Clock);
 
+    /// <summary>Set once an outcome went to the node's journal: later events of the run go there too, in order.</summary>
+    public bool Recording { get; set; }
+
     public RunSummary Summary
     {
         get
@@ -51,11 +54,17 @@ public sealed partial class RunOrchestrator(
     IOptions<ExecutorOptions> executorOptions,
     TimeProvider clock,
     RunFeed feed,
+    OutcomeJournal journal,
     ILogger<RunOrchestrator> logger)
 {
     private readonly ConcurrentDictionary<Guid, Task> _inFlight = new();
     private readonly ConcurrentDictionary<string, Task> _removals = new();
     private readonly CancellationTokenSource _abort = new();
+
+    // Recording a large output multiplies it for a moment (text, JSON for the hash, the insert): one such outcome at a time
+    // keeps the service's peak memory bounded whatever the number of runs finishing together.
+    private readonly SemaphoreSlim _largeOutcome = new(1, 1);
+    private const int LargeOutcomeBytes = 1024 * 1024;
 
     public int InFlight => _inFlight.Count;
 
@@ -69,11 +78,20 @@ public sealed partial class RunOrchestrator(
     {
         var runId = Guid.CreateVersion7();
         var now = clock.GetUtcNow();
-        await RecordAsync(new RunStream(store, runId, Context(caller, client)),
-        [
-            new RequestRejected(runId, caller, httpStatus, errors, language, code is null ? null : Sha256Hex.Of(code), client, now),
-            new RunCompleted(runId, RunStatus.Rejected, null, 0, string.Join(" ", errors), now),
-        ], ct);
+        try
+        {
+            await RecordAsync(new RunStream(store, runId, Context(caller, client)),
+            [
+                new RequestRejected(runId, caller, httpStatus, errors, language, code is null ? null : Sha256Hex.Of(code), client, now),
+                new RunCompleted(runId, RunStatus.Rejected, null, 0, string.Join(" ", errors), now),
+            ], ct);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // A refusal that cannot be recorded is answered 503 + Retry-After (the audit store is away), never 500.
+            LogWriteAheadFailed(e, runId);
+            throw new WriteAheadException(e);
+        }
         return runId;
     }
 
@@ -138,7 +156,7 @@ public sealed partial class RunOrchestrator(
         var (lease, refusal) = await admission.EnterAsync(run.Caller.Tenant, ct);
         if (refusal is not null)
         {
-            await AppendAsync(run, [new RunCompleted(runId, RunStatus.Refused, null, run.Clock.ElapsedMilliseconds, refusal.Reason, clock.GetUtcNow())], ct);
+            await CommitOrKeepAsync(run, [new RunCompleted(runId, RunStatus.Refused, null, run.Clock.ElapsedMilliseconds, refusal.Reason, clock.GetUtcNow())]);
             throw new CapacityException(runId, refusal);
         }
 
@@ -153,10 +171,26 @@ public sealed partial class RunOrchestrator(
                 run.Phases.SandboxReady();
                 feed.Running(runId, sandbox.ContainerId);
             }
+            catch (SandboxStartException e)
+            {
+                // The engine created a container for this run: it is named in the record, with how its removal ended.
+                LogSandboxUnavailable(e, runId);
+                var c = e.Container;
+                var now = clock.GetUtcNow();
+                List<object> events =
+                [
+                    new SandboxCreated(runId, c.ContainerId, c.Image, c.ImageId, executorOptions.Value.NodeId, false, c.CreatedAt, c.Settings, now),
+                    new RunFailed(runId, e.Message, now),
+                ];
+                if (e.Removal is { } how)
+                    events.Add(new SandboxRemoved(runId, c.ContainerId, how, now));
+                await CommitOrKeepAsync(run, events);
+                throw new SandboxUnavailableException(runId, e);
+            }
             catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
             {
                 LogSandboxUnavailable(e, runId);
-                await AppendAsync(run, [new RunFailed(runId, "No sandbox could be created: " + e.Message, clock.GetUtcNow())], ct);
+                await CommitOrKeepAsync(run, [new RunFailed(runId, "No sandbox could be created: " + e.Message, clock.GetUtcNow())]);
                 throw new SandboxUnavailableException(runId, e);
             }
 
@@ -168,47 +202,76 @@ public sealed partial class RunOrchestrator(
             object[] sandboxEvents = [SandboxCreatedEvent(runId, sandbox, image), new SandboxStarted(runId, sandbox.ContainerId, sandbox.StartedAt)];
             var execution = runner.RunAsync(sandbox, run.Request, run.Decision.Limits, chunk => feed.Output(runId, chunk), ct);
             var announced = AnnounceUnlessFinishedAsync(run, sandboxEvents, execution, ct);
-            var terminalWritten = false;
+            List<object> outcomeEvents;
+            var large = false;
             try
             {
                 var outcome = await execution;
                 run.Phases.Exited();
+                if (outcome.Stdout.Length + outcome.Stderr.Length > LargeOutcomeBytes)
+                {
+                    await _largeOutcome.WaitAsync(CancellationToken.None);
+                    large = true;
+                }
                 var now = clock.GetUtcNow();
                 var exited = new SandboxExited(runId, outcome.Exit.ExitCode, outcome.Exit.Signal, outcome.Exit.TimedOut, outcome.Exit.OomKilled,
                     outcome.Exit.PidsLimitHit, outcome.Exit.WallUs, outcome.Exit.CpuUserUs, outcome.Exit.CpuSysUs, outcome.Exit.MaxRssKb, now);
                 var output = new OutputRecorded(runId,
-                    Describe(outcome.Stdout, Math.Max(outcome.Exit.StdoutProduced, outcome.Stdout.Length), outcome.StdoutTruncated),
-                    Describe(outcome.Stderr, Math.Max(outcome.Exit.StderrProduced, outcome.Stderr.Length), outcome.StderrTruncated), now);
+                    Describe(outcome.Stdout.ToArray(), Math.Max(outcome.Exit.StdoutProduced, outcome.Stdout.Length), outcome.StdoutTruncated),
+                    Describe(outcome.Stderr.ToArray(), Math.Max(outcome.Exit.StderrProduced, outcome.Stderr.Length), outcome.StderrTruncated), now);
                 var status = RunStatus.FromExit(exited, outcome.StdoutTruncated || outcome.StderrTruncated);
-                var pending = await announced ? [] : sandboxEvents;
-                await AppendAsync(run,
-                [
-                    .. pending,
-                    exited,
-                    output,
-                    new RunCompleted(runId, status, exited.ExitCode, run.Clock.ElapsedMilliseconds, outcome.Problem, now),
-                ], ct);
-                run.Phases.Committed();
-                terminalWritten = true;
+                outcomeEvents = [exited, output, new RunCompleted(runId, status, exited.ExitCode, run.Clock.ElapsedMilliseconds, outcome.Problem, now)];
             }
-            catch (Exception e) when (!terminalWritten)
+            catch (Exception e)
             {
                 var reason = e is OperationCanceledException
                     ? "The service shut down before the run finished (grace period exceeded); the sandbox was killed."
                     : "The sandbox failed: " + e.Message;
                 LogRunFailed(e, runId);
+                outcomeEvents = [new RunFailed(runId, reason, clock.GetUtcNow())];
+            }
+            try
+            {
                 var pending = await announced ? [] : sandboxEvents;
-                await AppendAsync(run, [.. pending, new RunFailed(runId, reason, clock.GetUtcNow())], CancellationToken.None);
+                await CommitOrKeepAsync(run, [.. pending, .. outcomeEvents]);
+                run.Phases.Committed();
             }
             finally
             {
+                if (large)
+                    _largeOutcome.Release();
                 pool.Replenish();
-                var removal = RemoveAsync(run.Stream, sandbox.ContainerId);
+                var removal = RemoveAsync(run, sandbox.ContainerId);
                 _removals[sandbox.ContainerId] = removal;
                 _ = removal.ContinueWith(_ => _removals.TryRemove(sandbox.ContainerId, out Task? _), TaskScheduler.Default);
             }
         }
-        return run.Summary;
+        return run.Recording ? run.Summary with { Status = RunStatus.Recording } : run.Summary;
+    }
+
+    /// <summary>
+    /// Commits events that end a run; if the audit store refuses them, keeps them in the node's journal (fsynced) for the
+    /// journal worker to commit when the store returns. Only when the disk fails too does the failure reach the client.
+    /// </summary>
+    private async Task CommitOrKeepAsync(AdmittedRun run, IReadOnlyList<object> events, string? part = null)
+    {
+        if (!run.Recording)
+        {
+            try
+            {
+                await AppendAsync(run, events, CancellationToken.None);
+                return;
+            }
+            catch (Exception e)
+            {
+                LogOutcomeJournaled(e, run.Stream.RunId);
+            }
+        }
+        await journal.KeepAsync(run.Stream, events, run.Recording ? part : null);
+        if (part is null)
+            run.Recording = true;
+        lock (run.Events)
+            run.Events.AddRange(events);
     }
 
     private static readonly TimeSpan AnnounceAfter = TimeSpan.FromMilliseconds(50);
@@ -233,17 +296,20 @@ public sealed partial class RunOrchestrator(
         new(runId, sandbox.ContainerId, sandbox.Image, sandbox.ImageId, executorOptions.Value.NodeId, sandbox.FromPool, sandbox.CreatedAt,
             sandbox.Settings, clock.GetUtcNow(), sandbox.Profile.Runtime, sandbox.Profile.Isolation, image?.LayerDigest, image?.SbomDigest);
 
-    // Removal happens after the client has its answer; SandboxRemoved therefore follows the terminal event.
-    private async Task RemoveAsync(RunStream stream, string containerId)
+    // Removal happens after the client has its answer; SandboxRemoved therefore follows the terminal event, and only once the
+    // engine confirmed (or answered that the container is gone). A removal that keeps failing is left to the reaper, which records it.
+    private async Task RemoveAsync(AdmittedRun run, string containerId)
     {
-        await factory.DestroyAsync(containerId, CancellationToken.None);
+        var how = await factory.DestroyAsync(containerId, CancellationToken.None);
+        if (how is null)
+            return;
         try
         {
-            await stream.AppendAsync(new SandboxRemoved(stream.RunId, containerId, clock.GetUtcNow()), CancellationToken.None);
+            await CommitOrKeepAsync(run, [new SandboxRemoved(run.Stream.RunId, containerId, how, clock.GetUtcNow())], "removed");
         }
         catch (Exception e)
         {
-            LogRemovalNotRecorded(e, stream.RunId);
+            LogRemovalNotRecorded(e, run.Stream.RunId);
         }
     }
 
@@ -298,6 +364,9 @@ public sealed partial class RunOrchestrator(
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: the sandbox failed")]
     private partial void LogRunFailed(Exception e, Guid runId);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: its outcome could not be committed; kept in the node's journal until the audit store returns")]
+    private partial void LogOutcomeJournaled(Exception e, Guid runId);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: SandboxRemoved could not be recorded")]
     private partial void LogRemovalNotRecorded(Exception e, Guid runId);

@@ -18,8 +18,8 @@ public sealed record RecordedItem(long Version, string Type, DateTimeOffset? At,
 /// </summary>
 public sealed record RunningItem(string ContainerId) : FeedItem;
 
-/// <summary>Output bytes as the sandbox produced them.</summary>
-public sealed record OutputItem(OutputStream Stream, byte[] Bytes) : FeedItem;
+/// <summary>Output bytes as the sandbox produced them, starting at Offset bytes into their stream.</summary>
+public sealed record OutputItem(OutputStream Stream, byte[] Bytes, long Offset = 0) : FeedItem;
 
 /// <summary>
 /// The in-memory, per-run broadcaster behind GET /v1/runs/{id}/stream: the orchestrator reports every event it
@@ -53,8 +53,11 @@ public sealed class RunFeed(RunMetrics metrics)
 
     public void Running(Guid runId, string containerId) => _runs.GetValueOrDefault(runId)?.Publish(new RunningItem(containerId), keep: true);
 
+    // A chunk that is a whole frame array (never written again) is shared with the run's capture rather than copied.
     public void Output(Guid runId, OutputChunk chunk) =>
-        _runs.GetValueOrDefault(runId)?.Publish(new OutputItem(chunk.Stream, chunk.Bytes.ToArray()), keep: true);
+        _runs.GetValueOrDefault(runId)?.PublishOutput(chunk.Stream,
+            System.Runtime.InteropServices.MemoryMarshal.TryGetArray(chunk.Bytes, out var whole) && whole.Offset == 0 && whole.Count == whole.Array!.Length
+                ? whole.Array : chunk.Bytes.ToArray());
 
     /// <summary>
     /// Subscribes to a run in flight on this node: the output produced so far plus every later item. Null when
@@ -75,6 +78,7 @@ public sealed class RunFeed(RunMetrics metrics)
     {
         private readonly List<FeedItem> _kept = [];
         private readonly List<Channel<FeedItem>> _subscribers = [];
+        private readonly long[] _produced = new long[2];
         private bool _completed;
 
         public int SubscriberCount
@@ -90,6 +94,17 @@ public sealed class RunFeed(RunMetrics metrics)
                     _kept.Add(item);
                 foreach (var subscriber in _subscribers)
                     subscriber.Writer.TryWrite(item);
+            }
+        }
+
+        /// <summary>Output is kept for late subscribers, each chunk with its offset so that a resumed stream skips what it had.</summary>
+        public void PublishOutput(OutputStream stream, byte[] bytes)
+        {
+            lock (_kept)
+            {
+                var index = stream == OutputStream.Stdout ? 0 : 1;
+                Publish(new OutputItem(stream, bytes, _produced[index]), keep: true);
+                _produced[index] += bytes.Length;
             }
         }
 

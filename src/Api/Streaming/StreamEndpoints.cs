@@ -1,6 +1,9 @@
+using System.Net.ServerSentEvents;
+using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
 using Marten;
+using Microsoft.AspNetCore.Http.HttpResults;
 using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Executor.Sandboxes;
@@ -8,54 +11,66 @@ using Sandbox.Audited.Executor.Sandboxes;
 namespace Sandbox.Audited.Api.Streaming;
 
 /// <summary>
-/// GET /v1/runs/{id}/stream: server-sent events. First what is recorded (from PostgreSQL), then the output so
-/// far, then lifecycle steps and output chunks live as they happen, and a final `end` event with the status.
-/// A finished run is replayed from its events and the stream closes.
+/// GET /v1/runs/{id}/stream: server-sent events. First what is recorded (from PostgreSQL), then the output so far,
+/// then lifecycle steps and output chunks live as they happen, and a final `end` message with the status. Every
+/// message has an id (a <see cref="StreamCursor"/>); a reconnect with Last-Event-ID continues after that message,
+/// and one after `end` answers 204 No Content, which tells a standard EventSource client to stop.
 /// </summary>
 public static class StreamEndpoints
 {
+    /// <summary>How long a standard client waits before it reconnects (the `retry` field of the first message).</summary>
+    public static readonly TimeSpan Retry = TimeSpan.FromSeconds(2);
+
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
     private static readonly TimeSpan OtherNodePoll = TimeSpan.FromMilliseconds(250);
 
     public static void MapRunStream(this IEndpointRouteBuilder app) =>
         app.MapGet("/v1/runs/{id:guid}/stream", Stream)
             .RequireAuthorization()
-            .WithTags("Runs")
-            .Produces(200, contentType: "text/event-stream")
-            .ProducesProblem(404);
+            .WithTags("Runs");
 
-    public static async Task<IResult> Stream(Guid id, HttpContext http, IDocumentStore store, RunFeed feed, CancellationToken ct)
+    public static async Task<Results<ServerSentEventsResult<string>, NoContent, ProblemHttpResult>> Stream(
+        Guid id, HttpContext http, IDocumentStore store, RunFeed feed, CancellationToken ct)
     {
+        var lastEventId = http.Request.Headers["Last-Event-ID"].ToString();
+        var cursor = StreamCursor.Start;
+        if (lastEventId.Length > 0 && lastEventId != StreamCursor.End && !StreamCursor.TryParse(lastEventId, out cursor))
+            return TypedResults.Problem(Problems.Create(400, Problems.InvalidRequest, "Invalid Last-Event-ID",
+                $"Last-Event-ID '{lastEventId}' is not an id this stream sent; reconnect without it to start from the beginning."));
+
         // Subscribe before reading the store, so that nothing falls between the replay and the live items.
-        using var subscription = feed.Subscribe(id);
+        var subscription = feed.Subscribe(id);
+        http.Response.RegisterForDispose(subscription ?? (IDisposable)new NoSubscription());
         var (events, summary) = await LoadAsync(store, id, 0, ct);
         var caller = http.User.ToCaller();
         if (events.Count == 0 || caller.Tenant != summary.Tenant || caller.Subject != summary.Subject)
             return TypedResults.Problem(Problems.Create(404, Problems.NotFound, "Run not found", $"No run {id} of yours is visible to you (only the run's owner may stream it)."));
+        if (lastEventId == StreamCursor.End)
+            return TypedResults.NoContent();
 
-        http.Response.ContentType = "text/event-stream";
-        http.Response.Headers.CacheControl = "no-cache";
         http.Response.Headers["X-Accel-Buffering"] = "no";
-        await http.Response.Body.FlushAsync(ct);
+        return TypedResults.ServerSentEvents(Messages(id, store, subscription, events, summary, cursor, ct));
+    }
 
-        long last = 0;
+    private static async IAsyncEnumerable<SseItem<string>> Messages(Guid id, IDocumentStore store, RunFeed.Subscription? subscription,
+        IReadOnlyList<JasperFx.Events.IEvent> events, RunSummary summary, StreamCursor cursor, [EnumeratorCancellation] CancellationToken ct)
+    {
+        var writer = new MessageWriter(cursor);
         foreach (var e in events)
-            last = await WriteRecordedAsync(http, new RecordedItem(e.Version, e.EventTypeName, e.Timestamp, e.Data), ct);
+            foreach (var message in writer.Write(new RecordedItem(e.Version, e.EventTypeName, e.Timestamp, e.Data)))
+                yield return message;
 
         if (subscription is not null)
         {
             foreach (var item in subscription.SoFar)
-                await WriteAsync(http, item, ct);
+                foreach (var message in writer.Write(item))
+                    yield return message;
             await foreach (var item in subscription.Live.ReadAllAsync(ct))
             {
-                if (item is RecordedItem recorded && recorded.Version <= last)
-                    continue;
-                await WriteAsync(http, item, ct);
+                foreach (var message in writer.Write(item))
+                    yield return message;
                 if (item is RecordedItem r)
-                {
-                    last = r.Version;
                     summary = RunSummary.Apply(summary, r.Data);
-                }
             }
         }
         else
@@ -64,22 +79,25 @@ public static class StreamEndpoints
             while (!summary.IsTerminal)
             {
                 await Task.Delay(OtherNodePoll, ct);
-                var (more, _) = await LoadAsync(store, id, last, ct);
+                var (more, _) = await LoadAsync(store, id, writer.Cursor.Version, ct);
                 foreach (var e in more)
                 {
-                    last = await WriteRecordedAsync(http, new RecordedItem(e.Version, e.EventTypeName, e.Timestamp, e.Data), ct);
+                    foreach (var message in writer.Write(new RecordedItem(e.Version, e.EventTypeName, e.Timestamp, e.Data)))
+                        yield return message;
                     summary = RunSummary.Apply(summary, e.Data);
                 }
             }
-            if (summary.Output is { } output)
-            {
-                await WriteOutputAsync(http, "stdout", output.Stdout, ct);
-                await WriteOutputAsync(http, "stderr", output.Stderr, ct);
-            }
         }
 
-        await WriteEventAsync(http, "end", null, JsonSerializer.Serialize(new { runId = id, status = summary.Status, exitCode = summary.Exit?.ExitCode }, Json), ct);
-        return Results.Empty;
+        // The recorded output is the whole of it: whatever live chunks did not deliver (or a replay) comes from there.
+        if (summary.Output is { } output)
+        {
+            foreach (var message in writer.Write(new OutputItem(OutputStream.Stdout, Bytes(output.Stdout))))
+                yield return message;
+            foreach (var message in writer.Write(new OutputItem(OutputStream.Stderr, Bytes(output.Stderr))))
+                yield return message;
+        }
+        yield return writer.Message("end", StreamCursor.End, JsonSerializer.Serialize(new { runId = id, status = summary.Status, exitCode = summary.Exit?.ExitCode }, Json));
     }
 
     private static async Task<(IReadOnlyList<JasperFx.Events.IEvent> Events, RunSummary Summary)> LoadAsync(IDocumentStore store, Guid id, long after, CancellationToken ct)
@@ -90,24 +108,53 @@ public static class StreamEndpoints
         return (all.Where(e => e.Version > after).ToList(), RunSummary.Fold(id, all.Select(e => e.Data)));
     }
 
-    private static async Task<long> WriteRecordedAsync(HttpContext http, RecordedItem item, CancellationToken ct)
+    private static byte[] Bytes(StreamOutput output) =>
+        output.Encoding == "utf8" ? Encoding.UTF8.GetBytes(output.Content) : Convert.FromBase64String(output.Content);
+
+    /// <summary>Turns feed items into messages past the cursor, advancing it; the first message carries `retry`.</summary>
+    private sealed class MessageWriter(StreamCursor cursor)
     {
-        await WriteAsync(http, item, ct);
-        return item.Version;
+        private bool _retrySent;
+
+        public StreamCursor Cursor { get; private set; } = cursor;
+
+        public IEnumerable<SseItem<string>> Write(FeedItem item)
+        {
+            switch (item)
+            {
+                case RecordedItem r when r.Version > Cursor.Version:
+                    Cursor = Cursor with { Version = r.Version };
+                    yield return Message(r.Type, Cursor.Id, JsonSerializer.Serialize(new { version = r.Version, type = r.Type, at = r.At, data = r.Data }, Json));
+                    break;
+                case RunningItem r when !Cursor.Running:
+                    Cursor = Cursor with { Running = true };
+                    yield return Message("sandbox_running", Cursor.Id, JsonSerializer.Serialize(new { containerId = r.ContainerId }, Json));
+                    break;
+                case OutputItem o:
+                    var stdout = o.Stream == OutputStream.Stdout;
+                    var delivered = stdout ? Cursor.Stdout : Cursor.Stderr;
+                    // Only the part past the cursor goes out; a chunk that starts beyond it would leave a gap, so it waits for the recorded output.
+                    var start = delivered - o.Offset;
+                    if (start < 0 || start >= o.Bytes.Length)
+                        break;
+                    var bytes = o.Bytes[(int)start..];
+                    Cursor = stdout ? Cursor with { Stdout = delivered + bytes.Length } : Cursor with { Stderr = delivered + bytes.Length };
+                    yield return Message(stdout ? "stdout" : "stderr", Cursor.Id, Chunk(bytes));
+                    break;
+            }
+        }
+
+        public SseItem<string> Message(string type, string id, string json)
+        {
+            var message = new SseItem<string>(json, type) { EventId = id };
+            if (!_retrySent)
+            {
+                _retrySent = true;
+                message = message with { ReconnectionInterval = Retry };
+            }
+            return message;
+        }
     }
-
-    private static Task WriteAsync(HttpContext http, FeedItem item, CancellationToken ct) => item switch
-    {
-        RecordedItem r => WriteEventAsync(http, r.Type, r.Version.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            JsonSerializer.Serialize(new { version = r.Version, type = r.Type, at = r.At, data = r.Data }, Json), ct),
-        RunningItem r => WriteEventAsync(http, "sandbox_running", null, JsonSerializer.Serialize(new { containerId = r.ContainerId }, Json), ct),
-        OutputItem o => WriteEventAsync(http, o.Stream == OutputStream.Stdout ? "stdout" : "stderr", null, Chunk(o.Bytes), ct),
-        _ => Task.CompletedTask,
-    };
-
-    private static Task WriteOutputAsync(HttpContext http, string name, StreamOutput output, CancellationToken ct) =>
-        output.Bytes == 0 ? Task.CompletedTask
-            : WriteEventAsync(http, name, null, output.Encoding == "utf8" ? Chunk(Encoding.UTF8.GetBytes(output.Content)) : Chunk(Convert.FromBase64String(output.Content)), ct);
 
     // A chunk may end inside a UTF-8 sequence; then it goes as base64 so no byte is lost or altered.
     private static string Chunk(byte[] bytes)
@@ -123,14 +170,10 @@ public static class StreamEndpoints
         }
     }
 
-    private static async Task WriteEventAsync(HttpContext http, string name, string? id, string json, CancellationToken ct)
+    private sealed class NoSubscription : IDisposable
     {
-        var frame = new StringBuilder();
-        frame.Append("event: ").Append(name).Append('\n');
-        if (id is not null)
-            frame.Append("id: ").Append(id).Append('\n');
-        frame.Append("data: ").Append(json).Append("\n\n");
-        await http.Response.WriteAsync(frame.ToString(), ct);
-        await http.Response.Body.FlushAsync(ct);
+        public void Dispose()
+        {
+        }
     }
 }

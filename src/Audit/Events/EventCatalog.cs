@@ -25,6 +25,8 @@ public static class EventCatalog
         [typeof(Sandbox.Audited.Domain.Audit.AuditAccessed)] = "audit_accessed",
         [typeof(CallbackAttempted)] = "callback_attempted",
         [typeof(Sandbox.Audited.Domain.Audit.CheckpointRecorded)] = "checkpoint_recorded",
+        [typeof(Sandbox.Audited.Domain.Audit.TokenMinted)] = "token_minted",
+        [typeof(Sandbox.Audited.Domain.Audit.AccessRefused)] = "access_refused",
         [typeof(Sandbox.Audited.Domain.Runtimes.RuntimeImageRecorded)] = "runtime_image_recorded",
     };
 

@@ -25,7 +25,15 @@ public sealed class RunSummaryProjection : SingleStreamProjection<RunSummaryView
     }
 
     public override RunSummaryView? Evolve(RunSummaryView? snapshot, Guid id, IEvent e) =>
-        new(id, RunSummary.Apply(snapshot?.Summary ?? RunSummary.Empty with { RunId = id }, e.Data));
+        new(id, RunSummary.Apply(snapshot?.Summary ?? RunSummary.Empty with { RunId = id }, WithoutContent(e.Data)));
+
+    /// <summary>
+    /// Output is stored once, in its OutputRecorded event. The document keeps its hashes, sizes and flags only: it is rewritten on
+    /// every later event of the run, and with the content each rewrite would store up to two capped streams again.
+    /// </summary>
+    public static object WithoutContent(object data) => data is OutputRecorded o
+        ? o with { Stdout = o.Stdout with { Content = "" }, Stderr = o.Stderr with { Content = "" } }
+        : data;
 }
 
 public static class RunEventTypes

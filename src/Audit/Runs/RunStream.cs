@@ -24,6 +24,8 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
 
     public long Version => _version;
 
+    public WriteContext Context => context;
+
     /// <summary>Resumes the chain of an existing stream from its last event (e.g. to record RunAbandoned after a crash).</summary>
     public static async Task<RunStream> ResumeAsync(IDocumentStore store, Guid runId, WriteContext context, CancellationToken ct)
     {
@@ -95,6 +97,7 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
                 var @event = EventFor(data);
                 @event.SetHeader(ChainHeaders.PrevHash, previous);
                 @event.SetHeader(ChainHeaders.Hash, hash);
+                @event.SetHeader(ChainHeaders.Canon, EventChain.CurrentCanon);
                 if (context.Tenant is not null)
                     @event.SetHeader(ChainHeaders.Tenant, context.Tenant);
                 wrapped.Add(@event);
@@ -126,6 +129,9 @@ public static class ChainHeaders
 {
     public const string Hash = "hash";
     public const string PrevHash = "prevHash";
+
+    /// <summary>The canonical form the hash was computed over ("jcs", RFC 8785); absent on events from before it (the legacy form).</summary>
+    public const string Canon = "canon";
 
     /// <summary>Not hashed (it is inside the data too): lets a stream be scoped to its tenant even if its first event is gone.</summary>
     public const string Tenant = "tenant";

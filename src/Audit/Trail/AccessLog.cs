@@ -15,11 +15,11 @@ public sealed class AccessLog(IDocumentStore store, TimeProvider clock)
     private readonly SemaphoreSlim _gate = new(1, 1);
 
     public async Task RecordAsync(Caller caller, string action, IReadOnlyDictionary<string, string> filter, long resultCount,
-        string? clientAddress, string? correlationId, CancellationToken ct)
+        string? clientAddress, string? correlationId, CancellationToken ct, int? refusedWith = null)
     {
         var at = clock.GetUtcNow();
         var streamId = AccessLogStreams.For(caller.Tenant, DateOnly.FromDateTime(at.UtcDateTime));
-        var accessed = new AuditAccessed(streamId, caller, action, filter, resultCount, clientAddress, correlationId, at);
+        var accessed = new AuditAccessed(streamId, caller, action, filter, resultCount, clientAddress, correlationId, at, refusedWith);
 
         // One writer per process; other nodes are handled by the shared-stream retry.
         await _gate.WaitAsync(ct);

@@ -1,9 +1,11 @@
+using System.Text.Json;
 using Marten;
 using Npgsql;
 using NpgsqlTypes;
 using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Domain.Audit;
 using Sandbox.Audited.Domain.Hashing;
+using Sandbox.Audited.Domain.Merkle;
 using Sandbox.Audited.Domain.Runs;
 
 namespace Sandbox.Audited.Audit.Trail;
@@ -11,7 +13,9 @@ namespace Sandbox.Audited.Audit.Trail;
 /// <summary>A tree head: the Merkle root over a tenant's events up to a global sequence (see <see cref="CheckpointRecorded"/>).</summary>
 public sealed record TreeHead(long ToSequence, long TreeSize, string RootHash);
 
-public sealed record RecordedCheckpoint(long Sequence, long Version, TreeHead Head, string Subject, string? KeyId, string? Signature, DateTimeOffset At);
+public sealed record RecordedCheckpoint(
+    long Sequence, long Version, TreeHead Head, string Subject, string? KeyId, string? Signature, DateTimeOffset At,
+    long? PreviousTreeSize = null, IReadOnlyList<string>? ConsistencyProof = null, string? Note = null);
 
 /// <summary>A head that no longer matches the record (what it said, what the events as stored give now), or whose signature fails.</summary>
 public sealed record CheckpointMismatch(TreeHead Expected, TreeHead Actual, long? CheckpointSequence, string Reason);
@@ -22,20 +26,47 @@ public sealed record CheckpointReport(bool Verified, int CheckpointsChecked, lon
 /// Checkpoints make whole-run deletions detectable: the hash chain catches any change inside a run, but a run removed
 /// with all its events leaves no broken link. A checkpoint commits to every event of the tenant up to a sequence.
 /// </summary>
-public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore store, CheckpointSigner signer, TimeProvider clock)
+public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore store, CheckpointSigner signer, NoteSigner notes, AuditTree tree, TimeProvider clock)
 {
     private static readonly TimeSpan SettleTimeout = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan WriteGap = TimeSpan.FromMilliseconds(50);
 
-    /// <summary>Records a checkpoint of the caller's tenant over everything committed so far.</summary>
-    public async Task<RecordedCheckpoint> CreateAsync(Caller caller, string? correlationId, CancellationToken ct)
+    /// <summary>
+    /// Records a checkpoint of the caller's tenant over everything committed so far: the stored tree is extended with
+    /// the events since its last leaf (O(new events)), the root and the consistency proof from the previous checkpoint
+    /// are read from stored subtrees (O(log n)).
+    /// </summary>
+    public async Task<RecordedCheckpoint> CreateAsync(Caller caller, string? correlationId, CancellationToken ct) =>
+        (await CreateAsync(caller, correlationId, onlyIfChanged: false, ct))!;
+
+    /// <summary>
+    /// As <see cref="CreateAsync(Caller, string?, CancellationToken)"/>, but records nothing (null) when nothing but the
+    /// tenant's own checkpoints was added since its last one, so a schedule does not checkpoint its checkpoints forever.
+    /// </summary>
+    public async Task<RecordedCheckpoint?> CreateIfChangedAsync(Caller caller, CancellationToken ct) =>
+        await CreateAsync(caller, null, onlyIfChanged: true, ct);
+
+    private async Task<RecordedCheckpoint?> CreateAsync(Caller caller, string? correlationId, bool onlyIfChanged, CancellationToken ct)
     {
         var toSequence = await SettledSequenceAsync(ct);
-        var head = (await HeadsAsync(caller.Tenant, [toSequence], ct)).Heads[0];
+        var size = await tree.ExtendAsync(caller.Tenant, toSequence, ct);
         var streamId = CheckpointStreams.For(caller.Tenant);
-        var at = clock.GetUtcNow();
+        var previous = (await ListAsync(caller.Tenant, ct)).LastOrDefault();
+        if (onlyIfChanged && previous is not null
+            && (size == previous.Head.TreeSize || !await tree.GrewOutsideAsync(caller.Tenant, previous.Head.TreeSize, streamId, ct)))
+            return null;
+        if (onlyIfChanged && previous is null && size == 0)
+            return null;
+
+        var root = await tree.RootAsync(caller.Tenant, size, ct);
+        var head = new TreeHead(toSequence, size, Convert.ToHexStringLower(root));
+        IReadOnlyList<string>? proof = null;
+        if (previous is not null && previous.Head.TreeSize <= size)
+            proof = (await tree.HashesAsync(caller.Tenant, TreeProofs.ConsistencyRanges(previous.Head.TreeSize, size), ct))
+                .Select(Convert.ToHexStringLower).ToList();
         var recorded = new CheckpointRecorded(streamId, caller, head.ToSequence, head.TreeSize, head.RootHash,
-            signer.KeyId, signer.Sign(caller.Tenant, head), at);
+            signer.KeyId, signer.Sign(caller.Tenant, head), clock.GetUtcNow(),
+            previous?.Head.TreeSize, proof, notes.Sign(caller.Tenant, size, root));
         await RunStream.AppendSharedAsync(store, streamId, new WriteContext(caller.Subject, correlationId, Tenant: caller.Tenant), recorded, ct);
         return (await ListAsync(caller.Tenant, ct)).Last(c => c.Head == head); // another auditor may have appended since
     }
@@ -44,7 +75,8 @@ public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore s
     {
         await using var command = database.CreateCommand("""
             SELECT seq_id, version, (data ->> 'toSequence')::bigint, (data ->> 'treeSize')::bigint, data ->> 'rootHash',
-                   data -> 'caller' ->> 'subject', data ->> 'keyId', data ->> 'signature', (data ->> 'at')::timestamptz
+                   data -> 'caller' ->> 'subject', data ->> 'keyId', data ->> 'signature', (data ->> 'at')::timestamptz,
+                   (data ->> 'previousTreeSize')::bigint, data -> 'consistencyProof', data ->> 'note'
             FROM sandbox.mt_events WHERE stream_id = @stream AND type = 'checkpoint_recorded' ORDER BY version
             """);
         command.Parameters.Add(new NpgsqlParameter("stream", NpgsqlDbType.Uuid) { Value = CheckpointStreams.For(tenant) });
@@ -53,7 +85,10 @@ public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore s
         while (await reader.ReadAsync(ct))
             list.Add(new RecordedCheckpoint(reader.GetInt64(0), reader.GetInt64(1),
                 new TreeHead(reader.GetInt64(2), reader.GetInt64(3), reader.GetString(4)), reader.GetString(5),
-                reader.IsDBNull(6) ? null : reader.GetString(6), reader.IsDBNull(7) ? null : reader.GetString(7), reader.GetFieldValue<DateTimeOffset>(8)));
+                reader.IsDBNull(6) ? null : reader.GetString(6), reader.IsDBNull(7) ? null : reader.GetString(7), reader.GetFieldValue<DateTimeOffset>(8),
+                reader.IsDBNull(9) ? null : reader.GetInt64(9),
+                reader.IsDBNull(10) ? null : JsonSerializer.Deserialize<List<string>>(reader.GetString(10)),
+                reader.IsDBNull(11) ? null : reader.GetString(11)));
         return list;
     }
 
@@ -65,18 +100,45 @@ public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore s
     {
         var recorded = await ListAsync(tenant, ct);
         var report = await VerifyAsync(tenant, recorded.Select(c => (c.Head, (long?)c.Sequence)).ToList(), ct);
-        if (!report.Verified || signer.KeyId is null)
+        if (!report.Verified)
             return report;
-        foreach (var c in recorded.Where(c => !signer.Verifies(tenant, c.Head, c.KeyId, c.Signature)))
+        if (signer.KeyId is not null && recorded.FirstOrDefault(c => !signer.Verifies(tenant, c.Head, c.KeyId, c.Signature)) is { } c)
             return report with
             {
                 Verified = false,
                 FirstMismatch = new CheckpointMismatch(c.Head, c.Head, c.Sequence,
                     c.Signature is null ? "the head is unsigned, so nothing proves this service recorded it"
-                    : c.KeyId == signer.KeyId ? "the signature does not verify: the recorded head was changed or not made by this service"
-                    : $"signed with key {c.KeyId}, not this service's key {signer.KeyId}"),
+                    : c.KeyId == signer.KeyId || signer.EarlierKeys.Any(k => k.KeyId == c.KeyId)
+                        ? "the signature does not verify: the recorded head was changed or not made by this service"
+                    : $"signed with key {c.KeyId}, which is neither this service's key {signer.KeyId} nor a published earlier one"),
+            };
+        if (NoteMismatch(tenant, recorded) is { } badNote)
+            return report with { Verified = false, FirstMismatch = badNote };
+        if (recorded.Count > 0 && (await tree.VerifyAsync(tenant, ct)).Difference is { } difference)
+            return report with
+            {
+                Verified = false,
+                FirstMismatch = new CheckpointMismatch(recorded[^1].Head, recorded[^1].Head, recorded[^1].Sequence,
+                    $"the stored tree that proofs are served from is not what the events give: {difference}"),
             };
         return report;
+    }
+
+    /// <summary>A head whose signed note does not verify with the published key set or does not state this head.</summary>
+    private CheckpointMismatch? NoteMismatch(string tenant, IReadOnlyList<RecordedCheckpoint> recorded)
+    {
+        foreach (var c in recorded.Where(c => c.Note is not null))
+        {
+            var result = SignedNote.Verify(c.Note!, notes.Keys);
+            var body = result.Text is null ? null : CheckpointBody.Parse(result.Text);
+            var reason = !result.Verified ? $"the signed note does not verify: {result.Reason}"
+                : body is null ? "the signed note is not a checkpoint"
+                : body.Origin != notes.Origin(tenant) || body.TreeSize != c.Head.TreeSize || Convert.ToHexStringLower(body.RootHash) != c.Head.RootHash
+                    ? "the signed note states another log, size or root than the recorded head" : null;
+            if (reason is not null)
+                return new CheckpointMismatch(c.Head, c.Head, c.Sequence, reason);
+        }
+        return null;
     }
 
     /// <summary>Recomputes each head from the events as stored now (the recorded checkpoints, or heads an auditor kept).</summary>

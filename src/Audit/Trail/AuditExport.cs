@@ -15,19 +15,20 @@ public static class ExportFormats
 }
 
 /// <summary>
-/// Streams every matching event, with its hashes, straight from a sequential reader to the output in
+/// Streams every matching event, with its hashes and the canonical form they were computed in ("canon": "jcs" for
+/// RFC 8785, null for the legacy form), straight from a sequential reader to the output in
 /// 32 KiB chunks: memory stays constant however many events there are.
 /// </summary>
 public sealed class AuditExport(NpgsqlDataSource database)
 {
     private const int FlushAt = 32 * 1024;
     private static readonly string[] Columns =
-        ["sequence", "streamId", "version", "type", "timestamp", "tenant", "subject", "user", "correlationId", "causationId", "hash", "prevHash", "data"];
+        ["sequence", "streamId", "version", "type", "timestamp", "tenant", "subject", "user", "correlationId", "causationId", "hash", "prevHash", "canon", "data"];
 
     public async Task<long> WriteAsync(EventFilter filter, string format, Stream output, CancellationToken ct)
     {
         await using var command = database.CreateCommand($"""
-            SELECT {AuditQueries.EventColumns}
+            SELECT {AuditQueries.EventColumns}, e.headers ->> 'canon'
             FROM sandbox.mt_events e {AuditQueries.StreamOwner}
             WHERE {AuditQueries.EventWhere}
             ORDER BY e.seq_id
@@ -51,8 +52,11 @@ public sealed class AuditExport(NpgsqlDataSource database)
                 values[2] = reader.GetInt64(2).ToString(System.Globalization.CultureInfo.InvariantCulture);
                 values[3] = reader.GetString(3);
                 values[4] = reader.GetFieldValue<DateTimeOffset>(4).ToString("O", System.Globalization.CultureInfo.InvariantCulture);
-                for (var i = 5; i < Columns.Length; i++)
+                for (var i = 5; i < 12; i++)
                     values[i] = reader.IsDBNull(i) ? null : reader.GetString(i);
+                // Sequential access reads columns in order: data (12) comes before the canon header (13) in the query.
+                values[13] = reader.GetString(12);
+                values[12] = reader.IsDBNull(13) ? null : reader.GetString(13);
 
                 if (format == ExportFormats.Csv)
                     WriteCsvLine(buffer, values);

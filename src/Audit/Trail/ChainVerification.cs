@@ -39,7 +39,7 @@ public sealed class ChainVerification(NpgsqlDataSource database)
                 WHERE EXISTS (SELECT 1 FROM sandbox.mt_events o WHERE o.stream_id = t.stream_id
                               AND (o.headers ->> 'tenant' = @tenant OR o.data -> 'caller' ->> 'tenant' = @tenant))
             )
-            SELECT o.stream_id, e.version, e.seq_id, e.type, e.data, e.headers ->> 'hash', e.headers ->> 'prevHash', o.version
+            SELECT o.stream_id, e.version, e.seq_id, e.type, e.data, e.headers ->> 'hash', e.headers ->> 'prevHash', o.version, e.headers ->> 'canon'
             FROM (SELECT o.stream_id, s.version FROM owned o LEFT JOIN sandbox.mt_streams s ON s.id = o.stream_id ORDER BY o.stream_id) o
             CROSS JOIN LATERAL (SELECT * FROM sandbox.mt_events e WHERE e.stream_id = o.stream_id ORDER BY e.version) e
             ORDER BY o.stream_id, e.version
@@ -67,7 +67,8 @@ public sealed class ChainVerification(NpgsqlDataSource database)
                     batch.Add(new StoredEvent(
                         reader.GetGuid(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetString(3), "",
                         reader.IsDBNull(5) ? null : reader.GetString(5), reader.IsDBNull(6) ? null : reader.GetString(6),
-                        reader.IsDBNull(7) ? null : reader.GetInt64(7)) { DataUtf8 = reader.GetFieldValue<byte[]>(4) });
+                        reader.IsDBNull(7) ? null : reader.GetInt64(7))
+                    { DataUtf8 = reader.GetFieldValue<byte[]>(4), Canon = reader.IsDBNull(8) ? null : reader.GetString(8) });
                     if (batch.Count == BatchSize)
                     {
                         await batches.Writer.WriteAsync(batch, stop.Token);

@@ -4,7 +4,8 @@ namespace Sandbox.Audited.Domain.Audit;
 
 /// <summary>
 /// Someone read the audit trail (query, export or verify). One access-log stream per tenant and day
-/// (<see cref="AccessLogStreams"/>), hash-chained like a run. Filter holds the request's parameters as given.
+/// (<see cref="AccessLogStreams"/>), hash-chained like a run. Filter holds the request's parameters as given;
+/// RefusedWith is the status of a read that was refused (bad parameters, another tenant), null when it was served.
 /// </summary>
 public sealed record AuditAccessed(
     Guid LogId,
@@ -14,7 +15,8 @@ public sealed record AuditAccessed(
     long ResultCount,
     string? ClientAddress,
     string? CorrelationId,
-    DateTimeOffset At);
+    DateTimeOffset At,
+    int? RefusedWith = null);
 
 public static class AuditActions
 {
@@ -24,6 +26,14 @@ public static class AuditActions
     public const string Verify = "verify";
     public const string ListCheckpoints = "list_checkpoints";
     public const string VerifyCheckpoints = "verify_checkpoints";
+
+    /// <summary>An auditor or admin read another person's run (its code and output) through /v1/runs/{id}.</summary>
+    public const string ReadRun = "read_run";
+
+    public const string ReadRunEvents = "read_run_events";
+
+    public const string InclusionProof = "inclusion_proof";
+    public const string ConsistencyProof = "consistency_proof";
 }
 
 public static class AccessLogStreams

@@ -3,11 +3,14 @@ namespace Sandbox.Audited.Domain.Hashing;
 /// <summary>
 /// One stored event as the verifier sees it: exactly what is in the table, nothing deserialized. The data is
 /// its JSON text, either as a string or (when <see cref="DataUtf8"/> is set, as the database reader does) as UTF-8.
+/// <see cref="Canon"/> is its "canon" header: the canonical form it was hashed in (null: the legacy form, see <see cref="EventChain"/>).
 /// </summary>
 public readonly record struct StoredEvent(
     Guid StreamId, long Version, long Sequence, string Type, string Data, string? Hash, string? PrevHash, long? StreamVersion)
 {
     public ReadOnlyMemory<byte> DataUtf8 { get; init; }
+
+    public string? Canon { get; init; }
 }
 
 /// <summary>Where a stream's chain first breaks, and why.</summary>
@@ -15,7 +18,7 @@ public sealed record ChainBreak(Guid StreamId, long Version, long? Sequence, str
 
 /// <summary>
 /// Recomputes a stream's hash chain from stored rows, fed in (stream id, version) order and each stream
-/// from its first event. Reports the first broken link of every damaged stream:
+/// from its first event, each in the canonical form its header names. Reports the first broken link of every damaged stream:
 /// a gap in the versions (an event removed), a stored prevHash that is not the previous event's stored hash
 /// (events swapped, reordered or removed), a recomputed hash that differs from the stored one (content
 /// changed), a missing hash, or a stream whose recorded version is beyond its last event (events removed at
@@ -56,14 +59,14 @@ public sealed class ChainVerifier(int maxBreaks = 100)
             _streamVersion = e.StreamVersion;
             StreamsChecked++;
         }
-        else if (e.Version <= _lastVersion)
-            throw new InvalidOperationException("Events must be fed in (stream id, version) order.");
-
         EventsChecked++;
         if (_streamBroken)
             return;
 
-        var reason = Check(e);
+        // A repeated version can only come from a copy (an export with a line inserted); the database refuses one.
+        var reason = e.Version <= _lastVersion
+            ? $"version {e.Version} appears again after version {_lastVersion} (an event inserted or duplicated)"
+            : Check(e);
         if (reason is not null)
             Break(new ChainBreak(e.StreamId, e.Version, e.Sequence, reason));
         _lastVersion = e.Version;
@@ -87,16 +90,18 @@ public sealed class ChainVerifier(int maxBreaks = 100)
             return _lastVersion == 0
                 ? "the first event's prevHash is not the genesis value (events before it were removed or reordered)"
                 : $"prevHash does not match the hash of version {_lastVersion} (events swapped, reordered or removed)";
+        if (!EventChain.IsKnownCanon(e.Canon))
+            return $"unknown canonical form \"{e.Canon}\" (written by a newer version?)";
         string actual;
         try
         {
             actual = e.DataUtf8.IsEmpty
-                ? _hasher.Hash(_lastHash, e.StreamId, e.Version, e.Type, e.Data)
-                : _hasher.Hash(_lastHash, e.StreamId, e.Version, e.Type, e.DataUtf8.Span);
+                ? _hasher.Hash(_lastHash, e.StreamId, e.Version, e.Type, e.Data, e.Canon)
+                : _hasher.Hash(_lastHash, e.StreamId, e.Version, e.Type, e.DataUtf8.Span, e.Canon);
         }
-        catch (System.Text.Json.JsonException)
+        catch (System.Text.Json.JsonException ex)
         {
-            return "the stored data is not valid JSON";
+            return $"the stored data cannot be canonicalized: {ex.Message}";
         }
         return actual == e.Hash
             ? null

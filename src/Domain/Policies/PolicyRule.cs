@@ -70,18 +70,19 @@ public sealed class PolicyLoadException(IReadOnlyList<PolicyError> errors)
 internal sealed record LimitField(
     string Name,
     bool IsInteger,
+    double Min,
     Func<RequestedLimits, double?> Requested,
     Func<RunLimits, double> Run,
     Func<LimitCaps, double?> Cap)
 {
     public static readonly IReadOnlyList<LimitField> All =
     [
-        new("timeoutMs", true, l => l.TimeoutMs, l => l.TimeoutMs, c => c.TimeoutMs),
-        new("memoryMb", true, l => l.MemoryMb, l => l.MemoryMb, c => c.MemoryMb),
-        new("cpus", false, l => l.Cpus, l => l.Cpus, c => c.Cpus),
-        new("pids", true, l => l.Pids, l => l.Pids, c => c.Pids),
-        new("outputBytes", true, l => l.OutputBytes, l => l.OutputBytes, c => c.OutputBytes),
-        new("tmpfsMb", true, l => l.TmpfsMb, l => l.TmpfsMb, c => c.TmpfsMb),
+        new("timeoutMs", true, LimitFloors.TimeoutMs, l => l.TimeoutMs, l => l.TimeoutMs, c => c.TimeoutMs),
+        new("memoryMb", true, LimitFloors.MemoryMb, l => l.MemoryMb, l => l.MemoryMb, c => c.MemoryMb),
+        new("cpus", false, LimitFloors.Cpus, l => l.Cpus, l => l.Cpus, c => c.Cpus),
+        new("pids", true, LimitFloors.Pids, l => l.Pids, l => l.Pids, c => c.Pids),
+        new("outputBytes", true, LimitFloors.OutputBytes, l => l.OutputBytes, l => l.OutputBytes, c => c.OutputBytes),
+        new("tmpfsMb", true, LimitFloors.TmpfsMb, l => l.TmpfsMb, l => l.TmpfsMb, c => c.TmpfsMb),
     ];
 
     public static string Names => string.Join(", ", All.Select(f => f.Name));

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
 using YamlDotNet.Core;
+using Sandbox.Audited.Domain.Runs;
 using YamlDotNet.RepresentationModel;
 
 namespace Sandbox.Audited.Domain.Policies;
@@ -119,20 +120,20 @@ internal sealed partial class YamlReader(string file, List<PolicyError> errors)
         return null;
     }
 
-    public double? Number(YamlNode node, string what, double minExclusive, double max)
+    public double? Number(YamlNode node, string what, double min, double max)
     {
         if (node is YamlScalarNode { Value: { } text } && !IsQuotedOrNull(node)
             && double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) && double.IsFinite(value))
         {
-            if (value > minExclusive && value <= max) return value;
-            Error(node, $"{what} must be greater than {minExclusive} and at most {max}; got {text}");
+            if (value >= min && value <= max) return value;
+            Error(node, $"{what} must be from {min.ToString(CultureInfo.InvariantCulture)} to {max.ToString(CultureInfo.InvariantCulture)}; got {text}");
             return null;
         }
         Error(node, $"{what} must be a number");
         return null;
     }
 
-    /// <summary>Reads a mapping of limit name → value; every value must be positive.</summary>
+    /// <summary>Reads a mapping of limit name → value; every value must be at least its floors (LimitFloors), CPUs in hundredths.</summary>
     public double?[] Limits(YamlNode node, string what)
     {
         var values = new double?[LimitField.All.Count];
@@ -142,8 +143,13 @@ internal sealed partial class YamlReader(string file, List<PolicyError> errors)
             var field = LimitField.All[i];
             if (!fields.TryGetValue(field.Name, out var valueNode)) continue;
             values[i] = field.IsInteger
-                ? Integer(valueNode, $"{what}.{field.Name} (a positive integer)", 1, int.MaxValue)
-                : Number(valueNode, $"{what}.{field.Name} (a positive number)", 0, 1024);
+                ? Integer(valueNode, $"{what}.{field.Name} (an integer)", (long)field.Min, int.MaxValue)
+                : Number(valueNode, $"{what}.{field.Name} (a number of CPUs)", field.Min, 1024);
+            if (!field.IsInteger && values[i] is { } cpus && !LimitFloors.IsHundredths(cpus))
+            {
+                Error(valueNode, $"{what}.{field.Name} must have at most two decimals (CPUs are enforced in hundredths)");
+                values[i] = null;
+            }
         }
         return values;
     }

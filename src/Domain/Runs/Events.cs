@@ -5,7 +5,11 @@ namespace Sandbox.Audited.Domain.Runs;
 
 public sealed record Caller(string Subject, string Tenant, IReadOnlyList<string> Roles);
 
-public sealed record ClientInfo(string? Address, string? UserAgent, string? IdempotencyKey, string? CorrelationId);
+/// <summary>
+/// Where a request came from. CorrelationId is the server's own id for the request; ClientTraceparent is what the
+/// client sent as W3C `traceparent`, kept apart so that a client cannot borrow another caller's correlation id.
+/// </summary>
+public sealed record ClientInfo(string? Address, string? UserAgent, string? IdempotencyKey, string? CorrelationId, string? ClientTraceparent = null);
 
 public sealed record FileDigest(string Name, long Bytes, string Sha256);
 
@@ -84,7 +88,20 @@ public sealed record SandboxExited(
 
 public sealed record OutputRecorded(Guid RunId, StreamOutput Stdout, StreamOutput Stderr, DateTimeOffset At);
 
-public sealed record SandboxRemoved(Guid RunId, string ContainerId, DateTimeOffset At);
+/// <summary>
+/// The engine no longer has the container. How says who established that: "removed" (the engine confirmed the removal),
+/// "already_gone" (the engine answered that no such container exists), "swept_at_startup" (a restarted service removed
+/// what its previous process left), "reaped" (the periodic reaper removed an orphan). Recorded only after the engine answered.
+/// </summary>
+public sealed record SandboxRemoved(Guid RunId, string ContainerId, string How, DateTimeOffset At);
+
+public static class SandboxRemoval
+{
+    public const string Removed = "removed";
+    public const string AlreadyGone = "already_gone";
+    public const string SweptAtStartup = "swept_at_startup";
+    public const string Reaped = "reaped";
+}
 
 // Terminal events: exactly one per run.
 public sealed record RunCompleted(Guid RunId, string Status, int? ExitCode, long DurationMs, string? Reason, DateTimeOffset At);

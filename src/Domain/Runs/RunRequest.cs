@@ -42,8 +42,14 @@ public static class RunRequestValidation
     public const int MaxFilesTotalBytes = 1024 * 1024;
     public const int MaxFileNameLength = 128;
 
-    /// <summary>Checks a request; returns either a valid request or every problem found, never both.</summary>
-    public static (ValidRunRequest? Valid, Rejection? Rejection) Validate(RunRequest request)
+    /// <summary>The answer and the record list at most this many errors, then how many more there were.</summary>
+    public const int MaxErrorsListed = 20;
+
+    /// <summary>
+    /// Checks a request; returns either a valid request or its problems (at most <see cref="MaxErrorsListed"/>), never
+    /// both. Ceilings are the policy's global ceilings: a limit above them is refused, not silently lowered.
+    /// </summary>
+    public static (ValidRunRequest? Valid, Rejection? Rejection) Validate(RunRequest request, RunLimits? ceilings = null)
     {
         var errors = new List<string>();
         var tooLarge = false;
@@ -115,26 +121,23 @@ public static class RunRequestValidation
             errors.Add($"Unknown isolation '{request.Isolation}': use one of {string.Join(", ", Runtimes.Isolation.All)}.");
 
         var limits = request.Limits ?? RequestedLimits.None;
-        CheckPositive(errors, "timeoutMs", limits.TimeoutMs);
-        CheckPositive(errors, "memoryMb", limits.MemoryMb);
-        CheckPositive(errors, "pids", limits.Pids);
-        CheckPositive(errors, "outputBytes", limits.OutputBytes);
-        CheckPositive(errors, "tmpfsMb", limits.TmpfsMb);
-        if (limits.Cpus is { } cpus && (double.IsNaN(cpus) || cpus <= 0 || cpus > 64))
-            errors.Add("'limits.cpus' must be a positive number.");
+        errors.AddRange(LimitFloors.Problems(limits, ceilings));
 
         if (errors.Count > 0)
-            return (null, new Rejection(tooLarge ? RejectionKind.TooLarge : RejectionKind.Invalid, errors));
+            return (null, new Rejection(tooLarge ? RejectionKind.TooLarge : RejectionKind.Invalid, Bounded(errors)));
 
+        if (limits.Cpus is { } exact)
+            limits = limits with { Cpus = LimitFloors.Hundredths(exact) };
         var cleanFiles = files.Select(f => new RunFile(f.Name, f.Content ?? "")).ToList();
         return (new ValidRunRequest(language!, code, stdin, args.ToList(), cleanFiles, limits, classification,
             string.IsNullOrWhiteSpace(request.Runtime) ? null : request.Runtime.Trim(), isolation!), null);
     }
 
-    private static void CheckPositive(List<string> errors, string name, int? value)
-    {
-        if (value is <= 0) errors.Add($"'limits.{name}' must be a positive integer.");
-    }
+    /// <summary>The first errors and a count of the rest, so a request with thousands of bad items gets a small answer.</summary>
+    public static IReadOnlyList<string> Bounded(IReadOnlyList<string> errors) =>
+        errors.Count <= MaxErrorsListed
+            ? errors
+            : [.. errors.Take(MaxErrorsListed), $"... and {errors.Count - MaxErrorsListed} more error(s)."];
 
     private static bool IsPlainFileName(string? name) =>
         !string.IsNullOrEmpty(name)

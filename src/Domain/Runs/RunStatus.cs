@@ -16,6 +16,9 @@ public static class RunStatus
     public const string Abandoned = "abandoned";
     public const string Refused = "refused";
 
+    /// <summary>Not stored: the answer's status while the outcome waits in the node's journal for the audit store to return.</summary>
+    public const string Recording = "recording";
+
     /// <summary>
     /// One status per run; the limit that bit wins over the exit code, so that a script killed by the
     /// timeout is never reported as merely "failed". The most specific cause wins: an OOM kill or an

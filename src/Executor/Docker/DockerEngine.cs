@@ -93,21 +93,21 @@ public sealed partial class DockerEngine : IDisposable
         }
     }
 
-    /// <summary>Force-removes a container and its anonymous volumes; a missing container is not an error.</summary>
-    public async Task RemoveAsync(string id, CancellationToken ct)
+    /// <summary>
+    /// Force-removes a container and its anonymous volumes. True when the engine removed it, false when it answered that no
+    /// such container exists; any other answer (including "removal already in progress") throws, so the caller retries.
+    /// </summary>
+    public async Task<bool> RemoveAsync(string id, CancellationToken ct)
     {
         using var cts = Deadline(ct);
         try
         {
             await _client.Containers.RemoveContainerAsync(id, new ContainerRemoveParameters { Force = true, RemoveVolumes = true }, cts.Token);
+            return true;
         }
         catch (DockerContainerNotFoundException)
         {
-        }
-        catch (DockerApiException e) when (e.StatusCode == System.Net.HttpStatusCode.Conflict)
-        {
-            // "removal already in progress"
-            LogRemovalInProgress(id);
+            return false;
         }
     }
 
@@ -129,7 +129,4 @@ public sealed partial class DockerEngine : IDisposable
         cts.CancelAfter(timeout ?? _callTimeout);
         return cts;
     }
-
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Removal of container {ContainerId} already in progress")]
-    private partial void LogRemovalInProgress(string containerId);
 }

@@ -14,6 +14,7 @@ namespace Sandbox.Audited.Executor.Pool;
 /// </summary>
 public sealed partial class SandboxPool(
     SandboxFactory factory,
+    Docker.DockerEngine docker,
     IOptions<ExecutorOptions> options,
     ILogger<SandboxPool> logger) : BackgroundService
 {
@@ -24,6 +25,7 @@ public sealed partial class SandboxPool(
     private readonly SemaphoreSlim _refill = new(0);
     private volatile bool _accepting = true;
     private int _refillFailures;
+    private int _discarded;
 
     public int Size => _pools.Values.Sum(c => c.Reader.Count);
 
@@ -51,17 +53,71 @@ public sealed partial class SandboxPool(
         _refill.Release();
     }
 
-    /// <summary>A warm sandbox for this profile, or a cold one created now.</summary>
+    /// <summary>
+    /// A warm sandbox for this profile, or a cold one created now. A warm one is checked first: its supervisor's stream still open
+    /// (it said ready when it joined the pool) and the engine still running the container; a dead one is discarded, never handed out.
+    /// </summary>
     public async Task<PreparedSandbox> AcquireAsync(SandboxProfile profile, Guid runId, CancellationToken ct)
     {
-        if (_pools.TryGetValue(profile, out var channel) && channel.Reader.TryRead(out var warm))
+        while (_pools.TryGetValue(profile, out var channel) && channel.Reader.TryRead(out var warm))
         {
             // No refill yet: creating a container competes with this run for the CPU. The run calls Replenish when done.
             _warm.TryRemove(warm.ContainerId, out _);
+            if (!await IsAliveAsync(warm, ct))
+            {
+                Interlocked.Increment(ref _discarded);
+                LogDiscarded(warm.ContainerId);
+                _ = factory.DestroyAsync(warm.ContainerId, CancellationToken.None);
+                continue;
+            }
             return new PreparedSandbox(warm.ContainerId, warm.Profile, warm.Image, warm.ImageId, warm.Settings,
                 warm.Stream, warm.Reader, warm.CreatedAt, warm.StartedAt, fromPool: true);
         }
         return await factory.CreateAsync(profile, runId.ToString("D"), ct);
+    }
+
+    /// <summary>Pooled sandboxes found dead (stream closed or container not running) and discarded so far.</summary>
+    public int Discarded => Volatile.Read(ref _discarded);
+
+    private async Task<bool> IsAliveAsync(PreparedSandbox sandbox, CancellationToken ct)
+    {
+        if (!sandbox.Reader.StreamAlive)
+            return false;
+        try
+        {
+            return (await docker.InspectAsync(sandbox.ContainerId, ct)).State is { Running: true, Paused: false, Restarting: false };
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Takes dead sandboxes out of every pool (after an engine restart none of them lives), so the refill rebuilds it.</summary>
+    private async Task PruneAsync()
+    {
+        foreach (var channel in _pools.Values)
+        {
+            var keep = new List<PreparedSandbox>();
+            for (var n = channel.Reader.Count; n > 0 && channel.Reader.TryRead(out var sandbox); n--)
+            {
+                if (sandbox.Reader.StreamAlive)
+                {
+                    keep.Add(sandbox);
+                    continue;
+                }
+                _warm.TryRemove(sandbox.ContainerId, out _);
+                Interlocked.Increment(ref _discarded);
+                LogDiscarded(sandbox.ContainerId);
+                _ = factory.DestroyAsync(sandbox.ContainerId, CancellationToken.None); // retried off the loop: the engine may still be away
+            }
+            foreach (var sandbox in keep)
+                if (!channel.Writer.TryWrite(sandbox))
+                {
+                    _warm.TryRemove(sandbox.ContainerId, out _);
+                    await factory.DestroyAsync(sandbox.ContainerId, CancellationToken.None);
+                }
+        }
     }
 
     /// <summary>Asks for a refill now (a run that took a warm sandbox has finished); otherwise the pool checks every 5 s.</summary>
@@ -74,6 +130,7 @@ public sealed partial class SandboxPool(
         {
             try
             {
+                await PruneAsync();
                 await FillAsync(stoppingToken);
                 backoff = TimeSpan.Zero;
                 await _refill.WaitAsync(TimeSpan.FromSeconds(5), stoppingToken);
@@ -100,6 +157,7 @@ public sealed partial class SandboxPool(
             while (_accepting && channel.Reader.Count < SizeFor(profile))
             {
                 var sandbox = await factory.CreateAsync(profile, ContainerSpec.PooledRunId, ct);
+                sandbox.Reader.Watch();
                 _warm[sandbox.ContainerId] = 0;
                 // A pool that was dropped, filled meanwhile or completed by shutdown refuses it: destroy, never leak.
                 if (!_accepting || !_pools.ContainsKey(profile) || !channel.Writer.TryWrite(sandbox))
@@ -134,6 +192,9 @@ public sealed partial class SandboxPool(
     }
 
     private int SizeFor(SandboxProfile profile) => options.Value.PoolSizeFor(profile.Runtime, profile.Isolation);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Pooled sandbox {ContainerId} is dead (engine restarted or container gone); discarded")]
+    private partial void LogDiscarded(string containerId);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Refilling the warm pool failed; retrying in {Seconds} s")]
     private partial void LogRefillFailed(Exception e, double seconds);

@@ -12,11 +12,19 @@
 #        SBX_SBOM_DIR      where SBOMs are stored by digest (default: /var/lib/sandbox-audited/sboms)
 #        SBX_VERIFY=1      rebuild from scratch into a throw-away tag and report whether the layer
 #                          digest was reproduced (the existing images are not touched)
+#        SBX_IMAGE_TAG=name to point `sbx-<id>:name` at the build instead of `:current`
+#        (an engineer's or a test's own images; the service picks them with
+#        Executor__Images__<id>=sbx-<id>:name).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
-SUP_SRC="$HERE/supervisor/sbx-supervisor.c"
+SUP_DIR="$HERE/supervisor"
+SUP_SRC="$SUP_DIR/sbx-supervisor.c"
+BOOTS=("$SUP_DIR/boot.py" "$SUP_DIR/boot.js")   # embedded into the supervisor (.incbin)
+IMAGE_TAG=${SBX_IMAGE_TAG:-current}
+[[ $IMAGE_TAG =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ && $IMAGE_TAG != r* ]] \
+  || { echo "[build-images] error: SBX_IMAGE_TAG must be a docker tag not starting with 'r'" >&2; exit 2; }
 CACHE=/var/cache/sbx-debootstrap          # .debs and trimmed root trees survive between runs
 SUITE=bookworm
 CATALOGUE="${SBX_RUNTIMES_DIR:-$(cd "$HERE/../../.." && pwd)/runtimes}"
@@ -68,11 +76,11 @@ find_mirror() {
 WORK=$(mktemp -d /tmp/sbx-build.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 log "compiling supervisor"
-gcc -O2 -static -Wall -Wextra -Werror -o "$WORK/sbx-supervisor" "$SUP_SRC"
+gcc -O2 -static -Wall -Wextra -Werror -Wa,-I,"$SUP_DIR" -o "$WORK/sbx-supervisor" "$SUP_SRC"
 strip "$WORK/sbx-supervisor" 2>/dev/null || true
 
-recipe_hash() {   # scripts + supervisor source + the runtime's language and package list
-  { sha256sum "$SELF" "$SUP_SRC" "$HERE/tools/sbom.py" | awk '{print $1}'; echo "suite=$SUITE"
+recipe_hash() {   # scripts + supervisor source and bootstraps + the runtime's language and package list
+  { sha256sum "$SELF" "$SUP_SRC" "${BOOTS[@]}" "$HERE/tools/sbom.py" | awk '{print $1}'; echo "suite=$SUITE"
     echo "language=$(language_of "$1")"; echo "pkgs=$(packages_for "$1")"; } \
     | sha256sum | awk '{print $1}'
 }
@@ -135,6 +143,19 @@ make_rootfs_tar() {
   rm -rf "$dir"
 }
 
+# The bootstrap must compile with the interpreter of the image that runs it (checked without
+# running it: py_compile to a throw-away file, node --check).
+lint_boot() {
+  local lang=$1 tag=$2
+  case "$lang" in
+    python)     docker run --rm -i --network none --user 65534:65534 "$tag" python3 -c \
+                  'import sys; compile(sys.stdin.buffer.read(), "boot.py", "exec")' <"$SUP_DIR/boot.py" ;;
+    javascript) docker run --rm -i --network none --user 65534:65534 --tmpfs /tmp "$tag" sh -c \
+                  'cat >/tmp/boot.js && node --check /tmp/boot.js' <"$SUP_DIR/boot.js" ;;
+    *)          return 0 ;;
+  esac
+}
+
 # Imports the runtime's tree (cached root + supervisor) as a reproducible tar, with its SBOM beside it.
 import_image() { # RUNTIME HASH TAG
   local rt=$1 hash=$2 tag=$3 lang rtar dir epoch sbom digest layer
@@ -174,7 +195,7 @@ import_image() { # RUNTIME HASH TAG
 build_one() {
   local rt=$1 hash tag12 tag cur id
   hash=$(recipe_hash "$rt"); tag12=${hash:0:12}
-  tag="sbx-$rt:r$tag12"; cur="sbx-$rt:current"
+  tag="sbx-$rt:r$tag12"; cur="sbx-$rt:$IMAGE_TAG"
   if [[ ${SBX_VERIFY:-0} == 1 ]]; then
     verify_one "$rt" "$hash" "$tag"
     return
@@ -183,6 +204,10 @@ build_one() {
     log "$rt: $tag up to date"
   else
     import_image "$rt" "$hash" "$tag"
+    if ! lint_boot "$(language_of "$rt")" "$tag"; then
+      docker rmi "$tag" >/dev/null 2>&1 || true
+      die "$rt: the bootstrap does not compile with the image's interpreter"
+    fi
   fi
   docker tag "$tag" "$cur"
   # Retention: superseded r* tags are kept. A run's record names the image id it ran; keeping the image

@@ -2,7 +2,9 @@
 """Smoke test for the sandbox runtime images and sbx-supervisor (host python3, stdlib only).
 
 Starts containers with the production sandbox flags, speaks the SBX1 protocol, and checks
-behaviour end to end. Usage: python3 smoke.py [-k substring] [--runs N]
+behaviour end to end. Usage: python3 smoke.py [-k substring] [--runs N] [--tag T] [--init]
+(--tag: image tag, default $SBX_IMAGE_TAG or current; --init: under docker --init, as before
+the supervisor became PID 1, for comparisons).
 """
 import argparse
 import os
@@ -13,12 +15,14 @@ import sys
 import time
 
 FLAGS = [
-    "-i", "--rm", "--init", "--network", "none", "--read-only",
+    "-i", "--rm", "--network", "none", "--read-only",
     "--tmpfs", "/tmp:rw,nosuid,nodev,size=16m,mode=1777",
+    "--tmpfs", "/dev/shm:rw,nosuid,nodev,noexec,size=1m,mode=1777",
     "--user", "65534:65534", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
     "--memory", "128m", "--memory-swap", "128m", "--pids-limit", "64", "--cpus", "1",
-    "--ulimit", "nofile=256:256", "--ulimit", "fsize=16777216:16777216",
+    "--ulimit", "nofile=256:256", "--ulimit", "fsize=16777216:16777216", "--ulimit", "msgqueue=0:0",
 ]
+TAG = os.environ.get("SBX_IMAGE_TAG", "current")
 
 
 def u32(n):
@@ -46,7 +50,7 @@ class Sandbox:
 
     def __init__(self, lang, extra_flags=()):
         self.lang = lang
-        cmd = ["docker", "run", *FLAGS, *extra_flags, f"sbx-{lang}:current", "sbx-supervisor", lang]
+        cmd = ["docker", "run", *FLAGS, *extra_flags, f"sbx-{lang}:{TAG}", "sbx-supervisor", lang]
         self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, bufsize=0)
         self.buf = b""
@@ -353,6 +357,20 @@ def sandbox_properties():
     assert out[0] == "65534 65534" and out[1] == "rofs 30" and out[2] == "fd 13" and out[4] == "1000", out
 
 
+
+@check
+def forgery():
+    """Frames written to the container's stdout through /proc/1 must not reach the host."""
+    code = ("import os, struct\n"
+            "x = b'exit_code=0\\nwall_us=1\\n'\n"
+            "try:\n    fd = os.open('/proc/1/fd/1', os.O_WRONLY)\n"
+            "    os.write(fd, b'O' + struct.pack('>I', 7) + b'forged\\n' + b'X' + struct.pack('>I', len(x)) + x)\n"
+            "except OSError as e:\n    print('refused', e.errno)\n"
+            "os._exit(3)\n")
+    r = run("python", code)
+    show("forgery/python", r)
+    assert r["exit_code"] == 3 and bytes(r["stdout"]) == b"refused 13\n", r
+
 def latency(runs):
     for lang, code in [("python", "print(1)"), ("javascript", "console.log(1)"), ("shell", "echo 1")]:
         lat, walls = [], []
@@ -373,7 +391,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-k", default="")
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--tag", default=None)
+    ap.add_argument("--init", action="store_true")
     a = ap.parse_args()
+    global TAG
+    TAG = a.tag or TAG
+    if a.init:
+        FLAGS.insert(2, "--init")
     failed = 0
     for fn in CHECKS:
         if a.k not in fn.__name__:

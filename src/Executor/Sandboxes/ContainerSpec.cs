@@ -5,8 +5,10 @@ namespace Sandbox.Audited.Executor.Sandboxes;
 
 /// <summary>
 /// THE place where a sandbox container is configured. Every container gets the full contract of
-/// DESIGN.md: no network, read-only root, capped tmpfs, uid 65534, no capabilities, no-new-privileges,
-/// default seccomp, pids/memory(=memory+swap)/CPU limits, ulimits, an init, no host env or mounts, labels.
+/// DESIGN.md: no network, read-only root, capped tmpfs for /tmp and /dev/shm, uid 65534, no capabilities,
+/// no-new-privileges, default seccomp, pids/memory(=memory+swap)/CPU limits, ulimits (POSIX message queues
+/// closed), no host env or mounts, labels. No init: the supervisor is PID 1, the only holder of the
+/// container's stdout, not dumpable and immune to signals from inside, so user code cannot forge its frames.
 /// </summary>
 public static class ContainerSpec
 {
@@ -21,6 +23,8 @@ public static class ContainerSpec
     public const long OpenFiles = 256;
     public const long FileSizeBytes = 64L * 1024 * 1024;
 
+    /// <summary>/dev/shm is small and fixed: enough for POSIX semaphores (multiprocessing locks), not a second /tmp.</summary>
+    public const int ShmMb = 1;
     /// <summary>
     /// Under gVisor the container's pids cgroup also counts the sandbox kernel's own threads and its ptrace stub
     /// processes (one per address space); without room for them a second process already fails (EAGAIN in the sentry).
@@ -52,7 +56,11 @@ public static class ContainerSpec
                 Runtime = runtime,
                 NetworkMode = "none",
                 ReadonlyRootfs = true,
-                Tmpfs = new Dictionary<string, string> { ["/tmp"] = TmpfsOptions(profile.TmpfsMb) },
+                Tmpfs = new Dictionary<string, string>
+                {
+                    ["/tmp"] = TmpfsOptions(profile.TmpfsMb),
+                    ["/dev/shm"] = TmpfsOptions(ShmMb),
+                },
                 CapDrop = ["ALL"],
                 CapAdd = [],
                 SecurityOpt = ["no-new-privileges"],
@@ -66,8 +74,10 @@ public static class ContainerSpec
                     new Ulimit { Name = "nofile", Soft = OpenFiles, Hard = OpenFiles },
                     new Ulimit { Name = "fsize", Soft = FileSizeBytes, Hard = FileSizeBytes },
                     new Ulimit { Name = "core", Soft = 0, Hard = 0 },
+                    // POSIX message queues are charged per uid across containers: none at all.
+                    new Ulimit { Name = "msgqueue", Soft = 0, Hard = 0 },
                 ],
-                Init = true,
+                Init = false,
                 IpcMode = "private",
                 Binds = [],
                 Mounts = [],
@@ -87,7 +97,7 @@ public static class ContainerSpec
         User: p.User,
         CapDrop: [.. p.HostConfig.CapDrop],
         SecurityOpt: [.. p.HostConfig.SecurityOpt, "seccomp=docker-default"],
-        Tmpfs: "/tmp:" + p.HostConfig.Tmpfs["/tmp"],
+        Tmpfs: string.Join(' ', p.HostConfig.Tmpfs.OrderByDescending(t => t.Key, StringComparer.Ordinal).Select(t => t.Key + ":" + t.Value)),
         MemoryBytes: p.HostConfig.Memory,
         MemorySwapBytes: p.HostConfig.MemorySwap,
         NanoCpus: p.HostConfig.NanoCPUs,

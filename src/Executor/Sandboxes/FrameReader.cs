@@ -20,8 +20,18 @@ public sealed class FrameReader(MultiplexedStream stream)
     private int _start;
     private int _end;
     private bool _eof;
+    private Task? _watch;
 
     public string Diagnostics { get; private set; } = "";
+
+    /// <summary>
+    /// Keeps one read outstanding while the sandbox waits in the pool, so that a stream the engine closed (container gone,
+    /// engine restarted, connection broken) is noticed before the sandbox is handed out. The next NextAsync takes it over.
+    /// </summary>
+    public void Watch() => _watch ??= FillAsync(CancellationToken.None);
+
+    /// <summary>False once the watched stream ended or broke; a ready sandbox's supervisor writes nothing until it gets a request.</summary>
+    public bool StreamAlive => !_eof && _watch is not { IsFaulted: true } and not { IsCanceled: true };
 
     /// <summary>The next frame, or null at the end of the stream.</summary>
     public async Task<Frame?> NextAsync(CancellationToken ct)
@@ -43,6 +53,12 @@ public sealed class FrameReader(MultiplexedStream stream)
             }
             if (_eof)
                 return null;
+            if (_watch is { } watch)
+            {
+                await watch.WaitAsync(ct);
+                _watch = null;
+                continue;
+            }
             await FillAsync(ct);
         }
     }

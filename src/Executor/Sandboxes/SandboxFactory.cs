@@ -1,6 +1,9 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Polly;
+using Polly.Retry;
+using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Executor.Docker;
 
 namespace Sandbox.Audited.Executor.Sandboxes;
@@ -14,6 +17,24 @@ public sealed partial class SandboxFactory(
     ILogger<SandboxFactory> logger)
 {
     private static readonly TimeSpan ReadyTimeout = TimeSpan.FromSeconds(20);
+
+    // The one retry mechanism for the engine: a removal that fails is tried again while the service runs, not only at the next start.
+    private readonly ResiliencePipeline _removal = new ResiliencePipelineBuilder()
+        .AddRetry(new RetryStrategyOptions
+        {
+            ShouldHandle = new PredicateBuilder().Handle<Exception>(e => e is not OperationCanceledException),
+            MaxRetryAttempts = Math.Max(0, options.Value.RemovalAttempts - 1),
+            BackoffType = DelayBackoffType.Exponential,
+            Delay = TimeSpan.FromSeconds(1),
+            MaxDelay = TimeSpan.FromSeconds(30),
+            UseJitter = true,
+            OnRetry = args =>
+            {
+                LogRemovalRetry(logger, args.Outcome.Exception, args.AttemptNumber + 1, args.RetryDelay.TotalSeconds);
+                return ValueTask.CompletedTask;
+            },
+        })
+        .Build();
 
     public string ImageFor(string runtime) => options.Value.ImageFor(runtime);
 
@@ -50,25 +71,39 @@ public sealed partial class SandboxFactory(
 
             return new PreparedSandbox(id, profile, image, imageId, ContainerSpec.Describe(parameters), stream, reader, createdAt, startedAt, fromPool: false);
         }
-        catch
+        catch (Exception e)
         {
             LogCreateFailed(id);
-            await DestroyAsync(id, CancellationToken.None);
-            throw;
+            var removal = await DestroyAsync(id, CancellationToken.None);
+            // The container existed: whoever records the run must name it, and whether the engine confirmed its removal.
+            throw new SandboxStartException(new CreatedContainer(id, image, imageId, ContainerSpec.Describe(parameters), createdAt), removal, e);
         }
     }
 
-    /// <summary>Kills and removes a container; never throws (the reaper is the safety net).</summary>
-    public async Task DestroyAsync(string containerId, CancellationToken ct)
+    /// <summary>
+    /// Kills and removes a container, retrying while the engine fails. Returns how the engine answered (SandboxRemoval.Removed or
+    /// AlreadyGone), or null when every attempt failed: the container is then left to the reaper. Never throws.
+    /// </summary>
+    public async Task<string?> DestroyAsync(string containerId, CancellationToken ct)
     {
         try
         {
-            await docker.RemoveAsync(containerId, ct);
+            var removed = await _removal.ExecuteAsync(async token => await docker.RemoveAsync(containerId, token), ct);
             registry.Forget(containerId);
+            return removed ? SandboxRemoval.Removed : SandboxRemoval.AlreadyGone;
         }
         catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
         {
+            // Untracked, the reaper removes it once it is a minute old (and records that on its run).
+            registry.Forget(containerId);
             LogRemoveFailed(e, containerId, ct.IsCancellationRequested);
+            return null;
+        }
+        catch (OperationCanceledException)
+        {
+            registry.Forget(containerId);
+            LogRemoveFailed(null, containerId, true);
+            return null;
         }
     }
 
@@ -78,10 +113,24 @@ public sealed partial class SandboxFactory(
     private partial void LogCreateFailed(string containerId);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Removing sandbox {ContainerId} failed (cancelled: {Cancelled}); the reaper will retry")]
-    private partial void LogRemoveFailed(Exception e, string containerId, bool cancelled);
+    private partial void LogRemoveFailed(Exception? e, string containerId, bool cancelled);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Removing a sandbox failed; attempt {Attempt} in {Seconds:F1} s")]
+    private static partial void LogRemovalRetry(ILogger logger, Exception? e, int attempt, double seconds);
 }
 
 public sealed class SandboxException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>What the engine created before the sandbox failed to become ready.</summary>
+public sealed record CreatedContainer(string ContainerId, string Image, string ImageId, SandboxSettings Settings, DateTimeOffset CreatedAt);
+
+/// <summary>A container was created but never became a ready sandbox; Removal is how the engine answered its removal (null: not confirmed).</summary>
+public sealed class SandboxStartException(CreatedContainer container, string? removal, Exception inner)
+    : Exception($"Sandbox {container.ContainerId[..Math.Min(12, container.ContainerId.Length)]} was created but did not become ready: {inner.Message}", inner)
+{
+    public CreatedContainer Container => container;
+    public string? Removal => removal;
+}
 
 /// <summary>Every container this process owns right now (pooled or running); the reaper spares these.</summary>
 public sealed class SandboxRegistry

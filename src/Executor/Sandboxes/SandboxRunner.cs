@@ -12,8 +12,8 @@ public readonly record struct OutputChunk(OutputStream Stream, ReadOnlyMemory<by
 /// <summary>What happened inside the sandbox: the supervisor's exit report (or what the engine saw) and the capped output.</summary>
 public sealed record SandboxOutcome(
     ExitReport Exit,
-    byte[] Stdout,
-    byte[] Stderr,
+    CapturedOutput Stdout,
+    CapturedOutput Stderr,
     bool StdoutTruncated,
     bool StderrTruncated,
     string? Problem);
@@ -29,8 +29,8 @@ public sealed partial class SandboxRunner(DockerEngine docker, IOptions<Executor
         PreparedSandbox sandbox, ValidRunRequest request, RunLimits limits, Action<OutputChunk>? onOutput, CancellationToken ct)
     {
         var cap = limits.OutputBytes;
-        var stdout = new CappedBuffer(cap);
-        var stderr = new CappedBuffer(cap);
+        var stdout = new CapturedOutput(cap);
+        var stderr = new CapturedOutput(cap);
         using var backstop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         backstop.CancelAfter(limits.TimeoutMs + options.Value.BackstopGraceMs);
 
@@ -52,7 +52,7 @@ public sealed partial class SandboxRunner(DockerEngine docker, IOptions<Executor
                         break;
                     case SupervisorProtocol.Exit:
                         var exit = SupervisorProtocol.ParseExit(frame.Payload.Span);
-                        return new SandboxOutcome(exit, stdout.ToArray(), stderr.ToArray(),
+                        return new SandboxOutcome(exit, stdout, stderr,
                             exit.StdoutTruncated || stdout.Truncated, exit.StderrTruncated || stderr.Truncated, null);
                     case SupervisorProtocol.Fault:
                         throw new SandboxException("Sandbox supervisor refused the request: " + System.Text.Encoding.UTF8.GetString(frame.Payload.Span));
@@ -69,14 +69,14 @@ public sealed partial class SandboxRunner(DockerEngine docker, IOptions<Executor
         }
     }
 
-    private static void Forward(CappedBuffer buffer, OutputStream stream, ReadOnlyMemory<byte> bytes, Action<OutputChunk>? onOutput)
+    private static void Forward(CapturedOutput buffer, OutputStream stream, ReadOnlyMemory<byte> bytes, Action<OutputChunk>? onOutput)
     {
-        var kept = buffer.Append(bytes.Span);
+        var kept = buffer.Append(bytes);
         if (kept > 0)
             onOutput?.Invoke(new OutputChunk(stream, bytes[..kept]));
     }
 
-    private async Task<SandboxOutcome> FromEngineAsync(PreparedSandbox sandbox, CappedBuffer stdout, CappedBuffer stderr, bool timedOut, string problem)
+    private async Task<SandboxOutcome> FromEngineAsync(PreparedSandbox sandbox, CapturedOutput stdout, CapturedOutput stderr, bool timedOut, string problem)
     {
         int? exitCode = null;
         var oom = false;
@@ -96,7 +96,7 @@ public sealed partial class SandboxRunner(DockerEngine docker, IOptions<Executor
             ExitCode: timedOut ? null : exitCode, Signal: timedOut ? 9 : null, TimedOut: timedOut, OomKilled: oom, PidsLimitHit: false,
             StdoutProduced: stdout.Produced, StderrProduced: stderr.Produced, StdoutTruncated: stdout.Truncated, StderrTruncated: stderr.Truncated,
             WallUs: 0, CpuUserUs: 0, CpuSysUs: 0, MaxRssKb: null);
-        return new SandboxOutcome(exit, stdout.ToArray(), stderr.ToArray(), stdout.Truncated, stderr.Truncated, problem);
+        return new SandboxOutcome(exit, stdout, stderr, stdout.Truncated, stderr.Truncated, problem);
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Sandbox {ContainerId} passed its {TimeoutMs} ms timeout plus grace; killing it")]
@@ -104,25 +104,45 @@ public sealed partial class SandboxRunner(DockerEngine docker, IOptions<Executor
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Could not inspect sandbox {ContainerId} after its supervisor ended")]
     private partial void LogInspectFailed(Exception e, string containerId);
+}
 
-    /// <summary>Keeps at most cap bytes, counts everything offered.</summary>
-    private sealed class CappedBuffer(int cap)
+/// <summary>
+/// A run's output of one stream: keeps at most cap bytes, counts everything offered. The frames' own arrays are kept (each
+/// frame is a fresh array), and copied into one array only when the outcome is recorded: no doubling buffer while it runs.
+/// </summary>
+public sealed class CapturedOutput(int cap)
+{
+    private readonly List<ReadOnlyMemory<byte>> _chunks = [];
+    private long _kept;
+
+    public long Produced { get; private set; }
+
+    public bool Truncated => Produced > _kept;
+
+    /// <summary>The bytes kept.</summary>
+    public long Length => _kept;
+
+    public int Append(ReadOnlyMemory<byte> bytes)
     {
-        private readonly MemoryStream _bytes = new();
-
-        public long Produced { get; private set; }
-
-        public bool Truncated => Produced > _bytes.Length;
-
-        public int Append(ReadOnlySpan<byte> bytes)
+        Produced += bytes.Length;
+        var kept = (int)Math.Min(Math.Max(0, cap - _kept), bytes.Length);
+        if (kept > 0)
         {
-            Produced += bytes.Length;
-            var room = (int)Math.Max(0, cap - _bytes.Length);
-            var kept = Math.Min(room, bytes.Length);
-            _bytes.Write(bytes[..kept]);
-            return kept;
+            _chunks.Add(bytes[..kept]);
+            _kept += kept;
         }
+        return kept;
+    }
 
-        public byte[] ToArray() => _bytes.ToArray();
+    public byte[] ToArray()
+    {
+        var all = new byte[_kept];
+        var at = 0;
+        foreach (var chunk in _chunks)
+        {
+            chunk.Span.CopyTo(all.AsSpan(at));
+            at += chunk.Length;
+        }
+        return all;
     }
 }

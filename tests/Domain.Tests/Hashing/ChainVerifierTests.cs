@@ -14,7 +14,7 @@ public sealed class ChainVerifierTests
         {
             var data = $$"""{"runId":"{{stream}}","n":{{v}},"at":"2025-01-01T00:00:0{{v % 10}}Z","text":"é \"quoted\"\n"}""";
             var hash = EventChain.Hash(previous, stream, v, "evt_" + v, data);
-            events.Add(new StoredEvent(stream, v, firstSequence + v - 1, "evt_" + v, data, hash, previous, count));
+            events.Add(new StoredEvent(stream, v, firstSequence + v - 1, "evt_" + v, data, hash, previous, count) { Canon = EventChain.CurrentCanon });
             previous = hash;
         }
         return events;
@@ -47,7 +47,71 @@ public sealed class ChainVerifierTests
             + "{\"data\":{\"a\":[true,null,\"x\\u0001\"],\"b\":1.5,\"c\":{\"y\":1000,\"z\":10}},\"streamId\":\"" + Run + "\",\"type\":\"t\",\"version\":7}");
 
         Assert.Equal(expected, EventChain.Hash(EventChain.Genesis, Run, 7, "t", data));
-        Assert.Equal(expected, new ChainHasher().Hash(EventChain.Genesis, Run, 7, "t", data));
+        Assert.Equal(expected, new ChainHasher().Hash(EventChain.Genesis, Run, 7, "t", data, "jcs"));
+        Assert.Equal(expected, EventChain.LegacyHash(EventChain.Genesis, Run, 7, "t", data));
+        Assert.Equal(expected, new ChainHasher().Hash(EventChain.Genesis, Run, 7, "t", data, null));
+    }
+
+    [Fact]
+    public void NewEventsAreHashedInRfc8785AndOldOnesInTheLegacyForm()
+    {
+        var data = """{"x":1e-300,"y":1e21,"z":9007199254740993}""";
+        var jcs = Sha256Hex.Of(EventChain.Genesis
+            + "{\"data\":{\"x\":1e-300,\"y\":1e+21,\"z\":9007199254740992},\"streamId\":\"" + Run + "\",\"type\":\"t\",\"version\":1}");
+        var legacy = Sha256Hex.Of(EventChain.Genesis
+            + "{\"data\":{\"x\":1E-300,\"y\":1E+21,\"z\":9007199254740993},\"streamId\":\"" + Run + "\",\"type\":\"t\",\"version\":1}");
+
+        Assert.Equal(jcs, EventChain.Hash(EventChain.Genesis, Run, 1, "t", data));
+        Assert.Equal(legacy, EventChain.LegacyHash(EventChain.Genesis, Run, 1, "t", data));
+        Assert.Equal(jcs, Sha256Hex.Of(EventChain.Genesis + EventChain.CanonicalForm(Run, 1, "t", data)));
+    }
+
+    [Fact]
+    public void AStreamRecordedBeforeRfc8785KeepsVerifyingWhenItContinuesInTheNewForm()
+    {
+        // Old events carry no canon header and were hashed in the legacy form; the stream then goes on with canon "jcs".
+        var events = new List<StoredEvent>();
+        var previous = EventChain.Genesis;
+        for (var v = 1; v <= 4; v++)
+        {
+            var data = $$"""{"n":{{v}},"small":1e-7,"big":1e21}""";
+            var legacy = v <= 2;
+            var hash = legacy ? EventChain.LegacyHash(previous, Run, v, "t", data) : EventChain.Hash(previous, Run, v, "t", data);
+            events.Add(new StoredEvent(Run, v, v, "t", data, hash, previous, 4) { Canon = legacy ? null : "jcs" });
+            previous = hash;
+        }
+
+        Assert.True(Verify(events).Verified);
+        Assert.NotEqual(events[0].Hash, EventChain.Hash(EventChain.Genesis, Run, 1, "t", events[0].Data));
+
+        // The header picks the form: claiming the other one fails (the numbers are written differently).
+        var relabelled = events.ToList();
+        relabelled[0] = relabelled[0] with { Canon = "jcs" };
+        Assert.Contains("hash mismatch", Assert.Single(Verify(relabelled).Breaks).Reason);
+        relabelled = events.ToList();
+        relabelled[3] = relabelled[3] with { Canon = null };
+        Assert.Equal(4, Assert.Single(Verify(relabelled).Breaks).Version);
+    }
+
+    [Fact]
+    public void AnUnknownCanonicalFormIsABreakNotAGuess()
+    {
+        var events = Chain(Run, 2);
+        events[1] = events[1] with { Canon = "jcs2" };
+
+        Assert.Contains("unknown canonical form", Assert.Single(Verify(events).Breaks).Reason);
+    }
+
+    [Fact]
+    public void ARepeatedVersionIsABreak()
+    {
+        var events = Chain(Run, 3);
+        events.Insert(2, events[1]);
+
+        var broken = Assert.Single(Verify(events).Breaks);
+
+        Assert.Equal(2, broken.Version);
+        Assert.Contains("appears again", broken.Reason);
     }
 
     [Fact]

@@ -101,8 +101,8 @@ public sealed class PolicyLoadingTests
             "unknown language 'cobol'",
             "unknown classification 'secret'",
             "role 'has space' must be",
-            "memoryMb (a positive integer) must be between 1",
-            "cpus (a positive number) must be a number",
+            "memoryMb (an integer) must be between 16",
+            "cpus (a number of CPUs) must be a number",
             "memoryMb 4096 is above the global ceiling 512",
             "only a permit can carry 'limits'",
         ];

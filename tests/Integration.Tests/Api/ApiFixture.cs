@@ -16,6 +16,7 @@ public sealed class ApiFixture : ServiceFixture
         ["RateLimit:PeriodSeconds"] = "60",
         [$"Callbacks:Secrets:{CallbackTenant}"] = CallbackSecret,
         ["Callbacks:InitialBackoffMs"] = "100",
+        ["Callbacks:AllowLoopback"] = "true", // the tests' own receiver listens on loopback
     };
 }
 

@@ -64,23 +64,6 @@ public sealed class EcosystemTests(ApiFixture service)
     }
 
     [Fact]
-    public async Task MetricsCountRunsByStatusAndLanguageInPrometheusFormat()
-    {
-        await service.Runner("mia", Tenant).RunAsync(new { language = "shell", code = "exit 4" });
-
-        var response = await service.Client().GetAsync("/metrics");
-        var text = await response.Content.ReadAsStringAsync();
-
-        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        Assert.StartsWith("text/plain", response.Content.Headers.ContentType?.MediaType);
-        Assert.Contains("sandbox_runs_total{status=\"failed\",language=\"shell\"} ", text);
-        Assert.Contains("sandbox_run_duration_seconds_bucket{language=\"shell\",le=\"+Inf\"} ", text);
-        Assert.Contains("# TYPE sandbox_admission_queue_depth gauge", text);
-        Assert.Contains("sandbox_pool_size{language=\"python\"} ", text);
-        Assert.Contains("sandbox_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/runs/\",status=\"200\"} ", text);
-    }
-
-    [Fact]
     public async Task RuntimesListTheCatalogueWithImageIdsAndIsolationClasses()
     {
         var (response, body) = await service.Client(service.Token("rhea", Tenant, "auditor")).GetJsonAsync("/v1/runtimes");

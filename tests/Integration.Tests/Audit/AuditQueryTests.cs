@@ -109,12 +109,28 @@ public sealed class AuditQueryTests(ServiceFixture service)
     [InlineData("/v1/audit/runs?cursor=abc")]
     [InlineData("/v1/audit/runs?from=yesterday")]
     [InlineData("/v1/audit/export?format=xml")]
+    [InlineData("/v1/audit/runs?subject=%00")]
+    [InlineData("/v1/audit/events?type=a%01b")]
     public async Task BadParametersAreRejected(string path)
     {
         var (response, body) = await service.Auditor("tenant-bad-params").GetJsonAsync(path);
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         Assert.Equal("/problems/invalid-request", body.Str("type"));
+    }
+
+    [Fact]
+    public async Task ARefusedQueryWithANulIsRecordedInTheAccessLog()
+    {
+        var tenant = AuditTestClient.NewTenant("nul");
+        var auditor = service.Auditor(tenant, "nell");
+
+        var (refused, _) = await auditor.GetJsonAsync("/v1/audit/runs?subject=%00eve&%00=1");
+        var log = Items(await auditor.OkJsonAsync("/v1/audit/events?type=audit_accessed&subject=nell"));
+
+        Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+        Assert.Equal(("query_runs", "400", "\\u0000eve", "1"),
+            (log[0].Str("data.action"), log[0].Str("data.refusedWith"), log[0].Str("data.filter.subject"), log[0].Str("data.filter.\\u0000")));
     }
 
     [Theory]

@@ -18,14 +18,14 @@ namespace Sandbox.Audited.Tests.Audit;
 public static class AuditSeed
 {
     public static IReadOnlyList<object> RunEvents(Guid runId, string tenant, string subject, DateTimeOffset at,
-        string language = "python", string status = RunStatus.Succeeded, string code = "print('hello')")
+        string language = "python", string status = RunStatus.Succeeded, string code = "print('hello')", RequestedLimits? requested = null)
     {
         var limits = new RunLimits(5000, 128, 0.5, 64, 65536, 16);
         var denied = status == RunStatus.Denied;
         var events = new List<object>
         {
             new RunRequested(runId, new Caller(subject, tenant, ["runner"]), language, code, Sha256Hex.Of(code), code.Length,
-                Sha256Hex.Of(""), 0, [], [], RequestedLimits.None, "internal",
+                Sha256Hex.Of(""), 0, [], [], requested ?? RequestedLimits.None, "internal",
                 new ClientInfo("127.0.0.1", "audit-test", null, "corr-" + runId.ToString("N")[..8]), "test-node", at),
             new PolicyEvaluated(runId, denied ? "deny" : "allow", "sha256:" + new string('b', 64), ["default"], limits, [],
                 denied ? ["denied by test"] : [], at.AddMilliseconds(1)),
@@ -44,16 +44,16 @@ public static class AuditSeed
         events.Add(new OutputRecorded(runId, new StreamOutput(Sha256Hex.Of("hello\n"), 6, 6, false, "utf-8", "hello\n"),
             new StreamOutput(Sha256Hex.Of(""), 0, 0, false, "utf-8", ""), at.AddMilliseconds(21)));
         events.Add(new RunCompleted(runId, status, status == RunStatus.Succeeded ? 0 : 1, 25, null, at.AddMilliseconds(22)));
-        events.Add(new SandboxRemoved(runId, "c" + runId.ToString("N"), at.AddMilliseconds(30)));
+        events.Add(new SandboxRemoved(runId, "c" + runId.ToString("N"), SandboxRemoval.Removed, at.AddMilliseconds(30)));
         return events;
     }
 
     /// <summary>Writes one run through RunStream, the way the orchestrator does (two commits, like the write-ahead rule).</summary>
     public static async Task<Guid> RunAsync(ServiceFixture service, string tenant, string subject,
-        string language = "python", string status = RunStatus.Succeeded, string code = "print('hello')")
+        string language = "python", string status = RunStatus.Succeeded, string code = "print('hello')", RequestedLimits? requested = null)
     {
         var runId = Guid.CreateVersion7();
-        var events = RunEvents(runId, tenant, subject, DateTimeOffset.UtcNow, language, status, code);
+        var events = RunEvents(runId, tenant, subject, DateTimeOffset.UtcNow, language, status, code, requested);
         var stream = new RunStream(service.Services.GetRequiredService<IDocumentStore>(), runId,
             new WriteContext(subject, "corr-" + runId.ToString("N")[..8], Tenant: tenant));
         await stream.AppendAsync(events.Take(2).ToList(), CancellationToken.None);
@@ -62,8 +62,11 @@ public static class AuditSeed
         return runId;
     }
 
-    /// <summary>Bulk-inserts runs (8 events each) with a correct chain, as the superuser, in batches.</summary>
-    public static async Task BulkAsync(ServiceFixture service, string tenant, int runs)
+    /// <summary>
+    /// Bulk-inserts runs (8 events each) with a correct chain, as the superuser, in batches. Legacy: as recorded before
+    /// RFC 8785 (hashed in the legacy form, no canon header), with a number the two forms write differently (1e-7).
+    /// </summary>
+    public static async Task BulkAsync(ServiceFixture service, string tenant, int runs, bool legacy = false)
     {
         var serializer = service.Services.GetRequiredService<IDocumentStore>().Options.Serializer();
         await using var connection = new NpgsqlConnection(service.Database.AdminConnection);
@@ -83,14 +86,17 @@ public static class AuditSeed
                 var at = start.AddMilliseconds(r);
                 var previous = EventChain.Genesis;
                 var version = 0L;
-                foreach (var e in RunEvents(runId, tenant, subject, at, code: $"print({r})"))
+                foreach (var e in RunEvents(runId, tenant, subject, at, code: $"print({r})", requested: legacy ? new RequestedLimits(Cpus: 1e-7) : null))
                 {
                     version++;
                     var json = serializer.ToJson(e);
                     var type = EventCatalog.NameOf(e);
-                    var hash = EventChain.Hash(previous, runId, version, type, json);
+                    var hash = legacy ? EventChain.LegacyHash(previous, runId, version, type, json) : EventChain.Hash(previous, runId, version, type, json);
                     ids.Add(runId); versions.Add(version); data.Add(json); types.Add(type); times.Add(at.UtcDateTime);
-                    headers.Add(JsonSerializer.Serialize(new Dictionary<string, string> { ["hash"] = hash, ["prevHash"] = previous, ["tenant"] = tenant }));
+                    var header = new Dictionary<string, string> { ["hash"] = hash, ["prevHash"] = previous, ["tenant"] = tenant };
+                    if (!legacy)
+                        header["canon"] = EventChain.CurrentCanon;
+                    headers.Add(JsonSerializer.Serialize(header));
                     users.Add(subject);
                     previous = hash;
                 }

@@ -20,6 +20,7 @@ public sealed class BrowserTests(BrowserFixture service)
     [InlineData("playground.test.mjs")]
     [InlineData("audit.test.mjs")]
     [InlineData("chain.test.mjs")]
+    [InlineData("docs.test.mjs")]
     public async Task BrowserTestFilePasses(string file)
     {
         var directory = Path.Combine(TestEnvironment.RepoRoot, "tests", "browser");

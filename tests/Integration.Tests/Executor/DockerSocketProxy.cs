@@ -5,11 +5,13 @@ namespace Sandbox.Audited.Tests.Executor;
 /// <summary>
 /// A byte-level forwarder from a unix socket of the test's own to the real Docker socket. Before Start it does
 /// not exist (the engine is "away"); after Start the engine "returns" — without touching the shared engine.
-/// Half-closes are passed on, since attach streams close their write side to end stdin.
+/// Half-closes are passed on, since attach streams close their write side to end stdin. Stop makes the engine go away
+/// again: the socket disappears and every open connection (attach streams included) breaks, as when dockerd restarts.
 /// </summary>
 public sealed class DockerSocketProxy(string path, string upstream = "/var/run/docker.sock") : IAsyncDisposable
 {
-    private readonly CancellationTokenSource _stop = new();
+    private CancellationTokenSource _stop = new();
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<Socket, byte> _open = new();
     private Socket? _listener;
     private Task? _accepting;
 
@@ -18,10 +20,23 @@ public sealed class DockerSocketProxy(string path, string upstream = "/var/run/d
     public void Start()
     {
         File.Delete(path);
+        _stop = new CancellationTokenSource();
         _listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         _listener.Bind(new UnixDomainSocketEndPoint(path));
         _listener.Listen(64);
         _accepting = AcceptAsync(_listener, _stop.Token);
+    }
+
+    /// <summary>The engine goes away: no new connections, and every open one is cut.</summary>
+    public async Task StopAsync()
+    {
+        await _stop.CancelAsync();
+        _listener?.Dispose();
+        if (_accepting is not null)
+            await _accepting;
+        foreach (var socket in _open.Keys)
+            socket.Dispose();
+        File.Delete(path);
     }
 
     private async Task AcceptAsync(Socket listener, CancellationToken ct)
@@ -46,6 +61,8 @@ public sealed class DockerSocketProxy(string path, string upstream = "/var/run/d
         using (client)
         using (var server = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
         {
+            _open[client] = 0;
+            _open[server] = 0;
             try
             {
                 await server.ConnectAsync(new UnixDomainSocketEndPoint(upstream), ct);
@@ -54,6 +71,11 @@ public sealed class DockerSocketProxy(string path, string upstream = "/var/run/d
             catch (Exception)
             {
                 // A connection that breaks ends here; the client sees it closed, as with the real socket.
+            }
+            finally
+            {
+                _open.TryRemove(client, out _);
+                _open.TryRemove(server, out _);
             }
         }
     }
@@ -67,12 +89,5 @@ public sealed class DockerSocketProxy(string path, string upstream = "/var/run/d
         to.Shutdown(SocketShutdown.Send);
     }
 
-    public async ValueTask DisposeAsync()
-    {
-        await _stop.CancelAsync();
-        _listener?.Dispose();
-        if (_accepting is not null)
-            await _accepting;
-        File.Delete(path);
-    }
+    public async ValueTask DisposeAsync() => await StopAsync();
 }

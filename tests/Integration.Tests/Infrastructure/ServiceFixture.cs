@@ -20,6 +20,12 @@ public class ServiceFixture : IAsyncLifetime
     /// <summary>The key that signs audit checkpoints (Audit:CheckpointKeyPath).</summary>
     public string CheckpointKeyPath { get; } = Path.Combine(Path.GetTempPath(), "sbx-test-checkpoint-key-" + Guid.NewGuid().ToString("N") + ".pem");
 
+    /// <summary>The Ed25519 key that signs checkpoints as C2SP signed notes (Audit:NoteKeyPath).</summary>
+    public string NoteKeyPath { get; } = Path.Combine(Path.GetTempPath(), "sbx-test-note-key-" + Guid.NewGuid().ToString("N") + ".pem");
+
+    /// <summary>The one tenant checkpointed on a schedule (every second); every other tenant only on request.</summary>
+    public string ScheduledTenant { get; } = "scheduled-" + Guid.NewGuid().ToString("N")[..8];
+
     public AuthOptions Auth => new()
     {
         Mode = "development", Issuer = "sandbox-audited-test", Audience = "sandbox-audited", DevelopmentKeyPath = KeyPath,
@@ -40,6 +46,7 @@ public class ServiceFixture : IAsyncLifetime
         await Database.CreateAsync();
         DevelopmentKeys.Create(KeyPath);
         DevelopmentKeys.Create(CheckpointKeyPath);
+        Sandbox.Audited.Audit.Trail.NoteSigner.CreateKey(NoteKeyPath);
         var settings = new Dictionary<string, string?>
         {
             ["ConnectionStrings:Sandbox"] = Database.AppConnection,
@@ -53,6 +60,10 @@ public class ServiceFixture : IAsyncLifetime
             ["Executor:PoolSizePerLanguage"] = "1",
             ["Shutdown:GraceSeconds"] = "5",
             ["Audit:CheckpointKeyPath"] = CheckpointKeyPath,
+            ["Audit:NoteKeyPath"] = NoteKeyPath,
+            ["Audit:LogName"] = "sandbox-audited/" + NodeId,
+            ["Audit:CheckpointInterval"] = "0",
+            [$"Audit:CheckpointIntervals:{ScheduledTenant}"] = "00:00:01",
         };
         foreach (var (key, value) in Settings)
             settings[key] = value;
@@ -86,6 +97,7 @@ public class ServiceFixture : IAsyncLifetime
         await Database.DisposeAsync();
         File.Delete(KeyPath);
         File.Delete(CheckpointKeyPath);
+        File.Delete(NoteKeyPath);
     }
 }
 

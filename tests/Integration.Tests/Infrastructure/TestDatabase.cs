@@ -3,20 +3,28 @@ using Sandbox.Audited.Audit.Migrations;
 
 namespace Sandbox.Audited.Tests.Infrastructure;
 
-/// <summary>A throw-away database with every migration applied, dropped when the fixture ends.</summary>
-public sealed class TestDatabase : IAsyncDisposable
+/// <summary>
+/// A throw-away database with every migration applied, dropped when the fixture ends. On the shared cluster by default;
+/// a fault test passes the superuser connection of a private cluster it may stop and start.
+/// </summary>
+public sealed class TestDatabase(string? serverAdminConnection = null) : IAsyncDisposable
 {
+    private string ServerAdmin => serverAdminConnection ?? TestEnvironment.AdminConnection;
+
     public string Name { get; } = "sbx_test_" + Guid.NewGuid().ToString("N")[..12];
 
-    public string AppConnection => TestEnvironment.ConnectionFor(Name, "sandbox_app", TestEnvironment.AppPassword);
+    public string AppConnection => For("sandbox_app", TestEnvironment.AppPassword);
 
-    public string AuditorConnection => TestEnvironment.ConnectionFor(Name, "sandbox_auditor", TestEnvironment.AuditorPassword);
+    public string AuditorConnection => For("sandbox_auditor", TestEnvironment.AuditorPassword);
 
-    public string AdminConnection => TestEnvironment.AdminConnectionFor(Name);
+    public string AdminConnection => new NpgsqlConnectionStringBuilder(ServerAdmin) { Database = Name }.ConnectionString;
+
+    private string For(string user, string password) =>
+        new NpgsqlConnectionStringBuilder(ServerAdmin) { Database = Name, Username = user, Password = password }.ConnectionString;
 
     public async Task CreateAsync()
     {
-        await using (var admin = new NpgsqlConnection(TestEnvironment.AdminConnection))
+        await using (var admin = new NpgsqlConnection(ServerAdmin))
         {
             await admin.OpenAsync();
             await using var create = new NpgsqlCommand($"CREATE DATABASE {Name} OWNER sandbox_owner", admin);
@@ -49,7 +57,7 @@ public sealed class TestDatabase : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         NpgsqlConnection.ClearAllPools();
-        await using var admin = new NpgsqlConnection(TestEnvironment.AdminConnection);
+        await using var admin = new NpgsqlConnection(ServerAdmin);
         await admin.OpenAsync();
         await using var drop = new NpgsqlCommand($"DROP DATABASE IF EXISTS {Name} WITH (FORCE)", admin);
         await drop.ExecuteNonQueryAsync();

@@ -75,9 +75,9 @@ public sealed class PolicyDirectoryFixture : ServiceFixture, IAsyncLifetime
     public async Task<string> UseBundleAsync(IReadOnlyDictionary<string, string> files)
     {
         WriteFiles(files);
-        var response = await Client(Token("policy-admin", "t-admin", "admin")).PostAsync("/v1/policies/reload", null);
+        var response = await Client(Token("policy-admin", "service", "admin")).PostAsync("/v1/policies/reload", null);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        var active = await Client(Token("policy-admin", "t-admin", "admin")).GetFromJsonAsync<ActiveDigest>("/v1/policies");
+        var active = await Client(Token("policy-admin", "service", "admin")).GetFromJsonAsync<ActiveDigest>("/v1/policies");
         Assert.Equal(DigestOnDisk, active!.Digest);
         return active.Digest;
     }

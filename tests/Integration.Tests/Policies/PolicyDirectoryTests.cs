@@ -15,7 +15,7 @@ namespace Sandbox.Audited.Tests.Policies;
 [Collection(PolicyDirectoryCollection.Name)]
 public sealed class PolicyDirectoryTests(PolicyDirectoryFixture service) : IAsyncLifetime
 {
-    private HttpClient Admin => service.Client(service.Token("policy-admin", "t-admin", "admin"));
+    private HttpClient Admin => service.Client(service.Token("policy-admin", "service", "admin"));
 
     // Every test starts from the base bundle, whatever the previous one left behind.
     public async Task InitializeAsync() => await service.UseBundleAsync(PolicyDirectoryFixture.BaseBundle);
@@ -42,14 +42,14 @@ public sealed class PolicyDirectoryTests(PolicyDirectoryFixture service) : IAsyn
     {
         var (response, run) = await service.Runner("noa", "t-tight").RunAsync(new
         {
-            language = "python", code = "print('small')", limits = new { memoryMb = 400, pids = 200, timeoutMs = 90000, cpus = 1 },
+            language = "python", code = "print('small')", limits = new { memoryMb = 400, pids = 200, timeoutMs = 55000, cpus = 1 },
         });
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Equal(["runners", "tight-tenant"], run["policy"]!["ruleIds"]!.AsArray().Select(r => r!.ToString()));
         Assert.Equal("96", run.Str("limits.memoryMb"));      // tight-tenant (96) under runners (256)
         Assert.Equal("32", run.Str("limits.pids"));          // only tight-tenant caps pids
-        Assert.Equal("30000", run.Str("limits.timeoutMs"));  // runners (30000) under the ceiling (60000)
+        Assert.Equal("30000", run.Str("limits.timeoutMs"));  // runners (30000); above the ceiling (60000) would be a 400
         var memoryBytes = await service.Database.ScalarAsync<string>(
             "SELECT data -> 'settings' ->> 'memoryBytes' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'sandbox_created'", Guid.Parse(run.Str("runId")));
         Assert.Equal((96L * 1024 * 1024).ToString(), memoryBytes);

@@ -29,6 +29,77 @@ public sealed class BadInputTests(ServiceFixture service)
         await AssertRejectionRecordedAsync(body.Str("runId"), 400);
     }
 
+    // Each smuggles something the old lenient parser accepted: unknown members at depth, numbers as strings,
+    // keys in another case, repeated keys (last one won), limits the engine reads as "unlimited" or refuses.
+    [Theory]
+    [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"limits\":{\"timeoutMs\":1000,\"privileged\":true}}", "limits.privileged")]
+    [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"files\":[{\"name\":\"a\",\"content\":\"x\",\"mode\":\"4755\"}]}", "mode")]
+    [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"limits\":{\"timeoutMs\":\"1000\"}}", "limits.timeoutMs")]
+    [InlineData("{\"Language\":\"shell\",\"code\":\"echo\"}", "Language")]
+    [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"limits\":{\"TimeoutMs\":1000}}", "TimeoutMs")]
+    [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"code\":\"echo again\"}", "code")]
+    [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"limits\":{\"pids\":64,\"pids\":100000}}", "pids")]
+    [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"limits\":{\"cpus\":1e-300}}", "0.01 to 2")]
+    [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"limits\":{\"cpus\":0.001}}", "0.01 to 2")]
+    [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"limits\":{\"cpus\":0.555}}", "hundredths")]
+    [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"limits\":{\"cpus\":64}}", "0.01 to 2")]
+    [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"limits\":{\"pids\":1}}", "16 to 256")]
+    [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"limits\":{\"memoryMb\":1}}", "16 to 512")]
+    [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"limits\":{\"timeoutMs\":999999}}", "1 to 60000")]
+    [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"limits\":{\"timeoutMs\":1.5}}", "limits.timeoutMs")]
+    [InlineData("{\"language\":\"shell\",\"code\":\"echo\",\"files\":[{\"name\":null,\"content\":\"x\"}]}", "Null is not allowed")]
+    public async Task SmuggledOrOutOfRangeInputIsA400NamingItAndRecorded(string json, string named)
+    {
+        var response = await service.Runner("frank", Tenant).PostAsync("/v1/runs", new StringContent(json, Encoding.UTF8, "application/json"));
+        var body = await ApiCalls.BodyAsync(response);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("/problems/invalid-request", body.Str("type"));
+        Assert.Contains(named, body.Str("detail"));
+        await AssertRejectionRecordedAsync(body.Str("runId"), 400);
+    }
+
+    [Fact]
+    public async Task DuplicateKeysWithAnIdempotencyKeyAreA400AndRecorded()
+    {
+        var client = service.Runner("frank", Tenant);
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/runs")
+        {
+            Content = new StringContent("{\"language\":\"shell\",\"code\":\"echo a\",\"code\":\"echo b\"}", Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Add("Idempotency-Key", "dup-" + Guid.NewGuid().ToString("N"));
+
+        var response = await client.SendAsync(request);
+        var body = await ApiCalls.BodyAsync(response);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        await AssertRejectionRecordedAsync(body.Str("runId"), 400);
+    }
+
+    [Fact]
+    public async Task CpusAreRecordedAsEnforcedInHundredths()
+    {
+        var (response, run) = await service.Runner("frank", Tenant).RunAsync(new { language = "shell", code = "echo ok", limits = new { cpus = 0.29 } });
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("0.29", run.Str("limits.cpus"));
+    }
+
+    [Fact]
+    public async Task ThousandsOfBadArgsGiveABoundedErrorList()
+    {
+        var args = Enumerable.Range(0, 20000).Select(_ => "a\0b").ToArray();
+
+        var (response, body) = await service.Runner("frank", Tenant).RunAsync(new { language = "shell", code = "echo", args });
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var errors = body["errors"]!.AsArray();
+        Assert.Equal(21, errors.Count);
+        Assert.Contains("more error", errors[^1]!.ToString());
+        Assert.True(body.ToJsonString().Length < 8192, "the answer stays small");
+        await AssertRejectionRecordedAsync(body.Str("runId"), 400);
+    }
+
     [Fact]
     public async Task CodeOver256KiBIsRejectedWith413AndRecorded()
     {

@@ -1,22 +1,33 @@
 /*
  * sbx-supervisor: the trusted process inside a Sandbox.Audited runtime container.
  *
- * It runs as the container's main process (under docker --init, so tini is PID 1), as the
- * same unprivileged uid as the user code. One container serves exactly one run:
+ * It is the container's PID 1 (no separate init) and runs as the same unprivileged uid as
+ * the user code. One container serves exactly one run:
  *
  *   1. pre-spawn the interpreter (python/node), which blocks until told to go, and emit 'R';
  *   2. read ONE request from stdin, write the code and files into /tmp/work;
  *   3. release the interpreter, pump stdin/stdout/stderr, enforce the deadline and the
  *      output cap, frame everything in-band on stdout;
- *   4. when the main child exits (or the deadline hits) kill every other process of the uid,
+ *   4. when the main child exits (or the deadline hits) kill and reap every other process,
  *      drain the pipes, write the 'X' (exit) frame and exit.
+ *
+ * Why user code cannot forge a frame: this process alone holds the container's stdout (the
+ * children get pipes; nothing else runs in the container); it is not dumpable, so the kernel
+ * refuses the same-uid user code /proc/1/fd, /proc/1/mem, ptrace, pidfd_getfd and
+ * process_vm_writev; and as PID 1 it ignores every signal sent from inside its PID namespace
+ * for which it has no handler (SIGKILL and SIGSTOP included), and it has none. It reaps every
+ * process (orphans are reparented to PID 1). Started under an init (docker --init) it still
+ * works, as a child subreaper, but then the init holds stdout and the guarantee is gone.
  *
  * Wire format (all integers u32 big-endian)
  *   request : "SBX1" timeoutMs outputCap argc {len bytes}*argc filec {nlen name len data}*filec
  *             codeLen code stdinLen stdin
  *   frames  : u8 type, u32 length, payload; types R O E X F (see README.md).
  *
- * Build: gcc -O2 -static -Wall -Wextra -Werror -o sbx-supervisor sbx-supervisor.c
+ * The interpreters' bootstraps live in boot.py and boot.js next to this file and are
+ * embedded at build time (.incbin): the directory holding them must be on the assembler's
+ * include path.
+ * Build: gcc -O2 -static -Wall -Wextra -Werror -Wa,-I,DIR -o sbx-supervisor sbx-supervisor.c
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -58,139 +69,34 @@ static char *const child_env[] = {
     NULL,
 };
 
-/*
- * Python bootstrap: signal readiness on fd 3, block until the go message arrives
- * ("path\0arg\0arg..." terminated by EOF), then run the file the way `python3 path args...`
- * does: in the real __main__ module with the same globals, sys.argv and sys.path[0]; exit
- * codes unchanged. (runpy.run_path would cost ~15 ms on first use; exec costs ~0.1 ms.)
- * The bootstrap's own frame is cut from tracebacks so they look like a direct run.
- * The end is the interpreter's own exit sequence (Py_FinalizeEx) minus the teardown of its
- * modules and heap, which costs ~8 ms for nothing (the process is gone anyway): wait for
- * non-daemon threads, run atexit handlers, flush stdout/stderr, clear __main__'s globals as
- * CPython does (underscored names first) and collect the young generations, so that __del__
- * methods run and unclosed files are flushed, restore sys.stdout/stderr to the originals and
- * flush again (a failed flush gives 120, as in CPython), then _exit. Not finalized, unlike
- * CPython: objects held only by other modules, and reference cycles old enough to have reached
- * the oldest generation (a full collection would cost ~3 ms on every run).
- */
-static const char py_boot[] =
-    "def _sbx():\n"
-    "    import os, sys, builtins, atexit, gc, __main__\n"
-    "    from importlib.machinery import SourceFileLoader\n"
-    "    def status_of(code):\n"
-    "        if code is None:\n"
-    "            return 0\n"
-    "        if isinstance(code, int):\n"
-    "            return code & 0xff\n"
-    "        try:\n"
-    "            print(code, file=sys.stderr)\n"
-    "        except BaseException:\n"
-    "            pass\n"
-    "        return 1\n"
-    "    def flush_std():\n"
-    "        ok = True\n"
-    "        for f in (sys.stdout, sys.stderr):\n"
-    "            try:\n"
-    "                if f is not None and not getattr(f, 'closed', False):\n"
-    "                    f.flush()\n"
-    "            except BaseException:\n"
-    "                ok = False\n"
-    "        return ok\n"
-    "    def finish(status):\n"
-    "        threading = sys.modules.get('threading')\n"
-    "        if threading is not None:\n"
-    "            try:\n"
-    "                threading._shutdown()\n"
-    "            except BaseException:\n"
-    "                pass\n"
-    "        atexit._run_exitfuncs()\n"
-    "        if not flush_std():\n"
-    "            status = 120\n"
-    "        for name in sorted(g, key=lambda n: not (isinstance(n, str) and n.startswith('_'))):\n"
-    "            if name != '__builtins__':\n"
-    "                try:\n"
-    "                    del g[name]\n"
-    "                except BaseException:\n"
-    "                    pass\n"
-    "        gc.collect(1)\n"
-    "        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__\n"
-    "        if not flush_std():\n"
-    "            status = 120\n"
-    "        os._exit(status)\n"
-    "    os.write(3, b'r')\n"
-    "    b = bytearray()\n"
-    "    while True:\n"
-    "        c = os.read(3, 65536)\n"
-    "        if not c:\n"
-    "            break\n"
-    "        b += c\n"
-    "    os.close(3)\n"
-    "    argv = [os.fsdecode(x) for x in bytes(b).split(b'\\0')]\n"
-    "    path = argv[0]\n"
-    "    sys.argv = argv\n"
-    "    sys.path[0] = os.path.dirname(path)\n"
-    "    g = __main__.__dict__\n"
-    "    g.clear()\n"
-    "    g.update(__name__='__main__', __doc__=None, __package__=None, __spec__=None,\n"
-    "             __loader__=SourceFileLoader('__main__', path), __annotations__={},\n"
-    "             __builtins__=builtins, __file__=path, __cached__=None)\n"
-    "    status = 0\n"
-    "    try:\n"
-    "        with open(path, 'rb') as f:\n"
-    "            src = f.read()\n"
-    "        exec(compile(src, path, 'exec'), g)\n"
-    "    except SystemExit as e:\n"
-    "        status = status_of(e.code)\n"
-    "    except BaseException as e:\n"
-    "        tb = e.__traceback__\n"
-    "        while tb is not None and tb.tb_frame.f_code.co_filename != path:\n"
-    "            tb = tb.tb_next\n"
-    "        sys.excepthook(type(e), e.with_traceback(tb), tb)\n"
-    "        status = 1\n"
-    "    finish(status)\n"
-    "_sbx()\n";
-
-/*
- * Node bootstrap: same handshake; then process.argv = [node, path, args...] and
- * Module.runMain() loads the file as the main module (require.main === module). Errors
- * thrown by the script propagate out of the -e program: node prints them, exit code 1.
- * Before reporting ready it warms what the first run would otherwise pay for (~10 ms):
- * the CJS loader's file path (a throw-away module outside the workdir), util.inspect and
- * the lazily created stdout/stderr streams. stdin is left untouched (lazy) on purpose.
- */
-static const char js_boot[] =
-    "const fs = require('fs'), Module = require('module');"
-    "{"
-    "  const w = '/tmp/.sbx-warm.js';"
-    "  fs.writeFileSync(w, 'module.exports = 1;\\n');"
-    "  Module._load(w, null, false);"
-    "  delete Module._cache[w];"
-    "  fs.unlinkSync(w);"
-    "  require('util').inspect([1, 'a', { b: 2 }]);"
-    "  process.stdout.write(''); process.stderr.write('');"
-    "}"
-    "fs.writeSync(3, 'r');"
-    "const chunks = [], buf = Buffer.alloc(65536);"
-    "for (;;) {"
-    "  const n = fs.readSync(3, buf, 0, buf.length, null);"
-    "  if (n === 0) break;"
-    "  chunks.push(Buffer.from(buf.subarray(0, n)));"
-    "}"
-    "fs.closeSync(3);"
-    "process.argv = [process.argv[0]].concat(Buffer.concat(chunks).toString('utf8').split('\\0'));"
-    "Module.runMain();";
+/* The bootstraps, NUL-terminated, from boot.py and boot.js (see the comments in each). */
+__asm__(
+    ".pushsection .rodata\n"
+    ".type sbx_boot_py, @object\n"
+    "sbx_boot_py:\n"
+    ".incbin \"boot.py\"\n"
+    ".byte 0\n"
+    ".type sbx_boot_js, @object\n"
+    "sbx_boot_js:\n"
+    ".incbin \"boot.js\"\n"
+    ".byte 0\n"
+    ".popsection\n");
+extern const char sbx_boot_py[] __asm__("sbx_boot_py");
+extern const char sbx_boot_js[] __asm__("sbx_boot_js");
 
 struct lang {
     const char *name;
     const char *script;     /* where the code is written */
-    int prespawn;           /* interpreter started before the request arrives */
+    const char *interp;     /* pre-spawned interpreter; NULL: exec'd at go time */
+    const char *flag;       /* how the interpreter takes the bootstrap */
+    const char *boot;
 };
 static const struct lang langs[] = {
-    { "python",     WORKDIR "/main.py", 1 },
-    { "javascript", WORKDIR "/main.js", 1 },
+    { "python",     WORKDIR "/main.py", "/usr/bin/python3", "-c", sbx_boot_py },
+    { "javascript", WORKDIR "/main.js", "/usr/bin/node",    "-e", sbx_boot_js },
     /* dash starts in about a millisecond: it is simply exec'd at go time as `sh main.sh`,
      * which is exactly what running the file directly does. */
-    { "shell",      WORKDIR "/main.sh", 0 },
+    { "shell",      WORKDIR "/main.sh", NULL, NULL, NULL },
 };
 
 /* ---------------------------------------------------------------- low-level helpers ---- */
@@ -240,16 +146,37 @@ static uint64_t now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/* Reaps every exited child without blocking. The main child's status is kept in *main_status
+ * (when main_pid is found); everything else is an orphan or a helper of the user code. */
+static int reap(pid_t main_pid, int *main_status)
+{
+    int found = 0, st;
+    for (;;) {
+        pid_t w = waitpid(-1, &st, WNOHANG);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return found; /* 0: children left but none exited; ECHILD: none left */
+        if (w == main_pid) {
+            *main_status = st;
+            found = 1;
+        }
+    }
+}
+
 /*
- * SIGKILL every process we may signal (same uid, i.e. all user processes: daemonized
- * grandchildren, fork bombs...). The kernel spares PID 1 (tini) and the caller. Repeat until
- * nothing is left so processes forked during a sweep are caught too; zombies still count
- * until tini reaps them, hence the short sleeps, bounded in total.
+ * SIGKILL every process we may signal: all user processes (daemonized grandchildren, fork
+ * bombs...); the kernel spares PID 1 and the caller. Repeat until nothing is left so that
+ * processes forked during a sweep die too; a zombie still counts for kill(-1) until it is
+ * reaped, so reap between sweeps (as PID 1 or subreaper every orphan is ours). Bounded.
  */
 static void kill_all(void)
 {
+    int ignored;
     for (int i = 0; i < 200; i++) {
-        if (kill(-1, SIGKILL) < 0 && errno == ESRCH)
+        int none = kill(-1, SIGKILL) < 0 && errno == ESRCH;
+        reap(-1, &ignored);
+        if (none)
             return;
         struct timespec ts = { 0, 1000000 };
         nanosleep(&ts, NULL);
@@ -527,27 +454,43 @@ static void pump(struct stream *s, uint32_t cap)
     }
 }
 
-/* -------------------------------------------------------------- main ------------------- */
+/* -------------------------------------------------------------- the steps of a run ----- */
 
-int main(int argc, char **argv)
+/* What the host asked for. */
+struct request {
+    uint32_t timeout_ms, cap;
+    uint32_t nargs;
+    char **args;          /* [0], [1] left free for "/bin/sh script"; args[2..] the user's */
+    char *in_data;        /* the child's stdin */
+    uint32_t in_len;
+};
+
+/* What happened, for the 'X' frame. */
+struct outcome {
+    int status;           /* the main child's wait status */
+    int timed_out;
+    uint64_t t_go, t_end; /* go, and the main child reaped */
+    long long oom0, pids0;
+};
+
+/* Step 0: make this process unreachable for user code and ready to reap; returns the
+ * signalfd that reports child exits. */
+static int setup_process(void)
 {
-    /* Not ptrace-able and /proc/<pid>/fd not openable by the (same-uid) user code. */
+    /* Not dumpable: /proc/<pid>/fd, /mem, ptrace, pidfd_getfd are refused to same-uid code. */
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+        fault("prctl: %s", strerror(errno));
+    /* Under an init (docker --init) orphans must still come to us to be reaped and killed. */
+    if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
         fault("prctl: %s", strerror(errno));
     /* A child closing its stdin early must give EPIPE, not kill us; a file write beyond
      * the fsize rlimit must give EFBIG (reported as a fault), not kill us. */
     signal(SIGPIPE, SIG_IGN);
     signal(SIGXFSZ, SIG_IGN);
 
-    const struct lang *L = NULL;
-    for (size_t i = 0; argc == 2 && i < sizeof langs / sizeof langs[0]; i++)
-        if (strcmp(argv[1], langs[i].name) == 0)
-            L = &langs[i];
-    if (!L)
-        fault("usage: sbx-supervisor python|javascript|shell");
-
     /* SIGCHLD is consumed through a signalfd so child exit is just another poll event.
-     * Blocked before fork; the child unblocks everything before exec. */
+     * Blocked before fork; the child unblocks everything before exec. A SIGCHLD sent by
+     * user code is only a spurious wake-up: the status comes from waitpid. */
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
@@ -560,39 +503,46 @@ int main(int argc, char **argv)
     umask(022);
     if (mkdir(WORKDIR, 0700) < 0 && errno != EEXIST)
         fault("mkdir %s: %s", WORKDIR, strerror(errno));
+    return sfd;
+}
 
-    struct child c = { -1, -1, -1, -1, -1 };
-    if (L->prespawn) {
-        char *py[] = { "/usr/bin/python3", "-c", (char *)py_boot, NULL };
-        char *js[] = { "/usr/bin/node", "-e", (char *)js_boot, NULL };
-        spawn(&c, strcmp(L->name, "python") == 0 ? py : js, 1);
-        wait_ready(&c);
-    }
-    frame('R', NULL, 0);
+static const struct lang *choose_lang(int argc, char **argv)
+{
+    for (size_t i = 0; argc == 2 && i < sizeof langs / sizeof langs[0]; i++)
+        if (strcmp(argv[1], langs[i].name) == 0)
+            return &langs[i];
+    fault("usage: sbx-supervisor python|javascript|shell");
+}
 
-    /* ---- request ---- */
+/* Step 1: the interpreter starts and warms up before the request exists. */
+static void prespawn(const struct lang *L, struct child *c)
+{
+    char *argv[] = { (char *)L->interp, (char *)L->flag, (char *)L->boot, NULL };
+    spawn(c, argv, 1);
+    wait_ready(c);
+}
+
+/* Step 2: read the request; the files and the code land in WORKDIR. */
+static void read_request(const struct lang *L, struct request *r)
+{
     char magic[4];
     rq_read(magic, 4);
     if (memcmp(magic, "SBX1", 4) != 0)
         fault("bad magic");
-    uint32_t timeout_ms = rq_u32();
-    uint32_t cap = rq_u32();
+    r->timeout_ms = rq_u32();
+    r->cap = rq_u32();
 
-    uint32_t nargs = rq_u32();
-    if (nargs > MAX_ARGS)
-        fault("too many arguments (%u > %u)", nargs, MAX_ARGS);
-    /* argv for the shell (sh script args... NULL) and the go message for interpreters
-     * (script\0arg\0arg...) are both built from the same list. */
-    char **args = calloc((size_t)nargs + 3, sizeof *args);
-    if (!args)
+    r->nargs = rq_u32();
+    if (r->nargs > MAX_ARGS)
+        fault("too many arguments (%u > %u)", r->nargs, MAX_ARGS);
+    r->args = calloc((size_t)r->nargs + 3, sizeof *r->args);
+    if (!r->args)
         fault("out of memory");
-    size_t golen = strlen(L->script);
-    for (uint32_t i = 0; i < nargs; i++) {
+    for (uint32_t i = 0; i < r->nargs; i++) {
         uint32_t len;
-        args[i + 2] = rq_blob(&len);
-        if (memchr(args[i + 2], '\0', len))
+        r->args[i + 2] = rq_blob(&len);
+        if (memchr(r->args[i + 2], '\0', len))
             fault("argument %u contains NUL", i);
-        golen += 1 + len;
     }
 
     uint32_t nfiles = rq_u32();
@@ -613,160 +563,191 @@ int main(int argc, char **argv)
         free(data);
     }
 
-    uint32_t code_len, stdin_len;
+    uint32_t code_len;
     char *code = rq_blob(&code_len);
     write_file(L->script, code, code_len, 0);
     free(code);
-    char *in_data = rq_blob(&stdin_len);
+    r->in_data = rq_blob(&r->in_len);
     /* Anything after the request on our stdin is ignored. */
+}
 
-    /* ---- go ---- */
-    long long oom0 = oom_count(), pids0 = pids_max_count();
-    uint64_t t_go = now_us();
-    if (L->prespawn) {
-        char *msg = malloc(golen);
-        if (!msg)
-            fault("out of memory");
-        size_t off = strlen(L->script);
-        memcpy(msg, L->script, off);
-        for (uint32_t i = 0; i < nargs; i++) {
-            size_t l = strlen(args[i + 2]);
-            msg[off++] = '\0';
-            memcpy(msg + off, args[i + 2], l);
-            off += l;
-        }
-        /* EPIPE here means the interpreter already died: the poll loop reports its exit. */
-        if (write_all(c.ctl, msg, golen) < 0 && errno != EPIPE)
-            fault("sending go: %s", strerror(errno));
-        close(c.ctl); /* EOF terminates the go message */
-        c.ctl = -1;
-        free(msg);
-    } else {
-        args[0] = "/bin/sh";
-        args[1] = (char *)L->script;
-        spawn(&c, args, 0);
+/* Step 3: release the pre-spawned interpreter with "script\0arg\0arg...", or exec the shell. */
+static void go(const struct lang *L, struct request *r, struct child *c)
+{
+    if (!L->interp) {
+        r->args[0] = "/bin/sh";
+        r->args[1] = (char *)L->script;
+        spawn(c, r->args, 0);
+        return;
     }
+    size_t golen = strlen(L->script);
+    for (uint32_t i = 0; i < r->nargs; i++)
+        golen += 1 + strlen(r->args[i + 2]);
+    char *msg = malloc(golen);
+    if (!msg)
+        fault("out of memory");
+    size_t off = strlen(L->script);
+    memcpy(msg, L->script, off);
+    for (uint32_t i = 0; i < r->nargs; i++) {
+        size_t l = strlen(r->args[i + 2]);
+        msg[off++] = '\0';
+        memcpy(msg + off, r->args[i + 2], l);
+        off += l;
+    }
+    /* EPIPE here means the interpreter already died: the poll loop reports its exit. */
+    if (write_all(c->ctl, msg, golen) < 0 && errno != EPIPE)
+        fault("sending go: %s", strerror(errno));
+    close(c->ctl); /* EOF terminates the go message */
+    c->ctl = -1;
+    free(msg);
+}
 
-    struct stream sout = { &c.out, 'O', 0, 0 }, serr = { &c.err, 'E', 0, 0 };
+/* Step 4: pump stdio and enforce the deadline until the main child has been reaped. */
+static void run(struct request *r, struct child *c, int sfd, struct stream *sout,
+                struct stream *serr, struct outcome *o)
+{
     size_t in_off = 0;
-    if (stdin_len == 0) {
-        close(c.in);
-        c.in = -1;
+    if (r->in_len == 0) {
+        close(c->in);
+        c->in = -1;
     }
-    uint64_t deadline = timeout_ms ? t_go + (uint64_t)timeout_ms * 1000 : 0;
-    int timed_out = 0, status = 0, reaped = 0;
-    uint64_t t_end = 0;
-
-    /* ---- run: until the main child has been reaped ---- */
-    while (!reaped) {
+    uint64_t deadline = r->timeout_ms ? o->t_go + (uint64_t)r->timeout_ms * 1000 : 0;
+    for (;;) {
         int tmo = -1;
-        if (deadline && !timed_out) {
+        if (deadline && !o->timed_out) {
             uint64_t t = now_us();
             if (t >= deadline) {
                 /* Kill everything; the main child's SIGCHLD then ends the loop. */
                 kill(-1, SIGKILL);
-                timed_out = 1;
+                o->timed_out = 1;
             } else {
                 tmo = (int)((deadline - t + 999) / 1000);
             }
         }
         struct pollfd p[4] = {
-            { .fd = c.out, .events = POLLIN },
-            { .fd = c.err, .events = POLLIN },
-            { .fd = c.in,  .events = POLLOUT }, /* fd -1 is ignored by poll */
-            { .fd = sfd,   .events = POLLIN },
+            { .fd = c->out, .events = POLLIN },
+            { .fd = c->err, .events = POLLIN },
+            { .fd = c->in,  .events = POLLOUT }, /* fd -1 is ignored by poll */
+            { .fd = sfd,    .events = POLLIN },
         };
-        int r = poll(p, 4, tmo);
-        if (r < 0) {
+        int n = poll(p, 4, tmo);
+        if (n < 0) {
             if (errno == EINTR)
                 continue;
             fault("poll: %s", strerror(errno));
         }
         if (p[0].revents)
-            pump(&sout, cap);
+            pump(sout, r->cap);
         if (p[1].revents)
-            pump(&serr, cap);
-        if (p[2].revents && c.in >= 0) {
-            size_t left = stdin_len - in_off;
-            ssize_t n = write(c.in, in_data + in_off, left < CHUNK ? left : CHUNK);
-            if (n >= 0)
-                in_off += (size_t)n;
+            pump(serr, r->cap);
+        if (p[2].revents && c->in >= 0) {
+            size_t left = r->in_len - in_off;
+            ssize_t w = write(c->in, r->in_data + in_off, left < CHUNK ? left : CHUNK);
+            if (w >= 0)
+                in_off += (size_t)w;
             else if (errno != EINTR && errno != EAGAIN)
-                in_off = stdin_len; /* EPIPE: the child closed its stdin; drop the rest */
-            if (in_off == stdin_len) {
-                close(c.in);
-                c.in = -1;
+                in_off = r->in_len; /* EPIPE: the child closed its stdin; drop the rest */
+            if (in_off == r->in_len) {
+                close(c->in);
+                c->in = -1;
             }
         }
         if (p[3].revents) {
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof si) > 0)
                 ;
-            pid_t w;
-            do
-                w = waitpid(c.pid, &status, WNOHANG);
-            while (w < 0 && errno == EINTR);
-            if (w < 0)
-                fault("waitpid: %s", strerror(errno));
-            if (w == c.pid) {
-                reaped = 1;
-                t_end = now_us();
+            if (reap(c->pid, &o->status)) {
+                o->t_end = now_us();
+                return;
             }
         }
     }
+}
 
-    /* ---- ending: no survivors, then drain what they wrote before dying ---- */
+/* Step 5: no survivors, then drain what they wrote before dying. */
+static void end_all(struct child *c, struct stream *sout, struct stream *serr, uint32_t cap)
+{
     kill_all();
-    if (c.in >= 0) {
-        close(c.in);
-        c.in = -1;
+    if (c->in >= 0) {
+        close(c->in);
+        c->in = -1;
     }
     uint64_t drain_end = now_us() + (uint64_t)DRAIN_TIMEOUT * 1000;
-    while (c.out >= 0 || c.err >= 0) {
+    while (c->out >= 0 || c->err >= 0) {
         uint64_t t = now_us();
         if (t >= drain_end)
             break; /* should not happen once everything is dead; never hang on it */
-        struct pollfd p[2] = { { .fd = c.out, .events = POLLIN }, { .fd = c.err, .events = POLLIN } };
-        int r = poll(p, 2, (int)((drain_end - t) / 1000 + 1));
-        if (r < 0 && errno != EINTR)
+        struct pollfd p[2] = { { .fd = c->out, .events = POLLIN }, { .fd = c->err, .events = POLLIN } };
+        int n = poll(p, 2, (int)((drain_end - t) / 1000 + 1));
+        if (n < 0 && errno != EINTR)
             fault("poll: %s", strerror(errno));
-        if (r > 0 && p[0].revents)
-            pump(&sout, cap);
-        if (r > 0 && p[1].revents)
-            pump(&serr, cap);
+        if (n > 0 && p[0].revents)
+            pump(sout, cap);
+        if (n > 0 && p[1].revents)
+            pump(serr, cap);
     }
+}
 
+/* Step 6: the 'X' frame. */
+static void report(const struct outcome *o, const struct stream *sout, const struct stream *serr,
+                   uint32_t cap)
+{
     struct rusage ru;
     if (getrusage(RUSAGE_CHILDREN, &ru) < 0)
         memset(&ru, 0, sizeof ru);
 
     long long oom1 = oom_count(), pids1 = pids_max_count();
-    int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    int sig = WIFSIGNALED(o->status) ? WTERMSIG(o->status) : 0;
     int oom_killed;
-    if (oom0 >= 0 && oom1 >= 0)
-        oom_killed = oom1 > oom0;
+    if (o->oom0 >= 0 && oom1 >= 0)
+        oom_killed = oom1 > o->oom0;
     else
         /* No readable counter: a SIGKILL we did not send is almost certainly the OOM
-         * killer (nothing else in the container can signal the child). */
-        oom_killed = sig == SIGKILL && !timed_out;
+         * killer (user code cannot signal us, and its own kills are its own business). */
+        oom_killed = sig == SIGKILL && !o->timed_out;
     /* Without a pids.events counter there is no reliable signal (fork just fails with
      * EAGAIN inside the user code), so it is reported as 0. */
-    int pids_hit = pids0 >= 0 && pids1 >= 0 && pids1 > pids0;
+    int pids_hit = o->pids0 >= 0 && pids1 >= 0 && pids1 > o->pids0;
 
     char x[1024];
     int n = snprintf(x, sizeof x,
         "exit_code=%d\nsignal=%d\ntimed_out=%d\noom_killed=%d\npids_limit_hit=%d\n"
         "stdout_bytes=%llu\nstderr_bytes=%llu\nstdout_truncated=%d\nstderr_truncated=%d\n"
         "wall_us=%llu\ncpu_user_us=%llu\ncpu_sys_us=%llu\nmax_rss_kb=%ld\n",
-        WIFEXITED(status) ? WEXITSTATUS(status) : -1, sig, timed_out, oom_killed, pids_hit,
-        (unsigned long long)sout.total, (unsigned long long)serr.total,
-        sout.total > cap, serr.total > cap,
-        (unsigned long long)(t_end - t_go),
+        WIFEXITED(o->status) ? WEXITSTATUS(o->status) : -1, sig, o->timed_out, oom_killed,
+        pids_hit, (unsigned long long)sout->total, (unsigned long long)serr->total,
+        sout->total > cap, serr->total > cap,
+        (unsigned long long)(o->t_end - o->t_go),
         (unsigned long long)ru.ru_utime.tv_sec * 1000000ull + (unsigned long long)ru.ru_utime.tv_usec,
         (unsigned long long)ru.ru_stime.tv_sec * 1000000ull + (unsigned long long)ru.ru_stime.tv_usec,
         ru.ru_maxrss);
     if (n < 0 || (size_t)n >= sizeof x)
         fault("exit report too long");
     frame('X', x, (uint32_t)n);
+}
+
+int main(int argc, char **argv)
+{
+    int sfd = setup_process();
+    const struct lang *L = choose_lang(argc, argv);
+
+    struct child c = { -1, -1, -1, -1, -1 };
+    if (L->interp)
+        prespawn(L, &c);
+    frame('R', NULL, 0);
+
+    struct request r;
+    read_request(L, &r);
+
+    struct outcome o = { 0 };
+    o.oom0 = oom_count();
+    o.pids0 = pids_max_count();
+    o.t_go = now_us();
+    go(L, &r, &c);
+
+    struct stream sout = { &c.out, 'O', 0, 0 }, serr = { &c.err, 'E', 0, 0 };
+    run(&r, &c, sfd, &sout, &serr, &o);
+    end_all(&c, &sout, &serr, r.cap);
+    report(&o, &sout, &serr, r.cap);
     return 0;
 }

@@ -8,14 +8,15 @@ using System.Text.Unicode;
 namespace Sandbox.Audited.Domain.Hashing;
 
 /// <summary>
-/// Writes the canonical form of <see cref="CanonicalJson"/> straight from UTF-8 JSON, byte for byte the same
+/// FROZEN, like <see cref="LegacyCanonicalJson"/>: the fast path of form "v1", for verifying events recorded before RFC 8785.
+/// Writes the canonical form of <see cref="LegacyCanonicalJson"/> straight from UTF-8 JSON, byte for byte the same
 /// output, in one pass of a <see cref="Utf8JsonReader"/>: no document and no string per value (the verifier
 /// canonicalizes every stored event). An object's members are written in source order, then the written
 /// segments are put in order of their unescaped names: ordinal UTF-16 order, compared over UTF-8 bytes (byte
 /// order is code point order, which differs from UTF-16 order only for a supplementary character against
 /// U+E000..U+FFFF). Not thread-safe: reuse one.
 /// </summary>
-public sealed class Utf8Canonicalizer
+public sealed class LegacyUtf8Canonicalizer
 {
     private static readonly SearchValues<byte> NeedsEscape = SearchValues.Create(
         [.. Enumerable.Range(0, 0x20).Select(b => (byte)b), (byte)'"', (byte)'\\']);
@@ -30,7 +31,7 @@ public sealed class Utf8Canonicalizer
     private byte[] _unescaped = new byte[256];
     private readonly NameOrder _order;
 
-    public Utf8Canonicalizer() => _order = new NameOrder(this);
+    public LegacyUtf8Canonicalizer() => _order = new NameOrder(this);
 
     /// <summary>Appends the canonical form of one JSON value; invalid JSON throws a <see cref="JsonException"/>.</summary>
     // Fully optimized from the first call: a verification is one burst over many events, mostly spent here.
@@ -40,7 +41,7 @@ public sealed class Utf8Canonicalizer
         if (!Utf8.IsValid(json))
         {
             // Never from PostgreSQL (UTF-8 databases hold valid text); decode as a string reader would and take the reference path.
-            output.Write(Encoding.UTF8.GetBytes(CanonicalJson.Canonicalize(Encoding.UTF8.GetString(json))));
+            output.Write(Encoding.UTF8.GetBytes(LegacyCanonicalJson.Canonicalize(Encoding.UTF8.GetString(json))));
             return;
         }
         _length = 0;
@@ -183,7 +184,7 @@ public sealed class Utf8Canonicalizer
         _length += written;
     }
 
-    /// <summary>Minimal escaping of unescaped UTF-8, as <see cref="CanonicalJson"/> does for strings.</summary>
+    /// <summary>Minimal escaping of unescaped UTF-8, as <see cref="LegacyCanonicalJson"/> does for strings.</summary>
     private void WriteString(ReadOnlySpan<byte> value)
     {
         Byte((byte)'"');
@@ -237,25 +238,11 @@ public sealed class Utf8Canonicalizer
         _out[_length++] = value;
     }
 
-    /// <summary>Ordinal UTF-16 order of two names given as UTF-8.</summary>
-    internal static int CompareUtf16Order(ReadOnlySpan<byte> x, ReadOnlySpan<byte> y)
-    {
-        var common = x.CommonPrefixLength(y);
-        if (common == x.Length || common == y.Length)
-            return x.Length - y.Length;
-        // The first differing bytes lead characters of the same length unless the prefix ended between characters.
-        // A 4-byte lead (F0..F4, a surrogate pair in UTF-16) sorts before the 3-byte leads EE/EF (U+E000..U+FFFF).
-        int a = x[common], b = y[common];
-        if (a >= 0xF0 && b is 0xEE or 0xEF) return -1;
-        if (b >= 0xF0 && a is 0xEE or 0xEF) return 1;
-        return a - b;
-    }
-
     private readonly record struct Member(int NameStart, int NameLength, int SegmentStart, int SegmentLength);
 
-    private sealed class NameOrder(Utf8Canonicalizer owner) : IComparer<Member>
+    private sealed class NameOrder(LegacyUtf8Canonicalizer owner) : IComparer<Member>
     {
-        public int Compare(Member x, Member y) => CompareUtf16Order(
+        public int Compare(Member x, Member y) => JcsCanonicalizer.CompareUtf16Order(
             owner._names.AsSpan(x.NameStart, x.NameLength), owner._names.AsSpan(y.NameStart, y.NameLength));
     }
 }

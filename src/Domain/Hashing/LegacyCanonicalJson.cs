@@ -6,6 +6,8 @@ using System.Text.Json;
 namespace Sandbox.Audited.Domain.Hashing;
 
 /// <summary>
+/// FROZEN: the canonical form "v1" of events recorded before RFC 8785 (events without a "canon" header); used only to
+/// verify them. New events are hashed with <see cref="JcsCanonicalizer"/>. Never change a byte of its output.
 /// A stable serialization of JSON for hashing (in the spirit of RFC 8785): object members sorted by
 /// ordinal (UTF-16 code unit) key, no insignificant whitespace, strings escaped minimally (only '"', '\',
 /// \b \f \n \r \t and other control characters as \u00xx; everything else as raw UTF-8), integers in plain
@@ -13,7 +15,7 @@ namespace Sandbox.Audited.Domain.Hashing;
 /// PostgreSQL's jsonb reorders keys and reformats numbers, so hashes are always computed over this form,
 /// never over the stored text. Written straight to UTF-8 bytes: the verifier canonicalizes every stored event.
 /// </summary>
-public static class CanonicalJson
+public static class LegacyCanonicalJson
 {
     public static string Canonicalize(string json)
     {

@@ -1,0 +1,210 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Marten;
+using Microsoft.Extensions.Options;
+using Polly;
+using Polly.Retry;
+using Sandbox.Audited.Api.Streaming;
+using Sandbox.Audited.Audit.Events;
+using Sandbox.Audited.Audit.Runs;
+using Sandbox.Audited.Executor;
+
+namespace Sandbox.Audited.Api.Runs;
+
+/// <summary>
+/// The one exception to "the audit is committed before the answer": a run that touched a sandbox and whose outcome commit
+/// failed (PostgreSQL away) keeps its events, with their original timestamps, in one fsynced file per run under
+/// Executor:JournalDirectory/{node}. The client is answered 202 "recording"; this worker commits the file when the store
+/// returns (retrying with backoff), then deletes it. Start-up recovery commits what a previous process journaled before it
+/// abandons anything.
+/// </summary>
+public sealed partial class OutcomeJournal : BackgroundService
+{
+    private static readonly IReadOnlyDictionary<string, Type> Types = EventCatalog.Names.ToDictionary(p => p.Value, p => p.Key);
+
+    private readonly IDocumentStore _store;
+    private readonly RunFeed _feed;
+    private readonly ILogger<OutcomeJournal> _logger;
+    private readonly SemaphoreSlim _wake = new(0);
+    private readonly ResiliencePipeline _retry;
+
+    public OutcomeJournal(IDocumentStore store, RunFeed feed, IOptions<ExecutorOptions> options, ILogger<OutcomeJournal> logger)
+    {
+        _store = store;
+        _feed = feed;
+        _logger = logger;
+        Directory = Path.Combine(options.Value.JournalDirectory, options.Value.NodeId);
+        _retry = new ResiliencePipelineBuilder()
+            .AddRetry(new RetryStrategyOptions
+            {
+                ShouldHandle = new PredicateBuilder().Handle<Exception>(e => e is not (OperationCanceledException or JsonException)),
+                MaxRetryAttempts = int.MaxValue,
+                BackoffType = DelayBackoffType.Exponential,
+                Delay = TimeSpan.FromMilliseconds(250),
+                MaxDelay = TimeSpan.FromSeconds(2),
+                UseJitter = true,
+                OnRetry = args =>
+                {
+                    if (args.AttemptNumber % 10 == 0)
+                        LogStillWaiting(args.Outcome.Exception, args.AttemptNumber + 1);
+                    return ValueTask.CompletedTask;
+                },
+            })
+            .Build();
+    }
+
+    /// <summary>This node's journal folder.</summary>
+    public string Directory { get; }
+
+    /// <summary>Runs whose outcome waits here right now.</summary>
+    public int Pending => System.IO.Directory.Exists(Directory) ? System.IO.Directory.GetFiles(Directory, "*.json").Length : 0;
+
+    public bool Holds(Guid runId) => File.Exists(PathOf(runId));
+
+    /// <summary>
+    /// Writes the events to disk and fsyncs them; only then may the client be answered. Throws if the disk fails too. A later
+    /// part of a run already journaled (its SandboxRemoved) goes to its own file, committed only after the run's first one.
+    /// </summary>
+    public async Task KeepAsync(RunStream stream, IReadOnlyList<object> events, string? part = null)
+    {
+        System.IO.Directory.CreateDirectory(Directory);
+        var serializer = _store.Options.Serializer();
+        var entry = new JsonObject
+        {
+            ["runId"] = stream.RunId,
+            ["user"] = stream.Context.User,
+            ["correlationId"] = stream.Context.CorrelationId,
+            ["causationId"] = stream.Context.CausationId,
+            ["tenant"] = stream.Context.Tenant,
+            ["events"] = new JsonArray(events.Select(e => (JsonNode)new JsonObject
+            {
+                ["type"] = EventCatalog.NameOf(e),
+                ["data"] = JsonNode.Parse(serializer.ToJson(e)),
+            }).ToArray()),
+        };
+        var path = part is null ? PathOf(stream.RunId) : Path.Combine(Directory, $"{stream.RunId:D}.{part}.json");
+        var temporary = path + ".tmp";
+        await using (var file = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None, 64 * 1024, FileOptions.Asynchronous))
+        {
+            await JsonSerializer.SerializeAsync(file, entry);
+            file.Flush(flushToDisk: true);
+        }
+        File.Move(temporary, path, overwrite: true);
+        _wake.Release();
+    }
+
+    /// <summary>
+    /// One pass over the journal, each file tried once (start-up: what cannot be committed now stays, and its run is not abandoned).
+    /// Returns the runs committed.
+    /// </summary>
+    public async Task<IReadOnlyList<Guid>> CommitAllOnceAsync(CancellationToken ct)
+    {
+        var committed = new List<Guid>();
+        foreach (var path in Files())
+        {
+            try
+            {
+                if (await CommitAsync(path, ct) is { } runId)
+                    committed.Add(runId);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                LogCommitFailed(e, Path.GetFileName(path));
+            }
+        }
+        return committed;
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                await _wake.WaitAsync(TimeSpan.FromSeconds(5), stoppingToken);
+                foreach (var path in Files())
+                    await _retry.ExecuteAsync(async token => await CommitAsync(path, token), stoppingToken);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception e)
+            {
+                LogCommitFailed(e, "journal");
+            }
+        }
+    }
+
+    /// <summary>
+    /// Commits one journaled run and deletes its file. A commit that succeeded although its caller saw an error is not repeated:
+    /// a stream that already ends in a terminal event is done, and events already in the stream are skipped.
+    /// </summary>
+    private async Task<Guid?> CommitAsync(string path, CancellationToken ct)
+    {
+        if (!File.Exists(path))
+            return null;
+        var name = Path.GetFileName(path);
+        if (name.IndexOf('.') < name.Length - ".json".Length && File.Exists(Path.Combine(Directory, name[..name.IndexOf('.')] + ".json")))
+            return null; // a later part waits for the run's first file
+        JsonObject entry;
+        try
+        {
+            await using var file = File.OpenRead(path);
+            entry = (await JsonNode.ParseAsync(file, cancellationToken: ct))!.AsObject();
+        }
+        catch (JsonException e)
+        {
+            // Torn by a crash before it was fsynced: the client was never answered from it; the run is abandoned at the next start.
+            LogUnreadable(e, path);
+            File.Move(path, path + ".unreadable", overwrite: true);
+            return null;
+        }
+
+        var runId = entry["runId"]!.GetValue<Guid>();
+        var serializer = _store.Options.Serializer();
+        var events = entry["events"]!.AsArray().Select(e =>
+        {
+            var json = e!["data"]!.ToJsonString();
+            using var bytes = new MemoryStream(Encoding.UTF8.GetBytes(json));
+            return serializer.FromJson(Types[e["type"]!.GetValue<string>()], bytes);
+        }).ToList();
+
+        var context = new WriteContext(entry["user"]!.GetValue<string>(), entry["correlationId"]?.GetValue<string>(),
+            entry["causationId"]?.GetValue<string>(), entry["tenant"]?.GetValue<string>());
+        await using (var session = _store.QuerySession())
+        {
+            var existing = await session.Events.FetchStreamAsync(runId, token: ct);
+            var ended = existing.Any(e => EventCatalog.Terminal.Contains(e.EventTypeName));
+            var present = existing.Select(e => serializer.ToJson(e.Data)).ToHashSet();
+            events = events.Where(e => !present.Contains(serializer.ToJson(e)) && !(ended && EventCatalog.Terminal.Contains(EventCatalog.NameOf(e)))).ToList();
+        }
+        if (events.Count > 0)
+        {
+            var stream = await RunStream.ResumeAsync(_store, runId, context, ct);
+            await stream.AppendAsync(events, ct);
+            _feed.Recorded(runId, stream.Version - events.Count + 1, events);
+        }
+        File.Delete(path);
+        LogCommitted(runId, events.Count);
+        return runId;
+    }
+
+    private IEnumerable<string> Files() =>
+        System.IO.Directory.Exists(Directory) ? System.IO.Directory.GetFiles(Directory, "*.json").Order(StringComparer.Ordinal) : [];
+
+    private string PathOf(Guid runId) => Path.Combine(Directory, runId.ToString("D") + ".json");
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Run {RunId}: committed {Count} journaled events")]
+    private partial void LogCommitted(Guid runId, int count);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Committing journaled outcome {File} failed; it stays in the journal")]
+    private partial void LogCommitFailed(Exception e, string file);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The audit store still refuses journaled outcomes (attempt {Attempt}); retrying")]
+    private partial void LogStillWaiting(Exception? e, int attempt);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Journal file {Path} is unreadable; set aside")]
+    private partial void LogUnreadable(Exception e, string path);
+}

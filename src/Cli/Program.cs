@@ -1,0 +1,3 @@
+using Sandbox.Audited.Cli;
+
+return await CliApp.RunAsync(args, Console.Out, Console.Error);

@@ -1,0 +1,3 @@
+using Sandbox.Audited.Verifier;
+
+return VerifyCommand.Run(args, Console.Out);

@@ -1,0 +1,161 @@
+using System.Globalization;
+using Sandbox.Audited.Domain.Hashing;
+
+namespace Sandbox.Audited.Verifier;
+
+/// <summary>
+/// sbx-verify EXPORT [--checkpoint FILE]... [--key FILE]... [--inclusion FILE]... [--consistency FILE]...
+/// Exit codes: 0 every check passed; 1 a check failed (the record or a proof does not verify); 2 unusable input.
+/// </summary>
+public static class VerifyCommand
+{
+    public const int Verified = 0;
+    public const int NotVerified = 1;
+    public const int UnusableInput = 2;
+
+    private const string Usage = """
+        usage: sbx-verify EXPORT.ndjson [--checkpoint FILE]... [--key FILE]... [--inclusion FILE]... [--consistency FILE]...
+          EXPORT.ndjson     GET /v1/audit/export (no filters), "-" for standard input
+          --checkpoint F    a checkpoint (or the list) from GET /v1/audit/checkpoints
+          --key F           public key(s): PEM, or the JSON of GET /v1/audit/checkpoints/key; repeat for old keys
+          --inclusion F     inclusion proof(s), JSON
+          --consistency F   consistency proof(s), JSON
+        exit code: 0 verified, 1 not verified, 2 unusable input
+        """;
+
+    public static int Run(string[] args, TextWriter output)
+    {
+        string? export = null;
+        List<string> checkpointFiles = [], keyFiles = [], inclusionFiles = [], consistencyFiles = [];
+        for (var i = 0; i < args.Length; i++)
+        {
+            var list = args[i] switch
+            {
+                "--checkpoint" => checkpointFiles,
+                "--key" => keyFiles,
+                "--inclusion" => inclusionFiles,
+                "--consistency" => consistencyFiles,
+                _ => null,
+            };
+            if (list is not null && i + 1 < args.Length)
+                list.Add(args[++i]);
+            else if (args[i] is "-h" or "--help")
+            {
+                output.WriteLine(Usage);
+                return Verified;
+            }
+            else if (list is null && export is null && (!args[i].StartsWith("--", StringComparison.Ordinal) || args[i] == "-"))
+                export = args[i];
+            else
+                return Unusable(output, $"unexpected argument \"{args[i]}\"\n{Usage}");
+        }
+        if (export is null)
+            return Unusable(output, "no export given\n" + Usage);
+
+        using var keys = keyFiles.Count > 0 ? new CheckpointKeySet() : null;
+        OfflineVerifier verifier;
+        var checkpoints = new List<CheckpointHead>();
+        long lines = 0;
+        var streams = new HashSet<Guid>();
+        long? firstSequence = null, lastSequence = null;
+        string? tenant = null;
+        try
+        {
+            foreach (var file in checkpointFiles)
+                checkpoints.AddRange(Read(file, CheckpointHead.ParseAll));
+            var keyIds = keyFiles.SelectMany(file => Read(file, keys!.Add)).Distinct().ToList();
+            var inclusions = inclusionFiles.SelectMany(file => Read(file, ProofFiles.ParseInclusion)).ToList();
+            var consistencies = consistencyFiles.SelectMany(file => Read(file, ProofFiles.ParseConsistency)).ToList();
+            verifier = new OfflineVerifier(checkpoints, keys, inclusions, consistencies);
+
+            var bytes = export == "-" ? ReadAll(Console.OpenStandardInput()) : File.ReadAllBytes(export);
+            foreach (var line in Lines(bytes))
+            {
+                lines++;
+                if (line.IsEmpty)
+                    continue;
+                var e = ExportedEvent.Parse(line.Span, lines);
+                verifier.Add(e);
+                streams.Add(e.StreamId);
+                firstSequence ??= e.Sequence;
+                lastSequence = e.Sequence;
+                tenant ??= e.Tenant;
+            }
+
+            output.WriteLine("sbx-verify: offline verification of a Sandbox.Audited audit export");
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"  export       {export}: {streams.Count} streams, tenant \"{tenant}\", sequences {firstSequence}..{lastSequence}"));
+            foreach (var file in checkpointFiles)
+                output.WriteLine($"  checkpoint   {file}");
+            if (keyFiles.Count > 0)
+                output.WriteLine($"  keys         {string.Join(", ", keyFiles)}: {string.Join(", ", keyIds)}");
+            foreach (var file in inclusionFiles.Concat(consistencyFiles))
+                output.WriteLine($"  proof        {file}");
+        }
+        catch (Exception e) when (e is FormatException or IOException or UnauthorizedAccessException)
+        {
+            return Unusable(output, e.Message);
+        }
+
+        var checks = verifier.Complete();
+        output.WriteLine();
+        var width = checks.Max(c => c.Name.Length);
+        foreach (var check in checks)
+            output.WriteLine($"{(check.Passed ? "PASS" : "FAIL")}  {check.Name.PadRight(width)}  {check.Detail}");
+        output.WriteLine();
+        if (checkpoints.Count == 0)
+            output.WriteLine("NOTE  no checkpoint given: a whole run removed, or events removed at the end of a stream, leave no broken link;"
+                + " only a signed checkpoint (--checkpoint, --key) shows them.");
+        else if (keys is null)
+            output.WriteLine("NOTE  no public key given: checkpoint signatures were not checked, so the heads could have been made by anyone (--key).");
+
+        var failed = checks.Where(c => !c.Passed).ToList();
+        if (failed.Count == 0)
+        {
+            output.WriteLine($"VERIFIED: all {checks.Count} checks passed.");
+            return Verified;
+        }
+        output.WriteLine($"NOT VERIFIED: {failed.Count} of {checks.Count} checks failed; first: {failed[0].Name}: {failed[0].Detail}");
+        return NotVerified;
+    }
+
+    private static T Read<T>(string file, Func<string, T> parse)
+    {
+        try
+        {
+            return parse(File.ReadAllText(file));
+        }
+        catch (FormatException e)
+        {
+            throw new FormatException($"{file}: {e.Message}", e);
+        }
+    }
+
+    private static byte[] ReadAll(Stream stream)
+    {
+        using var memory = new MemoryStream();
+        stream.CopyTo(memory);
+        return memory.ToArray();
+    }
+
+    private static IEnumerable<ReadOnlyMemory<byte>> Lines(byte[] bytes)
+    {
+        var start = 0;
+        while (start < bytes.Length)
+        {
+            var end = Array.IndexOf(bytes, (byte)'\n', start);
+            if (end < 0) end = bytes.Length;
+            var length = end - start;
+            if (length > 0 && bytes[end - 1] == (byte)'\r') length--;
+            yield return bytes.AsMemory(start, length);
+            start = end + 1;
+        }
+    }
+
+    private static int Unusable(TextWriter output, string message)
+    {
+        output.WriteLine($"ERROR: {message}");
+        output.WriteLine("NOT VERIFIED: the input could not be read.");
+        return UnusableInput;
+    }
+}

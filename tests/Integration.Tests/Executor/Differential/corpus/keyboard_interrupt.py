@@ -1,0 +1,4 @@
+import atexit
+atexit.register(lambda: print('atexit ran'))
+print('working', flush=True)
+raise KeyboardInterrupt

@@ -1,0 +1,3 @@
+yes | head -n 3
+seq 1 5 | sort -r | tr '\n' ' '
+echo

@@ -1,0 +1,2 @@
+console.log('terminating myself');
+process.kill(process.pid, 'SIGTERM');

@@ -1,0 +1,2 @@
+echo terminating myself
+kill -TERM $$

@@ -1,0 +1,4 @@
+function where() {
+  return new Error('here').stack;
+}
+console.log(where());

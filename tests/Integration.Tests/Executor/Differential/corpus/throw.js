@@ -1,0 +1,7 @@
+function inner() {
+  throw new TypeError('bad thing');
+}
+function outer() {
+  inner();
+}
+outer();

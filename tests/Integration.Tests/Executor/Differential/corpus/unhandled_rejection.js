@@ -1,0 +1,4 @@
+async function fail() {
+  throw new Error('rejected');
+}
+fail();

@@ -1,0 +1,3 @@
+import warnings
+warnings.warn('this API is deprecated', DeprecationWarning, stacklevel=1)
+warnings.warn('something odd')

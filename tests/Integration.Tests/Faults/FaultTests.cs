@@ -1,0 +1,295 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net;
+using System.Text.Json.Nodes;
+using Docker.DotNet.Models;
+using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Tests.Executor;
+using Sandbox.Audited.Tests.Infrastructure;
+using Xunit.Abstractions;
+
+namespace Sandbox.Audited.Tests.Faults;
+
+/// <summary>
+/// The fault suite, short form: the real service as a process under load while PostgreSQL (a private cluster), the Docker
+/// engine (through a socket proxy the test cuts) or the service itself fails; then the invariants, read from the database
+/// and the engine. Each test prints its figures (requests by status, time to recover, peak memory).
+/// </summary>
+[Collection(FaultCollection.Name)]
+public sealed class FaultTests(ITestOutputHelper output) : IAsyncLifetime
+{
+    private readonly string _keyPath = Path.Combine(Path.GetTempPath(), "sbx-test-key-" + Guid.NewGuid().ToString("N") + ".pem");
+    private readonly string _journal = Path.Combine(Path.GetTempPath(), "sbx-journal-" + Guid.NewGuid().ToString("N")[..8]);
+    private readonly string _nodeId = "fault-" + Guid.NewGuid().ToString("N")[..8];
+    private readonly List<ServiceProcess> _processes = [];
+    private readonly List<IAsyncDisposable> _resources = [];
+    private readonly DateTimeOffset _since = DateTimeOffset.UtcNow.AddSeconds(-1);
+
+    public Task InitializeAsync()
+    {
+        DevelopmentKeys.Create(_keyPath);
+        return Task.CompletedTask;
+    }
+
+    [Fact]
+    public async Task OutcomesOfRunsCaughtByAPostgresOutageAreJournaledThenCommittedAndReadinessDrainsAtSigterm()
+    {
+        var postgres = await PrivatePostgres.StartAsync();
+        _resources.Add(postgres); // disposed after the database (reverse order)
+        var database = new TestDatabase(postgres.AdminConnection);
+        await database.CreateAsync();
+        _resources.Add(database);
+        var setup = new ServiceProcess.Setup(database, _keyPath, _nodeId);
+        var service = await StartAsync(setup);
+        await WaitReadyAsync(service);
+        using var runner = service.Client(setup.Token("olga", "tenant-faults", Roles.Runner));
+
+        // Runs of ~1 s, so that several are inside their sandboxes when the database stops.
+        var load = new Load(runner, new { language = "shell", code = "sleep 1; echo ok" });
+        var loading = load.RunAsync(clients: 4);
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        await postgres.StopAsync();
+        var down = Stopwatch.StartNew();
+        await Task.Delay(TimeSpan.FromSeconds(6));
+        await postgres.StartServerAsync();
+        var outage = down.Elapsed;
+        var back = Stopwatch.StartNew();
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        load.Stop();
+        await loading;
+
+        // Every journaled outcome reaches the database without a restart.
+        await Eventually.WaitUntilAsync(async () => (await GetReadinessAsync(service)).Str("checks.journal") == "empty",
+            () => "the journal never emptied:\n" + service.Log, TimeSpan.FromSeconds(60), pollMs: 200);
+        var recovered = back.Elapsed;
+        var recording = load.Answers.Where(a => a.Status == "recording").ToList();
+        foreach (var run in recording)
+        {
+            var (found, body) = await runner.GetJsonAsync($"/v1/runs/{run.RunId}");
+            Assert.Equal(HttpStatusCode.OK, found.StatusCode);
+            Assert.Equal("succeeded", body.Str("status"));
+            Assert.Equal("ok\n", body.Str("stdout.content"));
+        }
+
+        // SIGTERM with a run in flight: readiness turns 503 at once, the run still finishes.
+        var (accepted, slow) = await runner.RunAsync(new { language = "shell", code = "sleep 3; echo late", wait = false, limits = new { memoryMb = 64 } });
+        Assert.Equal(HttpStatusCode.Accepted, accepted.StatusCode);
+        await Task.Delay(500);
+        service.Terminate();
+        var drained = Stopwatch.StartNew();
+        await Eventually.WaitUntilAsync(async () => (await Anonymous(service).GetAsync("/readyz")).StatusCode == HttpStatusCode.ServiceUnavailable,
+            () => "readiness did not turn 503 after SIGTERM", TimeSpan.FromSeconds(2), pollMs: 20);
+        var drainedAfter = drained.Elapsed;
+        Assert.True(await service.WaitForExitAsync(TimeSpan.FromSeconds(40)), "the service did not exit after SIGTERM");
+        var lateStatus = await database.ScalarAsync<string>(
+            "SELECT data ->> 'status' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_completed'", Guid.Parse(slow.Str("runId")));
+
+        output.WriteLine($"PostgreSQL outage {outage.TotalSeconds:F1} s under 4 clients; requests by status: {FaultInvariants.Figures(load.Answers.Select(a => (a.Http, a.Status)))}");
+        output.WriteLine($"journaled (202 recording): {recording.Count}; journal committed {recovered.TotalSeconds:F2} s after PostgreSQL returned; readiness 503 {drainedAfter.TotalMilliseconds:F0} ms after SIGTERM");
+        Assert.DoesNotContain(load.Answers, a => a.Http >= 500 && a.Http != 503);
+        Assert.NotEmpty(recording);
+        Assert.All(recording, r => Assert.Equal(5, r.RetryAfter));
+        Assert.Equal("succeeded", lateStatus);
+        var violations = await FaultInvariants.CheckAsync(database, _nodeId, _since, ["tenant-faults"]);
+        Assert.True(violations.Count == 0, string.Join("\n", violations));
+    }
+
+    [Fact]
+    public async Task EngineAwayAndBackUnderLoadThenAKillMidRunLeaveATrueCompleteRecord()
+    {
+        var database = new TestDatabase();
+        await database.CreateAsync();
+        _resources.Add(database);
+        var engine = new DockerSocketProxy(Path.Combine(Path.GetTempPath(), "sbx-engine-" + Guid.NewGuid().ToString("N")[..8] + ".sock"));
+        _resources.Add(engine);
+        engine.Start();
+        var setup = new ServiceProcess.Setup(database, _keyPath, _nodeId);
+        var settings = new Dictionary<string, string> { ["Executor__DockerEndpoint"] = engine.Endpoint };
+        var service = await StartAsync(setup, settings);
+        await WaitReadyAsync(service);
+        await Eventually.WaitUntilAsync(async () => (await Containers.OfNodeAsync(_nodeId)).Count(c => c.State == "running") >= 3,
+            () => "the pool never filled", TimeSpan.FromSeconds(60), pollMs: 250);
+        using var runner = service.Client(setup.Token("pavel", "tenant-engine-fault", Roles.Runner));
+
+        var load = new Load(runner, new { language = "javascript", code = "console.log('ok')" }, new { language = "shell", code = "echo ok" });
+        var loading = load.RunAsync(clients: 3);
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        await engine.StopAsync(); // every attach stream of the pooled sandboxes breaks, as when dockerd restarts
+        await Task.Delay(TimeSpan.FromSeconds(4));
+        engine.Start();
+        var back = DateTimeOffset.UtcNow;
+        await Eventually.WaitUntilAsync(async () => (await Anonymous(service).GetAsync("/readyz")).StatusCode == HttpStatusCode.OK,
+            () => "not ready after the engine returned", TimeSpan.FromSeconds(30), pollMs: 100);
+        var readyAfter = DateTimeOffset.UtcNow - back;
+        await Task.Delay(TimeSpan.FromSeconds(5));
+        load.Stop();
+        await loading;
+
+        // Once the engine is back, no run is handed a dead pooled sandbox: every run started afterwards succeeds.
+        var after = load.Answers.Where(a => a.SentAt > back + readyAfter).ToList();
+        output.WriteLine($"engine away 4 s under 3 clients; requests by status: {FaultInvariants.Figures(load.Answers.Select(a => (a.Http, a.Status)))}; " +
+            $"ready {readyAfter.TotalSeconds:F2} s after it returned; after that: {FaultInvariants.Figures(after.Select(a => (a.Http, a.Status)))}");
+        Assert.NotEmpty(after);
+        Assert.All(after, a => Assert.Equal((200, "succeeded"), (a.Http, a.Status)));
+        Assert.Contains("is dead", service.Log);
+
+        // kill -9 mid-run; the next process sweeps the container, records its removal and the run's true end.
+        var (accepted, body) = await runner.RunAsync(new { language = "shell", code = "echo started; sleep 60", wait = false, limits = new { memoryMb = 64, timeoutMs = 60000 } });
+        Assert.Equal(HttpStatusCode.Accepted, accepted.StatusCode);
+        var runId = Guid.Parse(body.Str("runId"));
+        await Eventually.WaitUntilAsync(async () => (await runner.GetJsonAsync($"/v1/runs/{runId}")).Body.Str("status") == "running",
+            () => "the run never ran", TimeSpan.FromSeconds(30), pollMs: 100);
+        await service.CrashAsync();
+        var second = await StartAsync(setup, settings);
+        var events = await EventTypesAsync(database, runId);
+        Assert.Equal("run_abandoned", events.Last(t => t != "sandbox_removed"));
+        Assert.Contains("sandbox_removed", events);
+        Assert.Equal("swept_at_startup", await database.ScalarAsync<string>(
+            "SELECT data ->> 'how' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'sandbox_removed'", runId));
+
+        second.Terminate();
+        Assert.True(await second.WaitForExitAsync(TimeSpan.FromSeconds(40)), "the service did not exit after SIGTERM");
+        var violations = await FaultInvariants.CheckAsync(database, _nodeId, _since, ["tenant-engine-fault"]);
+        Assert.True(violations.Count == 0, string.Join("\n", violations));
+    }
+
+    [Fact]
+    public async Task LargeOutputsAreStoredOnceAndPeakMemoryStaysBounded()
+    {
+        var database = new TestDatabase();
+        await database.CreateAsync();
+        _resources.Add(database);
+        var setup = new ServiceProcess.Setup(database, _keyPath, _nodeId);
+        // The default bundle with the runners' output limit raised to the ceiling (4 MiB per stream).
+        var policies = Path.Combine(_journal, "policies");
+        Directory.CreateDirectory(Path.Combine(policies, "tests"));
+        foreach (var file in Directory.GetFiles(Path.Combine(TestEnvironment.RepoRoot, "policies"), "*.yaml", SearchOption.AllDirectories))
+            File.WriteAllText(Path.Combine(policies, Path.GetRelativePath(Path.Combine(TestEnvironment.RepoRoot, "policies"), file)),
+                File.ReadAllText(file).Replace("outputBytes: 1048576", "outputBytes: 4194304", StringComparison.Ordinal));
+        var service = await StartAsync(setup, new Dictionary<string, string>
+        {
+            ["Admission__MaxConcurrentRuns"] = "10", ["Admission__MaxConcurrentRunsPerTenant"] = "10", ["Executor__PoolSizePerLanguage"] = "0",
+            ["Policies__Directory"] = policies,
+        });
+        await WaitReadyAsync(service);
+        using var runner = service.Client(setup.Token("rosa", "tenant-large", Roles.Runner));
+        const string sql = "SELECT pg_total_relation_size('sandbox.mt_events') + pg_total_relation_size('sandbox.mt_doc_runsummaryview')";
+        await database.ExecuteAsync("VACUUM FULL sandbox.mt_events");
+        var before = await database.ScalarAsync<long>(sql);
+
+        // Two rounds of 10 runs at once, each writing 4 MiB to stdout and 4 MiB to stderr (random, so PostgreSQL cannot compress it away).
+        var code = "import base64, os, sys\nd = base64.b64encode(os.urandom(3145728))\nsys.stdout.buffer.write(d); sys.stdout.flush(); sys.stderr.buffer.write(d)";
+        var statuses = new List<string>();
+        for (var round = 0; round < 2; round++)
+        {
+            var runs = await Task.WhenAll(Enumerable.Range(0, 10).Select(_ => runner.RunAsync(new
+            {
+                language = "python", code, limits = new { outputBytes = 4194304, timeoutMs = 30000 },
+            })));
+            statuses.AddRange(runs.Select(r => $"{(int)r.Response.StatusCode} {r.Body.Str("status")} {r.Body.Str("stdout.bytes")}"));
+        }
+        var peakKb = PeakRssKb(service.Pid);
+        await Task.Delay(2000); // removals and their SandboxRemoved
+        var after = await database.ScalarAsync<long>(sql);
+        var recorded = 20L * 2 * 4194304;
+
+        output.WriteLine($"20 runs x 2 streams x 4 MiB: {string.Join(", ", statuses.GroupBy(s => s).Select(g => $"{g.Key}: {g.Count()}"))}");
+        output.WriteLine($"database grew {(after - before) / 1048576.0:F1} MiB for {recorded / 1048576.0:F0} MiB of output ({(double)(after - before) / recorded:F2}x); peak RSS {peakKb / 1024.0:F0} MB");
+        Assert.All(statuses, s => Assert.Equal("200 succeeded 4194304", s));
+        Assert.True(after - before < recorded * 1.5, $"output stored more than once: grew {after - before} bytes for {recorded}");
+        // The goal is 300 MB; measured here ≈735 MB (from ≈2.4 GB before the capture and recording were reworked). Until the
+        // remaining copies (the response's JSON writer buffers, Marten's serialization) are streamed, this guards against regressions.
+        Assert.True(peakKb <= 1024 * 1024, $"peak RSS {peakKb / 1024} MB exceeds the 1 GB regression bound");
+        service.Terminate();
+        await service.WaitForExitAsync(TimeSpan.FromSeconds(40));
+    }
+
+    private static long PeakRssKb(int pid) =>
+        long.Parse(File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith("VmHWM:", StringComparison.Ordinal))
+            .Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture);
+
+    private async Task<ServiceProcess> StartAsync(ServiceProcess.Setup setup, IDictionary<string, string>? settings = null)
+    {
+        var all = new Dictionary<string, string> { ["Executor__JournalDirectory"] = _journal };
+        foreach (var (key, value) in settings ?? new Dictionary<string, string>())
+            all[key] = value;
+        var process = await ServiceProcess.StartAsync(setup, all);
+        _processes.Add(process);
+        return process;
+    }
+
+    private static HttpClient Anonymous(ServiceProcess service) => new() { BaseAddress = service.Address, Timeout = TimeSpan.FromSeconds(10) };
+
+    private static Task WaitReadyAsync(ServiceProcess service) =>
+        Eventually.WaitUntilAsync(async () => (await Anonymous(service).GetAsync("/readyz")).StatusCode == HttpStatusCode.OK,
+            () => "the service never turned ready:\n" + service.Log, TimeSpan.FromSeconds(60), pollMs: 200);
+
+    private static async Task<JsonNode> GetReadinessAsync(ServiceProcess service)
+    {
+        try
+        {
+            return (await Anonymous(service).GetJsonAsync("/readyz")).Body;
+        }
+        catch (HttpRequestException)
+        {
+            return new JsonObject();
+        }
+    }
+
+    private static async Task<List<string>> EventTypesAsync(TestDatabase database, Guid runId)
+    {
+        var types = await database.ScalarAsync<string>("SELECT string_agg(type, ',' ORDER BY version) FROM sandbox.mt_events WHERE stream_id = $1", runId);
+        return (types ?? "").Split(',').ToList();
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var process in _processes)
+            await process.DisposeAsync();
+        using (var docker = new Docker.DotNet.DockerClientConfiguration(new Uri("unix:///var/run/docker.sock")).CreateClient())
+            foreach (var container in await Containers.OfNodeAsync(_nodeId))
+                await docker.Containers.RemoveContainerAsync(container.ID, new ContainerRemoveParameters { Force = true });
+        _resources.Reverse();
+        foreach (var resource in _resources)
+            await resource.DisposeAsync();
+        File.Delete(_keyPath);
+        if (Directory.Exists(_journal))
+            Directory.Delete(_journal, recursive: true);
+    }
+
+    /// <summary>Clients that send runs back to back until stopped, keeping what each answer said.</summary>
+    private sealed class Load(HttpClient client, params object[] requests)
+    {
+        private readonly CancellationTokenSource _stop = new();
+
+        public ConcurrentBag<(DateTimeOffset SentAt, int Http, string Status, string RunId, int? RetryAfter)> Answers { get; } = [];
+
+        public void Stop() => _stop.Cancel();
+
+        public Task RunAsync(int clients) => Task.WhenAll(Enumerable.Range(0, clients).Select(async n =>
+        {
+            for (var i = n; !_stop.IsCancellationRequested; i++)
+            {
+                var sent = DateTimeOffset.UtcNow;
+                try
+                {
+                    var (response, body) = await client.RunAsync(requests[i % requests.Length]);
+                    Answers.Add((sent, (int)response.StatusCode, body["type"] is not null ? body.Str("type") : body.Str("status"), body.Str("runId"),
+                        (int?)response.Headers.RetryAfter?.Delta?.TotalSeconds));
+                    if (response.StatusCode is HttpStatusCode.ServiceUnavailable or HttpStatusCode.TooManyRequests)
+                        await Task.Delay(500);
+                }
+                catch (HttpRequestException e)
+                {
+                    Answers.Add((sent, 0, e.Message, "", null));
+                }
+            }
+        }));
+    }
+}
+
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class FaultCollection
+{
+    public const string Name = "faults";
+}
