@@ -110,8 +110,12 @@ CallbackSender.AddCallbacks(builder.Services, builder.Configuration);
 builder.Services.AddApiDocs();
 builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.Converters.Add(new System.Text.Json.Serialization.JsonStringEnumConverter()));
 
+// Behind a reverse proxy: X-Forwarded-For/-Proto from known proxies only (ForwardedHeaders:*), so the recorded client is real.
+builder.Services.AddForwardedHeadersFrom(builder.Configuration);
+
 var app = builder.Build();
 
+app.UseForwardedHeadersWhenConfigured();
 app.UseNoStoreForApi();
 app.UseExceptionHandler();
 app.UseStatusCodePages();

@@ -9,7 +9,7 @@ public static class ApiDocs
     public const string BearerScheme = "Bearer";
 
     public static IServiceCollection AddApiDocs(this IServiceCollection services) =>
-        services.AddOpenApi(options => options.AddDocumentTransformer((document, _, _) =>
+        services.AddOpenApi(options => ApiContract.AddTo(options.AddDocumentTransformer((document, _, _) =>
         {
             document.Info.Title = "Sandbox.Audited API";
             document.Info.Description = "Run untrusted code in locked-down containers with a tamper-evident audit record. Errors are RFC 9457 problem details.";
@@ -24,7 +24,7 @@ public static class ApiDocs
             };
             document.Security = [new OpenApiSecurityRequirement { [new OpenApiSecuritySchemeReference(BearerScheme, document)] = [] }];
             return Task.CompletedTask;
-        }));
+        })));
 
     public static void MapApiDocs(this WebApplication app)
     {

@@ -173,10 +173,11 @@ public sealed partial class OutcomeJournal : BackgroundService
 
         var context = new WriteContext(entry["user"]!.GetValue<string>(), entry["correlationId"]?.GetValue<string>(),
             entry["causationId"]?.GetValue<string>(), entry["tenant"]?.GetValue<string>());
+        bool ended;
         await using (var session = _store.QuerySession())
         {
             var existing = await session.Events.FetchStreamAsync(runId, token: ct);
-            var ended = existing.Any(e => EventCatalog.Terminal.Contains(e.EventTypeName));
+            ended = existing.Any(e => EventCatalog.Terminal.Contains(e.EventTypeName));
             var present = existing.Select(e => serializer.ToJson(e.Data)).ToHashSet();
             events = events.Where(e => !present.Contains(serializer.ToJson(e)) && !(ended && EventCatalog.Terminal.Contains(EventCatalog.NameOf(e)))).ToList();
         }
@@ -184,7 +185,8 @@ public sealed partial class OutcomeJournal : BackgroundService
         {
             var stream = await RunStream.ResumeAsync(_store, runId, context, ct);
             await stream.AppendAsync(events, ct);
-            _feed.Recorded(runId, stream.Version - events.Count + 1, events);
+            if (!ended)
+                _feed.Recorded(runId, stream.Version - events.Count + 1, events); // a run already ended is no longer live
         }
         File.Delete(path);
         LogCommitted(runId, events.Count);

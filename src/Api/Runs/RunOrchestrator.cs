@@ -259,7 +259,11 @@ public sealed partial class RunOrchestrator(
         {
             try
             {
-                await AppendAsync(run, events, CancellationToken.None);
+                // After the terminal event the live feed has closed the run: a later removal is recorded, not broadcast.
+                if (part is null)
+                    await AppendAsync(run, events, CancellationToken.None);
+                else
+                    await run.Stream.AppendAsync(events, CancellationToken.None);
                 return;
             }
             catch (Exception e)

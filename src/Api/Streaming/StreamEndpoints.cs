@@ -40,7 +40,8 @@ public static class StreamEndpoints
 
         // Subscribe before reading the store, so that nothing falls between the replay and the live items.
         var subscription = feed.Subscribe(id);
-        http.Response.RegisterForDispose(subscription ?? (IDisposable)new NoSubscription());
+        if (subscription is not null)
+            http.Response.RegisterForDispose(subscription);
         var (events, summary) = await LoadAsync(store, id, 0, ct);
         var caller = http.User.ToCaller();
         if (events.Count == 0 || caller.Tenant != summary.Tenant || caller.Subject != summary.Subject)
@@ -167,13 +168,6 @@ public static class StreamEndpoints
         catch (DecoderFallbackException)
         {
             return JsonSerializer.Serialize(new { bytes = bytes.Length, base64 = Convert.ToBase64String(bytes) }, Json);
-        }
-    }
-
-    private sealed class NoSubscription : IDisposable
-    {
-        public void Dispose()
-        {
         }
     }
 }

@@ -42,10 +42,13 @@ public sealed class AuditTree(NpgsqlDataSource database)
             {
                 var edge = await NodesAsync(connection, tx, tenant, TreeProofs.PerfectSubtrees(new LeafRange(0, size)), ct);
                 var tree = new CompactRange(size, id => edge[id]);
+                // The new events first (a range of the primary key), then their owners: O(new events), never a walk
+                // over every stream of the tenant, which the planner may otherwise prefer.
                 await using var source = database.CreateCommand($"""
+                    WITH e AS MATERIALIZED (SELECT seq_id, stream_id, version, headers FROM sandbox.mt_events WHERE seq_id > @from AND seq_id <= @to)
                     SELECT e.seq_id, e.stream_id, e.version, e.headers ->> 'hash'
-                    FROM sandbox.mt_events e {AuditQueries.StreamOwner}
-                    WHERE {AuditQueries.OwnedBy} AND e.seq_id > @from AND e.seq_id <= @to
+                    FROM e {AuditQueries.StreamOwner}
+                    WHERE {AuditQueries.OwnedBy}
                     ORDER BY e.seq_id
                     """);
                 source.CommandTimeout = 0;
@@ -74,11 +77,12 @@ public sealed class AuditTree(NpgsqlDataSource database)
     /// <summary>The number of the tenant's stored leaves up to a sequence.</summary>
     public async Task<long> SizeAtAsync(string tenant, long sequence, CancellationToken ct)
     {
+        // Leaf indexes grow with sequences, so the last leaf at or below it is one step back along (tenant, seq_id).
         await using var command = database.CreateCommand(
-            "SELECT COALESCE(max(leaf_index) + 1, 0) FROM sandbox.audit_tree_leaves WHERE tenant = $1 AND seq_id <= $2");
+            "SELECT leaf_index + 1 FROM sandbox.audit_tree_leaves WHERE tenant = $1 AND seq_id <= $2 ORDER BY seq_id DESC LIMIT 1");
         command.Parameters.AddWithValue(tenant);
         command.Parameters.AddWithValue(sequence);
-        return (long)(await command.ExecuteScalarAsync(ct))!;
+        return await command.ExecuteScalarAsync(ct) is long size ? size : 0;
     }
 
     /// <summary>How many leaves the tenant's stored tree has.</summary>

@@ -1,5 +1,4 @@
 using System.Security.Cryptography;
-using System.Text;
 using Sandbox.Audited.Domain.Hashing;
 
 namespace Sandbox.Audited.Audit.Trail;
@@ -42,8 +41,7 @@ public sealed class CheckpointSigner : IDisposable
     public string? KeyId { get; }
 
     /// <summary>What is signed: the UTF-8 of these five lines, each ended by "\n".</summary>
-    public static byte[] SignedText(string tenant, TreeHead head) => Encoding.UTF8.GetBytes(FormattableString.Invariant(
-        $"sandbox-audited checkpoint v1\n{tenant}\n{head.ToSequence}\n{head.TreeSize}\n{head.RootHash}\n"));
+    public static byte[] SignedText(string tenant, TreeHead head) => CheckpointHead.SignedText(tenant, head.ToSequence, head.TreeSize, head.RootHash);
 
     public string? Sign(string tenant, TreeHead head) =>
         _key is null ? null : Convert.ToBase64String(_key.SignData(SignedText(tenant, head), HashAlgorithmName.SHA256));

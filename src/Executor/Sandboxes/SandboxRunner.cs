@@ -91,6 +91,11 @@ public sealed partial class SandboxRunner(DockerEngine docker, IOptions<Executor
         catch (Exception e)
         {
             LogInspectFailed(e, sandbox.ContainerId);
+            // Neither the supervisor nor the engine can say how the program ended (the engine is away): an infrastructure
+            // failure, never reported as the program's own failure.
+            if (!timedOut)
+                throw new SandboxException("The sandbox's stream ended without an exit report and the engine could not be asked how it ended: "
+                    + e.GetBaseException().Message, e);
         }
         var exit = new ExitReport(
             ExitCode: timedOut ? null : exitCode, Signal: timedOut ? 9 : null, TimedOut: timedOut, OomKilled: oom, PidsLimitHit: false,

@@ -19,6 +19,9 @@ public sealed class ContractFixture : ServiceFixture
 
     public string BaseUrl => Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
 
+    // As behind a reverse proxy on the same host: X-Forwarded-For from loopback is trusted.
+    protected override IDictionary<string, string?> Settings => new Dictionary<string, string?> { ["ForwardedHeaders:Enabled"] = "true" };
+
     protected override void ConfigureFactory(WebApplicationFactory<Program> factory) =>
         factory.UseKestrel(kestrel => kestrel.Listen(IPAddress.Loopback, 0));
 

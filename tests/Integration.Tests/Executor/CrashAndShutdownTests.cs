@@ -54,9 +54,12 @@ public sealed class CrashAndShutdownTests : IAsyncLifetime
         Assert.Equal("abandoned", run.Str("status"));
         Assert.Contains("in flight", run.Str("reason"));
         var types = events.AsArray().Select(e => e!.Str("type")).ToList();
-        Assert.Equal("run_abandoned", types[^1]);
+        Assert.Equal("run_abandoned", types.Last(t => t != "sandbox_removed"));
         Assert.Single(types, t => t is "run_completed" or "run_failed" or "run_abandoned");
-        Assert.Equal(_nodeId, events.AsArray()[^1]!.Str("data.node"));
+        Assert.Equal(_nodeId, events.AsArray().Last(e => e!.Str("type") == "run_abandoned")!.Str("data.node"));
+        // The start-up sweep removed its container, and says so on the run, after the abandonment.
+        Assert.Equal("run_abandoned", types[^2]);
+        Assert.Equal(("sandbox_removed", "swept_at_startup"), (types[^1], events.AsArray()[^1]!.Str("data.how")));
         // The sandbox that served the run was recorded while it ran, so the crashed run's history names it.
         Assert.Equal(["run_requested", "policy_evaluated", "sandbox_created", "sandbox_started", "run_abandoned"], types.Where(t => t != "sandbox_removed"));
 

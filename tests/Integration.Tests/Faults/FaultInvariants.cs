@@ -46,6 +46,15 @@ public static class FaultInvariants
             if (Guid.TryParse(run, out var runId) && !recorded.Contains($"{runId:D} {container}"))
                 violations.Add($"container {container[..12]} created for run {run} is not in its stream");
 
+        // Every container recorded on a run is recorded removed (after the engine confirmed it), once.
+        await foreach (var (stream, container) in RowsAsync<Guid, string>(data, """
+            SELECT c.stream_id, c.data ->> 'containerId' FROM sandbox.mt_events c
+            WHERE c.type = 'sandbox_created'
+              AND (SELECT count(*) FROM sandbox.mt_events r WHERE r.stream_id = c.stream_id AND r.type = 'sandbox_removed'
+                   AND r.data ->> 'containerId' = c.data ->> 'containerId') <> 1
+            """))
+            violations.Add($"run {stream}: container {container[..12]} is not recorded removed exactly once");
+
         // Every chain verifies.
         var verification = new ChainVerification(data);
         foreach (var tenant in tenants)

@@ -95,6 +95,45 @@ public sealed class FaultTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     [Fact]
+    public async Task AnOutcomeJournaledBeforeAKillIsCommittedAtRestartNotAbandoned()
+    {
+        var postgres = await PrivatePostgres.StartAsync();
+        _resources.Add(postgres);
+        var database = new TestDatabase(postgres.AdminConnection);
+        await database.CreateAsync();
+        _resources.Add(database);
+        var setup = new ServiceProcess.Setup(database, _keyPath, _nodeId);
+        var service = await StartAsync(setup);
+        await WaitReadyAsync(service);
+        using var runner = service.Client(setup.Token("quinn", "tenant-journal", Roles.Runner));
+
+        // Off the pool's profile: a cold sandbox labelled with the run, so the test sees when it runs (write-ahead committed).
+        var running = runner.RunAsync(new { language = "shell", code = "sleep 3; echo kept", limits = new { memoryMb = 64 } });
+        await Eventually.WaitUntilAsync(async () => (await Containers.OfNodeAsync(_nodeId)).Any(c =>
+                c.State == "running" && c.Labels.TryGetValue(Sandbox.Audited.Executor.Sandboxes.ContainerSpec.RunLabel, out var label) && Guid.TryParse(label, out _)),
+            () => "the run never got its sandbox", TimeSpan.FromSeconds(30), pollMs: 50);
+        await postgres.StopAsync();
+        var (response, run) = await running;
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        Assert.Equal("recording", run.Str("status"));
+        Assert.Equal("kept\n", run.Str("stdout.content"));
+        await service.CrashAsync(); // the outcome exists only in the journal now
+
+        await postgres.StartServerAsync();
+        var second = await StartAsync(setup);
+        var runId = Guid.Parse(run.Str("runId"));
+        var events = await EventTypesAsync(database, runId);
+        Assert.DoesNotContain("run_abandoned", events);
+        Assert.Equal("succeeded", await database.ScalarAsync<string>(
+            "SELECT data ->> 'status' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_completed'", runId));
+        second.Terminate();
+        Assert.True(await second.WaitForExitAsync(TimeSpan.FromSeconds(40)), "the service did not exit after SIGTERM");
+        Assert.Empty(Directory.GetFiles(Path.Combine(_journal, _nodeId), "*.json"));
+        var violations = await FaultInvariants.CheckAsync(database, _nodeId, _since, ["tenant-journal"]);
+        Assert.True(violations.Count == 0, string.Join("\n", violations));
+    }
+
+    [Fact]
     public async Task EngineAwayAndBackUnderLoadThenAKillMidRunLeaveATrueCompleteRecord()
     {
         var database = new TestDatabase();
@@ -130,6 +169,8 @@ public sealed class FaultTests(ITestOutputHelper output) : IAsyncLifetime
         output.WriteLine($"engine away 4 s under 3 clients; requests by status: {FaultInvariants.Figures(load.Answers.Select(a => (a.Http, a.Status)))}; " +
             $"ready {readyAfter.TotalSeconds:F2} s after it returned; after that: {FaultInvariants.Figures(after.Select(a => (a.Http, a.Status)))}");
         Assert.NotEmpty(after);
+        // These programs cannot fail by themselves: a run cut by the engine is an error of the service, never "failed".
+        Assert.DoesNotContain(load.Answers, a => a.Status == "failed");
         Assert.All(after, a => Assert.Equal((200, "succeeded"), (a.Http, a.Status)));
         Assert.Contains("is dead", service.Log);
 

@@ -31,7 +31,8 @@ public sealed class RunReadModelTests(ServiceFixture service)
             foreach (var run in runs)
             {
                 var events = await session.Events.FetchStreamAsync(run);
-                Assert.Equal(Json(RunSummary.Fold(run, events.Select(e => e.Data))), Json(summaries.Single(s => s.Id == run).Summary));
+                // The document is the fold of the events, except that output content is stored once: in its event only.
+                Assert.Equal(Json(RunSummary.Fold(run, events.Select(e => RunSummaryProjection.WithoutContent(e.Data)))), Json(summaries.Single(s => s.Id == run).Summary));
             }
         var ann = Assert.Single(statistics, s => s.Subject == "ann");
         Assert.Equal((2, 2, 1, 1), (ann.Runs, ann.Completed, ann.ByLanguage["python"], ann.ByStatus[RunStatus.Failed]));
