@@ -63,7 +63,7 @@ public sealed class Baselines(DockerClient docker, string image)
 
     private async Task<(double ToExit, double Total)> OneApiRunAsync()
     {
-        var profile = new SandboxProfile("python", 128, 1, 64, 16);
+        var profile = new SandboxProfile("python", 128, 1, 64, 16, "python", "standard");
         var parameters = ContainerSpec.Build(profile, image, "runc", "bench-baseline", "bench");
         parameters.Cmd = PrintOne;
         parameters.OpenStdin = false;

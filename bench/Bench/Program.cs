@@ -72,6 +72,28 @@ latencies.Add(Latency.Of("cold, 1 client", cold1.Select(s => s.Ms).ToList()));
 latencies.Add(Latency.Of("cold, 4 clients", cold4.Select(s => s.Ms).ToList()));
 figures["coldNotSucceeded"] = cold1.Concat(cold4).Count(s => s.Status != "succeeded");
 
+// Runtimes and isolation classes: gVisor (strong) and python-data (import pandas, read a CSV), next to the above.
+// Warm figures count pooled runs only: they need Executor__WarmPools__python__strong=1 and
+// Executor__WarmPools__python-data__standard=1 on the service; without them the series has 0 runs.
+const string PandasCsv = "import sys\nimport pandas as pd\ntable = pd.read_csv(sys.stdin)\nprint(int(table['amount'].sum()))";
+const string Csv = "name,amount\nrent,1200\nfood,345\ntravel,80\n";
+var runtimeSeries = new (string Name, object Request)[]
+{
+    ("python print(1), strong (gVisor)", new { language = "python", code = "print(1)", isolation = "strong" }),
+    ("python-data pandas CSV, standard", new { language = "python", runtime = "python-data", code = PandasCsv, stdin = Csv }),
+    ("python-data pandas CSV, strong (gVisor)", new { language = "python", runtime = "python-data", code = PandasCsv, stdin = Csv, isolation = "strong" }),
+};
+var runtimeRuns = quick ? 10 : 40;
+foreach (var (name, request) in runtimeSeries)
+{
+    Console.Error.WriteLine($"[bench] {name}: {runtimeRuns} warm and {runtimeRuns} cold runs");
+    var warmRuns = await warm.With(request).LatencyAsync(1, runtimeRuns, TimeSpan.FromMilliseconds(1500));
+    latencies.Add(Latency.Of($"warm, 1 client, {name} (pooled runs)", warmRuns.Where(s => s.FromPool).Select(s => s.Ms).ToList()));
+    var coldRuns = await cold.With(request).LatencyAsync(1, runtimeRuns, TimeSpan.Zero);
+    latencies.Add(Latency.Of($"cold, 1 client, {name}", coldRuns.Select(s => s.Ms).ToList()));
+    figures[$"notSucceeded: {name}"] = warmRuns.Concat(coldRuns).Count(s => s.Status != "succeeded");
+}
+
 Console.Error.WriteLine("[bench] baselines: docker run --rm, Docker API, bare interpreter");
 latencies.Add(Latency.Of("baseline: docker run --rm (CLI)", await baselines.DockerCliAsync(baselineRuns / 2)));
 var (apiToExit, apiWithRemove) = await baselines.DockerApiAsync(baselineRuns);
@@ -129,7 +151,7 @@ await File.WriteAllTextAsync(Path.Combine(outDir, "latest.json"), json);
 var md = new StringBuilder();
 md.AppendLine(CultureInfo.InvariantCulture, $"Measured {DateTimeOffset.UtcNow:yyyy-MM-dd HH:mm} UTC on {Environment.ProcessorCount} cores; .NET {Environment.Version}, Docker {dockerVersion}, PostgreSQL {postgresVersion}{(quick ? " (quick mode)" : "")}.");
 md.AppendLine();
-md.AppendLine("| series (python `print(1)`) | runs | p50 ms | p95 ms | p99 ms | mean ms |");
+md.AppendLine("| series (python `print(1)` in the standard class unless named) | runs | p50 ms | p95 ms | p99 ms | mean ms |");
 md.AppendLine("|---|---|---|---|---|---|");
 foreach (var l in latencies)
     md.AppendLine(l.Row());

@@ -7,15 +7,18 @@ namespace Sandbox.Audited.Bench;
 /// <summary>One run as the client saw it, with the server's own account of its phases (Server-Timing, ms).</summary>
 public sealed record RunSample(double Ms, bool FromPool, string Status, IReadOnlyDictionary<string, double> Phases);
 
-/// <summary>Drives the real service over HTTP with a real token, the way a client does.</summary>
-public sealed class ServiceLoad(HttpClient http)
+/// <summary>Drives the real service over HTTP with a real token, the way a client does; by default with python print(1).</summary>
+public sealed class ServiceLoad(HttpClient http, object? request = null)
 {
     private static readonly object PrintOne = new { language = "python", code = "print(1)" };
+
+    /// <summary>The same service driven with another request (another runtime or isolation class).</summary>
+    public ServiceLoad With(object other) => new(http, other);
 
     public async Task<RunSample> RunOnceAsync()
     {
         var watch = Stopwatch.StartNew();
-        using var response = await http.PostAsJsonAsync("/v1/runs", PrintOne);
+        using var response = await http.PostAsJsonAsync("/v1/runs", request ?? PrintOne);
         var body = JsonNode.Parse(await response.Content.ReadAsStringAsync());
         watch.Stop();
         var status = body?["status"]?.ToString() ?? $"http {(int)response.StatusCode}";

@@ -11,10 +11,12 @@ using Sandbox.Audited.Api.Idempotency;
 using Sandbox.Audited.Api.Metrics;
 using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Api.Runs;
+using Sandbox.Audited.Api.Runtimes;
 using Sandbox.Audited.Api.Web;
 using Sandbox.Audited.Api.Streaming;
 using Sandbox.Audited.Audit;
 using Sandbox.Audited.Audit.Policies;
+using Sandbox.Audited.Audit.Runtimes;
 using Sandbox.Audited.Audit.Logging;
 using Sandbox.Audited.Domain.Policies;
 using Sandbox.Audited.Executor;
@@ -59,6 +61,13 @@ builder.Services.AddSingleton<PolicyBundleStore>();
 builder.Services.AddSingleton<PolicyActivationLog>();
 builder.Services.AddSingleton<PolicyReloader>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<PolicyReloader>());
+
+// Runtimes: the catalogue (an invalid one stops start-up) and the images recorded with their SBOMs.
+builder.Services.Configure<RuntimeOptions>(builder.Configuration.GetSection(RuntimeOptions.Section));
+builder.Services.AddSingleton(sp => RuntimeCatalogueLoader.Load(sp.GetRequiredService<IOptions<RuntimeOptions>>().Value, builder.Environment.ContentRootPath));
+builder.Services.AddSingleton<RuntimeImageLog>();
+builder.Services.AddSingleton<RuntimeImageRegistry>();
+builder.Services.AddHostedService(sp => sp.GetRequiredService<RuntimeImageRegistry>());
 
 // Executor: Docker, sandboxes, warm pool, reaper.
 builder.Services.Configure<ExecutorOptions>(builder.Configuration.GetSection(ExecutorOptions.Section));

@@ -1,3 +1,5 @@
+using Sandbox.Audited.Domain.Runtimes;
+
 namespace Sandbox.Audited.Executor;
 
 public sealed class ExecutorOptions
@@ -9,19 +11,23 @@ public sealed class ExecutorOptions
 
     public string DockerEndpoint { get; set; } = "unix:///var/run/docker.sock";
 
-    /// <summary>OCI runtime: "runc" (default) or e.g. "runsc" for gVisor where it is installed.</summary>
+    /// <summary>OCI runtime of the "standard" isolation class: "runc" (default).</summary>
     public string Runtime { get; set; } = "runc";
 
-    /// <summary>Image per language; `sbx up` builds and tags them.</summary>
-    public Dictionary<string, string> Images { get; set; } = new()
-    {
-        ["python"] = "sbx-python:current",
-        ["javascript"] = "sbx-javascript:current",
-        ["shell"] = "sbx-shell:current",
-    };
+    /// <summary>OCI runtime of the "strong" isolation class: gVisor's runsc, registered with the engine by `sbx up`.</summary>
+    public string StrongRuntime { get; set; } = "runsc";
 
-    /// <summary>Started sandboxes kept ready per language; 0 disables the pool (every run is cold).</summary>
+    /// <summary>Image per runtime id where it is not sbx-&lt;id&gt;:current (what `sbx up` builds from the catalogue).</summary>
+    public Dictionary<string, string> Images { get; set; } = new();
+
+    /// <summary>
+    /// Started sandboxes kept ready for each lean runtime (python, javascript, shell) in the standard class, unless
+    /// WarmPools says otherwise; 0 disables those pools (every run is cold).
+    /// </summary>
     public int PoolSizePerLanguage { get; set; } = 2;
+
+    /// <summary>Warm sandboxes per runtime id and isolation class, e.g. WarmPools:python-data:strong = 1; an entry wins over the default above.</summary>
+    public Dictionary<string, Dictionary<string, int>> WarmPools { get; set; } = new();
 
     /// <summary>Extra time beyond the run's timeout before the service kills the container itself.</summary>
     public int BackstopGraceMs { get; set; } = 2000;
@@ -38,4 +44,13 @@ public sealed class ExecutorOptions
 
     /// <summary>Attempts to remove a container (1 s, 2 s, 4 s … 30 s apart) before the reaper takes it over.</summary>
     public int RemovalAttempts { get; set; } = 8;
+    public string ImageFor(string runtime) => Images.TryGetValue(runtime, out var image) ? image : $"sbx-{runtime}:current";
+
+    public string OciRuntimeFor(string isolation) => isolation == Isolation.Strong ? StrongRuntime : Runtime;
+
+    /// <summary>How many sandboxes to keep warm for a runtime and class; a pair nobody configured costs nothing.</summary>
+    public int PoolSizeFor(string runtime, string isolation) =>
+        WarmPools.TryGetValue(runtime, out var classes) && classes.TryGetValue(isolation, out var size)
+            ? size
+            : isolation == Isolation.Standard && runtime is "python" or "javascript" or "shell" ? PoolSizePerLanguage : 0;
 }

@@ -48,7 +48,7 @@ public static class MetricsEndpoints
         var admission = app.Services.GetRequiredService<Admission>();
         var pool = app.Services.GetRequiredService<SandboxPool>();
         var feed = app.Services.GetRequiredService<RunFeed>();
-        app.Services.GetRequiredService<RunMetrics>().Watch(() => admission.Queued, () => admission.Running, pool.SizeOf, () => feed.Subscribers);
+        app.Services.GetRequiredService<RunMetrics>().Watch(() => admission.Queued, () => admission.Running, language => pool.SizeOf(language, Domain.Runtimes.Isolation.Standard), () => feed.Subscribers);
         app.MapPrometheusScrapingEndpoint("/metrics").AllowAnonymous();
     }
 }

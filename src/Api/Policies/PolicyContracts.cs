@@ -11,9 +11,11 @@ public sealed record DecisionView(
     IReadOnlyList<string> RuleIds,
     RunLimits Limits,
     IReadOnlyList<string> Findings,
-    IReadOnlyList<string> Reasons)
+    IReadOnlyList<string> Reasons,
+    string? Runtime,
+    string? Isolation)
 {
-    public static DecisionView From(PolicyDecision d) => new(d.Decision, d.BundleDigest, d.RuleIds, d.Limits, d.Findings, d.Reasons);
+    public static DecisionView From(PolicyDecision d) => new(d.Decision, d.BundleDigest, d.RuleIds, d.Limits, d.Findings, d.Reasons, d.Runtime, d.Isolation);
 }
 
 public sealed record PolicyFileView(string Path, string Sha256);
@@ -63,7 +65,9 @@ public sealed record EvaluateRequest(
     int? ArgCount = null,
     int? FileCount = null,
     long? StdinBytes = null,
-    string? Digest = null);
+    string? Digest = null,
+    string? Runtime = null,
+    string? Isolation = null);
 
 /// <summary>POST /v1/policies/reload: what the reload did.</summary>
 public sealed record ReloadView(string Outcome, string ActiveDigest, string? PreviousDigest);

@@ -57,6 +57,8 @@ public static class PolicyEndpoints
     {
         var caller = http.User.ToCaller();
         var errors = Validate(body, out var language, out var classification);
+        if (body.Isolation is { } asked && Domain.Runtimes.Isolation.Canonical(asked) is null)
+            errors.Add($"Unknown isolation '{asked}': use one of {string.Join(", ", Domain.Runtimes.Isolation.All)}.");
         if (errors.Count > 0)
             return Problem(400, Problems.InvalidRequest, "Invalid evaluation request", string.Join(" ", errors), errors);
 
@@ -73,7 +75,7 @@ public static class PolicyEndpoints
         var input = new PolicyInput(
             new Caller(body.Subject ?? caller.Subject, body.Tenant ?? caller.Tenant, body.Roles ?? caller.Roles),
             language!, classification!, body.Limits ?? RequestedLimits.None, code,
-            body.ArgCount ?? 0, body.FileCount ?? 0, body.StdinBytes ?? 0);
+            body.ArgCount ?? 0, body.FileCount ?? 0, body.StdinBytes ?? 0, body.Runtime, body.Isolation);
         var decision = bundle.Evaluate(input);
 
         // A dry run leaves no run behind; the access log is its only record.

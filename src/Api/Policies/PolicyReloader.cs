@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Options;
 using Sandbox.Audited.Audit.Policies;
 using Sandbox.Audited.Domain.Policies;
-using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Domain.Runtimes;
 using Sandbox.Audited.Executor;
 using Sandbox.Audited.Executor.Pool;
 using Sandbox.Audited.Executor.Sandboxes;
@@ -21,6 +21,7 @@ public sealed partial class PolicyReloader(
     PolicyHost host,
     PolicyActivationLog activations,
     SandboxPool pool,
+    RuntimeCatalogue catalogue,
     IOptions<PolicyOptions> options,
     IOptions<ExecutorOptions> executor,
     TimeProvider clock,
@@ -105,9 +106,9 @@ public sealed partial class PolicyReloader(
         }
     }
 
-    // The warm pool holds sandboxes sized for the active defaults; the one place that says which.
+    // The warm pool holds sandboxes sized for the active defaults, per runtime and class; the pool skips pairs sized 0.
     private void KeepPoolWarm(PolicyBundle bundle) =>
-        pool.KeepWarm(Languages.All.Select(l => SandboxProfile.For(l, bundle.Defaults)));
+        pool.KeepWarm(catalogue.All.SelectMany(r => Isolation.All.Select(c => SandboxProfile.For(r.Id, r.Language, c, bundle.Defaults))));
 
     private void OnChange(object sender, FileSystemEventArgs e)
     {

@@ -14,7 +14,9 @@ public sealed record RunRequestBody(
     RequestedLimits? Limits = null,
     string? Classification = null,
     bool? Wait = null,
-    string? CallbackUrl = null);
+    string? CallbackUrl = null,
+    string? Runtime = null,
+    string? Isolation = null);
 
 public sealed record OutputView(string Content, string Encoding, string Sha256, long Bytes, long ProducedBytes, bool Truncated);
 

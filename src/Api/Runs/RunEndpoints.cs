@@ -11,6 +11,7 @@ using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Audit.Trail;
 using Sandbox.Audited.Domain.Audit;
 using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Domain.Runtimes;
 
 namespace Sandbox.Audited.Api.Runs;
 
@@ -45,7 +46,8 @@ public static class RunEndpoints
 
     /// <summary>POST /v1/runs: where a run is admitted. Validation and authorization failures are recorded too.</summary>
     public static async Task<Results<Ok<RunView>, Accepted<RunView>, ProblemHttpResult>> CreateRun(
-        HttpContext http, RunOrchestrator orchestrator, IdempotencyStore idempotency, CallbackSender callbacks, IDocumentStore store, PolicyHost policies)
+        HttpContext http, RunOrchestrator orchestrator, IdempotencyStore idempotency, CallbackSender callbacks, IDocumentStore store, PolicyHost policies,
+        RuntimeCatalogue runtimes)
     {
         var caller = http.User.ToCaller();
         var client = RequestClient.Of(http);
@@ -69,7 +71,17 @@ public static class RunEndpoints
         }
 
         var (valid, rejection) = RunRequestValidation.Validate(
-            new RunRequest(body.Language, body.Code, body.Stdin, body.Args, body.Files, body.Limits, body.Classification), policies.Active.Ceilings);
+            new RunRequest(body.Language, body.Code, body.Stdin, body.Args, body.Files, body.Limits, body.Classification, body.Runtime, body.Isolation),
+            policies.Active.Ceilings);
+        // The catalogue is configuration, not request syntax: checked once the language is known.
+        if (valid is not null)
+        {
+            var (runtime, runtimeError) = runtimes.Resolve(valid.Language, valid.Runtime);
+            if (runtimeError is not null)
+                (valid, rejection) = (null, new Rejection(RejectionKind.Invalid, [runtimeError]));
+            else
+                valid = valid with { Runtime = runtime!.Id };
+        }
         if (valid is null)
         {
             var status = rejection!.Kind == RejectionKind.TooLarge ? 413 : 400;

@@ -3,11 +3,13 @@ using System.Diagnostics;
 using System.Text;
 using Marten;
 using Sandbox.Audited.Api.Policies;
+using Sandbox.Audited.Api.Runtimes;
 using Sandbox.Audited.Api.Streaming;
 using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Domain.Hashing;
 using Sandbox.Audited.Domain.Policies;
 using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Domain.Runtimes;
 using Sandbox.Audited.Executor;
 using Sandbox.Audited.Executor.Pool;
 using Sandbox.Audited.Executor.Sandboxes;
@@ -48,6 +50,7 @@ public sealed partial class RunOrchestrator(
     SandboxPool pool,
     SandboxRunner runner,
     SandboxFactory factory,
+    RuntimeImageRegistry images,
     IOptions<ExecutorOptions> executorOptions,
     TimeProvider clock,
     RunFeed feed,
@@ -99,15 +102,16 @@ public sealed partial class RunOrchestrator(
         var runId = Guid.CreateVersion7();
         var bundle = policies.Active;
         var decision = bundle.Evaluate(new PolicyInput(caller, request.Language, request.Classification, request.Limits,
-            request.Code, request.Args.Count, request.Files.Count, request.Stdin.Length));
+            request.Code, request.Args.Count, request.Files.Count, request.Stdin.Length, request.Runtime, request.Isolation));
         var now = clock.GetUtcNow();
         var events = new List<object>
         {
             new RunRequested(runId, caller, request.Language, request.Code, Sha256Hex.Of(request.Code), Encoding.UTF8.GetByteCount(request.Code),
                 Sha256Hex.Of(request.Stdin), request.Stdin.Length, request.Args,
                 request.Files.Select(f => new FileDigest(f.Name, Encoding.UTF8.GetByteCount(f.Content), Sha256Hex.Of(f.Content))).ToList(),
-                request.Limits, request.Classification, client, executorOptions.Value.NodeId, now),
-            new PolicyEvaluated(runId, decision.Decision, decision.BundleDigest, decision.RuleIds, decision.Limits, decision.Findings, decision.Reasons, now),
+                request.Limits, request.Classification, client, executorOptions.Value.NodeId, now, request.Runtime, request.Isolation),
+            new PolicyEvaluated(runId, decision.Decision, decision.BundleDigest, decision.RuleIds, decision.Limits, decision.Findings, decision.Reasons, now,
+                decision.Runtime, decision.Isolation),
         };
         if (!decision.Allowed)
             events.Add(new RunCompleted(runId, RunStatus.Denied, null, watch.ElapsedMilliseconds, string.Join(" ", decision.Reasons), now));
@@ -161,7 +165,9 @@ public sealed partial class RunOrchestrator(
             PreparedSandbox sandbox;
             try
             {
-                sandbox = await pool.AcquireAsync(SandboxProfile.For(run.Request.Language, run.Decision.Limits), runId, ct);
+                var profile = SandboxProfile.For(run.Decision.Runtime ?? run.Request.Language, run.Request.Language,
+                    run.Decision.Isolation ?? Isolation.Standard, run.Decision.Limits);
+                sandbox = await pool.AcquireAsync(profile, runId, ct);
                 run.Phases.SandboxReady();
                 feed.Running(runId, sandbox.ContainerId);
             }
@@ -191,7 +197,9 @@ public sealed partial class RunOrchestrator(
             // Which sandbox serves the run is recorded while the code runs, so that a crash mid-run leaves the container
             // in the history; a run that ends within AnnounceAfter records it with its outcome instead (one commit, not two
             // competing for the same 2 cores). Should the announcing commit fail, the facts go with the outcome too.
-            object[] sandboxEvents = [SandboxCreatedEvent(runId, sandbox), new SandboxStarted(runId, sandbox.ContainerId, sandbox.StartedAt)];
+            // Recorded once per image and then cached: the first run of a new image pays for its record, later ones do not.
+            var image = await images.TryRecordedAsync(sandbox.Profile.Runtime, sandbox.ImageId, ct);
+            object[] sandboxEvents = [SandboxCreatedEvent(runId, sandbox, image), new SandboxStarted(runId, sandbox.ContainerId, sandbox.StartedAt)];
             var execution = runner.RunAsync(sandbox, run.Request, run.Decision.Limits, chunk => feed.Output(runId, chunk), ct);
             var announced = AnnounceUnlessFinishedAsync(run, sandboxEvents, execution, ct);
             List<object> outcomeEvents;
@@ -288,9 +296,9 @@ public sealed partial class RunOrchestrator(
         }
     }
 
-    private SandboxCreated SandboxCreatedEvent(Guid runId, PreparedSandbox sandbox) =>
+    private SandboxCreated SandboxCreatedEvent(Guid runId, PreparedSandbox sandbox, RuntimeImageRecorded? image) =>
         new(runId, sandbox.ContainerId, sandbox.Image, sandbox.ImageId, executorOptions.Value.NodeId, sandbox.FromPool, sandbox.CreatedAt,
-            sandbox.Settings, clock.GetUtcNow());
+            sandbox.Settings, clock.GetUtcNow(), sandbox.Profile.Runtime, sandbox.Profile.Isolation, image?.LayerDigest, image?.SbomDigest);
 
     // Removal happens after the client has its answer; SandboxRemoved therefore follows the terminal event, and only once the
     // engine confirmed (or answered that the container is gone). A removal that keeps failing is left to the reaper, which records it.

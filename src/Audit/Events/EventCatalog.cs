@@ -27,6 +27,7 @@ public static class EventCatalog
         [typeof(Sandbox.Audited.Domain.Audit.CheckpointRecorded)] = "checkpoint_recorded",
         [typeof(Sandbox.Audited.Domain.Audit.TokenMinted)] = "token_minted",
         [typeof(Sandbox.Audited.Domain.Audit.AccessRefused)] = "access_refused",
+        [typeof(Sandbox.Audited.Domain.Runtimes.RuntimeImageRecorded)] = "runtime_image_recorded",
     };
 
     public static readonly IReadOnlySet<string> Terminal = new HashSet<string> { "run_completed", "run_failed", "run_abandoned" };

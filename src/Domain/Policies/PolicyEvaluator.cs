@@ -38,9 +38,11 @@ internal static class PolicyEvaluator
             var reasons = new List<string> { $"no permit rule matched: {Describe(input)}" }.Concat(findingReasons).ToList();
             return new PolicyDecision(Decision.Deny, bundle.Digest, [], limits, findingIds, reasons);
         }
+        var (isolation, isolationReasons) = GrantedIsolation(input.Isolation!, permits);
         var allowReasons = permits.Select(r => $"permitted by rule {r.Id}{Explain(r)}")
-            .Concat(clampReasons).Concat(findingReasons).ToList();
-        return new PolicyDecision(Decision.Allow, bundle.Digest, permits.Select(r => r.Id).ToList(), limits, findingIds, allowReasons);
+            .Concat(clampReasons).Concat(isolationReasons).Concat(findingReasons).ToList();
+        return new PolicyDecision(Decision.Allow, bundle.Digest, permits.Select(r => r.Id).ToList(), limits, findingIds, allowReasons,
+            input.Runtime, isolation);
     }
 
     public static bool Matches(RuleConditions when, PolicyInput input, IReadOnlyList<double> asked)
@@ -55,7 +57,8 @@ internal static class PolicyEvaluator
             && LimitField.All.Select((f, i) => f.Cap(when.LimitsAbove) is not { } min || asked[i] > min).All(x => x)
             && (when.ArgCountAbove is not { } args || input.ArgCount > args)
             && (when.FileCountAbove is not { } files || input.FileCount > files)
-            && (when.StdinBytesAbove is not { } stdin || input.StdinBytes > stdin);
+            && (when.StdinBytesAbove is not { } stdin || input.StdinBytes > stdin)
+            && AnyOrContains(when.Runtimes ?? [], input.Runtime!);
     }
 
     private static bool AnyOrContains(IReadOnlyList<string> allowed, string value) =>
@@ -85,6 +88,20 @@ internal static class PolicyEvaluator
         return (LimitField.ToRunLimits(values), reasons);
     }
 
+    // The strongest class any matching permit requires, never below what the request asked for.
+    private static (string Isolation, List<string> Reasons) GrantedIsolation(string requested, IReadOnlyList<PolicyRule> permits)
+    {
+        var granted = requested;
+        var reasons = new List<string>();
+        foreach (var rule in permits.Where(r => r.RequireIsolation is not null))
+        {
+            if (Runtimes.Isolation.Rank(rule.RequireIsolation!) > Runtimes.Isolation.Rank(requested))
+                reasons.Add($"isolation {requested} requested, raised to {rule.RequireIsolation} by rule {rule.Id}");
+            granted = Runtimes.Isolation.Stronger(granted, rule.RequireIsolation!);
+        }
+        return (granted, reasons);
+    }
+
     private sealed record FindingHit(PolicyRule Rule, string Reason);
 
     private static FindingHit? Scan(CompiledFinding finding, string code)
@@ -110,8 +127,9 @@ internal static class PolicyEvaluator
     private static string Describe(PolicyInput input)
     {
         var roles = input.Caller.Roles.Count == 0 ? "no roles" : $"roles [{string.Join(", ", input.Caller.Roles)}]";
+        var runtime = input.Runtime == input.Language ? "" : $" (runtime {input.Runtime})";
         return $"subject '{input.Caller.Subject}' of tenant '{input.Caller.Tenant}' with {roles} asked to run " +
-               $"{input.Language} on {input.Classification} data";
+               $"{input.Language}{runtime} on {input.Classification} data";
     }
 
     // Aliases and casing must not slip past a rule written with canonical names.
@@ -122,5 +140,7 @@ internal static class PolicyEvaluator
         Code = input.Code ?? "",
         Limits = input.Limits ?? RequestedLimits.None,
         Caller = input.Caller with { Roles = input.Caller.Roles ?? [] },
+        Runtime = string.IsNullOrWhiteSpace(input.Runtime) ? Languages.Canonical(input.Language) ?? input.Language : input.Runtime.Trim(),
+        Isolation = Runtimes.Isolation.Canonical(input.Isolation) ?? Runtimes.Isolation.Standard,
     };
 }

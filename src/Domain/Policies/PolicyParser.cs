@@ -23,12 +23,12 @@ internal static class PolicyParser
     private const RegexOptions FindingOptions = RegexOptions.NonBacktracking | RegexOptions.CultureInvariant;
 
     private static readonly string[] FileKeys = ["defaults", "ceilings", "rules", "findings"];
-    private static readonly string[] RuleKeys = ["id", "effect", "description", "when", "limits"];
+    private static readonly string[] RuleKeys = ["id", "effect", "description", "when", "limits", "requireIsolation"];
     private static readonly string[] FindingKeys = ["id", "description", "pattern", "action", "when"];
     private static readonly string[] WhenKeys =
     [
         "tenants", "subjects", "roles", "notRoles", "languages", "classifications",
-        "limitsAbove", "argCountAbove", "fileCountAbove", "stdinBytesAbove",
+        "limitsAbove", "argCountAbove", "fileCountAbove", "stdinBytesAbove", "runtimes",
     ];
 
     /// <summary>Parses files already sorted by path; throws <see cref="PolicyLoadException"/> listing every error.</summary>
@@ -151,10 +151,20 @@ internal static class PolicyParser
             limits = LimitField.ToCaps(reader.Limits(limitsNode, $"{what} limits"));
         }
 
+        string? isolation = null;
+        if (fields.TryGetValue("requireIsolation", out var isolationNode))
+        {
+            if (kind == RuleKind.Forbid)
+                reader.Error(isolationNode, $"{what}: only a permit can carry 'requireIsolation'");
+            else if (reader.String(isolationNode, $"{what} requireIsolation") is { } name
+                     && (isolation = Runtimes.Isolation.Canonical(name)) is null)
+                reader.Error(isolationNode, $"{what} requireIsolation must be one of {string.Join(", ", Runtimes.Isolation.All)}, not '{name}'");
+        }
+
         var when = fields.TryGetValue("when", out var whenNode) ? ParseWhen(reader, whenNode, what) : RuleConditions.Any;
         if (kind is null) return null;
         return (new PolicyRule(id.Id, kind.Value, Description(reader, fields, what), when, limits, null, null,
-            reader.File, (int)node.Start.Line), id.Node);
+            reader.File, (int)node.Start.Line, isolation), id.Node);
     }
 
     private static (PolicyRule Rule, YamlNode IdNode, Regex? Regex)? ParseFinding(YamlReader reader, YamlNode node)
@@ -227,6 +237,8 @@ internal static class PolicyParser
         static string? Class(string c) => Classification.All.Contains(c)
             ? null : $"unknown classification '{c}'; use one of {string.Join(", ", Classification.All)}";
         static string? Plain(string s) => s.Any(char.IsControl) ? "must not contain control characters" : null;
+        // The catalogue is not part of the bundle: a rule may name a runtime before it is installed.
+        static string? RuntimeId(string s) => YamlReader.IdSyntax().IsMatch(s) ? null : $"runtime '{s}' is not a runtime id";
 
         int? Count(string key) => fields.TryGetValue(key, out var n)
             ? (int?)reader.Integer(n, $"{what} when.{key}", 0, int.MaxValue) : null;
@@ -243,7 +255,8 @@ internal static class PolicyParser
             ArgCountAbove: Count("argCountAbove"),
             FileCountAbove: Count("fileCountAbove"),
             StdinBytesAbove: fields.TryGetValue("stdinBytesAbove", out var stdin)
-                ? reader.Integer(stdin, $"{what} when.stdinBytesAbove", 0) : null);
+                ? reader.Integer(stdin, $"{what} when.stdinBytesAbove", 0) : null,
+            Runtimes: List("runtimes", RuntimeId));
     }
 
     private static T? Fail<T>(YamlReader reader, YamlNode node, string message) where T : struct

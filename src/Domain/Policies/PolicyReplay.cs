@@ -9,10 +9,11 @@ public static class PolicyReplay
     /// <summary>Every PolicyInput field is recorded in RunRequested (args and files in full, stdin by size).</summary>
     public static PolicyInput InputOf(RunRequested request) => new(
         request.Caller, request.Language, request.Classification, request.Limits, request.Code,
-        request.Args.Count, request.Files.Count, request.StdinBytes);
+        request.Args.Count, request.Files.Count, request.StdinBytes, request.Runtime, request.Isolation);
 
     public static PolicyDecision DecisionOf(PolicyEvaluated evaluated) => new(
-        evaluated.Decision, evaluated.BundleDigest, evaluated.RuleIds, evaluated.Limits, evaluated.Findings, evaluated.Reasons);
+        evaluated.Decision, evaluated.BundleDigest, evaluated.RuleIds, evaluated.Limits, evaluated.Findings, evaluated.Reasons,
+        evaluated.Runtime, evaluated.Isolation);
 
     /// <summary>What differs between two decisions, one line per field; empty when they are the same.</summary>
     public static IReadOnlyList<string> Differences(PolicyDecision recorded, PolicyDecision replayed)
@@ -23,6 +24,12 @@ public static class PolicyReplay
         CompareList(differences, "ruleIds", recorded.RuleIds, replayed.RuleIds);
         CompareList(differences, "findings", recorded.Findings, replayed.Findings);
         CompareList(differences, "reasons", recorded.Reasons, replayed.Reasons);
+        // Recorded before runtimes existed: no runtime or class to compare.
+        if (recorded.Isolation is not null)
+        {
+            Compare(differences, "runtime", recorded.Runtime ?? "", replayed.Runtime ?? "");
+            Compare(differences, "isolation", recorded.Isolation, replayed.Isolation ?? "");
+        }
         foreach (var field in LimitField.All)
             Compare(differences, "limits." + field.Name, field.Format(field.Run(recorded.Limits)), field.Format(field.Run(replayed.Limits)));
         return differences;

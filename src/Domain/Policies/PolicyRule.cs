@@ -29,7 +29,8 @@ public sealed record RuleConditions(
     LimitCaps LimitsAbove,
     int? ArgCountAbove,
     int? FileCountAbove,
-    long? StdinBytesAbove)
+    long? StdinBytesAbove,
+    IReadOnlyList<string>? Runtimes = null)
 {
     public static readonly RuleConditions Any = new([], [], [], [], [], [], LimitCaps.None, null, null, null);
 }
@@ -44,7 +45,8 @@ public sealed record PolicyRule(
     string? Pattern,
     FindingAction? Action,
     string File,
-    int Line);
+    int Line,
+    string? RequireIsolation = null);
 
 /// <summary>A file of a bundle: path relative to the bundle directory, SHA-256 of its UTF-8 content, and the content.</summary>
 public sealed record PolicyFile(string Path, string Sha256, string Content);

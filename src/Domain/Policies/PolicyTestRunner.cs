@@ -11,7 +11,8 @@ public sealed record ExpectedDecision(
     IReadOnlyList<string> RuleIds,
     LimitCaps? Limits,
     IReadOnlyList<string>? Findings,
-    IReadOnlyList<string> ReasonsContaining);
+    IReadOnlyList<string> ReasonsContaining,
+    string? Isolation = null);
 
 public sealed record PolicyTestCase(string File, int Line, string Name, PolicyInput Input, ExpectedDecision Expect);
 
@@ -42,8 +43,8 @@ public static class PolicyTestRunner
     private static readonly string[] FileKeys = ["cases"];
     private static readonly string[] CaseKeys = ["name", "input", "expect"];
     private static readonly string[] InputKeys =
-        ["subject", "tenant", "roles", "language", "classification", "limits", "code", "argCount", "fileCount", "stdinBytes"];
-    private static readonly string[] ExpectKeys = ["decision", "ruleIds", "limits", "findings", "reasons"];
+        ["subject", "tenant", "roles", "language", "classification", "limits", "code", "argCount", "fileCount", "stdinBytes", "runtime", "isolation"];
+    private static readonly string[] ExpectKeys = ["decision", "ruleIds", "limits", "findings", "reasons", "isolation"];
 
     /// <summary>Loads the bundle in <paramref name="policiesDirectory"/> and runs the cases in its tests/ folder; never throws for bad policy or test files.</summary>
     public static PolicyTestResult RunDirectory(string policiesDirectory)
@@ -95,6 +96,8 @@ public static class PolicyTestRunner
             foreach (var field in LimitField.All)
                 if (field.Cap(limits) is { } want && want != field.Run(actual.Limits))
                     diffs.Add($"limits.{field.Name}: expected {field.Format(want)}, got {field.Format(field.Run(actual.Limits))}");
+        if (expect.Isolation is { } isolation && isolation != actual.Isolation)
+            diffs.Add($"isolation: expected {isolation}, got {actual.Isolation ?? "none (denied)"}");
         foreach (var text in expect.ReasonsContaining)
             if (!actual.Reasons.Any(r => r.Contains(text, StringComparison.Ordinal)))
                 diffs.Add($"reasons: expected one containing \"{text}\"");
@@ -189,7 +192,9 @@ public static class PolicyTestRunner
             code,
             Count("argCount"),
             Count("fileCount"),
-            f.TryGetValue("stdinBytes", out var stdin) ? reader.Integer(stdin, $"{what} input.stdinBytes", 0) ?? 0 : 0);
+            f.TryGetValue("stdinBytes", out var stdin) ? reader.Integer(stdin, $"{what} input.stdinBytes", 0) ?? 0 : 0,
+            f.TryGetValue("runtime", out var runtime) ? reader.String(runtime, $"{what} input.runtime") : null,
+            f.TryGetValue("isolation", out var isolation) ? reader.String(isolation, $"{what} input.isolation") : null);
     }
 
     private static ExpectedDecision? ParseExpect(YamlReader reader, YamlNode node, string what)
@@ -212,7 +217,8 @@ public static class PolicyTestRunner
             ruleIds,
             f.TryGetValue("limits", out var limits) ? LimitField.ToCaps(reader.Limits(limits, $"{what} expect.limits")) : null,
             f.TryGetValue("findings", out var findings) ? reader.Strings(findings, $"{what} expect.findings") : null,
-            f.TryGetValue("reasons", out var reasons) ? reader.Strings(reasons, $"{what} expect.reasons") : []);
+            f.TryGetValue("reasons", out var reasons) ? reader.Strings(reasons, $"{what} expect.reasons") : [],
+            f.TryGetValue("isolation", out var isolation) ? reader.String(isolation, $"{what} expect.isolation") : null);
     }
 
     private static YamlNode? Require(YamlReader reader, YamlNode parent, Dictionary<string, YamlNode> fields, string key, string what)

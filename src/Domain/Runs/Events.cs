@@ -28,7 +28,9 @@ public sealed record RunRequested(
     string Classification,
     ClientInfo Client,
     string Node,
-    DateTimeOffset At);
+    DateTimeOffset At,
+    string? Runtime = null,
+    string? Isolation = null);
 
 public sealed record RequestRejected(
     Guid RunId,
@@ -48,7 +50,9 @@ public sealed record PolicyEvaluated(
     RunLimits Limits,
     IReadOnlyList<string> Findings,
     IReadOnlyList<string> Reasons,
-    DateTimeOffset At);
+    DateTimeOffset At,
+    string? Runtime = null,
+    string? Isolation = null);
 
 public sealed record RunQueued(Guid RunId, int QueuePosition, DateTimeOffset At);
 
@@ -61,7 +65,11 @@ public sealed record SandboxCreated(
     bool FromPool,
     DateTimeOffset CreatedAt,
     SandboxSettings Settings,
-    DateTimeOffset At);
+    DateTimeOffset At,
+    string? RuntimeId = null,
+    string? Isolation = null,
+    string? LayerDigest = null,
+    string? SbomDigest = null);
 
 public sealed record SandboxStarted(Guid RunId, string ContainerId, DateTimeOffset At);
 

@@ -12,7 +12,9 @@ public sealed record RunRequest(
     IReadOnlyList<string>? Args = null,
     IReadOnlyList<RunFile>? Files = null,
     RequestedLimits? Limits = null,
-    string? Classification = null);
+    string? Classification = null,
+    string? Runtime = null,
+    string? Isolation = null);
 
 /// <summary>A request that passed validation: canonical language, sizes known, nothing missing.</summary>
 public sealed record ValidRunRequest(
@@ -22,7 +24,9 @@ public sealed record ValidRunRequest(
     IReadOnlyList<string> Args,
     IReadOnlyList<RunFile> Files,
     RequestedLimits Limits,
-    string Classification);
+    string Classification,
+    string? Runtime = null,
+    string Isolation = Runtimes.Isolation.Standard);
 
 public enum RejectionKind { Invalid, TooLarge }
 
@@ -112,6 +116,10 @@ public static class RunRequestValidation
         if (!Policies.Classification.All.Contains(classification))
             errors.Add($"Unknown classification '{request.Classification}': use one of {string.Join(", ", Policies.Classification.All)}.");
 
+        var isolation = Runtimes.Isolation.Canonical(request.Isolation ?? Runtimes.Isolation.Standard);
+        if (isolation is null)
+            errors.Add($"Unknown isolation '{request.Isolation}': use one of {string.Join(", ", Runtimes.Isolation.All)}.");
+
         var limits = request.Limits ?? RequestedLimits.None;
         errors.AddRange(LimitFloors.Problems(limits, ceilings));
 
@@ -121,7 +129,8 @@ public static class RunRequestValidation
         if (limits.Cpus is { } exact)
             limits = limits with { Cpus = LimitFloors.Hundredths(exact) };
         var cleanFiles = files.Select(f => new RunFile(f.Name, f.Content ?? "")).ToList();
-        return (new ValidRunRequest(language!, code, stdin, args.ToList(), cleanFiles, limits, classification), null);
+        return (new ValidRunRequest(language!, code, stdin, args.ToList(), cleanFiles, limits, classification,
+            string.IsNullOrWhiteSpace(request.Runtime) ? null : request.Runtime.Trim(), isolation!), null);
     }
 
     /// <summary>The first errors and a count of the rest, so a request with thousands of bad items gets a small answer.</summary>

@@ -32,6 +32,13 @@ public sealed partial class DockerEngine : IDisposable
         return $"{version.Version} (API {version.APIVersion})";
     }
 
+    /// <summary>The OCI runtimes the engine has registered (runc, and runsc once `sbx up` added it).</summary>
+    public async Task<IReadOnlyCollection<string>> OciRuntimesAsync(CancellationToken ct)
+    {
+        using var cts = Deadline(ct);
+        return (await _client.System.GetSystemInfoAsync(cts.Token)).Runtimes?.Keys.ToList() ?? [];
+    }
+
     public async Task<ImageInspectResponse> InspectImageAsync(string image, CancellationToken ct)
     {
         using var cts = Deadline(ct);

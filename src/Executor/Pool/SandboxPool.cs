@@ -8,9 +8,9 @@ using Sandbox.Audited.Executor.Sandboxes;
 namespace Sandbox.Audited.Executor.Pool;
 
 /// <summary>
-/// A bounded pool of fresh, started sandboxes per profile (language + container limits). A pooled sandbox
-/// serves exactly one run and is then destroyed; the pool refills in the background and is drained on
-/// shutdown. A run whose profile has no pool, or finds it empty, gets a cold sandbox instead.
+/// A bounded pool of fresh, started sandboxes per profile (runtime, isolation class and container limits), sized per
+/// runtime and class by configuration. A pooled sandbox serves exactly one run and is then destroyed; the pool refills
+/// in the background and is drained on shutdown. A run whose profile has no pool, or finds it empty, gets a cold one.
 /// </summary>
 public sealed partial class SandboxPool(
     SandboxFactory factory,
@@ -35,16 +35,15 @@ public sealed partial class SandboxPool(
     /// <summary>The containers waiting in the pool right now (each will serve one run, or be drained).</summary>
     public bool IsWarm(string containerId) => _warm.ContainsKey(containerId);
 
-    public int SizeOf(string language) => _pools.Where(p => p.Key.Language == language).Sum(p => p.Value.Reader.Count);
+    public int SizeOf(string runtime, string isolation) =>
+        _pools.Where(p => p.Key.Runtime == runtime && p.Key.Isolation == isolation).Sum(p => p.Value.Reader.Count);
 
     /// <summary>Which profiles to keep warm; called when the policy bundle (and so the default limits) changes.</summary>
     public void KeepWarm(IEnumerable<SandboxProfile> profiles)
     {
-        if (options.Value.PoolSizePerLanguage <= 0)
-            return;
-        var wanted = profiles.ToHashSet();
+        var wanted = profiles.Where(p => SizeFor(p) > 0).ToHashSet();
         foreach (var profile in wanted)
-            _pools.GetOrAdd(profile, _ => Channel.CreateBounded<PreparedSandbox>(options.Value.PoolSizePerLanguage));
+            _pools.GetOrAdd(profile, _ => Channel.CreateBounded<PreparedSandbox>(SizeFor(profile)));
         foreach (var stale in _pools.Keys.Where(k => !wanted.Contains(k)).ToList())
             if (_pools.TryRemove(stale, out var channel))
             {
@@ -155,7 +154,7 @@ public sealed partial class SandboxPool(
     {
         foreach (var (profile, channel) in _pools)
         {
-            while (_accepting && channel.Reader.Count < options.Value.PoolSizePerLanguage)
+            while (_accepting && channel.Reader.Count < SizeFor(profile))
             {
                 var sandbox = await factory.CreateAsync(profile, ContainerSpec.PooledRunId, ct);
                 sandbox.Reader.Watch();
@@ -191,6 +190,8 @@ public sealed partial class SandboxPool(
             await factory.DestroyAsync(sandbox.ContainerId, ct);
         }
     }
+
+    private int SizeFor(SandboxProfile profile) => options.Value.PoolSizeFor(profile.Runtime, profile.Isolation);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Pooled sandbox {ContainerId} is dead (engine restarted or container gone); discarded")]
     private partial void LogDiscarded(string containerId);

@@ -25,6 +25,11 @@ public static class ContainerSpec
 
     /// <summary>/dev/shm is small and fixed: enough for POSIX semaphores (multiprocessing locks), not a second /tmp.</summary>
     public const int ShmMb = 1;
+    /// <summary>
+    /// Under gVisor the container's pids cgroup also counts the sandbox kernel's own threads and its ptrace stub
+    /// processes (one per address space); without room for them a second process already fails (EAGAIN in the sentry).
+    /// </summary>
+    public const int StrongPidsFactor = 4;
 
     public static CreateContainerParameters Build(SandboxProfile profile, string image, string runtime, string node, string runLabel)
     {
@@ -60,7 +65,7 @@ public static class ContainerSpec
                 CapAdd = [],
                 SecurityOpt = ["no-new-privileges"],
                 Privileged = false,
-                PidsLimit = profile.Pids,
+                PidsLimit = profile.Isolation == Domain.Runtimes.Isolation.Strong ? profile.Pids * StrongPidsFactor : profile.Pids,
                 Memory = memory,
                 MemorySwap = memory,
                 NanoCPUs = (long)(profile.Cpus * 1_000_000_000),

@@ -36,23 +36,20 @@ public sealed partial class SandboxFactory(
         })
         .Build();
 
-    public string ImageFor(string language) =>
-        options.Value.Images.TryGetValue(language, out var image)
-            ? image
-            : throw new InvalidOperationException($"No runtime image is configured for '{language}'.");
+    public string ImageFor(string runtime) => options.Value.ImageFor(runtime);
 
     /// <summary>
-    /// The content id the language's tag names now. Looked up for every sandbox, which is then created from that id:
+    /// The content id the runtime's tag names now. Looked up for every sandbox, which is then created from that id:
     /// the id recorded in SandboxCreated is the image that ran, even if the tag is moved to a rebuilt image meanwhile.
     /// </summary>
-    public async Task<string> ImageIdAsync(string language, CancellationToken ct) =>
-        (await docker.InspectImageAsync(ImageFor(language), ct)).ID;
+    public async Task<string> ImageIdAsync(string runtime, CancellationToken ct) =>
+        (await docker.InspectImageAsync(ImageFor(runtime), ct)).ID;
 
     public async Task<PreparedSandbox> CreateAsync(SandboxProfile profile, string runLabel, CancellationToken ct)
     {
-        var image = ImageFor(profile.Language);
-        var imageId = await ImageIdAsync(profile.Language, ct);
-        var parameters = ContainerSpec.Build(profile, imageId, options.Value.Runtime, options.Value.NodeId, runLabel);
+        var image = ImageFor(profile.Runtime);
+        var imageId = await ImageIdAsync(profile.Runtime, ct);
+        var parameters = ContainerSpec.Build(profile, imageId, options.Value.OciRuntimeFor(profile.Isolation), options.Value.NodeId, runLabel);
         var createdAt = clock.GetUtcNow();
         // Not cancellable: the engine would create the container anyway and nobody would know its id to remove it.
         var id = await docker.CreateAsync(parameters, CancellationToken.None);

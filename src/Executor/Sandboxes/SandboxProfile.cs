@@ -3,11 +3,11 @@ using Sandbox.Audited.Domain.Runs;
 namespace Sandbox.Audited.Executor.Sandboxes;
 
 /// <summary>
-/// The container-level limits of a sandbox. Timeout and output caps are per run (sent to the
-/// supervisor), so a pooled sandbox fits any run whose profile equals the pool's.
+/// What a sandbox is made of: runtime image, isolation class and container-level limits. Timeout and output caps are
+/// per run (sent to the supervisor), so a pooled sandbox fits any run whose profile equals the pool's.
 /// </summary>
-public sealed record SandboxProfile(string Language, int MemoryMb, double Cpus, int Pids, int TmpfsMb)
+public sealed record SandboxProfile(string Language, int MemoryMb, double Cpus, int Pids, int TmpfsMb, string Runtime, string Isolation)
 {
-    public static SandboxProfile For(string language, RunLimits limits) =>
-        new(language, limits.MemoryMb, limits.Cpus, limits.Pids, limits.TmpfsMb);
+    public static SandboxProfile For(string runtime, string language, string isolation, RunLimits limits) =>
+        new(language, limits.MemoryMb, limits.Cpus, limits.Pids, limits.TmpfsMb, runtime, isolation);
 }

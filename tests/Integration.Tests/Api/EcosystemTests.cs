@@ -64,15 +64,18 @@ public sealed class EcosystemTests(ApiFixture service)
     }
 
     [Fact]
-    public async Task RuntimesListEachLanguageWithItsImageId()
+    public async Task RuntimesListTheCatalogueWithImageIdsAndIsolationClasses()
     {
         var (response, body) = await service.Client(service.Token("rhea", Tenant, "auditor")).GetJsonAsync("/v1/runtimes");
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         var runtimes = body.AsArray();
-        Assert.Equal(["python", "javascript", "shell"], runtimes.Select(r => r!.Str("language")));
+        Assert.Equal(["javascript", "python", "python-data", "shell"], runtimes.Select(r => r!.Str("id")));
+        Assert.Equal(["javascript", "python", "python", "shell"], runtimes.Select(r => r!.Str("language")));
         Assert.All(runtimes, r => Assert.StartsWith("sha256:", r!.Str("imageId")));
-        Assert.All(runtimes, r => Assert.StartsWith("sbx-", r!.Str("image")));
+        Assert.All(runtimes, r => Assert.Equal($"sbx-{r!.Str("id")}:current", r!.Str("image")));
+        Assert.All(runtimes, r => Assert.Equal(["standard", "strong"], r!["isolation"]!.AsArray().Select(c => c!.Str("name"))));
+        Assert.All(runtimes, r => Assert.Equal(["runc", "runsc"], r!["isolation"]!.AsArray().Select(c => c!.Str("ociRuntime"))));
     }
 
     [Fact]

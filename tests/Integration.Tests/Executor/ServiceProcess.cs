@@ -71,6 +71,7 @@ public sealed class ServiceProcess : IAsyncDisposable
             ["Auth__Audience"] = "sandbox-audited",
             ["Auth__DevelopmentKeyPath"] = setup.KeyPath,
             ["Policies__Directory"] = Path.Combine(TestEnvironment.RepoRoot, "policies"),
+            ["Runtimes__Directory"] = Path.Combine(TestEnvironment.RepoRoot, "runtimes"),
             ["Executor__NodeId"] = setup.NodeId,
             ["Executor__PoolSizePerLanguage"] = "1",
             ["Shutdown__GraceSeconds"] = "10",

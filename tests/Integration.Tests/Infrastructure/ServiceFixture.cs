@@ -55,6 +55,7 @@ public class ServiceFixture : IAsyncLifetime
             ["Auth:Audience"] = Auth.Audience,
             ["Auth:DevelopmentKeyPath"] = KeyPath,
             ["Policies:Directory"] = Path.Combine(TestEnvironment.RepoRoot, "policies"),
+            ["Runtimes:Directory"] = Path.Combine(TestEnvironment.RepoRoot, "runtimes"),
             ["Executor:NodeId"] = NodeId,
             ["Executor:PoolSizePerLanguage"] = "1",
             ["Shutdown:GraceSeconds"] = "5",

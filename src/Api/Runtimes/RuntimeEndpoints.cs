@@ -1,0 +1,106 @@
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.Options;
+using Sandbox.Audited.Audit.Runtimes;
+using Sandbox.Audited.Domain.Runtimes;
+using Sandbox.Audited.Executor;
+using Sandbox.Audited.Executor.Docker;
+using Sandbox.Audited.Executor.Pool;
+
+namespace Sandbox.Audited.Api.Runtimes;
+
+/// <summary>One isolation class of a runtime: whether the engine has its OCI runtime, and how many sandboxes wait warm.</summary>
+public sealed record IsolationView(string Name, string OciRuntime, bool Available, int WarmSandboxes);
+
+public sealed record RuntimeView(
+    string Id,
+    string Language,
+    string Description,
+    IReadOnlyList<string> Packages,
+    IReadOnlyList<IsolationView> Isolation,
+    string Image,
+    string? ImageId,
+    string? LayerDigest,
+    long? SizeBytes,
+    string? SbomDigest,
+    string? Sbom,
+    string? Error);
+
+public static class RuntimeEndpoints
+{
+    public static void MapRuntimes(this IEndpointRouteBuilder app)
+    {
+        var group = app.MapGroup("/v1/runtimes").RequireAuthorization().WithTags("Runtimes");
+        group.MapGet("/", List);
+        group.MapGet("/{id}/sbom", CurrentSbom);
+        group.MapGet("/sboms/{digest}", SbomByDigest);
+    }
+
+    /// <summary>GET /v1/runtimes (any authenticated caller): the catalogue with each runtime's current image, its digests and SBOM link.</summary>
+    public static async Task<Ok<List<RuntimeView>>> List(
+        RuntimeCatalogue catalogue, RuntimeImageRegistry images, DockerEngine docker, SandboxPool pool, IOptions<ExecutorOptions> executor, CancellationToken ct)
+    {
+        IReadOnlyCollection<string> engineRuntimes;
+        try
+        {
+            engineRuntimes = await docker.OciRuntimesAsync(ct);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            engineRuntimes = [];
+        }
+        var views = new List<RuntimeView>();
+        foreach (var runtime in catalogue.All)
+        {
+            var classes = Isolation.All.Select(c => new IsolationView(c, executor.Value.OciRuntimeFor(c),
+                engineRuntimes.Contains(executor.Value.OciRuntimeFor(c)), pool.SizeOf(runtime.Id, c))).ToList();
+            var image = executor.Value.ImageFor(runtime.Id);
+            try
+            {
+                var recorded = await images.CurrentAsync(runtime, ct);
+                views.Add(new RuntimeView(runtime.Id, runtime.Language, runtime.Description, runtime.Packages, classes, image,
+                    recorded.ImageId, recorded.LayerDigest, recorded.SizeBytes, recorded.SbomDigest,
+                    recorded.SbomDigest is null ? null : $"/v1/runtimes/{runtime.Id}/sbom", null));
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                views.Add(new RuntimeView(runtime.Id, runtime.Language, runtime.Description, runtime.Packages, classes, image,
+                    null, null, null, null, null, "image unavailable: " + e.GetBaseException().Message));
+            }
+        }
+        return TypedResults.Ok(views);
+    }
+
+    /// <summary>GET /v1/runtimes/{id}/sbom: the SPDX 2.3 JSON bill of materials of the runtime's current image.</summary>
+    public static async Task<Results<ContentHttpResult, ProblemHttpResult>> CurrentSbom(
+        string id, RuntimeCatalogue catalogue, RuntimeImageRegistry images, RuntimeImageLog log, CancellationToken ct)
+    {
+        if (catalogue.Find(id) is not { } runtime)
+            return Problem(404, "Runtime not found", $"No runtime '{id}'; the catalogue has: {string.Join(", ", catalogue.Ids)}.");
+        RuntimeImageRecorded recorded;
+        try
+        {
+            recorded = await images.CurrentAsync(runtime, ct);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            return Problem(503, "Runtime image unavailable", $"The image of runtime '{id}' cannot be inspected: {e.GetBaseException().Message}");
+        }
+        if (recorded.SbomDigest is null)
+            return Problem(404, "No bill of materials", $"Image {recorded.ImageId} of runtime '{id}' has no recorded SBOM; rebuild it with build-images.sh.");
+        return await Sbom(log, recorded.SbomDigest, ct);
+    }
+
+    /// <summary>GET /v1/runtimes/sboms/{digest}: any recorded SBOM by the digest an event names (sha256:…).</summary>
+    public static async Task<Results<ContentHttpResult, ProblemHttpResult>> SbomByDigest(string digest, RuntimeImageLog log, CancellationToken ct) =>
+        await Sbom(log, digest.ToLowerInvariant(), ct);
+
+    private static async Task<Results<ContentHttpResult, ProblemHttpResult>> Sbom(RuntimeImageLog log, string digest, CancellationToken ct)
+    {
+        if (await log.FindSbomAsync(digest, ct) is not { } sbom)
+            return Problem(404, "No bill of materials", $"No SBOM is stored under '{digest}'.");
+        return TypedResults.Content(sbom.Content, sbom.Format, System.Text.Encoding.UTF8);
+    }
+
+    private static ProblemHttpResult Problem(int status, string title, string detail) =>
+        TypedResults.Problem(Problems.Create(status, status == 404 ? Problems.NotFound : Problems.SandboxUnavailable, title, detail));
+}
