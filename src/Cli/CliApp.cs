@@ -34,6 +34,7 @@ public static class CliApp
         root.Subcommands.Add(ShowCommand(Client, stdout, stderr));
         root.Subcommands.Add(EventsCommand(Client, stdout, stderr));
         root.Subcommands.Add(ExportCommand(Client, stdout, stderr));
+        root.Subcommands.Add(VerifyCommandLine(stdout));
         return root;
     }
 
@@ -170,6 +171,18 @@ public static class CliApp
             await client(p).ExportAsync(target, p.GetValue(format)!, query, ct);
             return 0;
         }));
+        return command;
+    }
+
+    /// <summary>Offline: the same checks as sbx-verify (one implementation), on an export and what an auditor kept.</summary>
+    private static Command VerifyCommandLine(TextWriter stdout)
+    {
+        var command = new Command("verify", "Check an export offline: every hash (RFC 8785), chain link, signed checkpoint, Merkle "
+            + "root and RFC 9162 proof; needs no service. Arguments as sbx-verify: EXPORT [--checkpoint F] [--key F] [--inclusion F] [--consistency F].")
+        {
+            TreatUnmatchedTokensAsErrors = false,
+        };
+        command.SetAction(p => Sandbox.Audited.Verifier.VerifyCommand.Run([.. p.UnmatchedTokens], stdout));
         return command;
     }
 

@@ -52,6 +52,26 @@ public sealed class CliTests(BrowserFixture service) : IDisposable
     }
 
     [Fact]
+    public async Task AnAuditorExportsWithTheCliAndVerifiesTheExportOffline()
+    {
+        await CliAsync(Token("jack", Roles.Runner), "run", Write("v.py", "print('to verify')\n"));
+        var export = Path.Combine(_dir, "export.ndjson");
+
+        var (exported, _, exportErrors) = await CliAsync(Token("kate", Roles.Auditor), "export", "-o", export);
+        var (verified, verdict, _) = await CliAsync(null, "verify", export);
+        var lines = File.ReadAllLines(export);
+        File.WriteAllLines(export, lines.Select((l, i) => i == lines.Length / 2 ? l.Replace("\"version\":", "\"version\":9", StringComparison.Ordinal) : l));
+        var (tampered, tamperedVerdict, _) = await CliAsync(null, "verify", export);
+
+        Assert.True(exported == 0, exportErrors);
+        Assert.Contains(lines, l => l.Contains("run_completed", StringComparison.Ordinal));
+        Assert.True(verified == 0, verdict);
+        Assert.Contains("VERIFIED", verdict);
+        Assert.Equal(1, tampered);
+        Assert.Contains("NOT VERIFIED", tamperedVerdict);
+    }
+
+    [Fact]
     public async Task WithoutATokenItSaysHowToGetOne()
     {
         var (code, _, stderr) = await CliAsync(null, "run", Write("x.py", "print(1)\n"));
