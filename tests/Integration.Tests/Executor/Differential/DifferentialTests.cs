@@ -98,7 +98,7 @@ public sealed partial class DifferentialTests(ServiceFixture service)
     private async Task<Result> RunDirectlyAsync(string file, string code)
     {
         var (language, interpreter) = ByExtension[Path.GetExtension(file)];
-        var image = ((IOptions<ExecutorOptions>)service.Services.GetService(typeof(IOptions<ExecutorOptions>))!).Value.Images[language];
+        var image = ((IOptions<ExecutorOptions>)service.Services.GetService(typeof(IOptions<ExecutorOptions>))!).Value.ImageFor(language);
         var script = "/tmp/work/main" + Path.GetExtension(file);
         var start = new ProcessStartInfo("docker")
         {
