@@ -14,6 +14,7 @@ using Sandbox.Audited.Api.Runs;
 using Sandbox.Audited.Api.Web;
 using Sandbox.Audited.Api.Streaming;
 using Sandbox.Audited.Audit;
+using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Audit.Policies;
 using Sandbox.Audited.Audit.Logging;
 using Sandbox.Audited.Domain.Policies;
@@ -56,6 +57,7 @@ builder.Services.AddMarten(options => MartenSetup.Configure(options, connectionS
 builder.Services.Configure<PolicyOptions>(builder.Configuration.GetSection(PolicyOptions.Section));
 builder.Services.AddSingleton(sp => new PolicyHost(PolicyBundle.Load(sp.GetRequiredService<IOptions<PolicyOptions>>().Value.Directory)));
 builder.Services.AddSingleton<PolicyBundleStore>();
+builder.Services.AddSingleton<EvidenceStore>();
 builder.Services.AddSingleton<PolicyActivationLog>();
 builder.Services.AddSingleton<PolicyReloader>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<PolicyReloader>());
