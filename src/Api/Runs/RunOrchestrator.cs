@@ -52,6 +52,7 @@ public sealed partial class RunOrchestrator(
     TimeProvider clock,
     RunFeed feed,
     OutcomeJournal journal,
+    RunArtifacts artifacts,
     ILogger<RunOrchestrator> logger)
 {
     private readonly ConcurrentDictionary<Guid, Task> _inFlight = new();
@@ -98,14 +99,13 @@ public sealed partial class RunOrchestrator(
         var watch = Stopwatch.StartNew();
         var runId = Guid.CreateVersion7();
         var bundle = policies.Active;
-        var decision = bundle.Evaluate(new PolicyInput(caller, request.Language, request.Classification, request.Limits,
-            request.Code, request.Args.Count, request.Files.Count, request.Stdin.Length));
+        var decision = bundle.Evaluate(PolicyInputOf(caller, request));
         var now = clock.GetUtcNow();
         var events = new List<object>
         {
             new RunRequested(runId, caller, request.Language, request.Code, Sha256Hex.Of(request.Code), Encoding.UTF8.GetByteCount(request.Code),
                 Sha256Hex.Of(request.Stdin), request.Stdin.Length, request.Args,
-                request.Files.Select(f => new FileDigest(f.Name, Encoding.UTF8.GetByteCount(f.Content), Sha256Hex.Of(f.Content))).ToList(),
+                request.Files.Select(f => new FileDigest(f.Name, f.Bytes, f.Sha256)).ToList(),
                 request.Limits, request.Classification, client, executorOptions.Value.NodeId, now),
             new PolicyEvaluated(runId, decision.Decision, decision.BundleDigest, decision.RuleIds, decision.Limits, decision.Findings, decision.Reasons, now),
         };
@@ -126,6 +126,9 @@ public sealed partial class RunOrchestrator(
         admitted.Phases.Recorded();
         return admitted;
     }
+
+    public static PolicyInput PolicyInputOf(Caller caller, ValidRunRequest request) =>
+        new(caller, request.Language, request.Classification, request.Limits, request.Code, request.Args.Count, request.Files.Count, request.Stdin.Length);
 
     /// <summary>Stops admitting runs; running ones carry on.</summary>
     public void StopAdmitting() => admission.Close();
@@ -196,9 +199,10 @@ public sealed partial class RunOrchestrator(
             var announced = AnnounceUnlessFinishedAsync(run, sandboxEvents, execution, ct);
             List<object> outcomeEvents;
             var large = false;
+            SandboxOutcome? collected = null;
             try
             {
-                var outcome = await execution;
+                var outcome = collected = await execution;
                 run.Phases.Exited();
                 if (outcome.Stdout.Length + outcome.Stderr.Length > LargeOutcomeBytes)
                 {
@@ -212,7 +216,8 @@ public sealed partial class RunOrchestrator(
                     Describe(outcome.Stdout.ToArray(), Math.Max(outcome.Exit.StdoutProduced, outcome.Stdout.Length), outcome.StdoutTruncated),
                     Describe(outcome.Stderr.ToArray(), Math.Max(outcome.Exit.StderrProduced, outcome.Stderr.Length), outcome.StderrTruncated), now);
                 var status = RunStatus.FromExit(exited, outcome.StdoutTruncated || outcome.StderrTruncated);
-                outcomeEvents = [exited, output, new RunCompleted(runId, status, exited.ExitCode, run.Clock.ElapsedMilliseconds, outcome.Problem, now)];
+                var kept = await artifacts.StoreAsync(run.Caller.Tenant, runId, outcome.Artifacts, CancellationToken.None);
+                outcomeEvents = [exited, output, .. kept, new RunCompleted(runId, status, exited.ExitCode, run.Clock.ElapsedMilliseconds, outcome.Problem, now)];
             }
             catch (Exception e)
             {
@@ -230,6 +235,7 @@ public sealed partial class RunOrchestrator(
             }
             finally
             {
+                collected?.DeleteSpool();
                 if (large)
                     _largeOutcome.Release();
                 pool.Replenish();
