@@ -58,6 +58,7 @@ builder.Services.Configure<PolicyOptions>(builder.Configuration.GetSection(Polic
 builder.Services.AddSingleton(sp => new PolicyHost(PolicyBundle.Load(sp.GetRequiredService<IOptions<PolicyOptions>>().Value.Directory)));
 builder.Services.AddSingleton<PolicyBundleStore>();
 builder.Services.AddSingleton<EvidenceStore>();
+builder.Services.AddSingleton<EvidenceVerification>();
 builder.Services.AddSingleton<PolicyActivationLog>();
 builder.Services.AddSingleton<PolicyReloader>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<PolicyReloader>());

@@ -120,10 +120,17 @@ public sealed record StreamOutput(string Sha256, long Bytes, long ProducedBytes,
 }
 
 /// <summary>
-/// Content was erased from the tenant's evidence store (retention per classification, or a data-subject request): who,
-/// why and which digests. Recorded on the tenant's evidence stream; the digests stay in the events that referenced them.
+/// Content was erased from the tenant's evidence store (retention per classification, or a data-subject request): who
+/// (Caller.Subject, role "eraser"), why, and which digests. Recorded on the tenant's evidence stream
+/// (EvidenceStreams.For); the digests stay in the events that referenced them, so the chain still verifies.
 /// </summary>
-public sealed record EvidenceErased(string Tenant, IReadOnlyList<string> Sha256s, string By, string Reason, string? Classification, DateTimeOffset At);
+public sealed record EvidenceErased(Guid StreamId, Caller Caller, IReadOnlyList<string> Sha256s, string Reason, string? Classification, DateTimeOffset At);
+
+public static class EvidenceStreams
+{
+    /// <summary>One deterministic stream per tenant for its erasure events: every eraser appends to the same one.</summary>
+    public static Guid For(string tenant) => Audit.NamedStreams.IdOf("sandbox-audited:evidence:" + tenant);
+}
 
 /// <summary>The security settings and limits a container was actually created with.</summary>
 public sealed record SandboxSettings(
