@@ -126,6 +126,7 @@ app.MapRuns();
 app.MapPolicies();
 app.MapAudit();
 app.MapRunStream();
+app.MapReproduce();
 app.MapRuntimes();
 
 app.Run();

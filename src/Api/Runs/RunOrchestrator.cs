@@ -24,6 +24,9 @@ public sealed record AdmittedRun(RunStream Stream, ValidRunRequest Request, Poli
 {
     public RunPhases Phases { get; } = new(Clock);
 
+    /// <summary>The exact image to run on (a reproduction: the original's recorded image id); null for the language's current image.</summary>
+    public string? ImageId { get; init; }
+
     /// <summary>Set once an outcome went to the node's journal: later events of the run go there too, in order.</summary>
     public bool Recording { get; set; }
 
@@ -98,7 +101,8 @@ public sealed partial class RunOrchestrator(
     /// Stores the inputs (code, stdin, each file) in the tenant's evidence store, then records the request (their digests)
     /// and the policy decision in one commit. A denied run also gets its terminal event. Nothing runs unless both succeeded.
     /// </summary>
-    public async Task<AdmittedRun> RequestAsync(Caller caller, ClientInfo client, ValidRunRequest request, CancellationToken ct, Guid? reproduces = null)
+    public async Task<AdmittedRun> RequestAsync(Caller caller, ClientInfo client, ValidRunRequest request, CancellationToken ct,
+        Guid? reproduces = null, string? imageId = null)
     {
         var watch = Stopwatch.StartNew();
         var runId = Guid.CreateVersion7();
@@ -144,7 +148,7 @@ public sealed partial class RunOrchestrator(
             LogWriteAheadFailed(e, runId);
             throw new WriteAheadException(e);
         }
-        var admitted = new AdmittedRun(stream, request, decision, caller, watch, events);
+        var admitted = new AdmittedRun(stream, request, decision, caller, watch, events) { ImageId = imageId };
         admitted.Phases.Recorded();
         return admitted;
     }
@@ -183,7 +187,7 @@ public sealed partial class RunOrchestrator(
             PreparedSandbox sandbox;
             try
             {
-                sandbox = await pool.AcquireAsync(SandboxProfile.For(run.Request.Language, run.Decision.Limits), runId, ct);
+                sandbox = await pool.AcquireAsync(SandboxProfile.For(run.Request.Language, run.Decision.Limits) with { ImageId = run.ImageId }, runId, ct);
                 run.Phases.SandboxReady();
                 feed.Running(runId, sandbox.ContainerId);
             }

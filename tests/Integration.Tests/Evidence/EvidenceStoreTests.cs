@@ -143,4 +143,54 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
         Assert.Equal("erased", read.Str("stdout.encoding"));
         Assert.Equal(stdout, read.Str("stdout.sha256"));
     }
+
+    [Fact]
+    public async Task ADeterministicRunReproducesIdenticallyOnItsRecordedImage()
+    {
+        var tenant = AuditTestClient.NewTenant("ev-repro");
+        var (id, run) = await RunAsync(tenant, new { language = "python", code = "import sys\nprint(sys.stdin.read()[::-1])", stdin = "abc" });
+        var runner = service.Runner("alice", tenant);
+
+        var response = await runner.PostAsync($"/v1/runs/{id}/reproduce", null);
+        var body = await ApiCalls.BodyAsync(response);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.True(body["comparison"]!["identical"]!.GetValue<bool>());
+        Assert.Empty(body["comparison"]!["differs"]!.AsArray());
+        Assert.Equal(run.Str("stdout.sha256"), body["comparison"]!["outputs"]![0]!.Str("reproducedSha256"));
+        Assert.Equal("cba\n", body.Str("run.stdout.content"));
+        Assert.Equal(run.Str("sandbox.imageId"), body.Str("imageId"));
+        Assert.Equal(run.Str("sandbox.imageId"), body.Str("run.sandbox.imageId"));
+        Assert.Equal("allow", body.Str("originalDecision.decision"));
+        var linked = await service.Database.ScalarAsync<string>(
+            "SELECT data ->> 'reproducesRunId' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_requested'", Guid.Parse(body.Str("runId")));
+        Assert.Equal(id.ToString(), linked);
+    }
+
+    [Fact]
+    public async Task AProgramPrintingTheTimeReproducesWithStdoutNamedAsDifferent()
+    {
+        var tenant = AuditTestClient.NewTenant("ev-repro-time");
+        var (id, _) = await RunAsync(tenant, new { language = "python", code = "import time\nprint(time.time_ns())" });
+
+        var response = await service.Runner("alice", tenant).PostAsync($"/v1/runs/{id}/reproduce", null);
+        var body = await ApiCalls.BodyAsync(response);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.False(body["comparison"]!["identical"]!.GetValue<bool>());
+        Assert.Equal(["stdout"], body["comparison"]!["differs"]!.AsArray().Select(n => n!.ToString()));
+        var stdout = body["comparison"]!["outputs"]![0]!;
+        Assert.NotEqual(stdout.Str("originalSha256"), stdout.Str("reproducedSha256"));
+    }
+
+    [Fact]
+    public async Task AnAuditorCannotReproduceARun()
+    {
+        var tenant = AuditTestClient.NewTenant("ev-repro-auditor");
+        var (id, _) = await RunAsync(tenant, new { language = "shell", code = "echo hi" });
+
+        var response = await service.Auditor(tenant).PostAsync($"/v1/runs/{id}/reproduce", null);
+
+        Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode);
+    }
 }
