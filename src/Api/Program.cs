@@ -60,6 +60,7 @@ builder.Services.AddSingleton<PolicyBundleStore>();
 builder.Services.AddSingleton<EvidenceStore>();
 builder.Services.AddSingleton<RunArtifacts>();
 builder.Services.Configure<RunInputOptions>(builder.Configuration.GetSection(RunInputOptions.Section));
+builder.Services.AddSingleton<EvidenceVerification>();
 builder.Services.AddSingleton<PolicyActivationLog>();
 builder.Services.AddSingleton<PolicyReloader>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<PolicyReloader>());
@@ -127,6 +128,7 @@ app.MapRuns();
 app.MapPolicies();
 app.MapAudit();
 app.MapRunStream();
+app.MapReproduce();
 app.MapRuntimes();
 
 app.Run();

@@ -9,6 +9,7 @@ using Sandbox.Audited.Api.Hosting;
 using Sandbox.Audited.Api.Idempotency;
 using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Audit.Runs;
+using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Audit.Trail;
 using Sandbox.Audited.Domain.Audit;
 using Sandbox.Audited.Domain.Runs;
@@ -53,7 +54,7 @@ public static class RunEndpoints
     /// <summary>POST /v1/runs: where a run is admitted. Validation and authorization failures are recorded too.</summary>
     public static async Task<Results<Ok<RunView>, Accepted<RunView>, ProblemHttpResult>> CreateRun(
         HttpContext http, RunOrchestrator orchestrator, IdempotencyStore idempotency, CallbackSender callbacks, IDocumentStore store, PolicyHost policies,
-        IOptions<RunInputOptions> inputs, IOptions<ExecutorOptions> executor)
+        EvidenceStore evidence, IOptions<RunInputOptions> inputs, IOptions<ExecutorOptions> executor)
     {
         var caller = http.User.ToCaller();
         var client = RequestClient.Of(http);
@@ -124,7 +125,7 @@ public static class RunEndpoints
                     return Problem(422, Problems.IdempotencyConflict, "Idempotency-Key reused", conflict.Detail, id);
                 case ExistingRun existing:
                     http.Response.Headers["Idempotent-Replayed"] = "true";
-                    return Replay(await LoadAsync(store, existing.RunId, ct));
+                    return Replay(await (await LoadAsync(store, existing.RunId, ct)).WithOutputAsync(evidence, ct));
             }
         }
 
@@ -155,7 +156,8 @@ public static class RunEndpoints
         var execution = orchestrator.ExecuteAsync(admitted);
         upload?.KeepUntil(execution);
         if (body.CallbackUrl is { } url)
-            _ = execution.ContinueWith(_ => callbacks.DeliverAsync(admitted.Stream, caller.Tenant, url, RunView.From(admitted.Summary)), TaskScheduler.Default).Unwrap();
+            _ = execution.ContinueWith(async _ => await callbacks.DeliverAsync(admitted.Stream, caller.Tenant, url,
+                RunView.From(await admitted.Summary.WithOutputAsync(evidence, CancellationToken.None))), TaskScheduler.Default).Unwrap();
         if (body.Wait == false)
         {
             _ = execution.ContinueWith(t => _ = t.Exception, TaskScheduler.Default);
@@ -164,7 +166,7 @@ public static class RunEndpoints
         RunSummary finished;
         try
         {
-            finished = await execution;
+            finished = await (await execution).WithOutputAsync(evidence, ct);
         }
         catch (Exception e) when (IsRefusedByTheService(e))
         {
@@ -213,7 +215,8 @@ public static class RunEndpoints
         return RunSummary.Fold(id, events.Select(e => e.Data));
     }
 
-    public static async Task<Results<Ok<RunView>, ProblemHttpResult>> GetRun(Guid id, HttpContext http, IDocumentStore store, OutcomeJournal journal, AccessLog accessLog, CancellationToken ct)
+    public static async Task<Results<Ok<RunView>, ProblemHttpResult>> GetRun(Guid id, HttpContext http, IDocumentStore store, OutcomeJournal journal, AccessLog accessLog,
+        EvidenceStore evidence, CancellationToken ct)
     {
         await using var session = store.QuerySession();
         var events = await session.Events.FetchStreamAsync(id, token: ct);
@@ -224,7 +227,7 @@ public static class RunEndpoints
             return unrecorded;
         if (!summary.IsTerminal && journal.Holds(id))
             summary = summary with { Status = RunStatus.Recording };
-        return TypedResults.Ok(RunView.From(summary));
+        return TypedResults.Ok(RunView.From(await summary.WithOutputAsync(evidence, ct)));
     }
 
     public static async Task<Results<Ok<IReadOnlyList<EventView>>, ProblemHttpResult>> GetEvents(Guid id, HttpContext http, IDocumentStore store, AccessLog accessLog, CancellationToken ct)

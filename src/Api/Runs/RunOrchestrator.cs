@@ -4,6 +4,7 @@ using System.Text;
 using Marten;
 using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Api.Streaming;
+using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Domain.Hashing;
 using Sandbox.Audited.Domain.Policies;
@@ -22,6 +23,9 @@ public sealed class WriteAheadException(Exception inner) : Exception("The run co
 public sealed record AdmittedRun(RunStream Stream, ValidRunRequest Request, PolicyDecision Decision, Caller Caller, Stopwatch Clock, List<object> Events)
 {
     public RunPhases Phases { get; } = new(Clock);
+
+    /// <summary>The exact image to run on (a reproduction: the original's recorded image id); null for the language's current image.</summary>
+    public string? ImageId { get; init; }
 
     /// <summary>Set once an outcome went to the node's journal: later events of the run go there too, in order.</summary>
     public bool Recording { get; set; }
@@ -52,6 +56,7 @@ public sealed partial class RunOrchestrator(
     TimeProvider clock,
     RunFeed feed,
     OutcomeJournal journal,
+    EvidenceStore evidence,
     RunArtifacts artifacts,
     ILogger<RunOrchestrator> logger)
 {
@@ -93,20 +98,45 @@ public sealed partial class RunOrchestrator(
         return runId;
     }
 
-    /// <summary>Records the request and the policy decision in one commit. A denied run also gets its terminal event.</summary>
-    public async Task<AdmittedRun> RequestAsync(Caller caller, ClientInfo client, ValidRunRequest request, CancellationToken ct)
+    /// <summary>
+    /// Stores the inputs (code, stdin, each file) in the tenant's evidence store, then records the request (their digests)
+    /// and the policy decision in one commit. A denied run also gets its terminal event. Nothing runs unless both succeeded.
+    /// </summary>
+    public async Task<AdmittedRun> RequestAsync(Caller caller, ClientInfo client, ValidRunRequest request, CancellationToken ct,
+        Guid? reproduces = null, string? imageId = null)
     {
         var watch = Stopwatch.StartNew();
         var runId = Guid.CreateVersion7();
         var bundle = policies.Active;
         var decision = bundle.Evaluate(PolicyInputOf(caller, request));
+        var code = Encoding.UTF8.GetBytes(request.Code);
+        List<FileDigest> files;
+        try
+        {
+            await evidence.PutAsync(caller.Tenant, code, ct);
+            await evidence.PutAsync(caller.Tenant, request.Stdin, ct);
+            files = [];
+            foreach (var file in request.Files)
+            {
+                // Streamed from the request's spool (multipart) or memory (JSON) into the store, never read whole.
+                await using var content = await file.Open(ct);
+                var stored = await evidence.PutAsync(caller.Tenant, content, ct);
+                if (stored.Sha256 != file.Sha256 || stored.Bytes != file.Bytes)
+                    throw new InvalidDataException($"Input file '{file.Name}' changed after it was received.");
+                files.Add(new FileDigest(file.Name, stored.Bytes, stored.Sha256));
+            }
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            LogWriteAheadFailed(e, runId);
+            throw new WriteAheadException(e);
+        }
         var now = clock.GetUtcNow();
         var events = new List<object>
         {
-            new RunRequested(runId, caller, request.Language, request.Code, Sha256Hex.Of(request.Code), Encoding.UTF8.GetByteCount(request.Code),
-                Sha256Hex.Of(request.Stdin), request.Stdin.Length, request.Args,
-                request.Files.Select(f => new FileDigest(f.Name, f.Bytes, f.Sha256)).ToList(),
-                request.Limits, request.Classification, client, executorOptions.Value.NodeId, now),
+            new RunRequested(runId, caller, request.Language, null, Sha256Hex.Of(code), code.Length,
+                Sha256Hex.Of(request.Stdin), request.Stdin.Length, request.Args, files,
+                request.Limits, request.Classification, client, executorOptions.Value.NodeId, now, InputsStored: true, ReproducesRunId: reproduces),
             new PolicyEvaluated(runId, decision.Decision, decision.BundleDigest, decision.RuleIds, decision.Limits, decision.Findings, decision.Reasons, now),
         };
         if (!decision.Allowed)
@@ -122,7 +152,7 @@ public sealed partial class RunOrchestrator(
             LogWriteAheadFailed(e, runId);
             throw new WriteAheadException(e);
         }
-        var admitted = new AdmittedRun(stream, request, decision, caller, watch, events);
+        var admitted = new AdmittedRun(stream, request, decision, caller, watch, events) { ImageId = imageId };
         admitted.Phases.Recorded();
         return admitted;
     }
@@ -164,7 +194,7 @@ public sealed partial class RunOrchestrator(
             PreparedSandbox sandbox;
             try
             {
-                sandbox = await pool.AcquireAsync(SandboxProfile.For(run.Request.Language, run.Decision.Limits), runId, ct);
+                sandbox = await pool.AcquireAsync(SandboxProfile.For(run.Request.Language, run.Decision.Limits) with { ImageId = run.ImageId }, runId, ct);
                 run.Phases.SandboxReady();
                 feed.Running(runId, sandbox.ContainerId);
             }
@@ -209,12 +239,12 @@ public sealed partial class RunOrchestrator(
                     await _largeOutcome.WaitAsync(CancellationToken.None);
                     large = true;
                 }
+                var stdout = await StoreOutputAsync(run, outcome.Stdout.ToArray(), Math.Max(outcome.Exit.StdoutProduced, outcome.Stdout.Length), outcome.StdoutTruncated);
+                var stderr = await StoreOutputAsync(run, outcome.Stderr.ToArray(), Math.Max(outcome.Exit.StderrProduced, outcome.Stderr.Length), outcome.StderrTruncated);
                 var now = clock.GetUtcNow();
                 var exited = new SandboxExited(runId, outcome.Exit.ExitCode, outcome.Exit.Signal, outcome.Exit.TimedOut, outcome.Exit.OomKilled,
                     outcome.Exit.PidsLimitHit, outcome.Exit.WallUs, outcome.Exit.CpuUserUs, outcome.Exit.CpuSysUs, outcome.Exit.MaxRssKb, now);
-                var output = new OutputRecorded(runId,
-                    Describe(outcome.Stdout.ToArray(), Math.Max(outcome.Exit.StdoutProduced, outcome.Stdout.Length), outcome.StdoutTruncated),
-                    Describe(outcome.Stderr.ToArray(), Math.Max(outcome.Exit.StderrProduced, outcome.Stderr.Length), outcome.StderrTruncated), now);
+                var output = new OutputRecorded(runId, stdout, stderr, now);
                 var status = RunStatus.FromExit(exited, outcome.StdoutTruncated || outcome.StderrTruncated);
                 var kept = await artifacts.StoreAsync(run.Caller.Tenant, runId, outcome.Artifacts, CancellationToken.None);
                 outcomeEvents = [exited, output, .. kept, new RunCompleted(runId, status, exited.ExitCode, run.Clock.ElapsedMilliseconds, outcome.Problem, now)];
@@ -325,6 +355,46 @@ public sealed partial class RunOrchestrator(
         feed.Recorded(stream.RunId, stream.Version - events.Count + 1, events);
     }
 
+    /// <summary>
+    /// Stores an output stream's bytes in the evidence store and describes it with a preview. When the store is away the
+    /// bytes go inside the event instead (as before the store), so that the outcome journal keeps them whole.
+    /// </summary>
+    private async Task<StreamOutput> StoreOutputAsync(AdmittedRun run, byte[] bytes, long produced, bool truncated)
+    {
+        try
+        {
+            await evidence.PutAsync(run.Caller.Tenant, bytes, CancellationToken.None);
+        }
+        catch (Exception e)
+        {
+            LogOutputInline(e, run.Stream.RunId);
+            return Describe(bytes, produced, truncated);
+        }
+        return Preview(bytes, produced, truncated);
+    }
+
+    /// <summary>A stored stream: digest and sizes of all its bytes, content limited to the first PreviewBytes bytes.</summary>
+    public static StreamOutput Preview(byte[] bytes, long produced, bool truncated)
+    {
+        var sha = Sha256Hex.Of(bytes);
+        var head = bytes.AsSpan(0, Math.Min(bytes.Length, StreamOutput.PreviewBytes)).ToArray();
+        var text = TryUtf8(head) ?? TryUtf8(TrimPartialUtf8(head));
+        return text is not null
+            ? new StreamOutput(sha, bytes.Length, produced, truncated, "utf8", text, Stored: true)
+            : new StreamOutput(sha, bytes.Length, produced, truncated, "base64", Convert.ToBase64String(head), Stored: true);
+    }
+
+    // A preview cut inside a multi-byte character loses that character rather than turning into base64.
+    private static byte[] TrimPartialUtf8(byte[] head)
+    {
+        var end = head.Length;
+        for (var back = 0; back < 3 && end > 0 && (head[end - 1] & 0xC0) == 0x80; back++)
+            end--;
+        if (end > 0 && head[end - 1] >= 0xC0)
+            end--;
+        return head[..end];
+    }
+
     /// <summary>Output is kept as text when it is valid UTF-8 without NUL (jsonb cannot hold NUL), otherwise as base64.</summary>
     public static StreamOutput Describe(byte[] bytes, long produced, bool truncated)
     {
@@ -365,6 +435,9 @@ public sealed partial class RunOrchestrator(
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: its outcome could not be committed; kept in the node's journal until the audit store returns")]
     private partial void LogOutcomeJournaled(Exception e, Guid runId);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: the evidence store is unavailable; its output is kept inside the outcome event")]
+    private partial void LogOutputInline(Exception e, Guid runId);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: SandboxRemoved could not be recorded")]
     private partial void LogRemovalNotRecorded(Exception e, Guid runId);

@@ -192,7 +192,8 @@ public sealed class RunUpload : IDisposable
             }
         }
         return new InputFile(name, bytes, Convert.ToHexStringLower(hash.GetHashAndReset()),
-            () => new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 81920, FileOptions.Asynchronous | FileOptions.SequentialScan));
+            _ => Task.FromResult<Stream>(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 81920,
+                FileOptions.Asynchronous | FileOptions.SequentialScan)));
     }
 
     private void Fail(string error, bool tooLarge = false)

@@ -24,6 +24,8 @@ public static class AuditActions
     public const string QueryEvents = "query_events";
     public const string Export = "export";
     public const string Verify = "verify";
+    public const string VerifyEvidence = "verify_evidence";
+    public const string ReadEvidence = "read_evidence";
     public const string ListCheckpoints = "list_checkpoints";
     public const string VerifyCheckpoints = "verify_checkpoints";
 

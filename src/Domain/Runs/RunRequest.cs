@@ -10,10 +10,10 @@ public sealed record RunFile(string Name, string Content, string? Encoding = nul
 /// An input file after validation: its exact bytes' size and SHA-256, and how to read them again (from memory for the
 /// JSON form, from the request's spool file for multipart) so that large inputs are streamed, never held whole.
 /// </summary>
-public sealed record InputFile(string Name, long Bytes, string Sha256, Func<Stream> Open)
+public sealed record InputFile(string Name, long Bytes, string Sha256, Func<CancellationToken, Task<Stream>> Open)
 {
     public static InputFile FromBytes(string name, byte[] content) =>
-        new(name, content.Length, Sha256Hex.Of(content), () => new MemoryStream(content, writable: false));
+        new(name, content.Length, Sha256Hex.Of(content), _ => Task.FromResult<Stream>(new MemoryStream(content, writable: false)));
 }
 
 /// <summary>How much input a run may carry (Runs:MaxInputBytes, Runs:MaxFileBytes, Runs:MaxFiles).</summary>

@@ -48,10 +48,23 @@ public sealed partial class SandboxFactory(
     public async Task<string> ImageIdAsync(string language, CancellationToken ct) =>
         (await docker.InspectImageAsync(ImageFor(language), ct)).ID;
 
+    /// <summary>Whether the engine still has an image with this content id (a reproduction needs the original's).</summary>
+    public async Task<bool> ImageExistsAsync(string imageId, CancellationToken ct)
+    {
+        try
+        {
+            return (await docker.InspectImageAsync(imageId, ct)).ID == imageId;
+        }
+        catch (global::Docker.DotNet.DockerApiException e) when (e.StatusCode == System.Net.HttpStatusCode.NotFound)
+        {
+            return false;
+        }
+    }
+
     public async Task<PreparedSandbox> CreateAsync(SandboxProfile profile, string runLabel, CancellationToken ct)
     {
         var image = ImageFor(profile.Language);
-        var imageId = await ImageIdAsync(profile.Language, ct);
+        var imageId = profile.ImageId ?? await ImageIdAsync(profile.Language, ct);
         var parameters = ContainerSpec.Build(profile, imageId, options.Value.Runtime, options.Value.NodeId, runLabel);
         var createdAt = clock.GetUtcNow();
         // Not cancellable: the engine would create the container anyway and nobody would know its id to remove it.

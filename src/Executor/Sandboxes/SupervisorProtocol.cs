@@ -52,7 +52,7 @@ public static class SupervisorProtocol
             WriteU64(head, (ulong)file.Bytes);
             await write(head.ToArray(), (int)head.Length, ct);
             head.SetLength(0);
-            await using var content = file.Open();
+            await using var content = await file.Open(ct);
             long sent = 0;
             int read;
             while (sent < file.Bytes && (read = await content.ReadAsync(buffer.AsMemory(0, (int)Math.Min(Chunk, file.Bytes - sent)), ct)) > 0)
