@@ -2,6 +2,7 @@ using System.Text;
 using Marten;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Api.Hosting;
 using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Domain.Policies;
