@@ -127,6 +127,7 @@ app.MapPolicies();
 app.MapAudit();
 app.MapRunStream();
 app.MapReproduce();
+app.MapEvidenceBundle();
 app.MapRuntimes();
 
 app.Run();
