@@ -9,7 +9,6 @@ using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Audit.Policies;
 using Sandbox.Audited.Audit.Trail;
 using Sandbox.Audited.Domain.Audit;
-using Sandbox.Audited.Domain.Hashing;
 using Sandbox.Audited.Domain.Runs;
 
 namespace Sandbox.Audited.Api.Runs;

@@ -66,7 +66,7 @@ public static class EvidenceBundleVerifier
         if (!files.TryGetValue(name, out var bytes))
             return events;
         long line = 0;
-        foreach (var text in bytes.AsMemory().Split())
+        foreach (var text in Split(bytes))
         {
             line++;
             if (!text.IsEmpty)
@@ -75,7 +75,7 @@ public static class EvidenceBundleVerifier
         return events;
     }
 
-    private static IEnumerable<ReadOnlyMemory<byte>> Split(this ReadOnlyMemory<byte> bytes)
+    private static IEnumerable<ReadOnlyMemory<byte>> Split(ReadOnlyMemory<byte> bytes)
     {
         while (!bytes.IsEmpty)
         {
