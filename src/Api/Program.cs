@@ -129,6 +129,7 @@ app.MapPolicies();
 app.MapAudit();
 app.MapRunStream();
 app.MapReproduce();
+app.MapEvidenceBundle();
 app.MapRuntimes();
 
 app.Run();

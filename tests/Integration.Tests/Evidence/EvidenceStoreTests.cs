@@ -193,4 +193,55 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
 
         Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode);
     }
+
+    [Fact]
+    public async Task TheEvidenceBundleVerifiesOfflineAndFailsWhenAFileInsideIsAltered()
+    {
+        var tenant = AuditTestClient.NewTenant("ev-bundle");
+        var (id, run) = await RunAsync(tenant, new
+        {
+            language = "python", code = "print(open('in.txt').read().strip() + ' done')",
+            files = new[] { new { name = "in.txt", content = "ledger" } },
+        });
+        Assert.Equal("ledger done\n", run.Str("stdout.content"));
+
+        var response = await service.Auditor(tenant).GetAsync($"/v1/runs/{id}/evidence");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("application/x-tar", response.Content.Headers.ContentType?.MediaType);
+        var bundle = Path.Combine(Path.GetTempPath(), $"evidence-{id:N}.tar");
+        var altered = Path.Combine(Path.GetTempPath(), $"evidence-{id:N}-altered.tar");
+        try
+        {
+            await File.WriteAllBytesAsync(bundle, await response.Content.ReadAsByteArrayAsync());
+            var (exit, output) = Verify(bundle);
+            Assert.True(exit == Sandbox.Audited.Verifier.VerifyCommand.Verified, output);
+            Assert.Contains("4 contents match", output); // code, stdin, in.txt, stdout (stderr is the same empty content as stdin)
+
+            var stdout = "content/" + run.Str("stdout.sha256");
+            await using (var source = new System.Formats.Tar.TarReader(File.OpenRead(bundle)))
+            await using (var target = new System.Formats.Tar.TarWriter(File.Create(altered)))
+                while (await source.GetNextEntryAsync(copyData: true) is { } entry)
+                {
+                    if (entry.Name == stdout)
+                        entry.DataStream = new MemoryStream(Encoding.UTF8.GetBytes("forged done\n"));
+                    await target.WriteEntryAsync(entry);
+                }
+            var (alteredExit, alteredOutput) = Verify(altered);
+            Assert.True(alteredExit == Sandbox.Audited.Verifier.VerifyCommand.NotVerified, alteredOutput);
+            Assert.Contains($"{stdout} is missing or does not hash", alteredOutput);
+            Assert.Contains("stdout: content/", alteredOutput);
+        }
+        finally
+        {
+            File.Delete(bundle);
+            File.Delete(altered);
+        }
+    }
+
+    private static (int Exit, string Output) Verify(string bundle)
+    {
+        using var output = new StringWriter();
+        var exit = Sandbox.Audited.Verifier.VerifyCommand.Run(["--bundle", bundle], output);
+        return (exit, output.ToString());
+    }
 }
