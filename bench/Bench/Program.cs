@@ -19,18 +19,8 @@ var env = (string name, string? fallback) => Environment.GetEnvironmentVariable(
     ?? throw new InvalidOperationException($"{name} is required (run `./sbx bench`).");
 var quick = Environment.GetEnvironmentVariable("SBX_BENCH_QUICK") == "1";
 var warmUrl = env("SBX_BENCH_URL", "http://127.0.0.1:8080");
-var coldUrl = env("SBX_BENCH_COLD_URL", null);
 var token = env("SBX_BENCH_TOKEN", null);
-var admin = env("SBX_BENCH_ADMIN_CONNECTION", null);
 var servicePid = int.Parse(env("SBX_BENCH_SERVICE_PID", null), CultureInfo.InvariantCulture);
-var outDir = env("SBX_BENCH_OUT", "bench/results");
-var cacheDir = env("SBX_BENCH_CACHE", "/var/cache/sbx-bench");
-var image = env("SBX_BENCH_IMAGE", "sbx-python:current");
-
-var latencyRuns = quick ? 30 : 200;
-var baselineRuns = quick ? 10 : 50;
-var throughputSeconds = quick ? 10 : 60;
-var churnSeconds = quick ? 10 : 30;
 
 // SBX_BENCH_ONLY=data: only the data-run figures (20 MiB in, 5 MiB artifact out) against SBX_BENCH_URL.
 if (Environment.GetEnvironmentVariable("SBX_BENCH_ONLY") == "data")
@@ -40,6 +30,17 @@ if (Environment.GetEnvironmentVariable("SBX_BENCH_ONLY") == "data")
     Console.WriteLine(JsonSerializer.Serialize(data));
     return 0;
 }
+
+var coldUrl = env("SBX_BENCH_COLD_URL", null);
+var admin = env("SBX_BENCH_ADMIN_CONNECTION", null);
+var outDir = env("SBX_BENCH_OUT", "bench/results");
+var cacheDir = env("SBX_BENCH_CACHE", "/var/cache/sbx-bench");
+var image = env("SBX_BENCH_IMAGE", "sbx-python:current");
+
+var latencyRuns = quick ? 30 : 200;
+var baselineRuns = quick ? 10 : 50;
+var throughputSeconds = quick ? 10 : 60;
+var churnSeconds = quick ? 10 : 30;
 
 HttpClient Client(string url)
 {
