@@ -15,7 +15,7 @@ public sealed class InputAndArtifactTests
 
         var file = valid!.Files.Single();
         Assert.Equal(5, file.Bytes);
-        Assert.Equal(Hashing.Sha256Hex.Of(bytes), file.Sha256);
+        Assert.Equal(Sandbox.Audited.Domain.Hashing.Sha256Hex.Of(bytes), file.Sha256);
     }
 
     [Theory]
