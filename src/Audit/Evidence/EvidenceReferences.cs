@@ -33,7 +33,7 @@ public static class EvidenceReferences
             UNION ALL SELECT 'stderr', e.data -> 'stderr' ->> 'sha256', (e.data -> 'stderr' ->> 'bytes')::bigint
               WHERE e.type = 'output_recorded' AND (e.data -> 'stderr' ->> 'stored')::boolean
             UNION ALL SELECT 'artifact:' || (e.data ->> 'name'), e.data ->> 'sha256', (e.data ->> 'bytes')::bigint
-              WHERE e.type = 'artifact_recorded' AND e.data ->> 'sha256' IS NOT NULL
+              WHERE e.type = 'artifact_recorded' AND e.data ->> 'status' = 'stored'
         ) r
         ORDER BY e.seq_id, r.role
         """;
