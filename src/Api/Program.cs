@@ -58,6 +58,8 @@ builder.Services.Configure<PolicyOptions>(builder.Configuration.GetSection(Polic
 builder.Services.AddSingleton(sp => new PolicyHost(PolicyBundle.Load(sp.GetRequiredService<IOptions<PolicyOptions>>().Value.Directory)));
 builder.Services.AddSingleton<PolicyBundleStore>();
 builder.Services.AddSingleton<EvidenceStore>();
+builder.Services.AddSingleton<RunArtifacts>();
+builder.Services.Configure<RunInputOptions>(builder.Configuration.GetSection(RunInputOptions.Section));
 builder.Services.AddSingleton<EvidenceVerification>();
 builder.Services.AddSingleton<PolicyActivationLog>();
 builder.Services.AddSingleton<PolicyReloader>();

@@ -58,13 +58,24 @@ public static class ReproduceEndpoints
 
         string code;
         byte[] stdin;
-        var files = new List<RunFile>();
+        var files = new List<InputFile>();
         try
         {
             code = requested.Code ?? Encoding.UTF8.GetString(await ReadAsync(evidence, requested.Caller.Tenant, requested.CodeSha256, ct));
             stdin = requested.InputsStored ? await ReadAsync(evidence, requested.Caller.Tenant, requested.StdinSha256, ct) : [];
             foreach (var file in requested.Files)
-                files.Add(new RunFile(file.Name, Encoding.UTF8.GetString(await ReadAsync(evidence, requested.Caller.Tenant, file.Sha256, ct))));
+            {
+                // Checked now, streamed from the store when the sandbox gets them: binary-safe, never read whole.
+                switch (await evidence.StateAsync(requested.Caller.Tenant, file.Sha256, ct))
+                {
+                    case ContentState.Erased: throw new ContentErasedException(requested.Caller.Tenant, file.Sha256);
+                    case ContentState.Missing: throw new FileNotFoundException($"Content {file.Sha256} is not in the evidence store.");
+                }
+                var tenant = requested.Caller.Tenant;
+                var sha = file.Sha256;
+                files.Add(new InputFile(file.Name, file.Bytes, sha, async token => await evidence.OpenAsync(tenant, sha, token)
+                    ?? throw new FileNotFoundException($"Content {sha} is not in the evidence store.")));
+            }
         }
         catch (Exception e) when (e is ContentErasedException or FileNotFoundException)
         {

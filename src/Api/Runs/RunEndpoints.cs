@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Marten;
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.Options;
 using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Api.Callbacks;
 using Sandbox.Audited.Api.Hosting;
@@ -12,13 +13,17 @@ using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Audit.Trail;
 using Sandbox.Audited.Domain.Audit;
 using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Executor;
 
 namespace Sandbox.Audited.Api.Runs;
 
 public static class RunEndpoints
 {
-    /// <summary>Largest body read: code (256 KiB) + stdin (1 MiB) + files (1 MiB) + JSON overhead.</summary>
-    public const long MaxBodyBytes = 3 * 1024 * 1024;
+    /// <summary>
+    /// Largest JSON body read (it is parsed whole): code (256 KiB) + stdin (1 MiB) + files (about 2 MiB, base64 or text) + JSON
+    /// overhead. Larger inputs go as multipart/form-data, which is streamed (RunUpload).
+    /// </summary>
+    public const long MaxBodyBytes = 4 * 1024 * 1024;
 
     /// <summary>
     /// Strict at every depth: exact camelCase names, no unknown or repeated members, numbers as JSON numbers. A typo
@@ -41,13 +46,15 @@ public static class RunEndpoints
         group.MapPost("/", CreateRun).RequireRateLimiting(RunRateLimits.Policy);
         group.MapGet("/{id:guid}", GetRun);
         group.MapGet("/{id:guid}/events", GetEvents);
+        group.MapGet("/{id:guid}/artifacts", ArtifactEndpoints.List);
+        group.MapGet("/{id:guid}/artifacts/{**name}", ArtifactEndpoints.Download);
         return group;
     }
 
     /// <summary>POST /v1/runs: where a run is admitted. Validation and authorization failures are recorded too.</summary>
     public static async Task<Results<Ok<RunView>, Accepted<RunView>, ProblemHttpResult>> CreateRun(
         HttpContext http, RunOrchestrator orchestrator, IdempotencyStore idempotency, CallbackSender callbacks, IDocumentStore store, PolicyHost policies,
-        EvidenceStore evidence)
+        EvidenceStore evidence, IOptions<RunInputOptions> inputs, IOptions<ExecutorOptions> executor)
     {
         var caller = http.User.ToCaller();
         var client = RequestClient.Of(http);
@@ -56,7 +63,12 @@ public static class RunEndpoints
         if (string.IsNullOrEmpty(caller.Subject) || string.IsNullOrEmpty(caller.Tenant))
             return Problem(401, Problems.Unauthorized, "Token incomplete", "The token must carry 'sub' and 'tenant' claims.");
 
-        var (body, bodyError, tooLarge, raw) = await ReadBodyAsync(http.Request, ct);
+        using var upload = RunUpload.Is(http.Request)
+            ? await RunUpload.ReadAsync(http.Request, inputs.Value.Limits, executor.Value.SpoolDirectory, ct)
+            : null;
+        var (body, bodyError, tooLarge, raw) = upload is not null
+            ? (upload.Body, upload.Error, upload.TooLarge, upload.Description)
+            : await ReadBodyAsync(http.Request, ct);
         if (!caller.Has(Roles.Runner))
         {
             var id = await orchestrator.RejectAsync(caller, client, 403, ["The token lacks the 'runner' role; only runners may start runs."], body?.Language, body?.Code, ct);
@@ -71,13 +83,21 @@ public static class RunEndpoints
         }
 
         var (valid, rejection) = RunRequestValidation.Validate(
-            new RunRequest(body.Language, body.Code, body.Stdin, body.Args, body.Files, body.Limits, body.Classification), policies.Active.Ceilings);
+            new RunRequest(body.Language, body.Code, body.Stdin, body.Args, body.Files, body.Limits, body.Classification), policies.Active.Ceilings,
+            inputs.Value.Limits, upload?.Files);
         if (valid is null)
         {
             var status = rejection!.Kind == RejectionKind.TooLarge ? 413 : 400;
             var id = await orchestrator.RejectAsync(caller, client, status, rejection.Errors, body.Language, body.Code, ct);
             return Problem(status, status == 413 ? Problems.PayloadTooLarge : Problems.InvalidRequest,
                 status == 413 ? "Request too large" : "Invalid run request", string.Join(" ", rejection.Errors), id, rejection.Errors);
+        }
+
+        // Inputs land on the sandbox's /tmp before the program starts: they must fit the tmpfs the policy gives the run.
+        if (InputBudget.Problem(valid, policies.Active.Evaluate(RunOrchestrator.PolicyInputOf(caller, valid)).Limits) is { } overBudget)
+        {
+            var id = await orchestrator.RejectAsync(caller, client, 413, [overBudget], body.Language, body.Code, ct);
+            return Problem(413, Problems.PayloadTooLarge, "Inputs do not fit the sandbox", overBudget, id, [overBudget]);
         }
 
         if (body.CallbackUrl is { } callbackUrl && callbacks.Refuse(caller.Tenant, callbackUrl) is { } refusal)
@@ -134,6 +154,7 @@ public static class RunEndpoints
         }
 
         var execution = orchestrator.ExecuteAsync(admitted);
+        upload?.KeepUntil(execution);
         if (body.CallbackUrl is { } url)
             _ = execution.ContinueWith(async _ => await callbacks.DeliverAsync(admitted.Stream, caller.Tenant, url,
                 RunView.From(await admitted.Summary.WithOutputAsync(evidence, CancellationToken.None))), TaskScheduler.Default).Unwrap();
@@ -227,7 +248,7 @@ public static class RunEndpoints
     /// Someone reading another person's run (an auditor or admin of the tenant) reads its code and output: recorded in
     /// the access log like an audit query, before the answer leaves. Reading one's own run is not recorded.
     /// </summary>
-    private static async Task<ProblemHttpResult?> RecordReadAsync(HttpContext http, AccessLog accessLog, RunSummary run, string action, long count)
+    internal static async Task<ProblemHttpResult?> RecordReadAsync(HttpContext http, AccessLog accessLog, RunSummary run, string action, long count)
     {
         var caller = http.User.ToCaller();
         if (caller.Subject == run.Subject)
@@ -257,7 +278,7 @@ public static class RunEndpoints
         if (request.ContentLength > MaxBodyBytes)
             return (null, $"The request body is {request.ContentLength} bytes; the maximum is {MaxBodyBytes} bytes.", true, []);
         if (request.ContentType is { } type && !type.StartsWith("application/json", StringComparison.OrdinalIgnoreCase))
-            return (null, $"Send the run as JSON (Content-Type: application/json), not '{type}'.", false, []);
+            return (null, $"Send the run as JSON (Content-Type: application/json) or as multipart/form-data, not '{type}'.", false, []);
         using var buffer = new MemoryStream();
         var chunk = new byte[81920];
         int read;
@@ -295,9 +316,9 @@ public static class RunEndpoints
         return $"Malformed JSON{at}: {message}";
     }
 
-    private static ProblemHttpResult Problem(int status, string type, string title, string detail, Guid? runId = null, IReadOnlyList<string>? errors = null) =>
+    internal static ProblemHttpResult Problem(int status, string type, string title, string detail, Guid? runId = null, IReadOnlyList<string>? errors = null) =>
         TypedResults.Problem(Problems.Create(status, type, title, detail, runId, errors));
 
-    private static ProblemHttpResult NotFound(Guid id) =>
+    internal static ProblemHttpResult NotFound(Guid id) =>
         Problem(404, Problems.NotFound, "Run not found", $"No run {id} is visible to you.");
 }

@@ -57,6 +57,7 @@ public sealed partial class RunOrchestrator(
     RunFeed feed,
     OutcomeJournal journal,
     EvidenceStore evidence,
+    RunArtifacts artifacts,
     ILogger<RunOrchestrator> logger)
 {
     private readonly ConcurrentDictionary<Guid, Task> _inFlight = new();
@@ -107,8 +108,7 @@ public sealed partial class RunOrchestrator(
         var watch = Stopwatch.StartNew();
         var runId = Guid.CreateVersion7();
         var bundle = policies.Active;
-        var decision = bundle.Evaluate(new PolicyInput(caller, request.Language, request.Classification, request.Limits,
-            request.Code, request.Args.Count, request.Files.Count, request.Stdin.Length));
+        var decision = bundle.Evaluate(PolicyInputOf(caller, request));
         var code = Encoding.UTF8.GetBytes(request.Code);
         List<FileDigest> files;
         try
@@ -118,7 +118,11 @@ public sealed partial class RunOrchestrator(
             files = [];
             foreach (var file in request.Files)
             {
-                var stored = await evidence.PutAsync(caller.Tenant, Encoding.UTF8.GetBytes(file.Content), ct);
+                // Streamed from the request's spool (multipart) or memory (JSON) into the store, never read whole.
+                await using var content = await file.Open(ct);
+                var stored = await evidence.PutAsync(caller.Tenant, content, ct);
+                if (stored.Sha256 != file.Sha256 || stored.Bytes != file.Bytes)
+                    throw new InvalidDataException($"Input file '{file.Name}' changed after it was received.");
                 files.Add(new FileDigest(file.Name, stored.Bytes, stored.Sha256));
             }
         }
@@ -152,6 +156,9 @@ public sealed partial class RunOrchestrator(
         admitted.Phases.Recorded();
         return admitted;
     }
+
+    public static PolicyInput PolicyInputOf(Caller caller, ValidRunRequest request) =>
+        new(caller, request.Language, request.Classification, request.Limits, request.Code, request.Args.Count, request.Files.Count, request.Stdin.Length);
 
     /// <summary>Stops admitting runs; running ones carry on.</summary>
     public void StopAdmitting() => admission.Close();
@@ -222,9 +229,10 @@ public sealed partial class RunOrchestrator(
             var announced = AnnounceUnlessFinishedAsync(run, sandboxEvents, execution, ct);
             List<object> outcomeEvents;
             var large = false;
+            SandboxOutcome? collected = null;
             try
             {
-                var outcome = await execution;
+                var outcome = collected = await execution;
                 run.Phases.Exited();
                 if (outcome.Stdout.Length + outcome.Stderr.Length > LargeOutcomeBytes)
                 {
@@ -238,7 +246,8 @@ public sealed partial class RunOrchestrator(
                     outcome.Exit.PidsLimitHit, outcome.Exit.WallUs, outcome.Exit.CpuUserUs, outcome.Exit.CpuSysUs, outcome.Exit.MaxRssKb, now);
                 var output = new OutputRecorded(runId, stdout, stderr, now);
                 var status = RunStatus.FromExit(exited, outcome.StdoutTruncated || outcome.StderrTruncated);
-                outcomeEvents = [exited, output, new RunCompleted(runId, status, exited.ExitCode, run.Clock.ElapsedMilliseconds, outcome.Problem, now)];
+                var kept = await artifacts.StoreAsync(run.Caller.Tenant, runId, outcome.Artifacts, CancellationToken.None);
+                outcomeEvents = [exited, output, .. kept, new RunCompleted(runId, status, exited.ExitCode, run.Clock.ElapsedMilliseconds, outcome.Problem, now)];
             }
             catch (Exception e)
             {
@@ -256,6 +265,7 @@ public sealed partial class RunOrchestrator(
             }
             finally
             {
+                collected?.DeleteSpool();
                 if (large)
                     _largeOutcome.Release();
                 pool.Replenish();

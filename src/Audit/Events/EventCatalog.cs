@@ -16,6 +16,7 @@ public static class EventCatalog
         [typeof(SandboxStarted)] = "sandbox_started",
         [typeof(SandboxExited)] = "sandbox_exited",
         [typeof(OutputRecorded)] = "output_recorded",
+        [typeof(ArtifactRecorded)] = "artifact_recorded",
         [typeof(SandboxRemoved)] = "sandbox_removed",
         [typeof(RunCompleted)] = "run_completed",
         [typeof(RunFailed)] = "run_failed",

@@ -34,6 +34,10 @@ public static class AuditActions
 
     public const string ReadRunEvents = "read_run_events";
 
+    /// <summary>An auditor or admin listed or downloaded another person's run artifacts.</summary>
+    public const string ListArtifacts = "list_artifacts";
+    public const string ReadArtifact = "read_artifact";
+
     public const string InclusionProof = "inclusion_proof";
     public const string ConsistencyProof = "consistency_proof";
 }
