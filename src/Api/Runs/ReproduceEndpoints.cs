@@ -93,7 +93,10 @@ public static class ReproduceEndpoints
             return TypedResults.Problem(denied);
         }
         var finished = await orchestrator.ExecuteAsync(admitted);
-        var comparison = Reproduction.Compare(original.Output, finished.Output);
+        List<ArtifactRecorded> reproducedArtifacts;
+        await using (var session = store.QuerySession())
+            reproducedArtifacts = (await session.Events.FetchStreamAsync(admitted.Stream.RunId, token: ct)).Select(e => e.Data).OfType<ArtifactRecorded>().ToList();
+        var comparison = Reproduction.Compare(original.Output, finished.Output, events.OfType<ArtifactRecorded>().ToList(), reproducedArtifacts);
         return TypedResults.Ok(new ReproductionView(admitted.Stream.RunId, id, created.ImageId, originalDecision,
             DecisionView.From(admitted.Decision), comparison, RunView.From(await finished.WithOutputAsync(evidence, ct))));
     }

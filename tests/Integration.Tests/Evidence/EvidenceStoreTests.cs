@@ -215,7 +215,7 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
             await File.WriteAllBytesAsync(bundle, await response.Content.ReadAsByteArrayAsync());
             var (exit, output) = Verify(bundle);
             Assert.True(exit == Sandbox.Audited.Verifier.VerifyCommand.Verified, output);
-            Assert.Contains("4 contents match", output); // code, stdin, in.txt, stdout (stderr is the same empty content as stdin)
+            Assert.Contains("5 contents match", output); // code, stdin, in.txt, stdout, stderr
 
             var stdout = "content/" + run.Str("stdout.sha256");
             await using (var source = new System.Formats.Tar.TarReader(File.OpenRead(bundle)))
