@@ -19,10 +19,20 @@ var env = (string name, string? fallback) => Environment.GetEnvironmentVariable(
     ?? throw new InvalidOperationException($"{name} is required (run `./sbx bench`).");
 var quick = Environment.GetEnvironmentVariable("SBX_BENCH_QUICK") == "1";
 var warmUrl = env("SBX_BENCH_URL", "http://127.0.0.1:8080");
-var coldUrl = env("SBX_BENCH_COLD_URL", null);
 var token = env("SBX_BENCH_TOKEN", null);
-var admin = env("SBX_BENCH_ADMIN_CONNECTION", null);
 var servicePid = int.Parse(env("SBX_BENCH_SERVICE_PID", null), CultureInfo.InvariantCulture);
+
+// SBX_BENCH_ONLY=data: only the data-run figures (20 MiB in, 5 MiB artifact out) against SBX_BENCH_URL.
+if (Environment.GetEnvironmentVariable("SBX_BENCH_ONLY") == "data")
+{
+    using var only = Client(warmUrl);
+    var data = await DataRuns.MeasureAsync(only, servicePid, quick ? 3 : 10);
+    Console.WriteLine(JsonSerializer.Serialize(data));
+    return 0;
+}
+
+var coldUrl = env("SBX_BENCH_COLD_URL", null);
+var admin = env("SBX_BENCH_ADMIN_CONNECTION", null);
 var outDir = env("SBX_BENCH_OUT", "bench/results");
 var cacheDir = env("SBX_BENCH_CACHE", "/var/cache/sbx-bench");
 var image = env("SBX_BENCH_IMAGE", "sbx-python:current");
@@ -112,6 +122,9 @@ var churn = await baselines.ChurnCeilingAsync(8, TimeSpan.FromSeconds(churnSecon
 
 var peakRssMb = PeakRssMb(servicePid);
 
+Console.Error.WriteLine("[bench] data runs: 20 MiB multipart input, 5 MiB artifact, downloaded and checked");
+var dataRuns = await DataRuns.MeasureAsync(Client(warmUrl), servicePid, quick ? 3 : 10);
+
 var auditRuns = quick ? 2_000 : 12_500;   // 8 events a run: 100,000 events in the full run
 Console.Error.WriteLine($"[bench] audit: {auditRuns * 8} events through the real write path into a bench database, then verify and export");
 var audit = await AuditCost.MeasureAsync(admin, env("SBX_BENCH_MIGRATIONS", "migrations"), auditRuns, writers: 8);
@@ -126,6 +139,7 @@ figures["latency"] = latencies;
 figures["throughput"] = new { runsPerSecond = perSecond, completed, notSucceeded, churnCeilingPerSecond = churn, ratioToCeiling = perSecond / churn };
 figures["audit"] = new { eventsAppendedPerSecond = eventsPerSecond, eventsAppended, bulk = audit };
 figures["memory"] = new { servicePeakRssMb = peakRssMb };
+figures["dataRuns"] = dataRuns;
 figures["ratios"] = new
 {
     warmP50VsDockerApi = apiP50 / warmP50,
@@ -169,6 +183,7 @@ md.AppendLine(CultureInfo.InvariantCulture, $"| audit write path alone (8 writer
 md.AppendLine(CultureInfo.InvariantCulture, $"| verification | {audit.VerifyEventsPerSecond:F0} events/s over {audit.EventsVerified} events (verified: {audit.Verified}) | ≥ 50,000 events/s |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| export (NDJSON) | {audit.ExportEventsPerSecond:F0} events/s, {audit.ExportedBytes / 1048576.0:F1} MiB for {audit.ExportedEvents} events | |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| service peak resident memory | {peakRssMb:F0} MB | ≤ 300 MB |");
+md.AppendLine(CultureInfo.InvariantCulture, $"| data run: 20 MiB multipart input, 5 MiB artifact (downloaded, Repr-Digest checked: {dataRuns.AllIdentical}) | p50 {dataRuns.P50Ms:F0} ms, {dataRuns.RunsPerSecond:F2} runs/s, {dataRuns.InputMiBPerSecond:F1} MiB/s of input; service RSS {dataRuns.ServiceRssBeforeMb:F0} → peak {dataRuns.ServiceRssPeakMb:F0} MB | RSS rise well under the input size |");
 await File.WriteAllTextAsync(Path.Combine(outDir, "latest.md"), md.ToString());
 Console.WriteLine(md.ToString());
 return 0;

@@ -15,6 +15,7 @@ using Sandbox.Audited.Api.Runtimes;
 using Sandbox.Audited.Api.Web;
 using Sandbox.Audited.Api.Streaming;
 using Sandbox.Audited.Audit;
+using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Audit.Policies;
 using Sandbox.Audited.Audit.Runtimes;
 using Sandbox.Audited.Audit.Logging;
@@ -58,6 +59,10 @@ builder.Services.AddMarten(options => MartenSetup.Configure(options, connectionS
 builder.Services.Configure<PolicyOptions>(builder.Configuration.GetSection(PolicyOptions.Section));
 builder.Services.AddSingleton(sp => new PolicyHost(PolicyBundle.Load(sp.GetRequiredService<IOptions<PolicyOptions>>().Value.Directory)));
 builder.Services.AddSingleton<PolicyBundleStore>();
+builder.Services.AddSingleton<EvidenceStore>();
+builder.Services.AddSingleton<RunArtifacts>();
+builder.Services.Configure<RunInputOptions>(builder.Configuration.GetSection(RunInputOptions.Section));
+builder.Services.AddSingleton<EvidenceVerification>();
 builder.Services.AddSingleton<PolicyActivationLog>();
 builder.Services.AddSingleton<PolicyReloader>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<PolicyReloader>());
@@ -136,6 +141,8 @@ app.MapRuns();
 app.MapPolicies();
 app.MapAudit();
 app.MapRunStream();
+app.MapReproduce();
+app.MapEvidenceBundle();
 app.MapRuntimes();
 
 app.Run();

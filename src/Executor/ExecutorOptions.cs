@@ -32,6 +32,14 @@ public sealed class ExecutorOptions
     /// <summary>Extra time beyond the run's timeout before the service kills the container itself.</summary>
     public int BackstopGraceMs { get; set; } = 2000;
 
+    // What a run may bring back from /tmp/work/out: files, bytes per file, bytes in all.
+    public int MaxArtifacts { get; set; } = 64;
+    public long MaxArtifactBytes { get; set; } = 64L * 1024 * 1024;
+    public long MaxArtifactsTotalBytes { get; set; } = 64L * 1024 * 1024;
+
+    /// <summary>Where artifacts are spooled between the sandbox and the evidence store (deleted once stored).</summary>
+    public string SpoolDirectory { get; set; } = Path.Combine(Path.GetTempPath(), "sbx-spool");
+
     public int ReapIntervalSeconds { get; set; } = 60;
 
     public int DockerCallTimeoutMs { get; set; } = 15000;

@@ -15,6 +15,7 @@ public static class VerifyCommand
 
     private const string Usage = """
         usage: sbx-verify EXPORT.ndjson [--checkpoint FILE]... [--key FILE]... [--inclusion FILE]... [--consistency FILE]...
+               sbx-verify --bundle EVIDENCE.tar   (GET /v1/runs/{id}/evidence)
           EXPORT.ndjson     GET /v1/audit/export (no filters), "-" for standard input
           --checkpoint F    a checkpoint (or the list) from GET /v1/audit/checkpoints
           --key F           public key(s): PEM, or the JSON of GET /v1/audit/checkpoints/key; repeat for old keys
@@ -25,6 +26,8 @@ public static class VerifyCommand
 
     public static int Run(string[] args, TextWriter output)
     {
+        if (args.Length == 2 && args[0] == "--bundle")
+            return RunBundle(args[1], output);
         string? export = null;
         List<string> checkpointFiles = [], keyFiles = [], inclusionFiles = [], consistencyFiles = [];
         for (var i = 0; i < args.Length; i++)
@@ -109,6 +112,44 @@ public static class VerifyCommand
         else if (keys is null)
             output.WriteLine("NOTE  no public key given: checkpoint signatures were not checked, so the heads could have been made by anyone (--key).");
 
+        var failed = checks.Where(c => !c.Passed).ToList();
+        if (failed.Count == 0)
+        {
+            output.WriteLine($"VERIFIED: all {checks.Count} checks passed.");
+            return Verified;
+        }
+        output.WriteLine($"NOT VERIFIED: {failed.Count} of {checks.Count} checks failed; first: {failed[0].Name}: {failed[0].Detail}");
+        return NotVerified;
+    }
+
+    /// <summary>An evidence bundle: a tar whose files are checked against its manifest, its events and its content digests.</summary>
+    private static int RunBundle(string path, TextWriter output)
+    {
+        IReadOnlyList<VerifierCheck> checks;
+        try
+        {
+            var files = new Dictionary<string, byte[]>(StringComparer.Ordinal);
+            using (var tar = new System.Formats.Tar.TarReader(File.OpenRead(path)))
+                while (tar.GetNextEntry() is { } entry)
+                {
+                    if (entry.EntryType is not (System.Formats.Tar.TarEntryType.RegularFile or System.Formats.Tar.TarEntryType.V7RegularFile))
+                        continue;
+                    using var data = new MemoryStream();
+                    entry.DataStream?.CopyTo(data);
+                    files[entry.Name] = data.ToArray();
+                }
+            checks = EvidenceBundleVerifier.Verify(files);
+        }
+        catch (Exception e) when (e is FormatException or IOException or UnauthorizedAccessException or InvalidDataException
+                                       or System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException)
+        {
+            return Unusable(output, $"{path}: {e.Message}");
+        }
+        output.WriteLine($"sbx-verify: offline verification of a Sandbox.Audited evidence bundle\n  bundle       {path}\n");
+        var width = checks.Max(c => c.Name.Length);
+        foreach (var check in checks)
+            output.WriteLine($"{(check.Passed ? "PASS" : "FAIL")}  {check.Name.PadRight(width)}  {check.Detail}");
+        output.WriteLine("NOTE  the bundle carries no checkpoint: verify the run's inclusion with --inclusion/--checkpoint/--key against an export.");
         var failed = checks.Where(c => !c.Passed).ToList();
         if (failed.Count == 0)
         {

@@ -51,6 +51,28 @@ test('a person types code, runs it with Ctrl+Enter and sees the output, its hash
   await page.close();
 });
 
+test('a person uploads a CSV, the program summarises it into out/, and the artifact is listed with its digest', async () => {
+  const page = await browser.page();
+  await devSignIn(page, 'browser-erin');
+  await typeCode(page, 'import json; rows = open("tx.csv").read().splitlines()[1:]; json.dump({"rows": len(rows)}, open("out/summary.json", "w")); print(len(rows))');
+  await page.getByLabel('Input files').setInputFiles({ name: 'tx.csv', mimeType: 'text/csv', buffer: Buffer.from('id,amount\n1,10\n2,20\n3,30\n') });
+  await page.getByRole('button', { name: 'Run' }).click();
+
+  await waitForText(page.locator('#status'), 'Succeeded');
+  assert.equal(await page.locator('#stdout').textContent(), '3\n');
+  const artifact = page.locator('#artifacts li', { hasText: 'summary.json' });
+  await artifact.waitFor({ state: 'visible' });
+  const expected = createHash('sha256').update('{"rows": 3}').digest('hex');
+  assert.equal(await artifact.locator('code').textContent(), expected);
+  assert.match(await artifact.textContent(), /11 bytes · application\/json/);
+
+  const [download] = await Promise.all([page.waitForEvent('download'), artifact.getByRole('link', { name: 'Download summary.json' }).click()]);
+  assert.equal(download.suggestedFilename(), 'summary.json');
+
+  await screenshot(page, 'playground-artifacts.png');
+  await page.close();
+});
+
 test('choosing JavaScript loads its example, which runs with the Run button', async () => {
   const page = await browser.page();
   await devSignIn(page, 'browser-bob');

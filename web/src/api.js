@@ -37,8 +37,10 @@ export const session = {
 export async function api(path, { method = 'GET', body, signal, accept = 'application/json' } = {}) {
   const headers = { Accept: accept };
   if (session.token) headers.Authorization = `Bearer ${session.token}`;
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  return fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
+  // A FormData body goes as multipart/form-data: the browser sets the boundary and streams the files.
+  const form = body instanceof FormData;
+  if (body !== undefined && !form) headers['Content-Type'] = 'application/json';
+  return fetch(path, { method, headers, body: body === undefined ? undefined : form ? body : JSON.stringify(body), signal });
 }
 
 export async function readJson(response) {

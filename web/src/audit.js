@@ -184,7 +184,8 @@ function keyFacts({ type, data = {} }) {
   switch (type) {
     case 'run_requested':
       return [['caller', `${data.caller?.subject} @ ${data.caller?.tenant} (${join(data.caller?.roles)})`], ['language', data.language],
-        ['code', `${data.codeBytes} bytes, sha256 ${sha(data.codeSha256)}`], ['classification', data.classification], ['node', data.node]];
+        ['code', `${data.codeBytes} bytes, sha256 ${sha(data.codeSha256)}`], ['classification', data.classification], ['node', data.node],
+        ...(data.files ?? []).map((f) => [`input ${f.name}`, `${f.bytes} bytes, sha256 ${sha(f.sha256)}`])];
     case 'request_rejected':
       return [['HTTP', data.httpStatus], ['errors', join(data.errors)]];
     case 'policy_evaluated':
@@ -202,6 +203,9 @@ function keyFacts({ type, data = {} }) {
         ['wall', formatDuration((data.wallUs ?? 0) / 1000)]];
     case 'output_recorded':
       return [['stdout', `${data.stdout?.bytes} bytes, sha256 ${sha(data.stdout?.sha256)}`], ['stderr', `${data.stderr?.bytes} bytes, sha256 ${sha(data.stderr?.sha256)}`]];
+    case 'artifact_recorded':
+      return [['artifact', data.name], ['status', data.reason ? `${data.status} (${data.reason})` : data.status],
+        ...(data.sha256 ? [['content', `${data.bytes} bytes, sha256 ${sha(data.sha256)}`], ['media type', data.mediaType]] : [])];
     case 'run_completed':
       return [['status', data.status], ['exit code', data.exitCode ?? '—'], ['duration', formatDuration(data.durationMs)], ...(data.reason ? [['reason', data.reason]] : [])];
     case 'run_failed':

@@ -43,6 +43,7 @@ const ui = {
   runId: $('run-id'), problem: $('problem'), stdout: $('stdout'), stderr: $('stderr'),
   stdoutSha: $('stdout-sha'), stderrSha: $('stderr-sha'), stdoutNote: $('stdout-note'), stderrNote: $('stderr-note'),
   recent: document.querySelector('#recent tbody'), recentNote: $('recent-note'), recentRefresh: $('recent-refresh'),
+  files: $('files'), artifacts: $('artifacts'), artifactsNote: $('artifacts-note'),
 };
 
 // ---- editor ---------------------------------------------------------------------------------------
@@ -110,11 +111,19 @@ async function run() {
     classification: ui.classification.value,
     ...(ui.stdin.value ? { stdin: ui.stdin.value } : {}),
   };
+  // With files the run goes as multipart/form-data (each file under its own name), as `curl -F` would send it.
+  const send = (wait) => {
+    if (!ui.files.files.length) return { ...body, wait };
+    const form = new FormData();
+    for (const [name, value] of Object.entries({ ...body, wait: String(wait) })) form.append(name, value);
+    for (const file of ui.files.files) form.append(file.name, file, file.name);
+    return form;
+  };
   try {
     if (streamAvailable === false) {
-      await showResponse(await api('/v1/runs', { method: 'POST', body: { ...body, wait: true } }));
+      await showResponse(await api('/v1/runs', { method: 'POST', body: send(true) }));
     } else {
-      const response = await api('/v1/runs', { method: 'POST', body: { ...body, wait: false } });
+      const response = await api('/v1/runs', { method: 'POST', body: send(false) });
       if (response.status !== 202) {
         await showResponse(response);
       } else {
@@ -236,14 +245,49 @@ function resetResult() {
   ui.runId.textContent = '—';
   ui.problem.hidden = true;
   ui.problem.replaceChildren();
+  ui.artifacts.replaceChildren();
 }
 
 function showRunId(runId) {
   ui.runId.replaceChildren(el('a', { href: `/audit/?run=${runId}`, text: shortId(runId), title: runId, 'aria-label': `Run ${runId}` }));
 }
 
+/** Lists a run's artifacts; each downloads through fetch (the token is a header, not a cookie) with its digest shown. */
+async function showArtifacts(runId) {
+  const response = await api(`/v1/runs/${runId}/artifacts`).catch(() => null);
+  const artifacts = response?.ok ? await readJson(response) : [];
+  ui.artifactsNote.textContent = artifacts.length ? '' : 'No artifacts: the program wrote nothing under out/.';
+  ui.artifacts.replaceChildren(...artifacts.map((artifact) => {
+    const facts = artifact.status === 'stored'
+      ? `${artifact.bytes} bytes · ${artifact.mediaType} · SHA-256 `
+      : `${artifact.status}: ${artifact.reason}`;
+    const item = el('li', { class: 'artifact', 'data-status': artifact.status });
+    if (artifact.href) {
+      const link = el('a', { href: '#', text: artifact.name, 'aria-label': `Download ${artifact.name}` });
+      link.addEventListener('click', async (event) => {
+        event.preventDefault();
+        const file = await api(artifact.href, { accept: '*/*' });
+        if (!file.ok) return;
+        const url = URL.createObjectURL(await file.blob());
+        const save = el('a', { href: url, download: artifact.name.split('/').pop() });
+        save.click();
+        setTimeout(() => URL.revokeObjectURL(url), 10000);
+      });
+      item.append(link);
+    } else {
+      item.append(el('span', { text: artifact.name }));
+    }
+    item.append(el('span', { class: 'muted', text: ` ${facts}` }));
+    if (artifact.sha256) item.append(el('code', { text: artifact.sha256, title: 'SHA-256 of the artifact' }));
+    return item;
+  }));
+}
+
 function showRun(view) {
   resetResult();
+  if (view.runId && isTerminal(view.status) && !['denied', 'rejected', 'refused'].includes(view.status)) {
+    showArtifacts(view.runId);
+  }
   setBadge(ui.status, view.status);
   showRunId(view.runId);
   ui.exitCode.textContent = view.exitCode ?? (view.signal != null ? `signal ${view.signal}` : '—');

@@ -59,7 +59,7 @@ public sealed record VerificationView(
 /// GET /v1/audit/runs, /events, /verify, /export: for auditors and admins, always within the caller's own
 /// tenant (a `tenant` parameter naming another tenant is refused). Every read is itself recorded (AuditAccessed).
 /// </summary>
-public static class AuditEndpoints
+public static partial class AuditEndpoints
 {
     public const string Policy = "audit-reader";
     private const int DefaultLimit = 100;
@@ -101,6 +101,7 @@ public static class AuditEndpoints
         group.MapGet("/runs", QueryRuns);
         group.MapGet("/events", QueryEvents);
         group.MapGet("/verify", Verify);
+        group.MapGet("/evidence/verify", VerifyEvidence);
         group.MapGet("/export", Export);
         group.MapPost("/checkpoints", CreateCheckpoint);
         group.MapGet("/checkpoints", ListCheckpoints);

@@ -1,6 +1,7 @@
 using Marten;
 using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Audit;
+using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Audit.ReadModels;
 using Sandbox.Audited.Audit.Migrations;
 using Sandbox.Audited.Audit.Trail;
@@ -11,7 +12,7 @@ namespace Sandbox.Audited.Api.Hosting;
 /// <summary>The service's one-shot commands (`sbx` calls them): migrate, token, schema, dev-key.</summary>
 public static class Commands
 {
-    public static readonly IReadOnlySet<string> Names = new HashSet<string> { "migrate", "token", "schema", "dev-key", "policy-test", "rebuild-projections" };
+    public static readonly IReadOnlySet<string> Names = new HashSet<string> { "migrate", "token", "schema", "dev-key", "policy-test", "rebuild-projections", "erase" };
 
     public static async Task<int> RunAsync(string[] args, IConfiguration configuration)
     {
@@ -45,6 +46,28 @@ public static class Commands
                         Console.WriteLine($"rebuilt {name}");
                     }
                 }
+                return 0;
+
+            case "erase":
+                // Content erasure (retention or a data-subject request) as sandbox_eraser; `sbx erase` alone sets this connection.
+                var eraserConnection = configuration.GetConnectionString("Eraser")
+                    ?? throw new InvalidOperationException("ConnectionStrings:Eraser is required (run it as `./sbx erase …`).");
+                var eraseTenant = Option(args, "--tenant") ?? throw new InvalidOperationException("--tenant is required.");
+                var by = Option(args, "--by") ?? throw new InvalidOperationException("--by NAME is required: who erases is recorded.");
+                var reason = Option(args, "--reason") ?? throw new InvalidOperationException("--reason \"…\" is required: why is recorded.");
+                var eraser = new EvidenceEraser(eraserConnection, TimeProvider.System);
+                var classification = Option(args, "--classification");
+                IReadOnlyList<string> digests;
+                if (Option(args, "--digest") is { } digest)
+                    digests = [digest.ToLowerInvariant()];
+                else if (Option(args, "--older-than-days") is { } days && classification is not null)
+                    digests = await eraser.ExpiredAsync(eraseTenant, classification, int.Parse(days, System.Globalization.CultureInfo.InvariantCulture), CancellationToken.None);
+                else
+                    throw new InvalidOperationException("Name what to erase: --digest SHA256, or --older-than-days N --classification C.");
+                var erasure = await eraser.EraseAsync(eraseTenant, digests, by, reason, classification, CancellationToken.None);
+                Console.WriteLine($"erased {erasure.Erased.Count}: {string.Join(' ', erasure.Erased)}");
+                if (erasure.Skipped.Count > 0)
+                    Console.WriteLine($"skipped {erasure.Skipped.Count} (absent or already erased): {string.Join(' ', erasure.Skipped)}");
                 return 0;
 
             case "policy-test":

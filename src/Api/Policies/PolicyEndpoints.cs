@@ -3,6 +3,7 @@ using Marten;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Api.Runs;
+using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Audit.Policies;
 using Sandbox.Audited.Audit.Trail;
 using Sandbox.Audited.Domain.Hashing;
@@ -109,7 +110,7 @@ public static class PolicyEndpoints
 
     /// <summary>Re-decides a recorded run with its recorded input under the bundle it was decided with.</summary>
     public static async Task<Results<Ok<ReplayView>, ProblemHttpResult>> Replay(
-        Guid id, HttpContext http, IDocumentStore store, PolicyBundleStore bundles, AccessLog accessLog, CancellationToken ct)
+        Guid id, HttpContext http, IDocumentStore store, PolicyBundleStore bundles, AccessLog accessLog, EvidenceStore evidence, CancellationToken ct)
     {
         var caller = http.User.ToCaller();
         await using var session = store.QuerySession();
@@ -129,7 +130,23 @@ public static class PolicyEndpoints
             return problem;
 
         var recorded = PolicyReplay.DecisionOf(evaluated);
-        var replayed = bundle!.Evaluate(PolicyReplay.InputOf(requested));
+        string? storedCode = null;
+        if (requested.Code is null)
+        {
+            try
+            {
+                storedCode = await evidence.ReadPrefixAsync(requested.Caller.Tenant, requested.CodeSha256, checked((int)requested.CodeBytes), ct) is { } code
+                    ? System.Text.Encoding.UTF8.GetString(code) : null;
+            }
+            catch (ContentErasedException)
+            {
+                storedCode = null;
+            }
+            if (storedCode is null)
+                return Problem(409, NotReplayable, "The run's code is not available",
+                    $"The code of run {id} (sha256 {requested.CodeSha256}) was erased from the evidence store, so its decision cannot be replayed.");
+        }
+        var replayed = bundle!.Evaluate(PolicyReplay.InputOf(requested, storedCode));
         var differences = PolicyReplay.Differences(recorded, replayed);
 
         await accessLog.RecordAsync(caller, "policy.replay", new Dictionary<string, string>

@@ -2,23 +2,29 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Marten;
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.Options;
 using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Api.Callbacks;
 using Sandbox.Audited.Api.Hosting;
 using Sandbox.Audited.Api.Idempotency;
 using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Audit.Runs;
+using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Audit.Trail;
 using Sandbox.Audited.Domain.Audit;
 using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Domain.Runtimes;
+using Sandbox.Audited.Executor;
 
 namespace Sandbox.Audited.Api.Runs;
 
 public static class RunEndpoints
 {
-    /// <summary>Largest body read: code (256 KiB) + stdin (1 MiB) + files (1 MiB) + JSON overhead.</summary>
-    public const long MaxBodyBytes = 3 * 1024 * 1024;
+    /// <summary>
+    /// Largest JSON body read (it is parsed whole): code (256 KiB) + stdin (1 MiB) + files (about 2 MiB, base64 or text) + JSON
+    /// overhead. Larger inputs go as multipart/form-data, which is streamed (RunUpload).
+    /// </summary>
+    public const long MaxBodyBytes = 4 * 1024 * 1024;
 
     /// <summary>
     /// Strict at every depth: exact camelCase names, no unknown or repeated members, numbers as JSON numbers. A typo
@@ -41,13 +47,15 @@ public static class RunEndpoints
         group.MapPost("/", CreateRun).RequireRateLimiting(RunRateLimits.Policy);
         group.MapGet("/{id:guid}", GetRun);
         group.MapGet("/{id:guid}/events", GetEvents);
+        group.MapGet("/{id:guid}/artifacts", ArtifactEndpoints.List);
+        group.MapGet("/{id:guid}/artifacts/{**name}", ArtifactEndpoints.Download);
         return group;
     }
 
     /// <summary>POST /v1/runs: where a run is admitted. Validation and authorization failures are recorded too.</summary>
     public static async Task<Results<Ok<RunView>, Accepted<RunView>, ProblemHttpResult>> CreateRun(
         HttpContext http, RunOrchestrator orchestrator, IdempotencyStore idempotency, CallbackSender callbacks, IDocumentStore store, PolicyHost policies,
-        RuntimeCatalogue runtimes)
+        RuntimeCatalogue runtimes, EvidenceStore evidence, IOptions<RunInputOptions> inputs, IOptions<ExecutorOptions> executor)
     {
         var caller = http.User.ToCaller();
         var client = RequestClient.Of(http);
@@ -56,7 +64,12 @@ public static class RunEndpoints
         if (string.IsNullOrEmpty(caller.Subject) || string.IsNullOrEmpty(caller.Tenant))
             return Problem(401, Problems.Unauthorized, "Token incomplete", "The token must carry 'sub' and 'tenant' claims.");
 
-        var (body, bodyError, tooLarge, raw) = await ReadBodyAsync(http.Request, ct);
+        using var upload = RunUpload.Is(http.Request)
+            ? await RunUpload.ReadAsync(http.Request, inputs.Value.Limits, executor.Value.SpoolDirectory, ct)
+            : null;
+        var (body, bodyError, tooLarge, raw) = upload is not null
+            ? (upload.Body, upload.Error, upload.TooLarge, upload.Description)
+            : await ReadBodyAsync(http.Request, ct);
         if (!caller.Has(Roles.Runner))
         {
             var id = await orchestrator.RejectAsync(caller, client, 403, ["The token lacks the 'runner' role; only runners may start runs."], body?.Language, body?.Code, ct);
@@ -72,7 +85,7 @@ public static class RunEndpoints
 
         var (valid, rejection) = RunRequestValidation.Validate(
             new RunRequest(body.Language, body.Code, body.Stdin, body.Args, body.Files, body.Limits, body.Classification, body.Runtime, body.Isolation),
-            policies.Active.Ceilings);
+            policies.Active.Ceilings, inputs.Value.Limits, upload?.Files);
         // The catalogue is configuration, not request syntax: checked once the language is known.
         if (valid is not null)
         {
@@ -88,6 +101,13 @@ public static class RunEndpoints
             var id = await orchestrator.RejectAsync(caller, client, status, rejection.Errors, body.Language, body.Code, ct);
             return Problem(status, status == 413 ? Problems.PayloadTooLarge : Problems.InvalidRequest,
                 status == 413 ? "Request too large" : "Invalid run request", string.Join(" ", rejection.Errors), id, rejection.Errors);
+        }
+
+        // Inputs land on the sandbox's /tmp before the program starts: they must fit the tmpfs the policy gives the run.
+        if (InputBudget.Problem(valid, policies.Active.Evaluate(RunOrchestrator.PolicyInputOf(caller, valid)).Limits) is { } overBudget)
+        {
+            var id = await orchestrator.RejectAsync(caller, client, 413, [overBudget], body.Language, body.Code, ct);
+            return Problem(413, Problems.PayloadTooLarge, "Inputs do not fit the sandbox", overBudget, id, [overBudget]);
         }
 
         if (body.CallbackUrl is { } callbackUrl && callbacks.Refuse(caller.Tenant, callbackUrl) is { } refusal)
@@ -115,7 +135,7 @@ public static class RunEndpoints
                     return Problem(422, Problems.IdempotencyConflict, "Idempotency-Key reused", conflict.Detail, id);
                 case ExistingRun existing:
                     http.Response.Headers["Idempotent-Replayed"] = "true";
-                    return Replay(await LoadAsync(store, existing.RunId, ct));
+                    return Replay(await (await LoadAsync(store, existing.RunId, ct)).WithOutputAsync(evidence, ct));
             }
         }
 
@@ -144,8 +164,10 @@ public static class RunEndpoints
         }
 
         var execution = orchestrator.ExecuteAsync(admitted);
+        upload?.KeepUntil(execution);
         if (body.CallbackUrl is { } url)
-            _ = execution.ContinueWith(_ => callbacks.DeliverAsync(admitted.Stream, caller.Tenant, url, RunView.From(admitted.Summary)), TaskScheduler.Default).Unwrap();
+            _ = execution.ContinueWith(async _ => await callbacks.DeliverAsync(admitted.Stream, caller.Tenant, url,
+                RunView.From(await admitted.Summary.WithOutputAsync(evidence, CancellationToken.None))), TaskScheduler.Default).Unwrap();
         if (body.Wait == false)
         {
             _ = execution.ContinueWith(t => _ = t.Exception, TaskScheduler.Default);
@@ -154,7 +176,7 @@ public static class RunEndpoints
         RunSummary finished;
         try
         {
-            finished = await execution;
+            finished = await (await execution).WithOutputAsync(evidence, ct);
         }
         catch (Exception e) when (IsRefusedByTheService(e))
         {
@@ -203,7 +225,8 @@ public static class RunEndpoints
         return RunSummary.Fold(id, events.Select(e => e.Data));
     }
 
-    public static async Task<Results<Ok<RunView>, ProblemHttpResult>> GetRun(Guid id, HttpContext http, IDocumentStore store, OutcomeJournal journal, AccessLog accessLog, CancellationToken ct)
+    public static async Task<Results<Ok<RunView>, ProblemHttpResult>> GetRun(Guid id, HttpContext http, IDocumentStore store, OutcomeJournal journal, AccessLog accessLog,
+        EvidenceStore evidence, CancellationToken ct)
     {
         await using var session = store.QuerySession();
         var events = await session.Events.FetchStreamAsync(id, token: ct);
@@ -214,7 +237,7 @@ public static class RunEndpoints
             return unrecorded;
         if (!summary.IsTerminal && journal.Holds(id))
             summary = summary with { Status = RunStatus.Recording };
-        return TypedResults.Ok(RunView.From(summary));
+        return TypedResults.Ok(RunView.From(await summary.WithOutputAsync(evidence, ct)));
     }
 
     public static async Task<Results<Ok<IReadOnlyList<EventView>>, ProblemHttpResult>> GetEvents(Guid id, HttpContext http, IDocumentStore store, AccessLog accessLog, CancellationToken ct)
@@ -235,7 +258,7 @@ public static class RunEndpoints
     /// Someone reading another person's run (an auditor or admin of the tenant) reads its code and output: recorded in
     /// the access log like an audit query, before the answer leaves. Reading one's own run is not recorded.
     /// </summary>
-    private static async Task<ProblemHttpResult?> RecordReadAsync(HttpContext http, AccessLog accessLog, RunSummary run, string action, long count)
+    internal static async Task<ProblemHttpResult?> RecordReadAsync(HttpContext http, AccessLog accessLog, RunSummary run, string action, long count)
     {
         var caller = http.User.ToCaller();
         if (caller.Subject == run.Subject)
@@ -265,7 +288,7 @@ public static class RunEndpoints
         if (request.ContentLength > MaxBodyBytes)
             return (null, $"The request body is {request.ContentLength} bytes; the maximum is {MaxBodyBytes} bytes.", true, []);
         if (request.ContentType is { } type && !type.StartsWith("application/json", StringComparison.OrdinalIgnoreCase))
-            return (null, $"Send the run as JSON (Content-Type: application/json), not '{type}'.", false, []);
+            return (null, $"Send the run as JSON (Content-Type: application/json) or as multipart/form-data, not '{type}'.", false, []);
         using var buffer = new MemoryStream();
         var chunk = new byte[81920];
         int read;
@@ -305,9 +328,9 @@ public static class RunEndpoints
         return $"Malformed JSON{at}: {message}";
     }
 
-    private static ProblemHttpResult Problem(int status, string type, string title, string detail, Guid? runId = null, IReadOnlyList<string>? errors = null) =>
+    internal static ProblemHttpResult Problem(int status, string type, string title, string detail, Guid? runId = null, IReadOnlyList<string>? errors = null) =>
         TypedResults.Problem(Problems.Create(status, type, title, detail, runId, errors));
 
-    private static ProblemHttpResult NotFound(Guid id) =>
+    internal static ProblemHttpResult NotFound(Guid id) =>
         Problem(404, Problems.NotFound, "Run not found", $"No run {id} is visible to you.");
 }

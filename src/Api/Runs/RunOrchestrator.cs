@@ -5,6 +5,7 @@ using Marten;
 using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Api.Runtimes;
 using Sandbox.Audited.Api.Streaming;
+using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Domain.Hashing;
 using Sandbox.Audited.Domain.Policies;
@@ -24,6 +25,9 @@ public sealed class WriteAheadException(Exception inner) : Exception("The run co
 public sealed record AdmittedRun(RunStream Stream, ValidRunRequest Request, PolicyDecision Decision, Caller Caller, Stopwatch Clock, List<object> Events)
 {
     public RunPhases Phases { get; } = new(Clock);
+
+    /// <summary>The exact image to run on (a reproduction: the original's recorded image id); null for the language's current image.</summary>
+    public string? ImageId { get; init; }
 
     /// <summary>Set once an outcome went to the node's journal: later events of the run go there too, in order.</summary>
     public bool Recording { get; set; }
@@ -55,6 +59,8 @@ public sealed partial class RunOrchestrator(
     TimeProvider clock,
     RunFeed feed,
     OutcomeJournal journal,
+    EvidenceStore evidence,
+    RunArtifacts artifacts,
     ILogger<RunOrchestrator> logger)
 {
     private readonly ConcurrentDictionary<Guid, Task> _inFlight = new();
@@ -95,21 +101,46 @@ public sealed partial class RunOrchestrator(
         return runId;
     }
 
-    /// <summary>Records the request and the policy decision in one commit. A denied run also gets its terminal event.</summary>
-    public async Task<AdmittedRun> RequestAsync(Caller caller, ClientInfo client, ValidRunRequest request, CancellationToken ct)
+    /// <summary>
+    /// Stores the inputs (code, stdin, each file) in the tenant's evidence store, then records the request (their digests)
+    /// and the policy decision in one commit. A denied run also gets its terminal event. Nothing runs unless both succeeded.
+    /// </summary>
+    public async Task<AdmittedRun> RequestAsync(Caller caller, ClientInfo client, ValidRunRequest request, CancellationToken ct,
+        Guid? reproduces = null, string? imageId = null)
     {
         var watch = Stopwatch.StartNew();
         var runId = Guid.CreateVersion7();
         var bundle = policies.Active;
-        var decision = bundle.Evaluate(new PolicyInput(caller, request.Language, request.Classification, request.Limits,
-            request.Code, request.Args.Count, request.Files.Count, request.Stdin.Length, request.Runtime, request.Isolation));
+        var decision = bundle.Evaluate(PolicyInputOf(caller, request));
+        var code = Encoding.UTF8.GetBytes(request.Code);
+        List<FileDigest> files;
+        try
+        {
+            await evidence.PutAsync(caller.Tenant, code, ct);
+            await evidence.PutAsync(caller.Tenant, request.Stdin, ct);
+            files = [];
+            foreach (var file in request.Files)
+            {
+                // Streamed from the request's spool (multipart) or memory (JSON) into the store, never read whole.
+                await using var content = await file.Open(ct);
+                var stored = await evidence.PutAsync(caller.Tenant, content, ct);
+                if (stored.Sha256 != file.Sha256 || stored.Bytes != file.Bytes)
+                    throw new InvalidDataException($"Input file '{file.Name}' changed after it was received.");
+                files.Add(new FileDigest(file.Name, stored.Bytes, stored.Sha256));
+            }
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            LogWriteAheadFailed(e, runId);
+            throw new WriteAheadException(e);
+        }
         var now = clock.GetUtcNow();
         var events = new List<object>
         {
-            new RunRequested(runId, caller, request.Language, request.Code, Sha256Hex.Of(request.Code), Encoding.UTF8.GetByteCount(request.Code),
-                Sha256Hex.Of(request.Stdin), request.Stdin.Length, request.Args,
-                request.Files.Select(f => new FileDigest(f.Name, Encoding.UTF8.GetByteCount(f.Content), Sha256Hex.Of(f.Content))).ToList(),
-                request.Limits, request.Classification, client, executorOptions.Value.NodeId, now, request.Runtime, request.Isolation),
+            new RunRequested(runId, caller, request.Language, null, Sha256Hex.Of(code), code.Length,
+                Sha256Hex.Of(request.Stdin), request.Stdin.Length, request.Args, files,
+                request.Limits, request.Classification, client, executorOptions.Value.NodeId, now, request.Runtime, request.Isolation,
+                InputsStored: true, ReproducesRunId: reproduces),
             new PolicyEvaluated(runId, decision.Decision, decision.BundleDigest, decision.RuleIds, decision.Limits, decision.Findings, decision.Reasons, now,
                 decision.Runtime, decision.Isolation),
         };
@@ -126,10 +157,14 @@ public sealed partial class RunOrchestrator(
             LogWriteAheadFailed(e, runId);
             throw new WriteAheadException(e);
         }
-        var admitted = new AdmittedRun(stream, request, decision, caller, watch, events);
+        var admitted = new AdmittedRun(stream, request, decision, caller, watch, events) { ImageId = imageId };
         admitted.Phases.Recorded();
         return admitted;
     }
+
+    public static PolicyInput PolicyInputOf(Caller caller, ValidRunRequest request) =>
+        new(caller, request.Language, request.Classification, request.Limits, request.Code, request.Args.Count, request.Files.Count, request.Stdin.Length,
+            request.Runtime, request.Isolation);
 
     /// <summary>Stops admitting runs; running ones carry on.</summary>
     public void StopAdmitting() => admission.Close();
@@ -166,7 +201,7 @@ public sealed partial class RunOrchestrator(
             try
             {
                 var profile = SandboxProfile.For(run.Decision.Runtime ?? run.Request.Language, run.Request.Language,
-                    run.Decision.Isolation ?? Isolation.Standard, run.Decision.Limits);
+                    run.Decision.Isolation ?? Isolation.Standard, run.Decision.Limits) with { ImageId = run.ImageId };
                 sandbox = await pool.AcquireAsync(profile, runId, ct);
                 run.Phases.SandboxReady();
                 feed.Running(runId, sandbox.ContainerId);
@@ -204,23 +239,25 @@ public sealed partial class RunOrchestrator(
             var announced = AnnounceUnlessFinishedAsync(run, sandboxEvents, execution, ct);
             List<object> outcomeEvents;
             var large = false;
+            SandboxOutcome? collected = null;
             try
             {
-                var outcome = await execution;
+                var outcome = collected = await execution;
                 run.Phases.Exited();
                 if (outcome.Stdout.Length + outcome.Stderr.Length > LargeOutcomeBytes)
                 {
                     await _largeOutcome.WaitAsync(CancellationToken.None);
                     large = true;
                 }
+                var stdout = await StoreOutputAsync(run, outcome.Stdout.ToArray(), Math.Max(outcome.Exit.StdoutProduced, outcome.Stdout.Length), outcome.StdoutTruncated);
+                var stderr = await StoreOutputAsync(run, outcome.Stderr.ToArray(), Math.Max(outcome.Exit.StderrProduced, outcome.Stderr.Length), outcome.StderrTruncated);
                 var now = clock.GetUtcNow();
                 var exited = new SandboxExited(runId, outcome.Exit.ExitCode, outcome.Exit.Signal, outcome.Exit.TimedOut, outcome.Exit.OomKilled,
                     outcome.Exit.PidsLimitHit, outcome.Exit.WallUs, outcome.Exit.CpuUserUs, outcome.Exit.CpuSysUs, outcome.Exit.MaxRssKb, now);
-                var output = new OutputRecorded(runId,
-                    Describe(outcome.Stdout.ToArray(), Math.Max(outcome.Exit.StdoutProduced, outcome.Stdout.Length), outcome.StdoutTruncated),
-                    Describe(outcome.Stderr.ToArray(), Math.Max(outcome.Exit.StderrProduced, outcome.Stderr.Length), outcome.StderrTruncated), now);
+                var output = new OutputRecorded(runId, stdout, stderr, now);
                 var status = RunStatus.FromExit(exited, outcome.StdoutTruncated || outcome.StderrTruncated);
-                outcomeEvents = [exited, output, new RunCompleted(runId, status, exited.ExitCode, run.Clock.ElapsedMilliseconds, outcome.Problem, now)];
+                var kept = await artifacts.StoreAsync(run.Caller.Tenant, runId, outcome.Artifacts, CancellationToken.None);
+                outcomeEvents = [exited, output, .. kept, new RunCompleted(runId, status, exited.ExitCode, run.Clock.ElapsedMilliseconds, outcome.Problem, now)];
             }
             catch (Exception e)
             {
@@ -238,6 +275,7 @@ public sealed partial class RunOrchestrator(
             }
             finally
             {
+                collected?.DeleteSpool();
                 if (large)
                     _largeOutcome.Release();
                 pool.Replenish();
@@ -331,6 +369,46 @@ public sealed partial class RunOrchestrator(
         feed.Recorded(stream.RunId, stream.Version - events.Count + 1, events);
     }
 
+    /// <summary>
+    /// Stores an output stream's bytes in the evidence store and describes it with a preview. When the store is away the
+    /// bytes go inside the event instead (as before the store), so that the outcome journal keeps them whole.
+    /// </summary>
+    private async Task<StreamOutput> StoreOutputAsync(AdmittedRun run, byte[] bytes, long produced, bool truncated)
+    {
+        try
+        {
+            await evidence.PutAsync(run.Caller.Tenant, bytes, CancellationToken.None);
+        }
+        catch (Exception e)
+        {
+            LogOutputInline(e, run.Stream.RunId);
+            return Describe(bytes, produced, truncated);
+        }
+        return Preview(bytes, produced, truncated);
+    }
+
+    /// <summary>A stored stream: digest and sizes of all its bytes, content limited to the first PreviewBytes bytes.</summary>
+    public static StreamOutput Preview(byte[] bytes, long produced, bool truncated)
+    {
+        var sha = Sha256Hex.Of(bytes);
+        var head = bytes.AsSpan(0, Math.Min(bytes.Length, StreamOutput.PreviewBytes)).ToArray();
+        var text = TryUtf8(head) ?? TryUtf8(TrimPartialUtf8(head));
+        return text is not null
+            ? new StreamOutput(sha, bytes.Length, produced, truncated, "utf8", text, Stored: true)
+            : new StreamOutput(sha, bytes.Length, produced, truncated, "base64", Convert.ToBase64String(head), Stored: true);
+    }
+
+    // A preview cut inside a multi-byte character loses that character rather than turning into base64.
+    private static byte[] TrimPartialUtf8(byte[] head)
+    {
+        var end = head.Length;
+        for (var back = 0; back < 3 && end > 0 && (head[end - 1] & 0xC0) == 0x80; back++)
+            end--;
+        if (end > 0 && head[end - 1] >= 0xC0)
+            end--;
+        return head[..end];
+    }
+
     /// <summary>Output is kept as text when it is valid UTF-8 without NUL (jsonb cannot hold NUL), otherwise as base64.</summary>
     public static StreamOutput Describe(byte[] bytes, long produced, bool truncated)
     {
@@ -371,6 +449,9 @@ public sealed partial class RunOrchestrator(
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: its outcome could not be committed; kept in the node's journal until the audit store returns")]
     private partial void LogOutcomeJournaled(Exception e, Guid runId);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: the evidence store is unavailable; its output is kept inside the outcome event")]
+    private partial void LogOutputInline(Exception e, Guid runId);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: SandboxRemoved could not be recorded")]
     private partial void LogRemovalNotRecorded(Exception e, Guid runId);

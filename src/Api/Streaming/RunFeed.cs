@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Threading.Channels;
 using Sandbox.Audited.Api.Metrics;
 using Sandbox.Audited.Audit.Events;
+using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Executor.Sandboxes;
 
 namespace Sandbox.Audited.Api.Streaming;
@@ -38,7 +39,9 @@ public sealed class RunFeed(RunMetrics metrics)
     {
         metrics.Observe(runId, events);
         var terminal = events.Any(e => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e)));
-        var entry = terminal ? _runs.GetValueOrDefault(runId) : _runs.GetOrAdd(runId, _ => new Entry());
+        // Only the request opens a run's entry: events recorded after the terminal one (SandboxRemoved) must not reopen it,
+        // or a later subscriber would wait on an entry that never completes.
+        var entry = !terminal && events.Any(e => e is RunRequested) ? _runs.GetOrAdd(runId, _ => new Entry()) : _runs.GetValueOrDefault(runId);
         if (entry is null)
             return;
         var version = firstVersion;

@@ -5,6 +5,8 @@ using System.Text.Json;
 using Marten;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Api.Runs;
+using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Executor.Sandboxes;
 
@@ -30,7 +32,7 @@ public static class StreamEndpoints
             .WithTags("Runs");
 
     public static async Task<Results<ServerSentEventsResult<string>, NoContent, ProblemHttpResult>> Stream(
-        Guid id, HttpContext http, IDocumentStore store, RunFeed feed, CancellationToken ct)
+        Guid id, HttpContext http, IDocumentStore store, RunFeed feed, EvidenceStore evidence, CancellationToken ct)
     {
         var lastEventId = http.Request.Headers["Last-Event-ID"].ToString();
         var cursor = StreamCursor.Start;
@@ -50,10 +52,10 @@ public static class StreamEndpoints
             return TypedResults.NoContent();
 
         http.Response.Headers["X-Accel-Buffering"] = "no";
-        return TypedResults.ServerSentEvents(Messages(id, store, subscription, events, summary, cursor, ct));
+        return TypedResults.ServerSentEvents(Messages(id, store, evidence, subscription, events, summary, cursor, ct));
     }
 
-    private static async IAsyncEnumerable<SseItem<string>> Messages(Guid id, IDocumentStore store, RunFeed.Subscription? subscription,
+    private static async IAsyncEnumerable<SseItem<string>> Messages(Guid id, IDocumentStore store, EvidenceStore evidence, RunFeed.Subscription? subscription,
         IReadOnlyList<JasperFx.Events.IEvent> events, RunSummary summary, StreamCursor cursor, [EnumeratorCancellation] CancellationToken ct)
     {
         var writer = new MessageWriter(cursor);
@@ -93,9 +95,9 @@ public static class StreamEndpoints
         // The recorded output is the whole of it: whatever live chunks did not deliver (or a replay) comes from there.
         if (summary.Output is { } output)
         {
-            foreach (var message in writer.Write(new OutputItem(OutputStream.Stdout, Bytes(output.Stdout))))
+            foreach (var message in writer.Write(new OutputItem(OutputStream.Stdout, await RunContent.BytesAsync(evidence, summary.Tenant ?? "", output.Stdout, ct))))
                 yield return message;
-            foreach (var message in writer.Write(new OutputItem(OutputStream.Stderr, Bytes(output.Stderr))))
+            foreach (var message in writer.Write(new OutputItem(OutputStream.Stderr, await RunContent.BytesAsync(evidence, summary.Tenant ?? "", output.Stderr, ct))))
                 yield return message;
         }
         yield return writer.Message("end", StreamCursor.End, JsonSerializer.Serialize(new { runId = id, status = summary.Status, exitCode = summary.Exit?.ExitCode }, Json));
@@ -108,9 +110,6 @@ public static class StreamEndpoints
         var all = events.ToList();
         return (all.Where(e => e.Version > after).ToList(), RunSummary.Fold(id, all.Select(e => e.Data)));
     }
-
-    private static byte[] Bytes(StreamOutput output) =>
-        output.Encoding == "utf8" ? Encoding.UTF8.GetBytes(output.Content) : Convert.FromBase64String(output.Content);
 
     /// <summary>Turns feed items into messages past the cursor, advancing it; the first message carries `retry`.</summary>
     private sealed class MessageWriter(StreamCursor cursor)

@@ -35,7 +35,25 @@ public sealed class AuditExport(NpgsqlDataSource database)
             """);
         command.CommandTimeout = 0;
         AuditQueries.AddEventFilter(command, filter);
+        return await WriteRowsAsync(command, format, output, ct);
+    }
 
+    /// <summary>One stream of the tenant (a run, or its evidence stream), every event, in the NDJSON export format.</summary>
+    public async Task<long> WriteStreamAsync(string tenant, Guid streamId, Stream output, CancellationToken ct)
+    {
+        await using var command = database.CreateCommand($"""
+            SELECT {AuditQueries.EventColumns}, e.headers ->> 'canon'
+            FROM sandbox.mt_events e {AuditQueries.StreamOwner}
+            WHERE {AuditQueries.OwnedBy} AND e.stream_id = @stream
+            ORDER BY e.seq_id
+            """);
+        command.Parameters.Add(new NpgsqlParameter("tenant", NpgsqlTypes.NpgsqlDbType.Text) { Value = tenant });
+        command.Parameters.Add(new NpgsqlParameter("stream", NpgsqlTypes.NpgsqlDbType.Uuid) { Value = streamId });
+        return await WriteRowsAsync(command, ExportFormats.Ndjson, output, ct);
+    }
+
+    private static async Task<long> WriteRowsAsync(NpgsqlCommand command, string format, Stream output, CancellationToken ct)
+    {
         var buffer = new ArrayBufferWriter<byte>(FlushAt * 2);
         await using var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { SkipValidation = true });
         var values = new string?[Columns.Length];

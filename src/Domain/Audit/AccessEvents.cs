@@ -24,6 +24,8 @@ public static class AuditActions
     public const string QueryEvents = "query_events";
     public const string Export = "export";
     public const string Verify = "verify";
+    public const string VerifyEvidence = "verify_evidence";
+    public const string ReadEvidence = "read_evidence";
     public const string ListCheckpoints = "list_checkpoints";
     public const string VerifyCheckpoints = "verify_checkpoints";
 
@@ -31,6 +33,10 @@ public static class AuditActions
     public const string ReadRun = "read_run";
 
     public const string ReadRunEvents = "read_run_events";
+
+    /// <summary>An auditor or admin listed or downloaded another person's run artifacts.</summary>
+    public const string ListArtifacts = "list_artifacts";
+    public const string ReadArtifact = "read_artifact";
 
     public const string InclusionProof = "inclusion_proof";
     public const string ConsistencyProof = "consistency_proof";

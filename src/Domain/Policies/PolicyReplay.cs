@@ -7,8 +7,9 @@ namespace Sandbox.Audited.Domain.Policies;
 public static class PolicyReplay
 {
     /// <summary>Every PolicyInput field is recorded in RunRequested (args and files in full, stdin by size).</summary>
-    public static PolicyInput InputOf(RunRequested request) => new(
-        request.Caller, request.Language, request.Classification, request.Limits, request.Code,
+    /// <summary>Code is the request's own (runs recorded before the evidence store) or the stored code its CodeSha256 names.</summary>
+    public static PolicyInput InputOf(RunRequested request, string? storedCode = null) => new(
+        request.Caller, request.Language, request.Classification, request.Limits, request.Code ?? storedCode ?? "",
         request.Args.Count, request.Files.Count, request.StdinBytes, request.Runtime, request.Isolation);
 
     public static PolicyDecision DecisionOf(PolicyEvaluated evaluated) => new(

@@ -13,11 +13,16 @@ public sealed record ClientInfo(string? Address, string? UserAgent, string? Idem
 
 public sealed record FileDigest(string Name, long Bytes, string Sha256);
 
+/// <summary>
+/// The request as recorded before anything runs. Since the evidence store (InputsStored = true), Code is null and code,
+/// stdin and each file live in the tenant's evidence store under CodeSha256, StdinSha256 and Files[].Sha256; runs recorded
+/// before keep their code in Code. ReproducesRunId links a reproduction to the run it repeats.
+/// </summary>
 public sealed record RunRequested(
     Guid RunId,
     Caller Caller,
     string Language,
-    string Code,
+    string? Code,
     string CodeSha256,
     long CodeBytes,
     string StdinSha256,
@@ -30,7 +35,9 @@ public sealed record RunRequested(
     string Node,
     DateTimeOffset At,
     string? Runtime = null,
-    string? Isolation = null);
+    string? Isolation = null,
+    bool InputsStored = false,
+    Guid? ReproducesRunId = null);
 
 public sealed record RequestRejected(
     Guid RunId,
@@ -110,8 +117,28 @@ public sealed record RunFailed(Guid RunId, string Reason, DateTimeOffset At);
 
 public sealed record RunAbandoned(Guid RunId, string Reason, string Node, DateTimeOffset At);
 
-/// <summary>What came out of one stream: hash and sizes of the exact bytes, and the (capped) content.</summary>
-public sealed record StreamOutput(string Sha256, long Bytes, long ProducedBytes, bool Truncated, string Encoding, string Content);
+/// <summary>
+/// What came out of one stream: hash and sizes of the exact bytes kept, and their content. When Stored, the bytes live in
+/// the tenant's evidence store under Sha256 and Content is only a preview of the first PreviewBytes bytes (utf8, or
+/// base64); otherwise (runs recorded before the store, or an outcome journaled while the store was away) Content is all of it.
+/// </summary>
+public sealed record StreamOutput(string Sha256, long Bytes, long ProducedBytes, bool Truncated, string Encoding, string Content, bool Stored = false)
+{
+    public const int PreviewBytes = 1024;
+}
+
+/// <summary>
+/// Content was erased from the tenant's evidence store (retention per classification, or a data-subject request): who
+/// (Caller.Subject, role "eraser"), why, and which digests. Recorded on the tenant's evidence stream
+/// (EvidenceStreams.For); the digests stay in the events that referenced them, so the chain still verifies.
+/// </summary>
+public sealed record EvidenceErased(Guid StreamId, Caller Caller, IReadOnlyList<string> Sha256s, string Reason, string? Classification, DateTimeOffset At);
+
+public static class EvidenceStreams
+{
+    /// <summary>One deterministic stream per tenant for its erasure events: every eraser appends to the same one.</summary>
+    public static Guid For(string tenant) => Audit.NamedStreams.IdOf("sandbox-audited:evidence:" + tenant);
+}
 
 /// <summary>The security settings and limits a container was actually created with.</summary>
 public sealed record SandboxSettings(

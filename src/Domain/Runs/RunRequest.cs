@@ -1,8 +1,27 @@
 using System.Text;
+using Sandbox.Audited.Domain.Hashing;
 
 namespace Sandbox.Audited.Domain.Runs;
 
-public sealed record RunFile(string Name, string Content);
+/// <summary>A file as the JSON form sends it: text, or base64 when <c>encoding</c> is "base64".</summary>
+public sealed record RunFile(string Name, string Content, string? Encoding = null);
+
+/// <summary>
+/// An input file after validation: its exact bytes' size and SHA-256, and how to read them again (from memory for the
+/// JSON form, from the request's spool file for multipart) so that large inputs are streamed, never held whole.
+/// </summary>
+public sealed record InputFile(string Name, long Bytes, string Sha256, Func<CancellationToken, Task<Stream>> Open)
+{
+    public static InputFile FromBytes(string name, byte[] content) =>
+        new(name, content.Length, Sha256Hex.Of(content), _ => Task.FromResult<Stream>(new MemoryStream(content, writable: false)));
+}
+
+/// <summary>How much input a run may carry (Runs:MaxInputBytes, Runs:MaxFileBytes, Runs:MaxFiles).</summary>
+public sealed record InputLimits(long MaxTotalBytes, long MaxFileBytes, int MaxFiles)
+{
+    public const long DefaultTotalBytes = 64L * 1024 * 1024;
+    public static readonly InputLimits Default = new(DefaultTotalBytes, DefaultTotalBytes, 32);
+}
 
 /// <summary>A run as the client asked for it, before validation.</summary>
 public sealed record RunRequest(
@@ -22,11 +41,15 @@ public sealed record ValidRunRequest(
     string Code,
     byte[] Stdin,
     IReadOnlyList<string> Args,
-    IReadOnlyList<RunFile> Files,
+    IReadOnlyList<InputFile> Files,
     RequestedLimits Limits,
     string Classification,
     string? Runtime = null,
-    string Isolation = Runtimes.Isolation.Standard);
+    string Isolation = Runtimes.Isolation.Standard)
+{
+    /// <summary>What lands on the sandbox's /tmp before the program starts: the files and the code.</summary>
+    public long InputBytes => Files.Sum(f => f.Bytes) + Encoding.UTF8.GetByteCount(Code);
+}
 
 public enum RejectionKind { Invalid, TooLarge }
 
@@ -38,8 +61,6 @@ public static class RunRequestValidation
     public const int MaxStdinBytes = 1024 * 1024;
     public const int MaxArgs = 64;
     public const int MaxArgBytes = 4096;
-    public const int MaxFiles = 16;
-    public const int MaxFilesTotalBytes = 1024 * 1024;
     public const int MaxFileNameLength = 128;
 
     /// <summary>The answer and the record list at most this many errors, then how many more there were.</summary>
@@ -49,8 +70,10 @@ public static class RunRequestValidation
     /// Checks a request; returns either a valid request or its problems (at most <see cref="MaxErrorsListed"/>), never
     /// both. Ceilings are the policy's global ceilings: a limit above them is refused, not silently lowered.
     /// </summary>
-    public static (ValidRunRequest? Valid, Rejection? Rejection) Validate(RunRequest request, RunLimits? ceilings = null)
+    public static (ValidRunRequest? Valid, Rejection? Rejection) Validate(
+        RunRequest request, RunLimits? ceilings = null, InputLimits? inputLimits = null, IReadOnlyList<InputFile>? uploaded = null)
     {
+        var caps = inputLimits ?? InputLimits.Default;
         var errors = new List<string>();
         var tooLarge = false;
 
@@ -89,25 +112,40 @@ public static class RunRequestValidation
             else if (Encoding.UTF8.GetByteCount(args[i]) > MaxArgBytes) errors.Add($"'args[{i}]' is longer than {MaxArgBytes} bytes.");
         }
 
-        var files = request.Files ?? [];
-        if (files.Count > MaxFiles)
-            errors.Add($"At most {MaxFiles} 'files' are allowed; got {files.Count}.");
+        // The JSON form's files are decoded here; multipart files arrive already spooled and hashed.
+        var files = new List<InputFile>();
+        var jsonFiles = request.Files ?? [];
+        for (var i = 0; i < jsonFiles.Count; i++)
+        {
+            var file = jsonFiles[i];
+            if (file is null) { errors.Add($"'files[{i}]' must be an object with 'name' and 'content'."); continue; }
+            var content = Decode(file, i, errors);
+            if (content is not null)
+                files.Add(InputFile.FromBytes(file.Name ?? "", content));
+        }
+        files.AddRange(uploaded ?? []);
+        if (files.Count > caps.MaxFiles)
+            errors.Add($"At most {caps.MaxFiles} files are allowed; got {files.Count}.");
         var names = new HashSet<string>(StringComparer.Ordinal);
         long filesTotal = 0;
         for (var i = 0; i < files.Count; i++)
         {
             var file = files[i];
-            if (file is null) { errors.Add($"'files[{i}]' must be an object with 'name' and 'content'."); continue; }
             if (!IsPlainFileName(file.Name))
-                errors.Add($"'files[{i}].name' must be a plain file name (no '/', no '..', at most {MaxFileNameLength} characters).");
+                errors.Add($"File {i + 1} ('{Printable(file.Name)}'): the name must be a plain file name (no '/', no '..', no control characters, at most {MaxFileNameLength} characters).");
             else if (!names.Add(file.Name) || IsReservedName(file.Name))
-                errors.Add($"'files[{i}].name' '{file.Name}' is duplicated or reserved.");
-            filesTotal += Encoding.UTF8.GetByteCount(file.Content ?? "");
+                errors.Add($"File {i + 1} ('{file.Name}'): the name is duplicated or reserved (main.*, out).");
+            if (file.Bytes > caps.MaxFileBytes)
+            {
+                tooLarge = true;
+                errors.Add($"File '{Printable(file.Name)}' is {file.Bytes} bytes; the maximum per file is {caps.MaxFileBytes} bytes.");
+            }
+            filesTotal += file.Bytes;
         }
-        if (filesTotal > MaxFilesTotalBytes)
+        if (filesTotal > caps.MaxTotalBytes)
         {
             tooLarge = true;
-            errors.Add($"'files' hold {filesTotal} bytes in total; the maximum is {MaxFilesTotalBytes} bytes.");
+            errors.Add($"The files hold {filesTotal} bytes in total; the maximum is {caps.MaxTotalBytes} bytes.");
         }
 
         var classification = string.IsNullOrWhiteSpace(request.Classification)
@@ -128,8 +166,7 @@ public static class RunRequestValidation
 
         if (limits.Cpus is { } exact)
             limits = limits with { Cpus = LimitFloors.Hundredths(exact) };
-        var cleanFiles = files.Select(f => new RunFile(f.Name, f.Content ?? "")).ToList();
-        return (new ValidRunRequest(language!, code, stdin, args.ToList(), cleanFiles, limits, classification,
+        return (new ValidRunRequest(language!, code, stdin, args.ToList(), files, limits, classification,
             string.IsNullOrWhiteSpace(request.Runtime) ? null : request.Runtime.Trim(), isolation!), null);
     }
 
@@ -146,6 +183,32 @@ public static class RunRequestValidation
         && !name.Contains('/') && !name.Contains('\\') && !name.Contains('\0')
         && !name.Any(char.IsControl);
 
-    // The supervisor writes the program itself as main.<ext>; a file must not replace it.
-    private static bool IsReservedName(string name) => name.StartsWith("main.", StringComparison.Ordinal);
+    // The supervisor writes the program itself as main.<ext> and creates out/ for artifacts; a file must not replace them.
+    private static bool IsReservedName(string name) => name.StartsWith("main.", StringComparison.Ordinal) || name == "out";
+
+    private static byte[]? Decode(RunFile file, int i, List<string> errors)
+    {
+        var content = file.Content ?? "";
+        switch (file.Encoding)
+        {
+            case null or "utf8":
+                return Encoding.UTF8.GetBytes(content);
+            case "base64":
+                try
+                {
+                    return Convert.FromBase64String(content);
+                }
+                catch (FormatException)
+                {
+                    errors.Add($"'files[{i}].content' is not valid base64 (RFC 4648, with padding).");
+                    return null;
+                }
+            default:
+                errors.Add($"'files[{i}].encoding' is '{file.Encoding}'; use \"utf8\" (the default) or \"base64\".");
+                return null;
+        }
+    }
+
+    private static string Printable(string? name) =>
+        new((name ?? "").Take(MaxFileNameLength).Select(c => char.IsControl(c) ? '?' : c).ToArray());
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Smoke test for the sandbox runtime images and sbx-supervisor (host python3, stdlib only).
 
-Starts containers with the production sandbox flags, speaks the SBX1 protocol, and checks
+Starts containers with the production sandbox flags, speaks the SBX2 protocol, and checks
 behaviour end to end. Usage: python3 smoke.py [-k substring] [--runs N] [--tag T] [--init]
 (--tag: image tag, default $SBX_IMAGE_TAG or current; --init: under docker --init, as before
 the supervisor became PID 1, for comparisons).
@@ -35,13 +35,22 @@ def blob(b):
     return u32(len(b)) + b
 
 
+def u64(n):
+    return struct.pack(">Q", n)
+
+
+def header(timeout_ms=10000, cap=1 << 20, files_total=0):
+    # artifact caps: 64 files, 64 MiB each, 64 MiB in all
+    return b"SBX2" + u32(timeout_ms) + u32(cap) + u32(64) + u64(64 << 20) + u64(64 << 20) + u64(files_total)
+
+
 def request(code, args=(), files=None, stdin=b"", timeout_ms=10000, cap=1 << 20):
-    out = b"SBX1" + u32(timeout_ms) + u32(cap) + u32(len(args))
+    files = {n: (c.encode() if isinstance(c, str) else c) for n, c in (files or {}).items()}
+    out = header(timeout_ms, cap, sum(len(c) for c in files.values())) + u32(len(args))
     out += b"".join(blob(a) for a in args)
-    files = files or {}
     out += u32(len(files))
     for name, content in files.items():
-        out += blob(name) + blob(content)
+        out += blob(name) + u64(len(content)) + content
     return out + blob(code) + blob(stdin)
 
 
@@ -224,8 +233,9 @@ def bad_requests():
         ("dotdot", request("print(1)", files={"..": "y"})),
         ("empty name", request("print(1)", files={"": "y"})),
         ("NUL in name", request("print(1)", files={"a\0b": "y"})),
-        ("oversized", b"SBX1" + u32(0) + u32(0) + u32(0) + u32(0) + u32(17 << 20)),
-        ("truncated", b"SBX1" + u32(0)),
+        ("oversized", header(0, 0) + u32(0) + u32(0) + u32(17 << 20)),
+        ("over announced input", header(0, 0, 1) + u32(0) + u32(1) + blob("a") + u64(2) + b"xy"),
+        ("truncated", b"SBX2" + u32(0)),
     ]:
         sb = Sandbox("python")
         sb.wait_ready()

@@ -45,10 +45,23 @@ public sealed partial class SandboxFactory(
     public async Task<string> ImageIdAsync(string runtime, CancellationToken ct) =>
         (await docker.InspectImageAsync(ImageFor(runtime), ct)).ID;
 
+    /// <summary>Whether the engine still has an image with this content id (a reproduction needs the original's).</summary>
+    public async Task<bool> ImageExistsAsync(string imageId, CancellationToken ct)
+    {
+        try
+        {
+            return (await docker.InspectImageAsync(imageId, ct)).ID == imageId;
+        }
+        catch (global::Docker.DotNet.DockerApiException e) when (e.StatusCode == System.Net.HttpStatusCode.NotFound)
+        {
+            return false;
+        }
+    }
+
     public async Task<PreparedSandbox> CreateAsync(SandboxProfile profile, string runLabel, CancellationToken ct)
     {
         var image = ImageFor(profile.Runtime);
-        var imageId = await ImageIdAsync(profile.Runtime, ct);
+        var imageId = profile.ImageId ?? await ImageIdAsync(profile.Runtime, ct);
         var parameters = ContainerSpec.Build(profile, imageId, options.Value.OciRuntimeFor(profile.Isolation), options.Value.NodeId, runLabel);
         var createdAt = clock.GetUtcNow();
         // Not cancellable: the engine would create the container anyway and nobody would know its id to remove it.

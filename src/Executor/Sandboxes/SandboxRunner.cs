@@ -1,3 +1,4 @@
+using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Sandbox.Audited.Domain.Runs;
@@ -16,7 +17,17 @@ public sealed record SandboxOutcome(
     CapturedOutput Stderr,
     bool StdoutTruncated,
     bool StderrTruncated,
-    string? Problem);
+    string? Problem,
+    IReadOnlyList<CollectedArtifact> Artifacts)
+{
+    /// <summary>Deletes the spooled artifact files (after they were stored, or when the run failed).</summary>
+    public void DeleteSpool()
+    {
+        foreach (var a in Artifacts)
+            if (a.Path is { } path)
+                File.Delete(path);
+    }
+}
 
 /// <summary>
 /// Runs one request in one prepared sandbox: writes the request to the supervisor, collects framed output
@@ -31,13 +42,18 @@ public sealed partial class SandboxRunner(DockerEngine docker, IOptions<Executor
         var cap = limits.OutputBytes;
         var stdout = new CapturedOutput(cap);
         var stderr = new CapturedOutput(cap);
+        var o = options.Value;
+        var caps = new ArtifactCaps(o.MaxArtifacts, o.MaxArtifactBytes, o.MaxArtifactsTotalBytes);
+        var artifacts = new ArtifactSpool(o.SpoolDirectory);
         using var backstop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        backstop.CancelAfter(limits.TimeoutMs + options.Value.BackstopGraceMs);
+        // Moving inputs in and artifacts out takes time too: allowed at a slow 8 MiB/s on top of the run's own timeout.
+        var transferMs = (request.InputBytes + caps.MaxTotalBytes) / (8 * 1024 * 1024 / 1000);
+        backstop.CancelAfter(TimeSpan.FromMilliseconds(limits.TimeoutMs + o.BackstopGraceMs + transferMs));
 
         try
         {
-            var payload = SupervisorProtocol.EncodeRequest(request, limits.TimeoutMs, cap);
-            await sandbox.Stream.WriteAsync(payload, 0, payload.Length, backstop.Token);
+            await SupervisorProtocol.WriteRequestAsync((buffer, count, token) => sandbox.Stream.WriteAsync(buffer, 0, count, token),
+                request, limits.TimeoutMs, cap, caps, backstop.Token);
             sandbox.Stream.CloseWrite();
 
             while (await sandbox.Reader.NextAsync(backstop.Token) is { } frame)
@@ -50,22 +66,41 @@ public sealed partial class SandboxRunner(DockerEngine docker, IOptions<Executor
                     case SupervisorProtocol.Stderr:
                         Forward(stderr, OutputStream.Stderr, frame.Payload, onOutput);
                         break;
+                    case SupervisorProtocol.ArtifactStart:
+                        artifacts.Start(frame.Payload.Span);
+                        break;
+                    case SupervisorProtocol.ArtifactData:
+                        await artifacts.WriteAsync(frame.Payload, backstop.Token);
+                        break;
+                    case SupervisorProtocol.ArtifactEnd:
+                        await artifacts.EndAsync(frame.Payload);
+                        break;
+                    case SupervisorProtocol.ArtifactSkipped:
+                        artifacts.Skip(frame.Payload.Span);
+                        break;
                     case SupervisorProtocol.Exit:
                         var exit = SupervisorProtocol.ParseExit(frame.Payload.Span);
                         return new SandboxOutcome(exit, stdout, stderr,
-                            exit.StdoutTruncated || stdout.Truncated, exit.StderrTruncated || stderr.Truncated, null);
+                            exit.StdoutTruncated || stdout.Truncated, exit.StderrTruncated || stderr.Truncated, null, artifacts.Complete());
                     case SupervisorProtocol.Fault:
                         throw new SandboxException("Sandbox supervisor refused the request: " + System.Text.Encoding.UTF8.GetString(frame.Payload.Span));
                 }
             }
             // The stream ended without an exit report: the supervisor died (OOM killer, or the program killed it).
+            artifacts.Discard();
             return await FromEngineAsync(sandbox, stdout, stderr, timedOut: false, "the sandbox supervisor ended without an exit report");
         }
         catch (OperationCanceledException) when (backstop.IsCancellationRequested && !ct.IsCancellationRequested)
         {
+            artifacts.Discard();
             LogBackstop(sandbox.ContainerId, limits.TimeoutMs);
             await docker.KillAsync(sandbox.ContainerId, CancellationToken.None);
             return await FromEngineAsync(sandbox, stdout, stderr, timedOut: true, "the service killed the sandbox at the backstop deadline");
+        }
+        catch
+        {
+            artifacts.Discard();
+            throw;
         }
     }
 
@@ -101,7 +136,7 @@ public sealed partial class SandboxRunner(DockerEngine docker, IOptions<Executor
             ExitCode: timedOut ? null : exitCode, Signal: timedOut ? 9 : null, TimedOut: timedOut, OomKilled: oom, PidsLimitHit: false,
             StdoutProduced: stdout.Produced, StderrProduced: stderr.Produced, StdoutTruncated: stdout.Truncated, StderrTruncated: stderr.Truncated,
             WallUs: 0, CpuUserUs: 0, CpuSysUs: 0, MaxRssKb: null);
-        return new SandboxOutcome(exit, stdout, stderr, stdout.Truncated, stderr.Truncated, problem);
+        return new SandboxOutcome(exit, stdout, stderr, stdout.Truncated, stderr.Truncated, problem, []);
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Sandbox {ContainerId} passed its {TimeoutMs} ms timeout plus grace; killing it")]
@@ -149,5 +184,85 @@ public sealed class CapturedOutput(int cap)
             at += chunk.Length;
         }
         return all;
+    }
+}
+
+/// <summary>
+/// Receives the supervisor's artifact frames: each file goes to its own spool file and is hashed as it arrives, so the
+/// service never holds one whole. A file whose end frame does not match its announced size is kept as "incomplete".
+/// </summary>
+internal sealed class ArtifactSpool(string directory)
+{
+    private readonly List<CollectedArtifact> _done = [];
+    private FileStream? _file;
+    private IncrementalHash? _hash;
+    private string _name = "";
+    private long _size, _received;
+
+    public void Start(ReadOnlySpan<byte> payload)
+    {
+        if (_file is not null)
+            throw new InvalidDataException("Supervisor started an artifact before ending the previous one.");
+        (_size, _name) = SupervisorProtocol.ParseArtifactStart(payload);
+        Directory.CreateDirectory(directory);
+        _file = new FileStream(Path.Combine(directory, Guid.NewGuid().ToString("N")), FileMode.CreateNew, FileAccess.Write, FileShare.None, 0,
+            FileOptions.Asynchronous);
+        _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        _received = 0;
+    }
+
+    public async Task WriteAsync(ReadOnlyMemory<byte> bytes, CancellationToken ct)
+    {
+        if (_file is null || _received + bytes.Length > _size)
+            throw new InvalidDataException("Supervisor sent artifact data outside an artifact or beyond its announced size.");
+        _hash!.AppendData(bytes.Span);
+        await _file.WriteAsync(bytes, ct);
+        _received += bytes.Length;
+    }
+
+    public async Task EndAsync(ReadOnlyMemory<byte> payload)
+    {
+        if (_file is null)
+            throw new InvalidDataException("Supervisor ended an artifact it never started.");
+        var sent = SupervisorProtocol.ParseArtifactEnd(payload.Span);
+        var path = _file.Name;
+        await _file.DisposeAsync();
+        _file = null;
+        var sha = Convert.ToHexStringLower(_hash!.GetHashAndReset());
+        _hash.Dispose();
+        if (sent != _received || _received != _size)
+        {
+            File.Delete(path);
+            _done.Add(new CollectedArtifact(_name, _received, null, null, "incomplete"));
+            return;
+        }
+        _done.Add(new CollectedArtifact(_name, _received, sha, path, null));
+    }
+
+    public void Skip(ReadOnlySpan<byte> payload)
+    {
+        var (reason, name) = SupervisorProtocol.ParseSkipped(payload);
+        _done.Add(new CollectedArtifact(name, 0, null, null, reason));
+    }
+
+    public IReadOnlyList<CollectedArtifact> Complete()
+    {
+        if (_file is not null)
+            throw new InvalidDataException("Supervisor reported its exit in the middle of an artifact.");
+        return _done;
+    }
+
+    /// <summary>The run ended without a report: nothing it sent is kept.</summary>
+    public void Discard()
+    {
+        _file?.Dispose();
+        if (_file is not null)
+            File.Delete(_file.Name);
+        _file = null;
+        _hash?.Dispose();
+        foreach (var a in _done)
+            if (a.Path is { } path)
+                File.Delete(path);
+        _done.Clear();
     }
 }

@@ -85,6 +85,17 @@ public class ServiceFixture : IAsyncLifetime
         return client;
     }
 
+    /// <summary>
+    /// A client straight on the test server's handler: the factory's default client buffers each request body whole (to
+    /// replay it on a redirect), which would hide whether the service itself streams a large upload.
+    /// </summary>
+    public HttpClient StreamingClient(string token)
+    {
+        var client = new HttpClient(_factory!.Server.CreateHandler()) { BaseAddress = _factory.Server.BaseAddress, Timeout = TimeSpan.FromSeconds(120) };
+        client.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", token);
+        return client;
+    }
+
     public string Token(string subject, string tenant, params string[] roles) =>
         DevelopmentTokens.Mint(Auth, subject, tenant, roles, TimeSpan.FromMinutes(30));
 

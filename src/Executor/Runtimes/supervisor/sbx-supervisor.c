@@ -5,11 +5,13 @@
  * the user code. One container serves exactly one run:
  *
  *   1. pre-spawn the interpreter (python/node), which blocks until told to go, and emit 'R';
- *   2. read ONE request from stdin, write the code and files into /tmp/work;
+ *   2. read ONE request from stdin, stream the files to disk as they arrive and write the
+ *      code into /tmp/work;
  *   3. release the interpreter, pump stdin/stdout/stderr, enforce the deadline and the
  *      output cap, frame everything in-band on stdout;
  *   4. when the main child exits (or the deadline hits) kill and reap every other process,
- *      drain the pipes, write the 'X' (exit) frame and exit.
+ *      drain the pipes, send what the program left in /tmp/work/out (artifacts, A/D/Z/S
+ *      frames), write the 'X' (exit) frame and exit.
  *
  * Why user code cannot forge a frame: this process alone holds the container's stdout (the
  * children get pipes; nothing else runs in the container); it is not dumpable, so the kernel
@@ -20,9 +22,10 @@
  * works, as a child subreaper, but then the init holds stdout and the guarantee is gone.
  *
  * Wire format (all integers u32 big-endian)
- *   request : "SBX1" timeoutMs outputCap argc {len bytes}*argc filec {nlen name len data}*filec
- *             codeLen code stdinLen stdin
- *   frames  : u8 type, u32 length, payload; types R O E X F (see README.md).
+ *   request : "SBX2" timeoutMs outputCap maxArtifacts maxArtifactBytes64 maxArtifactsTotal64
+ *             maxInputBytes64 argc {len bytes}*argc filec {nlen name len64 data}*filec
+ *             codeLen code stdinLen stdin                       (len64: u64 big-endian)
+ *   frames  : u8 type, u32 length, payload; types R O E A D Z S X F (see README.md).
  *
  * The interpreters' bootstraps live in boot.py and boot.js next to this file and are
  * embedded at build time (.incbin): the directory holding them must be on the assembler's
@@ -30,6 +33,7 @@
  * Build: gcc -O2 -static -Wall -Wextra -Werror -Wa,-I,DIR -o sbx-supervisor sbx-supervisor.c
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -51,7 +55,11 @@
 #include <unistd.h>
 
 #define WORKDIR        "/tmp/work"
-#define MAX_REQUEST    (16u * 1024 * 1024) /* whole request, headers included */
+#define OUTDIR         WORKDIR "/out"
+#define MAX_REQUEST    (16u * 1024 * 1024) /* request without file contents, headers included */
+#define MAX_DEPTH      16                  /* directory levels collected under OUTDIR */
+#define MAX_REL        4096u               /* bytes of an artifact's relative name */
+#define MAX_SKIPPED    64u                 /* skipped entries reported one by one */
 #define MAX_ARGS       1024u
 #define MAX_FILES      256u
 #define MAX_NAME       255u
@@ -300,6 +308,38 @@ static char *rq_blob(uint32_t *lenp)
     return p;
 }
 
+static uint64_t rq_u64(void)
+{
+    uint64_t hi = rq_u32();
+    return hi << 32 | rq_u32();
+}
+
+/* Copies len bytes of the request straight into fd, a buffer at a time: a file is never held
+ * in memory whole, and its bytes count against the host's file budget, not MAX_REQUEST. */
+static void rq_copy(int fd, uint64_t len, const char *path)
+{
+    while (len > 0) {
+        if (rq.pos == rq.len) {
+            ssize_t n = read(0, rq.buf, sizeof rq.buf);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0)
+                fault("reading request: %s", strerror(errno));
+            if (n == 0)
+                fault("truncated request");
+            rq.pos = 0;
+            rq.len = (size_t)n;
+        }
+        size_t k = rq.len - rq.pos;
+        if (k > len)
+            k = (size_t)len;
+        if (write_all(fd, rq.buf + rq.pos, k) < 0)
+            fault("writing %s: %s", path, strerror(errno)); /* ENOSPC / EFBIG (fsize limit) */
+        rq.pos += k;
+        len -= k;
+    }
+}
+
 static void write_file(const char *path, const char *data, size_t len, int excl)
 {
     /* O_NOFOLLOW/O_EXCL: never follow or clobber something that was not ours. */
@@ -318,6 +358,38 @@ static int valid_name(const char *name, uint32_t len)
     if (len == 0 || len > MAX_NAME || memchr(name, '\0', len) || memchr(name, '/', len))
         return 0;
     return strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+}
+
+/* An artifact name component: valid UTF-8 (no overlongs, no surrogates), no control
+ * characters, at most MAX_NAME bytes. The host shows names to people; they must be text. */
+static int valid_component(const unsigned char *s, size_t len)
+{
+    if (len == 0 || len > MAX_NAME)
+        return 0;
+    for (size_t i = 0; i < len; ) {
+        unsigned c = s[i];
+        if (c < 0x20 || c == 0x7f)
+            return 0;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+        if (n == 0 || i + n > len)
+            return 0;
+        uint32_t cp = n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
+        for (size_t k = 1; k < n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (s[i + k] & 0x3f);
+        }
+        if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+            return 0;
+        if (cp >= 0x80 && cp < 0xa0) /* C1 controls */
+            return 0;
+        i += n;
+    }
+    return 1;
 }
 
 /* -------------------------------------------------------------- the child -------------- */
@@ -459,6 +531,8 @@ static void pump(struct stream *s, uint32_t cap)
 /* What the host asked for. */
 struct request {
     uint32_t timeout_ms, cap;
+    uint32_t max_artifacts;
+    uint64_t max_artifact, max_artifacts_total, max_input;
     uint32_t nargs;
     char **args;          /* [0], [1] left free for "/bin/sh script"; args[2..] the user's */
     char *in_data;        /* the child's stdin */
@@ -527,10 +601,14 @@ static void read_request(const struct lang *L, struct request *r)
 {
     char magic[4];
     rq_read(magic, 4);
-    if (memcmp(magic, "SBX1", 4) != 0)
-        fault("bad magic");
+    if (memcmp(magic, "SBX2", 4) != 0)
+        fault("bad magic (this supervisor speaks SBX2)");
     r->timeout_ms = rq_u32();
     r->cap = rq_u32();
+    r->max_artifacts = rq_u32();
+    r->max_artifact = rq_u64();
+    r->max_artifacts_total = rq_u64();
+    r->max_input = rq_u64();
 
     r->nargs = rq_u32();
     if (r->nargs > MAX_ARGS)
@@ -548,19 +626,29 @@ static void read_request(const struct lang *L, struct request *r)
     uint32_t nfiles = rq_u32();
     if (nfiles > MAX_FILES)
         fault("too many files (%u > %u)", nfiles, MAX_FILES);
+    uint64_t input = 0;
     for (uint32_t i = 0; i < nfiles; i++) {
-        uint32_t nlen, dlen;
+        uint32_t nlen;
         char *name = rq_blob(&nlen);
-        if (!valid_name(name, nlen))
+        if (!valid_name(name, nlen) || strcmp(name, "out") == 0)
             fault("invalid file name (file %u)", i);
         char path[sizeof WORKDIR + MAX_NAME + 2];
         snprintf(path, sizeof path, "%s/%s", WORKDIR, name);
         if (strcmp(path, L->script) == 0)
             fault("file name %s is reserved for the code", name);
-        char *data = rq_blob(&dlen);
-        write_file(path, data, dlen, 1); /* O_EXCL also rejects duplicate names */
+        uint64_t dlen = rq_u64();
+        if (dlen > r->max_input - input)
+            fault("input files larger than the %llu bytes announced", (unsigned long long)r->max_input);
+        input += dlen;
+        /* O_NOFOLLOW/O_EXCL: never follow or clobber something that was not ours; O_EXCL
+         * also rejects duplicate names. */
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0)
+            fault("creating %s: %s", path, strerror(errno));
+        rq_copy(fd, dlen, path);
+        if (close(fd) < 0)
+            fault("closing %s: %s", path, strerror(errno));
         free(name);
-        free(data);
     }
 
     uint32_t code_len;
@@ -568,6 +656,9 @@ static void read_request(const struct lang *L, struct request *r)
     write_file(L->script, code, code_len, 0);
     free(code);
     r->in_data = rq_blob(&r->in_len);
+    /* The program's output directory: created by us, hence owned by the run's uid. */
+    if (mkdir(OUTDIR, 0755) < 0)
+        fault("mkdir %s: %s", OUTDIR, strerror(errno));
     /* Anything after the request on our stdin is ignored. */
 }
 
@@ -688,7 +779,150 @@ static void end_all(struct child *c, struct stream *sout, struct stream *serr, u
     }
 }
 
-/* Step 6: the 'X' frame. */
+/* ---------------------------------------------------------------- artifacts ----------- */
+
+struct harvest {
+    const struct request *r;
+    uint32_t count;       /* artifacts sent */
+    uint64_t total;       /* their bytes */
+    uint32_t skipped;     /* entries reported as skipped, one by one */
+    uint32_t unlisted;    /* skipped beyond MAX_SKIPPED: counted, reported once */
+};
+
+/* 'S': reason, NUL, the relative name as found (the host escapes what is not text). */
+static void skip(struct harvest *h, const char *reason, const char *rel, size_t rlen)
+{
+    if (h->skipped >= MAX_SKIPPED) {
+        h->unlisted++;
+        return;
+    }
+    h->skipped++;
+    size_t n = strlen(reason);
+    memcpy(framebuf + 5, reason, n + 1);
+    if (rlen > CHUNK - n - 1)
+        rlen = CHUNK - n - 1;
+    memcpy(framebuf + 5 + n + 1, rel, rlen);
+    frame('S', framebuf + 5, (uint32_t)(n + 1 + rlen));
+}
+
+/* 'A' (u64 size, name), 'D' chunks, 'Z' (u64 bytes sent). fd is a regular file opened
+ * without following links; everything that could write to it is dead. */
+static void send_artifact(struct harvest *h, int fd, uint64_t size, const char *rel, size_t rlen)
+{
+    unsigned char hdr[8 + MAX_REL];
+    put_u32(hdr, (uint32_t)(size >> 32));
+    put_u32(hdr + 4, (uint32_t)size);
+    memcpy(hdr + 8, rel, rlen);
+    frame('A', hdr, (uint32_t)(8 + rlen));
+    uint64_t sent = 0;
+    while (sent < size) {
+        size_t want = size - sent < CHUNK ? (size_t)(size - sent) : CHUNK;
+        ssize_t n = read(fd, framebuf + 5, want);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break; /* shorter than at fstat: Z says how much came */
+        frame('D', framebuf + 5, (uint32_t)n);
+        sent += (uint64_t)n;
+    }
+    put_u32(hdr, (uint32_t)(sent >> 32));
+    put_u32(hdr + 4, (uint32_t)sent);
+    frame('Z', hdr, 8);
+    h->count++;
+    h->total += sent;
+}
+
+/* Walks one directory (dfd is ours to close). rel/rlen: its relative name, "" at the top. */
+static void harvest_dir(struct harvest *h, int dfd, char *rel, size_t rlen, int depth)
+{
+    DIR *d = fdopendir(dfd);
+    if (!d) {
+        close(dfd);
+        skip(h, "unreadable", rel, rlen);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        size_t nlen = strlen(e->d_name);
+        size_t full = rlen + (rlen ? 1 : 0) + nlen;
+        if (full >= MAX_REL) {
+            skip(h, "bad_name", rel, rlen);
+            continue;
+        }
+        char *at = rel + rlen;
+        if (rlen)
+            *at++ = '/';
+        memcpy(at, e->d_name, nlen + 1);
+        if (!valid_component((const unsigned char *)e->d_name, nlen)) {
+            skip(h, "bad_name", rel, full);
+        } else {
+            struct stat st;
+            if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                skip(h, "unreadable", rel, full);
+            else if (S_ISLNK(st.st_mode))
+                skip(h, "symlink", rel, full);
+            else if (S_ISFIFO(st.st_mode))
+                skip(h, "fifo", rel, full);
+            else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))
+                skip(h, "device", rel, full);
+            else if (S_ISSOCK(st.st_mode))
+                skip(h, "socket", rel, full);
+            else if (S_ISDIR(st.st_mode)) {
+                int sub = depth >= MAX_DEPTH ? -1
+                    : openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (sub < 0)
+                    skip(h, depth >= MAX_DEPTH ? "too_deep" : "unreadable", rel, full);
+                else
+                    harvest_dir(h, sub, rel, full, depth + 1);
+            } else {
+                /* O_NOFOLLOW + fstat on the opened fd: what is read is what was checked. */
+                int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+                struct stat fst;
+                if (fd < 0 || fstat(fd, &fst) < 0)
+                    skip(h, "unreadable", rel, full);
+                else if (!S_ISREG(fst.st_mode))
+                    skip(h, "not_regular", rel, full);
+                else if (h->count >= h->r->max_artifacts)
+                    skip(h, "count_cap", rel, full);
+                else if ((uint64_t)fst.st_size > h->r->max_artifact)
+                    skip(h, "file_cap", rel, full);
+                else if ((uint64_t)fst.st_size > h->r->max_artifacts_total - h->total)
+                    skip(h, "total_cap", rel, full);
+                else
+                    send_artifact(h, fd, (uint64_t)fst.st_size, rel, full);
+                if (fd >= 0)
+                    close(fd);
+            }
+        }
+        rel[rlen] = '\0';
+    }
+    closedir(d);
+}
+
+/* Step 6: every process is dead, so OUTDIR can no longer change: send what it holds. */
+static void harvest(const struct request *r)
+{
+    struct harvest h = { r, 0, 0, 0, 0 };
+    static char rel[MAX_REL + 1];
+    int dfd = open(OUTDIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0) {
+        if (errno != ENOENT)
+            skip(&h, "unreadable", "", 0); /* replaced by a symlink or a file, or chmod 0 */
+        return;
+    }
+    rel[0] = '\0';
+    harvest_dir(&h, dfd, rel, 0, 0);
+    if (h.unlisted) {
+        char n[24];
+        int k = snprintf(n, sizeof n, "%u", h.unlisted);
+        h.skipped = 0; /* this one summary is always sent */
+        skip(&h, "unlisted", n, (size_t)k);
+    }
+}
+
+/* Step 7: the 'X' frame. */
 static void report(const struct outcome *o, const struct stream *sout, const struct stream *serr,
                    uint32_t cap)
 {
@@ -748,6 +982,7 @@ int main(int argc, char **argv)
     struct stream sout = { &c.out, 'O', 0, 0 }, serr = { &c.err, 'E', 0, 0 };
     run(&r, &c, sfd, &sout, &serr, &o);
     end_all(&c, &sout, &serr, r.cap);
+    harvest(&r);
     report(&o, &sout, &serr, r.cap);
     return 0;
 }

@@ -1,0 +1,43 @@
+using Sandbox.Audited.Audit.Evidence;
+using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Executor.Sandboxes;
+
+namespace Sandbox.Audited.Api.Runs;
+
+/// <summary>
+/// Moves a run's collected artifacts from the spool into the evidence store (per tenant, content-addressed) and returns
+/// their ArtifactRecorded events, which the orchestrator commits before the terminal event.
+/// </summary>
+public sealed partial class RunArtifacts(EvidenceStore evidence, TimeProvider clock, ILogger<RunArtifacts> logger)
+{
+    public async Task<IReadOnlyList<ArtifactRecorded>> StoreAsync(string tenant, Guid runId, IReadOnlyList<CollectedArtifact> collected, CancellationToken ct)
+    {
+        var events = new List<ArtifactRecorded>(collected.Count);
+        foreach (var a in collected)
+        {
+            if (a.Path is not { } path)
+            {
+                events.Add(new ArtifactRecorded(runId, a.Name, a.Bytes, a.Sha256, null, ArtifactStatus.Of(a.Skipped), a.Skipped, clock.GetUtcNow()));
+                continue;
+            }
+            try
+            {
+                await using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 81920, FileOptions.Asynchronous);
+                var stored = await evidence.PutAsync(tenant, file, ct);
+                if (stored.Sha256 != a.Sha256)
+                    throw new InvalidDataException($"Artifact '{a.Name}' changed in the spool: {a.Sha256} received, {stored.Sha256} stored.");
+                events.Add(new ArtifactRecorded(runId, a.Name, stored.Bytes, stored.Sha256, MediaTypes.For(a.Name), ArtifactStatus.Stored, null, clock.GetUtcNow()));
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // The digest is known even when the store is not reachable: recorded, marked as not kept.
+                LogNotStored(e, runId, a.Name);
+                events.Add(new ArtifactRecorded(runId, a.Name, a.Bytes, a.Sha256, MediaTypes.For(a.Name), ArtifactStatus.Skipped, "not_stored", clock.GetUtcNow()));
+            }
+        }
+        return events;
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: artifact {Name} could not be stored")]
+    private partial void LogNotStored(Exception e, Guid runId, string name);
+}

@@ -1,0 +1,247 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Configuration;
+using Npgsql;
+using Sandbox.Audited.Api.Hosting;
+using Sandbox.Audited.Tests.Audit;
+using Sandbox.Audited.Tests.Infrastructure;
+
+namespace Sandbox.Audited.Tests.Evidence;
+
+/// <summary>Inputs and outputs in the content-addressed evidence store, through the public API and the erase command.</summary>
+[Collection(ServiceCollection.Name)]
+public sealed class EvidenceStoreTests(ServiceFixture service)
+{
+    private static string Sha(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
+
+    private async Task<long> BlobRowsAsync(string tenant, string sha) =>
+        await service.Database.ScalarAsync<long>("SELECT count(*) FROM sandbox.evidence_blobs WHERE tenant = $1 AND sha256 = $2", tenant, sha);
+
+    private async Task<(Guid Id, JsonNode Run)> RunAsync(string tenant, object request, string subject = "alice")
+    {
+        var (response, run) = await service.Runner(subject, tenant).RunAsync(request);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        return (Guid.Parse(run.Str("runId")), run);
+    }
+
+    [Fact]
+    public async Task InputsAreStoredOncePerTenantAndEventsHoldOnlyDigests()
+    {
+        var (tenantA, tenantB) = (AuditTestClient.NewTenant("ev-a"), AuditTestClient.NewTenant("ev-b"));
+        var code = "import sys\nprint(sys.stdin.read().upper() * 300)";
+        var request = new { language = "python", code, stdin = "stored input ", files = new[] { new { name = "data.csv", content = "a,b\n1,2\n" } } };
+
+        var (first, run) = await RunAsync(tenantA, request);
+        await RunAsync(tenantA, request);
+        await RunAsync(tenantB, request);
+
+        Assert.Equal(1, await BlobRowsAsync(tenantA, Sha(code)));
+        Assert.Equal(1, await BlobRowsAsync(tenantB, Sha(code)));
+        Assert.Equal(1, await BlobRowsAsync(tenantA, Sha("stored input ")));
+        Assert.Equal(1, await BlobRowsAsync(tenantA, Sha("a,b\n1,2\n")));
+        Assert.Equal(2, await service.Database.ScalarAsync<long>("SELECT count(*) FROM sandbox.evidence_blobs WHERE sha256 = $1", Sha(code)));
+
+        // The event holds the digest, not the code; the output event a 1 KiB preview; the API answers with all of it.
+        var requested = await service.Database.ScalarAsync<string>("SELECT data::text FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_requested'", first);
+        var recorded = JsonNode.Parse(requested!)!;
+        Assert.Null(recorded["code"]);
+        Assert.True(recorded["inputsStored"]!.GetValue<bool>());
+        Assert.Equal(Sha(code), recorded.Str("codeSha256"));
+        var expected = string.Concat(Enumerable.Repeat("STORED INPUT ", 300)) + "\n";
+        var output = JsonNode.Parse((await service.Database.ScalarAsync<string>(
+            "SELECT data::text FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'output_recorded'", first))!)!;
+        Assert.True(output["stdout"]!["stored"]!.GetValue<bool>());
+        Assert.Equal(1024, output.Str("stdout.content").Length);
+        Assert.Equal(Sha(expected), output.Str("stdout.sha256"));
+        Assert.Equal(expected, run.Str("stdout.content"));
+        var (_, read) = await service.Runner("alice", tenantA).GetJsonAsync($"/v1/runs/{first}");
+        Assert.Equal(expected, read.Str("stdout.content"));
+    }
+
+    [Fact]
+    public async Task TheServiceRoleCannotChangeOrRemoveStoredContent()
+    {
+        var tenant = AuditTestClient.NewTenant("ev-role");
+        await RunAsync(tenant, new { language = "shell", code = "echo protected" });
+        await using var app = new NpgsqlConnection(service.Database.AppConnection);
+        await app.OpenAsync();
+        foreach (var sql in new[]
+        {
+            "UPDATE sandbox.evidence_chunks SET data = '\\x00'::bytea WHERE tenant = $1",
+            "DELETE FROM sandbox.evidence_chunks WHERE tenant = $1",
+            "UPDATE sandbox.evidence_blobs SET erased_at = now() WHERE tenant = $1",
+            "DELETE FROM sandbox.evidence_blobs WHERE tenant = $1",
+        })
+        {
+            await using var command = new NpgsqlCommand(sql, app);
+            command.Parameters.AddWithValue(tenant);
+            var refused = await Assert.ThrowsAsync<PostgresException>(() => command.ExecuteNonQueryAsync());
+            Assert.Equal(PostgresErrorCodes.InsufficientPrivilege, refused.SqlState);
+        }
+        Assert.True(await service.Database.ScalarAsync<long>("SELECT count(*) FROM sandbox.evidence_chunks WHERE tenant = $1", tenant) >= 2);
+    }
+
+    [Fact]
+    public async Task AStoredChunkEditedByASuperuserIsDetected()
+    {
+        var tenant = AuditTestClient.NewTenant("ev-tamper");
+        var (id, run) = await RunAsync(tenant, new { language = "shell", code = "echo 'pay 100'" });
+        var clean = await service.Auditor(tenant).OkJsonAsync($"/v1/audit/evidence/verify?runId={id}");
+        Assert.True(clean["verified"]!.GetValue<bool>());
+        Assert.Equal(4, clean["intact"]!.GetValue<int>()); // code, stdin, stdout, stderr
+        Assert.Equal(4, clean["checked"]!.GetValue<int>());
+
+        await using (var admin = new NpgsqlConnection(service.Database.AdminConnection))
+        {
+            await admin.OpenAsync();
+            await using var tamper = new NpgsqlCommand("""
+                ALTER TABLE sandbox.evidence_chunks DISABLE TRIGGER USER;
+                UPDATE sandbox.evidence_chunks SET data = convert_to('pay 900' || chr(10), 'UTF8') WHERE tenant = $1 AND sha256 = $2;
+                ALTER TABLE sandbox.evidence_chunks ENABLE TRIGGER USER;
+                """.Replace("$1", $"'{tenant}'").Replace("$2", $"'{run.Str("stdout.sha256")}'"), admin);
+            await tamper.ExecuteNonQueryAsync();
+        }
+
+        var report = await service.Auditor(tenant).OkJsonAsync($"/v1/audit/evidence/verify?runId={id}");
+        Assert.False(report["verified"]!.GetValue<bool>());
+        Assert.Equal(1, report["changed"]!.GetValue<int>());
+        Assert.Equal("stdout", report["problems"]![0]!.Str("role"));
+        Assert.Equal("changed", report["problems"]![0]!.Str("state"));
+    }
+
+    [Fact]
+    public async Task ErasedContentVerifiesAsErasedAndTheChainStillVerifies()
+    {
+        var tenant = AuditTestClient.NewTenant("ev-erase");
+        var (id, run) = await RunAsync(tenant, new { language = "shell", code = "echo 'personal data of bob'" });
+        var stdout = run.Str("stdout.sha256");
+
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            // The eraser role without a password of its own here: the superuser takes it for the session.
+            ["ConnectionStrings:Eraser"] = new NpgsqlConnectionStringBuilder(service.Database.AdminConnection) { Options = "-c role=sandbox_eraser" }.ConnectionString,
+        }).Build();
+        Assert.Equal(0, await Commands.RunAsync(["erase", "--tenant", tenant, "--digest", stdout, "--reason", "data-subject request 42", "--by", "dpo"], configuration));
+
+        Assert.Equal(0, await service.Database.ScalarAsync<long>("SELECT count(*) FROM sandbox.evidence_chunks WHERE tenant = $1 AND sha256 = $2", tenant, stdout));
+        var evidence = await service.Auditor(tenant).OkJsonAsync($"/v1/audit/evidence/verify?runId={id}");
+        Assert.True(evidence["verified"]!.GetValue<bool>());
+        Assert.Equal(1, evidence["erased"]!.GetValue<int>());
+        Assert.Equal("stdout", evidence["erasedItems"]![0]!.Str("role"));
+
+        var chain = await service.Auditor(tenant).OkJsonAsync("/v1/audit/verify");
+        Assert.True(chain["verified"]!.GetValue<bool>());
+        var erasures = await service.Auditor(tenant).OkJsonAsync("/v1/audit/events?type=evidence_erased");
+        var erased = erasures["items"]![0]!;
+        Assert.Equal("dpo", erased.Str("data.caller.subject"));
+        Assert.Equal("data-subject request 42", erased.Str("data.reason"));
+        Assert.Equal(stdout, erased["data"]!["sha256s"]![0]!.ToString());
+
+        var (_, read) = await service.Runner("alice", tenant).GetJsonAsync($"/v1/runs/{id}");
+        Assert.Equal("erased", read.Str("stdout.encoding"));
+        Assert.Equal(stdout, read.Str("stdout.sha256"));
+    }
+
+    [Fact]
+    public async Task ADeterministicRunReproducesIdenticallyOnItsRecordedImage()
+    {
+        var tenant = AuditTestClient.NewTenant("ev-repro");
+        var (id, run) = await RunAsync(tenant, new { language = "python", code = "import sys\nprint(sys.stdin.read()[::-1])", stdin = "abc" });
+        var runner = service.Runner("alice", tenant);
+
+        var response = await runner.PostAsync($"/v1/runs/{id}/reproduce", null);
+        var body = await ApiCalls.BodyAsync(response);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.True(body["comparison"]!["identical"]!.GetValue<bool>());
+        Assert.Empty(body["comparison"]!["differs"]!.AsArray());
+        Assert.Equal(run.Str("stdout.sha256"), body["comparison"]!["outputs"]![0]!.Str("reproducedSha256"));
+        Assert.Equal("cba\n", body.Str("run.stdout.content"));
+        Assert.Equal(run.Str("sandbox.imageId"), body.Str("imageId"));
+        Assert.Equal(run.Str("sandbox.imageId"), body.Str("run.sandbox.imageId"));
+        Assert.Equal("allow", body.Str("originalDecision.decision"));
+        var linked = await service.Database.ScalarAsync<string>(
+            "SELECT data ->> 'reproducesRunId' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_requested'", Guid.Parse(body.Str("runId")));
+        Assert.Equal(id.ToString(), linked);
+    }
+
+    [Fact]
+    public async Task AProgramPrintingTheTimeReproducesWithStdoutNamedAsDifferent()
+    {
+        var tenant = AuditTestClient.NewTenant("ev-repro-time");
+        var (id, _) = await RunAsync(tenant, new { language = "python", code = "import time\nprint(time.time_ns())" });
+
+        var response = await service.Runner("alice", tenant).PostAsync($"/v1/runs/{id}/reproduce", null);
+        var body = await ApiCalls.BodyAsync(response);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.False(body["comparison"]!["identical"]!.GetValue<bool>());
+        Assert.Equal(["stdout"], body["comparison"]!["differs"]!.AsArray().Select(n => n!.ToString()));
+        var stdout = body["comparison"]!["outputs"]![0]!;
+        Assert.NotEqual(stdout.Str("originalSha256"), stdout.Str("reproducedSha256"));
+    }
+
+    [Fact]
+    public async Task AnAuditorCannotReproduceARun()
+    {
+        var tenant = AuditTestClient.NewTenant("ev-repro-auditor");
+        var (id, _) = await RunAsync(tenant, new { language = "shell", code = "echo hi" });
+
+        var response = await service.Auditor(tenant).PostAsync($"/v1/runs/{id}/reproduce", null);
+
+        Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode);
+    }
+
+    [Fact]
+    public async Task TheEvidenceBundleVerifiesOfflineAndFailsWhenAFileInsideIsAltered()
+    {
+        var tenant = AuditTestClient.NewTenant("ev-bundle");
+        var (id, run) = await RunAsync(tenant, new
+        {
+            language = "python", code = "print(open('in.txt').read().strip() + ' done')",
+            files = new[] { new { name = "in.txt", content = "ledger" } },
+        });
+        Assert.Equal("ledger done\n", run.Str("stdout.content"));
+
+        var response = await service.Auditor(tenant).GetAsync($"/v1/runs/{id}/evidence");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("application/x-tar", response.Content.Headers.ContentType?.MediaType);
+        var bundle = Path.Combine(Path.GetTempPath(), $"evidence-{id:N}.tar");
+        var altered = Path.Combine(Path.GetTempPath(), $"evidence-{id:N}-altered.tar");
+        try
+        {
+            await File.WriteAllBytesAsync(bundle, await response.Content.ReadAsByteArrayAsync());
+            var (exit, output) = Verify(bundle);
+            Assert.True(exit == Sandbox.Audited.Verifier.VerifyCommand.Verified, output);
+            Assert.Contains("5 contents match", output); // code, stdin, in.txt, stdout, stderr
+
+            var stdout = "content/" + run.Str("stdout.sha256");
+            await using (var source = new System.Formats.Tar.TarReader(File.OpenRead(bundle)))
+            await using (var target = new System.Formats.Tar.TarWriter(File.Create(altered)))
+                while (await source.GetNextEntryAsync(copyData: true) is { } entry)
+                {
+                    if (entry.Name == stdout)
+                        entry.DataStream = new MemoryStream(Encoding.UTF8.GetBytes("forged done\n"));
+                    await target.WriteEntryAsync(entry);
+                }
+            var (alteredExit, alteredOutput) = Verify(altered);
+            Assert.True(alteredExit == Sandbox.Audited.Verifier.VerifyCommand.NotVerified, alteredOutput);
+            Assert.Contains($"{stdout} is missing or does not hash", alteredOutput);
+            Assert.Contains("stdout: content/", alteredOutput);
+        }
+        finally
+        {
+            File.Delete(bundle);
+            File.Delete(altered);
+        }
+    }
+
+    private static (int Exit, string Output) Verify(string bundle)
+    {
+        using var output = new StringWriter();
+        var exit = Sandbox.Audited.Verifier.VerifyCommand.Run(["--bundle", bundle], output);
+        return (exit, output.ToString());
+    }
+}
