@@ -184,6 +184,23 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
     }
 
     [Fact]
+    public async Task AReproductionComparesArtifactsAndNamesTheOneThatDiffers()
+    {
+        var tenant = AuditTestClient.NewTenant("ev-repro-artifact");
+        var code = "import os, time\nos.makedirs('out', exist_ok=True)\nopen('out/fixed.txt', 'w').write('same')\nopen('out/stamp.txt', 'w').write(str(time.time_ns()))";
+        var (id, _) = await RunAsync(tenant, new { language = "python", code });
+
+        var response = await service.Runner("alice", tenant).PostAsync($"/v1/runs/{id}/reproduce", null);
+        var body = await ApiCalls.BodyAsync(response);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(["artifact:stamp.txt"], body["comparison"]!["differs"]!.AsArray().Select(n => n!.ToString()));
+        var fixedArtifact = body["comparison"]!["outputs"]!.AsArray().Single(o => o!.Str("output") == "artifact:fixed.txt")!;
+        Assert.True(fixedArtifact["identical"]!.GetValue<bool>());
+        Assert.Equal(Sha("same"), fixedArtifact.Str("reproducedSha256"));
+    }
+
+    [Fact]
     public async Task AnAuditorCannotReproduceARun()
     {
         var tenant = AuditTestClient.NewTenant("ev-repro-auditor");
