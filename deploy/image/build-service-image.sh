@@ -35,7 +35,7 @@ rm -rf "$WORK"/root/var/cache/apt/* "$WORK"/root/var/lib/apt/lists/* "$WORK"/roo
 
 install -d "$WORK/root/opt/sandbox-audited" "$WORK/root/var/lib/sandbox-audited"
 cp -a "$WORK/app/." "$WORK/root/opt/sandbox-audited/"
-cp -a "$ROOT/policies" "$ROOT/migrations" "$WORK/root/opt/sandbox-audited/"
+cp -a "$ROOT/policies" "$ROOT/migrations" "$ROOT/runtimes" "$WORK/root/opt/sandbox-audited/"
 # Its own unprivileged user; the Docker socket's group is added at `docker run --group-add`.
 echo 'sandbox-audited:x:10001:10001::/var/lib/sandbox-audited:/usr/sbin/nologin' >> "$WORK/root/etc/passwd"
 echo 'sandbox-audited:x:10001:' >> "$WORK/root/etc/group"
@@ -46,6 +46,7 @@ tar -C "$WORK/root" --numeric-owner -c . | docker import \
   -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   -c 'ENV Policies__Directory=/opt/sandbox-audited/policies' \
   -c 'ENV Migrations__Directory=/opt/sandbox-audited/migrations' \
+  -c 'ENV Runtimes__Directory=/opt/sandbox-audited/runtimes' \
   -c 'USER 10001:10001' \
   -c 'WORKDIR /opt/sandbox-audited' \
   -c 'ENTRYPOINT ["/opt/sandbox-audited/Sandbox.Audited.Api", "--contentRoot", "/opt/sandbox-audited"]' \

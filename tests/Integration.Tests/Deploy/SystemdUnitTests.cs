@@ -105,6 +105,7 @@ public sealed class SystemdUnitTests
         settings["Auth__AllowHttpAuthority"] = "true";
         settings["Policies__Directory"] = Path.Combine(root, "policies");
         settings["Migrations__Directory"] = Path.Combine(root, "migrations");
+        settings["Runtimes__Directory"] = Path.Combine(root, "runtimes");
         settings["Audit__CheckpointKeyPath"] = checkpointKeyPath;
         settings["Executor__NodeId"] = "deploy-" + Guid.NewGuid().ToString("N")[..8];
         settings["Executor__PoolSizePerLanguage"] = "0";
