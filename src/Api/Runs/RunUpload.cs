@@ -22,7 +22,7 @@ public sealed class RunInputOptions
 }
 
 /// <summary>
-/// POST /v1/runs as multipart/form-data (what `curl -F` sends). Fields: language, code, stdin, classification, limits (a
+/// POST /v1/runs as multipart/form-data (what `curl -F` sends). Fields: language, runtime, isolation, code, stdin, classification, limits (a
 /// JSON object), args (a JSON array), wait, callbackUrl; code and stdin may also be file parts. Every other file part is an
 /// input file named by its field name. Parts are read one at a time and file parts go straight to a spool file, hashed as
 /// they arrive: the request is never held whole. The spool lives until the run that uses it has ended.
@@ -30,7 +30,7 @@ public sealed class RunInputOptions
 public sealed class RunUpload : IDisposable
 {
     private const int MaxFieldBytes = 64 * 1024;
-    private static readonly string[] Fields = ["language", "code", "stdin", "classification", "limits", "args", "wait", "callbackUrl"];
+    private static readonly string[] Fields = ["language", "runtime", "isolation", "code", "stdin", "classification", "limits", "args", "wait", "callbackUrl"];
 
     private readonly string _directory;
     private bool _keep;
@@ -149,7 +149,9 @@ public sealed class RunUpload : IDisposable
                 values.TryGetValue("limits", out var limits) ? JsonSerializer.Deserialize<RequestedLimits>(limits, RunEndpoints.Json) : null,
                 values.GetValueOrDefault("classification"),
                 wait,
-                values.GetValueOrDefault("callbackUrl"));
+                values.GetValueOrDefault("callbackUrl"),
+                values.GetValueOrDefault("runtime"),
+                values.GetValueOrDefault("isolation"));
         }
         catch (JsonException e)
         {

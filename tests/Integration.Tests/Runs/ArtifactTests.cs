@@ -103,6 +103,41 @@ public sealed class ArtifactTests(ArtifactFixture service, ITestOutputHelper out
     }
 
     [Fact]
+    public async Task APandasReportInPythonDataReadsAnUploadedCsvAndWritesAnExcelArtifact()
+    {
+        const string code = """
+            import os, pandas as pd
+            tx = pd.read_csv('tx.csv')
+            by = tx.groupby('account')['amount_cents'].sum().reset_index()
+            os.makedirs('out', exist_ok=True)
+            by.to_excel('out/by_account.xlsx', index=False)
+            print(pd.__version__, len(tx), int(by['amount_cents'].sum()))
+            """;
+        using var form = new MultipartFormDataContent
+        {
+            { new StringContent("python"), "language" },
+            { new StringContent("python-data"), "runtime" },
+            { new StringContent(code), "code" },
+            { new ByteArrayContent(Encoding.UTF8.GetBytes("id,account,amount_cents\n1,a,100\n2,b,250\n3,a,-40\n")), "tx.csv", "tx.csv" },
+        };
+        var response = await _runner.PostAsync("/v1/runs", form);
+        var body = await ApiCalls.BodyAsync(response);
+
+        Assert.True(response.StatusCode == HttpStatusCode.OK, body.ToJsonString());
+        Assert.True(body.Str("status") == "succeeded", body.ToJsonString());
+        Assert.EndsWith(" 3 310\n", body.Str("stdout.content"));
+        var runId = body.Str("runId");
+        Assert.Equal("python-data", (await EventAsync(runId, "sandbox_created"))["data"]!.Str("runtimeId"));
+        var (_, list) = await _runner.GetJsonAsync($"/v1/runs/{runId}/artifacts");
+        var workbook = list.AsArray().Single()!;
+        Assert.Equal("by_account.xlsx", workbook.Str("name"));
+        Assert.Equal("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", workbook.Str("mediaType"));
+        var bytes = await _runner.GetByteArrayAsync(workbook.Str("href"));
+        Assert.Equal("PK", Encoding.ASCII.GetString(bytes, 0, 2)); // an xlsx is a zip
+        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(bytes)), workbook.Str("sha256"));
+    }
+
+    [Fact]
     public async Task BinaryInputSentAsBase64RoundTripsThroughAnArtifact()
     {
         var binary = Enumerable.Range(0, 4096).Select(i => (byte)(i * 7 % 256)).ToArray();
