@@ -33,6 +33,7 @@ public static class CliApp
         root.Subcommands.Add(RunCommand(Client, stdout, stderr));
         root.Subcommands.Add(ShowCommand(Client, stdout, stderr));
         root.Subcommands.Add(EventsCommand(Client, stdout, stderr));
+        root.Subcommands.Add(ArtifactsCommand(Client, stderr));
         root.Subcommands.Add(ExportCommand(Client, stdout, stderr));
         root.Subcommands.Add(VerifyCommandLine(stdout));
         return root;
@@ -49,9 +50,10 @@ public static class CliApp
         var classification = new Option<string?>("--classification") { Description = "The data classification policy decides on." };
         var timeout = new Option<int?>("--timeout-ms") { Description = "Wall-clock limit in milliseconds (within policy)." };
         var json = new Option<bool>("--json") { Description = "Print the run's final record as JSON instead of streaming its output." };
+        var artifacts = new Option<DirectoryInfo?>("--artifacts") { Description = "Download what the program wrote under out/ into this directory (digests checked)." };
         var command = new Command("run", "Run a program, stream its output live, and exit with its exit code.")
         {
-            file, args, language, runtime, files, stdin, classification, timeout, json,
+            file, args, language, runtime, files, stdin, classification, timeout, json, artifacts,
         };
         command.SetAction(async (p, ct) =>
         {
@@ -83,6 +85,8 @@ public static class CliApp
                 var run = started.IsFinished ? started : await api.WaitAsync(started.RunId, TimeSpan.FromMinutes(10), ct);
                 if (p.GetValue(json))
                     await stdout.WriteLineAsync(JsonSerializer.Serialize(run, Pretty));
+                if (p.GetValue(artifacts) is { } directory)
+                    await DownloadArtifactsAsync(api, run.RunId, directory, stderr, ct);
                 return ExitCodeOf(run, stderr);
             });
         });
@@ -122,6 +126,38 @@ public static class CliApp
         }
         stderr.WriteLine($"sandbox-audited: run {run.RunId} ended {run.Status}: {run.Reason ?? string.Join(" ", run.Errors ?? [])}");
         return ServiceError;
+    }
+
+    private static Command ArtifactsCommand(Func<ParseResult, SandboxAuditedClient> client, TextWriter stderr)
+    {
+        var id = new Argument<Guid>("run-id");
+        var output = new Option<DirectoryInfo>("--out", "-o") { Description = "Where to put them (default: the current directory).", DefaultValueFactory = _ => new DirectoryInfo(".") };
+        var command = new Command("artifacts", "Download a run's artifacts (what its program wrote under out/), each checked against its recorded digest.") { id, output };
+        command.SetAction(async (p, ct) => await Guard(stderr, async () =>
+        {
+            await DownloadArtifactsAsync(client(p), p.GetValue(id), p.GetValue(output)!, stderr, ct);
+            return 0;
+        }));
+        return command;
+    }
+
+    /// <summary>Stored artifacts are written under their recorded names (subdirectories kept); the rest is reported on stderr.</summary>
+    private static async Task DownloadArtifactsAsync(SandboxAuditedClient api, Guid runId, DirectoryInfo directory, TextWriter stderr, CancellationToken ct)
+    {
+        var root = Path.GetFullPath(directory.FullName);
+        foreach (var artifact in await api.GetArtifactsAsync(runId, ct))
+        {
+            var path = Path.GetFullPath(Path.Combine(root, artifact.Name));
+            if (!artifact.IsStored || !path.StartsWith(root + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+            {
+                await stderr.WriteLineAsync($"  {artifact.Name}: not downloaded ({artifact.Status}{(artifact.Reason is null ? "" : ": " + artifact.Reason)})");
+                continue;
+            }
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            await using var file = File.Create(path);
+            var sha = await api.DownloadArtifactAsync(artifact, file, ct);
+            await stderr.WriteLineAsync($"  {artifact.Name}: {artifact.Bytes} bytes, sha256 {sha}");
+        }
     }
 
     private static Command ShowCommand(Func<ParseResult, SandboxAuditedClient> client, TextWriter stdout, TextWriter stderr)

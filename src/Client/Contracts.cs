@@ -118,3 +118,9 @@ public sealed record StreamMessage(string Event, string? Id, JsonElement Data)
         : Data.TryGetProperty("base64", out var b64) ? Convert.FromBase64String(b64.GetString() ?? "")
         : [];
 }
+
+/// <summary>A file the program left under out/: stored (downloadable by <see cref="Href"/>), or skipped/exceeded with a reason.</summary>
+public sealed record Artifact(string Name, long Bytes, string? Sha256, string? MediaType, string Status, string? Reason, string? Href)
+{
+    public bool IsStored => Status == "stored";
+}

@@ -75,6 +75,40 @@ public sealed class SandboxAuditedClient(HttpClient http, string? token = null)
         }
     }
 
+    /// <summary>What the run's program left under out/, as recorded: stored files with their digests, and what was skipped.</summary>
+    public Task<IReadOnlyList<Artifact>> GetArtifactsAsync(Guid runId, CancellationToken ct = default) =>
+        GetAsync<IReadOnlyList<Artifact>>($"v1/runs/{runId}/artifacts", ct);
+
+    /// <summary>
+    /// Downloads a stored artifact into <paramref name="destination"/> and checks it against the digest the service sent
+    /// (Repr-Digest, RFC 9530) and the one it recorded; returns the SHA-256 (hex). A mismatch throws InvalidDataException.
+    /// </summary>
+    public async Task<string> DownloadArtifactAsync(Artifact artifact, Stream destination, CancellationToken ct = default)
+    {
+        if (!artifact.IsStored || artifact.Href is null)
+            throw new InvalidOperationException($"Artifact '{artifact.Name}' was not stored ({artifact.Status}: {artifact.Reason}).");
+        using var message = Request(HttpMethod.Get, artifact.Href.TrimStart('/'));
+        using var response = await http.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, ct);
+        await ThrowIfProblemAsync(response, ct);
+        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        await using (var body = await response.Content.ReadAsStreamAsync(ct))
+        {
+            var buffer = new byte[81920];
+            int read;
+            while ((read = await body.ReadAsync(buffer, ct)) > 0)
+            {
+                sha.AppendData(buffer, 0, read);
+                await destination.WriteAsync(buffer.AsMemory(0, read), ct);
+            }
+        }
+        var digest = sha.GetHashAndReset();
+        var hex = Convert.ToHexStringLower(digest);
+        var sent = response.Headers.TryGetValues("Repr-Digest", out var values) ? values.FirstOrDefault() : null;
+        if (sent != $"sha-256=:{Convert.ToBase64String(digest)}:" || (artifact.Sha256 is not null && artifact.Sha256 != hex))
+            throw new InvalidDataException($"Artifact '{artifact.Name}' does not match its digest (received sha256 {hex}, Repr-Digest {sent ?? "none"}, recorded {artifact.Sha256}).");
+        return hex;
+    }
+
     /// <summary>Audit export (auditor role): NDJSON or CSV of the tenant's events, copied to <paramref name="destination"/>.</summary>
     public async Task ExportAsync(Stream destination, string format = "ndjson", string? query = null, CancellationToken ct = default)
     {

@@ -25,6 +25,19 @@ public sealed class CliTests(BrowserFixture service) : IDisposable
     }
 
     [Fact]
+    public async Task RunDownloadsTheArtifactsCheckedAgainstTheirDigests()
+    {
+        var script = Write("report.py", "import os\nos.makedirs('out/sub', exist_ok=True)\nopen('out/sub/summary.json', 'w').write('{\"ok\": true}')\n");
+        var target = Path.Combine(_dir, "artifacts");
+
+        var (code, _, stderr) = await CliAsync(Token("lena", Roles.Runner), "run", script, "--artifacts", target);
+
+        Assert.True(code == 0, stderr);
+        Assert.Equal("{\"ok\": true}", File.ReadAllText(Path.Combine(target, "sub", "summary.json")));
+        Assert.Contains("sub/summary.json: 12 bytes, sha256 ", stderr);
+    }
+
+    [Fact]
     public async Task ARefusedRunExitsWith125AndSaysWhy()
     {
         var script = Write("hello.py", "print('hi')\n");

@@ -59,6 +59,23 @@ public sealed class ClientLibraryTests(ServiceFixture service)
     }
 
     [Fact]
+    public async Task ArtifactsAreListedAndDownloadedAgainstTheirDigests()
+    {
+        var client = As("gus", Roles.Runner);
+        var run = await client.StartRunAsync(new RunRequest("shell", "mkdir -p out && printf 'a,b\\n' > out/r.csv && ln -s /etc/passwd out/link"));
+
+        var artifacts = await client.GetArtifactsAsync(run.RunId);
+        using var content = new MemoryStream();
+        var sha = await client.DownloadArtifactAsync(artifacts.Single(a => a.Name == "r.csv"), content);
+
+        Assert.Equal("a,b\n", Encoding.UTF8.GetString(content.ToArray()));
+        Assert.Equal(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(content.ToArray())), sha);
+        var link = artifacts.Single(a => a.Name == "link");
+        Assert.False(link.IsStored);
+        await Assert.ThrowsAsync<InvalidOperationException>(() => client.DownloadArtifactAsync(link, Stream.Null));
+    }
+
+    [Fact]
     public async Task ABadRequestIsATypedProblemWithTheRecordedRun()
     {
         var client = As("erin", Roles.Runner);
