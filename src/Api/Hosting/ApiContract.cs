@@ -33,6 +33,31 @@ internal static partial class ApiContract
             "through `Last-Event-ID`; after `end` a resumed request answers 204.",
             [Status(400, Problems.InvalidRequest), Auth, Missing],
             Headers: [Header("Last-Event-ID", "The id of the last message received; the stream continues after it (sent by EventSource clients when they reconnect).")]),
+        ["GET v1/runs/{id}/artifacts"] = new("listRunArtifacts", "List a run's artifacts",
+            "What the program wrote under out/: stored files with size, SHA-256 and media type, and what was skipped or over a cap, with why.", [Auth, Missing]),
+        ["GET v1/runs/{id}/artifacts/{name}"] = new("getRunArtifact", "Download an artifact",
+            "The stored file, with its digest in `Repr-Digest` (RFC 9530); 410 when its content was erased under a retention rule.",
+            [Auth, Missing, Status(410, Problems.NotFound)]),
+        ["GET v1/runs/{id}/evidence"] = new("getRunEvidence", "Download a run's evidence bundle",
+            "One tar holding the run's events, code, inputs, outputs, artifacts (or their erasure events), the policy bundle and a manifest; checked offline by sbx-verify --bundle.",
+            [Auth, Missing]),
+        ["POST v1/runs/{id}/reproduce"] = new("reproduceRun", "Reproduce a run",
+            "Runs the recorded code and inputs again on the recorded image under today's policy, as a new run linked to the original, and compares the outputs by digest.",
+            [Auth, Forbid(Problems.Forbidden, Problems.PolicyDenied), Missing, Status(409, ReproduceEndpoints.NotReproducible), Status(429, Problems.RateLimited),
+             Status(503, Problems.AuditUnavailable, Problems.SandboxUnavailable)]),
+        ["GET v1/runtimes/{id}/sbom"] = new("getRuntimeSbom", "Get a runtime's bill of materials", "The SPDX 2.3 SBOM of the runtime's current image.", [Auth, Missing]),
+        ["GET v1/runtimes/sboms/{digest}"] = new("getSbomByDigest", "Get a bill of materials by digest", "The SPDX 2.3 SBOM a run's events name by its SHA-256.", [Auth, Missing]),
+        ["GET v1/audit/evidence/verify"] = new("verifyEvidence", "Verify stored evidence",
+            "Rehashes every stored content (code, inputs, outputs, artifacts) a run or the tenant references: intact, erased, changed or missing.",
+            AuditProblems, [Tenant, Uuid("runId", "One run.")]),
+        ["GET v1/audit/proofs/inclusion"] = new("getInclusionProof", "Get inclusion proofs",
+            "The leaf index and RFC 9162 audit path of an event (by sequence) or of every event of a run, in the tenant's tree of the given size (default: the latest checkpoint's).",
+            [Bad, Auth, Forbid(Problems.Forbidden), Missing, Status(503, Problems.AuditUnavailable)],
+            [Tenant, Int64("sequence", "An event's global sequence."), Uuid("runId", "A run: proofs of all its events."), Int64("treeSize", "The tree size (default: the latest checkpoint's).")]),
+        ["GET v1/audit/proofs/consistency"] = new("getConsistencyProof", "Get a consistency proof",
+            "The RFC 9162 proof that the tenant's tree of `second` leaves extends the one of `first` leaves.",
+            [Bad, Auth, Forbid(Problems.Forbidden), Missing, Status(503, Problems.AuditUnavailable)],
+            [Tenant, Int64("first", "The earlier tree size."), Int64("second", "The later tree size.")]),
         ["GET v1/runtimes"] = new("listRuntimes", "List the runtimes", "Languages, their images and image ids, and how many warm sandboxes wait.", [Auth]),
         ["GET v1/policies"] = new("getActivePolicy", "Get the active policy bundle", "Its digest, files and rules (auditor or admin).", [Auth, Forbid(Problems.Forbidden)]),
         ["GET v1/policies/bundles/{digest}"] = new("getPolicyBundle", "Get a stored policy bundle", "The files of a bundle by its digest, as any recorded decision names it.", [Auth, Forbid(Problems.Forbidden), Missing]),
@@ -213,6 +238,32 @@ internal static partial class ApiContract
         Schema = new OpenApiSchema { Type = JsonSchemaType.Integer, Format = "int32", Minimum = "1" },
     };
 
+    // What `curl -F` sends: the run's fields as text parts; every other part is an input file under its own name.
+    private static OpenApiSchema MultipartRun()
+    {
+        static OpenApiSchema Text(string description) => new() { Type = JsonSchemaType.String, Description = description };
+        return new OpenApiSchema
+        {
+            Type = JsonSchemaType.Object,
+            Description = "The run as multipart/form-data: large and binary input files are streamed, never held whole.",
+            Required = new HashSet<string> { "language", "code" },
+            Properties = new Dictionary<string, IOpenApiSchema>
+            {
+                ["language"] = Text("python, javascript or shell."),
+                ["runtime"] = Text("A runtime id from GET /v1/runtimes (default: the language's lean runtime)."),
+                ["isolation"] = Text("standard or strong; policy may raise it, never lower it."),
+                ["code"] = new OpenApiSchema { Type = JsonSchemaType.String, Format = "binary", Description = "The program, as a field or a file part." },
+                ["stdin"] = new OpenApiSchema { Type = JsonSchemaType.String, Format = "binary", Description = "Standard input, as a field or a file part." },
+                ["classification"] = Text("The data classification policy decides on."),
+                ["limits"] = Text("The limits as a JSON object, e.g. {\"timeoutMs\":5000}."),
+                ["args"] = Text("The arguments as a JSON array of strings."),
+                ["wait"] = Text("true (default) or false."),
+                ["callbackUrl"] = Text("Where the finished run is posted."),
+            },
+            AdditionalProperties = new OpenApiSchema { Type = JsonSchemaType.String, Format = "binary", Description = "An input file, named by its part's name." },
+        };
+    }
+
     private static async Task DescribeCreateRunAsync(OpenApiOperation operation, OpenApiOperationTransformerContext context, CancellationToken ct)
     {
         var body = await context.GetOrCreateSchemaAsync(typeof(RunRequestBody), null, ct);
@@ -220,7 +271,11 @@ internal static partial class ApiContract
         {
             Required = true,
             Description = "The run. Unknown members are refused (400).",
-            Content = new Dictionary<string, OpenApiMediaType> { ["application/json"] = new() { Schema = body } },
+            Content = new Dictionary<string, OpenApiMediaType>
+            {
+                ["application/json"] = new() { Schema = body },
+                ["multipart/form-data"] = new() { Schema = MultipartRun() },
+            },
         };
         var replayed = new OpenApiHeader { Description = "`true` when an Idempotency-Key replayed an earlier run instead of running again.", Schema = new OpenApiSchema { Type = JsonSchemaType.String } };
         if (operation.Responses?.TryGetValue("202", out var accepted) == true && accepted is OpenApiResponse a)

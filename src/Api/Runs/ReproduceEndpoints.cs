@@ -23,7 +23,7 @@ public sealed record ReproductionView(
 /// </summary>
 public static class ReproduceEndpoints
 {
-    private const string NotReproducible = "/problems/not-reproducible";
+    public const string NotReproducible = "/problems/not-reproducible";
 
     public static void MapReproduce(this IEndpointRouteBuilder app) =>
         app.MapPost("/v1/runs/{id:guid}/reproduce", Reproduce).RequireAuthorization().RequireRateLimiting(RunRateLimits.Policy).WithTags("Runs");
