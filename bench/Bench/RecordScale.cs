@@ -261,7 +261,7 @@ public static class RecordScale
                     var hash = EventChain.Hash(previous, ids[r], version, type, json);
                     var headers = JsonSerializer.Serialize(new Dictionary<string, string>
                     {
-                        [ChainHeaders.PrevHash] = previous, [ChainHeaders.Hash] = hash, [ChainHeaders.Tenant] = tenant,
+                        [ChainHeaders.PrevHash] = previous, [ChainHeaders.Hash] = hash, [ChainHeaders.Tenant] = tenant, [ChainHeaders.Canon] = EventChain.CurrentCanon,
                     });
                     await rows.StartRowAsync();
                     await rows.WriteAsync(sequence++, NpgsqlDbType.Bigint);
