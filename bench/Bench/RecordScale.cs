@@ -113,7 +113,7 @@ public static class RecordScale
             for (var i = 0; i < 10; i++)
             {
                 watch.Restart();
-                sinceResult = await sinceVerification.VerifyAsync(tenants[0], since, CancellationToken.None);
+                sinceResult = await sinceVerification.VerifyAsync(tenants[0], since.From, since.LeavesFrom, CancellationToken.None);
                 sinceTimes.Add(watch.Elapsed.TotalMilliseconds);
             }
             if (!sinceResult!.Report.Verified)

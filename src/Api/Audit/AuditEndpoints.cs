@@ -163,9 +163,14 @@ public static class AuditEndpoints
             return await q.RefusedAsync(accessLog, caller, AuditActions.Verify);
 
         // Since the last checkpoint: O(new events), each touched stream resumed from the leaf the checkpoint committed.
-        var report = since == "true"
-            ? (await incremental.VerifyAsync(tenant, await incremental.SinceLastCheckpointAsync(checkpoints, tenant, ct), ct)).Report
-            : await verification.VerifyAsync(tenant, scope, ct);
+        VerificationReport report;
+        if (since == "true")
+        {
+            var (from, leavesFrom) = await incremental.SinceLastCheckpointAsync(checkpoints, tenant, ct);
+            report = (await incremental.VerifyAsync(tenant, from, leavesFrom, ct)).Report;
+        }
+        else
+            report = await verification.VerifyAsync(tenant, scope, ct);
         if (await RecordAsync(http, accessLog, caller, AuditActions.Verify, report.EventsChecked) is { } unrecorded)
             return unrecorded;
         if (scope.RunId is { } runId && report.StreamsChecked == 0)

@@ -88,6 +88,25 @@ public sealed class IncrementalVerificationTests(ServiceFixture service)
     }
 
     [Fact]
+    public async Task AStoredLeafTheLastCheckpointAddedThatNoLongerMatchesItsEventIsCaught()
+    {
+        var tenant = AuditTestClient.NewTenant("since-leaf");
+        await AuditSeed.RunAsync(service, tenant, "lou");
+        await CheckpointAsync(tenant);
+        var run = await AuditSeed.RunAsync(service, tenant, "lou");
+        await CheckpointAsync(tenant);
+        Assert.True((await SinceAsync(tenant))["verified"]!.GetValue<bool>());
+
+        // The event's stored hash header rewritten after the second checkpoint added its leaf.
+        await AuditSeed.TamperAsync(service,
+            "UPDATE sandbox.mt_events SET headers = jsonb_set(headers, '{hash}', '\"" + new string('1', 64) + "\"') WHERE stream_id = $1 AND version = 8", run);
+        var report = await SinceAsync(tenant);
+
+        Assert.False(report["verified"]!.GetValue<bool>());
+        Assert.Contains(report["broken"]!.AsArray(), b => b!.Str("reason").Contains("stored tree leaf", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task SinceCheckpointTakesNoOtherScope() =>
         Assert.Equal(HttpStatusCode.BadRequest,
             (await service.Auditor(AuditTestClient.NewTenant("since-bad")).GetAsync("/v1/audit/verify?sinceCheckpoint=true&fromSequence=3")).StatusCode);
