@@ -89,10 +89,12 @@ public sealed class IncrementalVerification(NpgsqlDataSource database)
     private async Task<List<ChainBreak>> NewLeafDifferencesAsync(string tenant, long fromSequence, CancellationToken ct)
     {
         await using var command = database.CreateCommand("""
-            SELECT l.leaf_index, l.seq_id, n.hash, e.stream_id, e.version, e.headers ->> 'hash'
+            SELECT l.leaf_index, l.seq_id, n.hash, e.stream_id, e.version, e.hash
             FROM sandbox.audit_tree_leaves l
-            LEFT JOIN sandbox.audit_tree_nodes n ON n.tenant = l.tenant AND n.level = 0 AND n.idx = l.leaf_index
-            LEFT JOIN sandbox.mt_events e ON e.seq_id = l.seq_id
+            LEFT JOIN LATERAL (SELECT x.hash FROM sandbox.audit_tree_nodes x
+                               WHERE x.tenant = @tenant AND x.level = 0 AND x.idx = l.leaf_index LIMIT 1) n ON true
+            LEFT JOIN LATERAL (SELECT x.stream_id, x.version, x.headers ->> 'hash' AS hash FROM sandbox.mt_events x
+                               WHERE x.seq_id = l.seq_id LIMIT 1) e ON true
             WHERE l.tenant = @tenant AND l.seq_id >= @from ORDER BY l.leaf_index
             """);
         command.Parameters.Add(new NpgsqlParameter("tenant", NpgsqlDbType.Text) { Value = tenant });
