@@ -1,5 +1,6 @@
 using System.Globalization;
 using Sandbox.Audited.Domain.Hashing;
+using Sandbox.Audited.Domain.Merkle;
 
 namespace Sandbox.Audited.Verifier;
 
@@ -58,6 +59,8 @@ public static class VerifyCommand
         using var keys = keyFiles.Count > 0 ? new CheckpointKeySet() : null;
         OfflineVerifier verifier;
         var checkpoints = new List<CheckpointHead>();
+        var notes = new List<CheckpointNote>();
+        var noteKeys = new List<NoteVerifierKey>();
         long lines = 0;
         var streams = new HashSet<Guid>();
         long? firstSequence = null, lastSequence = null;
@@ -66,6 +69,10 @@ public static class VerifyCommand
         {
             foreach (var file in checkpointFiles)
                 checkpoints.AddRange(Read(file, CheckpointHead.ParseAll));
+            foreach (var file in checkpointFiles)
+                notes.AddRange(Read(file, CheckpointNotes.ParseAll));
+            foreach (var file in keyFiles)
+                noteKeys.AddRange(Read(file, CheckpointNotes.ParseKeys));
             var keyIds = keyFiles.SelectMany(file => Read(file, keys!.Add)).Distinct().ToList();
             var inclusions = inclusionFiles.SelectMany(file => Read(file, ProofFiles.ParseInclusion)).ToList();
             var consistencies = consistencyFiles.SelectMany(file => Read(file, ProofFiles.ParseConsistency)).ToList();
@@ -100,7 +107,8 @@ public static class VerifyCommand
             return Unusable(output, e.Message);
         }
 
-        var checks = verifier.Complete();
+        // Each checkpoint's Ed25519 signed note, when it carries one and a note key is given.
+        var checks = verifier.Complete().Concat(noteKeys.Count > 0 ? notes.Select(n => CheckpointNotes.Check(n, noteKeys)) : []).ToList();
         output.WriteLine();
         var width = checks.Max(c => c.Name.Length);
         foreach (var check in checks)

@@ -68,6 +68,7 @@ public static partial class AuditEndpoints
     {
         services.AddSingleton<AuditQueries>();
         services.AddSingleton<ChainVerification>();
+        services.AddSingleton<IncrementalVerification>();
         services.AddSingleton<AuditExport>();
         services.AddSingleton<AccessLog>();
         services.AddSingleton<AuditCheckpoints>();
@@ -147,16 +148,30 @@ public static partial class AuditEndpoints
     }
 
     public static async Task<Results<Ok<VerificationView>, ProblemHttpResult>> Verify(
-        HttpContext http, ChainVerification verification, AccessLog accessLog, CancellationToken ct)
+        HttpContext http, ChainVerification verification, IncrementalVerification incremental, AuditCheckpoints checkpoints,
+        AccessLog accessLog, CancellationToken ct)
     {
         var q = new Query(http);
         var caller = http.User.ToCaller();
         var tenant = q.Tenant(caller);
         var scope = new VerifyScope(q.Guid("runId"), q.Long("fromSequence"), q.Long("toSequence"), q.Time("from"), q.Time("to"));
+        var since = q.Text("sinceCheckpoint");
+        if (since is not null and not "true" and not "false")
+            q.Fail("sinceCheckpoint must be true or false.");
+        if (since == "true" && scope != new VerifyScope())
+            q.Fail("sinceCheckpoint=true verifies everything after the last checkpoint; it takes no runId, sequence or time range.");
         if (q.Error is not null)
             return await q.RefusedAsync(accessLog, caller, AuditActions.Verify);
 
-        var report = await verification.VerifyAsync(tenant, scope, ct);
+        // Since the last checkpoint: O(new events), each touched stream resumed from the leaf the checkpoint committed.
+        VerificationReport report;
+        if (since == "true")
+        {
+            var (from, leavesFrom) = await incremental.SinceLastCheckpointAsync(checkpoints, tenant, ct);
+            report = (await incremental.VerifyAsync(tenant, from, leavesFrom, ct)).Report;
+        }
+        else
+            report = await verification.VerifyAsync(tenant, scope, ct);
         if (await RecordAsync(http, accessLog, caller, AuditActions.Verify, report.EventsChecked) is { } unrecorded)
             return unrecorded;
         if (scope.RunId is { } runId && report.StreamsChecked == 0)

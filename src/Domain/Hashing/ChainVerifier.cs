@@ -73,6 +73,26 @@ public sealed class ChainVerifier(int maxBreaks = 100)
         _lastHash = e.Hash ?? "";
     }
 
+    /// <summary>
+    /// Starts a stream after an event verified before and committed in a checkpoint's tree (the caller compared its
+    /// leaf): the chain continues from that event's stored hash instead of from the genesis value. When the leaf did not
+    /// match (<paramref name="committed"/> false), the stream is broken there.
+    /// </summary>
+    public void ResumeAfter(Guid streamId, long version, long sequence, string hash, long? streamVersion, bool committed)
+    {
+        EndStream();
+        _stream = streamId;
+        _inStream = true;
+        _streamBroken = false;
+        _lastVersion = version;
+        _lastHash = hash;
+        _streamVersion = streamVersion;
+        StreamsChecked++;
+        if (!committed)
+            Break(new ChainBreak(streamId, version, sequence,
+                "the last event before the checkpoint is not the one the checkpoint's tree committed (changed or removed)"));
+    }
+
     /// <summary>Call after the last row: checks the tail of the last stream.</summary>
     public void Complete() => EndStream();
 

@@ -194,4 +194,39 @@ public sealed class ChainVerifierTests
         Assert.Equal(2, Assert.Single(verifier.Breaks).Version);
         Assert.Equal(7, verifier.EventsChecked);
     }
+
+    [Fact]
+    public void AStreamResumedAfterACommittedEventChecksOnlyTheNewerEvents()
+    {
+        var events = Chain(Run, 8);
+        var verifier = new ChainVerifier();
+        verifier.ResumeAfter(Run, 5, 5, events[4].Hash!, 8, committed: true);
+        foreach (var e in events.Skip(5)) verifier.Add(e);
+        verifier.Complete();
+
+        Assert.True(verifier.Verified);
+        Assert.Equal(3, verifier.EventsChecked);
+        Assert.Equal(1, verifier.StreamsChecked);
+    }
+
+    [Fact]
+    public void AResumedStreamIsBrokenByAChangedNewEventOrAnAnchorNotCommitted()
+    {
+        var events = Chain(Run, 8);
+        var changed = events.Skip(5).ToList();
+        changed[1] = changed[1] with { Data = changed[1].Data.Replace("\"n\":7", "\"n\":70", StringComparison.Ordinal) };
+        var verifier = new ChainVerifier();
+        verifier.ResumeAfter(Run, 5, 5, events[4].Hash!, 8, committed: true);
+        foreach (var e in changed) verifier.Add(e);
+        verifier.Complete();
+        Assert.False(verifier.Verified);
+        Assert.Equal(7, verifier.Breaks[0].Version);
+
+        var uncommitted = new ChainVerifier();
+        uncommitted.ResumeAfter(Run, 5, 5, events[4].Hash!, 8, committed: false);
+        foreach (var e in events.Skip(5)) uncommitted.Add(e);
+        uncommitted.Complete();
+        Assert.False(uncommitted.Verified);
+        Assert.Contains("checkpoint's tree committed", uncommitted.Breaks[0].Reason);
+    }
 }

@@ -63,6 +63,32 @@ public sealed class AuditQueryTests(ServiceFixture service)
     }
 
     [Fact]
+    public async Task StoredOwnersAreDerivedFromEachStreamsFirstEventAndNeverChange()
+    {
+        var tenant = AuditTestClient.NewTenant("query-owner");
+        await AuditSeed.RunAsync(service, tenant, "erin");
+        await AuditSeed.RunAsync(service, tenant, "finn");
+
+        // Every event has exactly the owner its stream's first event's caller gives: the rule, recomputed from events.
+        var differing = await service.Database.ScalarAsync<long>("""
+            SELECT count(*) FROM sandbox.mt_events e
+            JOIN sandbox.mt_events f ON f.stream_id = e.stream_id AND f.version = 1
+            LEFT JOIN sandbox.audit_event_owner o ON o.seq_id = e.seq_id
+            WHERE o.seq_id IS NULL OR o.stream_id <> e.stream_id OR o.type <> e.type
+               OR o.tenant IS DISTINCT FROM f.data -> 'caller' ->> 'tenant'
+               OR o.subject IS DISTINCT FROM f.data -> 'caller' ->> 'subject'
+            """);
+        Assert.Equal(0, differing);
+        Assert.Equal(16, await service.Database.ScalarAsync<long>("SELECT count(*) FROM sandbox.audit_event_owner WHERE tenant = $1", tenant));
+
+        var change = await Assert.ThrowsAsync<Npgsql.PostgresException>(() =>
+            service.Database.ExecuteAsync("UPDATE sandbox.audit_event_owner SET tenant = 'someone-else' WHERE tenant = $1", tenant));
+        Assert.Contains("append-only", change.MessageText);
+        await Assert.ThrowsAsync<Npgsql.PostgresException>(() =>
+            service.Database.ExecuteAsync("DELETE FROM sandbox.audit_event_owner WHERE tenant = $1", tenant));
+    }
+
+    [Fact]
     public async Task CursorPagingIsStableWhileEventsAreAppended()
     {
         var tenant = AuditTestClient.NewTenant("paging");
