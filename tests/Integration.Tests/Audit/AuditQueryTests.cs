@@ -74,10 +74,11 @@ public sealed class AuditQueryTests(ServiceFixture service)
             SELECT count(*) FROM sandbox.mt_events e
             JOIN sandbox.mt_events f ON f.stream_id = e.stream_id AND f.version = 1
             LEFT JOIN sandbox.audit_event_owner o ON o.seq_id = e.seq_id
-            WHERE o.seq_id IS NULL OR o.stream_id <> e.stream_id OR o.type <> e.type
+            WHERE f.data -> 'caller' ->> 'tenant' = $1
+              AND (o.seq_id IS NULL OR o.stream_id <> e.stream_id OR o.type <> e.type
                OR o.tenant IS DISTINCT FROM f.data -> 'caller' ->> 'tenant'
-               OR o.subject IS DISTINCT FROM f.data -> 'caller' ->> 'subject'
-            """);
+               OR o.subject IS DISTINCT FROM f.data -> 'caller' ->> 'subject')
+            """, tenant);
         Assert.Equal(0, differing);
         Assert.Equal(16, await service.Database.ScalarAsync<long>("SELECT count(*) FROM sandbox.audit_event_owner WHERE tenant = $1", tenant));
 
