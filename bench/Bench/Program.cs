@@ -159,7 +159,11 @@ figures["machine"] = new
 };
 
 Directory.CreateDirectory(outDir);
-var json = JsonSerializer.Serialize(figures, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase });
+// A series with no runs (for example warm gVisor runs on a service without that warm pool) has NaN figures: written as "NaN", not a crash.
+var json = JsonSerializer.Serialize(figures, new JsonSerializerOptions
+{
+    WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.CamelCase, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+});
 await File.WriteAllTextAsync(Path.Combine(outDir, "latest.json"), json);
 
 var md = new StringBuilder();
