@@ -259,6 +259,22 @@ static struct {
     uint64_t total; /* bytes consumed so far, checked against MAX_REQUEST */
 } rq;
 
+/* Makes sure the request buffer holds at least one unread byte; a short or broken request is a fault. */
+static void rq_fill(void)
+{
+    while (rq.pos == rq.len) {
+        ssize_t n = read(0, rq.buf, sizeof rq.buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            fault("reading request: %s", strerror(errno));
+        if (n == 0)
+            fault("truncated request");
+        rq.pos = 0;
+        rq.len = (size_t)n;
+    }
+}
+
 static void rq_read(void *dst, size_t len)
 {
     unsigned char *d = dst;
@@ -266,17 +282,7 @@ static void rq_read(void *dst, size_t len)
         fault("request larger than %u bytes", MAX_REQUEST);
     rq.total += len;
     while (len > 0) {
-        if (rq.pos == rq.len) {
-            ssize_t n = read(0, rq.buf, sizeof rq.buf);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0)
-                fault("reading request: %s", strerror(errno));
-            if (n == 0)
-                fault("truncated request");
-            rq.pos = 0;
-            rq.len = (size_t)n;
-        }
+        rq_fill();
         size_t k = rq.len - rq.pos < len ? rq.len - rq.pos : len;
         memcpy(d, rq.buf + rq.pos, k);
         rq.pos += k;
@@ -319,17 +325,7 @@ static uint64_t rq_u64(void)
 static void rq_copy(int fd, uint64_t len, const char *path)
 {
     while (len > 0) {
-        if (rq.pos == rq.len) {
-            ssize_t n = read(0, rq.buf, sizeof rq.buf);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0)
-                fault("reading request: %s", strerror(errno));
-            if (n == 0)
-                fault("truncated request");
-            rq.pos = 0;
-            rq.len = (size_t)n;
-        }
+        rq_fill();
         size_t k = rq.len - rq.pos;
         if (k > len)
             k = (size_t)len;
