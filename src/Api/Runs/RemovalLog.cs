@@ -34,7 +34,7 @@ public sealed partial class RunRemovalLog(IDocumentStore store, NpgsqlDataSource
                     return;
             }
             var stream = await RunStream.ResumeAsync(store, runId, new WriteContext("system:reaper", null), ct);
-            await stream.AppendAsync(new SandboxRemoved(runId, containerId, how, clock.GetUtcNow()), ct);
+            await stream.AppendAsync(RunDecisions.Removed(runId, containerId, how, clock.GetUtcNow()), ct);
         }
         catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
         {

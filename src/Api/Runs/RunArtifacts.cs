@@ -17,7 +17,7 @@ public sealed partial class RunArtifacts(EvidenceStore evidence, TimeProvider cl
         {
             if (a.Path is not { } path)
             {
-                events.Add(new ArtifactRecorded(runId, a.Name, a.Bytes, a.Sha256, null, ArtifactStatus.Of(a.Skipped), a.Skipped, clock.GetUtcNow()));
+                events.Add(RunDecisions.ArtifactNotSent(runId, a.Name, a.Bytes, a.Sha256, a.Skipped, clock.GetUtcNow()));
                 continue;
             }
             try
@@ -26,13 +26,13 @@ public sealed partial class RunArtifacts(EvidenceStore evidence, TimeProvider cl
                 var stored = await evidence.PutAsync(tenant, file, ct);
                 if (stored.Sha256 != a.Sha256)
                     throw new InvalidDataException($"Artifact '{a.Name}' changed in the spool: {a.Sha256} received, {stored.Sha256} stored.");
-                events.Add(new ArtifactRecorded(runId, a.Name, stored.Bytes, stored.Sha256, MediaTypes.For(a.Name), ArtifactStatus.Stored, null, clock.GetUtcNow()));
+                events.Add(RunDecisions.ArtifactStored(runId, a.Name, stored.Bytes, stored.Sha256, clock.GetUtcNow()));
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
                 // The digest is known even when the store is not reachable: recorded, marked as not kept.
                 LogNotStored(e, runId, a.Name);
-                events.Add(new ArtifactRecorded(runId, a.Name, a.Bytes, a.Sha256, MediaTypes.For(a.Name), ArtifactStatus.Skipped, "not_stored", clock.GetUtcNow()));
+                events.Add(RunDecisions.ArtifactNotStored(runId, a.Name, a.Bytes, a.Sha256, clock.GetUtcNow()));
             }
         }
         return events;

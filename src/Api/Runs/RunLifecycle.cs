@@ -48,24 +48,19 @@ public sealed partial class RunLifecycle(
         }
         // Outcomes a previous process journaled are true outcomes: they are committed before anything is abandoned.
         await journal.CommitAllOnceAsync(ct);
+        var sweptIds = swept.Select(s => s.ContainerId).ToHashSet();
         foreach (var (runId, containers) in await UnfinishedRunsAsync(ct))
         {
             if (journal.Holds(runId))
                 continue; // its outcome is known and waits for the store; the journal worker commits it
-            var reason = containers.Count == 0
-                ? "The service stopped (crash or kill) before a sandbox was recorded for this run: it was waiting for a slot or its "
-                  + "sandbox had just been handed over; no outcome is known."
-                : containers.All(c => swept.Any(s => s.ContainerId == c))
-                    ? "The service stopped while this run was in flight (crash or kill); its sandbox was removed at restart."
-                    : "The service stopped while this run was in flight (crash or kill); its sandbox was no longer in the engine at restart.";
             var stream = await RunStream.ResumeAsync(store, runId, new WriteContext("system:recovery", null), ct);
-            await stream.AppendAsync(new RunAbandoned(runId, reason, executor.Value.NodeId, clock.GetUtcNow()), ct);
+            await stream.AppendAsync(RunDecisions.Abandon(runId, executor.Value.NodeId, containers, sweptIds, clock.GetUtcNow()), ct);
             LogAbandoned(runId);
         }
         // After the abandonment, so that each run's terminal event is followed by the removal of its sandbox.
         foreach (var (containerId, runLabel) in swept)
             await removals.RecordAsync(containerId, runLabel, SandboxRemoval.SweptAtStartup, ct);
-        await RecordVanishedAsync(swept.Select(s => s.ContainerId).ToHashSet(), ct);
+        await RecordVanishedAsync(sweptIds, ct);
     }
 
     /// <summary>
@@ -95,7 +90,7 @@ public sealed partial class RunLifecycle(
         foreach (var (runId, containerId) in unrecorded.Where(u => !present.Contains(u.ContainerId) && !swept.Contains(u.ContainerId)))
         {
             var stream = await RunStream.ResumeAsync(store, runId, new WriteContext("system:recovery", null), ct);
-            await stream.AppendAsync(new SandboxRemoved(runId, containerId, SandboxRemoval.AlreadyGone, clock.GetUtcNow()), ct);
+            await stream.AppendAsync(RunDecisions.Removed(runId, containerId, SandboxRemoval.AlreadyGone, clock.GetUtcNow()), ct);
         }
     }
 

@@ -83,14 +83,10 @@ public sealed partial class RunOrchestrator(
     public async Task<Guid> RejectAsync(Caller caller, ClientInfo client, int httpStatus, IReadOnlyList<string> errors, string? language, string? code, CancellationToken ct)
     {
         var runId = Guid.CreateVersion7();
-        var now = clock.GetUtcNow();
         try
         {
             await RecordAsync(new RunStream(store, runId, Context(caller, client)),
-            [
-                new RequestRejected(runId, caller, httpStatus, errors, language, code is null ? null : Sha256Hex.Of(code), client, now),
-                new RunCompleted(runId, RunStatus.Rejected, null, 0, string.Join(" ", errors), now),
-            ], ct);
+                RunDecisions.Reject(runId, caller, client, httpStatus, errors, language, code, clock.GetUtcNow()), ct);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
@@ -134,18 +130,8 @@ public sealed partial class RunOrchestrator(
             LogWriteAheadFailed(e, runId);
             throw new WriteAheadException(e);
         }
-        var now = clock.GetUtcNow();
-        var events = new List<object>
-        {
-            new RunRequested(runId, caller, request.Language, null, Sha256Hex.Of(code), code.Length,
-                Sha256Hex.Of(request.Stdin), request.Stdin.Length, request.Args, files,
-                request.Limits, request.Classification, client, executorOptions.Value.NodeId, now, request.Runtime, request.Isolation,
-                InputsStored: true, ReproducesRunId: reproduces),
-            new PolicyEvaluated(runId, decision.Decision, decision.BundleDigest, decision.RuleIds, decision.Limits, decision.Findings, decision.Reasons, now,
-                decision.Runtime, decision.Isolation),
-        };
-        if (!decision.Allowed)
-            events.Add(new RunCompleted(runId, RunStatus.Denied, null, watch.ElapsedMilliseconds, string.Join(" ", decision.Reasons), now));
+        var events = new List<object>(RunDecisions.Request(runId, caller, client, request, files, decision, executorOptions.Value.NodeId,
+            watch.ElapsedMilliseconds, clock.GetUtcNow(), reproduces));
 
         var stream = new RunStream(store, runId, Context(caller, client));
         try
@@ -191,7 +177,7 @@ public sealed partial class RunOrchestrator(
         var (lease, refusal) = await admission.EnterAsync(run.Caller.Tenant, ct);
         if (refusal is not null)
         {
-            await CommitOrKeepAsync(run, [new RunCompleted(runId, RunStatus.Refused, null, run.Clock.ElapsedMilliseconds, refusal.Reason, clock.GetUtcNow())]);
+            await CommitOrKeepAsync(run, RunDecisions.Refuse(runId, refusal.Reason, run.Clock.ElapsedMilliseconds, clock.GetUtcNow()));
             throw new CapacityException(runId, refusal);
         }
 
@@ -211,21 +197,14 @@ public sealed partial class RunOrchestrator(
                 // The engine created a container for this run: it is named in the record, with how its removal ended.
                 LogSandboxUnavailable(e, runId);
                 var c = e.Container;
-                var now = clock.GetUtcNow();
-                List<object> events =
-                [
-                    new SandboxCreated(runId, c.ContainerId, c.Image, c.ImageId, executorOptions.Value.NodeId, false, c.CreatedAt, c.Settings, now),
-                    new RunFailed(runId, e.Message, now),
-                ];
-                if (e.Removal is { } how)
-                    events.Add(new SandboxRemoved(runId, c.ContainerId, how, now));
-                await CommitOrKeepAsync(run, events);
+                await CommitOrKeepAsync(run, RunDecisions.SandboxNotReady(runId, executorOptions.Value.NodeId,
+                    new SandboxFacts(c.ContainerId, c.Image, c.ImageId, false, c.CreatedAt, c.Settings), e.Message, e.Removal, clock.GetUtcNow()));
                 throw new SandboxUnavailableException(runId, e);
             }
             catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
             {
                 LogSandboxUnavailable(e, runId);
-                await CommitOrKeepAsync(run, [new RunFailed(runId, "No sandbox could be created: " + e.Message, clock.GetUtcNow())]);
+                await CommitOrKeepAsync(run, RunDecisions.NoSandbox(runId, e.Message, clock.GetUtcNow()));
                 throw new SandboxUnavailableException(runId, e);
             }
 
@@ -234,7 +213,7 @@ public sealed partial class RunOrchestrator(
             // competing for the same 2 cores). Should the announcing commit fail, the facts go with the outcome too.
             // Recorded once per image and then cached: the first run of a new image pays for its record, later ones do not.
             var image = await images.TryRecordedAsync(sandbox.Profile.Runtime, sandbox.ImageId, ct);
-            object[] sandboxEvents = [SandboxCreatedEvent(runId, sandbox, image), new SandboxStarted(runId, sandbox.ContainerId, sandbox.StartedAt)];
+            var sandboxEvents = RunDecisions.SandboxStarted(runId, executorOptions.Value.NodeId, Facts(sandbox, image), sandbox.StartedAt, clock.GetUtcNow());
             var execution = runner.RunAsync(sandbox, run.Request, run.Decision.Limits, chunk => feed.Output(runId, chunk), ct);
             var announced = AnnounceUnlessFinishedAsync(run, sandboxEvents, execution, ct);
             List<object> outcomeEvents;
@@ -251,21 +230,14 @@ public sealed partial class RunOrchestrator(
                 }
                 var stdout = await StoreOutputAsync(run, outcome.Stdout.ToArray(), Math.Max(outcome.Exit.StdoutProduced, outcome.Stdout.Length), outcome.StdoutTruncated);
                 var stderr = await StoreOutputAsync(run, outcome.Stderr.ToArray(), Math.Max(outcome.Exit.StderrProduced, outcome.Stderr.Length), outcome.StderrTruncated);
-                var now = clock.GetUtcNow();
-                var exited = new SandboxExited(runId, outcome.Exit.ExitCode, outcome.Exit.Signal, outcome.Exit.TimedOut, outcome.Exit.OomKilled,
-                    outcome.Exit.PidsLimitHit, outcome.Exit.WallUs, outcome.Exit.CpuUserUs, outcome.Exit.CpuSysUs, outcome.Exit.MaxRssKb, now);
-                var output = new OutputRecorded(runId, stdout, stderr, now);
-                var status = RunStatus.FromExit(exited, outcome.StdoutTruncated || outcome.StderrTruncated);
                 var kept = await artifacts.StoreAsync(run.Caller.Tenant, runId, outcome.Artifacts, CancellationToken.None);
-                outcomeEvents = [exited, output, .. kept, new RunCompleted(runId, status, exited.ExitCode, run.Clock.ElapsedMilliseconds, outcome.Problem, now)];
+                outcomeEvents = [.. RunDecisions.Outcome(runId, outcome.Exit, outcome.StdoutTruncated || outcome.StderrTruncated, stdout, stderr, kept,
+                    outcome.Problem, run.Clock.ElapsedMilliseconds, clock.GetUtcNow())];
             }
             catch (Exception e)
             {
-                var reason = e is OperationCanceledException
-                    ? "The service shut down before the run finished (grace period exceeded); the sandbox was killed."
-                    : "The sandbox failed: " + e.Message;
                 LogRunFailed(e, runId);
-                outcomeEvents = [new RunFailed(runId, reason, clock.GetUtcNow())];
+                outcomeEvents = [.. RunDecisions.SandboxFailed(runId, e.Message, e is OperationCanceledException, clock.GetUtcNow())];
             }
             try
             {
@@ -334,9 +306,9 @@ public sealed partial class RunOrchestrator(
         }
     }
 
-    private SandboxCreated SandboxCreatedEvent(Guid runId, PreparedSandbox sandbox, RuntimeImageRecorded? image) =>
-        new(runId, sandbox.ContainerId, sandbox.Image, sandbox.ImageId, executorOptions.Value.NodeId, sandbox.FromPool, sandbox.CreatedAt,
-            sandbox.Settings, clock.GetUtcNow(), sandbox.Profile.Runtime, sandbox.Profile.Isolation, image?.LayerDigest, image?.SbomDigest);
+    private static SandboxFacts Facts(PreparedSandbox sandbox, RuntimeImageRecorded? image) =>
+        new(sandbox.ContainerId, sandbox.Image, sandbox.ImageId, sandbox.FromPool, sandbox.CreatedAt, sandbox.Settings, sandbox.Profile.Runtime,
+            sandbox.Profile.Isolation, image?.LayerDigest, image?.SbomDigest);
 
     // Removal happens after the client has its answer; SandboxRemoved therefore follows the terminal event, and only once the
     // engine confirmed (or answered that the container is gone). A removal that keeps failing is left to the reaper, which records it.
@@ -347,7 +319,7 @@ public sealed partial class RunOrchestrator(
             return;
         try
         {
-            await CommitOrKeepAsync(run, [new SandboxRemoved(run.Stream.RunId, containerId, how, clock.GetUtcNow())], "removed");
+            await CommitOrKeepAsync(run, RunDecisions.Removed(run.Stream.RunId, containerId, how, clock.GetUtcNow()), "removed");
         }
         catch (Exception e)
         {

@@ -152,18 +152,3 @@ public sealed record ArtifactCaps(int MaxCount, long MaxFileBytes, long MaxTotal
 /// total_cap, unlisted, incomplete).
 /// </summary>
 public sealed record CollectedArtifact(string Name, long Bytes, string? Sha256, string? Path, string? Skipped);
-
-public sealed record ExitReport(
-    int? ExitCode,
-    int? Signal,
-    bool TimedOut,
-    bool OomKilled,
-    bool PidsLimitHit,
-    long StdoutProduced,
-    long StderrProduced,
-    bool StdoutTruncated,
-    bool StderrTruncated,
-    long WallUs,
-    long CpuUserUs,
-    long CpuSysUs,
-    long? MaxRssKb);

@@ -1,0 +1,146 @@
+using System.Text;
+using Sandbox.Audited.Domain.Hashing;
+using Sandbox.Audited.Domain.Policies;
+
+namespace Sandbox.Audited.Domain.Runs;
+
+/// <summary>What the in-container supervisor reported when the program ended (or what the engine saw when it could not).</summary>
+public sealed record ExitReport(
+    int? ExitCode,
+    int? Signal,
+    bool TimedOut,
+    bool OomKilled,
+    bool PidsLimitHit,
+    long StdoutProduced,
+    long StderrProduced,
+    bool StdoutTruncated,
+    bool StderrTruncated,
+    long WallUs,
+    long CpuUserUs,
+    long CpuSysUs,
+    long? MaxRssKb);
+
+/// <summary>The container that serves (or was created to serve) a run, as the executor made it.</summary>
+public sealed record SandboxFacts(
+    string ContainerId,
+    string Image,
+    string ImageId,
+    bool FromPool,
+    DateTimeOffset CreatedAt,
+    SandboxSettings Settings,
+    string? RuntimeId = null,
+    string? Isolation = null,
+    string? LayerDigest = null,
+    string? SbomDigest = null);
+
+/// <summary>
+/// Every decision about one run, as pure functions: the facts and the time in, the events to append out, in order. The
+/// API and the executor load, call and append; nothing here reads a clock, a database or the engine. Each path that ends
+/// a run returns exactly one terminal event (RunCompleted, RunFailed or RunAbandoned).
+/// </summary>
+public static class RunDecisions
+{
+    /// <summary>A request refused before any decision (validation, authorization, idempotency): the refusal and its terminal event.</summary>
+    public static object[] Reject(Guid runId, Caller caller, ClientInfo client, int httpStatus, IReadOnlyList<string> errors,
+        string? language, string? code, DateTimeOffset now) =>
+    [
+        new RequestRejected(runId, caller, httpStatus, errors, language, code is null ? null : Sha256Hex.Of(code), client, now),
+        new RunCompleted(runId, RunStatus.Rejected, null, 0, string.Join(" ", errors), now),
+    ];
+
+    /// <summary>
+    /// The request (by the digests of its stored inputs) and the policy's decision, committed together before anything runs;
+    /// a denied run ends here with its terminal event.
+    /// </summary>
+    public static object[] Request(Guid runId, Caller caller, ClientInfo client, ValidRunRequest request, IReadOnlyList<FileDigest> files,
+        PolicyDecision decision, string node, long elapsedMs, DateTimeOffset now, Guid? reproduces = null)
+    {
+        var requested = new RunRequested(runId, caller, request.Language, null, Sha256Hex.Of(request.Code), Encoding.UTF8.GetByteCount(request.Code),
+            Sha256Hex.Of(request.Stdin), request.Stdin.Length, request.Args, files, request.Limits, request.Classification, client, node, now,
+            request.Runtime, request.Isolation, InputsStored: true, ReproducesRunId: reproduces);
+        var evaluated = new PolicyEvaluated(runId, decision.Decision, decision.BundleDigest, decision.RuleIds, decision.Limits, decision.Findings,
+            decision.Reasons, now, decision.Runtime, decision.Isolation);
+        return decision.Allowed
+            ? [requested, evaluated]
+            : [requested, evaluated, new RunCompleted(runId, RunStatus.Denied, null, elapsedMs, string.Join(" ", decision.Reasons), now)];
+    }
+
+    /// <summary>Admission said no (no slot, queue full, shutting down): the run ends refused, nothing was created.</summary>
+    public static object[] Refuse(Guid runId, string reason, long elapsedMs, DateTimeOffset now) =>
+        [new RunCompleted(runId, RunStatus.Refused, null, elapsedMs, reason, now)];
+
+    /// <summary>No sandbox could be had and the engine created none for this run.</summary>
+    public static object[] NoSandbox(Guid runId, string error, DateTimeOffset now) =>
+        [new RunFailed(runId, "No sandbox could be created: " + error, now)];
+
+    /// <summary>
+    /// The engine created a container for this run but it never became ready: the container is named in the record, then the
+    /// failure, then its removal when the engine confirmed it (removal null: not confirmed, the reaper records it later).
+    /// </summary>
+    public static object[] SandboxNotReady(Guid runId, string node, SandboxFacts created, string error, string? removal, DateTimeOffset now)
+    {
+        var events = new List<object> { Created(runId, node, created, now), new RunFailed(runId, error, now) };
+        if (removal is not null)
+            events.Add(new SandboxRemoved(runId, created.ContainerId, removal, now));
+        return [.. events];
+    }
+
+    /// <summary>Which sandbox serves the run and when the program was handed to it.</summary>
+    public static object[] SandboxStarted(Guid runId, string node, SandboxFacts sandbox, DateTimeOffset startedAt, DateTimeOffset now) =>
+        [Created(runId, node, sandbox, now), new SandboxStarted(runId, sandbox.ContainerId, startedAt)];
+
+    /// <summary>
+    /// The program ended: how it exited, what it wrote (already described by digest), what it left as artifacts, and the one
+    /// status that explains it (the limit that bit wins over the exit code, see RunStatus.FromExit).
+    /// </summary>
+    public static object[] Outcome(Guid runId, ExitReport exit, bool outputTruncated, StreamOutput stdout, StreamOutput stderr,
+        IReadOnlyList<ArtifactRecorded> artifacts, string? problem, long elapsedMs, DateTimeOffset now)
+    {
+        var exited = new SandboxExited(runId, exit.ExitCode, exit.Signal, exit.TimedOut, exit.OomKilled, exit.PidsLimitHit, exit.WallUs,
+            exit.CpuUserUs, exit.CpuSysUs, exit.MaxRssKb, now);
+        var status = RunStatus.FromExit(exited, outputTruncated);
+        return [exited, new OutputRecorded(runId, stdout, stderr, now), .. artifacts, new RunCompleted(runId, status, exited.ExitCode, elapsedMs, problem, now)];
+    }
+
+    /// <summary>The sandbox broke while the program ran, or shutdown's grace period ran out and it was killed.</summary>
+    public static object[] SandboxFailed(Guid runId, string error, bool shutDown, DateTimeOffset now) =>
+    [
+        new RunFailed(runId, shutDown
+            ? "The service shut down before the run finished (grace period exceeded); the sandbox was killed."
+            : "The sandbox failed: " + error, now),
+    ];
+
+    /// <summary>Recorded only once the engine answered: how says who established that the container is gone (SandboxRemoval).</summary>
+    public static object[] Removed(Guid runId, string containerId, string how, DateTimeOffset now) =>
+        [new SandboxRemoved(runId, containerId, how, now)];
+
+    /// <summary>
+    /// A run this node left without a terminal event (crash or kill) and without a journaled outcome: abandoned, naming the
+    /// node, with what is known of its sandboxes (recorded for it, and which of them the restart removed).
+    /// </summary>
+    public static object[] Abandon(Guid runId, string node, IReadOnlyCollection<string> containers, IReadOnlyCollection<string> swept, DateTimeOffset now)
+    {
+        var reason = containers.Count == 0
+            ? "The service stopped (crash or kill) before a sandbox was recorded for this run: it was waiting for a slot or its "
+              + "sandbox had just been handed over; no outcome is known."
+            : containers.All(swept.Contains)
+                ? "The service stopped while this run was in flight (crash or kill); its sandbox was removed at restart."
+                : "The service stopped while this run was in flight (crash or kill); its sandbox was no longer in the engine at restart.";
+        return [new RunAbandoned(runId, reason, node, now)];
+    }
+
+    /// <summary>An artifact kept in the evidence store under its digest.</summary>
+    public static ArtifactRecorded ArtifactStored(Guid runId, string name, long bytes, string sha256, DateTimeOffset now) =>
+        new(runId, name, bytes, sha256, MediaTypes.For(name), ArtifactStatus.Stored, null, now);
+
+    /// <summary>An entry the supervisor did not send (skipped, or over a cap): its reason becomes its status.</summary>
+    public static ArtifactRecorded ArtifactNotSent(Guid runId, string name, long bytes, string? sha256, string? reason, DateTimeOffset now) =>
+        new(runId, name, bytes, sha256, null, ArtifactStatus.Of(reason), reason, now);
+
+    /// <summary>An artifact received whole whose store was unreachable: the digest is known, the content not kept.</summary>
+    public static ArtifactRecorded ArtifactNotStored(Guid runId, string name, long bytes, string? sha256, DateTimeOffset now) =>
+        new(runId, name, bytes, sha256, MediaTypes.For(name), ArtifactStatus.Skipped, "not_stored", now);
+
+    private static SandboxCreated Created(Guid runId, string node, SandboxFacts s, DateTimeOffset now) =>
+        new(runId, s.ContainerId, s.Image, s.ImageId, node, s.FromPool, s.CreatedAt, s.Settings, now, s.RuntimeId, s.Isolation, s.LayerDigest, s.SbomDigest);
+}

@@ -1,0 +1,208 @@
+using System.Collections.Immutable;
+using Sandbox.Audited.Domain.Hashing;
+using Sandbox.Audited.Domain.Policies;
+using Sandbox.Audited.Domain.Runs;
+
+namespace Sandbox.Audited.Domain.Tests.Runs;
+
+public sealed class RunDecisionTests
+{
+    private static readonly Guid RunId = Guid.Parse("0190f0a0-0000-7000-8000-000000000001");
+    private static readonly DateTimeOffset Now = new(2026, 11, 27, 8, 0, 0, TimeSpan.Zero);
+    private static readonly Caller Alice = new("alice", "acme", ["runner"]);
+    private static readonly ClientInfo Client = new("127.0.0.1", "tests", null, "corr-1");
+    private static readonly RunLimits Limits = new(5000, 128, 0.5, 64, 65536, 16);
+
+    private static readonly SandboxSettings Settings = new("runc", "none", true, "65534:65534", ["ALL"], ["no-new-privileges"], "/tmp:size=16m",
+        128L << 20, 128L << 20, 500_000_000, 64, ["nofile=64:64"], false, ImmutableDictionary<string, string>.Empty);
+
+    private static readonly SandboxFacts Sandbox = new("c0ffee", "sbx-python:current", "sha256:abc", true, Now.AddSeconds(-5), Settings,
+        "python", "standard", "sha256:layer", "sha256:sbom");
+
+    private static PolicyDecision Decided(string decision) =>
+        new(decision, "sha256:bundle", ["rule-1"], Limits, ["finding"], decision == Decision.Deny ? ["Not on Fridays."] : [], "python", "standard");
+
+    private static ExitReport Exit(int? code = 0, bool timedOut = false, bool oom = false, bool pids = false) =>
+        new(code, null, timedOut, oom, pids, 3, 0, false, false, 1200, 800, 100, 9000);
+
+    private static StreamOutput Out(string text) => new(Sha256Hex.Of(text), text.Length, text.Length, false, "utf8", text, Stored: true);
+
+    [Fact]
+    public void RejectedRequestIsRecordedAndEndsRejected()
+    {
+        IReadOnlyList<string> errors = ["'language' is required.", "'code' is empty."];
+
+        var events = RunDecisions.Reject(RunId, Alice, Client, 400, errors, null, "print(1)", Now);
+
+        Assert.Equal<object>(
+        [
+            new RequestRejected(RunId, Alice, 400, errors, null, Sha256Hex.Of("print(1)"), Client, Now),
+            new RunCompleted(RunId, RunStatus.Rejected, null, 0, "'language' is required. 'code' is empty.", Now),
+        ], events);
+    }
+
+    [Fact]
+    public void RejectionWithoutCodeHasNoCodeDigest() =>
+        Assert.Null(((RequestRejected)RunDecisions.Reject(RunId, Alice, Client, 413, ["Too large."], null, null, Now)[0]).CodeSha256);
+
+    [Fact]
+    public void AllowedRequestIsRecordedWithItsDecisionAndNothingElse()
+    {
+        var request = new ValidRunRequest("python", "print('é')", [1, 2, 3], ["-v"], [], RequestedLimits.None, "internal", "python");
+        IReadOnlyList<FileDigest> files = [new("data.csv", 10, "sha256-of-data")];
+        var decision = Decided(Decision.Allow);
+
+        var events = RunDecisions.Request(RunId, Alice, Client, request, files, decision, "node-a", 7, Now);
+
+        Assert.Equal<object>(
+        [
+            new RunRequested(RunId, Alice, "python", null, Sha256Hex.Of("print('é')"), 11, Sha256Hex.Of([1, 2, 3]), 3, request.Args, files,
+                request.Limits, "internal", Client, "node-a", Now, "python", "standard", InputsStored: true),
+            new PolicyEvaluated(RunId, "allow", "sha256:bundle", decision.RuleIds, Limits, decision.Findings, decision.Reasons, Now, "python", "standard"),
+        ], events);
+    }
+
+    [Fact]
+    public void DeniedRequestEndsDeniedWithThePolicyReasons()
+    {
+        var request = new ValidRunRequest("python", "x", [], [], [], RequestedLimits.None, "internal");
+        var reproduced = Guid.NewGuid();
+
+        var events = RunDecisions.Request(RunId, Alice, Client, request, [], Decided(Decision.Deny), "node-a", 7, Now, reproduced);
+
+        Assert.Equal(3, events.Length);
+        Assert.Equal(reproduced, ((RunRequested)events[0]).ReproducesRunId);
+        Assert.Equal(new RunCompleted(RunId, RunStatus.Denied, null, 7, "Not on Fridays.", Now), events[2]);
+    }
+
+    [Fact]
+    public void RefusedAdmissionEndsRefused() =>
+        Assert.Equal<object>([new RunCompleted(RunId, RunStatus.Refused, null, 42, "Queue full.", Now)], RunDecisions.Refuse(RunId, "Queue full.", 42, Now));
+
+    [Fact]
+    public void NoSandboxFailsTheRun() =>
+        Assert.Equal<object>([new RunFailed(RunId, "No sandbox could be created: engine down", Now)], RunDecisions.NoSandbox(RunId, "engine down", Now));
+
+    [Fact]
+    public void StartedSandboxIsNamedWithItsSettingsAndImage()
+    {
+        var started = Now.AddMilliseconds(-3);
+
+        var events = RunDecisions.SandboxStarted(RunId, "node-a", Sandbox, started, Now);
+
+        Assert.Equal<object>(
+        [
+            new SandboxCreated(RunId, "c0ffee", "sbx-python:current", "sha256:abc", "node-a", true, Now.AddSeconds(-5), Settings, Now,
+                "python", "standard", "sha256:layer", "sha256:sbom"),
+            new SandboxStarted(RunId, "c0ffee", started),
+        ], events);
+    }
+
+    [Fact]
+    public void SandboxThatNeverBecameReadyIsNamedFailedAndRemoved()
+    {
+        var created = new SandboxFacts("dead", "sbx-python:current", "sha256:abc", false, Now, Settings);
+
+        var events = RunDecisions.SandboxNotReady(RunId, "node-a", created, "start timed out", SandboxRemoval.Removed, Now);
+
+        Assert.Equal<object>(
+        [
+            new SandboxCreated(RunId, "dead", "sbx-python:current", "sha256:abc", "node-a", false, Now, Settings, Now),
+            new RunFailed(RunId, "start timed out", Now),
+            new SandboxRemoved(RunId, "dead", SandboxRemoval.Removed, Now),
+        ], events);
+    }
+
+    [Fact]
+    public void UnconfirmedRemovalIsNotRecorded()
+    {
+        var created = new SandboxFacts("dead", "img", "sha256:abc", false, Now, Settings);
+
+        var events = RunDecisions.SandboxNotReady(RunId, "node-a", created, "start timed out", null, Now);
+
+        Assert.Equal([typeof(SandboxCreated), typeof(RunFailed)], events.Select(e => e.GetType()));
+    }
+
+    [Fact]
+    public void OutcomeRecordsExitOutputArtifactsThenTheTerminalEvent()
+    {
+        var stdout = Out("1\n");
+        var stderr = Out("");
+        IReadOnlyList<ArtifactRecorded> artifacts = [RunDecisions.ArtifactStored(RunId, "out/report.json", 2, "sha-r", Now)];
+
+        var events = RunDecisions.Outcome(RunId, Exit(), false, stdout, stderr, artifacts, null, 19, Now);
+
+        Assert.Equal<object>(
+        [
+            new SandboxExited(RunId, 0, null, false, false, false, 1200, 800, 100, 9000, Now),
+            new OutputRecorded(RunId, stdout, stderr, Now),
+            new ArtifactRecorded(RunId, "out/report.json", 2, "sha-r", "application/json", ArtifactStatus.Stored, null, Now),
+            new RunCompleted(RunId, RunStatus.Succeeded, 0, 19, null, Now),
+        ], events);
+    }
+
+    [Theory]
+    [InlineData(1, false, false, false, false, RunStatus.Failed)]
+    [InlineData(0, false, false, false, true, RunStatus.OutputTruncated)]
+    [InlineData(137, true, false, false, false, RunStatus.TimedOut)]
+    [InlineData(137, true, true, false, false, RunStatus.MemoryExceeded)]
+    [InlineData(137, true, false, true, false, RunStatus.PidsExhausted)]
+    public void OutcomeStatusIsTheLimitThatBitBeforeTheExitCode(int code, bool timedOut, bool oom, bool pids, bool truncated, string status)
+    {
+        var events = RunDecisions.Outcome(RunId, Exit(code, timedOut, oom, pids), truncated, Out(""), Out(""), [], "problem", 5, Now);
+
+        Assert.Equal(new RunCompleted(RunId, status, code, 5, "problem", Now), events[^1]);
+    }
+
+    [Theory]
+    [InlineData(false, "The sandbox failed: attach broke")]
+    [InlineData(true, "The service shut down before the run finished (grace period exceeded); the sandbox was killed.")]
+    public void BrokenSandboxFailsTheRun(bool shutDown, string reason) =>
+        Assert.Equal<object>([new RunFailed(RunId, reason, Now)], RunDecisions.SandboxFailed(RunId, "attach broke", shutDown, Now));
+
+    [Fact]
+    public void RemovalNamesWhoEstablishedIt() =>
+        Assert.Equal<object>([new SandboxRemoved(RunId, "c0ffee", SandboxRemoval.Reaped, Now)], RunDecisions.Removed(RunId, "c0ffee", SandboxRemoval.Reaped, Now));
+
+    [Theory]
+    [InlineData(new string[0], new string[0], "before a sandbox was recorded")]
+    [InlineData(new[] { "a" }, new[] { "a", "b" }, "its sandbox was removed at restart")]
+    [InlineData(new[] { "a", "c" }, new[] { "a" }, "no longer in the engine at restart")]
+    public void AbandonedRunSaysWhatIsKnownOfItsSandbox(string[] containers, string[] swept, string says)
+    {
+        var events = RunDecisions.Abandon(RunId, "node-a", containers, swept, Now);
+
+        var abandoned = Assert.IsType<RunAbandoned>(Assert.Single(events));
+        Assert.Equal(("node-a", Now), (abandoned.Node, abandoned.At));
+        Assert.Contains(says, abandoned.Reason);
+    }
+
+    [Fact]
+    public void ArtifactsNotKeptSayWhy()
+    {
+        Assert.Equal(new ArtifactRecorded(RunId, "big.bin", 9, null, null, ArtifactStatus.Exceeded, "file_cap", Now),
+            RunDecisions.ArtifactNotSent(RunId, "big.bin", 9, null, "file_cap", Now));
+        Assert.Equal(new ArtifactRecorded(RunId, "a.csv", 9, "sha-a", "text/csv", ArtifactStatus.Skipped, "not_stored", Now),
+            RunDecisions.ArtifactNotStored(RunId, "a.csv", 9, "sha-a", Now));
+    }
+
+    [Fact]
+    public void EveryPathThatEndsARunEndsItOnce()
+    {
+        var request = new ValidRunRequest("python", "x", [], [], [], RequestedLimits.None, "internal");
+        object[][] endings =
+        [
+            RunDecisions.Reject(RunId, Alice, Client, 400, ["bad"], null, null, Now),
+            RunDecisions.Request(RunId, Alice, Client, request, [], Decided(Decision.Deny), "n", 1, Now),
+            RunDecisions.Refuse(RunId, "full", 1, Now),
+            RunDecisions.NoSandbox(RunId, "down", Now),
+            RunDecisions.SandboxNotReady(RunId, "n", Sandbox, "broke", SandboxRemoval.Removed, Now),
+            RunDecisions.Outcome(RunId, Exit(), false, Out(""), Out(""), [], null, 1, Now),
+            RunDecisions.SandboxFailed(RunId, "broke", false, Now),
+            RunDecisions.Abandon(RunId, "n", [], [], Now),
+        ];
+
+        Assert.All(endings, events => Assert.Single(events, e => e is RunCompleted or RunFailed or RunAbandoned));
+        Assert.All(endings, events => Assert.True(RunSummary.Fold(RunId, events).IsTerminal));
+    }
+}
