@@ -32,8 +32,8 @@ public static class MartenSetup
         foreach (var (type, name) in EventCatalog.Names)
             options.Events.MapEventType(type, name);
 
-        // Read models (migrations/0050): the run summary inline with the events, daily statistics by the async daemon.
-        options.Projections.Add(new RunSummaryProjection(), ProjectionLifecycle.Inline);
+        // Read model: daily statistics by the async daemon. A run's summary is folded from its stream when read: an inline
+        // summary document cost every commit more than it saved reads (README, "Read models").
         options.Projections.Add(new RunDailyStatisticsProjection(), ProjectionLifecycle.Async);
     }
 }

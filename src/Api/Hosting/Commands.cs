@@ -40,11 +40,8 @@ public static class Commands
                 using (var store = DocumentStore.For(o => MartenSetup.Configure(o, sandbox)))
                 {
                     using var daemon = await store.BuildProjectionDaemonAsync();
-                    foreach (var name in new[] { RunSummaryProjection.ProjectionName, RunDailyStatisticsProjection.ProjectionName })
-                    {
-                        await daemon.RebuildProjectionAsync(name, TimeSpan.FromMinutes(30), CancellationToken.None);
-                        Console.WriteLine($"rebuilt {name}");
-                    }
+                    await daemon.RebuildProjectionAsync(RunDailyStatisticsProjection.ProjectionName, TimeSpan.FromMinutes(30), CancellationToken.None);
+                    Console.WriteLine($"rebuilt {RunDailyStatisticsProjection.ProjectionName}");
                 }
                 return 0;
 

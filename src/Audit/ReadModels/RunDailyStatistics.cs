@@ -75,11 +75,13 @@ public sealed class RunDailyStatisticsProjection : MultiStreamProjection<RunDail
             else if (e.Data is RequestRejected rejected)
                 keys[e.StreamId] = RunDailyStatistics.IdOf(rejected.Caller.Tenant, rejected.Caller.Subject, rejected.At);
         }
-        var missing = events.Select(e => e.StreamId).Where(id => !keys.ContainsKey(id)).Distinct().ToArray();
-        if (missing.Length > 0)
-            foreach (var view in await session.LoadManyAsync<RunSummaryView>(missing))
-                if (view.Summary is { Tenant: not null, Subject: not null, RequestedAt: not null } summary)
-                    keys[summary.RunId] = RunDailyStatistics.IdOf(summary.Tenant, summary.Subject, summary.RequestedAt.Value);
+        // A batch that holds a run's end but not its start: the run's first event says whose and which day it is.
+        foreach (var id in events.Select(e => e.StreamId).Where(id => !keys.ContainsKey(id)).Distinct().ToList())
+            switch ((await session.Events.FetchStreamAsync(id, version: 1)).FirstOrDefault()?.Data)
+            {
+                case RunRequested r: keys[id] = RunDailyStatistics.IdOf(r.Caller.Tenant, r.Caller.Subject, r.At); break;
+                case RequestRejected r: keys[id] = RunDailyStatistics.IdOf(r.Caller.Tenant, r.Caller.Subject, r.At); break;
+            }
         foreach (var e in events)
             if (keys.TryGetValue(e.StreamId, out var key))
                 grouping.AddEvent(key, e);

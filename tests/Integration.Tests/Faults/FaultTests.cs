@@ -214,8 +214,8 @@ public sealed class FaultTests(ITestOutputHelper output) : IAsyncLifetime
         });
         await WaitReadyAsync(service);
         using var runner = service.Client(setup.Token("rosa", "tenant-large", Roles.Runner));
-        // Where output can be kept: the events, the run summaries and (since the evidence store) the content tables.
-        const string sql = "SELECT pg_total_relation_size('sandbox.mt_events') + pg_total_relation_size('sandbox.mt_doc_runsummaryview')"
+        // Where output can be kept: the events and (since the evidence store) the content tables.
+        const string sql = "SELECT pg_total_relation_size('sandbox.mt_events')"
             + " + pg_total_relation_size('sandbox.evidence_chunks') + pg_total_relation_size('sandbox.evidence_blobs')";
         await database.ExecuteAsync("VACUUM FULL sandbox.mt_events");
         var before = await database.ScalarAsync<long>(sql);
