@@ -87,12 +87,7 @@ public static partial class AuditEndpoints
         services.AddSingleton(provider => CheckpointScheduleOptions.From(provider.GetRequiredService<IConfiguration>()));
         services.AddSingleton<CheckpointSchedule>();
         services.AddHostedService(provider => provider.GetRequiredService<CheckpointSchedule>());
-        services.AddAuthorizationBuilder().AddPolicy(Policy, policy => policy.RequireAssertion(context =>
-        {
-            var caller = context.User.ToCaller();
-            return !string.IsNullOrEmpty(caller.Tenant) && !string.IsNullOrEmpty(caller.Subject)
-                && (caller.Has(Roles.Auditor) || caller.Has(Roles.Admin));
-        }));
+        services.AddAuthorizationBuilder().AddPolicy(Policy, policy => policy.RequireAssertion(context => Access.MayAudit(context.User.ToCaller())));
         return services;
     }
 
@@ -430,7 +425,7 @@ public static partial class AuditEndpoints
 
         public string Tenant(Caller caller)
         {
-            if (Text("tenant") is { } asked && asked != caller.Tenant)
+            if (Text("tenant") is { } asked && !Access.MayAudit(caller, asked))
                 Fail($"You may read only your own tenant ('{caller.Tenant}'), not '{asked}'.", 403);
             return caller.Tenant;
         }

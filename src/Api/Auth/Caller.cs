@@ -3,13 +3,6 @@ using Sandbox.Audited.Domain.Runs;
 
 namespace Sandbox.Audited.Api.Auth;
 
-public static class Roles
-{
-    public const string Runner = "runner";
-    public const string Auditor = "auditor";
-    public const string Admin = "admin";
-}
-
 public static class CallerClaims
 {
     /// <summary>Who is calling: sub, tenant, and roles from the `roles` claim or from scopes (`scope`/`scp`).</summary>
@@ -27,10 +20,4 @@ public static class CallerClaims
             .ToList();
         return new Caller(subject, tenant, roles);
     }
-
-    public static bool Has(this Caller caller, string role) => caller.Roles.Contains(role);
-
-    /// <summary>A service admin is an admin of the tenant that operates the service (Auth:ServiceTenant); other admins administer their own tenant only.</summary>
-    public static bool IsServiceAdmin(this Caller caller, string serviceTenant) =>
-        caller.Has(Roles.Admin) && caller.Tenant.Length > 0 && string.Equals(caller.Tenant, serviceTenant, StringComparison.Ordinal);
 }

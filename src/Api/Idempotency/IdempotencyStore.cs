@@ -1,6 +1,8 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Npgsql;
+using Polly;
+using Polly.Retry;
 using Sandbox.Audited.Audit;
 using Sandbox.Audited.Domain.Hashing;
 using Sandbox.Audited.Domain.Runs;
@@ -27,6 +29,18 @@ public sealed class IdempotencyStore(NpgsqlDataSource db, IConfiguration configu
     public const int MaxKeyLength = 255;
     private readonly int _retentionHours = Math.Max(1, configuration.GetValue("Idempotency:RetentionHours", 24));
     private static readonly TimeSpan PendingWait = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan PendingPoll = TimeSpan.FromMilliseconds(100);
+
+    // Another request with the same key is still being recorded (no run yet, or it released the key in between): look again.
+    private static readonly ResiliencePipeline<IdempotencyClaim?> WhilePending = new ResiliencePipelineBuilder<IdempotencyClaim?>()
+        .AddRetry(new RetryStrategyOptions<IdempotencyClaim?>
+        {
+            ShouldHandle = new PredicateBuilder<IdempotencyClaim?>().HandleResult(claim => claim is null),
+            MaxRetryAttempts = (int)(PendingWait / PendingPoll),
+            BackoffType = DelayBackoffType.Constant,
+            Delay = PendingPoll,
+        })
+        .Build();
 
     public static string BodyHash(ReadOnlySpan<byte> json)
     {
@@ -36,52 +50,51 @@ public sealed class IdempotencyStore(NpgsqlDataSource db, IConfiguration configu
         return Sha256Hex.Of(JcsCanonicalizer.Canonicalize(node.ToJsonString()));
     }
 
-    public async Task<IdempotencyClaim> ClaimAsync(Caller caller, string key, string bodyHash, Func<Guid, Task<bool>> mayRunAgain, CancellationToken ct)
-    {
-        var deadline = DateTime.UtcNow + PendingWait;
-        while (true)
-        {
-            // A key past its retention is claimed afresh, as if it had never been used.
-            await using (var insert = db.CreateCommand($"""
-                INSERT INTO {MartenSetup.Schema}.idempotency_keys (tenant, subject, key, request_sha256) VALUES ($1, $2, $3, $4)
-                ON CONFLICT (tenant, subject, key) DO UPDATE SET request_sha256 = EXCLUDED.request_sha256, run_id = NULL, created_at = now()
-                WHERE idempotency_keys.created_at < now() - make_interval(hours => $5)
-                """))
-            {
-                AddKey(insert, caller, key);
-                insert.Parameters.AddWithValue(bodyHash);
-                insert.Parameters.AddWithValue(_retentionHours);
-                if (await insert.ExecuteNonQueryAsync(ct) == 1)
-                    return new NewClaim(key);
-            }
+    public async Task<IdempotencyClaim> ClaimAsync(Caller caller, string key, string bodyHash, Func<Guid, Task<bool>> mayRunAgain, CancellationToken ct) =>
+        await WhilePending.ExecuteAsync(async token => await TryClaimAsync(caller, key, bodyHash, mayRunAgain, token), ct)
+        ?? new KeyConflict($"A request with the Idempotency-Key '{key}' is still being recorded; retry shortly.");
 
-            string? storedHash = null;
-            Guid? runId = null;
-            await using (var select = db.CreateCommand($"SELECT request_sha256, run_id FROM {MartenSetup.Schema}.idempotency_keys WHERE tenant = $1 AND subject = $2 AND key = $3"))
-            {
-                AddKey(select, caller, key);
-                await using var reader = await select.ExecuteReaderAsync(ct);
-                if (await reader.ReadAsync(ct))
-                {
-                    storedHash = reader.GetString(0);
-                    runId = reader.IsDBNull(1) ? null : reader.GetGuid(1);
-                }
-            }
-            if (storedHash is null)
-                continue; // released between our insert and select: try again
-            if (storedHash != bodyHash)
-                return new KeyConflict($"The Idempotency-Key '{key}' was already used with a different request body.");
-            if (runId is { } existing)
-            {
-                // A run refused for capacity never ran: the key is handed to the retry.
-                if (await mayRunAgain(existing) && await RebindAsync(caller, key, existing, ct))
-                    return new NewClaim(key);
-                return new ExistingRun(existing);
-            }
-            if (DateTime.UtcNow > deadline)
-                return new KeyConflict($"A request with the Idempotency-Key '{key}' is still being recorded; retry shortly.");
-            await Task.Delay(100, ct);
+    /// <summary>The key's claim, or null while another request holding it has not recorded its run yet.</summary>
+    private async Task<IdempotencyClaim?> TryClaimAsync(Caller caller, string key, string bodyHash, Func<Guid, Task<bool>> mayRunAgain, CancellationToken ct)
+    {
+        // A key past its retention is claimed afresh, as if it had never been used.
+        await using (var insert = db.CreateCommand($"""
+            INSERT INTO {MartenSetup.Schema}.idempotency_keys (tenant, subject, key, request_sha256) VALUES ($1, $2, $3, $4)
+            ON CONFLICT (tenant, subject, key) DO UPDATE SET request_sha256 = EXCLUDED.request_sha256, run_id = NULL, created_at = now()
+            WHERE idempotency_keys.created_at < now() - make_interval(hours => $5)
+            """))
+        {
+            AddKey(insert, caller, key);
+            insert.Parameters.AddWithValue(bodyHash);
+            insert.Parameters.AddWithValue(_retentionHours);
+            if (await insert.ExecuteNonQueryAsync(ct) == 1)
+                return new NewClaim(key);
         }
+
+        string? storedHash = null;
+        Guid? runId = null;
+        await using (var select = db.CreateCommand($"SELECT request_sha256, run_id FROM {MartenSetup.Schema}.idempotency_keys WHERE tenant = $1 AND subject = $2 AND key = $3"))
+        {
+            AddKey(select, caller, key);
+            await using var reader = await select.ExecuteReaderAsync(ct);
+            if (await reader.ReadAsync(ct))
+            {
+                storedHash = reader.GetString(0);
+                runId = reader.IsDBNull(1) ? null : reader.GetGuid(1);
+            }
+        }
+        if (storedHash is null)
+            return null; // released between our insert and select: try again
+        if (storedHash != bodyHash)
+            return new KeyConflict($"The Idempotency-Key '{key}' was already used with a different request body.");
+        if (runId is { } existing)
+        {
+            // A run refused for capacity never ran: the key is handed to the retry.
+            if (await mayRunAgain(existing) && await RebindAsync(caller, key, existing, ct))
+                return new NewClaim(key);
+            return new ExistingRun(existing);
+        }
+        return null;
     }
 
     public async Task AttachRunAsync(Caller caller, string key, Guid runId, CancellationToken ct)

@@ -2,7 +2,6 @@ using System.Globalization;
 using Marten;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Sandbox.Audited.Api.Auth;
-using Sandbox.Audited.Api.Runs;
 using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Audit.Policies;
 using Sandbox.Audited.Audit.Trail;
@@ -25,14 +24,14 @@ public static class PolicyEndpoints
         policies.MapPost("/evaluate", Evaluate);
         // The bundle decides every tenant's runs: only an admin of the service tenant may reload it, not a tenant's admin.
         var serviceTenant = app.ServiceProvider.GetRequiredService<Microsoft.Extensions.Options.IOptions<AuthOptions>>().Value.ServiceTenant;
-        policies.MapPost("/reload", Reload).RequireAuthorization(p => p.RequireAssertion(c => c.User.ToCaller().IsServiceAdmin(serviceTenant)));
+        policies.MapPost("/reload", Reload).RequireAuthorization(p => p.RequireAssertion(c => Access.IsServiceAdmin(c.User.ToCaller(), serviceTenant)));
 
         app.MapGet("/v1/audit/runs/{id:guid}/replay", Replay).RequireAuthorization(AuditorOrAdmin).WithTags("Policies");
         return app;
     }
 
     private static void AuditorOrAdmin(Microsoft.AspNetCore.Authorization.AuthorizationPolicyBuilder policy) =>
-        policy.RequireAssertion(c => c.User.ToCaller() is var caller && (caller.Has(Roles.Auditor) || caller.Has(Roles.Admin)));
+        policy.RequireAssertion(c => Access.MayAudit(c.User.ToCaller()));
 
     public static Ok<ActivePolicyView> GetActive(PolicyHost host)
     {
@@ -116,7 +115,7 @@ public static class PolicyEndpoints
         await using var session = store.QuerySession();
         var events = (await session.Events.FetchStreamAsync(id, token: ct)).Select(e => e.Data).ToList();
         var summary = RunSummary.Fold(id, events);
-        if (events.Count == 0 || !RunEndpoints.MayRead(caller, summary))
+        if (events.Count == 0 || !Access.MayRead(caller, RunOwner.Of(summary)))
             return Problem(404, Problems.NotFound, "Run not found", $"No run {id} is visible to you.");
 
         var requested = events.OfType<RunRequested>().FirstOrDefault();

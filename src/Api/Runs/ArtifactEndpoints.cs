@@ -20,7 +20,7 @@ public static class ArtifactEndpoints
         Guid id, HttpContext http, IDocumentStore store, AccessLog accessLog, CancellationToken ct)
     {
         var (summary, artifacts) = await LoadAsync(store, id, ct);
-        if (summary is null || !RunEndpoints.MayRead(http.User.ToCaller(), summary))
+        if (summary is null || !Access.MayRead(http.User.ToCaller(), RunOwner.Of(summary)))
             return RunEndpoints.NotFound(id);
         if (await RunEndpoints.RecordReadAsync(http, accessLog, summary, AuditActions.ListArtifacts, artifacts.Count) is { } unrecorded)
             return unrecorded;
@@ -34,7 +34,7 @@ public static class ArtifactEndpoints
         Guid id, string name, HttpContext http, IDocumentStore store, EvidenceStore evidence, AccessLog accessLog, CancellationToken ct)
     {
         var (summary, artifacts) = await LoadAsync(store, id, ct);
-        if (summary is null || !RunEndpoints.MayRead(http.User.ToCaller(), summary))
+        if (summary is null || !Access.MayRead(http.User.ToCaller(), RunOwner.Of(summary)))
             return RunEndpoints.NotFound(id);
         // Names are matched against the record, never used as paths: "../x" finds nothing.
         var artifact = artifacts.LastOrDefault(a => a.Name == name);

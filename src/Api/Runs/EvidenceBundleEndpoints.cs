@@ -36,11 +36,11 @@ public static class EvidenceBundleEndpoints
         {
             var events = await session.Events.FetchStreamAsync(id, token: ct);
             run = RunSummary.Fold(id, events.Select(e => e.Data));
-            if (events.Count == 0 || !RunEndpoints.MayRead(caller, run) || run.Tenant is null)
+            if (events.Count == 0 || !Access.MayRead(caller, RunOwner.Of(run)) || run.Tenant is null)
                 return TypedResults.Problem(Problems.Create(404, Problems.NotFound, "Run not found", $"No run {id} is visible to you."));
         }
         // Whoever reads another person's run evidence is recorded before the archive leaves.
-        if (caller.Subject != run.Subject)
+        if (!Access.IsOwner(caller, RunOwner.Of(run)))
             await accessLog.RecordAsync(caller, AuditActions.ReadEvidence, new Dictionary<string, string> { ["runId"] = id.ToString() }, 1,
                 http.Connection.RemoteIpAddress?.ToString(), http.TraceIdentifier, ct);
 

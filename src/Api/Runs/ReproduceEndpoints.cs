@@ -37,9 +37,9 @@ public static class ReproduceEndpoints
         await using (var session = store.QuerySession())
             events = (await session.Events.FetchStreamAsync(id, token: ct)).Select(e => e.Data).ToList();
         var original = RunSummary.Fold(id, events);
-        if (events.Count == 0 || !RunEndpoints.MayRead(caller, original))
+        if (events.Count == 0 || !Access.MayRead(caller, RunOwner.Of(original)))
             return Problem(404, Problems.NotFound, "Run not found", $"No run {id} is visible to you.");
-        if (caller.Subject != original.Subject && !caller.Has(Roles.Admin))
+        if (!Access.MayReproduce(caller, RunOwner.Of(original)))
             return Problem(403, Problems.Forbidden, "Only the run's owner or an admin may reproduce it",
                 "Auditors read runs and their evidence; reproducing starts a new run, which only the run's owner or a tenant admin may do.");
 

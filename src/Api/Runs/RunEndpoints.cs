@@ -70,7 +70,7 @@ public static class RunEndpoints
         var (body, bodyError, tooLarge, raw) = upload is not null
             ? (upload.Body, upload.Error, upload.TooLarge, upload.Description)
             : await ReadBodyAsync(http.Request, ct);
-        if (!caller.Has(Roles.Runner))
+        if (!Access.MayRun(caller))
         {
             var id = await orchestrator.RejectAsync(caller, client, 403, ["The token lacks the 'runner' role; only runners may start runs."], body?.Language, body?.Code, ct);
             return Problem(403, Problems.Forbidden, "Not allowed to run code", "The token lacks the 'runner' role; only runners may start runs.", id);
@@ -231,7 +231,7 @@ public static class RunEndpoints
         await using var session = store.QuerySession();
         var events = await session.Events.FetchStreamAsync(id, token: ct);
         var summary = RunSummary.Fold(id, events.Select(e => e.Data));
-        if (events.Count == 0 || !MayRead(http.User.ToCaller(), summary))
+        if (events.Count == 0 || !Access.MayRead(http.User.ToCaller(), RunOwner.Of(summary)))
             return NotFound(id);
         if (await RecordReadAsync(http, accessLog, summary, AuditActions.ReadRun, 1) is { } unrecorded)
             return unrecorded;
@@ -245,7 +245,7 @@ public static class RunEndpoints
         await using var session = store.QuerySession();
         var events = await session.Events.FetchStreamAsync(id, token: ct);
         var summary = RunSummary.Fold(id, events.Select(e => e.Data));
-        if (events.Count == 0 || !MayRead(http.User.ToCaller(), summary))
+        if (events.Count == 0 || !Access.MayRead(http.User.ToCaller(), RunOwner.Of(summary)))
             return NotFound(id);
         if (await RecordReadAsync(http, accessLog, summary, AuditActions.ReadRunEvents, events.Count) is { } unrecorded)
             return unrecorded;
@@ -261,7 +261,7 @@ public static class RunEndpoints
     internal static async Task<ProblemHttpResult?> RecordReadAsync(HttpContext http, AccessLog accessLog, RunSummary run, string action, long count)
     {
         var caller = http.User.ToCaller();
-        if (caller.Subject == run.Subject)
+        if (Access.IsOwner(caller, RunOwner.Of(run)))
             return null;
         try
         {
@@ -277,11 +277,6 @@ public static class RunEndpoints
                 "This read of another person's run could not be recorded in the access log, so the run is withheld. Retry shortly.");
         }
     }
-
-    /// <summary>Runners read their own runs; auditors and admins read their tenant's; nobody reads across tenants.</summary>
-    public static bool MayRead(Caller caller, RunSummary run) =>
-        !string.IsNullOrEmpty(caller.Tenant) && caller.Tenant == run.Tenant
-        && (caller.Subject == run.Subject || caller.Has(Roles.Auditor) || caller.Has(Roles.Admin));
 
     private static async Task<(RunRequestBody? Body, string? Error, bool TooLarge, byte[] Raw)> ReadBodyAsync(HttpRequest request, CancellationToken ct)
     {

@@ -46,7 +46,7 @@ public static class StreamEndpoints
             http.Response.RegisterForDispose(subscription);
         var (events, summary) = await LoadAsync(store, id, 0, ct);
         var caller = http.User.ToCaller();
-        if (events.Count == 0 || caller.Tenant != summary.Tenant || caller.Subject != summary.Subject)
+        if (events.Count == 0 || !Access.MayWatch(caller, RunOwner.Of(summary)))
             return TypedResults.Problem(Problems.Create(404, Problems.NotFound, "Run not found", $"No run {id} of yours is visible to you (only the run's owner may stream it)."));
         if (lastEventId == StreamCursor.End)
             return TypedResults.NoContent();

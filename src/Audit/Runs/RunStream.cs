@@ -2,6 +2,8 @@ using JasperFx;
 using JasperFx.Events;
 using Marten;
 using Npgsql;
+using Polly;
+using Polly.Retry;
 using Sandbox.Audited.Audit.Events;
 using Sandbox.Audited.Domain.Hashing;
 
@@ -47,23 +49,24 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
     /// Appends to a stream that several writers share (the access log, policy activations): resume from the tail,
     /// append with the expected version, and when another writer got there first, resume again and retry.
     /// </summary>
-    public static async Task AppendSharedAsync(IDocumentStore store, Guid streamId, WriteContext context, object @event, CancellationToken ct)
-    {
-        const int attempts = 8;
-        for (var attempt = 1; ; attempt++)
+    public static Task AppendSharedAsync(IDocumentStore store, Guid streamId, WriteContext context, object @event, CancellationToken ct) =>
+        SharedWriters.ExecuteAsync(async token =>
         {
-            var stream = await ResumeAsync(store, streamId, context, ct);
-            try
-            {
-                await stream.AppendAsync(@event, ct);
-                return;
-            }
-            catch (Exception e) when (attempt < attempts && IsConflict(e))
-            {
-                await Task.Delay(Random.Shared.Next(5, 20 * attempt), ct);
-            }
-        }
-    }
+            var stream = await ResumeAsync(store, streamId, context, token);
+            await stream.AppendAsync(@event, token);
+        }, ct).AsTask();
+
+    // Writers that lost the race to the same version retry after a short, jittered pause so that they do not collide again.
+    private static readonly ResiliencePipeline SharedWriters = new ResiliencePipelineBuilder()
+        .AddRetry(new RetryStrategyOptions
+        {
+            ShouldHandle = new PredicateBuilder().Handle<Exception>(IsConflict),
+            MaxRetryAttempts = 7,
+            BackoffType = DelayBackoffType.Linear,
+            Delay = TimeSpan.FromMilliseconds(10),
+            UseJitter = true,
+        })
+        .Build();
 
     private static bool IsConflict(Exception? e)
     {

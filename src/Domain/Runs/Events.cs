@@ -3,7 +3,10 @@ namespace Sandbox.Audited.Domain.Runs;
 // One stream per run (stream id = run id). Every event carries the run id first and the time it
 // happened last; the hash chain (Audit) covers all of it.
 
-public sealed record Caller(string Subject, string Tenant, IReadOnlyList<string> Roles);
+public sealed record Caller(string Subject, string Tenant, IReadOnlyList<string> Roles)
+{
+    public bool Has(string role) => Roles.Contains(role);
+}
 
 /// <summary>
 /// Where a request came from. CorrelationId is the server's own id for the request; ClientTraceparent is what the

@@ -1,6 +1,5 @@
 using System.Net;
 using System.Text.Json.Nodes;
-using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Domain.Hashing;
 using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Tests.Infrastructure;

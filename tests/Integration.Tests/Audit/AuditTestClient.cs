@@ -1,5 +1,5 @@
 using System.Text.Json.Nodes;
-using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Tests.Infrastructure;
 
 namespace Sandbox.Audited.Tests.Audit;

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Text;
-using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Tests.Infrastructure;
 
 namespace Sandbox.Audited.Tests.Browser;

@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Cli;
 using Sandbox.Audited.Tests.Browser;
 

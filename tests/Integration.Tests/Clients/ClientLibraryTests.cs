@@ -1,8 +1,8 @@
 using System.Net;
 using System.Text;
-using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Client;
 using Sandbox.Audited.Tests.Infrastructure;
+using Roles = Sandbox.Audited.Domain.Runs.Roles;
 
 namespace Sandbox.Audited.Tests.Clients;
 

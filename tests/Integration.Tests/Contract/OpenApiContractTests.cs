@@ -1,4 +1,4 @@
-using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Domain.Runs;
 
 namespace Sandbox.Audited.Tests.Contract;
 

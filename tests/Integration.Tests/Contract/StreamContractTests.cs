@@ -1,6 +1,6 @@
 using System.Net;
 using System.Text.RegularExpressions;
-using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Tests.Infrastructure;
 
 namespace Sandbox.Audited.Tests.Contract;

@@ -1,6 +1,7 @@
 using System.Net;
 using Docker.DotNet.Models;
 using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Tests.Infrastructure;
 using ContainerSpec = Sandbox.Audited.Executor.Sandboxes.ContainerSpec;
 

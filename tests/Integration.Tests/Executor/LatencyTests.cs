@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Tests.Infrastructure;
 using Xunit.Abstractions;
 using ContainerSpec = Sandbox.Audited.Executor.Sandboxes.ContainerSpec;

@@ -4,6 +4,7 @@ using System.Net;
 using System.Text.Json.Nodes;
 using Docker.DotNet.Models;
 using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Tests.Executor;
 using Sandbox.Audited.Tests.Infrastructure;
 using Xunit.Abstractions;

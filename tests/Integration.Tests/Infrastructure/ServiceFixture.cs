@@ -1,5 +1,6 @@
 using Microsoft.AspNetCore.Mvc.Testing;
 using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Domain.Runs;
 
 namespace Sandbox.Audited.Tests.Infrastructure;
 
