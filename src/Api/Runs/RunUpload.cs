@@ -30,6 +30,9 @@ public sealed class RunInputOptions
 public sealed class RunUpload : IDisposable
 {
     private const int MaxFieldBytes = 64 * 1024;
+
+    // Code and stdin are read up to the JSON body's transport bound, so that their size rules are RunRequestValidation's alone.
+    private const int MaxTextPartBytes = (int)RunEndpoints.MaxBodyBytes;
     private static readonly string[] Fields = ["language", "runtime", "isolation", "code", "stdin", "classification", "limits", "args", "wait", "callbackUrl"];
 
     private readonly string _directory;
@@ -53,7 +56,7 @@ public sealed class RunUpload : IDisposable
         var upload = new RunUpload(Path.Combine(spoolRoot, "in-" + Guid.NewGuid().ToString("N")));
         // Kestrel's own cap (30 MB by default) would cut a 64 MB upload: the form is bounded by its parts' caps instead.
         if (request.HttpContext.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } size)
-            size.MaxRequestBodySize = limits.MaxTotalBytes + RunRequestValidation.MaxCodeBytes + RunRequestValidation.MaxStdinBytes + 1024 * 1024;
+            size.MaxRequestBodySize = limits.MaxTotalBytes + 2L * MaxTextPartBytes + 1024 * 1024;
         try
         {
             await upload.ReadPartsAsync(request, limits, ct);
@@ -97,7 +100,7 @@ public sealed class RunUpload : IDisposable
                     Fail($"The form field '{name}' appears more than once.");
                     return;
                 }
-                var cap = name switch { "code" => RunRequestValidation.MaxCodeBytes, "stdin" => RunRequestValidation.MaxStdinBytes, _ => MaxFieldBytes };
+                var cap = name is "code" or "stdin" ? MaxTextPartBytes : MaxFieldBytes;
                 var value = await ReadFieldAsync(section.Body, cap, ct);
                 if (value is null)
                 {
@@ -113,9 +116,9 @@ public sealed class RunUpload : IDisposable
                 Fail($"Unknown form field '{name}': the fields are {string.Join(", ", Fields)}; input files are file parts (curl -F 'name=@path').");
                 return;
             }
-            if (Files.Count >= limits.MaxFiles)
+            if (limits.TooManyFiles(Files.Count + 1) is { } tooMany)
             {
-                Fail($"At most {limits.MaxFiles} files are allowed.");
+                Fail(tooMany);
                 return;
             }
             var file = await SpoolAsync(name, section.Body, Math.Min(limits.MaxFileBytes, limits.MaxTotalBytes - total), ct);

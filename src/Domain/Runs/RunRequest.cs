@@ -21,6 +21,9 @@ public sealed record InputLimits(long MaxTotalBytes, long MaxFileBytes, int MaxF
 {
     public const long DefaultTotalBytes = 64L * 1024 * 1024;
     public static readonly InputLimits Default = new(DefaultTotalBytes, DefaultTotalBytes, 32);
+
+    /// <summary>The file-count rule, for validation and for a streamed form that must stop spooling at the first file too many.</summary>
+    public string? TooManyFiles(int count) => count > MaxFiles ? $"At most {MaxFiles} files are allowed; got {count}." : null;
 }
 
 /// <summary>A run as the client asked for it, before validation.</summary>
@@ -124,8 +127,8 @@ public static class RunRequestValidation
                 files.Add(InputFile.FromBytes(file.Name ?? "", content));
         }
         files.AddRange(uploaded ?? []);
-        if (files.Count > caps.MaxFiles)
-            errors.Add($"At most {caps.MaxFiles} files are allowed; got {files.Count}.");
+        if (caps.TooManyFiles(files.Count) is { } tooMany)
+            errors.Add(tooMany);
         var names = new HashSet<string>(StringComparer.Ordinal);
         long filesTotal = 0;
         for (var i = 0; i < files.Count; i++)

@@ -111,6 +111,41 @@ public sealed class BadInputTests(ServiceFixture service)
     }
 
     [Fact]
+    public async Task FormAndJsonAreRejectedByTheSameRules()
+    {
+        var client = service.Runner("frank", Tenant);
+        var code = new string('#', 256 * 1024 + 1);
+        var (json, jsonBody) = await client.RunAsync(new { language = "python", code, args = new[] { "a\0" } });
+        using var form = new MultipartFormDataContent
+        {
+            { new StringContent("python"), "language" },
+            { new StringContent(code), "code" },
+            { new StringContent("[\"a\\u0000\"]"), "args" },
+        };
+        var multipart = await client.PostAsync("/v1/runs", form);
+        var formBody = await ApiCalls.BodyAsync(multipart);
+
+        Assert.Equal((HttpStatusCode.RequestEntityTooLarge, HttpStatusCode.RequestEntityTooLarge), (json.StatusCode, multipart.StatusCode));
+        Assert.Equal(jsonBody["errors"]!.ToJsonString(), formBody["errors"]!.ToJsonString());
+        Assert.Equal(2, formBody["errors"]!.AsArray().Count);
+        await AssertRejectionRecordedAsync(formBody.Str("runId"), 413);
+    }
+
+    [Fact]
+    public async Task TooManyFilesInAFormAreRefusedByTheFileCountRule()
+    {
+        using var form = new MultipartFormDataContent { { new StringContent("shell"), "language" }, { new StringContent("ls"), "code" } };
+        for (var i = 0; i < 33; i++)
+            form.Add(new ByteArrayContent([1]), $"f{i}", $"f{i}");
+        var response = await service.Runner("frank", Tenant).PostAsync("/v1/runs", form);
+        var body = await ApiCalls.BodyAsync(response);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("At most 32 files are allowed; got 33.", body.Str("detail"));
+        await AssertRejectionRecordedAsync(body.Str("runId"), 400);
+    }
+
+    [Fact]
     public async Task RunWithoutTokenIsRejectedAndNothingRuns()
     {
         const string requests = "SELECT count(*) FROM sandbox.mt_events WHERE type IN ('run_requested', 'request_rejected')";
