@@ -19,7 +19,6 @@ using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Audit.Policies;
 using Sandbox.Audited.Audit.Runtimes;
 using Sandbox.Audited.Audit.Logging;
-using Sandbox.Audited.Domain.Policies;
 using Sandbox.Audited.Executor;
 using Sandbox.Audited.Executor.Docker;
 using Sandbox.Audited.Executor.Pool;
@@ -57,7 +56,7 @@ builder.Services.AddMarten(options => MartenSetup.Configure(options, connectionS
 // Policies: the bundle is loaded at start-up (an invalid one stops start-up), recorded with its content before
 // serving, and reloaded when its files change or an admin asks; the warm pool follows its defaults.
 builder.Services.Configure<PolicyOptions>(builder.Configuration.GetSection(PolicyOptions.Section));
-builder.Services.AddSingleton(sp => new PolicyHost(PolicyBundle.Load(sp.GetRequiredService<IOptions<PolicyOptions>>().Value.Directory)));
+builder.Services.AddSingleton(sp => new PolicyHost(PolicyDirectory.Load(sp.GetRequiredService<IOptions<PolicyOptions>>().Value.Directory)));
 builder.Services.AddSingleton<PolicyBundleStore>();
 builder.Services.AddSingleton<EvidenceStore>();
 builder.Services.AddSingleton<RunArtifacts>();

@@ -1,11 +1,11 @@
 using Marten;
 using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Audit;
 using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Audit.ReadModels;
 using Sandbox.Audited.Audit.Migrations;
 using Sandbox.Audited.Audit.Trail;
-using Sandbox.Audited.Domain.Policies;
 
 namespace Sandbox.Audited.Api.Hosting;
 
@@ -69,7 +69,7 @@ public static class Commands
 
             case "policy-test":
                 // Every case in policies/tests must pass and every rule must be exercised by some case.
-                var result = PolicyTestRunner.RunDirectory(Option(args, "--dir") ?? configuration["Policies:Directory"] ?? "policies");
+                var result = PolicyDirectory.RunTests(Option(args, "--dir") ?? configuration["Policies:Directory"] ?? "policies");
                 Console.WriteLine(result.Report);
                 return result.Success ? 0 : 1;
 

@@ -72,7 +72,7 @@ public sealed partial class PolicyReloader(
             PolicyBundle bundle;
             try
             {
-                bundle = PolicyBundle.Load(options.Value.Directory);
+                bundle = PolicyDirectory.Load(options.Value.Directory);
             }
             catch (PolicyLoadException e)
             {

@@ -35,32 +35,7 @@ public sealed class PolicyBundle
 
     public RunLimits Ceilings { get; }
 
-    /// <summary>Loads every *.yaml / *.yml file at the top of <paramref name="directory"/> (subfolders such as tests/ are ignored).</summary>
-    public static PolicyBundle Load(string directory)
-    {
-        if (!Directory.Exists(directory))
-            throw new PolicyLoadException([new PolicyError(directory, 0, 0, "policy directory does not exist")]);
-
-        var strictUtf8 = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
-        var errors = new List<PolicyError>();
-        var files = new List<(string, string)>();
-        foreach (var path in Directory.EnumerateFiles(directory).Where(IsPolicyFile))
-        {
-            var name = Path.GetFileName(path);
-            try
-            {
-                files.Add((name, strictUtf8.GetString(File.ReadAllBytes(path))));
-            }
-            catch (DecoderFallbackException)
-            {
-                errors.Add(new PolicyError(name, 0, 0, "file is not valid UTF-8"));
-            }
-        }
-        if (errors.Count > 0) throw new PolicyLoadException(errors);
-        return FromFiles(files);
-    }
-
-    /// <summary>Builds a bundle from in-memory files (tests, or replaying a decision from stored content).</summary>
+    /// <summary>Builds a bundle from its files' contents (read from the policy directory, or stored for replaying a decision).</summary>
     public static PolicyBundle FromFiles(IReadOnlyList<(string Path, string Content)> files)
     {
         var errors = new List<PolicyError>();
@@ -94,7 +69,8 @@ public sealed class PolicyBundle
 
     public PolicyDecision Evaluate(PolicyInput input) => PolicyEvaluator.Evaluate(this, findings, input);
 
-    private static bool IsPolicyFile(string path) =>
+    /// <summary>Which files of a policy directory are policy (or, under tests/, test case) files.</summary>
+    public static bool IsPolicyFile(string path) =>
         Path.GetExtension(path).ToLowerInvariant() is ".yaml" or ".yml";
 
     // The same file must hash the same on every OS and whether read from disk or from storage.

@@ -46,28 +46,6 @@ public static class PolicyTestRunner
         ["subject", "tenant", "roles", "language", "classification", "limits", "code", "argCount", "fileCount", "stdinBytes", "runtime", "isolation"];
     private static readonly string[] ExpectKeys = ["decision", "ruleIds", "limits", "findings", "reasons", "isolation"];
 
-    /// <summary>Loads the bundle in <paramref name="policiesDirectory"/> and runs the cases in its tests/ folder; never throws for bad policy or test files.</summary>
-    public static PolicyTestResult RunDirectory(string policiesDirectory)
-    {
-        PolicyBundle bundle;
-        try
-        {
-            bundle = PolicyBundle.Load(policiesDirectory);
-        }
-        catch (PolicyLoadException e)
-        {
-            return new PolicyTestResult(null, [], [], e.Errors);
-        }
-        var testsDirectory = Path.Combine(policiesDirectory, "tests");
-        var testFiles = Directory.Exists(testsDirectory)
-            ? Directory.EnumerateFiles(testsDirectory)
-                .Where(p => Path.GetExtension(p).ToLowerInvariant() is ".yaml" or ".yml")
-                .Select(p => (Path: "tests/" + Path.GetFileName(p), Content: File.ReadAllText(p)))
-                .ToList()
-            : [];
-        return Run(bundle, testFiles);
-    }
-
     public static PolicyTestResult Run(PolicyBundle bundle, IEnumerable<(string Path, string Content)> testFiles)
     {
         var errors = new List<PolicyError>();

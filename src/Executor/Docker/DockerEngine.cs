@@ -25,13 +25,6 @@ public sealed partial class DockerEngine : IDisposable
         await _client.System.PingAsync(cts.Token);
     }
 
-    public async Task<string> VersionAsync(CancellationToken ct)
-    {
-        using var cts = Deadline(ct);
-        var version = await _client.System.GetVersionAsync(cts.Token);
-        return $"{version.Version} (API {version.APIVersion})";
-    }
-
     /// <summary>The OCI runtimes the engine has registered (runc, and runsc once `sbx up` added it).</summary>
     public async Task<IReadOnlyCollection<string>> OciRuntimesAsync(CancellationToken ct)
     {

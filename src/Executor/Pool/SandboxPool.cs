@@ -25,7 +25,6 @@ public sealed partial class SandboxPool(
     private readonly SemaphoreSlim _refill = new(0);
     private volatile bool _accepting = true;
     private int _refillFailures;
-    private int _discarded;
 
     public int Size => _pools.Values.Sum(c => c.Reader.Count);
 
@@ -65,7 +64,6 @@ public sealed partial class SandboxPool(
             _warm.TryRemove(warm.ContainerId, out _);
             if (!await IsAliveAsync(warm, ct))
             {
-                Interlocked.Increment(ref _discarded);
                 LogDiscarded(warm.ContainerId);
                 _ = factory.DestroyAsync(warm.ContainerId, CancellationToken.None);
                 continue;
@@ -75,9 +73,6 @@ public sealed partial class SandboxPool(
         }
         return await factory.CreateAsync(profile, runId.ToString("D"), ct);
     }
-
-    /// <summary>Pooled sandboxes found dead (stream closed or container not running) and discarded so far.</summary>
-    public int Discarded => Volatile.Read(ref _discarded);
 
     private async Task<bool> IsAliveAsync(PreparedSandbox sandbox, CancellationToken ct)
     {
@@ -107,7 +102,6 @@ public sealed partial class SandboxPool(
                     continue;
                 }
                 _warm.TryRemove(sandbox.ContainerId, out _);
-                Interlocked.Increment(ref _discarded);
                 LogDiscarded(sandbox.ContainerId);
                 _ = factory.DestroyAsync(sandbox.ContainerId, CancellationToken.None); // retried off the loop: the engine may still be away
             }

@@ -45,7 +45,7 @@ public sealed class PolicyDigestTests
     [Fact]
     public void LoadingFromDiskAndFromStoredContentGiveTheSameDigest()
     {
-        var fromDisk = PolicyBundle.Load(PoliciesDirectory);
+        var fromDisk = Shipped();
 
         var replayed = PolicyBundle.FromFiles(fromDisk.Files.Select(f => (f.Path, f.Content)).ToList());
 

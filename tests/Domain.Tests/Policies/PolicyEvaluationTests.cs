@@ -11,7 +11,7 @@ public sealed class PolicyEvaluationTests(ITestOutputHelper output)
     [Fact]
     public void DefaultBundleCasesAllPassAndCoverEveryRule()
     {
-        var result = PolicyTestRunner.RunDirectory(PoliciesDirectory);
+        var result = PolicyTestRunner.Run(Shipped(), ShippedTests());
         output.WriteLine(result.Report);
 
         Assert.True(result.Success, result.Report);
@@ -162,7 +162,7 @@ public sealed class PolicyEvaluationTests(ITestOutputHelper output)
     [Fact]
     public void EvaluationIsDeterministic()
     {
-        var bundle = PolicyBundle.Load(PoliciesDirectory);
+        var bundle = Shipped();
         var input = Input(code: "import socket\nimport subprocess", roles: ["runner"], limits: new RequestedLimits(MemoryMb: 999));
 
         var first = bundle.Evaluate(input);

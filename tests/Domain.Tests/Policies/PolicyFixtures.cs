@@ -25,6 +25,16 @@ internal static class PolicyFixtures
 
     public static PolicyBundle Bundle(string rules) => PolicyBundle.FromFiles([("main.yaml", Header + rules)]);
 
+    /// <summary>The repository's shipped bundle (the service reads the same files through its PolicyDirectory).</summary>
+    public static PolicyBundle Shipped() => PolicyBundle.FromFiles(Read(PoliciesDirectory, ""));
+
+    /// <summary>The shipped bundle's test cases (policies/tests).</summary>
+    public static IReadOnlyList<(string Path, string Content)> ShippedTests() => Read(Path.Combine(PoliciesDirectory, "tests"), "tests/");
+
+    private static List<(string Path, string Content)> Read(string directory, string prefix) =>
+        Directory.EnumerateFiles(directory).Where(PolicyBundle.IsPolicyFile)
+            .Select(p => (prefix + Path.GetFileName(p), File.ReadAllText(p))).ToList();
+
     public static PolicyInput Input(
         string language = "python",
         string classification = "internal",

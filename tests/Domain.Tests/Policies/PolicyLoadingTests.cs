@@ -1,4 +1,3 @@
-using Sandbox.Audited.Domain.Policies;
 using static Sandbox.Audited.Domain.Tests.Policies.PolicyFixtures;
 
 namespace Sandbox.Audited.Domain.Tests.Policies;
@@ -135,28 +134,5 @@ public sealed class PolicyLoadingTests
         var dup = Assert.Single(duplicate.Errors);
         Assert.Equal(5, dup.Line);
         Assert.Contains("duplicate key", dup.Message, StringComparison.Ordinal);
-    }
-
-    [Fact]
-    public void LoadReadsTopLevelYamlFilesOnly()
-    {
-        var directory = Directory.CreateTempSubdirectory("policy-load-");
-        try
-        {
-            File.WriteAllText(Path.Combine(directory.FullName, "a.yaml"), Header);
-            File.WriteAllText(Path.Combine(directory.FullName, "b.yml"), "rules:\n  - id: all\n    effect: permit\n");
-            File.WriteAllText(Path.Combine(directory.FullName, "notes.txt"), "not policy");
-            Directory.CreateDirectory(Path.Combine(directory.FullName, "tests"));
-            File.WriteAllText(Path.Combine(directory.FullName, "tests", "x.yaml"), "cases: []\n");
-
-            var bundle = PolicyBundle.Load(directory.FullName);
-
-            Assert.Equal(["a.yaml", "b.yml"], bundle.Files.Select(f => f.Path));
-            Assert.Equal(["all"], bundle.Rules.Select(r => r.Id));
-        }
-        finally
-        {
-            directory.Delete(recursive: true);
-        }
     }
 }

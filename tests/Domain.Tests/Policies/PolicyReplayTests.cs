@@ -21,7 +21,7 @@ public sealed class PolicyReplayTests
     [Fact]
     public void TheSameBundleAndInputReplayWithoutDifferences()
     {
-        var bundle = PolicyBundle.Load(PolicyFixtures.PoliciesDirectory);
+        var bundle = PolicyFixtures.Shipped();
         var decision = bundle.Evaluate(PolicyReplay.InputOf(Request));
         var recorded = new PolicyEvaluated(Request.RunId, decision.Decision, decision.BundleDigest, decision.RuleIds, decision.Limits,
             decision.Findings, decision.Reasons, DateTimeOffset.UnixEpoch);
