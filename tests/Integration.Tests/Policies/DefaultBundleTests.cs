@@ -1,7 +1,7 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
-using Sandbox.Audited.Domain.Policies;
+using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Executor.Docker;
 using Sandbox.Audited.Executor.Sandboxes;
 using Microsoft.Extensions.DependencyInjection;
@@ -15,7 +15,7 @@ public sealed class DefaultBundleTests(ServiceFixture service)
 {
     private const string Tenant = "tenant-default-policy";
 
-    private string ShippedDigest => PolicyBundle.Load(Path.Combine(TestEnvironment.RepoRoot, "policies")).Digest;
+    private string ShippedDigest => PolicyDirectory.Load(Path.Combine(TestEnvironment.RepoRoot, "policies")).Digest;
 
     [Fact]
     public async Task RunnerIsAllowedByTheDefaultBundle()

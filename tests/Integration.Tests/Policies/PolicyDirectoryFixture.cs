@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Json;
 using Npgsql;
+using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Domain.Policies;
 using Sandbox.Audited.Tests.Infrastructure;
 
@@ -53,7 +54,7 @@ public sealed class PolicyDirectoryFixture : ServiceFixture, IAsyncLifetime
         ["Policies:ReloadDebounceMs"] = "200",
     };
 
-    public string DigestOnDisk => PolicyBundle.Load(Directory).Digest;
+    public string DigestOnDisk => PolicyDirectory.Load(Directory).Digest;
 
     /// <summary>Makes the directory hold exactly these files, each written whole (write aside, then rename in).</summary>
     public void WriteFiles(IReadOnlyDictionary<string, string> files)
