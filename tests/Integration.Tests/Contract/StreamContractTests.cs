@@ -24,6 +24,9 @@ public sealed class StreamContractTests(ContractFixture service)
         var client = service.Runner("elio", Tenant);
         var (_, body) = await client.RunAsync(new { language = "shell", code = "echo one; echo two >&2" });
         var path = $"/v1/runs/{body.Str("runId")}/stream";
+        // The sandbox's removal is recorded after the answer: wait for it, so that both reads below see the same history.
+        await Eventually.WaitUntilAsync(async () => (await client.GetStringAsync($"/v1/runs/{body.Str("runId")}/events")).Contains("sandbox_removed"),
+            () => "the run's sandbox_removed was not recorded", TimeSpan.FromSeconds(30));
 
         var whole = await client.GetStringAsync(path);
         var messages = whole.Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
