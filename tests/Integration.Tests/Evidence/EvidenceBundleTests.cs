@@ -218,7 +218,7 @@ public sealed class EvidenceBundleTests(ServiceFixture service) : IDisposable
     public async Task AnAlteredEventFailsTheHashChain()
     {
         var bundle = await SharedAsync();
-        var altered = Tampered(bundle.Tar, "events.ndjson", b => Replace(b, "\"exitCode\":0", "\"exitCode\":1"));
+        var altered = Tampered(bundle.Tar, "events.ndjson", b => Replace(b, "\"python\"", "\"shell\""));
 
         var (exit, output) = Verify(altered, bundle.KeyJson);
 
