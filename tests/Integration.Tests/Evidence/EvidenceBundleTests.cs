@@ -11,6 +11,7 @@ using Sandbox.Audited.Domain.Merkle;
 using Sandbox.Audited.Tests.Audit;
 using Sandbox.Audited.Tests.Infrastructure;
 using Sandbox.Audited.Verifier;
+using Xunit.Abstractions;
 
 namespace Sandbox.Audited.Tests.Evidence;
 
@@ -20,7 +21,7 @@ namespace Sandbox.Audited.Tests.Evidence;
 /// the check that catches it.
 /// </summary>
 [Collection(ServiceCollection.Name)]
-public sealed class EvidenceBundleTests(ServiceFixture service) : IDisposable
+public sealed class EvidenceBundleTests(ServiceFixture service, ITestOutputHelper log) : IDisposable
 {
     private const string Code = """
         import os
@@ -155,6 +156,7 @@ public sealed class EvidenceBundleTests(ServiceFixture service) : IDisposable
         var files = Files(bundle.Tar);
 
         var (exit, output) = Verify(bundle.Tar, bundle.KeyJson);
+        log.WriteLine(output);
 
         Assert.True(exit == VerifyCommand.Verified, output);
         Assert.Contains("VERIFIED: all", output);
