@@ -5,31 +5,34 @@ using Sandbox.Audited.Domain.Merkle;
 namespace Sandbox.Audited.Verifier;
 
 /// <summary>
-/// sbx-verify EXPORT [--checkpoint FILE]... [--key FILE]... [--inclusion FILE]... [--consistency FILE]...
-/// Exit codes: 0 every check passed; 1 a check failed (the record or a proof does not verify); 2 unusable input.
+/// sbx-verify EXPORT [--checkpoint FILE]... [--key FILE]... [--inclusion FILE]... [--consistency FILE]... [--origin O]
+/// sbx-verify --bundle EVIDENCE.tar [--key FILE]... [--origin O]
+/// Exit codes: 0 every check passed; 1 a check failed (the record or a proof does not verify); 2 unusable input;
+/// 3 (bundles) every check passed, but the checkpoint's signature was checked only with the key inside the bundle.
 /// </summary>
 public static class VerifyCommand
 {
     public const int Verified = 0;
     public const int NotVerified = 1;
     public const int UnusableInput = 2;
+    public const int VerifiedWithBundleKeyOnly = 3;
 
     private const string Usage = """
-        usage: sbx-verify EXPORT.ndjson [--checkpoint FILE]... [--key FILE]... [--inclusion FILE]... [--consistency FILE]...
-               sbx-verify --bundle EVIDENCE.tar   (GET /v1/runs/{id}/evidence)
+        usage: sbx-verify EXPORT.ndjson [--checkpoint FILE]... [--key FILE]... [--inclusion FILE]... [--consistency FILE]... [--origin O]
+               sbx-verify --bundle EVIDENCE.tar [--key FILE]... [--origin O]   (GET /v1/runs/{id}/evidence)
           EXPORT.ndjson     GET /v1/audit/export (no filters), "-" for standard input
           --checkpoint F    a checkpoint (or the list) from GET /v1/audit/checkpoints
           --key F           public key(s): PEM, or the JSON of GET /v1/audit/checkpoints/key; repeat for old keys
           --inclusion F     inclusion proof(s), JSON
           --consistency F   consistency proof(s), JSON
-        exit code: 0 verified, 1 not verified, 2 unusable input
+          --origin O        the log a signed note must be of (default: "{note key name}/{tenant of the events}")
+        exit code: 0 verified, 1 not verified, 2 unusable input,
+                   3 bundle verified but only with the key it carries (no --key given)
         """;
 
     public static int Run(string[] args, TextWriter output)
     {
-        if (args.Length == 2 && args[0] == "--bundle")
-            return RunBundle(args[1], output);
-        string? export = null;
+        string? export = null, bundle = null, origin = null;
         List<string> checkpointFiles = [], keyFiles = [], inclusionFiles = [], consistencyFiles = [];
         for (var i = 0; i < args.Length; i++)
         {
@@ -43,6 +46,11 @@ public static class VerifyCommand
             };
             if (list is not null && i + 1 < args.Length)
                 list.Add(args[++i]);
+            else if (args[i] is "--bundle" or "--origin" && i + 1 < args.Length && (args[i] == "--bundle" ? bundle : origin) is null)
+            {
+                if (args[i] == "--bundle") bundle = args[++i];
+                else origin = args[++i];
+            }
             else if (args[i] is "-h" or "--help")
             {
                 output.WriteLine(Usage);
@@ -53,6 +61,10 @@ public static class VerifyCommand
             else
                 return Unusable(output, $"unexpected argument \"{args[i]}\"\n{Usage}");
         }
+        if (bundle is not null)
+            return export is null && checkpointFiles.Count + inclusionFiles.Count + consistencyFiles.Count == 0
+                ? RunBundle(bundle, keyFiles, origin, output)
+                : Unusable(output, "a bundle carries its own checkpoint and proofs: give --bundle with --key and --origin only\n" + Usage);
         if (export is null)
             return Unusable(output, "no export given\n" + Usage);
 
@@ -108,7 +120,7 @@ public static class VerifyCommand
         }
 
         // Each checkpoint's Ed25519 signed note, when it carries one and a note key is given.
-        var checks = verifier.Complete().Concat(noteKeys.Count > 0 ? notes.Select(n => CheckpointNotes.Check(n, noteKeys)) : []).ToList();
+        var checks = verifier.Complete().Concat(noteKeys.Count > 0 ? notes.Select(n => CheckpointNotes.Check(n, noteKeys, tenant, origin)) : []).ToList();
         output.WriteLine();
         var width = checks.Max(c => c.Name.Length);
         foreach (var check in checks)
@@ -130,12 +142,23 @@ public static class VerifyCommand
         return NotVerified;
     }
 
-    /// <summary>An evidence bundle: a tar whose files are checked against its manifest, its events and its content digests.</summary>
-    private static int RunBundle(string path, TextWriter output)
+    /// <summary>
+    /// An evidence bundle: a tar whose files are checked against its manifest, its events, its content digests, the
+    /// runtime SBOM, the policy files, the inclusion proofs and the signed checkpoint (with the given keys, else the
+    /// bundle's own, which then only names the signer).
+    /// </summary>
+    private static int RunBundle(string path, List<string> keyFiles, string? origin, TextWriter output)
     {
-        IReadOnlyList<VerifierCheck> checks;
+        EvidenceBundleReport report;
+        List<NoteVerifierKey>? trusted = null;
         try
         {
+            if (keyFiles.Count > 0)
+            {
+                trusted = keyFiles.SelectMany(file => Read(file, CheckpointNotes.ParseKeys)).ToList();
+                if (trusted.Count == 0)
+                    return Unusable(output, $"{string.Join(", ", keyFiles)}: no Ed25519 note key (the JSON of GET /v1/audit/checkpoints/key, or a line name+keyid+base64)");
+            }
             var files = new Dictionary<string, byte[]>(StringComparer.Ordinal);
             using (var tar = new System.Formats.Tar.TarReader(File.OpenRead(path)))
                 while (tar.GetNextEntry() is { } entry)
@@ -146,26 +169,38 @@ public static class VerifyCommand
                     entry.DataStream?.CopyTo(data);
                     files[entry.Name] = data.ToArray();
                 }
-            checks = EvidenceBundleVerifier.Verify(files);
+            report = EvidenceBundleVerifier.Verify(files, trusted, origin);
         }
         catch (Exception e) when (e is FormatException or IOException or UnauthorizedAccessException or InvalidDataException
                                        or System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException)
         {
             return Unusable(output, $"{path}: {e.Message}");
         }
-        output.WriteLine($"sbx-verify: offline verification of a Sandbox.Audited evidence bundle\n  bundle       {path}\n");
+        output.WriteLine($"sbx-verify: offline verification of a Sandbox.Audited evidence bundle\n  bundle       {path}");
+        if (trusted is not null)
+            output.WriteLine($"  keys         {string.Join(", ", keyFiles)}: {string.Join(", ", trusted.Select(k => $"{k.Name}+{k.KeyIdHex}"))}");
+        output.WriteLine();
+        var checks = report.Checks;
         var width = checks.Max(c => c.Name.Length);
         foreach (var check in checks)
             output.WriteLine($"{(check.Passed ? "PASS" : "FAIL")}  {check.Name.PadRight(width)}  {check.Detail}");
-        output.WriteLine("NOTE  the bundle carries no checkpoint: verify the run's inclusion with --inclusion/--checkpoint/--key against an export.");
+        output.WriteLine();
         var failed = checks.Where(c => !c.Passed).ToList();
-        if (failed.Count == 0)
+        if (failed.Count > 0)
         {
-            output.WriteLine($"VERIFIED: all {checks.Count} checks passed.");
-            return Verified;
+            output.WriteLine($"NOT VERIFIED: {failed.Count} of {checks.Count} checks failed; first: {failed[0].Name}: {failed[0].Detail}");
+            return NotVerified;
         }
-        output.WriteLine($"NOT VERIFIED: {failed.Count} of {checks.Count} checks failed; first: {failed[0].Name}: {failed[0].Detail}");
-        return NotVerified;
+        if (report.CheckedWithBundleKey)
+        {
+            output.WriteLine("NOTE  no --key given: the checkpoint's signature was checked with the key inside the bundle, which only says which key"
+                + " signed. Whoever forged a bundle could sign it with a key of their own: pass --key with the service's published key"
+                + " (GET /v1/audit/checkpoints/key, kept apart from the bundle).");
+            output.WriteLine($"VERIFIED WITH THE BUNDLE'S OWN KEY ONLY: all {checks.Count} checks passed; who signed is not proven (exit {VerifiedWithBundleKeyOnly}).");
+            return VerifiedWithBundleKeyOnly;
+        }
+        output.WriteLine($"VERIFIED: all {checks.Count} checks passed.");
+        return Verified;
     }
 
     private static T Read<T>(string file, Func<string, T> parse)

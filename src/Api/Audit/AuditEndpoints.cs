@@ -235,15 +235,21 @@ public static partial class AuditEndpoints
 
     /// <summary>The public keys that sign checkpoints, to check a kept head offline; 404 when heads are not signed.</summary>
     public static Results<Ok<CheckpointKeyView>, ProblemHttpResult> CheckpointKey(HttpContext http, CheckpointSigner signer, NoteSigner notes) =>
+        KeyView(http.User.ToCaller().Tenant, signer, notes) is { } view
+            ? TypedResults.Ok(view)
+            : TypedResults.Problem(Problems.Create(404, Problems.NotFound, "Checkpoints are not signed",
+                "This deployment has no checkpoint key (Audit:CheckpointKeyPath, Audit:NoteKeyPath)."));
+
+    /// <summary>The published checkpoint keys as a tenant sees them; null when heads are not signed.</summary>
+    public static CheckpointKeyView? KeyView(string tenant, CheckpointSigner signer, NoteSigner notes) =>
         signer.PublicKeyPem is not null || signer.EarlierKeys.Count > 0 || notes.Keys.Count > 0
-            ? TypedResults.Ok(new CheckpointKeyView(
+            ? new CheckpointKeyView(
                 signer.PublicKeyPem is null ? null : "ES256 (ECDSA P-256, SHA-256; signature r||s, base64)", signer.KeyId, signer.PublicKeyPem,
                 signer.PublicKeyPem is null ? null : "sandbox-audited checkpoint v1\n{tenant}\n{toSequence}\n{treeSize}\n{rootHash}\n",
                 signer.EarlierKeys.Select(k => new EarlierKeyView(k.KeyId, k.PublicKeyPem)).ToList(),
-                notes.Origin(http.User.ToCaller().Tenant),
-                notes.Keys.Select(k => new NoteKeyView(k.Name, k.KeyIdHex, k.ToString(), Convert.ToBase64String(k.PublicKey), k == notes.Current)).ToList()))
-            : TypedResults.Problem(Problems.Create(404, Problems.NotFound, "Checkpoints are not signed",
-                "This deployment has no checkpoint key (Audit:CheckpointKeyPath, Audit:NoteKeyPath)."));
+                notes.Origin(tenant),
+                notes.Keys.Select(k => new NoteKeyView(k.Name, k.KeyIdHex, k.ToString(), Convert.ToBase64String(k.PublicKey), k == notes.Current)).ToList())
+            : null;
 
     /// <summary>
     /// The audit path of one event (sequence) or of every event of a run (runId) in the tenant's tree of treeSize leaves
@@ -274,9 +280,20 @@ public static partial class AuditEndpoints
         if (leaves.FirstOrDefault(l => l.LeafIndex >= size) is { } late)
             return NotCovered($"Event {late.Sequence} is leaf {late.LeafIndex} of your tenant's tree, so a tree of {size} leaves does not cover it; use a later checkpoint's treeSize.");
 
-        // The root and every path in one read of stored subtrees.
-        var paths = leaves.Select(l => TreeProofs.InclusionRanges(l.LeafIndex, size.Value)).ToList();
-        var hashes = await tree.HashesAsync(tenant, [new LeafRange(0, size.Value), .. paths.SelectMany(p => p)], ct);
+        var view = await InclusionProofsAsync(tree, tenant, leaves, size.Value, ct);
+        if (await RecordAsync(http, accessLog, caller, AuditActions.InclusionProof, view.Proofs.Count) is { } unrecorded)
+            return unrecorded;
+        return TypedResults.Ok(view);
+    }
+
+    /// <summary>
+    /// The audit paths of the given leaves (each below <paramref name="size"/>) and the root of the tenant's tree of that
+    /// size, in one read of stored subtrees; what the inclusion endpoint serves and the evidence bundle carries.
+    /// </summary>
+    public static async Task<InclusionProofView> InclusionProofsAsync(AuditTree tree, string tenant, IReadOnlyList<TreeLeaf> leaves, long size, CancellationToken ct)
+    {
+        var paths = leaves.Select(l => TreeProofs.InclusionRanges(l.LeafIndex, size)).ToList();
+        var hashes = await tree.HashesAsync(tenant, [new LeafRange(0, size), .. paths.SelectMany(p => p)], ct);
         var root = hashes[0];
         var proofs = new List<LeafProofView>(leaves.Count);
         var next = 1;
@@ -287,9 +304,7 @@ public static partial class AuditEndpoints
                 Convert.ToHexStringLower(leaf.LeafHash), hashes.Skip(next).Take(paths[i].Count).Select(Convert.ToHexStringLower).ToList()));
             next += paths[i].Count;
         }
-        if (await RecordAsync(http, accessLog, caller, AuditActions.InclusionProof, proofs.Count) is { } unrecorded)
-            return unrecorded;
-        return TypedResults.Ok(new InclusionProofView(size.Value, Convert.ToHexStringLower(root), proofs));
+        return new InclusionProofView(size, Convert.ToHexStringLower(root), proofs);
     }
 
     /// <summary>The proof that the tenant's tree of `second` leaves extends the one of `first` leaves.</summary>

@@ -39,8 +39,10 @@ internal static partial class ApiContract
             "The stored file, with its digest in `Repr-Digest` (RFC 9530); 410 when its content was erased under a retention rule.",
             [Auth, Missing, Status(410, Problems.NotFound)]),
         ["GET v1/runs/{id}/evidence"] = new("getRunEvidence", "Download a run's evidence bundle",
-            "One tar holding the run's events, code, inputs, outputs, artifacts (or their erasure events), the policy bundle and a manifest; checked offline by sbx-verify --bundle.",
-            [Auth, Missing]),
+            "One tar holding the run's events, code, inputs, outputs, artifacts (or their erasure events), the policy bundle, the runtime's SBOM, " +
+            "the inclusion proof of every event up to a signed checkpoint (taken first when none covers the run yet), the checkpoint keys and a manifest; " +
+            "checked offline by sbx-verify --bundle with the key you hold. 503 with Retry-After when no checkpoint can be taken now.",
+            [Auth, Missing, Status(503, Problems.AuditUnavailable)]),
         ["POST v1/runs/{id}/reproduce"] = new("reproduceRun", "Reproduce a run",
             "Runs the recorded code and inputs again on the recorded image under today's policy, as a new run linked to the original, and compares the outputs by digest.",
             [Auth, Forbid(Problems.Forbidden, Problems.PolicyDenied), Missing, Status(409, ReproduceEndpoints.NotReproducible), Status(429, Problems.RateLimited),

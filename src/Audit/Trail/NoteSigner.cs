@@ -42,13 +42,7 @@ public sealed class NoteSigner : IDisposable
     public IReadOnlyList<NoteVerifierKey> Keys { get; }
 
     /// <summary>The tenant's log origin; characters a note line or key name must not hold are percent-encoded.</summary>
-    public string Origin(string tenant)
-    {
-        var safe = new StringBuilder();
-        foreach (var b in Encoding.UTF8.GetBytes(tenant))
-            safe.Append(b is > 0x20 and < 0x7f and not (byte)'%' and not (byte)'+' ? ((char)b).ToString() : $"%{b:X2}");
-        return $"{LogName}/{safe}";
-    }
+    public string Origin(string tenant) => CheckpointBody.OriginOf(LogName, tenant);
 
     public string? Sign(string tenant, long treeSize, byte[] rootHash)
     {

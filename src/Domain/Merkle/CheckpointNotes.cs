@@ -32,11 +32,15 @@ public static class CheckpointNotes
         }
     }
 
-    /// <summary>The note keys of GET /v1/audit/checkpoints/key (<c>noteKeys[].verifierKey</c>); none for a PEM file.</summary>
+    /// <summary>
+    /// The note keys of GET /v1/audit/checkpoints/key (<c>noteKeys[].verifierKey</c>), or of a text file with one verifier
+    /// key ("name+keyid+base64") a line; none for a PEM file.
+    /// </summary>
     public static IReadOnlyList<NoteVerifierKey> ParseKeys(string text)
     {
         if (!text.TrimStart().StartsWith('{'))
-            return [];
+            return text.Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0 && !l.StartsWith("-----", StringComparison.Ordinal))
+                .Select(NoteVerifierKey.Parse).OfType<NoteVerifierKey>().ToList();
         try
         {
             using var document = JsonDocument.Parse(text);
@@ -54,8 +58,12 @@ public static class CheckpointNotes
         }
     }
 
-    /// <summary>The note verifies with one of <paramref name="keys"/>, and says the head's tree size and root.</summary>
-    public static VerifierCheck Check(CheckpointNote note, IReadOnlyCollection<NoteVerifierKey> keys)
+    /// <summary>
+    /// The note verifies with one of <paramref name="keys"/>, says the head's tree size and root, and names the expected
+    /// log: <paramref name="origin"/> when given, else the tenant's origin under the signing key's name (as the service
+    /// writes it); neither given leaves the origin unchecked.
+    /// </summary>
+    public static VerifierCheck Check(CheckpointNote note, IReadOnlyCollection<NoteVerifierKey> keys, string? tenant = null, string? origin = null)
     {
         var name = (note.Sequence is { } s ? $"checkpoint {s}" : "checkpoint") + " note";
         var at = string.Create(CultureInfo.InvariantCulture, $"treeSize {note.TreeSize}");
@@ -70,7 +78,15 @@ public static class CheckpointNotes
         if (body.TreeSize != note.TreeSize || root != note.RootHash)
             return new VerifierCheck(name, false,
                 $"{at}: the signed note says size {body.TreeSize}, root {root}; the head says size {note.TreeSize}, root {note.RootHash}");
+        var expected = ExpectedOrigin(verification, tenant, origin);
+        if (expected is not null && body.Origin != expected)
+            return new VerifierCheck(name, false, $"{at}: the note is of the log \"{body.Origin}\", not of \"{expected}\" (a head of another log or tenant)");
         return new VerifierCheck(name, true,
-            $"{at}: Ed25519 signed note of \"{body.Origin}\" verifies with {string.Join(", ", verification.SignedBy)}; size and root match the head");
+            $"{at}: Ed25519 signed note of \"{body.Origin}\" verifies with {string.Join(", ", verification.SignedBy)}; size and root match the head"
+            + (expected is null ? "; origin not checked (no tenant or --origin)" : "; origin as expected"));
     }
+
+    /// <summary>The origin a verified note must name: the given one, or "{signing key name}/{tenant}".</summary>
+    public static string? ExpectedOrigin(NoteVerification verification, string? tenant, string? origin) =>
+        origin ?? (tenant is null || verification.SignedBy.Count == 0 ? null : CheckpointBody.OriginOf(verification.SignedBy[0].Split('+')[0], tenant));
 }

@@ -45,6 +45,15 @@ public sealed record CheckpointBody(string Origin, long TreeSize, byte[] RootHas
 {
     public string Text => FormattableString.Invariant($"{Origin}\n{TreeSize}\n{Convert.ToBase64String(RootHash)}\n");
 
+    /// <summary>A tenant's log origin, "{logName}/{tenant}", with bytes a note line or key name must not hold percent-encoded.</summary>
+    public static string OriginOf(string logName, string tenant)
+    {
+        var safe = new StringBuilder();
+        foreach (var b in Encoding.UTF8.GetBytes(tenant))
+            safe.Append(b is > 0x20 and < 0x7f and not (byte)'%' and not (byte)'+' ? ((char)b).ToString() : $"%{b:X2}");
+        return $"{logName}/{safe}";
+    }
+
     /// <summary>Reads the first three lines of a note text (extension lines after them are allowed and ignored); null when malformed.</summary>
     public static CheckpointBody? Parse(string text)
     {

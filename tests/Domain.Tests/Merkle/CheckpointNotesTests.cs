@@ -69,6 +69,22 @@ public sealed class CheckpointNotesTests
     }
 
     [Fact]
+    public void TheNoteMustBeOfTheExpectedLog()
+    {
+        var (checkpoint, keys, _) = Signed();
+        var note = CheckpointNotes.ParseAll(checkpoint)[0];
+
+        // The service's origin is "{key name}/{tenant}"; this note's ("example.test/audit/t1") is not.
+        var byTenant = CheckpointNotes.Check(note, CheckpointNotes.ParseKeys(keys), tenant: "t1");
+        var byOrigin = CheckpointNotes.Check(note, CheckpointNotes.ParseKeys(keys), origin: "example.test/audit/t1");
+
+        Assert.False(byTenant.Passed);
+        Assert.Contains("not of \"sandbox-audited-test/t1\"", byTenant.Detail);
+        Assert.True(byOrigin.Passed, byOrigin.Detail);
+        Assert.Contains("origin as expected", byOrigin.Detail);
+    }
+
+    [Fact]
     public void AKeyFileThatIsNotANoteKeyIsRefused() =>
         Assert.Throws<FormatException>(() => CheckpointNotes.ParseKeys("""{"noteKeys":[{"verifierKey":"nope"}]}"""));
 }

@@ -227,10 +227,12 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
         Assert.Equal("application/x-tar", response.Content.Headers.ContentType?.MediaType);
         var bundle = Path.Combine(Path.GetTempPath(), $"evidence-{id:N}.tar");
         var altered = Path.Combine(Path.GetTempPath(), $"evidence-{id:N}-altered.tar");
+        var key = Path.Combine(Path.GetTempPath(), $"evidence-{id:N}-key.json");
         try
         {
             await File.WriteAllBytesAsync(bundle, await response.Content.ReadAsByteArrayAsync());
-            var (exit, output) = Verify(bundle);
+            await File.WriteAllTextAsync(key, (await service.Auditor(tenant).OkJsonAsync("/v1/audit/checkpoints/key")).ToJsonString());
+            var (exit, output) = Verify(bundle, key);
             Assert.True(exit == Sandbox.Audited.Verifier.VerifyCommand.Verified, output);
             Assert.Contains("5 contents match", output); // code, stdin, in.txt, stdout, stderr
 
@@ -243,7 +245,7 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
                         entry.DataStream = new MemoryStream(Encoding.UTF8.GetBytes("forged done\n"));
                     await target.WriteEntryAsync(entry);
                 }
-            var (alteredExit, alteredOutput) = Verify(altered);
+            var (alteredExit, alteredOutput) = Verify(altered, key);
             Assert.True(alteredExit == Sandbox.Audited.Verifier.VerifyCommand.NotVerified, alteredOutput);
             Assert.Contains($"{stdout} is missing or does not hash", alteredOutput);
             Assert.Contains("stdout: content/", alteredOutput);
@@ -252,13 +254,14 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
         {
             File.Delete(bundle);
             File.Delete(altered);
+            File.Delete(key);
         }
     }
 
-    private static (int Exit, string Output) Verify(string bundle)
+    private static (int Exit, string Output) Verify(string bundle, string key)
     {
         using var output = new StringWriter();
-        var exit = Sandbox.Audited.Verifier.VerifyCommand.Run(["--bundle", bundle], output);
+        var exit = Sandbox.Audited.Verifier.VerifyCommand.Run(["--bundle", bundle, "--key", key], output);
         return (exit, output.ToString());
     }
 }
