@@ -101,6 +101,7 @@ public sealed partial class CallbackOutbox : BackgroundService
     {
         var deliveries = new ConcurrentDictionary<Guid, Task>();
         using var slots = new SemaphoreSlim(_options.MaxConcurrentDeliveries);
+        var failing = false;
         try
         {
             while (true)
@@ -110,10 +111,16 @@ public sealed partial class CallbackOutbox : BackgroundService
                 try
                 {
                     row = await ClaimAsync(stoppingToken);
+                    if (failing)
+                        LogClaimRecovered();
+                    failing = false;
                 }
                 catch (Exception e) when (e is not OperationCanceledException)
                 {
-                    LogClaimFailed(e);
+                    // Once per outage, not once per poll.
+                    if (!failing)
+                        LogClaimFailed(e);
+                    failing = true;
                 }
                 if (row is null)
                 {
@@ -285,8 +292,11 @@ public sealed partial class CallbackOutbox : BackgroundService
 
     private sealed class LeaseLostException() : Exception("Another worker holds this callback now.");
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Looking for due callbacks failed; trying again")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Looking for due callbacks failed; trying again every poll until the database answers")]
     private partial void LogClaimFailed(Exception e);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Looking for due callbacks works again")]
+    private partial void LogClaimRecovered();
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: callback delivery stopped; another attempt follows when its lease ends")]
     private partial void LogDeliveryFailed(Exception e, Guid runId);

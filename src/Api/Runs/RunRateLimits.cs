@@ -210,7 +210,7 @@ public sealed partial class SubjectBuckets(NpgsqlDataSource db, RateLimitOptions
             }
             catch (Exception e) when (!cancellationToken.IsCancellationRequested)
             {
-                owner.LogStoreUnavailable(e);
+                owner.StoreUnavailable(e);
                 return new Lease(false, TimeSpan.FromSeconds(RunRateLimits.UnrecordedRetryAfterSeconds), StoreUnavailable: true);
             }
         }
@@ -234,7 +234,17 @@ public sealed partial class SubjectBuckets(NpgsqlDataSource db, RateLimitOptions
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "The shared rate limit could not be checked; the request is refused with 503")]
+    private long _lastUnavailableLog;
+
+    // One warning every 10 s while PostgreSQL is away, not one per refused request.
+    private void StoreUnavailable(Exception e)
+    {
+        var last = Interlocked.Read(ref _lastUnavailableLog);
+        if (Stopwatch.GetElapsedTime(last) > TimeSpan.FromSeconds(10) && Interlocked.CompareExchange(ref _lastUnavailableLog, Stopwatch.GetTimestamp(), last) == last)
+            LogStoreUnavailable(e);
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The shared rate limit could not be checked; requests are refused with 503 until it can")]
     private partial void LogStoreUnavailable(Exception e);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "A rate-limit token could not be given back")]
