@@ -5,7 +5,6 @@ using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.Options;
 using Sandbox.Audited.Api.Runs;
-using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Domain.Runs;
 
 namespace Sandbox.Audited.Api.Callbacks;
@@ -28,15 +27,27 @@ public sealed class CallbackOptions
 
     public int MaxAttempts { get; set; } = 3;
 
+    /// <summary>Wait after the first failed attempt; doubled after each further one (capped at MaxBackoffSeconds).</summary>
     public int InitialBackoffMs { get; set; } = 500;
 
+    public int MaxBackoffSeconds { get; set; } = 300;
+
     public int TimeoutSeconds { get; set; } = 10;
+
+    /// <summary>How often each api node's delivery worker looks for due callbacks in the outbox.</summary>
+    public int PollMilliseconds { get; set; } = 500;
+
+    /// <summary>How long a claimed callback stays with its worker without news; a node that dies gives it up after this.</summary>
+    public int LeaseSeconds { get; set; } = 60;
+
+    /// <summary>Callbacks one node delivers at the same time.</summary>
+    public int MaxConcurrentDeliveries { get; set; } = 8;
 }
 
 /// <summary>
-/// Delivers a finished run to its callbackUrl: POST of the run as JSON, signed with HMAC-SHA256 over
+/// Sends a finished run to its callbackUrl: POST of the run as JSON, signed with HMAC-SHA256 over
 /// "{timestamp}.{body}" with the tenant's secret (headers X-Sandbox-Signature: sha256=&lt;hex&gt; and
-/// X-Sandbox-Timestamp: unix seconds), retried with exponential backoff; every attempt is recorded.
+/// X-Sandbox-Timestamp: unix seconds). The durable outbox (CallbackOutbox) decides when, retries and records.
 /// </summary>
 public sealed partial class CallbackSender(IHttpClientFactory clients, IOptions<CallbackOptions> options, TimeProvider clock, ILogger<CallbackSender> logger)
 {
@@ -74,52 +85,34 @@ public sealed partial class CallbackSender(IHttpClientFactory clients, IOptions<
         return "sha256=" + Convert.ToHexStringLower(HMACSHA256.HashData(Encoding.UTF8.GetBytes(secret), message));
     }
 
-    public async Task DeliverAsync(RunStream stream, string tenant, string url, RunView run)
+    /// <summary>One signed POST of the run's body; the receiver's status, or why it could not be reached. Never throws for the receiver.</summary>
+    public async Task<(int? Status, string? Error)> SendAsync(string tenant, string url, Guid runId, int attempt, byte[] body)
     {
-        var body = JsonSerializer.SerializeToUtf8Bytes(run, Json);
-        var secret = options.Value.Secrets[tenant];
         var client = clients.CreateClient(HttpClientName);
         client.Timeout = TimeSpan.FromSeconds(options.Value.TimeoutSeconds);
-        for (var attempt = 1; attempt <= options.Value.MaxAttempts; attempt++)
+        try
         {
-            int? status = null;
-            string? error = null;
-            try
-            {
-                var timestamp = clock.GetUtcNow().ToUnixTimeSeconds().ToString(CultureInfo.InvariantCulture);
-                using var request = new HttpRequestMessage(HttpMethod.Post, url) { Content = new ByteArrayContent(body) };
-                request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
-                request.Headers.Add("X-Sandbox-Timestamp", timestamp);
-                request.Headers.Add("X-Sandbox-Signature", Sign(secret, timestamp, body));
-                request.Headers.Add("X-Sandbox-Run-Id", run.RunId.ToString());
-                request.Headers.Add("X-Sandbox-Attempt", attempt.ToString(CultureInfo.InvariantCulture));
-                using var response = await client.SendAsync(request);
-                status = (int)response.StatusCode;
-                if (!response.IsSuccessStatusCode)
-                    error = $"the receiver answered {status}";
-            }
-            catch (Exception e)
-            {
-                // One text for refused, reset, unreachable, timed out or blocked: what is recorded tells no port scan anything.
-                LogAttemptFailed(e, run.RunId, attempt);
-                error = "the receiver could not be reached";
-            }
-            var delivered = error is null;
-            try
-            {
-                await stream.AppendAsync(new CallbackAttempted(run.RunId, url, attempt, status, error, delivered, clock.GetUtcNow()), CancellationToken.None);
-            }
-            catch (Exception e)
-            {
-                LogNotRecorded(e, run.RunId, attempt);
-            }
-            if (delivered)
-                return;
-            if (attempt < options.Value.MaxAttempts)
-                await Task.Delay(TimeSpan.FromMilliseconds(options.Value.InitialBackoffMs * Math.Pow(2, attempt - 1)));
+            var timestamp = clock.GetUtcNow().ToUnixTimeSeconds().ToString(CultureInfo.InvariantCulture);
+            using var request = new HttpRequestMessage(HttpMethod.Post, url) { Content = new ByteArrayContent(body) };
+            request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+            request.Headers.Add("X-Sandbox-Timestamp", timestamp);
+            request.Headers.Add("X-Sandbox-Signature", Sign(options.Value.Secrets[tenant], timestamp, body));
+            request.Headers.Add("X-Sandbox-Run-Id", runId.ToString());
+            request.Headers.Add("X-Sandbox-Attempt", attempt.ToString(CultureInfo.InvariantCulture));
+            using var response = await client.SendAsync(request);
+            var status = (int)response.StatusCode;
+            return (status, response.IsSuccessStatusCode ? null : $"the receiver answered {status}");
         }
-        LogGaveUp(run.RunId, url, options.Value.MaxAttempts);
+        catch (Exception e)
+        {
+            // One text for refused, reset, unreachable, timed out or blocked: what is recorded tells no port scan anything.
+            LogAttemptFailed(e, runId, attempt);
+            return (null, "the receiver could not be reached");
+        }
     }
+
+    /// <summary>The body a receiver gets: the run as GET /v1/runs/{id} shows it, from its committed record.</summary>
+    public static byte[] Body(RunView run) => JsonSerializer.SerializeToUtf8Bytes(run, Json);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Run {RunId}: callback attempt {Attempt} did not reach the receiver")]
     private partial void LogAttemptFailed(Exception e, Guid runId, int attempt);
@@ -142,6 +135,7 @@ public sealed partial class CallbackSender(IHttpClientFactory clients, IOptions<
             };
         });
         services.AddSingleton<CallbackSender>();
+        services.AddHostedService<CallbackOutbox>();
         return services;
     }
 
@@ -165,10 +159,4 @@ public sealed partial class CallbackSender(IHttpClientFactory clients, IOptions<
             throw;
         }
     }
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: callback attempt {Attempt} could not be recorded")]
-    private partial void LogNotRecorded(Exception e, Guid runId, int attempt);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: callback to {Url} failed after {Attempts} attempts")]
-    private partial void LogGaveUp(Guid runId, string url, int attempts);
 }

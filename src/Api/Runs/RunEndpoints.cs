@@ -142,12 +142,12 @@ public static class RunEndpoints
         AdmittedRun admitted;
         try
         {
-            admitted = await orchestrator.RequestAsync(caller, client, valid, ct);
+            admitted = await orchestrator.RequestAsync(caller, client, valid, ct, callbackUrl: body.CallbackUrl);
         }
         catch (Exception e)
         {
             if (IsRefusedByTheService(e))
-                RunRateLimits.Refund(http);
+                await RunRateLimits.RefundAsync(http);
             if (idempotencyKey is not null)
                 await idempotency.ReleaseAsync(caller, idempotencyKey);
             throw;
@@ -165,9 +165,6 @@ public static class RunEndpoints
 
         var execution = orchestrator.ExecuteAsync(admitted);
         upload?.KeepUntil(execution);
-        if (body.CallbackUrl is { } url)
-            _ = execution.ContinueWith(async _ => await callbacks.DeliverAsync(admitted.Stream, caller.Tenant, url,
-                RunView.From(await admitted.Summary.WithOutputAsync(evidence, CancellationToken.None))), TaskScheduler.Default).Unwrap();
         if (body.Wait == false)
         {
             _ = execution.ContinueWith(t => _ = t.Exception, TaskScheduler.Default);
@@ -180,7 +177,7 @@ public static class RunEndpoints
         }
         catch (Exception e) when (IsRefusedByTheService(e))
         {
-            RunRateLimits.Refund(http);
+            await RunRateLimits.RefundAsync(http);
             throw;
         }
         http.Response.Headers["Server-Timing"] = admitted.Phases.ToServerTiming();

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text;
 using Marten;
+using Sandbox.Audited.Api.Callbacks;
 using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Api.Runtimes;
 using Sandbox.Audited.Api.Streaming;
@@ -102,7 +103,7 @@ public sealed partial class RunOrchestrator(
     /// and the policy decision in one commit. A denied run also gets its terminal event. Nothing runs unless both succeeded.
     /// </summary>
     public async Task<AdmittedRun> RequestAsync(Caller caller, ClientInfo client, ValidRunRequest request, CancellationToken ct,
-        Guid? reproduces = null, string? imageId = null)
+        Guid? reproduces = null, string? imageId = null, string? callbackUrl = null)
     {
         var watch = Stopwatch.StartNew();
         var runId = Guid.CreateVersion7();
@@ -136,7 +137,7 @@ public sealed partial class RunOrchestrator(
         var stream = new RunStream(store, runId, Context(caller, client));
         try
         {
-            await RecordAsync(stream, events, ct);
+            await RecordAsync(stream, events, ct, decision.Allowed ? CallbackOutbox.Enqueue(runId, caller.Tenant, callbackUrl) : null);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
@@ -335,9 +336,9 @@ public sealed partial class RunOrchestrator(
     }
 
     /// <summary>Commits events to the run's stream, then tells the live feed (stream subscribers, metrics).</summary>
-    private async Task RecordAsync(RunStream stream, IReadOnlyList<object> events, CancellationToken ct)
+    private async Task RecordAsync(RunStream stream, IReadOnlyList<object> events, CancellationToken ct, Action<IDocumentSession>? alongside = null)
     {
-        await stream.AppendAsync(events, ct);
+        await stream.AppendAsync(events, ct, alongside);
         feed.Recorded(stream.RunId, stream.Version - events.Count + 1, events);
     }
 

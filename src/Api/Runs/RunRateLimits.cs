@@ -1,8 +1,10 @@
-using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Globalization;
 using System.Threading.RateLimiting;
+using Npgsql;
 using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Api.Hosting;
+using Sandbox.Audited.Audit;
 using Sandbox.Audited.Domain.Runs;
 
 namespace Sandbox.Audited.Api.Runs;
@@ -18,13 +20,19 @@ public sealed class RateLimitOptions
 
     /// <summary>The bucket's size: how many runs a subject may start at once after being idle.</summary>
     public int BurstLimit { get; set; } = 40;
+
+    /// <summary>How long a request waits for the shared bucket before it is answered 503 (PostgreSQL slow or away).</summary>
+    public int TimeoutMs { get; set; } = 2000;
 }
 
 /// <summary>
-/// Per-subject token bucket on POST /v1/runs. A refused request gets 429 with Retry-After and is recorded
-/// (RequestRejected, 429) like every other refusal, so the audit record accounts for it; when the refusal cannot
-/// be recorded the answer is 503 with Retry-After, never a 500. A refused request takes no token (the bucket
-/// refuses without consuming), and a request the service itself refuses gets its token back (Refund).
+/// Per-subject token bucket on POST /v1/runs, shared by every api node: the bucket is a row in PostgreSQL
+/// (sandbox.rate_limit_buckets) taken with one atomic statement per request, behind ASP.NET Core's rate-limiting
+/// middleware as a RateLimiter. A refused request gets 429 with Retry-After and is recorded (RequestRejected, 429) like
+/// every other refusal; when the refusal cannot be recorded the answer is 503 with Retry-After, never a 500. A refused
+/// request takes no token, and a request the service itself refuses gets its token back (RefundAsync). When the bucket
+/// cannot be read (PostgreSQL away or slower than RateLimit:TimeoutMs) the request is refused with 503 and Retry-After:
+/// nothing could be recorded or run anyway, and no node may hand out a budget the others cannot see.
 /// </summary>
 public static class RunRateLimits
 {
@@ -32,14 +40,17 @@ public static class RunRateLimits
 
     private const string BucketItem = "sandbox.rate-limit-bucket";
 
+    /// <summary>Set on a refusal's lease when the shared bucket could not be read.</summary>
+    public static readonly MetadataName<bool> StoreUnavailable = MetadataName.Create<bool>("sandbox.rate-limit-store-unavailable");
+
     /// <summary>
     /// Gives back the token this request took: the service refused it for its own reasons (audit store down, no
-    /// capacity, no sandbox), so the caller's budget should not pay for it.
+    /// capacity, no sandbox), so the caller's budget should not pay for it. Best effort: with PostgreSQL away it is lost.
     /// </summary>
-    public static void Refund(HttpContext http)
+    public static async Task RefundAsync(HttpContext http)
     {
         if (http.Items[BucketItem] is string key)
-            http.RequestServices.GetRequiredService<SubjectBuckets>().Refund(key);
+            await http.RequestServices.GetRequiredService<SubjectBuckets>().RefundAsync(key);
     }
 
     /// <summary>Retry-After when a refusal could not be recorded (the audit store is down).</summary>
@@ -55,18 +66,19 @@ public static class RunRateLimits
     public static IServiceCollection AddRunRateLimits(this IServiceCollection services, IConfiguration configuration)
     {
         var options = configuration.GetSection(RateLimitOptions.Section).Get<RateLimitOptions>() ?? new RateLimitOptions();
-        if (options.TokensPerPeriod < 1 || options.PeriodSeconds < 1 || options.BurstLimit < 1)
-            throw new InvalidOperationException("RateLimit:TokensPerPeriod, PeriodSeconds and BurstLimit must each be at least 1.");
+        if (options.TokensPerPeriod < 1 || options.PeriodSeconds < 1 || options.BurstLimit < 1 || options.TimeoutMs < 1)
+            throw new InvalidOperationException("RateLimit:TokensPerPeriod, PeriodSeconds, BurstLimit and TimeoutMs must each be at least 1.");
 
-        var buckets = new SubjectBuckets(options, TimeProvider.System);
-        services.AddSingleton(buckets);
+        services.AddSingleton(options);
+        services.AddSingleton<SubjectBuckets>();
         return services.AddRateLimiter(limiter =>
         {
             limiter.AddPolicy(Policy, http =>
             {
                 var key = http.User.ToCaller() is { Subject.Length: > 0 } caller ? BucketKey(caller) : "";
                 http.Items[BucketItem] = key;
-                return RateLimitPartition.Get(key, k => buckets.Create(k));
+                var buckets = http.RequestServices.GetRequiredService<SubjectBuckets>();
+                return RateLimitPartition.Get(key, buckets.Create);
             });
             limiter.OnRejected = async (context, ct) =>
             {
@@ -74,26 +86,18 @@ public static class RunRateLimits
                 var retryAfter = context.Lease.TryGetMetadata(MetadataName.RetryAfter, out var wait)
                     ? Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds))
                     : options.PeriodSeconds;
-                var detail = $"Rate limit: {options.TokensPerPeriod} runs per {options.PeriodSeconds} s (bursts up to {options.BurstLimit}) per subject. Retry after {retryAfter} s.";
-                var orchestrator = http.RequestServices.GetRequiredService<RunOrchestrator>();
                 Microsoft.AspNetCore.Mvc.ProblemDetails problem;
-                try
+                if (context.Lease.TryGetMetadata(StoreUnavailable, out var unavailable) && unavailable)
                 {
-                    var runId = await orchestrator.RejectAsync(http.User.ToCaller(), RequestClient.Of(http), 429, [detail], null, null, ct);
-                    http.Response.StatusCode = 429;
-                    problem = Problems.Create(429, Problems.RateLimited, "Too many requests", detail, runId);
-                }
-                catch (Exception e) when (e is not OperationCanceledException)
-                {
-                    // Nothing ran and nothing was recorded: the client may retry once the audit store is back.
-                    http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(RunRateLimits))
-                        .LogWarning(e, "A rate-limit refusal could not be recorded");
                     http.Response.StatusCode = 503;
-                    retryAfter = Math.Max(retryAfter, UnrecordedRetryAfterSeconds);
                     problem = Problems.Create(503, Problems.AuditUnavailable, "The audit store is unavailable",
-                        $"Too many requests, and the refusal could not be recorded, so nothing was run. Retry after {retryAfter} s.");
+                        $"The rate limit shared by all nodes could not be checked (the database is unavailable), so nothing was run or recorded. Retry after {retryAfter} s.");
                 }
-                http.Response.Headers.RetryAfter = retryAfter.ToString(CultureInfo.InvariantCulture);
+                else
+                    problem = await RefuseAsync(http, options, retryAfter, ct);
+                http.Response.Headers.RetryAfter = http.Response.StatusCode == 503
+                    ? Math.Max(retryAfter, UnrecordedRetryAfterSeconds).ToString(CultureInfo.InvariantCulture)
+                    : retryAfter.ToString(CultureInfo.InvariantCulture);
                 await http.RequestServices.GetRequiredService<IProblemDetailsService>().WriteAsync(new ProblemDetailsContext
                 {
                     HttpContext = http,
@@ -102,71 +106,147 @@ public static class RunRateLimits
             };
         });
     }
+
+    /// <summary>Records the 429 (RequestRejected); when that fails the answer is 503, nothing ran and nothing was recorded.</summary>
+    private static async Task<Microsoft.AspNetCore.Mvc.ProblemDetails> RefuseAsync(HttpContext http, RateLimitOptions options, int retryAfter, CancellationToken ct)
+    {
+        var detail = $"Rate limit: {options.TokensPerPeriod} runs per {options.PeriodSeconds} s (bursts up to {options.BurstLimit}) per subject. Retry after {retryAfter} s.";
+        var orchestrator = http.RequestServices.GetRequiredService<RunOrchestrator>();
+        try
+        {
+            var runId = await orchestrator.RejectAsync(http.User.ToCaller(), RequestClient.Of(http), 429, [detail], null, null, ct);
+            http.Response.StatusCode = 429;
+            return Problems.Create(429, Problems.RateLimited, "Too many requests", detail, runId);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(RunRateLimits))
+                .LogWarning(e, "A rate-limit refusal could not be recorded");
+            http.Response.StatusCode = 503;
+            return Problems.Create(503, Problems.AuditUnavailable, "The audit store is unavailable",
+                $"Too many requests, and the refusal could not be recorded, so nothing was run. Retry after {Math.Max(retryAfter, UnrecordedRetryAfterSeconds)} s.");
+        }
+    }
 }
 
-/// <summary>The per-subject buckets (TokenBucket), each behind the rate-limiting middleware as a RateLimiter.</summary>
-public sealed class SubjectBuckets(RateLimitOptions options, TimeProvider clock)
+/// <summary>
+/// The shared buckets: one row per subject in sandbox.rate_limit_buckets, refilled by elapsed time and taken in one
+/// INSERT ... ON CONFLICT DO UPDATE ... RETURNING, so concurrent requests on any number of nodes serialise on the row.
+/// </summary>
+public sealed partial class SubjectBuckets(NpgsqlDataSource db, RateLimitOptions options, ILogger<SubjectBuckets> logger)
 {
-    public RateLimitOptions Options { get; } = options;
+    private static readonly string Table = $"{MartenSetup.Schema}.rate_limit_buckets";
 
-    public TimeProvider Clock { get; } = clock;
+    // The bucket's level now: its stored tokens plus what refilled since (never negative time: a later writer may have
+    // started its transaction first), at most the burst. $2 = burst, $3 = tokens per second.
+    private static readonly string Level = "least($2::float8, b.tokens + greatest(0, extract(epoch FROM now() - b.refilled_at)::float8) * $3::float8)";
 
-    private readonly ConcurrentDictionary<string, Bucket> _buckets = new(StringComparer.Ordinal);
+    private static readonly string TakeSql = $"""
+        INSERT INTO {Table} AS b (bucket, tokens, refilled_at, granted) VALUES ($1, $2::float8 - 1, now(), true)
+        ON CONFLICT (bucket) DO UPDATE SET
+            granted = {Level} >= 1,
+            tokens = {Level} - CASE WHEN {Level} >= 1 THEN 1 ELSE 0 END,
+            refilled_at = greatest(b.refilled_at, now())
+        RETURNING granted, tokens
+        """;
 
-    public RateLimiter Create(string key) => _buckets.AddOrUpdate(key, k => new Bucket(this), (_, existing) => existing);
+    public RateLimitOptions Options => options;
 
-    public void Refund(string key)
+    private TimeSpan Period => TimeSpan.FromSeconds(options.PeriodSeconds);
+
+    public RateLimiter Create(string key) => new SharedBucket(this, key);
+
+    /// <summary>Takes a token if the subject has one; a refusal takes nothing. Throws when PostgreSQL does not answer in time.</summary>
+    public async Task<(bool Granted, TimeSpan RetryAfter)> TakeAsync(string key, CancellationToken ct)
     {
-        if (_buckets.TryGetValue(key, out var bucket))
-            bucket.Refund();
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(options.TimeoutMs);
+        await using var command = db.CreateCommand(TakeSql);
+        command.Parameters.AddWithValue(key);
+        command.Parameters.AddWithValue(options.BurstLimit);
+        command.Parameters.AddWithValue(options.TokensPerPeriod / Period.TotalSeconds);
+        await using var reader = await command.ExecuteReaderAsync(timeout.Token);
+        await reader.ReadAsync(timeout.Token);
+        var granted = reader.GetBoolean(0);
+        return (granted, granted ? TimeSpan.Zero : TokenBucket.RetryAfter(reader.GetDouble(1), options.TokensPerPeriod, Period));
     }
 
-    private sealed class Bucket(SubjectBuckets owner) : RateLimiter
+    public async Task RefundAsync(string key)
     {
-        private readonly Lock _lock = new();
-        private TokenBucket _state = TokenBucket.Full(owner.Options.BurstLimit, owner.Clock.GetUtcNow());
-
-        private TimeSpan Period => TimeSpan.FromSeconds(owner.Options.PeriodSeconds);
-
-        // Never idle: the middleware would drop the limiter and its refunds with it. Buckets are few (one per subject).
-        public override TimeSpan? IdleDuration => null;
-
-        public override RateLimiterStatistics GetStatistics()
+        try
         {
-            lock (_lock)
-                return new RateLimiterStatistics { CurrentAvailablePermits = (long)_state.Refilled(owner.Clock.GetUtcNow(), owner.Options.BurstLimit, owner.Options.TokensPerPeriod, Period).Tokens };
+            using var timeout = new CancellationTokenSource(options.TimeoutMs);
+            await using var command = db.CreateCommand($"UPDATE {Table} SET tokens = least($2::float8, tokens + 1) WHERE bucket = $1");
+            command.Parameters.AddWithValue(key);
+            command.Parameters.AddWithValue(options.BurstLimit);
+            await command.ExecuteNonQueryAsync(timeout.Token);
         }
-
-        protected override RateLimitLease AttemptAcquireCore(int permitCount)
+        catch (Exception e)
         {
-            lock (_lock)
+            LogRefundLost(e);
+        }
+    }
+
+    /// <summary>The middleware's RateLimiter for one subject: no state of its own, every decision is the shared row's.</summary>
+    private sealed class SharedBucket(SubjectBuckets owner, string key) : RateLimiter
+    {
+        private long _lastUsed = Stopwatch.GetTimestamp();
+
+        // Idle since its last request, so the middleware can drop it: nothing is lost, the bucket is in PostgreSQL.
+        public override TimeSpan? IdleDuration => Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastUsed));
+
+        public override RateLimiterStatistics? GetStatistics() => null;
+
+        // The middleware asks synchronously first; the answer needs PostgreSQL, so it says "not yet" and asks again async.
+        protected override RateLimitLease AttemptAcquireCore(int permitCount) => Lease.Undecided;
+
+        protected override async ValueTask<RateLimitLease> AcquireAsyncCore(int permitCount, CancellationToken cancellationToken)
+        {
+            Interlocked.Exchange(ref _lastUsed, Stopwatch.GetTimestamp());
+            try
             {
-                var (next, granted, retryAfter) = _state.Take(owner.Clock.GetUtcNow(), owner.Options.BurstLimit, owner.Options.TokensPerPeriod, Period);
-                _state = next;
-                return new Lease(granted, retryAfter);
+                var (granted, retryAfter) = await owner.TakeAsync(key, cancellationToken);
+                return new Lease(granted, retryAfter, StoreUnavailable: false);
+            }
+            catch (Exception e) when (!cancellationToken.IsCancellationRequested)
+            {
+                owner.StoreUnavailable(e);
+                return new Lease(false, TimeSpan.FromSeconds(RunRateLimits.UnrecordedRetryAfterSeconds), StoreUnavailable: true);
             }
         }
-
-        protected override ValueTask<RateLimitLease> AcquireAsyncCore(int permitCount, CancellationToken cancellationToken) =>
-            ValueTask.FromResult(AttemptAcquireCore(permitCount));
-
-        public void Refund()
-        {
-            lock (_lock)
-                _state = _state.Refund(owner.Options.BurstLimit);
-        }
     }
 
-    private sealed class Lease(bool granted, TimeSpan retryAfter) : RateLimitLease
+    private sealed class Lease(bool granted, TimeSpan retryAfter, bool StoreUnavailable) : RateLimitLease
     {
+        public static readonly Lease Undecided = new(false, TimeSpan.Zero, false);
+
         public override bool IsAcquired => granted;
 
-        public override IEnumerable<string> MetadataNames => granted ? [] : [MetadataName.RetryAfter.Name];
+        public override IEnumerable<string> MetadataNames => granted ? [] : [MetadataName.RetryAfter.Name, RunRateLimits.StoreUnavailable.Name];
 
         public override bool TryGetMetadata(string metadataName, out object? metadata)
         {
-            metadata = !granted && metadataName == MetadataName.RetryAfter.Name ? retryAfter : null;
+            metadata = granted ? null
+                : metadataName == MetadataName.RetryAfter.Name ? retryAfter
+                : metadataName == RunRateLimits.StoreUnavailable.Name ? StoreUnavailable
+                : null;
             return metadata is not null;
         }
     }
+
+    private long _lastUnavailableLog;
+
+    // One warning every 10 s while PostgreSQL is away, not one per refused request.
+    private void StoreUnavailable(Exception e)
+    {
+        var last = Interlocked.Read(ref _lastUnavailableLog);
+        if (Stopwatch.GetElapsedTime(last) > TimeSpan.FromSeconds(10) && Interlocked.CompareExchange(ref _lastUnavailableLog, Stopwatch.GetTimestamp(), last) == last)
+            LogStoreUnavailable(e);
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The shared rate limit could not be checked; requests are refused with 503 until it can")]
+    private partial void LogStoreUnavailable(Exception e);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "A rate-limit token could not be given back")]
+    private partial void LogRefundLost(Exception e);
 }

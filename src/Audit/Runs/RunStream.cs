@@ -77,8 +77,11 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
         return false;
     }
 
-    /// <summary>Appends and commits the events in one transaction; nothing is half-written.</summary>
-    public async Task AppendAsync(IReadOnlyList<object> events, CancellationToken ct)
+    /// <summary>
+    /// Appends and commits the events in one transaction; nothing is half-written. Whatever alongside queues on the session
+    /// (a callback's outbox row) commits or fails with them.
+    /// </summary>
+    public async Task AppendAsync(IReadOnlyList<object> events, CancellationToken ct, Action<IDocumentSession>? alongside = null)
     {
         await _gate.WaitAsync(ct);
         try
@@ -111,6 +114,7 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
                 session.Events.StartStream(runId, wrapped.ToArray());
             else
                 session.Events.Append(runId, version, wrapped.ToArray());
+            alongside?.Invoke(session);
             await session.SaveChangesAsync(ct);
 
             _version = version;

@@ -53,18 +53,11 @@ public sealed class EdgeDecisionTests
     public void CallbackAddressesAreClassified(string address, AddressKind kind) =>
         Assert.Equal(kind, CallbackAddresses.Classify(IPAddress.Parse(address)));
 
-    [Fact]
-    public void ARefundedTokenCanBeTakenAgain()
-    {
-        var now = DateTimeOffset.UnixEpoch;
-        var bucket = TokenBucket.Full(1, now);
-        var (empty, granted, _) = bucket.Take(now, 1, 1, TimeSpan.FromMinutes(1));
-        var (_, refused, retryAfter) = empty.Take(now, 1, 1, TimeSpan.FromMinutes(1));
-        var (_, again, _) = empty.Refund(1).Take(now, 1, 1, TimeSpan.FromMinutes(1));
-
-        Assert.True(granted);
-        Assert.False(refused);
-        Assert.Equal(TimeSpan.FromMinutes(1), retryAfter);
-        Assert.True(again);
-    }
+    [Theory]
+    [InlineData(0.0, 1, 60, 60)]
+    [InlineData(0.5, 1, 60, 30)]
+    [InlineData(0.99, 20, 1, 1)]
+    [InlineData(0.0, 2, 60, 30)]
+    public void ARefusedCallerWaitsUntilAWholeTokenHasRefilled(double tokens, int perPeriod, int periodSeconds, int expectedSeconds) =>
+        Assert.Equal(TimeSpan.FromSeconds(expectedSeconds), TokenBucket.RetryAfter(tokens, perPeriod, TimeSpan.FromSeconds(periodSeconds)));
 }

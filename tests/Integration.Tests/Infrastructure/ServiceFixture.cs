@@ -12,6 +12,23 @@ public class ServiceFixture : IAsyncLifetime
 {
     private WebApplicationFactory<Program>? _factory;
 
+    // Null for a fixture that owns its database and keys; set for a second node sharing another fixture's.
+    private readonly ServiceFixture? _first;
+
+    public ServiceFixture()
+    {
+    }
+
+    /// <summary>Another node of the same service: the first node's database and keys (its tokens are valid here), its own node id.</summary>
+    protected ServiceFixture(ServiceFixture first)
+    {
+        _first = first;
+        Database = first.Database;
+        KeyPath = first.KeyPath;
+        CheckpointKeyPath = first.CheckpointKeyPath;
+        NoteKeyPath = first.NoteKeyPath;
+    }
+
     public TestDatabase Database { get; } = new();
 
     public string NodeId { get; } = "test-" + Guid.NewGuid().ToString("N")[..8];
@@ -44,10 +61,13 @@ public class ServiceFixture : IAsyncLifetime
 
     public virtual async Task InitializeAsync()
     {
-        await Database.CreateAsync();
-        DevelopmentKeys.Create(KeyPath);
-        DevelopmentKeys.Create(CheckpointKeyPath);
-        Sandbox.Audited.Audit.Trail.NoteSigner.CreateKey(NoteKeyPath);
+        if (_first is null)
+        {
+            await Database.CreateAsync();
+            DevelopmentKeys.Create(KeyPath);
+            DevelopmentKeys.Create(CheckpointKeyPath);
+            Sandbox.Audited.Audit.Trail.NoteSigner.CreateKey(NoteKeyPath);
+        }
         var settings = new Dictionary<string, string?>
         {
             ["ConnectionStrings:Sandbox"] = Database.AppConnection,
@@ -102,10 +122,19 @@ public class ServiceFixture : IAsyncLifetime
 
     public HttpClient Runner(string subject, string tenant) => Client(Token(subject, tenant, Roles.Runner));
 
-    public virtual async Task DisposeAsync()
+    /// <summary>Stops this node's service as a shutdown does (hosted services stop); the database stays.</summary>
+    public async Task StopServiceAsync()
     {
         if (_factory is not null)
             await _factory.DisposeAsync();
+        _factory = null;
+    }
+
+    public virtual async Task DisposeAsync()
+    {
+        await StopServiceAsync();
+        if (_first is not null)
+            return;
         await Database.DisposeAsync();
         File.Delete(KeyPath);
         File.Delete(CheckpointKeyPath);
