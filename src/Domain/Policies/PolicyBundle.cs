@@ -1,6 +1,7 @@
 using System.Text;
 using Sandbox.Audited.Domain.Hashing;
 using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Domain.Text;
 
 namespace Sandbox.Audited.Domain.Policies;
 
@@ -41,7 +42,7 @@ public sealed class PolicyBundle
         if (!Directory.Exists(directory))
             throw new PolicyLoadException([new PolicyError(directory, 0, 0, "policy directory does not exist")]);
 
-        var strictUtf8 = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+        var strictUtf8 = Utf8Text.Strict;
         var errors = new List<PolicyError>();
         var files = new List<(string, string)>();
         foreach (var path in Directory.EnumerateFiles(directory).Where(IsPolicyFile))
