@@ -79,6 +79,9 @@ public sealed class RunFeed(RunMetrics metrics)
 
     public sealed class Entry
     {
+        // Bounds what a run holds for subscribers that have not come yet, whatever its output size.
+        private const int KeptOutputBytes = 256 * 1024;
+
         private readonly List<FeedItem> _kept = [];
         private readonly List<Channel<FeedItem>> _subscribers = [];
         private readonly long[] _produced = new long[2];
@@ -100,13 +103,16 @@ public sealed class RunFeed(RunMetrics metrics)
             }
         }
 
-        /// <summary>Output is kept for late subscribers, each chunk with its offset so that a resumed stream skips what it had.</summary>
+        /// <summary>
+        /// The first KeptOutputBytes of each stream are kept for late subscribers, each chunk with its offset so that a resumed
+        /// stream skips what it had; a late subscriber gets the rest from the recorded output once the run ends.
+        /// </summary>
         public void PublishOutput(OutputStream stream, byte[] bytes)
         {
             lock (_kept)
             {
                 var index = stream == OutputStream.Stdout ? 0 : 1;
-                Publish(new OutputItem(stream, bytes, _produced[index]), keep: true);
+                Publish(new OutputItem(stream, bytes, _produced[index]), keep: _produced[index] < KeptOutputBytes);
                 _produced[index] += bytes.Length;
             }
         }
