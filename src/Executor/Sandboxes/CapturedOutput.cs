@@ -30,8 +30,8 @@ public sealed class OutputBudget(long bytes)
 
 /// <summary>
 /// A run's output of one stream: keeps at most cap bytes, counts everything offered, and hashes what it keeps as it
-/// arrives. The frames' own arrays are kept while the shared budget allows; past it the rest goes to a spool file, from
-/// which it is stored (and previewed) without ever being held whole.
+/// arrives. Bytes are kept in memory while the shared budget allows; past it the rest goes to a spool file, from which it
+/// is stored (and previewed) without ever being held whole.
 /// </summary>
 public sealed class CapturedOutput(int cap, OutputBudget budget, string spoolDirectory) : IDisposable
 {
@@ -66,7 +66,7 @@ public sealed class CapturedOutput(int cap, OutputBudget budget, string spoolDir
         // Once spilled, everything after goes to the file too: memory chunks first, then the file, in order.
         if (_spill is null && budget.TryTake(kept))
         {
-            _chunks.Add(part);
+            _chunks.Add(part.ToArray()); // the frame's payload is the reader's buffer, reused for the next frame
             _inMemory += kept;
         }
         else

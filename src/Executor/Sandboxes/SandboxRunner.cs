@@ -8,6 +8,7 @@ namespace Sandbox.Audited.Executor.Sandboxes;
 
 public enum OutputStream { Stdout, Stderr }
 
+/// <summary>Output as it arrives; Bytes is a view of the frame reader's buffer, valid only during the callback.</summary>
 public readonly record struct OutputChunk(OutputStream Stream, ReadOnlyMemory<byte> Bytes);
 
 /// <summary>What happened inside the sandbox: the supervisor's exit report (or what the engine saw) and the capped output.</summary>
