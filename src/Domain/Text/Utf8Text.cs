@@ -23,12 +23,13 @@ public static class Utf8Text
     /// <summary>A prefix cut inside a multi-byte character loses that character rather than turning the whole into base64.</summary>
     public static ReadOnlySpan<byte> TrimPartial(ReadOnlySpan<byte> head)
     {
-        var end = head.Length;
-        for (var back = 0; back < 3 && end > 0 && (head[end - 1] & 0xC0) == 0x80; back++)
-            end--;
-        if (end > 0 && head[end - 1] >= 0xC0)
-            end--;
-        return head[..end];
+        var lead = head.Length - 1;
+        while (lead >= 0 && head.Length - lead <= 3 && (head[lead] & 0xC0) == 0x80)
+            lead--;
+        if (lead < 0 || head[lead] < 0xC0)
+            return head;
+        var length = head[lead] >= 0xF0 ? 4 : head[lead] >= 0xE0 ? 3 : 2;
+        return head.Length - lead < length ? head[..lead] : head;
     }
 
     /// <summary>IsOutputText over a stream read in chunks that may split a character: feed every chunk, then End.</summary>

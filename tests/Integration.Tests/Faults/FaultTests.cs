@@ -227,7 +227,10 @@ public sealed class FaultTests(ITestOutputHelper output) : IAsyncLifetime
             {
                 language = "python", code, limits = new { outputBytes = 4194304, timeoutMs = 30000 },
             })));
-            statuses.AddRange(runs.Select(r => $"{(int)r.Response.StatusCode} {r.Body.Str("status")} {r.Body.Str("stdout.bytes")}"));
+            // The answer carries the whole output (read back from the store in segments): its bytes hash to the recorded digest.
+            statuses.AddRange(runs.Select(r => $"{(int)r.Response.StatusCode} {r.Body.Str("status")} {r.Body.Str("stdout.bytes")}"
+                + (Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(r.Body.Str("stdout.content"))))
+                    == r.Body.Str("stdout.sha256") ? " whole" : " not whole")));
         }
         var elapsed = clock.Elapsed;
         var peakKb = PeakRssKb(service.Pid);
@@ -238,7 +241,7 @@ public sealed class FaultTests(ITestOutputHelper output) : IAsyncLifetime
         output.WriteLine($"20 runs x 2 streams x 4 MiB: {string.Join(", ", statuses.GroupBy(s => s).Select(g => $"{g.Key}: {g.Count()}"))}");
         output.WriteLine($"database grew {(after - before) / 1048576.0:F1} MiB for {recorded / 1048576.0:F0} MiB of output ({(double)(after - before) / recorded:F2}x)");
         output.WriteLine($"service RSS: {idleKb / 1024.0:F0} MB ready, peak {peakKb / 1024.0:F0} MB (bound {MemoryBoundKb / 1024} MB); 20 runs in {elapsed.TotalSeconds:F1} s");
-        Assert.All(statuses, s => Assert.Equal("200 succeeded 4194304", s));
+        Assert.All(statuses, s => Assert.Equal("200 succeeded 4194304 whole", s));
         Assert.True(after - before < recorded * 1.5, $"output stored more than once: grew {after - before} bytes for {recorded}");
         // The bound for the defaults (docs/configuration.md, "Memory"): output beyond Executor:MaxBufferedOutputBytes is spooled,
         // stored and answered a chunk at a time, so ten runs with 8 MiB of output each stay within it.
