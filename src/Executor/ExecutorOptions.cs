@@ -37,7 +37,13 @@ public sealed class ExecutorOptions
     public long MaxArtifactBytes { get; set; } = 64L * 1024 * 1024;
     public long MaxArtifactsTotalBytes { get; set; } = 64L * 1024 * 1024;
 
-    /// <summary>Where artifacts are spooled between the sandbox and the evidence store (deleted once stored).</summary>
+    /// <summary>
+    /// Memory the output of all runs in flight may take together on this node; a run's output beyond it is spooled to a file
+    /// under SpoolDirectory and stored from there. Bounds the service's memory whatever the output sizes (docs/configuration.md).
+    /// </summary>
+    public long MaxBufferedOutputBytes { get; set; } = 16L * 1024 * 1024;
+
+    /// <summary>Where artifacts and output beyond MaxBufferedOutputBytes are spooled on their way to the evidence store (deleted once stored).</summary>
     public string SpoolDirectory { get; set; } = Path.Combine(Path.GetTempPath(), "sbx-spool");
 
     public int ReapIntervalSeconds { get; set; } = 60;

@@ -1,13 +1,12 @@
 using System.Text;
 using Sandbox.Audited.Domain.Policies;
+using Sandbox.Audited.Domain.Text;
 
 namespace Sandbox.Audited.Api.Policies;
 
 /// <summary>The policy directory on disk, read into the pure bundle and test runner (Domain reads no files).</summary>
 public static class PolicyDirectory
 {
-    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
-
     /// <summary>Loads every *.yaml / *.yml file at the top of <paramref name="directory"/> (subfolders such as tests/ are ignored).</summary>
     public static PolicyBundle Load(string directory)
     {
@@ -20,7 +19,7 @@ public static class PolicyDirectory
             var name = Path.GetFileName(path);
             try
             {
-                files.Add((name, StrictUtf8.GetString(File.ReadAllBytes(path))));
+                files.Add((name, Utf8Text.Strict.GetString(File.ReadAllBytes(path))));
             }
             catch (DecoderFallbackException)
             {

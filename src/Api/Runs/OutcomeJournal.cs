@@ -63,7 +63,7 @@ public sealed partial class OutcomeJournal : BackgroundService
     public bool Holds(Guid runId) => File.Exists(PathOf(runId));
 
     /// <summary>
-    /// Writes the events to disk and fsyncs them; only then may the client be answered. Throws if the disk fails too. A later
+    /// Writes the events to disk and fsyncs them, then the directory that names them; only then may the client be answered. Throws if the disk fails too. A later
     /// part of a run already journaled (its SandboxRemoved) goes to its own file, committed only after the run's first one.
     /// </summary>
     public async Task KeepAsync(RunStream stream, IReadOnlyList<object> events, string? part = null)
@@ -91,6 +91,7 @@ public sealed partial class OutcomeJournal : BackgroundService
             file.Flush(flushToDisk: true);
         }
         File.Move(temporary, path, overwrite: true);
+        DirectorySync.Flush(Directory);
         _wake.Release();
     }
 

@@ -6,7 +6,8 @@ namespace Sandbox.Audited.Api.Runs;
 
 /// <summary>
 /// Moves a run's collected artifacts from the spool into the evidence store (per tenant, content-addressed) and returns
-/// their ArtifactRecorded events, which the orchestrator commits before the terminal event.
+/// their ArtifactRecorded events, which the orchestrator commits before the terminal event. The spool file (hashed while
+/// the sandbox sent it) is the only copy on the way: the store reads it once and checks it against that digest.
 /// </summary>
 public sealed partial class RunArtifacts(EvidenceStore evidence, TimeProvider clock, ILogger<RunArtifacts> logger)
 {
@@ -22,10 +23,9 @@ public sealed partial class RunArtifacts(EvidenceStore evidence, TimeProvider cl
             }
             try
             {
-                await using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 81920, FileOptions.Asynchronous);
-                var stored = await evidence.PutAsync(tenant, file, ct);
-                if (stored.Sha256 != a.Sha256)
-                    throw new InvalidDataException($"Artifact '{a.Name}' changed in the spool: {a.Sha256} received, {stored.Sha256} stored.");
+                await using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 81920,
+                    FileOptions.Asynchronous | FileOptions.SequentialScan);
+                var stored = await evidence.PutAsync(tenant, new StoredContent(a.Sha256!, a.Bytes), file, ct);
                 events.Add(RunDecisions.ArtifactStored(runId, a.Name, stored.Bytes, stored.Sha256, clock.GetUtcNow()));
             }
             catch (Exception e) when (e is not OperationCanceledException)

@@ -53,7 +53,7 @@ public static class RunEndpoints
     }
 
     /// <summary>POST /v1/runs: where a run is admitted. Validation and authorization failures are recorded too.</summary>
-    public static async Task<Results<Ok<RunView>, Accepted<RunView>, ProblemHttpResult>> CreateRun(
+    public static async Task<Results<RunAnswer, Accepted<RunView>, ProblemHttpResult>> CreateRun(
         HttpContext http, RunOrchestrator orchestrator, IdempotencyStore idempotency, CallbackSender callbacks, IDocumentStore store, PolicyHost policies,
         RuntimeCatalogue runtimes, EvidenceStore evidence, IOptions<RunInputOptions> inputs, IOptions<ExecutorOptions> executor)
     {
@@ -135,7 +135,7 @@ public static class RunEndpoints
                     return Problem(422, Problems.IdempotencyConflict, "Idempotency-Key reused", conflict.Detail, id);
                 case ExistingRun existing:
                     http.Response.Headers["Idempotent-Replayed"] = "true";
-                    return Replay(await (await LoadAsync(store, existing.RunId, ct)).WithOutputAsync(evidence, ct));
+                    return Replay(await LoadAsync(store, existing.RunId, ct), evidence);
             }
         }
 
@@ -173,7 +173,7 @@ public static class RunEndpoints
         RunSummary finished;
         try
         {
-            finished = await (await execution).WithOutputAsync(evidence, ct);
+            finished = await execution;
         }
         catch (Exception e) when (IsRefusedByTheService(e))
         {
@@ -182,19 +182,19 @@ public static class RunEndpoints
         }
         http.Response.Headers["Server-Timing"] = admitted.Phases.ToServerTiming();
         if (finished.Status == RunStatus.Recording)
-            return RecordingAnswer(http, finished);
-        return TypedResults.Ok(RunView.From(finished));
+            return RecordingAnswer(http, finished, evidence);
+        return new RunAnswer(finished, evidence);
     }
 
     /// <summary>The service, not the caller, said no (audit store down, no capacity, no sandbox): the token is given back.</summary>
     private static bool IsRefusedByTheService(Exception e) => e is WriteAheadException or CapacityException or SandboxUnavailableException;
 
     /// <summary>A repeated request answers as the original did: the result when finished, 202 while it runs.</summary>
-    private static Results<Ok<RunView>, Accepted<RunView>, ProblemHttpResult> Replay(RunSummary run) => run.Status switch
+    private static Results<RunAnswer, Accepted<RunView>, ProblemHttpResult> Replay(RunSummary run, EvidenceStore evidence) => run.Status switch
     {
         RunStatus.Denied => Problem(403, Problems.PolicyDenied, "Denied by policy", string.Join(" ", run.Reasons), run.RunId, run.Reasons),
         _ when !run.IsTerminal => TypedResults.Accepted($"/v1/runs/{run.RunId}", RunView.From(run)),
-        _ => TypedResults.Ok(RunView.From(run)),
+        _ => new RunAnswer(run, evidence),
     };
 
     // --- Outcome journal (issue 17): the one answer given before the audit commit. ---
@@ -204,15 +204,16 @@ public static class RunEndpoints
     /// node's journal and committed when the store returns. 202 with the outcome, status "recording" and Retry-After; GET
     /// /v1/runs/{id} gives the committed record.
     /// </summary>
-    private static Accepted<RunView> RecordingAnswer(HttpContext http, RunSummary run)
+    private static RunAnswer RecordingAnswer(HttpContext http, RunSummary run, EvidenceStore evidence)
     {
         http.Response.Headers.RetryAfter = "5";
-        return TypedResults.Accepted($"/v1/runs/{run.RunId}", RunView.From(run with
+        http.Response.Headers.Location = $"/v1/runs/{run.RunId}";
+        return new RunAnswer(run with
         {
             FailureReason = "The run finished, but its record is not committed yet: the audit store is unavailable. The outcome is kept "
                 + "on this node and committed when the store returns; GET this run's Location for the committed record. "
                 + (run.FailureReason ?? ""),
-        }));
+        }, evidence, StatusCodes.Status202Accepted);
     }
 
     private static async Task<RunSummary> LoadAsync(IDocumentStore store, Guid id, CancellationToken ct)
@@ -222,7 +223,7 @@ public static class RunEndpoints
         return RunSummary.Fold(id, events.Select(e => e.Data));
     }
 
-    public static async Task<Results<Ok<RunView>, ProblemHttpResult>> GetRun(Guid id, HttpContext http, IDocumentStore store, OutcomeJournal journal, AccessLog accessLog,
+    public static async Task<Results<RunAnswer, ProblemHttpResult>> GetRun(Guid id, HttpContext http, IDocumentStore store, OutcomeJournal journal, AccessLog accessLog,
         EvidenceStore evidence, CancellationToken ct)
     {
         await using var session = store.QuerySession();
@@ -234,7 +235,7 @@ public static class RunEndpoints
             return unrecorded;
         if (!summary.IsTerminal && journal.Holds(id))
             summary = summary with { Status = RunStatus.Recording };
-        return TypedResults.Ok(RunView.From(await summary.WithOutputAsync(evidence, ct)));
+        return new RunAnswer(summary, evidence);
     }
 
     public static async Task<Results<Ok<IReadOnlyList<EventView>>, ProblemHttpResult>> GetEvents(Guid id, HttpContext http, IDocumentStore store, AccessLog accessLog, CancellationToken ct)

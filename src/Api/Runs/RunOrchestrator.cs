@@ -12,6 +12,7 @@ using Sandbox.Audited.Domain.Hashing;
 using Sandbox.Audited.Domain.Policies;
 using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Domain.Runtimes;
+using Sandbox.Audited.Domain.Text;
 using Sandbox.Audited.Executor;
 using Sandbox.Audited.Executor.Pool;
 using Sandbox.Audited.Executor.Sandboxes;
@@ -68,10 +69,9 @@ public sealed partial class RunOrchestrator(
     private readonly ConcurrentDictionary<string, Task> _removals = new();
     private readonly CancellationTokenSource _abort = new();
 
-    // Recording a large output multiplies it for a moment (text, JSON for the hash, the insert): one such outcome at a time
-    // keeps the service's peak memory bounded whatever the number of runs finishing together.
-    private readonly SemaphoreSlim _largeOutcome = new(1, 1);
-    private const int LargeOutcomeBytes = 1024 * 1024;
+    // An output kept inside its event (the evidence store is away) is held whole, as text and JSON, until journaled: one
+    // such output at a time keeps that failure path's memory bounded too.
+    private readonly SemaphoreSlim _inlineOutput = new(1, 1);
 
     public int InFlight => _inFlight.Count;
 
@@ -120,7 +120,7 @@ public sealed partial class RunOrchestrator(
             {
                 // Streamed from the request's spool (multipart) or memory (JSON) into the store, never read whole.
                 await using var content = await file.Open(ct);
-                var stored = await evidence.PutAsync(caller.Tenant, content, ct);
+                var stored = await evidence.PutAsync(caller.Tenant, new StoredContent(file.Sha256, file.Bytes), content, ct);
                 if (stored.Sha256 != file.Sha256 || stored.Bytes != file.Bytes)
                     throw new InvalidDataException($"Input file '{file.Name}' changed after it was received.");
                 files.Add(new FileDigest(file.Name, stored.Bytes, stored.Sha256));
@@ -218,19 +218,13 @@ public sealed partial class RunOrchestrator(
             var execution = runner.RunAsync(sandbox, run.Request, run.Decision.Limits, chunk => feed.Output(runId, chunk), ct);
             var announced = AnnounceUnlessFinishedAsync(run, sandboxEvents, execution, ct);
             List<object> outcomeEvents;
-            var large = false;
             SandboxOutcome? collected = null;
             try
             {
                 var outcome = collected = await execution;
                 run.Phases.Exited();
-                if (outcome.Stdout.Length + outcome.Stderr.Length > LargeOutcomeBytes)
-                {
-                    await _largeOutcome.WaitAsync(CancellationToken.None);
-                    large = true;
-                }
-                var stdout = await StoreOutputAsync(run, outcome.Stdout.ToArray(), Math.Max(outcome.Exit.StdoutProduced, outcome.Stdout.Length), outcome.StdoutTruncated);
-                var stderr = await StoreOutputAsync(run, outcome.Stderr.ToArray(), Math.Max(outcome.Exit.StderrProduced, outcome.Stderr.Length), outcome.StderrTruncated);
+                var stdout = await StoreOutputAsync(run, outcome.Stdout, Math.Max(outcome.Exit.StdoutProduced, outcome.Stdout.Length), outcome.StdoutTruncated);
+                var stderr = await StoreOutputAsync(run, outcome.Stderr, Math.Max(outcome.Exit.StderrProduced, outcome.Stderr.Length), outcome.StderrTruncated);
                 var kept = await artifacts.StoreAsync(run.Caller.Tenant, runId, outcome.Artifacts, CancellationToken.None);
                 outcomeEvents = [.. RunDecisions.Outcome(runId, outcome.Exit, outcome.StdoutTruncated || outcome.StderrTruncated, stdout, stderr, kept,
                     outcome.Problem, run.Clock.ElapsedMilliseconds, clock.GetUtcNow())];
@@ -249,8 +243,6 @@ public sealed partial class RunOrchestrator(
             finally
             {
                 collected?.DeleteSpool();
-                if (large)
-                    _largeOutcome.Release();
                 pool.Replenish();
                 var removal = RemoveAsync(run, sandbox.ContainerId);
                 _removals[sandbox.ContainerId] = removal;
@@ -343,67 +335,50 @@ public sealed partial class RunOrchestrator(
     }
 
     /// <summary>
-    /// Stores an output stream's bytes in the evidence store and describes it with a preview. When the store is away the
-    /// bytes go inside the event instead (as before the store), so that the outcome journal keeps them whole.
+    /// Stores an output stream in the evidence store straight from its capture (memory, then its spool file: never copied
+    /// whole) and describes it with a preview. When the store is away the bytes go inside the event instead (as before the
+    /// store), so that the outcome journal keeps them whole.
     /// </summary>
-    private async Task<StreamOutput> StoreOutputAsync(AdmittedRun run, byte[] bytes, long produced, bool truncated)
+    private async Task<StreamOutput> StoreOutputAsync(AdmittedRun run, CapturedOutput output, long produced, bool truncated)
     {
         try
         {
-            await evidence.PutAsync(run.Caller.Tenant, bytes, CancellationToken.None);
+            await using var content = await output.OpenReadAsync(CancellationToken.None);
+            await evidence.PutAsync(run.Caller.Tenant, new StoredContent(output.Sha256, output.Length), content, CancellationToken.None);
         }
         catch (Exception e)
         {
             LogOutputInline(e, run.Stream.RunId);
-            return Describe(bytes, produced, truncated);
+            await _inlineOutput.WaitAsync(CancellationToken.None);
+            try
+            {
+                return Describe(await output.ToArrayAsync(CancellationToken.None), produced, truncated);
+            }
+            finally
+            {
+                _inlineOutput.Release();
+            }
         }
-        return Preview(bytes, produced, truncated);
+        return Preview(output.Sha256, output.Length, await output.HeadAsync(StreamOutput.PreviewBytes, CancellationToken.None), produced, truncated);
     }
 
-    /// <summary>A stored stream: digest and sizes of all its bytes, content limited to the first PreviewBytes bytes.</summary>
-    public static StreamOutput Preview(byte[] bytes, long produced, bool truncated)
+    /// <summary>A stored stream: digest and size of all its bytes, content limited to its first PreviewBytes bytes (the head).</summary>
+    public static StreamOutput Preview(string sha256, long bytes, byte[] head, long produced, bool truncated)
     {
-        var sha = Sha256Hex.Of(bytes);
-        var head = bytes.AsSpan(0, Math.Min(bytes.Length, StreamOutput.PreviewBytes)).ToArray();
-        var text = TryUtf8(head) ?? TryUtf8(TrimPartialUtf8(head));
+        var text = Utf8Text.TryDecodeOutput(head) ?? Utf8Text.TryDecodeOutput(Utf8Text.TrimPartial(head));
         return text is not null
-            ? new StreamOutput(sha, bytes.Length, produced, truncated, "utf8", text, Stored: true)
-            : new StreamOutput(sha, bytes.Length, produced, truncated, "base64", Convert.ToBase64String(head), Stored: true);
-    }
-
-    // A preview cut inside a multi-byte character loses that character rather than turning into base64.
-    private static byte[] TrimPartialUtf8(byte[] head)
-    {
-        var end = head.Length;
-        for (var back = 0; back < 3 && end > 0 && (head[end - 1] & 0xC0) == 0x80; back++)
-            end--;
-        if (end > 0 && head[end - 1] >= 0xC0)
-            end--;
-        return head[..end];
+            ? new StreamOutput(sha256, bytes, produced, truncated, "utf8", text, Stored: true)
+            : new StreamOutput(sha256, bytes, produced, truncated, "base64", Convert.ToBase64String(head), Stored: true);
     }
 
     /// <summary>Output is kept as text when it is valid UTF-8 without NUL (jsonb cannot hold NUL), otherwise as base64.</summary>
     public static StreamOutput Describe(byte[] bytes, long produced, bool truncated)
     {
         var sha = Sha256Hex.Of(bytes);
-        var text = TryUtf8(bytes);
+        var text = Utf8Text.TryDecodeOutput(bytes);
         return text is not null
             ? new StreamOutput(sha, bytes.Length, produced, truncated, "utf8", text)
             : new StreamOutput(sha, bytes.Length, produced, truncated, "base64", Convert.ToBase64String(bytes));
-    }
-
-    private static string? TryUtf8(byte[] bytes)
-    {
-        if (bytes.AsSpan().IndexOf((byte)0) >= 0)
-            return null;
-        try
-        {
-            return new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes);
-        }
-        catch (DecoderFallbackException)
-        {
-            return null;
-        }
     }
 
     private static WriteContext Context(Caller caller, ClientInfo client) => new(caller.Subject, client.CorrelationId, Tenant: caller.Tenant);

@@ -1,11 +1,12 @@
 using System.Security.Cryptography;
-using System.Text;
-using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.Json;
+using System.Text;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.WebUtilities;
 using Microsoft.Net.Http.Headers;
 using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Domain.Text;
 
 namespace Sandbox.Audited.Api.Runs;
 
@@ -174,7 +175,7 @@ public sealed class RunUpload : IDisposable
                 return null;
             buffer.Write(chunk, 0, read);
         }
-        return new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(buffer.GetBuffer(), 0, (int)buffer.Length);
+        return Utf8Text.Strict.GetString(buffer.GetBuffer(), 0, (int)buffer.Length);
     }
 
     private async Task<InputFile?> SpoolAsync(string name, Stream body, long cap, CancellationToken ct)

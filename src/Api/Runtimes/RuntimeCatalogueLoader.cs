@@ -1,5 +1,5 @@
-using System.Text;
 using Sandbox.Audited.Domain.Runtimes;
+using Sandbox.Audited.Domain.Text;
 
 namespace Sandbox.Audited.Api.Runtimes;
 
@@ -23,9 +23,8 @@ public static class RuntimeCatalogueLoader
             ?? throw new InvalidOperationException("No runtime catalogue found: set Runtimes:Directory to the repository's runtimes/ folder.");
         if (!System.IO.Directory.Exists(directory))
             throw new InvalidOperationException($"Runtimes:Directory '{directory}' does not exist.");
-        var strict = new UTF8Encoding(false, throwOnInvalidBytes: true);
         var files = System.IO.Directory.EnumerateFiles(directory, "*.yaml")
-            .Select(path => (Path.GetFileName(path), strict.GetString(File.ReadAllBytes(path))))
+            .Select(path => (Path.GetFileName(path), Utf8Text.Strict.GetString(File.ReadAllBytes(path))))
             .ToList();
         return RuntimeCatalogue.Parse(files);
     }

@@ -1,8 +1,8 @@
 using System.Collections.Concurrent;
-using System.Text;
 using Microsoft.Extensions.Options;
 using Sandbox.Audited.Audit.Runtimes;
 using Sandbox.Audited.Domain.Runtimes;
+using Sandbox.Audited.Domain.Text;
 using Sandbox.Audited.Executor;
 using Sandbox.Audited.Executor.Docker;
 
@@ -123,7 +123,7 @@ public sealed partial class RuntimeImageRegistry(
             LogNoSbom(runtimeId, $"{path} does not exist");
             return (null, null);
         }
-        var content = new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(File.ReadAllBytes(path));
+        var content = Utf8Text.Strict.GetString(File.ReadAllBytes(path));
         if (RuntimeImageLog.DigestOf(content) != label)
         {
             LogNoSbom(runtimeId, $"{path} does not hash to {label}");

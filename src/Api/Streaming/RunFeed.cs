@@ -56,11 +56,8 @@ public sealed class RunFeed(RunMetrics metrics)
 
     public void Running(Guid runId, string containerId) => _runs.GetValueOrDefault(runId)?.Publish(new RunningItem(containerId), keep: true);
 
-    // A chunk that is a whole frame array (never written again) is shared with the run's capture rather than copied.
-    public void Output(Guid runId, OutputChunk chunk) =>
-        _runs.GetValueOrDefault(runId)?.PublishOutput(chunk.Stream,
-            System.Runtime.InteropServices.MemoryMarshal.TryGetArray(chunk.Bytes, out var whole) && whole.Offset == 0 && whole.Count == whole.Array!.Length
-                ? whole.Array : chunk.Bytes.ToArray());
+    // The chunk is a view of the frame reader's buffer: copied only when it is kept or someone listens.
+    public void Output(Guid runId, OutputChunk chunk) => _runs.GetValueOrDefault(runId)?.PublishOutput(chunk.Stream, chunk.Bytes);
 
     /// <summary>
     /// Subscribes to a run in flight on this node: the output produced so far plus every later item. Null when
@@ -79,6 +76,9 @@ public sealed class RunFeed(RunMetrics metrics)
 
     public sealed class Entry
     {
+        // Bounds what a run holds for subscribers that have not come yet, whatever its output size.
+        private const int KeptOutputBytes = 256 * 1024;
+
         private readonly List<FeedItem> _kept = [];
         private readonly List<Channel<FeedItem>> _subscribers = [];
         private readonly long[] _produced = new long[2];
@@ -100,13 +100,18 @@ public sealed class RunFeed(RunMetrics metrics)
             }
         }
 
-        /// <summary>Output is kept for late subscribers, each chunk with its offset so that a resumed stream skips what it had.</summary>
-        public void PublishOutput(OutputStream stream, byte[] bytes)
+        /// <summary>
+        /// The first KeptOutputBytes of each stream are kept for late subscribers, each chunk with its offset so that a resumed
+        /// stream skips what it had; a late subscriber gets the rest from the recorded output once the run ends.
+        /// </summary>
+        public void PublishOutput(OutputStream stream, ReadOnlyMemory<byte> bytes)
         {
             lock (_kept)
             {
                 var index = stream == OutputStream.Stdout ? 0 : 1;
-                Publish(new OutputItem(stream, bytes, _produced[index]), keep: true);
+                var keep = _produced[index] < KeptOutputBytes;
+                if (keep || _subscribers.Count > 0)
+                    Publish(new OutputItem(stream, bytes.ToArray(), _produced[index]), keep);
                 _produced[index] += bytes.Length;
             }
         }

@@ -1,6 +1,5 @@
 using System.Net.ServerSentEvents;
 using System.Runtime.CompilerServices;
-using System.Text;
 using System.Text.Json;
 using Marten;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -8,6 +7,7 @@ using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Api.Runs;
 using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Domain.Text;
 using Sandbox.Audited.Executor.Sandboxes;
 
 namespace Sandbox.Audited.Api.Streaming;
@@ -157,16 +157,7 @@ public static class StreamEndpoints
     }
 
     // A chunk may end inside a UTF-8 sequence; then it goes as base64 so no byte is lost or altered.
-    private static string Chunk(byte[] bytes)
-    {
-        try
-        {
-            var text = new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes);
-            return JsonSerializer.Serialize(new { bytes = bytes.Length, text }, Json);
-        }
-        catch (DecoderFallbackException)
-        {
-            return JsonSerializer.Serialize(new { bytes = bytes.Length, base64 = Convert.ToBase64String(bytes) }, Json);
-        }
-    }
+    private static string Chunk(byte[] bytes) => Utf8Text.TryDecode(bytes) is { } text
+        ? JsonSerializer.Serialize(new { bytes = bytes.Length, text }, Json)
+        : JsonSerializer.Serialize(new { bytes = bytes.Length, base64 = Convert.ToBase64String(bytes) }, Json);
 }

@@ -20,58 +20,26 @@ public sealed class ContentErasedException(string tenant, string sha256)
 
 /// <summary>
 /// Content-addressed evidence store (sandbox.evidence_blobs + evidence_chunks): code, inputs, outputs and artifacts
-/// kept by SHA-256, once per content per tenant, in chunks of at most 1 MiB. Content is streamed in (hashed while it
-/// is spooled to a temporary file, then inserted) and streamed out chunk by chunk; it is never held whole in memory.
+/// kept by SHA-256, once per content per tenant, in chunks of at most 1 MiB. Content is streamed in from where its writer
+/// spooled and hashed it (verified again while inserted) and streamed out chunk by chunk; it is never held whole in memory.
 /// The service's role may add and read, never change or remove; erasure is a separate path (EvidenceEraser).
 /// </summary>
 public sealed class EvidenceStore(NpgsqlDataSource dataSource)
 {
     public const int ChunkSize = 1024 * 1024;
-    private const int SpoolBufferSize = 81920;
-
     private static string Blobs => $"{MartenSetup.Schema}.evidence_blobs";
     private static string Chunks => $"{MartenSetup.Schema}.evidence_chunks";
 
-    /// <summary>Stores the stream's content unless the tenant already has it; a second put of the same content is a no-op.</summary>
-    public async Task<StoredContent> PutAsync(string tenant, Stream content, CancellationToken ct)
+    /// <summary>
+    /// Stores content whose digest and size the caller already knows (it hashed the bytes while it spooled them): read once,
+    /// from its spool straight into the store, and hashed again on the way; content that does not match is refused
+    /// (InvalidDataException) and nothing is kept. A put of content the tenant already has reads nothing.
+    /// </summary>
+    public async Task<StoredContent> PutAsync(string tenant, StoredContent expected, Stream source, CancellationToken ct)
     {
-        var spool = Path.Combine(Path.GetTempPath(), $"sbx-evidence-{Guid.NewGuid():N}");
-        try
-        {
-            string sha256;
-            long bytes = 0;
-            await using (var file = new FileStream(spool, FileMode.CreateNew, FileAccess.Write, FileShare.None, SpoolBufferSize,
-                             FileOptions.Asynchronous))
-            using (var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256))
-            {
-                var buffer = ArrayPool<byte>.Shared.Rent(SpoolBufferSize);
-                try
-                {
-                    int read;
-                    while ((read = await content.ReadAsync(buffer.AsMemory(0, SpoolBufferSize), ct)) > 0)
-                    {
-                        hash.AppendData(buffer, 0, read);
-                        await file.WriteAsync(buffer.AsMemory(0, read), ct);
-                        bytes += read;
-                    }
-                }
-                finally
-                {
-                    ArrayPool<byte>.Shared.Return(buffer);
-                }
-                sha256 = Convert.ToHexStringLower(hash.GetHashAndReset());
-            }
-
-            if (await StateAsync(tenant, sha256, ct) != ContentState.Missing)
-                return new StoredContent(sha256, bytes);
-            await using var source = new FileStream(spool, FileMode.Open, FileAccess.Read, FileShare.Read, SpoolBufferSize, FileOptions.Asynchronous);
-            await InsertAsync(tenant, sha256, bytes, source, ct);
-            return new StoredContent(sha256, bytes);
-        }
-        finally
-        {
-            File.Delete(spool);
-        }
+        if (await StateAsync(tenant, expected.Sha256, ct) == ContentState.Missing)
+            await InsertAsync(tenant, expected.Sha256, expected.Bytes, source, ct);
+        return expected;
     }
 
     /// <summary>Stores content already in memory (small values: code, stdin, captured output).</summary>
@@ -156,7 +124,8 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
         }
     }
 
-    // Blob row and chunks in one transaction: a concurrent put of the same content waits on the key, then does nothing.
+    // Blob row and chunks in one transaction: a concurrent put of the same content waits on the key, then does nothing. The
+    // bytes are hashed as they go in; a mismatch with the announced digest or size rolls it all back.
     private async Task InsertAsync(string tenant, string sha256, long bytes, Stream source, CancellationToken ct)
     {
         var chunks = (int)((bytes + ChunkSize - 1) / ChunkSize);
@@ -173,14 +142,19 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
                 return;
         }
         var buffer = ArrayPool<byte>.Shared.Rent(ChunkSize);
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         try
         {
             for (var chunkNo = 0; chunkNo < chunks; chunkNo++)
             {
                 var filled = 0;
+                var want = (int)Math.Min(ChunkSize, bytes - (long)chunkNo * ChunkSize);
                 int read;
-                while (filled < ChunkSize && (read = await source.ReadAsync(buffer.AsMemory(filled, ChunkSize - filled), ct)) > 0)
+                while (filled < want && (read = await source.ReadAsync(buffer.AsMemory(filled, want - filled), ct)) > 0)
                     filled += read;
+                if (filled < want)
+                    throw new InvalidDataException($"Content {sha256} ended after {(long)chunkNo * ChunkSize + filled} of its {bytes} bytes.");
+                hash.AppendData(buffer, 0, filled);
                 await using var chunk = new NpgsqlCommand(
                     $"INSERT INTO {Chunks} (tenant, sha256, chunk_no, data) VALUES ($1, $2, $3, $4)", connection, transaction);
                 chunk.Parameters.AddWithValue(tenant);
@@ -189,18 +163,26 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
                 chunk.Parameters.Add(new NpgsqlParameter<ReadOnlyMemory<byte>> { TypedValue = buffer.AsMemory(0, filled), NpgsqlDbType = NpgsqlDbType.Bytea });
                 await chunk.ExecuteNonQueryAsync(ct);
             }
+            if (await source.ReadAsync(buffer.AsMemory(0, 1), ct) > 0)
+                throw new InvalidDataException($"Content {sha256} is longer than its {bytes} bytes.");
         }
         finally
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
+        if (Convert.ToHexStringLower(hash.GetHashAndReset()) != sha256)
+            throw new InvalidDataException($"Content does not hash to {sha256}, the digest it was announced with; nothing was stored.");
         await transaction.CommitAsync(ct);
     }
 
-    /// <summary>Reads one chunk at a time, each with its own short query, so a reader never pins a connection.</summary>
+    /// <summary>
+    /// Reads one chunk at a time, each with its own short query, so a reader never pins a connection; each chunk lands in
+    /// one pooled buffer (sequential access: Npgsql does not buffer the row), so reading allocates nothing per chunk.
+    /// </summary>
     private sealed class ChunkStream(NpgsqlDataSource dataSource, string tenant, string sha256, int chunks) : Stream
     {
-        private byte[] _current = [];
+        private byte[]? _buffer;
+        private int _length;
         private int _offset;
         private int _next;
 
@@ -215,15 +197,15 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
 
         public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
         {
-            while (_offset >= _current.Length)
+            while (_offset >= _length)
             {
                 if (_next >= chunks)
                     return 0;
-                _current = await FetchAsync(_next++, cancellationToken);
+                _length = await FetchAsync(_next++, cancellationToken);
                 _offset = 0;
             }
-            var count = Math.Min(buffer.Length, _current.Length - _offset);
-            _current.AsMemory(_offset, count).CopyTo(buffer);
+            var count = Math.Min(buffer.Length, _length - _offset);
+            _buffer.AsMemory(_offset, count).CopyTo(buffer);
             _offset += count;
             BytesRead += count;
             return count;
@@ -232,14 +214,42 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
         public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
             ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
-        private async Task<byte[]> FetchAsync(int chunkNo, CancellationToken ct)
+        private async Task<int> FetchAsync(int chunkNo, CancellationToken ct)
         {
-            await using var select = dataSource.CreateCommand($"SELECT data FROM {Chunks} WHERE tenant = $1 AND sha256 = $2 AND chunk_no = $3");
+            await using var select = dataSource.CreateCommand($"SELECT octet_length(data), data FROM {Chunks} WHERE tenant = $1 AND sha256 = $2 AND chunk_no = $3");
             select.Parameters.AddWithValue(tenant);
             select.Parameters.AddWithValue(sha256);
             select.Parameters.AddWithValue(chunkNo);
+            await using var reader = await select.ExecuteReaderAsync(System.Data.CommandBehavior.SequentialAccess, ct);
             // A chunk deleted behind the blob's back (erasure is the only legitimate path) reads as empty: the rehash fails.
-            return await select.ExecuteScalarAsync(ct) as byte[] ?? [];
+            if (!await reader.ReadAsync(ct) || await reader.IsDBNullAsync(0, ct))
+                return 0;
+            var length = reader.GetInt32(0);
+            if (_buffer is null || _buffer.Length < length)
+            {
+                if (_buffer is not null)
+                    ArrayPool<byte>.Shared.Return(_buffer);
+                _buffer = ArrayPool<byte>.Shared.Rent(Math.Max(length, ChunkSize));
+            }
+            var filled = 0;
+            while (filled < length)
+            {
+                var read = (int)reader.GetBytes(1, filled, _buffer, filled, length - filled);
+                if (read == 0)
+                    break;
+                filled += read;
+            }
+            return filled;
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing && _buffer is not null)
+            {
+                ArrayPool<byte>.Shared.Return(_buffer);
+                _buffer = null;
+            }
+            base.Dispose(disposing);
         }
 
         public override void Flush() { }

@@ -3,6 +3,7 @@ using Docker.DotNet;
 
 namespace Sandbox.Audited.Executor.Sandboxes;
 
+/// <summary>A supervisor frame; its payload is a view of the reader's buffer, valid until the next NextAsync or Watch.</summary>
 public readonly record struct Frame(byte Type, ReadOnlyMemory<byte> Payload);
 
 /// <summary>
@@ -46,7 +47,8 @@ public sealed class FrameReader(MultiplexedStream stream)
                     throw new InvalidDataException($"Supervisor frame of {length} bytes exceeds the {MaxPayload}-byte bound.");
                 if (available >= 5 + length)
                 {
-                    var frame = new Frame(_buffer[_start], _buffer.AsMemory(_start + 5, length).ToArray());
+                    // No copy: output goes on to a spool file or is copied by whoever keeps it, so frames allocate nothing.
+                    var frame = new Frame(_buffer[_start], _buffer.AsMemory(_start + 5, length));
                     _start += 5 + length;
                     return frame;
                 }

@@ -8,6 +8,7 @@ namespace Sandbox.Audited.Executor.Sandboxes;
 
 public enum OutputStream { Stdout, Stderr }
 
+/// <summary>Output as it arrives; Bytes is a view of the frame reader's buffer, valid only during the callback.</summary>
 public readonly record struct OutputChunk(OutputStream Stream, ReadOnlyMemory<byte> Bytes);
 
 /// <summary>What happened inside the sandbox: the supervisor's exit report (or what the engine saw) and the capped output.</summary>
@@ -20,9 +21,11 @@ public sealed record SandboxOutcome(
     string? Problem,
     IReadOnlyList<CollectedArtifact> Artifacts)
 {
-    /// <summary>Deletes the spooled artifact files (after they were stored, or when the run failed).</summary>
+    /// <summary>Deletes the spooled output and artifact files and gives the output's memory back (after they were stored, or when the run failed).</summary>
     public void DeleteSpool()
     {
+        Stdout.Dispose();
+        Stderr.Dispose();
         foreach (var a in Artifacts)
             if (a.Path is { } path)
                 File.Delete(path);
@@ -36,13 +39,18 @@ public sealed record SandboxOutcome(
 /// </summary>
 public sealed partial class SandboxRunner(DockerEngine docker, IOptions<ExecutorOptions> options, ILogger<SandboxRunner> logger)
 {
+    private readonly OutputBudget _outputBudget = new(options.Value.MaxBufferedOutputBytes);
+
+    /// <summary>Output memory not taken by runs in flight (Executor:MaxBufferedOutputBytes less what they hold).</summary>
+    public long OutputBudgetFree => _outputBudget.Free;
+
     public async Task<SandboxOutcome> RunAsync(
         PreparedSandbox sandbox, ValidRunRequest request, RunLimits limits, Action<OutputChunk>? onOutput, CancellationToken ct)
     {
         var cap = limits.OutputBytes;
-        var stdout = new CapturedOutput(cap);
-        var stderr = new CapturedOutput(cap);
         var o = options.Value;
+        var stdout = new CapturedOutput(cap, _outputBudget, o.SpoolDirectory);
+        var stderr = new CapturedOutput(cap, _outputBudget, o.SpoolDirectory);
         var caps = new ArtifactCaps(o.MaxArtifacts, o.MaxArtifactBytes, o.MaxArtifactsTotalBytes);
         var artifacts = new ArtifactSpool(o.SpoolDirectory);
         using var backstop = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -61,10 +69,10 @@ public sealed partial class SandboxRunner(DockerEngine docker, IOptions<Executor
                 switch (frame.Type)
                 {
                     case SupervisorProtocol.Stdout:
-                        Forward(stdout, OutputStream.Stdout, frame.Payload, onOutput);
+                        await ForwardAsync(stdout, OutputStream.Stdout, frame.Payload, onOutput, backstop.Token);
                         break;
                     case SupervisorProtocol.Stderr:
-                        Forward(stderr, OutputStream.Stderr, frame.Payload, onOutput);
+                        await ForwardAsync(stderr, OutputStream.Stderr, frame.Payload, onOutput, backstop.Token);
                         break;
                     case SupervisorProtocol.ArtifactStart:
                         artifacts.Start(frame.Payload.Span);
@@ -100,13 +108,16 @@ public sealed partial class SandboxRunner(DockerEngine docker, IOptions<Executor
         catch
         {
             artifacts.Discard();
+            stdout.Dispose();
+            stderr.Dispose();
             throw;
         }
     }
 
-    private static void Forward(CapturedOutput buffer, OutputStream stream, ReadOnlyMemory<byte> bytes, Action<OutputChunk>? onOutput)
+    private static async ValueTask ForwardAsync(CapturedOutput buffer, OutputStream stream, ReadOnlyMemory<byte> bytes, Action<OutputChunk>? onOutput,
+        CancellationToken ct)
     {
-        var kept = buffer.Append(bytes);
+        var kept = await buffer.AppendAsync(bytes, ct);
         if (kept > 0)
             onOutput?.Invoke(new OutputChunk(stream, bytes[..kept]));
     }
@@ -144,47 +155,6 @@ public sealed partial class SandboxRunner(DockerEngine docker, IOptions<Executor
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Could not inspect sandbox {ContainerId} after its supervisor ended")]
     private partial void LogInspectFailed(Exception e, string containerId);
-}
-
-/// <summary>
-/// A run's output of one stream: keeps at most cap bytes, counts everything offered. The frames' own arrays are kept (each
-/// frame is a fresh array), and copied into one array only when the outcome is recorded: no doubling buffer while it runs.
-/// </summary>
-public sealed class CapturedOutput(int cap)
-{
-    private readonly List<ReadOnlyMemory<byte>> _chunks = [];
-    private long _kept;
-
-    public long Produced { get; private set; }
-
-    public bool Truncated => Produced > _kept;
-
-    /// <summary>The bytes kept.</summary>
-    public long Length => _kept;
-
-    public int Append(ReadOnlyMemory<byte> bytes)
-    {
-        Produced += bytes.Length;
-        var kept = (int)Math.Min(Math.Max(0, cap - _kept), bytes.Length);
-        if (kept > 0)
-        {
-            _chunks.Add(bytes[..kept]);
-            _kept += kept;
-        }
-        return kept;
-    }
-
-    public byte[] ToArray()
-    {
-        var all = new byte[_kept];
-        var at = 0;
-        foreach (var chunk in _chunks)
-        {
-            chunk.Span.CopyTo(all.AsSpan(at));
-            at += chunk.Length;
-        }
-        return all;
-    }
 }
 
 /// <summary>

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Globalization;
 using System.Text;
 using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Domain.Text;
 
 namespace Sandbox.Audited.Executor.Sandboxes;
 
@@ -70,7 +71,7 @@ public static class SupervisorProtocol
 
     /// <summary>An 'A' payload: u64 size, then the artifact's relative name (UTF-8, validated by the supervisor).</summary>
     public static (long Size, string Name) ParseArtifactStart(ReadOnlySpan<byte> payload) =>
-        ((long)BinaryPrimitives.ReadUInt64BigEndian(payload), Strict.GetString(payload[8..]));
+        ((long)BinaryPrimitives.ReadUInt64BigEndian(payload), Utf8Text.Strict.GetString(payload[8..]));
 
     /// <summary>An 'S' payload: reason, NUL, the entry's relative name as found (control characters and bad UTF-8 escaped).</summary>
     public static (string Reason, string Name) ParseSkipped(ReadOnlySpan<byte> payload)
@@ -82,8 +83,6 @@ public static class SupervisorProtocol
     }
 
     public static long ParseArtifactEnd(ReadOnlySpan<byte> payload) => (long)BinaryPrimitives.ReadUInt64BigEndian(payload);
-
-    private static readonly UTF8Encoding Strict = new(false, throwOnInvalidBytes: true);
 
     private static string Escape(ReadOnlySpan<byte> bytes)
     {

@@ -27,6 +27,29 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
     }
 
     [Fact]
+    public async Task AnswersCarryWholeStoredOutputsReadFromTheStoreInSegments()
+    {
+        var tenant = AuditTestClient.NewTenant("ev-big");
+        // About 1 MiB of two-byte characters after one ASCII byte, so segments of the answer split characters; stderr is binary.
+        const string code = "import sys\nsys.stdout.write('x' + '\\u00e9' * 500000)\nsys.stderr.buffer.write(bytes(range(256)) * 4000)";
+        var (id, run) = await RunAsync(tenant, new { language = "python", code, limits = new { outputBytes = 1048576 } });
+
+        var text = "x" + new string('\u00e9', 500000);
+        var binary = Enumerable.Repeat(Enumerable.Range(0, 256).Select(b => (byte)b), 4000).SelectMany(b => b).ToArray();
+        var (_, read) = await service.Runner("alice", tenant).GetJsonAsync($"/v1/runs/{id}");
+        foreach (var answer in new[] { run, read })
+        {
+            Assert.Equal("utf8", answer.Str("stdout.encoding"));
+            Assert.Equal(text, answer.Str("stdout.content"));
+            Assert.Equal(Sha(text), answer.Str("stdout.sha256"));
+            Assert.Equal("base64", answer.Str("stderr.encoding"));
+            Assert.Equal(binary, Convert.FromBase64String(answer.Str("stderr.content")));
+            Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(binary)), answer.Str("stderr.sha256"));
+            Assert.Equal(binary.Length.ToString(), answer.Str("stderr.bytes"));
+        }
+    }
+
+    [Fact]
     public async Task InputsAreStoredOncePerTenantAndEventsHoldOnlyDigests()
     {
         var (tenantA, tenantB) = (AuditTestClient.NewTenant("ev-a"), AuditTestClient.NewTenant("ev-b"));

@@ -1,0 +1,139 @@
+using System.Reflection;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Http.Metadata;
+using Microsoft.Extensions.Options;
+using Sandbox.Audited.Audit.Evidence;
+using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Domain.Text;
+
+namespace Sandbox.Audited.Api.Runs;
+
+/// <summary>
+/// A run as the API returns it (the JSON of RunView, whole output included), written as it is read: an output stream kept
+/// in the evidence store goes from the store into the answer a chunk at a time, so megabytes of output never sit in the
+/// service's memory as bytes, text and JSON at once. The store is read twice per stream: once to learn whether the
+/// output is text (valid UTF-8 without NUL) or goes as base64, once to write it.
+/// </summary>
+public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int statusCode = StatusCodes.Status200OK)
+    : IResult, IStatusCodeHttpResult, IEndpointMetadataProvider
+{
+    // A multiple of 3, so that base64 segments need no carry between them.
+    private const int Segment = 48 * 1024;
+
+    public int? StatusCode => statusCode;
+
+    public RunSummary Run => run;
+
+    public static void PopulateMetadata(MethodInfo method, EndpointBuilder builder) =>
+        builder.Metadata.Add(new ProducesResponseTypeMetadata(StatusCodes.Status200OK, typeof(RunView), ["application/json"]));
+
+    public async Task ExecuteAsync(HttpContext http)
+    {
+        var options = http.RequestServices.GetRequiredService<IOptions<Microsoft.AspNetCore.Http.Json.JsonOptions>>().Value.SerializerOptions;
+        var ct = http.RequestAborted;
+        // Everything but the stored streams' contents is small: serialized as usual, then written around the streamed parts.
+        var view = JsonSerializer.SerializeToNode(RunView.From(run), options)!.AsObject();
+        var streamed = new Dictionary<string, (StreamOutput Output, string Encoding)>(StringComparer.Ordinal);
+        if (run.Output is { } output && run.Tenant is { } tenant)
+            foreach (var (name, stream) in new[] { ("stdout", output.Stdout), ("stderr", output.Stderr) })
+                if (stream.Stored && await EncodingOfAsync(tenant, stream.Sha256, ct) is { } encoding)
+                    streamed[name] = (stream, encoding);
+
+        http.Response.StatusCode = statusCode;
+        http.Response.ContentType = "application/json; charset=utf-8";
+        await using var writer = new Utf8JsonWriter(http.Response.Body, new JsonWriterOptions { Encoder = options.Encoder, Indented = options.WriteIndented });
+        writer.WriteStartObject();
+        foreach (var (name, value) in view)
+        {
+            writer.WritePropertyName(name);
+            if (streamed.TryGetValue(name, out var stream) && value is JsonObject fields)
+                await WriteStreamAsync(writer, fields, run.Tenant!, stream.Output.Sha256, stream.Encoding, ct);
+            else if (value is null)
+                writer.WriteNullValue();
+            else
+                value.WriteTo(writer, options);
+        }
+        writer.WriteEndObject();
+        await writer.FlushAsync(ct);
+    }
+
+    /// <summary>
+    /// "utf8" or "base64" as RunOrchestrator.Describe decides it for the whole stream; "erased" or "missing" without content;
+    /// null when the store cannot be read (a "recording" answer while PostgreSQL is away): the recorded preview is answered.
+    /// </summary>
+    private async Task<string?> EncodingOfAsync(string tenant, string sha256, CancellationToken ct)
+    {
+        Stream? content;
+        try
+        {
+            content = await evidence.OpenAsync(tenant, sha256, ct);
+        }
+        catch (ContentErasedException)
+        {
+            return "erased";
+        }
+        catch (Npgsql.NpgsqlException)
+        {
+            return null;
+        }
+        if (content is null)
+            return "missing";
+        await using (content)
+        {
+            var check = new Utf8Text.OutputCheck();
+            var buffer = new byte[Segment];
+            int read;
+            while ((read = await content.ReadAsync(buffer, ct)) > 0)
+                check.Append(buffer.AsSpan(0, read));
+            return check.End() ? "utf8" : "base64";
+        }
+    }
+
+    private async Task WriteStreamAsync(Utf8JsonWriter writer, JsonObject fields, string tenant, string sha256, string encoding, CancellationToken ct)
+    {
+        writer.WriteStartObject();
+        foreach (var (name, value) in fields)
+        {
+            writer.WritePropertyName(name);
+            switch (name)
+            {
+                case "encoding":
+                    writer.WriteStringValue(encoding);
+                    break;
+                case "content" when encoding is "utf8" or "base64":
+                    await WriteContentAsync(writer, tenant, sha256, encoding == "utf8", ct);
+                    break;
+                case "content":
+                    writer.WriteStringValue("");
+                    break;
+                default:
+                    if (value is null)
+                        writer.WriteNullValue();
+                    else
+                        value.WriteTo(writer);
+                    break;
+            }
+        }
+        writer.WriteEndObject();
+    }
+
+    private async Task WriteContentAsync(Utf8JsonWriter writer, string tenant, string sha256, bool text, CancellationToken ct)
+    {
+        await using var content = await evidence.OpenAsync(tenant, sha256, ct)
+            ?? throw new InvalidOperationException($"Stored output {sha256} disappeared while it was answered.");
+        var buffer = new byte[Segment];
+        while (true)
+        {
+            var read = await content.ReadAtLeastAsync(buffer, buffer.Length, throwOnEndOfStream: false, ct);
+            var last = read < buffer.Length;
+            if (text)
+                writer.WriteStringValueSegment(buffer.AsSpan(0, read), last);
+            else
+                writer.WriteBase64StringSegment(buffer.AsSpan(0, read), last);
+            await writer.FlushAsync(ct);
+            if (last)
+                return;
+        }
+    }
+}

@@ -1,0 +1,84 @@
+using System.Text;
+using System.Text.Unicode;
+
+namespace Sandbox.Audited.Domain.Text;
+
+/// <summary>
+/// The one place bytes become text: strict UTF-8 (an invalid byte is refused, never turned into U+FFFD, so that what is
+/// recorded or answered is what was sent), and the rule for output streams: text when valid UTF-8 without NUL, else base64.
+/// </summary>
+public static class Utf8Text
+{
+    public static readonly UTF8Encoding Strict = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    /// <summary>The text, or null when the bytes are not valid UTF-8.</summary>
+    public static string? TryDecode(ReadOnlySpan<byte> bytes) => Utf8.IsValid(bytes) ? Strict.GetString(bytes) : null;
+
+    /// <summary>Whether an output stream is kept as text: valid UTF-8 without NUL (jsonb cannot hold NUL).</summary>
+    public static bool IsOutputText(ReadOnlySpan<byte> bytes) => bytes.IndexOf((byte)0) < 0 && Utf8.IsValid(bytes);
+
+    /// <summary>An output stream as text (see IsOutputText), or null when it must go as base64.</summary>
+    public static string? TryDecodeOutput(ReadOnlySpan<byte> bytes) => IsOutputText(bytes) ? Strict.GetString(bytes) : null;
+
+    /// <summary>A prefix cut inside a multi-byte character loses that character rather than turning the whole into base64.</summary>
+    public static ReadOnlySpan<byte> TrimPartial(ReadOnlySpan<byte> head)
+    {
+        var lead = head.Length - 1;
+        while (lead >= 0 && head.Length - lead <= 3 && (head[lead] & 0xC0) == 0x80)
+            lead--;
+        if (lead < 0 || head[lead] < 0xC0)
+            return head;
+        var length = head[lead] >= 0xF0 ? 4 : head[lead] >= 0xE0 ? 3 : 2;
+        return head.Length - lead < length ? head[..lead] : head;
+    }
+
+    /// <summary>IsOutputText over a stream read in chunks that may split a character: feed every chunk, then End.</summary>
+    public sealed class OutputCheck
+    {
+        private readonly Decoder _decoder = Strict.GetDecoder();
+        private bool _invalid;
+
+        public void Append(ReadOnlySpan<byte> chunk)
+        {
+            if (_invalid)
+                return;
+            if (chunk.IndexOf((byte)0) >= 0)
+            {
+                _invalid = true;
+                return;
+            }
+            Span<char> scratch = stackalloc char[1024];
+            try
+            {
+                // Convert (not GetCharCount) keeps a character split across chunks in the decoder for the next one.
+                while (!chunk.IsEmpty)
+                {
+                    _decoder.Convert(chunk, scratch, flush: false, out var used, out _, out _);
+                    chunk = chunk[used..];
+                }
+            }
+            catch (DecoderFallbackException)
+            {
+                _invalid = true;
+            }
+        }
+
+        /// <summary>After the last chunk: true when every chunk was text and the last one did not end inside a character.</summary>
+        public bool End()
+        {
+            if (_invalid)
+                return false;
+            Span<char> scratch = stackalloc char[4];
+            try
+            {
+                _decoder.Convert([], scratch, flush: true, out _, out _, out _);
+                return true;
+            }
+            catch (DecoderFallbackException)
+            {
+                _invalid = true;
+                return false;
+            }
+        }
+    }
+}

@@ -1,0 +1,50 @@
+using System.Text;
+using Sandbox.Audited.Domain.Text;
+
+namespace Sandbox.Audited.Domain.Tests.Runs;
+
+public sealed class Utf8TextTests
+{
+    [Fact]
+    public void OutputIsTextOnlyWhenValidUtf8WithoutNul()
+    {
+        Assert.Equal("h\u00e9", Utf8Text.TryDecodeOutput("h\u00e9"u8));
+        Assert.Null(Utf8Text.TryDecodeOutput([0x68, 0x00]));
+        Assert.Null(Utf8Text.TryDecodeOutput([0xC3]));
+        Assert.Equal("a\0", Utf8Text.TryDecode([0x61, 0x00]));
+    }
+
+    [Fact]
+    public void APrefixCutInsideACharacterLosesOnlyThatCharacter()
+    {
+        var bytes = Encoding.UTF8.GetBytes("ab\u20ac");
+        Assert.Equal("ab", Encoding.UTF8.GetString(Utf8Text.TrimPartial(bytes.AsSpan(0, 4))));
+        Assert.Equal("ab\u20ac", Encoding.UTF8.GetString(Utf8Text.TrimPartial(bytes)));
+    }
+
+    [Fact]
+    public void TheChunkedCheckAcceptsCharactersSplitAcrossChunksAndRefusesWhatTheWholeWouldNot()
+    {
+        var text = Encoding.UTF8.GetBytes("x" + new string('\u00e9', 1000) + "\U0001F600");
+        for (var size = 1; size <= 7; size++)
+        {
+            var check = new Utf8Text.OutputCheck();
+            foreach (var chunk in text.Chunk(size))
+                check.Append(chunk);
+            Assert.True(check.End(), $"chunks of {size}");
+        }
+
+        Assert.False(Ends([[0x61, 0xC3]]));          // ends inside a character
+        Assert.False(Ends([[0x61], [0x80]]));        // a continuation byte without a lead
+        Assert.False(Ends([[0x61], [0x00], [0x62]])); // NUL
+        Assert.True(Ends([[0xC3], [0xA9]]));
+    }
+
+    private static bool Ends(byte[][] chunks)
+    {
+        var check = new Utf8Text.OutputCheck();
+        foreach (var chunk in chunks)
+            check.Append(chunk);
+        return check.End();
+    }
+}
