@@ -100,7 +100,8 @@ public sealed partial class CallbackOutbox : BackgroundService
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var deliveries = new ConcurrentDictionary<Guid, Task>();
-        using var slots = new SemaphoreSlim(_options.MaxConcurrentDeliveries);
+        // Not disposed: a delivery's continuation may release its slot after this method has returned.
+        var slots = new SemaphoreSlim(_options.MaxConcurrentDeliveries);
         var failing = false;
         try
         {

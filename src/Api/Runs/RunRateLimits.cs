@@ -21,8 +21,18 @@ public sealed class RateLimitOptions
     /// <summary>The bucket's size: how many runs a subject may start at once after being idle.</summary>
     public int BurstLimit { get; set; } = 40;
 
-    /// <summary>How long a request waits for the shared bucket before it is answered 503 (PostgreSQL slow or away).</summary>
-    public int TimeoutMs { get; set; } = 2000;
+    /// <summary>
+    /// How long a request waits for the shared bucket before it is answered 503. PostgreSQL away fails at once (connection
+    /// refused); this bounds a hung one. Takes of one subject queue on its row: a burst of 100 on a loaded 2-core machine
+    /// needed more than 2 s.
+    /// </summary>
+    public int TimeoutMs { get; set; } = 10000;
+
+    /// <summary>
+    /// Connections this node keeps for the buckets. A burst of requests queues for them instead of opening one connection
+    /// each (100 at once spent their whole TimeoutMs in authentication on a busy machine).
+    /// </summary>
+    public int MaxConnections { get; set; } = 8;
 }
 
 /// <summary>
@@ -66,11 +76,15 @@ public static class RunRateLimits
     public static IServiceCollection AddRunRateLimits(this IServiceCollection services, IConfiguration configuration)
     {
         var options = configuration.GetSection(RateLimitOptions.Section).Get<RateLimitOptions>() ?? new RateLimitOptions();
-        if (options.TokensPerPeriod < 1 || options.PeriodSeconds < 1 || options.BurstLimit < 1 || options.TimeoutMs < 1)
-            throw new InvalidOperationException("RateLimit:TokensPerPeriod, PeriodSeconds, BurstLimit and TimeoutMs must each be at least 1.");
+        if (options.TokensPerPeriod < 1 || options.PeriodSeconds < 1 || options.BurstLimit < 1 || options.TimeoutMs < 1 || options.MaxConnections < 1)
+            throw new InvalidOperationException("RateLimit:TokensPerPeriod, PeriodSeconds, BurstLimit, TimeoutMs and MaxConnections must each be at least 1.");
+        var connection = new NpgsqlConnectionStringBuilder(configuration.GetConnectionString("Sandbox"))
+        {
+            MaxPoolSize = options.MaxConnections,
+            ApplicationName = "sandbox-audited rate limit",
+        };
 
-        services.AddSingleton(options);
-        services.AddSingleton<SubjectBuckets>();
+        services.AddSingleton(provider => new SubjectBuckets(NpgsqlDataSource.Create(connection), options, provider.GetRequiredService<ILogger<SubjectBuckets>>()));
         return services.AddRateLimiter(limiter =>
         {
             limiter.AddPolicy(Policy, http =>
@@ -133,8 +147,11 @@ public static class RunRateLimits
 /// The shared buckets: one row per subject in sandbox.rate_limit_buckets, refilled by elapsed time and taken in one
 /// INSERT ... ON CONFLICT DO UPDATE ... RETURNING, so concurrent requests on any number of nodes serialise on the row.
 /// </summary>
-public sealed partial class SubjectBuckets(NpgsqlDataSource db, RateLimitOptions options, ILogger<SubjectBuckets> logger)
+public sealed partial class SubjectBuckets(NpgsqlDataSource db, RateLimitOptions options, ILogger<SubjectBuckets> logger) : IAsyncDisposable
 {
+    // The buckets' own connections close with the host.
+    public ValueTask DisposeAsync() => db.DisposeAsync();
+
     private static readonly string Table = $"{MartenSetup.Schema}.rate_limit_buckets";
 
     // The bucket's level now: its stored tokens plus what refilled since (never negative time: a later writer may have
