@@ -67,8 +67,22 @@ public sealed class EvidenceBundleTests(ServiceFixture service, ITestOutputHelpe
         return new Bundle(tenant, id, run, await DownloadAsync(tenant, id), await KeyJsonAsync(tenant));
     }
 
+    /// <summary>The sandbox's removal is recorded on the run's stream after the answer; a bundle is a snapshot, so wait for it.</summary>
+    private async Task SettledAsync(Guid id)
+    {
+        for (var i = 0; i < 200; i++)
+        {
+            if (await service.Database.ScalarAsync<long>(
+                    "SELECT count(*) FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'sandbox_removed'", id) > 0)
+                return;
+            await Task.Delay(50);
+        }
+        Assert.Fail($"run {id}: sandbox_removed was not recorded within 10 s");
+    }
+
     private async Task<byte[]> DownloadAsync(string tenant, Guid id)
     {
+        await SettledAsync(id);
         var response = await service.Auditor(tenant).GetAsync($"/v1/runs/{id}/evidence");
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         return await response.Content.ReadAsByteArrayAsync();
