@@ -3,6 +3,8 @@ using System.Threading.Channels;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Polly;
+using Polly.Retry;
 using Sandbox.Audited.Executor.Sandboxes;
 
 namespace Sandbox.Audited.Executor.Pool;
@@ -119,27 +121,37 @@ public sealed partial class SandboxPool(
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        var backoff = TimeSpan.Zero;
+        // The engine may be away: a failed refill backs off (1 s, 2 s, 4 s … 10 s) instead of spinning, and recovers by itself.
+        var refill = new ResiliencePipelineBuilder()
+            .AddRetry(new RetryStrategyOptions
+            {
+                ShouldHandle = new PredicateBuilder().Handle<Exception>(e => e is not OperationCanceledException || !stoppingToken.IsCancellationRequested),
+                MaxRetryAttempts = int.MaxValue,
+                BackoffType = DelayBackoffType.Exponential,
+                Delay = TimeSpan.FromSeconds(1),
+                MaxDelay = MaxBackoff,
+                OnRetry = args =>
+                {
+                    Interlocked.Increment(ref _refillFailures);
+                    LogRefillFailed(args.Outcome.Exception!, args.RetryDelay.TotalSeconds);
+                    return ValueTask.CompletedTask;
+                },
+            })
+            .Build();
         while (!stoppingToken.IsCancellationRequested)
         {
             try
             {
-                await PruneAsync();
-                await FillAsync(stoppingToken);
-                backoff = TimeSpan.Zero;
+                await refill.ExecuteAsync(async ct =>
+                {
+                    await PruneAsync();
+                    await FillAsync(ct);
+                }, stoppingToken);
                 await _refill.WaitAsync(TimeSpan.FromSeconds(5), stoppingToken);
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
                 break;
-            }
-            catch (Exception e)
-            {
-                // The engine may be away: back off (1 s, 2 s, 4 s … 10 s) instead of spinning, and recover by itself.
-                Interlocked.Increment(ref _refillFailures);
-                backoff = backoff == TimeSpan.Zero ? TimeSpan.FromSeconds(1) : TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, MaxBackoff.Ticks));
-                LogRefillFailed(e, backoff.TotalSeconds);
-                await Task.Delay(backoff, stoppingToken).ContinueWith(_ => { }, CancellationToken.None);
             }
         }
     }
