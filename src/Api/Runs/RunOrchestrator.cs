@@ -253,7 +253,9 @@ public sealed partial class RunOrchestrator(
                     break;
                 }
                 await Task.WhenAny(done, Task.Delay(left < Poll ? left : Poll));
-                if (!done.IsCompleted && run.Execution is null && await queue.StateAsync(runId, CancellationToken.None) is not ("queued" or "claimed"))
+                if (admission.Closed)
+                    refusal = new AdmissionRefusal("the service is shutting down", 5, ShuttingDown: true); // refused only if still unclaimed
+                else if (!done.IsCompleted && run.Execution is null && await queue.StateAsync(runId, CancellationToken.None) is not ("queued" or "claimed"))
                     break;
             }
             if (refusal is not null && await queue.RefuseAsync(runId, CancellationToken.None))
@@ -320,10 +322,13 @@ public sealed partial class RunOrchestrator(
         }
         catch (Exception e)
         {
-            // The store is away or the inputs are gone: the row stays claimed; the lease lapses only if this node goes silent.
+            // The inputs are gone (erased) or the store is away: the run ends failed, with its row, if that can be recorded.
             slot.Dispose();
             LogClaimedUnreadable(e, work.RunId);
-            throw;
+            var stream = await RunStream.ResumeAsync(store, work.RunId, new WriteContext(work.Caller.Subject, work.CorrelationId, Tenant: work.Caller.Tenant), CancellationToken.None);
+            await stream.AppendAsync([new RunFailed(work.RunId, "The executor could not read the run's inputs: " + e.Message, clock.GetUtcNow())],
+                CancellationToken.None, session => RunQueue.Finish(session, work.RunId));
+            return;
         }
         await Track(work.RunId, ExecuteCoreAsync(run, _abort.Token)).ContinueWith(_ => { }, TaskScheduler.Default);
     }

@@ -38,6 +38,23 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     }
 
     [Fact]
+    public async Task StreamOnTheApiNodeShowsOutputLiveFromTheExecutorNode()
+    {
+        var api = cluster.Api("lin", "tenant-stream");
+        var (accepted, body) = await api.RunAsync(new { language = "python", code = "import time\nprint('one', flush=True)\ntime.sleep(1.5)\nprint('two')", wait = false });
+        Assert.Equal(HttpStatusCode.Accepted, accepted.StatusCode);
+
+        var events = await Sandbox.Audited.Tests.Api.AsyncRunTests.ReadStreamAsync(api, $"/v1/runs/{body.Str("runId")}/stream");
+
+        var names = events.Select(e => e.Name).ToList();
+        // Live: the first line arrives (relayed from the executor node) before the sandbox's exit is recorded, once, and in order.
+        Assert.True(names.IndexOf("stdout") >= 0 && names.IndexOf("stdout") < names.IndexOf("sandbox_exited"), string.Join(",", names));
+        Assert.Equal("one\ntwo\n", string.Concat(events.Where(e => e.Name == "stdout").Select(e => e.Data.Str("text"))));
+        Assert.Single(events, e => e.Name == "run_completed");
+        Assert.Equal("end", names[^1]);
+    }
+
+    [Fact]
     public async Task ExecutorOnlyNodeServesHealthButNoApi()
     {
         using var executor = cluster.ExecutorHttp();
