@@ -3,10 +3,13 @@ using System.Diagnostics;
 using System.Text;
 using Marten;
 using Sandbox.Audited.Api.Callbacks;
+using Sandbox.Audited.Api.Nodes;
 using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Api.Runtimes;
 using Sandbox.Audited.Api.Streaming;
+using Sandbox.Audited.Audit.Events;
 using Sandbox.Audited.Audit.Evidence;
+using Sandbox.Audited.Audit.Queue;
 using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Domain.Hashing;
 using Sandbox.Audited.Domain.Policies;
@@ -33,6 +36,18 @@ public sealed record AdmittedRun(RunStream Stream, ValidRunRequest Request, Poli
 
     /// <summary>Set once an outcome went to the node's journal: later events of the run go there too, in order.</summary>
     public bool Recording { get; set; }
+
+    /// <summary>The executor slot this node holds for the run while it runs it here; null while it waits in the queue.</summary>
+    public Admission.Slot? Slot { get; set; }
+
+    /// <summary>The run has a queue row (every allowed run): its terminal event also ends the row.</summary>
+    public bool Queued { get; init; }
+
+    /// <summary>Recorded by another node: its live items are relayed to the api nodes (FeedRelay), whose feeds follow it.</summary>
+    public bool Remote { get; init; }
+
+    /// <summary>This node's own execution of a run it recorded, once its executor claimed it from the queue.</summary>
+    public Task<RunSummary>? Execution { get; set; }
 
     public RunSummary Summary
     {
@@ -63,8 +78,15 @@ public sealed partial class RunOrchestrator(
     OutcomeJournal journal,
     EvidenceStore evidence,
     RunArtifacts artifacts,
+    RunQueue queue,
+    QueueSignals signals,
+    FeedRelay relay,
+    IOptions<NodeOptions> node,
+    IOptions<QueueOptions> queueOptions,
     ILogger<RunOrchestrator> logger)
 {
+    // Runs this node recorded and waits for in the queue: when its own executor claims one, it runs this very object.
+    private readonly ConcurrentDictionary<Guid, AdmittedRun> _waiting = new();
     private readonly ConcurrentDictionary<Guid, Task> _inFlight = new();
     private readonly ConcurrentDictionary<string, Task> _removals = new();
     private readonly CancellationTokenSource _abort = new();
@@ -131,20 +153,42 @@ public sealed partial class RunOrchestrator(
             LogWriteAheadFailed(e, runId);
             throw new WriteAheadException(e);
         }
+        var now = clock.GetUtcNow();
         var events = new List<object>(RunDecisions.Request(runId, caller, client, request, files, decision, executorOptions.Value.NodeId,
-            watch.ElapsedMilliseconds, clock.GetUtcNow(), reproduces));
+            watch.ElapsedMilliseconds, now, reproduces));
+
+        // An allowed run enters the run queue in the same commit. A node that is also an executor and has a free slot takes
+        // it at once (inserted claimed: no hand-over, no extra round trip); otherwise any executor is woken to claim it.
+        var nodeId = executorOptions.Value.NodeId;
+        var slot = decision.Allowed && node.Value.Executor ? admission.TryEnter(caller.Tenant) : null;
+        Action<IDocumentSession>? enqueue = null;
+        if (decision.Allowed)
+        {
+            events.Add(RunDecisions.Queued(runId, nodeId, slot is null ? null : nodeId, now));
+            var work = new RunWork(runId,
+                new QueuedRequest(request.Language, Sha256Hex.Of(code), code.Length, Sha256Hex.Of(request.Stdin), request.Stdin.Length, request.Args, files,
+                    request.Limits, request.Classification, request.Runtime, request.Isolation),
+                decision, caller, imageId, client.CorrelationId);
+            enqueue = session => RunQueue.Enqueue(session, work, caller.Tenant, nodeId, slot is null ? null : nodeId, queueOptions.Value.LeaseSeconds);
+        }
 
         var stream = new RunStream(store, runId, Context(caller, client));
         try
         {
-            await RecordAsync(stream, events, ct, decision.Allowed ? CallbackOutbox.Enqueue(runId, caller.Tenant, callbackUrl) : null);
+            var callback = decision.Allowed ? CallbackOutbox.Enqueue(runId, caller.Tenant, callbackUrl) : null;
+            await RecordAsync(stream, events, ct, enqueue is null && callback is null ? null : session =>
+            {
+                enqueue?.Invoke(session);
+                callback?.Invoke(session);
+            });
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
+            slot?.Dispose();
             LogWriteAheadFailed(e, runId);
             throw new WriteAheadException(e);
         }
-        var admitted = new AdmittedRun(stream, request, decision, caller, watch, events) { ImageId = imageId };
+        var admitted = new AdmittedRun(stream, request, decision, caller, watch, events) { ImageId = imageId, Slot = slot, Queued = decision.Allowed };
         admitted.Phases.Recorded();
         return admitted;
     }
@@ -163,26 +207,149 @@ public sealed partial class RunOrchestrator(
     /// Starts the run's execution and tracks it until its terminal event is written. The run belongs to the
     /// service, not the HTTP request: a client that goes away does not stop it, only shutdown does.
     /// </summary>
-    public Task<RunSummary> ExecuteAsync(AdmittedRun run)
+    public Task<RunSummary> ExecuteAsync(AdmittedRun run) => Track(run.Stream.RunId, run.Slot is not null ? ExecuteCoreAsync(run, _abort.Token) : AwaitQueueAsync(run));
+
+    private Task<RunSummary> Track(Guid runId, Task<RunSummary> task)
     {
-        var task = ExecuteCoreAsync(run, _abort.Token);
-        _inFlight[run.Stream.RunId] = task;
-        _ = task.ContinueWith(_ => _inFlight.TryRemove(run.Stream.RunId, out Task? _), TaskScheduler.Default);
+        _inFlight[runId] = task;
+        _ = task.ContinueWith(_ => _inFlight.TryRemove(runId, out Task? _), TaskScheduler.Default);
         return task;
+    }
+
+    /// <summary>
+    /// The api side of a run that waits in the queue: refused (429, or 503 while this node shuts down) when no executor claimed
+    /// it within Admission:MaxQueueWaitMs, by moving its row from queued to refused, which a claim cannot race; otherwise
+    /// waits for its executor to end it ("run done" notification, polled as a fallback) and reads the record.
+    /// </summary>
+    private async Task<RunSummary> AwaitQueueAsync(AdmittedRun run)
+    {
+        var runId = run.Stream.RunId;
+        var options = admission.Options;
+        var done = signals.DoneAsync(runId);
+        _waiting[runId] = run;
+        using var waiting = admission.TryWait();
+        try
+        {
+            signals.WakeWorker(); // this node's own executor, without waiting for the notification's round trip
+            var refusal = admission.Closed ? new AdmissionRefusal("the service is shutting down", 5, ShuttingDown: true)
+                : waiting is null ? new AdmissionRefusal($"the run queue is full ({options.MaxQueueDepth} waiting)", 1)
+                : null;
+            var deadline = TimeSpan.FromMilliseconds(options.MaxQueueWaitMs);
+            while (refusal is null && !done.IsCompleted && run.Execution is null)
+            {
+                var left = deadline - run.Clock.Elapsed;
+                if (left <= TimeSpan.Zero)
+                {
+                    refusal = new AdmissionRefusal(
+                        $"no executor took the run within {options.MaxQueueWaitMs} ms: all sandbox slots are busy, or tenant '{run.Caller.Tenant}' "
+                        + $"already runs {options.MaxConcurrentRunsPerTenant} sandboxes", 2);
+                    break;
+                }
+                await Task.WhenAny(done, Task.Delay(left < Poll ? left : Poll));
+                if (admission.Closed)
+                    refusal = new AdmissionRefusal("the service is shutting down", 5, ShuttingDown: true); // refused only if still unclaimed
+                else if (!done.IsCompleted && run.Execution is null && await queue.StateAsync(runId, CancellationToken.None) is not ("queued" or "claimed"))
+                    break;
+            }
+            if (refusal is not null && await queue.RefuseAsync(runId, CancellationToken.None))
+            {
+                await CommitOrKeepAsync(run, [new RunCompleted(runId, RunStatus.Refused, null, run.Clock.ElapsedMilliseconds, refusal.Reason, clock.GetUtcNow())]);
+                throw new CapacityException(runId, refusal);
+            }
+            // Claimed: by this node (its own execution answers) or by another executor (the record answers once it is done).
+            while (!done.IsCompleted && run.Execution is null)
+            {
+                await Task.WhenAny(done, Task.Delay(Poll));
+                if (!done.IsCompleted && run.Execution is null && await queue.StateAsync(runId, CancellationToken.None) is not ("queued" or "claimed"))
+                    break;
+            }
+            if (run.Execution is { } local)
+                return await local;
+            await using var session = store.QuerySession();
+            var events = await session.Events.FetchStreamAsync(runId, token: CancellationToken.None);
+            lock (run.Events)
+            {
+                run.Events.Clear();
+                run.Events.AddRange(events.Select(e => e.Data));
+            }
+            // Another node executed it: this node's feed ends the run for its stream subscribers (that node counted it).
+            var unseen = events.Where(e => e.Version >= feed.NextVersion(runId)).ToList();
+            if (unseen.Count > 0)
+                feed.Recorded(runId, unseen[0].Version, unseen.Select(e => e.Data).ToList(), observe: false);
+            return run.Summary;
+        }
+        finally
+        {
+            _waiting.TryRemove(runId, out _);
+            signals.Forget(runId);
+        }
+    }
+
+    private static readonly TimeSpan Poll = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// The executor side: runs a run this node claimed from the queue. A run this node recorded itself is run as that very
+    /// object (its waiter answers from it); one from another api node is rebuilt from its work order and the evidence store.
+    /// </summary>
+    public async Task ExecuteClaimedAsync(ClaimedRun claimed, Admission.Slot slot)
+    {
+        var work = claimed.Work;
+        slot.CountTenant(claimed.Tenant);
+        if (_waiting.TryGetValue(work.RunId, out var local))
+        {
+            local.Slot = slot;
+            var execution = Track(work.RunId, ExecuteCoreAsync(local, _abort.Token));
+            local.Execution = execution;
+            signals.Done(work.RunId);
+            await execution.ContinueWith(_ => { }, TaskScheduler.Default);
+            return;
+        }
+        AdmittedRun run;
+        try
+        {
+            var stream = await RunStream.ResumeAsync(store, work.RunId, new WriteContext(work.Caller.Subject, work.CorrelationId, Tenant: work.Caller.Tenant), _abort.Token);
+            run = new AdmittedRun(stream, await RequestOfAsync(work, _abort.Token), work.Decision, work.Caller, Stopwatch.StartNew(), [])
+            {
+                ImageId = work.ImageId, Slot = slot, Queued = true, Remote = true,
+            };
+        }
+        catch (Exception e)
+        {
+            // The inputs are gone (erased) or the store is away: the run ends failed, with its row, if that can be recorded.
+            slot.Dispose();
+            LogClaimedUnreadable(e, work.RunId);
+            var stream = await RunStream.ResumeAsync(store, work.RunId, new WriteContext(work.Caller.Subject, work.CorrelationId, Tenant: work.Caller.Tenant), CancellationToken.None);
+            await stream.AppendAsync([new RunFailed(work.RunId, "The executor could not read the run's inputs: " + e.Message, clock.GetUtcNow())],
+                CancellationToken.None, session => RunQueue.Finish(session, work.RunId));
+            return;
+        }
+        await Track(work.RunId, ExecuteCoreAsync(run, _abort.Token)).ContinueWith(_ => { }, TaskScheduler.Default);
+    }
+
+    /// <summary>The validated request again, its inputs read from the tenant's evidence store by digest.</summary>
+    private async Task<ValidRunRequest> RequestOfAsync(RunWork work, CancellationToken ct)
+    {
+        var tenant = work.Caller.Tenant;
+        async Task<byte[]> ReadAsync(string sha)
+        {
+            await using var content = await evidence.OpenAsync(tenant, sha, ct) ?? throw new InvalidDataException($"Input {sha} is not in the evidence store.");
+            using var buffer = new MemoryStream();
+            await content.CopyToAsync(buffer, ct);
+            return buffer.ToArray();
+        }
+        var r = work.Request;
+        var code = Encoding.UTF8.GetString(await ReadAsync(r.CodeSha256));
+        var stdin = await ReadAsync(r.StdinSha256);
+        var files = r.Files.Select(f => new InputFile(f.Name, f.Bytes, f.Sha256, async token =>
+            await evidence.OpenAsync(tenant, f.Sha256, token) ?? throw new InvalidDataException($"Input file '{f.Name}' is not in the evidence store."))).ToList();
+        return new ValidRunRequest(r.Language, code, stdin, r.Args, files, r.Limits, r.Classification, r.Runtime, r.Isolation);
     }
 
     private async Task<RunSummary> ExecuteCoreAsync(AdmittedRun run, CancellationToken ct)
     {
         var runId = run.Stream.RunId;
 
-        var (lease, refusal) = await admission.EnterAsync(run.Caller.Tenant, ct);
-        if (refusal is not null)
-        {
-            await CommitOrKeepAsync(run, RunDecisions.Refuse(runId, refusal.Reason, run.Clock.ElapsedMilliseconds, clock.GetUtcNow()));
-            throw new CapacityException(runId, refusal);
-        }
-
-        using (lease)
+        using (run.Slot)
         {
             PreparedSandbox sandbox;
             try
@@ -192,6 +359,8 @@ public sealed partial class RunOrchestrator(
                 sandbox = await pool.AcquireAsync(profile, runId, ct);
                 run.Phases.SandboxReady();
                 feed.Running(runId, sandbox.ContainerId);
+                if (run.Remote)
+                    relay.Running(runId, sandbox.ContainerId);
             }
             catch (SandboxStartException e)
             {
@@ -215,7 +384,15 @@ public sealed partial class RunOrchestrator(
             // Recorded once per image and then cached: the first run of a new image pays for its record, later ones do not.
             var image = await images.TryRecordedAsync(sandbox.Profile.Runtime, sandbox.ImageId, ct);
             var sandboxEvents = RunDecisions.SandboxStarted(runId, executorOptions.Value.NodeId, Facts(sandbox, image), sandbox.StartedAt, clock.GetUtcNow());
-            var execution = runner.RunAsync(sandbox, run.Request, run.Decision.Limits, chunk => feed.Output(runId, chunk), ct);
+            var produced = new long[2];
+            var execution = runner.RunAsync(sandbox, run.Request, run.Decision.Limits, run.Remote
+                ? chunk =>
+                {
+                    var index = chunk.Stream == OutputStream.Stdout ? 0 : 1;
+                    relay.Output(runId, chunk, produced[index]);
+                    produced[index] += chunk.Bytes.Length;
+                }
+                : chunk => feed.Output(runId, chunk), ct);
             var announced = AnnounceUnlessFinishedAsync(run, sandboxEvents, execution, ct);
             List<object> outcomeEvents;
             SandboxOutcome? collected = null;
@@ -322,7 +499,12 @@ public sealed partial class RunOrchestrator(
 
     private async Task AppendAsync(AdmittedRun run, IReadOnlyList<object> events, CancellationToken ct)
     {
-        await RecordAsync(run.Stream, events, ct);
+        // The terminal event ends the run's queue row in the same commit, and tells the waiting api node.
+        var runId = run.Stream.RunId;
+        await RecordAsync(run.Stream, events, ct,
+            run.Queued && events.Any(e => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e))) ? session => RunQueue.Finish(session, runId, notify: run.Remote) : null);
+        if (run.Remote)
+            relay.Recorded(runId, run.Stream.Version);
         lock (run.Events)
             run.Events.AddRange(events);
     }
@@ -400,6 +582,9 @@ public sealed partial class RunOrchestrator(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: the evidence store is unavailable; its output is kept inside the outcome event")]
     private partial void LogOutputInline(Exception e, Guid runId);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: claimed from the queue, but its record or inputs could not be read")]
+    private partial void LogClaimedUnreadable(Exception e, Guid runId);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: SandboxRemoved could not be recorded")]
     private partial void LogRemovalNotRecorded(Exception e, Guid runId);

@@ -78,8 +78,8 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
     }
 
     /// <summary>
-    /// Appends and commits the events in one transaction; nothing is half-written. Whatever alongside queues on the session
-    /// (a callback's outbox row) commits or fails with them.
+    /// Appends and commits the events in one transaction; nothing is half-written. Whatever alongside adds to the session (the
+    /// run queue row, a callback's outbox row) commits or fails with them.
     /// </summary>
     public async Task AppendAsync(IReadOnlyList<object> events, CancellationToken ct, Action<IDocumentSession>? alongside = null)
     {

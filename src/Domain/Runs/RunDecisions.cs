@@ -118,9 +118,12 @@ public static class RunDecisions
     /// A run this node left without a terminal event (crash or kill) and without a journaled outcome: abandoned, naming the
     /// node, with what is known of its sandboxes (recorded for it, and which of them the restart removed).
     /// </summary>
-    public static object[] Abandon(Guid runId, string node, IReadOnlyCollection<string> containers, IReadOnlyCollection<string> swept, DateTimeOffset now)
+    public static object[] Abandon(Guid runId, string node, IReadOnlyCollection<string> containers, IReadOnlyCollection<string> swept, DateTimeOffset now,
+        bool waitedInQueue = false)
     {
-        var reason = containers.Count == 0
+        var reason = waitedInQueue
+            ? "The api node that recorded this run stopped (crash or kill) while the run waited in the queue for an executor; it never ran."
+            : containers.Count == 0
             ? "The service stopped (crash or kill) before a sandbox was recorded for this run: it was waiting for a slot or its "
               + "sandbox had just been handed over; no outcome is known."
             : containers.All(swept.Contains)
@@ -128,6 +131,9 @@ public static class RunDecisions
                 : "The service stopped while this run was in flight (crash or kill); its sandbox was no longer in the engine at restart.";
         return [new RunAbandoned(runId, reason, node, now)];
     }
+
+    /// <summary>An allowed run enters the run queue, already claimed when the recording node runs it itself.</summary>
+    public static RunQueued Queued(Guid runId, string queuedBy, string? claimedBy, DateTimeOffset now) => new(runId, queuedBy, claimedBy, now);
 
     /// <summary>An artifact kept in the evidence store under its digest.</summary>
     public static ArtifactRecorded ArtifactStored(Guid runId, string name, long bytes, string sha256, DateTimeOffset now) =>
