@@ -140,11 +140,10 @@ public sealed partial class RunOrchestrator(
             files = [];
             foreach (var file in request.Files)
             {
-                // Streamed from the request's spool (multipart) or memory (JSON) into the store, never read whole.
+                // Streamed from the request's spool (multipart) or memory (JSON) into the store, never read whole; the store
+                // refuses it (InvalidDataException) if it no longer hashes to the digest taken when it was received.
                 await using var content = await file.Open(ct);
                 var stored = await evidence.PutAsync(caller.Tenant, new StoredContent(file.Sha256, file.Bytes), content, ct);
-                if (stored.Sha256 != file.Sha256 || stored.Bytes != file.Bytes)
-                    throw new InvalidDataException($"Input file '{file.Name}' changed after it was received.");
                 files.Add(new FileDigest(file.Name, stored.Bytes, stored.Sha256));
             }
         }

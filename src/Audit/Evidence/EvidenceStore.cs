@@ -141,7 +141,8 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
             if (await blob.ExecuteNonQueryAsync(ct) == 0)
                 return;
         }
-        var buffer = ArrayPool<byte>.Shared.Rent(ChunkSize);
+        // Sized to the content, so small puts (code, stdin, short output) never take a 1 MiB buffer.
+        var buffer = ArrayPool<byte>.Shared.Rent((int)Math.Clamp(bytes, 1, ChunkSize));
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         try
         {
@@ -229,7 +230,7 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
             {
                 if (_buffer is not null)
                     ArrayPool<byte>.Shared.Return(_buffer);
-                _buffer = ArrayPool<byte>.Shared.Rent(Math.Max(length, ChunkSize));
+                _buffer = ArrayPool<byte>.Shared.Rent(Math.Max(length, 1));
             }
             var filled = 0;
             while (filled < length)
