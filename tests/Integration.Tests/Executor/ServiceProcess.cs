@@ -49,9 +49,10 @@ public sealed class ServiceProcess : IAsyncDisposable
             DevelopmentTokens.Mint(Auth, subject, tenant, roles, TimeSpan.FromMinutes(30));
     }
 
-    public static async Task<ServiceProcess> StartAsync(Setup setup, IDictionary<string, string>? settings = null)
+    /// <summary>Starts the service on the given loopback port (a restarted cluster node keeps its address), else on a free one.</summary>
+    public static async Task<ServiceProcess> StartAsync(Setup setup, IDictionary<string, string>? settings = null, int? port = null)
     {
-        var port = FreePort();
+        port ??= FreePort();
         var directory = AppContext.BaseDirectory;
         var info = new ProcessStartInfo("dotnet")
         {
@@ -168,7 +169,7 @@ public sealed class ServiceProcess : IAsyncDisposable
             _log.AppendLine(line);
     }
 
-    private static int FreePort()
+    public static int FreePort()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
