@@ -102,6 +102,21 @@ public sealed class ClusterFixture : IAsyncLifetime
         return holders;
     }
 
+    /// <summary>PostgreSQL connections open per node (by application_name): what each node costs against max_connections.</summary>
+    public async Task<string> ConnectionsPerNodeAsync()
+    {
+        await using var connection = new NpgsqlConnection(Database.AdminConnection);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(
+            "SELECT application_name, count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = ANY($1) GROUP BY 1 ORDER BY 1", connection);
+        command.Parameters.AddWithValue(Nodes.Select(n => n.Id).ToArray());
+        var counts = new List<string>();
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+            counts.Add($"{reader.GetString(0)}: {reader.GetInt64(1)}");
+        return string.Join(", ", counts);
+    }
+
     public async Task DisposeAsync()
     {
         foreach (var node in Nodes)

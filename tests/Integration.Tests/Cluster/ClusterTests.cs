@@ -185,6 +185,7 @@ public sealed class ClusterTests(ClusterFixture cluster, ITestOutputHelper outpu
 
         await RunThroughNodesAvoidingAsync(leader, tenant, count: 3);
         await WaitForStatisticsAsync(tenant, runs: 3);
+        output.WriteLine($"PostgreSQL connections per node: {await cluster.ConnectionsPerNodeAsync()}");
 
         await leader.CrashAsync();
         var killed = Stopwatch.StartNew();
