@@ -9,6 +9,7 @@ using Sandbox.Audited.Api.Health;
 using Sandbox.Audited.Api.Hosting;
 using Sandbox.Audited.Api.Idempotency;
 using Sandbox.Audited.Api.Metrics;
+using Sandbox.Audited.Api.Nodes;
 using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Api.Runs;
 using Sandbox.Audited.Api.Runtimes;
@@ -16,6 +17,7 @@ using Sandbox.Audited.Api.Web;
 using Sandbox.Audited.Api.Streaming;
 using Sandbox.Audited.Audit;
 using Sandbox.Audited.Audit.Evidence;
+using Sandbox.Audited.Audit.Queue;
 using Sandbox.Audited.Audit.Policies;
 using Sandbox.Audited.Audit.Runtimes;
 using Sandbox.Audited.Audit.Logging;
@@ -42,6 +44,13 @@ builder.Services.AddSerilog((services, logger) => logger
     .Enrich.FromLogContext()
     .WriteTo.Console()
     .WriteTo.Sink(services.GetRequiredService<PostgresLogSink>()), preserveStaticLogger: true);
+
+// Node roles (Node:Roles): "api,executor" (one process, the default), "api" (no engine, no pool, no reaper) or "executor"
+// (health and metrics only, no /v1 API). Runs go from api to executor through the PostgreSQL run queue.
+var node = builder.Configuration.GetSection(NodeOptions.Section).Get<NodeOptions>() ?? new NodeOptions();
+node.Validate();
+builder.Services.Configure<NodeOptions>(builder.Configuration.GetSection(NodeOptions.Section));
+builder.Services.Configure<QueueOptions>(builder.Configuration.GetSection(QueueOptions.Section));
 
 // Authentication fails closed: missing or half-set configuration throws here.
 builder.Services.AddSandboxAuth(builder.Configuration);
@@ -72,7 +81,8 @@ builder.Services.Configure<RuntimeOptions>(builder.Configuration.GetSection(Runt
 builder.Services.AddSingleton(sp => RuntimeCatalogueLoader.Load(sp.GetRequiredService<IOptions<RuntimeOptions>>().Value, builder.Environment.ContentRootPath));
 builder.Services.AddSingleton<RuntimeImageLog>();
 builder.Services.AddSingleton<RuntimeImageRegistry>();
-builder.Services.AddHostedService(sp => sp.GetRequiredService<RuntimeImageRegistry>());
+if (node.Executor) // records the images its engine holds
+    builder.Services.AddHostedService(sp => sp.GetRequiredService<RuntimeImageRegistry>());
 
 // Executor: Docker, sandboxes, warm pool, reaper.
 builder.Services.Configure<ExecutorOptions>(builder.Configuration.GetSection(ExecutorOptions.Section));
@@ -84,6 +94,10 @@ builder.Services.AddSingleton<SandboxRunner>();
 builder.Services.AddSingleton<SandboxPool>();
 builder.Services.AddSingleton<Reaper>();
 builder.Services.AddSingleton<IRemovalLog, RunRemovalLog>();
+builder.Services.AddSingleton<RunQueue>();
+builder.Services.AddSingleton<QueueSignals>();
+builder.Services.AddHostedService(sp => sp.GetRequiredService<QueueSignals>());
+builder.Services.AddHostedService<NodeHeartbeat>();
 
 // Runs: admission, orchestration, start-up recovery and graceful shutdown (registered before the pool and reaper).
 builder.Services.Configure<AdmissionOptions>(builder.Configuration.GetSection(AdmissionOptions.Section));
@@ -96,8 +110,12 @@ builder.Services.AddHostedService<RunLifecycle>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<OutcomeJournal>());
 builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(
     builder.Configuration.GetValue(ShutdownOptions.Section + ":GraceSeconds", new ShutdownOptions().GraceSeconds) + 20));
-builder.Services.AddHostedService(sp => sp.GetRequiredService<SandboxPool>());
-builder.Services.AddHostedService(sp => sp.GetRequiredService<Reaper>());
+if (node.Executor)
+{
+    builder.Services.AddHostedService(sp => sp.GetRequiredService<SandboxPool>());
+    builder.Services.AddHostedService(sp => sp.GetRequiredService<Reaper>());
+    builder.Services.AddHostedService<QueueWorker>();
+}
 
 // Audit trail: queries, verification, export and the access log (auditors and admins, own tenant only).
 builder.Services.AddAuditTrail();
@@ -134,9 +152,14 @@ app.UseAuthentication();
 app.UseAuthorization();
 app.UseRateLimiter();
 
-app.MapApiDocs();
 app.MapHealth();
 app.MapMetrics();
+if (!node.Api)
+{
+    app.Run(); // an executor-only node serves health and metrics, no API
+    return 0;
+}
+app.MapApiDocs();
 app.MapRuns();
 app.MapPolicies();
 app.MapAudit();

@@ -191,7 +191,9 @@ function keyFacts({ type, data = {} }) {
     case 'policy_evaluated':
       return [['decision', data.decision], ['rules', join(data.ruleIds)], ['reasons', join(data.reasons)], ['findings', join(data.findings)]];
     case 'run_queued':
-      return [['queue position', data.queuePosition]];
+      return [['queued by', data.queuedBy], ['claimed by', data.claimedBy ?? 'any executor']];
+    case 'late_outcome_recorded':
+      return [['node', data.node], ['meant', `${data.terminal} ${data.status ?? ''}`], ['exit code', data.exitCode], ['reason', data.reason]];
     case 'sandbox_created':
       return [['image', data.image], ['container', String(data.containerId ?? '').slice(0, 12)], ['from pool', data.fromPool],
         ['network', data.settings?.networkMode], ['memory', data.settings?.memoryBytes ? `${data.settings.memoryBytes / 1048576} MiB` : '—']];

@@ -14,9 +14,9 @@ public static class HealthEndpoints
         // Liveness: the process answers.
         app.MapMethods("/healthz", Probe, () => TypedResults.Ok(new { status = "ok" })).AllowAnonymous().ExcludeFromDescription();
 
-        // Readiness: PostgreSQL and the Docker engine both answer and the node is not draining; otherwise 503 with what is wrong.
+        // Readiness: PostgreSQL and (on an executor) the Docker engine answer and the node is not draining; otherwise 503 with what is wrong.
         app.MapMethods("/readyz", Probe, async (NpgsqlDataSource db, DockerEngine docker, Admission admission, OutcomeJournal journal,
-            IHostApplicationLifetime lifetime, CancellationToken ct) =>
+            IHostApplicationLifetime lifetime, Microsoft.Extensions.Options.IOptions<Sandbox.Audited.Audit.Queue.NodeOptions> node, CancellationToken ct) =>
         {
             // Draining starts at SIGTERM: not ready at once, before admission closes, so that no new run is sent here.
             if (admission.Draining || lifetime.ApplicationStopping.IsCancellationRequested)
@@ -29,8 +29,9 @@ public static class HealthEndpoints
                     await using var command = db.CreateCommand("SELECT 1");
                     await command.ExecuteScalarAsync(c);
                 }, ct),
-                ["docker"] = await Check(docker.PingAsync, ct),
             };
+            if (node.Value.Executor) // an api-only node has no engine
+                checks["docker"] = await Check(docker.PingAsync, ct);
             var ready = checks.Values.All(v => v == "ok");
             // Outcomes waiting in the journal do not make the node unready (it runs code), but an operator should see them.
             checks["journal"] = journal.Pending == 0 ? "empty" : $"{journal.Pending} outcomes waiting for the audit store";

@@ -24,17 +24,21 @@ public sealed class AdmissionOptions
 public sealed record AdmissionRefusal(string Reason, int RetryAfterSeconds, bool ShuttingDown = false);
 
 /// <summary>
-/// Admission control: a global and a per-tenant ceiling on running sandboxes and a bounded queue with a
-/// maximum wait. It answers quickly and always: a slot, or a refusal the client can retry after.
+/// Admission control on this node. Runs go through the PostgreSQL run queue: an executor takes a run only when it has a
+/// free slot (MaxConcurrentRuns per executor node) and the run's tenant runs fewer than MaxConcurrentRunsPerTenant
+/// (counted across the cluster by the queue's claim; for a run a node takes at once, by this node). The api side counts
+/// the runs it waits for in the queue (MaxQueueDepth) and refuses a run not claimed within MaxQueueWaitMs.
 /// </summary>
 public sealed class Admission(IOptions<AdmissionOptions> options)
 {
     private readonly SemaphoreSlim _global = new(options.Value.MaxConcurrentRuns, options.Value.MaxConcurrentRuns);
-    private readonly ConcurrentDictionary<string, SemaphoreSlim> _tenants = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, int> _tenants = new(StringComparer.Ordinal);
     private int _queued;
     private int _running;
     private volatile bool _closed;
     private volatile bool _draining;
+
+    public AdmissionOptions Options => options.Value;
 
     public int Queued => Volatile.Read(ref _queued);
 
@@ -52,40 +56,76 @@ public sealed class Admission(IOptions<AdmissionOptions> options)
 
     public bool Draining => _draining;
 
-    public async Task<(IDisposable? Lease, AdmissionRefusal? Refusal)> EnterAsync(string tenant, CancellationToken ct)
+    public bool Closed => _closed;
+
+    /// <summary>A slot at once, or null: the node's slots are all busy, the tenant is at its ceiling here, or the node is closing.</summary>
+    public Slot? TryEnter(string tenant)
     {
         if (_closed)
-            return (null, new AdmissionRefusal("the service is shutting down", 5, ShuttingDown: true));
+            return null;
+        var taken = false;
+        _tenants.AddOrUpdate(tenant, _ => { taken = true; return 1; }, (_, n) =>
+        {
+            taken = n < options.Value.MaxConcurrentRunsPerTenant;
+            return taken ? n + 1 : n;
+        });
+        if (!taken)
+            return null;
+        if (!_global.Wait(0))
+        {
+            _tenants.AddOrUpdate(tenant, 0, (_, n) => n - 1);
+            return null;
+        }
+        Interlocked.Increment(ref _running);
+        return new Slot(this) { Tenant = tenant };
+    }
+
+    /// <summary>A free slot of this executor for a run it is about to claim from the queue (the tenant is counted once claimed).</summary>
+    public Slot? TrySlot()
+    {
+        if (_closed || !_global.Wait(0))
+            return null;
+        Interlocked.Increment(ref _running);
+        return new Slot(this);
+    }
+
+    /// <summary>The api side waits for a run in the queue; refused at once when MaxQueueDepth runs already wait here.</summary>
+    public IDisposable? TryWait()
+    {
         if (Interlocked.Increment(ref _queued) > options.Value.MaxQueueDepth)
         {
             Interlocked.Decrement(ref _queued);
-            return (null, new AdmissionRefusal($"the run queue is full ({options.Value.MaxQueueDepth} waiting)", 1));
+            return null;
         }
-        var tenantGate = _tenants.GetOrAdd(tenant, _ => new SemaphoreSlim(options.Value.MaxConcurrentRunsPerTenant, options.Value.MaxConcurrentRunsPerTenant));
-        var deadline = TimeSpan.FromMilliseconds(options.Value.MaxQueueWaitMs);
-        var started = DateTime.UtcNow;
-        try
+        return new Waiting(this);
+    }
+
+    private sealed class Waiting(Admission admission) : IDisposable
+    {
+        private int _disposed;
+
+        public void Dispose()
         {
-            if (!await tenantGate.WaitAsync(deadline, ct))
-                return (null, new AdmissionRefusal($"tenant '{tenant}' already runs {options.Value.MaxConcurrentRunsPerTenant} sandboxes", 2));
-            var left = deadline - (DateTime.UtcNow - started);
-            if (left < TimeSpan.Zero || !await _global.WaitAsync(left, ct))
-            {
-                tenantGate.Release();
-                return (null, new AdmissionRefusal($"all {options.Value.MaxConcurrentRuns} sandbox slots are busy", 2));
-            }
-            Interlocked.Increment(ref _running);
-            return (new Lease(this, tenantGate), null);
-        }
-        finally
-        {
-            Interlocked.Decrement(ref _queued);
+            if (Interlocked.Exchange(ref _disposed, 1) == 0)
+                Interlocked.Decrement(ref admission._queued);
         }
     }
 
-    private sealed class Lease(Admission admission, SemaphoreSlim tenantGate) : IDisposable
+    /// <summary>An executor slot; once a run is claimed into it, its tenant is counted on this node too.</summary>
+    public sealed class Slot(Admission admission) : IDisposable
     {
         private int _disposed;
+
+        /// <summary>The tenant counted on this node for this slot (set when TryEnter counted it).</summary>
+        public string? Tenant { get; internal init; }
+
+        private string? _counted;
+
+        public void CountTenant(string tenant)
+        {
+            _counted = tenant;
+            admission._tenants.AddOrUpdate(tenant, 1, (_, n) => n + 1);
+        }
 
         public void Dispose()
         {
@@ -93,7 +133,12 @@ public sealed class Admission(IOptions<AdmissionOptions> options)
                 return;
             Interlocked.Decrement(ref admission._running);
             admission._global.Release();
-            tenantGate.Release();
+            if ((Tenant ?? _counted) is { } tenant)
+                admission._tenants.AddOrUpdate(tenant, 0, (_, n) => n - 1);
+            admission.SlotFreed?.Invoke();
         }
     }
+
+    /// <summary>A slot came free: the executor's worker looks for queued runs again.</summary>
+    public event Action? SlotFreed;
 }

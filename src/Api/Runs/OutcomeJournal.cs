@@ -7,7 +7,9 @@ using Polly;
 using Polly.Retry;
 using Sandbox.Audited.Api.Streaming;
 using Sandbox.Audited.Audit.Events;
+using Sandbox.Audited.Audit.Queue;
 using Sandbox.Audited.Audit.Runs;
+using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Executor;
 
 namespace Sandbox.Audited.Api.Runs;
@@ -28,12 +30,14 @@ public sealed partial class OutcomeJournal : BackgroundService
     private readonly ILogger<OutcomeJournal> _logger;
     private readonly SemaphoreSlim _wake = new(0);
     private readonly ResiliencePipeline _retry;
+    private readonly string _node;
 
     public OutcomeJournal(IDocumentStore store, RunFeed feed, IOptions<ExecutorOptions> options, ILogger<OutcomeJournal> logger)
     {
         _store = store;
         _feed = feed;
         _logger = logger;
+        _node = options.Value.NodeId;
         Directory = Path.Combine(options.Value.JournalDirectory, options.Value.NodeId);
         _retry = new ResiliencePipelineBuilder()
             .AddRetry(new RetryStrategyOptions
@@ -179,12 +183,16 @@ public sealed partial class OutcomeJournal : BackgroundService
             var existing = await session.Events.FetchStreamAsync(runId, token: ct);
             ended = existing.Any(e => EventCatalog.Terminal.Contains(e.EventTypeName));
             var present = existing.Select(e => serializer.ToJson(e.Data)).ToHashSet();
-            events = events.Where(e => !present.Contains(serializer.ToJson(e)) && !(ended && EventCatalog.Terminal.Contains(EventCatalog.NameOf(e)))).ToList();
+            // A run recorded abandoned meanwhile (its node was silent beyond the grace) keeps that one terminal event: the true
+            // outcome arrives as a late, non-terminal event on the same run, so nothing true is lost.
+            events = events.Where(e => !present.Contains(serializer.ToJson(e)))
+                .Select(e => ended && EventCatalog.Terminal.Contains(EventCatalog.NameOf(e)) ? Late(runId, e) : e).ToList();
         }
         if (events.Count > 0)
         {
             var stream = await RunStream.ResumeAsync(_store, runId, context, ct);
-            await stream.AppendAsync(events, ct);
+            var terminal = !ended && events.Any(e => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e)));
+            await stream.AppendAsync(events, ct, terminal ? session => RunQueue.Finish(session, runId) : null);
             if (!ended)
                 _feed.Recorded(runId, stream.Version - events.Count + 1, events); // a run already ended is no longer live
         }
@@ -192,6 +200,14 @@ public sealed partial class OutcomeJournal : BackgroundService
         LogCommitted(runId, events.Count);
         return runId;
     }
+
+    private LateOutcomeRecorded Late(Guid runId, object terminal) => terminal switch
+    {
+        RunCompleted c => new(runId, _node, EventCatalog.NameOf(c), c.Status, c.ExitCode, c.Reason, c.At, DateTimeOffset.UtcNow),
+        RunFailed f => new(runId, _node, EventCatalog.NameOf(f), RunStatus.Error, null, f.Reason, f.At, DateTimeOffset.UtcNow),
+        RunAbandoned a => new(runId, _node, EventCatalog.NameOf(a), RunStatus.Abandoned, null, a.Reason, a.At, DateTimeOffset.UtcNow),
+        _ => throw new InvalidOperationException($"{terminal.GetType().Name} is not a terminal event."),
+    };
 
     private IEnumerable<string> Files() =>
         System.IO.Directory.Exists(Directory) ? System.IO.Directory.GetFiles(Directory, "*.json").Order(StringComparer.Ordinal) : [];

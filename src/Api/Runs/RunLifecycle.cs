@@ -2,6 +2,7 @@ using Marten;
 using Microsoft.Extensions.Options;
 using Npgsql;
 using Sandbox.Audited.Audit;
+using Sandbox.Audited.Audit.Queue;
 using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Executor;
@@ -28,6 +29,8 @@ public sealed partial class RunLifecycle(
     RunOrchestrator orchestrator,
     OutcomeJournal journal,
     IRemovalLog removals,
+    RunQueue queue,
+    IOptions<NodeOptions> node,
     Admission admission,
     Sandbox.Audited.Executor.Docker.DockerEngine docker,
     IOptions<ExecutorOptions> executor,
@@ -40,7 +43,8 @@ public sealed partial class RunLifecycle(
         IReadOnlyList<(string ContainerId, string? RunLabel)> swept = [];
         try
         {
-            swept = await reaper.ReapAsync(startup: true, ct);
+            if (node.Value.Executor) // an api-only node has no engine and no containers
+                swept = await reaper.ReapAsync(startup: true, ct);
         }
         catch (Exception e)
         {
@@ -48,24 +52,32 @@ public sealed partial class RunLifecycle(
         }
         // Outcomes a previous process journaled are true outcomes: they are committed before anything is abandoned.
         await journal.CommitAllOnceAsync(ct);
-        foreach (var (runId, containers) in await UnfinishedRunsAsync(ct))
+        foreach (var (runId, containers, queueState) in await UnfinishedRunsAsync(ct))
         {
             if (journal.Holds(runId))
                 continue; // its outcome is known and waits for the store; the journal worker commits it
-            var reason = containers.Count == 0
+            // A run still waiting in the queue is abandoned only if no executor claims it first (the move decides).
+            if (queueState == "queued" && !await queue.AbandonQueuedAsync(runId, ct))
+                continue;
+            var reason = queueState == "queued"
+                ? "The api node that recorded this run stopped (crash or kill) while the run waited in the queue for an executor; it never ran."
+                : containers.Count == 0
                 ? "The service stopped (crash or kill) before a sandbox was recorded for this run: it was waiting for a slot or its "
                   + "sandbox had just been handed over; no outcome is known."
                 : containers.All(c => swept.Any(s => s.ContainerId == c))
                     ? "The service stopped while this run was in flight (crash or kill); its sandbox was removed at restart."
                     : "The service stopped while this run was in flight (crash or kill); its sandbox was no longer in the engine at restart.";
             var stream = await RunStream.ResumeAsync(store, runId, new WriteContext("system:recovery", null), ct);
-            await stream.AppendAsync(new RunAbandoned(runId, reason, executor.Value.NodeId, clock.GetUtcNow()), ct);
+            var node = executor.Value.NodeId;
+            await stream.AppendAsync([new RunAbandoned(runId, reason, node, clock.GetUtcNow())], ct,
+                queueState == "claimed" ? session => RunQueue.MarkAbandoned(session, runId, node) : null);
             LogAbandoned(runId);
         }
         // After the abandonment, so that each run's terminal event is followed by the removal of its sandbox.
         foreach (var (containerId, runLabel) in swept)
             await removals.RecordAsync(containerId, runLabel, SandboxRemoval.SweptAtStartup, ct);
-        await RecordVanishedAsync(swept.Select(s => s.ContainerId).ToHashSet(), ct);
+        if (node.Value.Executor)
+            await RecordVanishedAsync(swept.Select(s => s.ContainerId).ToHashSet(), ct);
     }
 
     /// <summary>
@@ -126,23 +138,33 @@ public sealed partial class RunLifecycle(
 
     public Task StoppedAsync(CancellationToken ct) => Task.CompletedTask;
 
-    /// <summary>This node's runs without a terminal event, each with the containers recorded for it.</summary>
-    private async Task<List<(Guid RunId, List<string> Containers)>> UnfinishedRunsAsync(CancellationToken ct)
+    /// <summary>
+    /// This node's runs without a terminal event, each with the containers recorded for it and its queue state: the runs it
+    /// claimed as an executor, those it recorded as an api node that still wait in the queue, and (from before the queue)
+    /// those it recorded without a queue row.
+    /// </summary>
+    private async Task<List<(Guid RunId, List<string> Containers, string? QueueState)>> UnfinishedRunsAsync(CancellationToken ct)
     {
         var sql = $"""
-            SELECT e.stream_id, ARRAY(SELECT c.data ->> 'containerId' FROM {MartenSetup.Schema}.mt_events c
-                                      WHERE c.stream_id = e.stream_id AND c.type = 'sandbox_created')
-            FROM {MartenSetup.Schema}.mt_events e
-            WHERE e.type = 'run_requested' AND e.data ->> 'node' = $1
-              AND NOT EXISTS (SELECT 1 FROM {MartenSetup.Schema}.mt_events t
-                              WHERE t.stream_id = e.stream_id AND t.type IN ('run_completed', 'run_failed', 'run_abandoned'))
+            WITH mine AS (
+                SELECT q.run_id, q.state FROM sandbox.run_queue q
+                WHERE (q.state = 'claimed' AND q.node_id = $1) OR (q.state = 'queued' AND q.requested_by = $1)
+                UNION ALL
+                SELECT e.stream_id, NULL FROM {MartenSetup.Schema}.mt_events e
+                WHERE e.type = 'run_requested' AND e.data ->> 'node' = $1
+                  AND NOT EXISTS (SELECT 1 FROM sandbox.run_queue q WHERE q.run_id = e.stream_id))
+            SELECT m.run_id, ARRAY(SELECT c.data ->> 'containerId' FROM {MartenSetup.Schema}.mt_events c
+                                   WHERE c.stream_id = m.run_id AND c.type = 'sandbox_created'), m.state
+            FROM mine m
+            WHERE NOT EXISTS (SELECT 1 FROM {MartenSetup.Schema}.mt_events t
+                              WHERE t.stream_id = m.run_id AND t.type IN ('run_completed', 'run_failed', 'run_abandoned'))
             """;
         await using var command = dataSource.CreateCommand(sql);
         command.Parameters.AddWithValue(executor.Value.NodeId);
-        var runs = new List<(Guid, List<string>)>();
+        var runs = new List<(Guid, List<string>, string?)>();
         await using var reader = await command.ExecuteReaderAsync(ct);
         while (await reader.ReadAsync(ct))
-            runs.Add((reader.GetGuid(0), reader.GetFieldValue<string[]>(1).ToList()));
+            runs.Add((reader.GetGuid(0), reader.GetFieldValue<string[]>(1).ToList(), reader.IsDBNull(2) ? null : reader.GetString(2)));
         return runs;
     }
 

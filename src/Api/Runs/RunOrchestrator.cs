@@ -2,10 +2,13 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text;
 using Marten;
+using Sandbox.Audited.Api.Nodes;
 using Sandbox.Audited.Api.Policies;
 using Sandbox.Audited.Api.Runtimes;
 using Sandbox.Audited.Api.Streaming;
+using Sandbox.Audited.Audit.Events;
 using Sandbox.Audited.Audit.Evidence;
+using Sandbox.Audited.Audit.Queue;
 using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Domain.Hashing;
 using Sandbox.Audited.Domain.Policies;
@@ -31,6 +34,15 @@ public sealed record AdmittedRun(RunStream Stream, ValidRunRequest Request, Poli
 
     /// <summary>Set once an outcome went to the node's journal: later events of the run go there too, in order.</summary>
     public bool Recording { get; set; }
+
+    /// <summary>The executor slot this node holds for the run while it runs it here; null while it waits in the queue.</summary>
+    public Admission.Slot? Slot { get; set; }
+
+    /// <summary>The run has a queue row (every allowed run): its terminal event also ends the row.</summary>
+    public bool Queued { get; init; }
+
+    /// <summary>This node's own execution of a run it recorded, once its executor claimed it from the queue.</summary>
+    public Task<RunSummary>? Execution { get; set; }
 
     public RunSummary Summary
     {
@@ -61,8 +73,14 @@ public sealed partial class RunOrchestrator(
     OutcomeJournal journal,
     EvidenceStore evidence,
     RunArtifacts artifacts,
+    RunQueue queue,
+    QueueSignals signals,
+    IOptions<NodeOptions> node,
+    IOptions<QueueOptions> queueOptions,
     ILogger<RunOrchestrator> logger)
 {
+    // Runs this node recorded and waits for in the queue: when its own executor claims one, it runs this very object.
+    private readonly ConcurrentDictionary<Guid, AdmittedRun> _waiting = new();
     private readonly ConcurrentDictionary<Guid, Task> _inFlight = new();
     private readonly ConcurrentDictionary<string, Task> _removals = new();
     private readonly CancellationTokenSource _abort = new();
@@ -147,17 +165,33 @@ public sealed partial class RunOrchestrator(
         if (!decision.Allowed)
             events.Add(new RunCompleted(runId, RunStatus.Denied, null, watch.ElapsedMilliseconds, string.Join(" ", decision.Reasons), now));
 
+        // An allowed run enters the run queue in the same commit. A node that is also an executor and has a free slot takes
+        // it at once (inserted claimed: no hand-over, no extra round trip); otherwise any executor is woken to claim it.
+        var nodeId = executorOptions.Value.NodeId;
+        var slot = decision.Allowed && node.Value.Executor ? admission.TryEnter(caller.Tenant) : null;
+        Action<IDocumentOperations>? enqueue = null;
+        if (decision.Allowed)
+        {
+            events.Add(new RunQueued(runId, nodeId, slot is null ? null : nodeId, now));
+            var work = new RunWork(runId,
+                new QueuedRequest(request.Language, Sha256Hex.Of(code), code.Length, Sha256Hex.Of(request.Stdin), request.Stdin.Length, request.Args, files,
+                    request.Limits, request.Classification, request.Runtime, request.Isolation),
+                decision, caller, imageId, client.CorrelationId);
+            enqueue = session => RunQueue.Enqueue(session, work, caller.Tenant, nodeId, slot is null ? null : nodeId, queueOptions.Value.LeaseSeconds);
+        }
+
         var stream = new RunStream(store, runId, Context(caller, client));
         try
         {
-            await RecordAsync(stream, events, ct);
+            await RecordAsync(stream, events, ct, enqueue);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
+            slot?.Dispose();
             LogWriteAheadFailed(e, runId);
             throw new WriteAheadException(e);
         }
-        var admitted = new AdmittedRun(stream, request, decision, caller, watch, events) { ImageId = imageId };
+        var admitted = new AdmittedRun(stream, request, decision, caller, watch, events) { ImageId = imageId, Slot = slot, Queued = decision.Allowed };
         admitted.Phases.Recorded();
         return admitted;
     }
@@ -176,26 +210,140 @@ public sealed partial class RunOrchestrator(
     /// Starts the run's execution and tracks it until its terminal event is written. The run belongs to the
     /// service, not the HTTP request: a client that goes away does not stop it, only shutdown does.
     /// </summary>
-    public Task<RunSummary> ExecuteAsync(AdmittedRun run)
+    public Task<RunSummary> ExecuteAsync(AdmittedRun run) => Track(run.Stream.RunId, run.Slot is not null ? ExecuteCoreAsync(run, _abort.Token) : AwaitQueueAsync(run));
+
+    private Task<RunSummary> Track(Guid runId, Task<RunSummary> task)
     {
-        var task = ExecuteCoreAsync(run, _abort.Token);
-        _inFlight[run.Stream.RunId] = task;
-        _ = task.ContinueWith(_ => _inFlight.TryRemove(run.Stream.RunId, out Task? _), TaskScheduler.Default);
+        _inFlight[runId] = task;
+        _ = task.ContinueWith(_ => _inFlight.TryRemove(runId, out Task? _), TaskScheduler.Default);
         return task;
+    }
+
+    /// <summary>
+    /// The api side of a run that waits in the queue: refused (429, or 503 while this node shuts down) when no executor claimed
+    /// it within Admission:MaxQueueWaitMs, by moving its row from queued to refused, which a claim cannot race; otherwise
+    /// waits for its executor to end it ("run done" notification, polled as a fallback) and reads the record.
+    /// </summary>
+    private async Task<RunSummary> AwaitQueueAsync(AdmittedRun run)
+    {
+        var runId = run.Stream.RunId;
+        var options = admission.Options;
+        var done = signals.DoneAsync(runId);
+        _waiting[runId] = run;
+        using var waiting = admission.TryWait();
+        try
+        {
+            signals.WakeWorker(); // this node's own executor, without waiting for the notification's round trip
+            var refusal = admission.Closed ? new AdmissionRefusal("the service is shutting down", 5, ShuttingDown: true)
+                : waiting is null ? new AdmissionRefusal($"the run queue is full ({options.MaxQueueDepth} waiting)", 1)
+                : null;
+            var deadline = TimeSpan.FromMilliseconds(options.MaxQueueWaitMs);
+            while (refusal is null && !done.IsCompleted && run.Execution is null)
+            {
+                var left = deadline - run.Clock.Elapsed;
+                if (left <= TimeSpan.Zero)
+                {
+                    refusal = new AdmissionRefusal(
+                        $"no executor took the run within {options.MaxQueueWaitMs} ms: all sandbox slots are busy, or tenant '{run.Caller.Tenant}' "
+                        + $"already runs {options.MaxConcurrentRunsPerTenant} sandboxes", 2);
+                    break;
+                }
+                await Task.WhenAny(done, Task.Delay(left < Poll ? left : Poll));
+                if (!done.IsCompleted && run.Execution is null && await queue.StateAsync(runId, CancellationToken.None) is not ("queued" or "claimed"))
+                    break;
+            }
+            if (refusal is not null && await queue.RefuseAsync(runId, CancellationToken.None))
+            {
+                await CommitOrKeepAsync(run, [new RunCompleted(runId, RunStatus.Refused, null, run.Clock.ElapsedMilliseconds, refusal.Reason, clock.GetUtcNow())]);
+                throw new CapacityException(runId, refusal);
+            }
+            // Claimed: by this node (its own execution answers) or by another executor (the record answers once it is done).
+            while (!done.IsCompleted && run.Execution is null)
+            {
+                await Task.WhenAny(done, Task.Delay(Poll));
+                if (!done.IsCompleted && run.Execution is null && await queue.StateAsync(runId, CancellationToken.None) is not ("queued" or "claimed"))
+                    break;
+            }
+            if (run.Execution is { } local)
+                return await local;
+            await using var session = store.QuerySession();
+            var events = await session.Events.FetchStreamAsync(runId, token: CancellationToken.None);
+            lock (run.Events)
+            {
+                run.Events.Clear();
+                run.Events.AddRange(events.Select(e => e.Data));
+            }
+            return run.Summary;
+        }
+        finally
+        {
+            _waiting.TryRemove(runId, out _);
+            signals.Forget(runId);
+        }
+    }
+
+    private static readonly TimeSpan Poll = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// The executor side: runs a run this node claimed from the queue. A run this node recorded itself is run as that very
+    /// object (its waiter answers from it); one from another api node is rebuilt from its work order and the evidence store.
+    /// </summary>
+    public async Task ExecuteClaimedAsync(ClaimedRun claimed, Admission.Slot slot)
+    {
+        var work = claimed.Work;
+        slot.CountTenant(claimed.Tenant);
+        if (_waiting.TryGetValue(work.RunId, out var local))
+        {
+            local.Slot = slot;
+            var execution = Track(work.RunId, ExecuteCoreAsync(local, _abort.Token));
+            local.Execution = execution;
+            signals.Done(work.RunId);
+            await execution.ContinueWith(_ => { }, TaskScheduler.Default);
+            return;
+        }
+        AdmittedRun run;
+        try
+        {
+            var stream = await RunStream.ResumeAsync(store, work.RunId, new WriteContext(work.Caller.Subject, work.CorrelationId, Tenant: work.Caller.Tenant), _abort.Token);
+            run = new AdmittedRun(stream, await RequestOfAsync(work, _abort.Token), work.Decision, work.Caller, Stopwatch.StartNew(), [])
+            {
+                ImageId = work.ImageId, Slot = slot, Queued = true,
+            };
+        }
+        catch (Exception e)
+        {
+            // The store is away or the inputs are gone: the row stays claimed; the lease lapses only if this node goes silent.
+            slot.Dispose();
+            LogClaimedUnreadable(e, work.RunId);
+            throw;
+        }
+        await Track(work.RunId, ExecuteCoreAsync(run, _abort.Token)).ContinueWith(_ => { }, TaskScheduler.Default);
+    }
+
+    /// <summary>The validated request again, its inputs read from the tenant's evidence store by digest.</summary>
+    private async Task<ValidRunRequest> RequestOfAsync(RunWork work, CancellationToken ct)
+    {
+        var tenant = work.Caller.Tenant;
+        async Task<byte[]> ReadAsync(string sha)
+        {
+            await using var content = await evidence.OpenAsync(tenant, sha, ct) ?? throw new InvalidDataException($"Input {sha} is not in the evidence store.");
+            using var buffer = new MemoryStream();
+            await content.CopyToAsync(buffer, ct);
+            return buffer.ToArray();
+        }
+        var r = work.Request;
+        var code = Encoding.UTF8.GetString(await ReadAsync(r.CodeSha256));
+        var stdin = await ReadAsync(r.StdinSha256);
+        var files = r.Files.Select(f => new InputFile(f.Name, f.Bytes, f.Sha256, async token =>
+            await evidence.OpenAsync(tenant, f.Sha256, token) ?? throw new InvalidDataException($"Input file '{f.Name}' is not in the evidence store."))).ToList();
+        return new ValidRunRequest(r.Language, code, stdin, r.Args, files, r.Limits, r.Classification, r.Runtime, r.Isolation);
     }
 
     private async Task<RunSummary> ExecuteCoreAsync(AdmittedRun run, CancellationToken ct)
     {
         var runId = run.Stream.RunId;
 
-        var (lease, refusal) = await admission.EnterAsync(run.Caller.Tenant, ct);
-        if (refusal is not null)
-        {
-            await CommitOrKeepAsync(run, [new RunCompleted(runId, RunStatus.Refused, null, run.Clock.ElapsedMilliseconds, refusal.Reason, clock.GetUtcNow())]);
-            throw new CapacityException(runId, refusal);
-        }
-
-        using (lease)
+        using (run.Slot)
         {
             PreparedSandbox sandbox;
             try
@@ -357,15 +505,18 @@ public sealed partial class RunOrchestrator(
 
     private async Task AppendAsync(AdmittedRun run, IReadOnlyList<object> events, CancellationToken ct)
     {
-        await RecordAsync(run.Stream, events, ct);
+        // The terminal event ends the run's queue row in the same commit, and tells the waiting api node.
+        var runId = run.Stream.RunId;
+        await RecordAsync(run.Stream, events, ct,
+            run.Queued && events.Any(e => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e))) ? session => RunQueue.Finish(session, runId) : null);
         lock (run.Events)
             run.Events.AddRange(events);
     }
 
     /// <summary>Commits events to the run's stream, then tells the live feed (stream subscribers, metrics).</summary>
-    private async Task RecordAsync(RunStream stream, IReadOnlyList<object> events, CancellationToken ct)
+    private async Task RecordAsync(RunStream stream, IReadOnlyList<object> events, CancellationToken ct, Action<IDocumentOperations>? also = null)
     {
-        await stream.AppendAsync(events, ct);
+        await stream.AppendAsync(events, ct, also);
         feed.Recorded(stream.RunId, stream.Version - events.Count + 1, events);
     }
 
@@ -452,6 +603,9 @@ public sealed partial class RunOrchestrator(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: the evidence store is unavailable; its output is kept inside the outcome event")]
     private partial void LogOutputInline(Exception e, Guid runId);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: claimed from the queue, but its record or inputs could not be read")]
+    private partial void LogClaimedUnreadable(Exception e, Guid runId);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: SandboxRemoved could not be recorded")]
     private partial void LogRemovalNotRecorded(Exception e, Guid runId);

@@ -21,6 +21,7 @@ public static class EventCatalog
         [typeof(RunCompleted)] = "run_completed",
         [typeof(RunFailed)] = "run_failed",
         [typeof(RunAbandoned)] = "run_abandoned",
+        [typeof(LateOutcomeRecorded)] = "late_outcome_recorded",
         [typeof(EvidenceErased)] = "evidence_erased",
         [typeof(PolicyBundleActivated)] = "policy_bundle_activated",
         [typeof(PolicyBundleRejected)] = "policy_bundle_rejected",

@@ -42,6 +42,6 @@ public static class RunEventTypes
     [
         typeof(RunRequested), typeof(RequestRejected), typeof(PolicyEvaluated), typeof(RunQueued), typeof(SandboxCreated),
         typeof(SandboxStarted), typeof(SandboxExited), typeof(OutputRecorded), typeof(SandboxRemoved), typeof(RunCompleted),
-        typeof(RunFailed), typeof(RunAbandoned), typeof(ArtifactRecorded),
+        typeof(RunFailed), typeof(RunAbandoned), typeof(ArtifactRecorded), typeof(LateOutcomeRecorded),
     ];
 }

@@ -74,8 +74,11 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
         return false;
     }
 
-    /// <summary>Appends and commits the events in one transaction; nothing is half-written.</summary>
-    public async Task AppendAsync(IReadOnlyList<object> events, CancellationToken ct)
+    /// <summary>
+    /// Appends and commits the events in one transaction; nothing is half-written. <paramref name="also"/> adds SQL to the same
+    /// transaction (the run queue row that goes with the write-ahead or terminal events).
+    /// </summary>
+    public async Task AppendAsync(IReadOnlyList<object> events, CancellationToken ct, Action<IDocumentOperations>? also = null)
     {
         await _gate.WaitAsync(ct);
         try
@@ -108,6 +111,7 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
                 session.Events.StartStream(runId, wrapped.ToArray());
             else
                 session.Events.Append(runId, version, wrapped.ToArray());
+            also?.Invoke(session);
             await session.SaveChangesAsync(ct);
 
             _version = version;

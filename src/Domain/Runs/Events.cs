@@ -61,7 +61,11 @@ public sealed record PolicyEvaluated(
     string? Runtime = null,
     string? Isolation = null);
 
-public sealed record RunQueued(Guid RunId, int QueuePosition, DateTimeOffset At);
+/// <summary>
+/// The run entered the run queue with its write-ahead events. ClaimedBy names the node that took it at once (an api node
+/// that is also an executor and had a free slot); null when it waits for any executor to claim it.
+/// </summary>
+public sealed record RunQueued(Guid RunId, string QueuedBy, string? ClaimedBy, DateTimeOffset At);
 
 public sealed record SandboxCreated(
     Guid RunId,
@@ -116,6 +120,13 @@ public sealed record RunCompleted(Guid RunId, string Status, int? ExitCode, long
 public sealed record RunFailed(Guid RunId, string Reason, DateTimeOffset At);
 
 public sealed record RunAbandoned(Guid RunId, string Reason, string Node, DateTimeOffset At);
+
+/// <summary>
+/// Not terminal: the true outcome an executor journaled arrived after the run had been recorded abandoned (its node was
+/// silent beyond the grace). Terminal names the event the node had meant to record, with its status, exit code, reason
+/// and time; the run keeps its one terminal event, RunAbandoned, and nothing true is lost.
+/// </summary>
+public sealed record LateOutcomeRecorded(Guid RunId, string Node, string Terminal, string? Status, int? ExitCode, string? Reason, DateTimeOffset OriginalAt, DateTimeOffset At);
 
 /// <summary>
 /// What came out of one stream: hash and sizes of the exact bytes kept, and their content. When Stored, the bytes live in

@@ -55,7 +55,7 @@ public sealed record RunSummary(
             CompletedAt = e.Decision == Policies.Decision.Deny ? e.At : s.CompletedAt,
         },
         SandboxCreated e => s with { ContainerId = e.ContainerId, ImageId = e.ImageId, FromPool = e.FromPool },
-        SandboxStarted => s with { Status = RunStatus.Running },
+        SandboxStarted => s with { Status = s.IsTerminal ? s.Status : RunStatus.Running }, // late events never reopen a run
         SandboxExited e => s with { Exit = e },
         OutputRecorded e => s with { Output = e },
         RunCompleted e => s with { Status = e.Status, DurationMs = e.DurationMs, CompletedAt = e.At },

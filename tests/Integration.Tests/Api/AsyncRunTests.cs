@@ -59,7 +59,7 @@ public sealed class AsyncRunTests(ApiFixture service)
         var events = await ReadStreamAsync(client, $"/v1/runs/{body.Str("runId")}/stream");
 
         var names = events.Select(e => e.Name).ToList();
-        Assert.Equal(["run_requested", "policy_evaluated", "sandbox_created", "sandbox_started", "sandbox_exited", "output_recorded", "run_completed"],
+        Assert.Equal(["run_requested", "policy_evaluated", "run_queued", "sandbox_created", "sandbox_started", "sandbox_exited", "output_recorded", "run_completed"],
             names.Where(n => n is not ("stdout" or "stderr" or "end" or "sandbox_removed")));
         Assert.Equal("one\ntwo\n", string.Concat(events.Where(e => e.Name == "stdout").Select(e => e.Data.Str("text"))));
         Assert.Equal("end", names[^1]);

@@ -61,7 +61,7 @@ public sealed class CrashAndShutdownTests : IAsyncLifetime
         Assert.Equal("run_abandoned", types[^2]);
         Assert.Equal(("sandbox_removed", "swept_at_startup"), (types[^1], events.AsArray()[^1]!.Str("data.how")));
         // The sandbox that served the run was recorded while it ran, so the crashed run's history names it.
-        Assert.Equal(["run_requested", "policy_evaluated", "sandbox_created", "sandbox_started", "run_abandoned"], types.Where(t => t != "sandbox_removed"));
+        Assert.Equal(["run_requested", "policy_evaluated", "run_queued", "sandbox_created", "sandbox_started", "run_abandoned"], types.Where(t => t != "sandbox_removed"));
 
         // Only the new process's fresh pool remains: nothing of the crashed one, nothing labelled with a run.
         var left = await Containers.LeftoversAsync(_nodeId, c => !beforeCrash.Contains(c.ID) && Label(c, ContainerSpec.RunLabel) == ContainerSpec.PooledRunId);

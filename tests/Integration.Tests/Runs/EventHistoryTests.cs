@@ -20,7 +20,7 @@ public sealed class EventHistoryTests(ServiceFixture service)
         var events = await WaitForEventsAsync(id, "sandbox_removed");
 
         Assert.Equal(
-            ["run_requested", "policy_evaluated", "sandbox_created", "sandbox_started", "sandbox_exited", "output_recorded", "run_completed", "sandbox_removed"],
+            ["run_requested", "policy_evaluated", "run_queued", "sandbox_created", "sandbox_started", "sandbox_exited", "output_recorded", "run_completed", "sandbox_removed"],
             events.Select(e => e!.Str("type")));
         Assert.Equal(Enumerable.Range(1, events.Count).Select(i => i.ToString()), events.Select(e => e!.Str("version")));
         var previous = EventChain.Genesis;

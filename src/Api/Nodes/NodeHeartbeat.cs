@@ -1,0 +1,100 @@
+using Marten;
+using Microsoft.Extensions.Options;
+using Sandbox.Audited.Audit.Events;
+using Sandbox.Audited.Audit.Queue;
+using Sandbox.Audited.Audit.Runs;
+using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Executor;
+
+namespace Sandbox.Audited.Api.Nodes;
+
+/// <summary>
+/// Every Queue:HeartbeatSeconds: records that this node is alive and extends the leases of the runs it holds, then sweeps
+/// the cluster for runs whose executor went silent (lease expired AND no heartbeat for Queue:AbandonGraceSeconds). Each
+/// such run gets one RunAbandoned naming the node, committed with its row's move to 'abandoned'; two sweepers racing
+/// meet on the stream's expected version, so only one records it. Any node may sweep.
+/// </summary>
+public sealed partial class NodeHeartbeat(
+    RunQueue queue,
+    IDocumentStore store,
+    IOptions<NodeOptions> node,
+    IOptions<QueueOptions> options,
+    IOptions<ExecutorOptions> executor,
+    TimeProvider clock,
+    ILogger<NodeHeartbeat> logger) : BackgroundService
+{
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var nodeId = executor.Value.NodeId;
+        try
+        {
+            await queue.RegisterAsync(nodeId, node.Value.Roles, stoppingToken);
+        }
+        catch (Exception e) when (!stoppingToken.IsCancellationRequested)
+        {
+            LogHeartbeatFailed(e);
+        }
+        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(Math.Max(1, options.Value.HeartbeatSeconds)), clock);
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                await timer.WaitForNextTickAsync(stoppingToken);
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+            try
+            {
+                await queue.HeartbeatAsync(nodeId, node.Value.Roles, options.Value.LeaseSeconds, stoppingToken);
+                await SweepAsync(stoppingToken);
+            }
+            catch (Exception e) when (!stoppingToken.IsCancellationRequested)
+            {
+                LogHeartbeatFailed(e);
+            }
+        }
+    }
+
+    /// <summary>Records RunAbandoned for every run whose executor went silent; returns how many this pass recorded.</summary>
+    public async Task<int> SweepAsync(CancellationToken ct)
+    {
+        var recorded = 0;
+        foreach (var silent in await queue.SilentClaimsAsync(options.Value.AbandonGraceSeconds, ct))
+        {
+            try
+            {
+                var stream = await RunStream.ResumeAsync(store, silent.RunId, new WriteContext("system:sweeper", null, Tenant: silent.Tenant), ct);
+                await using (var session = store.QuerySession())
+                {
+                    var tail = await session.Events.FetchStreamAsync(silent.RunId, fromVersion: Math.Max(1, stream.Version), token: ct);
+                    if (tail.Any(e => EventCatalog.Terminal.Contains(e.EventTypeName)))
+                        continue; // ended while we looked; its own commit ends the row
+                }
+                var since = silent.LastHeartbeat is { } at ? $"since {at:O}" : "ever";
+                var reason = $"Executor node '{silent.Node}' went silent while running this run: its lease expired and it has not heartbeated {since} "
+                    + $"(longer than the {options.Value.AbandonGraceSeconds} s grace); no outcome is known. Should the node return with the run's "
+                    + "outcome, it is recorded as late_outcome_recorded; its sandbox is removed when the node restarts.";
+                await stream.AppendAsync([new RunAbandoned(silent.RunId, reason, silent.Node, clock.GetUtcNow())], ct,
+                    session => RunQueue.MarkAbandoned(session, silent.RunId, silent.Node));
+                LogAbandoned(silent.RunId, silent.Node);
+                recorded++;
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                LogSweepConflict(e, silent.RunId); // another sweeper, or the executor itself, recorded first
+            }
+        }
+        return recorded;
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Heartbeat or sweep of the run queue failed; retrying at the next tick")]
+    private partial void LogHeartbeatFailed(Exception e);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: executor node {Node} went silent; recorded RunAbandoned")]
+    private partial void LogAbandoned(Guid runId, string node);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Run {RunId}: not recorded abandoned by this sweeper")]
+    private partial void LogSweepConflict(Exception e, Guid runId);
+}

@@ -1,0 +1,231 @@
+using System.Text.Json;
+using Marten;
+using Npgsql;
+using Sandbox.Audited.Domain.Policies;
+using Sandbox.Audited.Domain.Runs;
+
+namespace Sandbox.Audited.Audit.Queue;
+
+/// <summary>Which roles this process plays (Node:Roles): "api,executor" (the embedded default), "api" or "executor".</summary>
+public sealed class NodeOptions
+{
+    public const string Section = "Node";
+
+    public string Roles { get; set; } = "api,executor";
+
+    public bool Api => Has("api");
+
+    public bool Executor => Has("executor");
+
+    private bool Has(string role) =>
+        Roles.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Contains(role, StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>Start-up refuses a node without a known role rather than serving nothing.</summary>
+    public void Validate()
+    {
+        var roles = Roles.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (roles.Length == 0 || roles.Any(r => !r.Equals("api", StringComparison.OrdinalIgnoreCase) && !r.Equals("executor", StringComparison.OrdinalIgnoreCase)))
+            throw new InvalidOperationException($"Node:Roles '{Roles}' is not valid: use \"api,executor\" (default), \"api\" or \"executor\".");
+    }
+}
+
+/// <summary>The run queue's timing (Queue:*).</summary>
+public sealed class QueueOptions
+{
+    public const string Section = "Queue";
+
+    /// <summary>How long a claim holds without the executor's heartbeat extending it.</summary>
+    public int LeaseSeconds { get; set; } = 30;
+
+    /// <summary>How often a node records that it is alive and extends the leases of its runs.</summary>
+    public int HeartbeatSeconds { get; set; } = 5;
+
+    /// <summary>
+    /// How long an executor must have been silent (and its lease expired) before its runs are recorded abandoned; longer
+    /// than a short PostgreSQL outage, during which no node can heartbeat.
+    /// </summary>
+    public int AbandonGraceSeconds { get; set; } = 60;
+}
+
+/// <summary>The request as an executor needs it: the inputs by digest (their content is in the tenant's evidence store).</summary>
+public sealed record QueuedRequest(
+    string Language,
+    string CodeSha256,
+    long CodeBytes,
+    string StdinSha256,
+    long StdinBytes,
+    IReadOnlyList<string> Args,
+    IReadOnlyList<FileDigest> Files,
+    RequestedLimits Limits,
+    string Classification,
+    string? Runtime,
+    string Isolation);
+
+/// <summary>A run's work order, the queue row's payload: what to run, as decided, for whom.</summary>
+public sealed record RunWork(Guid RunId, QueuedRequest Request, PolicyDecision Decision, Caller Caller, string? ImageId, string? CorrelationId);
+
+/// <summary>A claimed run: its work and when it was queued.</summary>
+public sealed record ClaimedRun(RunWork Work, string Tenant, DateTimeOffset EnqueuedAt);
+
+/// <summary>A claimed run whose executor went silent: its lease expired and its node stopped heartbeating beyond the grace.</summary>
+public sealed record SilentClaim(Guid RunId, string Tenant, string Node, DateTimeOffset? LastHeartbeat);
+
+/// <summary>
+/// The PostgreSQL run queue (sandbox.run_queue, sandbox.nodes): rows inserted with the write-ahead commit, claimed with
+/// FOR UPDATE SKIP LOCKED, finished with the terminal event, and LISTEN/NOTIFY for wake-ups. Coordination only: what
+/// happened to a run is in its event stream.
+/// </summary>
+public sealed class RunQueue(NpgsqlDataSource dataSource)
+{
+    /// <summary>NOTIFY'd when a run is queued for any executor (payload: the run id).</summary>
+    public const string QueuedChannel = "sbx_run_queued";
+
+    /// <summary>NOTIFY'd when a run's queue row leaves 'claimed' or 'queued' (payload: the run id).</summary>
+    public const string DoneChannel = "sbx_run_done";
+
+    public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+    /// <summary>
+    /// Adds the queue row to the unit of work that records the run's request and decision, so that both commit or neither.
+    /// claimedBy set: this node runs it itself (no hand-over, no wake-up); otherwise executors are woken.
+    /// </summary>
+    public static void Enqueue(IDocumentOperations session, RunWork work, string tenant, string requestedBy, string? claimedBy, int leaseSeconds)
+    {
+        var payload = JsonSerializer.Serialize(work, Json);
+        if (claimedBy is null)
+        {
+            session.QueueSqlCommand(
+                "INSERT INTO sandbox.run_queue (run_id, tenant, payload, state, requested_by) VALUES (?, ?, ?::jsonb, 'queued', ?)",
+                work.RunId, tenant, payload, requestedBy);
+            session.QueueSqlCommand("SELECT pg_notify(?, ?)", QueuedChannel, work.RunId.ToString());
+        }
+        else
+        {
+            session.QueueSqlCommand(
+                "INSERT INTO sandbox.run_queue (run_id, tenant, payload, state, requested_by, node_id, claimed_at, lease_until) "
+                + "VALUES (?, ?, ?::jsonb, 'claimed', ?, ?, now(), now() + make_interval(secs => ?))",
+                work.RunId, tenant, payload, requestedBy, claimedBy, leaseSeconds);
+        }
+    }
+
+    /// <summary>Adds "the run is over" to the unit of work that records its terminal event: its claim ends with the record.</summary>
+    public static void Finish(IDocumentOperations session, Guid runId)
+    {
+        session.QueueSqlCommand(
+            "UPDATE sandbox.run_queue SET state = 'finished', finished_at = now() WHERE run_id = ? AND state IN ('claimed', 'queued')", runId);
+        session.QueueSqlCommand("SELECT pg_notify(?, ?)", DoneChannel, runId.ToString());
+    }
+
+    /// <summary>Adds "abandoned" to the unit of work that records RunAbandoned; only a claim still held by that node moves.</summary>
+    public static void MarkAbandoned(IDocumentOperations session, Guid runId, string node)
+    {
+        session.QueueSqlCommand(
+            "UPDATE sandbox.run_queue SET state = 'abandoned', finished_at = now() WHERE run_id = ? AND state = 'claimed' AND node_id = ?", runId, node);
+        session.QueueSqlCommand("SELECT pg_notify(?, ?)", DoneChannel, runId.ToString());
+    }
+
+    /// <summary>Claims the oldest queued run whose tenant is under its cluster-wide ceiling; null when there is none.</summary>
+    public async Task<ClaimedRun?> ClaimAsync(string node, int maxPerTenant, int leaseSeconds, CancellationToken ct)
+    {
+        await using var command = dataSource.CreateCommand("SELECT run_id, tenant, payload::text, enqueued_at FROM sandbox.sbx_claim_run($1, $2, $3)");
+        command.Parameters.AddWithValue(node);
+        command.Parameters.AddWithValue(maxPerTenant);
+        command.Parameters.AddWithValue(leaseSeconds);
+        await using var reader = await command.ExecuteReaderAsync(ct);
+        if (!await reader.ReadAsync(ct))
+            return null;
+        var work = JsonSerializer.Deserialize<RunWork>(reader.GetString(2), Json)!;
+        return new ClaimedRun(work, reader.GetString(1), reader.GetFieldValue<DateTimeOffset>(3));
+    }
+
+    /// <summary>Moves a run still waiting in the queue to 'refused'; false when an executor claimed it first.</summary>
+    public async Task<bool> RefuseAsync(Guid runId, CancellationToken ct)
+    {
+        await using var command = dataSource.CreateCommand(
+            "UPDATE sandbox.run_queue SET state = 'refused', finished_at = now() WHERE run_id = $1 AND state = 'queued'");
+        command.Parameters.AddWithValue(runId);
+        return await command.ExecuteNonQueryAsync(ct) == 1;
+    }
+
+    /// <summary>Moves a run still waiting in the queue to 'abandoned' (its api node restarted); false when an executor claimed it.</summary>
+    public async Task<bool> AbandonQueuedAsync(Guid runId, CancellationToken ct)
+    {
+        await using var command = dataSource.CreateCommand(
+            "UPDATE sandbox.run_queue SET state = 'abandoned', finished_at = now() WHERE run_id = $1 AND state = 'queued'");
+        command.Parameters.AddWithValue(runId);
+        return await command.ExecuteNonQueryAsync(ct) == 1;
+    }
+
+    /// <summary>The row's state, or null when the run has no queue row (denied runs, runs from before the queue).</summary>
+    public async Task<string?> StateAsync(Guid runId, CancellationToken ct)
+    {
+        await using var command = dataSource.CreateCommand("SELECT state FROM sandbox.run_queue WHERE run_id = $1");
+        command.Parameters.AddWithValue(runId);
+        return await command.ExecuteScalarAsync(ct) as string;
+    }
+
+    /// <summary>Records that the node is alive and extends the leases of the runs it holds: one round trip a tick.</summary>
+    public async Task HeartbeatAsync(string node, string roles, int leaseSeconds, CancellationToken ct)
+    {
+        await using var batch = dataSource.CreateBatch();
+        var beat = new NpgsqlBatchCommand("""
+            INSERT INTO sandbox.nodes (node_id, roles) VALUES ($1, $2)
+            ON CONFLICT (node_id) DO UPDATE SET roles = EXCLUDED.roles, heartbeat_at = now()
+            """);
+        beat.Parameters.AddWithValue(node);
+        beat.Parameters.AddWithValue(roles);
+        var extend = new NpgsqlBatchCommand(
+            "UPDATE sandbox.run_queue SET lease_until = now() + make_interval(secs => $2) WHERE state = 'claimed' AND node_id = $1");
+        extend.Parameters.AddWithValue(node);
+        extend.Parameters.AddWithValue(leaseSeconds);
+        batch.BatchCommands.Add(beat);
+        batch.BatchCommands.Add(extend);
+        await batch.ExecuteNonQueryAsync(ct);
+    }
+
+    /// <summary>A (re)started node: its start time is now, whatever a previous process of the same id recorded.</summary>
+    public async Task RegisterAsync(string node, string roles, CancellationToken ct)
+    {
+        await using var command = dataSource.CreateCommand("""
+            INSERT INTO sandbox.nodes (node_id, roles) VALUES ($1, $2)
+            ON CONFLICT (node_id) DO UPDATE SET roles = EXCLUDED.roles, started_at = now(), heartbeat_at = now()
+            """);
+        command.Parameters.AddWithValue(node);
+        command.Parameters.AddWithValue(roles);
+        await command.ExecuteNonQueryAsync(ct);
+    }
+
+    /// <summary>Claims whose lease expired and whose node has not heartbeated for graceSeconds (or never registered).</summary>
+    public async Task<IReadOnlyList<SilentClaim>> SilentClaimsAsync(int graceSeconds, CancellationToken ct)
+    {
+        await using var command = dataSource.CreateCommand("""
+            SELECT q.run_id, q.tenant, q.node_id, n.heartbeat_at FROM sandbox.run_queue q
+            LEFT JOIN sandbox.nodes n ON n.node_id = q.node_id
+            WHERE q.state = 'claimed' AND q.lease_until < now()
+              AND (n.heartbeat_at IS NULL OR n.heartbeat_at < now() - make_interval(secs => $1))
+            ORDER BY q.claimed_at LIMIT 100
+            """);
+        command.Parameters.AddWithValue(graceSeconds);
+        var silent = new List<SilentClaim>();
+        await using var reader = await command.ExecuteReaderAsync(ct);
+        while (await reader.ReadAsync(ct))
+            silent.Add(new SilentClaim(reader.GetGuid(0), reader.GetString(1), reader.GetString(2),
+                reader.IsDBNull(3) ? null : reader.GetFieldValue<DateTimeOffset>(3)));
+        return silent;
+    }
+
+    /// <summary>Runs this node holds or, as the api node that recorded them, still waits for in the queue.</summary>
+    public async Task<IReadOnlyList<Guid>> HeldByAsync(string node, CancellationToken ct)
+    {
+        await using var command = dataSource.CreateCommand("""
+            SELECT run_id FROM sandbox.run_queue
+            WHERE (state = 'claimed' AND node_id = $1) OR (state = 'queued' AND requested_by = $1)
+            """);
+        command.Parameters.AddWithValue(node);
+        var runs = new List<Guid>();
+        await using var reader = await command.ExecuteReaderAsync(ct);
+        while (await reader.ReadAsync(ct))
+            runs.Add(reader.GetGuid(0));
+        return runs;
+    }
+}
