@@ -25,7 +25,7 @@ public sealed class ClusterTests(ClusterFixture cluster, ITestOutputHelper outpu
 
     public Task DisposeAsync() => Task.CompletedTask;
 
-    [Fact(Skip = QueuePending)]
+    [Fact]
     public async Task RunsSpreadOverBothExecutorsAndNeverRunOnAnApiNode()
     {
         const string tenant = "tenant-spread";
@@ -42,7 +42,7 @@ public sealed class ClusterTests(ClusterFixture cluster, ITestOutputHelper outpu
         Assert.Equal(cluster.Executors.Select(e => e.Id).Order(), nodes.Distinct().Order());
     }
 
-    [Fact(Skip = QueuePending)]
+    [Fact]
     public async Task AnExecutorKilledMidRunHasItsRunsAbandonedNamingItWhileTheOtherKeepsServing()
     {
         const string tenant = "tenant-executor-kill";
@@ -139,7 +139,7 @@ public sealed class ClusterTests(ClusterFixture cluster, ITestOutputHelper outpu
         Assert.True(violations.Count == 0, string.Join("\n", violations));
     }
 
-    [Fact(Skip = QueuePending)]
+    [Fact]
     public async Task AClientOfOneApiNodeSeesOutputLiveWhileAnotherNodesExecutorRunsIt()
     {
         const string tenant = "tenant-cross-stream";
