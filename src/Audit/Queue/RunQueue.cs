@@ -97,7 +97,7 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
             session.QueueSqlCommand(
                 "INSERT INTO sandbox.run_queue (run_id, tenant, payload, state, requested_by) VALUES (?, ?, ?::jsonb, 'queued', ?)",
                 work.RunId, tenant, payload, requestedBy);
-            session.QueueSqlCommand("SELECT pg_notify(?, ?)", QueuedChannel, work.RunId.ToString());
+            session.QueueSqlCommand(Notify(QueuedChannel, work.RunId));
         }
         else
         {
@@ -113,7 +113,7 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
     {
         session.QueueSqlCommand(
             "UPDATE sandbox.run_queue SET state = 'finished', finished_at = now() WHERE run_id = ? AND state IN ('claimed', 'queued')", runId);
-        session.QueueSqlCommand("SELECT pg_notify(?, ?)", DoneChannel, runId.ToString());
+        session.QueueSqlCommand(Notify(DoneChannel, runId));
     }
 
     /// <summary>Adds "abandoned" to the unit of work that records RunAbandoned; only a claim still held by that node moves.</summary>
@@ -121,8 +121,11 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
     {
         session.QueueSqlCommand(
             "UPDATE sandbox.run_queue SET state = 'abandoned', finished_at = now() WHERE run_id = ? AND state = 'claimed' AND node_id = ?", runId, node);
-        session.QueueSqlCommand("SELECT pg_notify(?, ?)", DoneChannel, runId.ToString());
+        session.QueueSqlCommand(Notify(DoneChannel, runId));
     }
+
+    // NOTIFY, not SELECT pg_notify(): a statement in Marten's batch must not return rows. A Guid is safe as a literal.
+    private static string Notify(string channel, Guid runId) => $"NOTIFY {channel}, '{runId:D}'";
 
     /// <summary>Claims the oldest queued run whose tenant is under its cluster-wide ceiling; null when there is none.</summary>
     public async Task<ClaimedRun?> ClaimAsync(string node, int maxPerTenant, int leaseSeconds, CancellationToken ct)
