@@ -15,7 +15,7 @@ namespace Sandbox.Audited.Tests.Cluster;
 /// a test that stops a node brings the cluster back whole first (<see cref="EnsureAllUpAsync"/>), and tests keep
 /// apart by their tenants.
 /// </summary>
-public sealed class ClusterFixture : IAsyncLifetime
+public sealed class ProcessCluster : IAsyncLifetime
 {
     private readonly string _suffix = Guid.NewGuid().ToString("N")[..6];
     private readonly string _keyPath = Path.Combine(Path.GetTempPath(), "sbx-test-key-" + Guid.NewGuid().ToString("N") + ".pem");
@@ -145,7 +145,7 @@ public sealed class ClusterFixture : IAsyncLifetime
 }
 
 /// <summary>One node of the cluster: a service process that keeps its node id and port across restarts.</summary>
-public sealed class ClusterNode(ClusterFixture cluster, string id, string roles, int port) : IAsyncDisposable
+public sealed class ClusterNode(ProcessCluster cluster, string id, string roles, int port) : IAsyncDisposable
 {
     private ServiceProcess? _process;
 
@@ -215,7 +215,7 @@ public sealed class ClusterNode(ClusterFixture cluster, string id, string roles,
 }
 
 [CollectionDefinition(Name, DisableParallelization = true)]
-public sealed class ClusterCollection : ICollectionFixture<ClusterFixture>
+public sealed class ProcessClusterCollection : ICollectionFixture<ProcessCluster>
 {
-    public const string Name = "cluster";
+    public const string Name = "process-cluster";
 }

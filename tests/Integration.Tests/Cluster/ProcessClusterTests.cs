@@ -13,8 +13,8 @@ namespace Sandbox.Audited.Tests.Cluster;
 /// in the database: runs spread over both executors, an executor killed mid-run, every node restarted in turn under
 /// load, output streamed across nodes, and the async daemon's leadership failing over. Each test prints its figures.
 /// </summary>
-[Collection(ClusterCollection.Name)]
-public sealed class ClusterTests(ClusterFixture cluster, ITestOutputHelper output) : IAsyncLifetime
+[Collection(ProcessClusterCollection.Name)]
+public sealed class ProcessClusterTests(ProcessCluster cluster, ITestOutputHelper output) : IAsyncLifetime
 {
     // Until the run queue lands, Node:Roles is not read: every node runs what it is sent, so these fail (verified).
     private const string QueuePending = "needs the PostgreSQL run queue (Node:Roles=api|executor)";
@@ -92,7 +92,7 @@ public sealed class ClusterTests(ClusterFixture cluster, ITestOutputHelper outpu
                 "SELECT count(*) FROM sandbox.mt_events WHERE type = 'sandbox_removed' AND stream_id = ANY($1)", doomed.ToArray()) == doomed.Count,
             () => "the returned executor did not record the removal of its orphaned sandboxes", TimeSpan.FromSeconds(30), pollMs: 250);
         output.WriteLine($"killed {victim.Id} with {doomed.Count} of {runs.Count} runs in its sandboxes; all {runs.Count} ended {abandonedAfter.TotalSeconds:F1} s after the kill " +
-            $"(lease {ClusterFixture.QueueSettings["Queue__LeaseSeconds"]} s + grace {ClusterFixture.QueueSettings["Queue__AbandonGraceSeconds"]} s)");
+            $"(lease {ProcessCluster.QueueSettings["Queue__LeaseSeconds"]} s + grace {ProcessCluster.QueueSettings["Queue__AbandonGraceSeconds"]} s)");
         Assert.NotEmpty(doomed);
         Assert.Empty(await RunsExecutedMoreThanOnceAsync());
         var violations = await FaultInvariants.CheckRecordAsync(cluster.Database, cluster.Nodes.Select(n => n.Id), since, [tenant]);
@@ -262,7 +262,7 @@ public sealed class ClusterTests(ClusterFixture cluster, ITestOutputHelper outpu
     }
 
     /// <summary>Clients sending short runs back to back to the api nodes in rotation, as behind a load balancer.</summary>
-    private sealed class RollingLoad(ClusterFixture cluster, string subject, string tenant)
+    private sealed class RollingLoad(ProcessCluster cluster, string subject, string tenant)
     {
         private readonly CancellationTokenSource _stop = new();
         private readonly ConcurrentDictionary<ClusterNode, bool> _out = new();
