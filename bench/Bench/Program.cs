@@ -14,6 +14,19 @@ if (Environment.GetEnvironmentVariable("SBX_BENCH_SCALE") is { Length: > 0 } sca
         Environment.GetEnvironmentVariable("SBX_BENCH_MIGRATIONS") ?? "migrations", long.Parse(scale, CultureInfo.InvariantCulture),
         Environment.GetEnvironmentVariable("SBX_BENCH_OUT") ?? "bench/results");
 
+// SBX_BENCH_ONLY=dispatch: the run queue's dispatch rate against the engine's churn ceiling, both measured now; no service needed.
+if (Environment.GetEnvironmentVariable("SBX_BENCH_ONLY") == "dispatch")
+{
+    var adminOnly = Environment.GetEnvironmentVariable("SBX_BENCH_ADMIN_CONNECTION") ?? throw new InvalidOperationException("SBX_BENCH_ADMIN_CONNECTION is required.");
+    using var dockerOnly = new DockerClientConfiguration(new Uri("unix:///var/run/docker.sock")).CreateClient();
+    var churnOnly = await new Baselines(dockerOnly, Environment.GetEnvironmentVariable("SBX_BENCH_IMAGE") ?? "sbx-python:current")
+        .ChurnCeilingAsync(8, TimeSpan.FromSeconds(10));
+    var dispatchOnly = await Dispatch.MeasureAsync(adminOnly, Environment.GetEnvironmentVariable("SBX_BENCH_MIGRATIONS") ?? "migrations", TimeSpan.FromSeconds(10));
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        $"dispatch: {dispatchOnly.RunsPerSecond:F0} runs/s ({dispatchOnly.Producers} producers, {dispatchOnly.Claimers} claimers); churn ceiling {churnOnly:F2} runs/s; ratio {dispatchOnly.RunsPerSecond / churnOnly:F0}×"));
+    return 0;
+}
+
 // Every figure comes from this one run on this machine; compare ratios, not absolute times.
 var env = (string name, string? fallback) => Environment.GetEnvironmentVariable(name) ?? fallback
     ?? throw new InvalidOperationException($"{name} is required (run `./sbx bench`).");
@@ -119,6 +132,8 @@ var eventsAppended = await ScalarAsync("SELECT coalesce(max(seq_id), 0) FROM san
 var eventsPerSecond = eventsAppended / throughputWatch.Elapsed.TotalSeconds;
 Console.Error.WriteLine($"[bench] churn ceiling: Docker API create/start/wait/remove with 8 workers for {churnSeconds} s");
 var churn = await baselines.ChurnCeilingAsync(8, TimeSpan.FromSeconds(churnSeconds));
+Console.Error.WriteLine("[bench] dispatch: runs handed from api to executor through the PostgreSQL run queue (executors start no containers)");
+var dispatch = await Dispatch.MeasureAsync(admin, env("SBX_BENCH_MIGRATIONS", "migrations"), TimeSpan.FromSeconds(quick ? 5 : 15));
 
 var peakRssMb = PeakRssMb(servicePid);
 
@@ -137,6 +152,7 @@ var coldP50 = P50("cold, 1 client");
 var apiP50 = P50("baseline: Docker API create→start→wait");
 figures["latency"] = latencies;
 figures["throughput"] = new { runsPerSecond = perSecond, completed, notSucceeded, churnCeilingPerSecond = churn, ratioToCeiling = perSecond / churn };
+figures["dispatch"] = new { dispatch.RunsPerSecond, dispatch.Dispatched, dispatch.Producers, dispatch.Claimers, churnCeilingPerSecond = churn, ratioToChurnCeiling = dispatch.RunsPerSecond / churn };
 figures["audit"] = new { eventsAppendedPerSecond = eventsPerSecond, eventsAppended, bulk = audit };
 figures["memory"] = new { servicePeakRssMb = peakRssMb };
 figures["dataRuns"] = dataRuns;
@@ -145,6 +161,7 @@ figures["ratios"] = new
     warmP50VsDockerApi = apiP50 / warmP50,
     coldP50VsDockerApi = coldP50 / apiP50,
     throughputVsChurnCeiling = perSecond / churn,
+    dispatchVsChurnCeiling = dispatch.RunsPerSecond / churn,
 };
 var dockerVersion = (await docker.System.GetVersionAsync()).Version;
 var postgresVersion = await ScalarTextAsync("SHOW server_version");
@@ -182,6 +199,7 @@ md.AppendLine(CultureInfo.InvariantCulture, $"| warm pool hit rate (1 / 4 client
 md.AppendLine(CultureInfo.InvariantCulture, $"| cold p50 / Docker API create→start→wait p50 | {coldP50 / apiP50:F2}× | ≤ 1.2× |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| throughput, 8 clients, {throughputSeconds} s | {perSecond:F2} runs/s ({completed} ok, {notSucceeded} not ok) | |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| Docker churn ceiling, 8 workers | {churn:F2} runs/s; service reaches {perSecond / churn:P0} | ≥ 90% |");
+md.AppendLine(CultureInfo.InvariantCulture, $"| dispatch: runs handed api → executor through the run queue ({dispatch.Producers} producers, {dispatch.Claimers} claimers, no containers) | {dispatch.RunsPerSecond:F0} runs/s; {dispatch.RunsPerSecond / churn:F0}× the churn ceiling | ≥ 100× |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| audit events appended under that load | {eventsPerSecond:F0} events/s | |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| audit write path alone (8 writers, 2 commits a run) | {audit.AppendEventsPerSecond:F0} events/s over {audit.EventsSeeded} events | |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| verification | {audit.VerifyEventsPerSecond:F0} events/s over {audit.EventsVerified} events (verified: {audit.Verified}) | ≥ 50,000 events/s |");

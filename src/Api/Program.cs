@@ -98,6 +98,8 @@ builder.Services.AddSingleton<RunQueue>();
 builder.Services.AddSingleton<QueueSignals>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<QueueSignals>());
 builder.Services.AddHostedService<NodeHeartbeat>();
+builder.Services.AddSingleton<FeedRelay>();
+builder.Services.AddHostedService(sp => sp.GetRequiredService<FeedRelay>());
 
 // Runs: admission, orchestration, start-up recovery and graceful shutdown (registered before the pool and reaper).
 builder.Services.Configure<AdmissionOptions>(builder.Configuration.GetSection(AdmissionOptions.Section));

@@ -8,7 +8,7 @@ import { EventSource } from 'eventsource';
 const base = process.env.SBX_BASE_URL;
 const token = process.env.SBX_RUNNER_TOKEN;
 const names = ['run_requested', 'policy_evaluated', 'run_queued', 'sandbox_created', 'sandbox_started', 'sandbox_running',
-  'stdout', 'stderr', 'sandbox_exited', 'output_recorded', 'run_completed', 'run_failed', 'run_abandoned', 'sandbox_removed', 'end'];
+  'stdout', 'stderr', 'sandbox_exited', 'output_recorded', 'run_completed', 'run_failed', 'run_abandoned', 'late_outcome_recorded', 'sandbox_removed', 'end'];
 
 test('an EventSource client sees each message of a run exactly once, resumes after a cut and stops after the end', async () => {
   const started = await fetch(new URL('/v1/runs', base), {

@@ -41,6 +41,9 @@ public sealed record AdmittedRun(RunStream Stream, ValidRunRequest Request, Poli
     /// <summary>The run has a queue row (every allowed run): its terminal event also ends the row.</summary>
     public bool Queued { get; init; }
 
+    /// <summary>Recorded by another node: its live items are relayed to the api nodes (FeedRelay), whose feeds follow it.</summary>
+    public bool Remote { get; init; }
+
     /// <summary>This node's own execution of a run it recorded, once its executor claimed it from the queue.</summary>
     public Task<RunSummary>? Execution { get; set; }
 
@@ -75,6 +78,7 @@ public sealed partial class RunOrchestrator(
     RunArtifacts artifacts,
     RunQueue queue,
     QueueSignals signals,
+    FeedRelay relay,
     IOptions<NodeOptions> node,
     IOptions<QueueOptions> queueOptions,
     ILogger<RunOrchestrator> logger)
@@ -249,7 +253,9 @@ public sealed partial class RunOrchestrator(
                     break;
                 }
                 await Task.WhenAny(done, Task.Delay(left < Poll ? left : Poll));
-                if (!done.IsCompleted && run.Execution is null && await queue.StateAsync(runId, CancellationToken.None) is not ("queued" or "claimed"))
+                if (admission.Closed)
+                    refusal = new AdmissionRefusal("the service is shutting down", 5, ShuttingDown: true); // refused only if still unclaimed
+                else if (!done.IsCompleted && run.Execution is null && await queue.StateAsync(runId, CancellationToken.None) is not ("queued" or "claimed"))
                     break;
             }
             if (refusal is not null && await queue.RefuseAsync(runId, CancellationToken.None))
@@ -273,6 +279,10 @@ public sealed partial class RunOrchestrator(
                 run.Events.Clear();
                 run.Events.AddRange(events.Select(e => e.Data));
             }
+            // Another node executed it: this node's feed ends the run for its stream subscribers (that node counted it).
+            var unseen = events.Where(e => e.Version >= feed.NextVersion(runId)).ToList();
+            if (unseen.Count > 0)
+                feed.Recorded(runId, unseen[0].Version, unseen.Select(e => e.Data).ToList(), observe: false);
             return run.Summary;
         }
         finally
@@ -307,15 +317,18 @@ public sealed partial class RunOrchestrator(
             var stream = await RunStream.ResumeAsync(store, work.RunId, new WriteContext(work.Caller.Subject, work.CorrelationId, Tenant: work.Caller.Tenant), _abort.Token);
             run = new AdmittedRun(stream, await RequestOfAsync(work, _abort.Token), work.Decision, work.Caller, Stopwatch.StartNew(), [])
             {
-                ImageId = work.ImageId, Slot = slot, Queued = true,
+                ImageId = work.ImageId, Slot = slot, Queued = true, Remote = true,
             };
         }
         catch (Exception e)
         {
-            // The store is away or the inputs are gone: the row stays claimed; the lease lapses only if this node goes silent.
+            // The inputs are gone (erased) or the store is away: the run ends failed, with its row, if that can be recorded.
             slot.Dispose();
             LogClaimedUnreadable(e, work.RunId);
-            throw;
+            var stream = await RunStream.ResumeAsync(store, work.RunId, new WriteContext(work.Caller.Subject, work.CorrelationId, Tenant: work.Caller.Tenant), CancellationToken.None);
+            await stream.AppendAsync([new RunFailed(work.RunId, "The executor could not read the run's inputs: " + e.Message, clock.GetUtcNow())],
+                CancellationToken.None, session => RunQueue.Finish(session, work.RunId));
+            return;
         }
         await Track(work.RunId, ExecuteCoreAsync(run, _abort.Token)).ContinueWith(_ => { }, TaskScheduler.Default);
     }
@@ -353,6 +366,8 @@ public sealed partial class RunOrchestrator(
                 sandbox = await pool.AcquireAsync(profile, runId, ct);
                 run.Phases.SandboxReady();
                 feed.Running(runId, sandbox.ContainerId);
+                if (run.Remote)
+                    relay.Running(runId, sandbox.ContainerId);
             }
             catch (SandboxStartException e)
             {
@@ -383,7 +398,15 @@ public sealed partial class RunOrchestrator(
             // Recorded once per image and then cached: the first run of a new image pays for its record, later ones do not.
             var image = await images.TryRecordedAsync(sandbox.Profile.Runtime, sandbox.ImageId, ct);
             object[] sandboxEvents = [SandboxCreatedEvent(runId, sandbox, image), new SandboxStarted(runId, sandbox.ContainerId, sandbox.StartedAt)];
-            var execution = runner.RunAsync(sandbox, run.Request, run.Decision.Limits, chunk => feed.Output(runId, chunk), ct);
+            var produced = new long[2];
+            var execution = runner.RunAsync(sandbox, run.Request, run.Decision.Limits, run.Remote
+                ? chunk =>
+                {
+                    var index = chunk.Stream == OutputStream.Stdout ? 0 : 1;
+                    relay.Output(runId, chunk, produced[index]);
+                    produced[index] += chunk.Bytes.Length;
+                }
+                : chunk => feed.Output(runId, chunk), ct);
             var announced = AnnounceUnlessFinishedAsync(run, sandboxEvents, execution, ct);
             List<object> outcomeEvents;
             var large = false;
@@ -509,6 +532,8 @@ public sealed partial class RunOrchestrator(
         var runId = run.Stream.RunId;
         await RecordAsync(run.Stream, events, ct,
             run.Queued && events.Any(e => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e))) ? session => RunQueue.Finish(session, runId) : null);
+        if (run.Remote)
+            relay.Recorded(runId, run.Stream.Version);
         lock (run.Events)
             run.Events.AddRange(events);
     }

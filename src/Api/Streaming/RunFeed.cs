@@ -34,10 +34,14 @@ public sealed class RunFeed(RunMetrics metrics)
 
     public int Subscribers => _runs.Values.Sum(e => e.SubscriberCount);
 
-    /// <summary>Events were committed to the run's stream, starting at firstVersion.</summary>
-    public void Recorded(Guid runId, long firstVersion, IReadOnlyList<object> events)
+    /// <summary>
+    /// Events were committed to the run's stream, starting at firstVersion. observe is false for events another node
+    /// committed (relayed, or read back by the api node that waits): that node's metrics counted them.
+    /// </summary>
+    public void Recorded(Guid runId, long firstVersion, IReadOnlyList<object> events, bool observe = true)
     {
-        metrics.Observe(runId, events);
+        if (observe)
+            metrics.Observe(runId, events);
         var terminal = events.Any(e => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e)));
         // Only the request opens a run's entry: events recorded after the terminal one (SandboxRemoved) must not reopen it,
         // or a later subscriber would wait on an entry that never completes.
@@ -47,6 +51,7 @@ public sealed class RunFeed(RunMetrics metrics)
         var version = firstVersion;
         foreach (var data in events)
             entry.Publish(new RecordedItem(version++, EventCatalog.NameOf(data), AtOf(data), data));
+        entry.Published(version - 1);
         if (terminal)
         {
             entry.Complete();
@@ -61,6 +66,16 @@ public sealed class RunFeed(RunMetrics metrics)
         _runs.GetValueOrDefault(runId)?.PublishOutput(chunk.Stream,
             System.Runtime.InteropServices.MemoryMarshal.TryGetArray(chunk.Bytes, out var whole) && whole.Offset == 0 && whole.Count == whole.Array!.Length
                 ? whole.Array : chunk.Bytes.ToArray());
+
+    /// <summary>The run is followed here (recorded by this node and not ended).</summary>
+    public bool Holds(Guid runId) => _runs.ContainsKey(runId);
+
+    /// <summary>The first version of the run this feed has not published yet.</summary>
+    public long NextVersion(Guid runId) => (_runs.GetValueOrDefault(runId)?.LastVersion ?? 0) + 1;
+
+    /// <summary>Output another node's executor produced, at the offset it gave (a chunk lost on the way leaves a gap, never a shift).</summary>
+    public void RelayedOutput(Guid runId, OutputStream stream, byte[] bytes, long offset) =>
+        _runs.GetValueOrDefault(runId)?.PublishOutputAt(stream, bytes, offset);
 
     /// <summary>
     /// Subscribes to a run in flight on this node: the output produced so far plus every later item. Null when
@@ -83,6 +98,28 @@ public sealed class RunFeed(RunMetrics metrics)
         private readonly List<Channel<FeedItem>> _subscribers = [];
         private readonly long[] _produced = new long[2];
         private bool _completed;
+        private long _lastVersion;
+
+        public long LastVersion
+        {
+            get { lock (_kept) return _lastVersion; }
+        }
+
+        public void Published(long version)
+        {
+            lock (_kept)
+                _lastVersion = Math.Max(_lastVersion, version);
+        }
+
+        public void PublishOutputAt(OutputStream stream, byte[] bytes, long offset)
+        {
+            lock (_kept)
+            {
+                var index = stream == OutputStream.Stdout ? 0 : 1;
+                Publish(new OutputItem(stream, bytes, offset), keep: true);
+                _produced[index] = Math.Max(_produced[index], offset + bytes.Length);
+            }
+        }
 
         public int SubscriberCount
         {

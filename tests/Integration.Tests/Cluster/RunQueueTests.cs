@@ -1,0 +1,253 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Text.Json;
+using Marten;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using Npgsql;
+using Sandbox.Audited.Api.Runs;
+using Sandbox.Audited.Api.Streaming;
+using Sandbox.Audited.Audit.Queue;
+using Sandbox.Audited.Audit.Runs;
+using Sandbox.Audited.Domain.Policies;
+using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Executor;
+using Sandbox.Audited.Tests.Infrastructure;
+
+namespace Sandbox.Audited.Tests.Cluster;
+
+/// <summary>The run queue between an api-only and an executor-only node, and the queue's own guarantees, on real PostgreSQL and Docker.</summary>
+[Collection(ClusterCollection.Name)]
+public sealed class RunQueueTests(ClusterFixture cluster)
+{
+    [Fact]
+    public async Task RunPostedToAnApiNodeRunsOnTheExecutorNode()
+    {
+        var (response, body) = await cluster.Api("ada", "tenant-cluster").RunAsync(new { language = "python", code = "print(6 * 7)" });
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("succeeded", body.Str("status"));
+        Assert.Equal("42\n", body.Str("stdout.content"));
+        var runId = Guid.Parse(body.Str("runId"));
+        Assert.Equal(cluster.ExecutorNode, await cluster.Database.ScalarAsync<string>(
+            "SELECT data ->> 'node' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'sandbox_created'", runId));
+        Assert.Equal(cluster.ApiNode, await cluster.Database.ScalarAsync<string>(
+            "SELECT data ->> 'queuedBy' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_queued'", runId));
+        Assert.Equal("finished", await cluster.Database.ScalarAsync<string>("SELECT state FROM sandbox.run_queue WHERE run_id = $1", runId));
+    }
+
+    [Fact]
+    public async Task StreamOnTheApiNodeShowsOutputLiveFromTheExecutorNode()
+    {
+        var api = cluster.Api("lin", "tenant-stream");
+        var (accepted, body) = await api.RunAsync(new { language = "python", code = "import time\nprint('one', flush=True)\ntime.sleep(1.5)\nprint('two')", wait = false });
+        Assert.Equal(HttpStatusCode.Accepted, accepted.StatusCode);
+
+        var events = await Sandbox.Audited.Tests.Api.AsyncRunTests.ReadStreamAsync(api, $"/v1/runs/{body.Str("runId")}/stream");
+
+        var names = events.Select(e => e.Name).ToList();
+        // Live: the first line arrives (relayed from the executor node) before the sandbox's exit is recorded, once, and in order.
+        Assert.True(names.IndexOf("stdout") >= 0 && names.IndexOf("stdout") < names.IndexOf("sandbox_exited"), string.Join(",", names));
+        Assert.Equal("one\ntwo\n", string.Concat(events.Where(e => e.Name == "stdout").Select(e => e.Data.Str("text"))));
+        Assert.Single(events, e => e.Name == "run_completed");
+        Assert.Equal("end", names[^1]);
+    }
+
+    [Fact]
+    public async Task ExecutorOnlyNodeServesHealthButNoApi()
+    {
+        using var executor = cluster.ExecutorHttp();
+        Assert.Equal(HttpStatusCode.OK, (await executor.GetAsync("/healthz")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await executor.GetAsync("/v1/runtimes")).StatusCode);
+    }
+
+    [Fact]
+    public async Task QueuedRunNotClaimedWithinTheWaitIsRefused()
+    {
+        var api = cluster.Api("grace", "tenant-refused");
+        // The executor has one slot: a sleeping run holds it, so the next one waits in the queue past Admission:MaxQueueWaitMs.
+        var (busy, busyBody) = await api.RunAsync(new { language = "python", code = "import time\ntime.sleep(4)", wait = false });
+        Assert.Equal(HttpStatusCode.Accepted, busy.StatusCode);
+        var busyId = Guid.Parse(busyBody.Str("runId"));
+        await Eventually.WaitUntilAsync(async () => await cluster.Database.ScalarAsync<string>("SELECT state FROM sandbox.run_queue WHERE run_id = $1", busyId) == "claimed",
+            () => "the sleeping run was never claimed", TimeSpan.FromSeconds(20));
+
+        var (response, body) = await api.RunAsync(new { language = "python", code = "print('late')" });
+
+        Assert.Equal(HttpStatusCode.TooManyRequests, response.StatusCode);
+        Assert.NotNull(response.Headers.RetryAfter);
+        var runId = Guid.Parse(body.Str("runId"));
+        Assert.Equal("refused", await cluster.Database.ScalarAsync<string>("SELECT state FROM sandbox.run_queue WHERE run_id = $1", runId));
+        Assert.Equal(["run_requested", "policy_evaluated", "run_queued", "run_completed"], await TypesAsync(runId));
+        Assert.Equal("refused", await cluster.Database.ScalarAsync<string>(
+            "SELECT data ->> 'status' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_completed'", runId));
+        await Eventually.WaitUntilAsync(async () => await cluster.Database.ScalarAsync<string>("SELECT state FROM sandbox.run_queue WHERE run_id = $1", busyId) == "finished",
+            () => "the sleeping run did not finish", TimeSpan.FromSeconds(30));
+    }
+
+    [Fact]
+    public async Task SilentExecutorsRunIsAbandonedOnlyAfterLeaseExpiryAndGrace()
+    {
+        var ghost = "ghost-" + Guid.NewGuid().ToString("N")[..6];
+        var runId = await ClaimedByAsync(ghost);
+
+        // Lease expired, but the node still heartbeats: not abandoned (both nodes sweep every second).
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(ClusterFixture.GraceSeconds + 2);
+        while (DateTime.UtcNow < until)
+        {
+            await cluster.Database.ExecuteAsync("UPDATE sandbox.nodes SET heartbeat_at = now() WHERE node_id = $1", ghost);
+            await cluster.Database.ExecuteAsync("UPDATE sandbox.run_queue SET lease_until = now() - interval '1 minute' WHERE run_id = $1", runId);
+            await Task.Delay(300);
+        }
+        Assert.Equal("claimed", await StateAsync(runId));
+
+        // Silent for longer than the grace, but the lease still holds: not abandoned.
+        await cluster.Database.ExecuteAsync("UPDATE sandbox.nodes SET heartbeat_at = now() - interval '1 hour' WHERE node_id = $1", ghost);
+        await cluster.Database.ExecuteAsync("UPDATE sandbox.run_queue SET lease_until = now() + interval '1 hour' WHERE run_id = $1", runId);
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        Assert.Equal("claimed", await StateAsync(runId));
+        Assert.DoesNotContain("run_abandoned", await TypesAsync(runId));
+
+        // Both: exactly one RunAbandoned naming the node, however many sweepers saw it.
+        await cluster.Database.ExecuteAsync("UPDATE sandbox.run_queue SET lease_until = now() - interval '1 second' WHERE run_id = $1", runId);
+        await Eventually.WaitUntilAsync(async () => await StateAsync(runId) == "abandoned", () => "the silent node's run was not abandoned", TimeSpan.FromSeconds(15));
+        await Task.Delay(TimeSpan.FromSeconds(2)); // another sweep of both nodes
+        var types = await TypesAsync(runId);
+        Assert.Single(types, t => t is "run_completed" or "run_failed" or "run_abandoned");
+        Assert.Equal("run_abandoned", types[^1]);
+        Assert.Equal(ghost, await cluster.Database.ScalarAsync<string>(
+            "SELECT data ->> 'node' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_abandoned'", runId));
+    }
+
+    [Fact]
+    public async Task OutcomeJournaledBeforeAnAbandonmentIsRecordedLateAndNotTerminal()
+    {
+        var ghost = "ghost-" + Guid.NewGuid().ToString("N")[..6];
+        var runId = await ClaimedByAsync(ghost);
+        await cluster.Database.ExecuteAsync("UPDATE sandbox.nodes SET heartbeat_at = now() - interval '1 hour' WHERE node_id = $1", ghost);
+        await cluster.Database.ExecuteAsync("UPDATE sandbox.run_queue SET lease_until = now() - interval '1 second' WHERE run_id = $1", runId);
+        await Eventually.WaitUntilAsync(async () => await StateAsync(runId) == "abandoned", () => "the silent node's run was not abandoned", TimeSpan.FromSeconds(15));
+
+        // The node returns: its journal holds the true outcome it could not commit.
+        var store = cluster.ApiServices.GetRequiredService<IDocumentStore>();
+        var journal = new OutcomeJournal(store, cluster.ApiServices.GetRequiredService<RunFeed>(),
+            Options.Create(new ExecutorOptions { NodeId = ghost, JournalDirectory = cluster.JournalDirectory }), NullLogger<OutcomeJournal>.Instance);
+        var at = DateTimeOffset.UtcNow.AddSeconds(-10);
+        await journal.KeepAsync(new RunStream(store, runId, new WriteContext("ada", null, Tenant: "tenant-cluster")),
+        [
+            new SandboxExited(runId, 0, null, false, false, false, 1000, 500, 100, 9000, at),
+            new RunCompleted(runId, RunStatus.Succeeded, 0, 12, null, at),
+        ]);
+        var committed = await journal.CommitAllOnceAsync(CancellationToken.None);
+
+        Assert.Equal([runId], committed);
+        var types = await TypesAsync(runId);
+        Assert.Equal(["run_abandoned", "sandbox_exited", "late_outcome_recorded"], types[^3..]);
+        Assert.Single(types, t => t is "run_completed" or "run_failed" or "run_abandoned");
+        using var late = JsonDocument.Parse((await cluster.Database.ScalarAsync<string>(
+            "SELECT data::text FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'late_outcome_recorded'", runId))!);
+        Assert.Equal(ghost, late.RootElement.GetProperty("node").GetString());
+        Assert.Equal("run_completed", late.RootElement.GetProperty("terminal").GetString());
+        Assert.Equal("succeeded", late.RootElement.GetProperty("status").GetString());
+        var (_, body) = await cluster.Api("ada", "tenant-cluster").GetJsonAsync($"/v1/runs/{runId}");
+        Assert.Equal("abandoned", body.Str("status"));
+    }
+
+    [Fact]
+    public async Task ClaimIsExclusiveUnderConcurrentClaimers()
+    {
+        await using var database = new TestDatabase();
+        await database.CreateAsync();
+        await using var dataSource = NpgsqlDataSource.Create(database.AppConnection);
+        var queue = new RunQueue(dataSource);
+        var runs = Enumerable.Range(0, 300).Select(i => (RunId: Guid.CreateVersion7(), Tenant: "tenant-" + i % 5)).ToList();
+        foreach (var (runId, tenant) in runs)
+            await InsertQueuedAsync(database, runId, tenant);
+
+        var claims = new ConcurrentBag<(Guid RunId, string Node)>();
+        await Task.WhenAll(Enumerable.Range(0, 8).Select(c => Task.Run(async () =>
+        {
+            while (await queue.ClaimAsync("claimer-" + c, 1000, 30, CancellationToken.None) is { } claimed)
+                claims.Add((claimed.Work.RunId, "claimer-" + c));
+        })));
+
+        Assert.Equal(runs.Count, claims.Count);
+        Assert.Equal(runs.Select(r => r.RunId).Order(), claims.Select(c => c.RunId).Order());
+        Assert.True(claims.Select(c => c.Node).Distinct().Count() > 1, "only one claimer ever won: the claims were not concurrent");
+        Assert.Equal(runs.Count, (int)await database.ScalarAsync<long>("SELECT count(*) FROM sandbox.run_queue WHERE state = 'claimed'"));
+        foreach (var (runId, node) in claims.Take(20))
+            Assert.Equal(node, await database.ScalarAsync<string>("SELECT node_id FROM sandbox.run_queue WHERE run_id = $1", runId));
+    }
+
+    [Fact]
+    public async Task TenantCeilingHoldsAcrossConcurrentClaimers()
+    {
+        await using var database = new TestDatabase();
+        await database.CreateAsync();
+        await using var dataSource = NpgsqlDataSource.Create(database.AppConnection);
+        var queue = new RunQueue(dataSource);
+        for (var i = 0; i < 10; i++)
+            await InsertQueuedAsync(database, Guid.CreateVersion7(), "busy-tenant");
+        var other = Guid.CreateVersion7();
+        await InsertQueuedAsync(database, other, "quiet-tenant");
+
+        var claims = new ConcurrentBag<ClaimedRun>();
+        await Task.WhenAll(Enumerable.Range(0, 6).Select(c => Task.Run(async () =>
+        {
+            while (await queue.ClaimAsync("claimer-" + c, 3, 30, CancellationToken.None) is { } claimed)
+                claims.Add(claimed);
+        })));
+
+        Assert.Equal(3, claims.Count(c => c.Tenant == "busy-tenant"));
+        Assert.Contains(claims, c => c.Work.RunId == other); // a tenant at its ceiling does not hold up the others
+        Assert.Equal(7, (int)await database.ScalarAsync<long>("SELECT count(*) FROM sandbox.run_queue WHERE state = 'queued'"));
+    }
+
+    private async Task<string?> StateAsync(Guid runId) =>
+        await cluster.Database.ScalarAsync<string>("SELECT state FROM sandbox.run_queue WHERE run_id = $1", runId);
+
+    private async Task<List<string>> TypesAsync(Guid runId)
+    {
+        await using var connection = new NpgsqlConnection(cluster.Database.AdminConnection);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("SELECT type FROM sandbox.mt_events WHERE stream_id = $1 ORDER BY version", connection);
+        command.Parameters.AddWithValue(runId);
+        var types = new List<string>();
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+            types.Add(reader.GetString(0));
+        return types;
+    }
+
+    /// <summary>A run recorded as the api records it, claimed by a node that the test plays (heartbeating now).</summary>
+    private async Task<Guid> ClaimedByAsync(string node)
+    {
+        var runId = Guid.CreateVersion7();
+        var caller = new Caller("ada", "tenant-cluster", ["runner"]);
+        var now = DateTimeOffset.UtcNow;
+        var stream = new RunStream(cluster.ApiServices.GetRequiredService<IDocumentStore>(), runId, new WriteContext("ada", null, Tenant: caller.Tenant));
+        await stream.AppendAsync(
+        [
+            new RunRequested(runId, caller, "python", null, new string('0', 64), 0, new string('0', 64), 0, [], [], RequestedLimits.None, "internal",
+                new ClientInfo("127.0.0.1", "test", null, null), cluster.ApiNode, now, InputsStored: true),
+            new PolicyEvaluated(runId, Decision.Allow, "test", [], new RunLimits(1000, 64, 1, 16, 1024, 16), [], [], now),
+            new RunQueued(runId, cluster.ApiNode, null, now),
+        ], CancellationToken.None);
+        await cluster.Database.ExecuteAsync("INSERT INTO sandbox.nodes (node_id, roles) VALUES ($1, 'executor')", node);
+        await cluster.Database.ExecuteAsync("""
+            INSERT INTO sandbox.run_queue (run_id, tenant, payload, state, requested_by, node_id, claimed_at, lease_until)
+            VALUES ($1, 'tenant-cluster', '{}', 'claimed', $2, $3, now(), now() + interval '1 hour')
+            """, runId, cluster.ApiNode, node);
+        return runId;
+    }
+
+    private static async Task InsertQueuedAsync(TestDatabase database, Guid runId, string tenant)
+    {
+        var work = new RunWork(runId,
+            new QueuedRequest("python", new string('0', 64), 0, new string('0', 64), 0, [], [], RequestedLimits.None, "internal", "python", "standard"),
+            new PolicyDecision(Decision.Allow, "test", [], new RunLimits(1000, 64, 1, 16, 1024, 16), [], []), new Caller("ada", tenant, ["runner"]), null, null);
+        await database.ExecuteAsync("INSERT INTO sandbox.run_queue (run_id, tenant, payload, requested_by) VALUES ($1, $2, $3::jsonb, 'test')",
+            runId, tenant, JsonSerializer.Serialize(work, RunQueue.Json));
+    }
+}
