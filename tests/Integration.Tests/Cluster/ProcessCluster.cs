@@ -51,10 +51,33 @@ public sealed class ProcessCluster : IAsyncLifetime
         await Database.CreateAsync();
         DevelopmentKeys.Create(_keyPath);
         foreach (var (name, roles) in new[] { ("api-a", "api"), ("api-b", "api"), ("exec-a", "executor"), ("exec-b", "executor") })
-            Nodes.Add(new ClusterNode(this, $"{name}-{_suffix}", roles, ServiceProcess.FreePort()));
+            Nodes.Add(new ClusterNode(this, $"{name}-{_suffix}", roles, PortBelowEphemeralRange()));
         // Started together: four .NET start-ups in sequence would take most of the CI budget.
         await Task.WhenAll(Nodes.Select(n => n.StartAsync()));
         await Task.WhenAll(Nodes.Select(n => n.WaitReadyAsync()));
+    }
+
+    /// <summary>
+    /// A free port below Linux's ephemeral range (32768 and up): a node keeps its port across restarts, and a port from that
+    /// range could meanwhile become the local end of some outgoing connection, so that the restarted node could not bind it.
+    /// </summary>
+    private static int PortBelowEphemeralRange()
+    {
+        while (true)
+        {
+            var port = Random.Shared.Next(20000, 32000);
+            try
+            {
+                var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, port);
+                listener.Start();
+                listener.Stop();
+                return port;
+            }
+            catch (System.Net.Sockets.SocketException)
+            {
+                // Taken: try another.
+            }
+        }
     }
 
     /// <summary>Restarts any node a previous test stopped or killed, and waits until every node is ready.</summary>
@@ -165,11 +188,12 @@ public sealed class ClusterNode(ProcessCluster cluster, string id, string roles,
     {
         if (_process is not null)
             await _process.DisposeAsync();
-        _process = await ServiceProcess.StartAsync(cluster.SetupFor(Id), cluster.SettingsFor(this), port);
+        _process = null;
+        _process = await ServiceProcess.StartAsync(cluster.SetupFor(Id), cluster.SettingsFor(this), port, TimeSpan.FromSeconds(180));
     }
 
     public Task WaitReadyAsync() =>
-        Eventually.WaitUntilAsync(async () => await ReadyAsync(), () => $"node {Id} never turned ready:\n{Log}", TimeSpan.FromSeconds(60), pollMs: 200);
+        Eventually.WaitUntilAsync(async () => await ReadyAsync(), () => $"node {Id} never turned ready:\n{Log}", TimeSpan.FromSeconds(120), pollMs: 200);
 
     public async Task<bool> ReadyAsync()
     {
