@@ -189,7 +189,20 @@ public sealed class ClusterNode(ProcessCluster cluster, string id, string roles,
         if (_process is not null)
             await _process.DisposeAsync();
         _process = null;
-        _process = await ServiceProcess.StartAsync(cluster.SetupFor(Id), cluster.SettingsFor(this), port, TimeSpan.FromSeconds(180));
+        // As systemd's Restart=on-failure would: a start-up that exits (PostgreSQL too busy to answer within Npgsql's
+        // connect timeout, seen here at load average 100) is tried again, twice.
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                _process = await ServiceProcess.StartAsync(cluster.SetupFor(Id), cluster.SettingsFor(this), port, TimeSpan.FromSeconds(180));
+                return;
+            }
+            catch (InvalidOperationException) when (attempt < 3)
+            {
+                await Task.Delay(TimeSpan.FromSeconds(2));
+            }
+        }
     }
 
     public Task WaitReadyAsync() =>
