@@ -20,7 +20,7 @@ public sealed record DispatchFigures(double RunsPerSecond, long Dispatched, int 
 /// </summary>
 public static class Dispatch
 {
-    public static async Task<DispatchFigures> MeasureAsync(string adminConnection, string migrations, TimeSpan duration, int producers = 4, int claimers = 4)
+    public static async Task<DispatchFigures> MeasureAsync(string adminConnection, string migrations, TimeSpan duration, int producers = 8, int claimers = 8)
     {
         var database = "sbx_bench_" + Guid.NewGuid().ToString("N")[..8];
         await ExecuteAsync(adminConnection, $"CREATE DATABASE {database} OWNER sandbox_owner");

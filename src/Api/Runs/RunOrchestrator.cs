@@ -531,7 +531,7 @@ public sealed partial class RunOrchestrator(
         // The terminal event ends the run's queue row in the same commit, and tells the waiting api node.
         var runId = run.Stream.RunId;
         await RecordAsync(run.Stream, events, ct,
-            run.Queued && events.Any(e => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e))) ? session => RunQueue.Finish(session, runId) : null);
+            run.Queued && events.Any(e => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e))) ? session => RunQueue.Finish(session, runId, notify: run.Remote) : null);
         if (run.Remote)
             relay.Recorded(runId, run.Stream.Version);
         lock (run.Events)

@@ -108,12 +108,16 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
         }
     }
 
-    /// <summary>Adds "the run is over" to the unit of work that records its terminal event: its claim ends with the record.</summary>
-    public static void Finish(IDocumentOperations session, Guid runId)
+    /// <summary>
+    /// Adds "the run is over" to the unit of work that records its terminal event: its claim ends with the record. notify:
+    /// another node waits for it (a run this node both recorded and ran has its waiter in-process, and NOTIFY serialises commits).
+    /// </summary>
+    public static void Finish(IDocumentOperations session, Guid runId, bool notify = true)
     {
         session.QueueSqlCommand(
             "UPDATE sandbox.run_queue SET state = 'finished', finished_at = now() WHERE run_id = ? AND state IN ('claimed', 'queued')", runId);
-        session.QueueSqlCommand(Notify(DoneChannel, runId));
+        if (notify)
+            session.QueueSqlCommand(Notify(DoneChannel, runId));
     }
 
     /// <summary>Adds "abandoned" to the unit of work that records RunAbandoned; only a claim still held by that node moves.</summary>

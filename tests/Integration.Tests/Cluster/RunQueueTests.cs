@@ -103,8 +103,8 @@ public sealed class RunQueueTests(ClusterFixture cluster)
         Assert.Equal("claimed", await StateAsync(runId));
 
         // Silent for longer than the grace, but the lease still holds: not abandoned.
-        await cluster.Database.ExecuteAsync("UPDATE sandbox.nodes SET heartbeat_at = now() - interval '1 hour' WHERE node_id = $1", ghost);
         await cluster.Database.ExecuteAsync("UPDATE sandbox.run_queue SET lease_until = now() + interval '1 hour' WHERE run_id = $1", runId);
+        await cluster.Database.ExecuteAsync("UPDATE sandbox.nodes SET heartbeat_at = now() - interval '1 hour' WHERE node_id = $1", ghost);
         await Task.Delay(TimeSpan.FromSeconds(3));
         Assert.Equal("claimed", await StateAsync(runId));
         Assert.DoesNotContain("run_abandoned", await TypesAsync(runId));
