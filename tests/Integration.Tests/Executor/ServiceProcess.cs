@@ -91,7 +91,15 @@ public sealed class ServiceProcess : IAsyncDisposable
         process.ErrorDataReceived += (_, e) => service.Append(e.Data);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        await service.WaitUntilLiveAsync(startTimeout ?? TimeSpan.FromSeconds(60));
+        try
+        {
+            await service.WaitUntilLiveAsync(startTimeout ?? TimeSpan.FromSeconds(60));
+        }
+        catch
+        {
+            await service.DisposeAsync(); // a start-up that timed out must not outlive the test
+            throw;
+        }
         return service;
     }
 
