@@ -49,9 +49,13 @@ public sealed class ServiceProcess : IAsyncDisposable
             DevelopmentTokens.Mint(Auth, subject, tenant, roles, TimeSpan.FromMinutes(30));
     }
 
-    public static async Task<ServiceProcess> StartAsync(Setup setup, IDictionary<string, string>? settings = null)
+    /// <summary>
+    /// Starts the service on the given loopback port (a restarted cluster node keeps its address), else on a free one, and
+    /// waits until /healthz answers (60 s unless told: four start-ups at once on a busy machine take longer).
+    /// </summary>
+    public static async Task<ServiceProcess> StartAsync(Setup setup, IDictionary<string, string>? settings = null, int? port = null, TimeSpan? startTimeout = null)
     {
-        var port = FreePort();
+        port ??= FreePort();
         var directory = AppContext.BaseDirectory;
         var info = new ProcessStartInfo("dotnet")
         {
@@ -87,7 +91,15 @@ public sealed class ServiceProcess : IAsyncDisposable
         process.ErrorDataReceived += (_, e) => service.Append(e.Data);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        await service.WaitUntilLiveAsync();
+        try
+        {
+            await service.WaitUntilLiveAsync(startTimeout ?? TimeSpan.FromSeconds(60));
+        }
+        catch
+        {
+            await service.DisposeAsync(); // a start-up that timed out must not outlive the test
+            throw;
+        }
         return service;
     }
 
@@ -136,28 +148,33 @@ public sealed class ServiceProcess : IAsyncDisposable
         _process.Dispose();
     }
 
-    private async Task WaitUntilLiveAsync()
+    private async Task WaitUntilLiveAsync(TimeSpan timeout)
     {
         using var client = new HttpClient { BaseAddress = Address, Timeout = TimeSpan.FromSeconds(2) };
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        var deadline = DateTime.UtcNow + timeout;
+        var last = "no answer";
         while (DateTime.UtcNow < deadline)
         {
             if (_process.HasExited)
                 throw new InvalidOperationException($"The service exited with {_process.ExitCode} during start-up:\n{Log}");
             try
             {
-                if ((await client.GetAsync("/healthz")).StatusCode == HttpStatusCode.OK)
+                var response = await client.GetAsync("/healthz");
+                if (response.StatusCode == HttpStatusCode.OK)
                     return;
+                last = $"{(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}";
             }
-            catch (HttpRequestException)
+            catch (HttpRequestException e)
             {
+                last = e.Message;
             }
             catch (TaskCanceledException)
             {
+                last = "no answer within 2 s";
             }
             await Task.Delay(200);
         }
-        throw new TimeoutException($"The service did not answer within 60 s:\n{Log}");
+        throw new TimeoutException($"The service did not answer /healthz at {Address} within {timeout.TotalSeconds:F0} s (last: {last}):\n{Log}");
     }
 
     private void Append(string? line)

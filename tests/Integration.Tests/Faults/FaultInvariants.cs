@@ -16,6 +16,18 @@ public static class FaultInvariants
 {
     public static async Task<List<string>> CheckAsync(TestDatabase database, string nodeId, DateTimeOffset since, IEnumerable<string> tenants)
     {
+        var violations = await CheckRecordAsync(database, [nodeId], since, tenants);
+
+        // Nothing left behind in the engine.
+        var left = await Containers.OfNodeAsync(nodeId);
+        if (left.Count > 0)
+            violations.Add("left in the engine: " + Containers.Describe(left));
+        return violations;
+    }
+
+    /// <summary>The invariants of the record alone, over the containers of several nodes (a cluster whose nodes still run).</summary>
+    public static async Task<List<string>> CheckRecordAsync(TestDatabase database, IEnumerable<string> nodeIds, DateTimeOffset since, IEnumerable<string> tenants)
+    {
         var violations = new List<string>();
         await using var data = NpgsqlDataSource.Create(database.AdminConnection);
 
@@ -43,7 +55,7 @@ public static class FaultInvariants
         await foreach (var (stream, container) in RowsAsync<Guid, string>(data,
             "SELECT stream_id, data ->> 'containerId' FROM sandbox.mt_events WHERE type IN ('sandbox_created', 'sandbox_removed')"))
             recorded.Add($"{stream:D} {container}");
-        foreach (var (container, run) in await CreatedAsync(nodeId, since))
+        foreach (var (container, run) in (await Task.WhenAll(nodeIds.Select(n => CreatedAsync(n, since)))).SelectMany(c => c))
             if (Guid.TryParse(run, out var runId) && !recorded.Contains($"{runId:D} {container}"))
                 violations.Add($"container {container[..12]} created for run {run} is not in its stream");
 
@@ -64,11 +76,6 @@ public static class FaultInvariants
             if (!report.Verified)
                 violations.Add($"tenant {tenant}: {report.BrokenStreams} broken chains, first {report.FirstBroken}");
         }
-
-        // Nothing left behind in the engine.
-        var left = await Containers.OfNodeAsync(nodeId);
-        if (left.Count > 0)
-            violations.Add("left in the engine: " + Containers.Describe(left));
         return violations;
     }
 
