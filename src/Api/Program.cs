@@ -130,7 +130,7 @@ builder.Services.AddRunRateLimits(builder.Configuration);
 builder.Services.AddSingleton<IdempotencyStore>();
 builder.Services.AddServiceMetrics();
 builder.Services.AddSingleton<RunFeed>();
-CallbackSender.AddCallbacks(builder.Services, builder.Configuration);
+CallbackSender.AddCallbacks(builder.Services, builder.Configuration, deliver: node.Api);
 builder.Services.AddApiDocs();
 builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.Converters.Add(new System.Text.Json.Serialization.JsonStringEnumConverter()));
 

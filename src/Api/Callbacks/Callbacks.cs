@@ -121,7 +121,7 @@ public sealed partial class CallbackSender(IHttpClientFactory clients, IOptions<
     /// The callback client: no redirects, no proxy, and every address a name resolves to is checked when connecting,
     /// so a name that passed the allow-list cannot be rebound to an internal address afterwards.
     /// </summary>
-    public static IServiceCollection AddCallbacks(IServiceCollection services, IConfiguration configuration)
+    public static IServiceCollection AddCallbacks(IServiceCollection services, IConfiguration configuration, bool deliver = true)
     {
         services.Configure<CallbackOptions>(configuration.GetSection(CallbackOptions.Section));
         services.AddHttpClient(HttpClientName).ConfigurePrimaryHttpMessageHandler(provider =>
@@ -135,7 +135,9 @@ public sealed partial class CallbackSender(IHttpClientFactory clients, IOptions<
             };
         });
         services.AddSingleton<CallbackSender>();
-        services.AddHostedService<CallbackOutbox>();
+        // Delivery needs the tenants' callback secrets, which only api nodes hold.
+        if (deliver)
+            services.AddHostedService<CallbackOutbox>();
         return services;
     }
 

@@ -76,9 +76,26 @@ public sealed class RunFeed(RunMetrics metrics)
 
     /// <summary>
     /// Subscribes to a run in flight on this node: the output produced so far plus every later item. Null when
-    /// the run is not in flight here (finished, or on another node): read its events from PostgreSQL instead.
+    /// the run is not in flight here (finished, or recorded by another node): see Follow.
     /// </summary>
     public Subscription? Subscribe(Guid runId) => _runs.GetValueOrDefault(runId)?.Subscribe();
+
+    /// <summary>
+    /// Follows a run another node recorded, for a subscriber here: the relay (LISTEN) publishes its output and events into
+    /// this entry from now on; the caller catches up from the store. The entry goes when its last subscriber leaves.
+    /// </summary>
+    public Subscription Follow(Guid runId, long lastVersion)
+    {
+        while (true)
+        {
+            Entry? created = null;
+            created = new Entry(() => _runs.TryRemove(new KeyValuePair<Guid, Entry>(runId, created!)));
+            var entry = _runs.GetOrAdd(runId, created);
+            entry.Published(lastVersion);
+            if (entry.TrySubscribe() is { } subscription)
+                return subscription;
+        }
+    }
 
     public sealed class Subscription(Entry entry, Channel<FeedItem> channel, IReadOnlyList<FeedItem> sofar) : IDisposable
     {
@@ -89,8 +106,11 @@ public sealed class RunFeed(RunMetrics metrics)
         public void Dispose() => entry.Unsubscribe(channel);
     }
 
-    public sealed class Entry
+    /// <summary>One run's live items; onIdle is set for a followed run (recorded elsewhere) and removes it when nobody listens.</summary>
+    public sealed class Entry(Action? onIdle = null)
     {
+        private bool _idle;
+
         // Bounds what a run holds for subscribers that have not come yet, whatever its output size.
         private const int KeptOutputBytes = 256 * 1024;
 
@@ -163,6 +183,13 @@ public sealed class RunFeed(RunMetrics metrics)
             }
         }
 
+        /// <summary>Null when a followed entry already went idle (its last subscriber left): follow afresh.</summary>
+        public Subscription? TrySubscribe()
+        {
+            lock (_kept)
+                return _idle ? null : Subscribe();
+        }
+
         public Subscription Subscribe()
         {
             var channel = Channel.CreateUnbounded<FeedItem>(new UnboundedChannelOptions { SingleReader = true });
@@ -179,7 +206,13 @@ public sealed class RunFeed(RunMetrics metrics)
         public void Unsubscribe(Channel<FeedItem> channel)
         {
             lock (_kept)
+            {
                 _subscribers.Remove(channel);
+                if (onIdle is null || _subscribers.Count > 0)
+                    return;
+                _idle = true;
+            }
+            onIdle();
         }
     }
 

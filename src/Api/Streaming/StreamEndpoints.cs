@@ -50,6 +50,13 @@ public static class StreamEndpoints
             return TypedResults.Problem(Problems.Create(404, Problems.NotFound, "Run not found", $"No run {id} of yours is visible to you (only the run's owner may stream it)."));
         if (lastEventId == StreamCursor.End)
             return TypedResults.NoContent();
+        // Recorded by another node and still running: follow it here through the relay, caught up from the store meanwhile.
+        if (subscription is null && !summary.IsTerminal)
+        {
+            subscription = feed.Follow(id, events.Count == 0 ? 0 : events[^1].Version);
+            http.Response.RegisterForDispose(subscription);
+            _ = CatchUpAsync(id, store, feed, ct);
+        }
 
         http.Response.Headers["X-Accel-Buffering"] = "no";
         return TypedResults.ServerSentEvents(Messages(id, store, evidence, subscription, events, summary, cursor, ct));
@@ -70,9 +77,10 @@ public static class StreamEndpoints
                     yield return message;
             await foreach (var item in subscription.Live.ReadAllAsync(ct))
             {
+                var applied = writer.Cursor.Version;
                 foreach (var message in writer.Write(item))
                     yield return message;
-                if (item is RecordedItem r)
+                if (item is RecordedItem r && r.Version > applied)
                     summary = RunSummary.Apply(summary, r.Data);
             }
         }
@@ -101,6 +109,28 @@ public static class StreamEndpoints
                 yield return message;
         }
         yield return writer.Message("end", StreamCursor.End, JsonSerializer.Serialize(new { runId = id, status = summary.Status, exitCode = summary.Exit?.ExitCode }, Json));
+    }
+
+    /// <summary>
+    /// For a followed run: publishes from the store whatever the relay has not (events committed before the follow began, a
+    /// notification lost, the abandonment another node's sweeper records) until the terminal event ends the feed's entry.
+    /// </summary>
+    private static async Task CatchUpAsync(Guid id, IDocumentStore store, RunFeed feed, CancellationToken ct)
+    {
+        try
+        {
+            while (feed.Holds(id))
+            {
+                var from = feed.NextVersion(id);
+                var (fresh, _) = await LoadAsync(store, id, from - 1, ct);
+                if (fresh.Count > 0)
+                    feed.Recorded(id, fresh[0].Version, fresh.Select(e => e.Data).ToList(), observe: false);
+                await Task.Delay(OtherNodePoll, ct);
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
     }
 
     private static async Task<(IReadOnlyList<JasperFx.Events.IEvent> Events, RunSummary Summary)> LoadAsync(IDocumentStore store, Guid id, long after, CancellationToken ct)

@@ -1,7 +1,7 @@
 using System.Net;
 using Npgsql;
 using Sandbox.Audited.Api.Auth;
-using AuthRoles = Sandbox.Audited.Api.Auth.Roles;
+using AuthRoles = Sandbox.Audited.Domain.Runs.Roles;
 using Sandbox.Audited.Tests.Executor;
 using Sandbox.Audited.Tests.Infrastructure;
 
