@@ -107,6 +107,6 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
     [LoggerMessage(Level = LogLevel.Debug, Message = "Run {RunId}: a live item could not be relayed to other nodes")]
     private partial void LogRelayFailed(Exception e, Guid runId);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "A relayed live item could not be delivered")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "A relayed live item could not be delivered")]
     private partial void LogReceiveFailed(Exception e);
 }
