@@ -72,11 +72,7 @@ public sealed partial class NodeHeartbeat(
                     if (tail.Any(e => EventCatalog.Terminal.Contains(e.EventTypeName)))
                         continue; // ended while we looked; its own commit ends the row
                 }
-                var since = silent.LastHeartbeat is { } at ? $"since {at:O}" : "ever";
-                var reason = $"Executor node '{silent.Node}' went silent while running this run: its lease expired and it has not heartbeated {since} "
-                    + $"(longer than the {options.Value.AbandonGraceSeconds} s grace); no outcome is known. Should the node return with the run's "
-                    + "outcome, it is recorded as late_outcome_recorded; its sandbox is removed when the node restarts.";
-                await stream.AppendAsync([new RunAbandoned(silent.RunId, reason, silent.Node, clock.GetUtcNow())], ct,
+                await stream.AppendAsync(RunDecisions.AbandonSilentNode(silent.RunId, silent.Node, silent.LastHeartbeat, options.Value.AbandonGraceSeconds, clock.GetUtcNow()), ct,
                     session => RunQueue.MarkAbandoned(session, silent.RunId, silent.Node));
                 LogAbandoned(silent.RunId, silent.Node);
                 recorded++;

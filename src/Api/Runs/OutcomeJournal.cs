@@ -202,13 +202,8 @@ public sealed partial class OutcomeJournal : BackgroundService
         return runId;
     }
 
-    private LateOutcomeRecorded Late(Guid runId, object terminal) => terminal switch
-    {
-        RunCompleted c => new(runId, _node, EventCatalog.NameOf(c), c.Status, c.ExitCode, c.Reason, c.At, DateTimeOffset.UtcNow),
-        RunFailed f => new(runId, _node, EventCatalog.NameOf(f), RunStatus.Error, null, f.Reason, f.At, DateTimeOffset.UtcNow),
-        RunAbandoned a => new(runId, _node, EventCatalog.NameOf(a), RunStatus.Abandoned, null, a.Reason, a.At, DateTimeOffset.UtcNow),
-        _ => throw new InvalidOperationException($"{terminal.GetType().Name} is not a terminal event."),
-    };
+    private LateOutcomeRecorded Late(Guid runId, object terminal) =>
+        RunDecisions.LateOutcome(runId, _node, EventCatalog.NameOf(terminal), terminal, DateTimeOffset.UtcNow);
 
     private IEnumerable<string> Files() =>
         System.IO.Directory.Exists(Directory) ? System.IO.Directory.GetFiles(Directory, "*.json").Order(StringComparer.Ordinal) : [];

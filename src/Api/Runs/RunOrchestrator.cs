@@ -252,7 +252,7 @@ public sealed partial class RunOrchestrator(
             }
             if (refusal is not null && await queue.RefuseAsync(runId, CancellationToken.None))
             {
-                await CommitOrKeepAsync(run, [new RunCompleted(runId, RunStatus.Refused, null, run.Clock.ElapsedMilliseconds, refusal.Reason, clock.GetUtcNow())]);
+                await CommitOrKeepAsync(run, RunDecisions.Refuse(runId, refusal.Reason, run.Clock.ElapsedMilliseconds, clock.GetUtcNow()));
                 throw new CapacityException(runId, refusal);
             }
             // Claimed: by this node (its own execution answers) or by another executor (the record answers once it is done).
@@ -318,7 +318,7 @@ public sealed partial class RunOrchestrator(
             slot.Dispose();
             LogClaimedUnreadable(e, work.RunId);
             var stream = await RunStream.ResumeAsync(store, work.RunId, new WriteContext(work.Caller.Subject, work.CorrelationId, Tenant: work.Caller.Tenant), CancellationToken.None);
-            await stream.AppendAsync([new RunFailed(work.RunId, "The executor could not read the run's inputs: " + e.Message, clock.GetUtcNow())],
+            await stream.AppendAsync(RunDecisions.InputsUnreadable(work.RunId, e.Message, clock.GetUtcNow()),
                 CancellationToken.None, session => RunQueue.Finish(session, work.RunId));
             return;
         }

@@ -132,6 +132,32 @@ public static class RunDecisions
         return [new RunAbandoned(runId, reason, node, now)];
     }
 
+    /// <summary>An executor claimed the run but its inputs could not be read from the evidence store (erased, or the store is away).</summary>
+    public static object[] InputsUnreadable(Guid runId, string error, DateTimeOffset now) =>
+        [new RunFailed(runId, "The executor could not read the run's inputs: " + error, now)];
+
+    /// <summary>The executor holding the run went silent: its lease expired and it has not heartbeated for longer than the grace.</summary>
+    public static object[] AbandonSilentNode(Guid runId, string node, DateTimeOffset? lastHeartbeat, int graceSeconds, DateTimeOffset now)
+    {
+        var since = lastHeartbeat is { } at ? $"since {at:O}" : "ever";
+        var reason = $"Executor node '{node}' went silent while running this run: its lease expired and it has not heartbeated {since} "
+            + $"(longer than the {graceSeconds} s grace); no outcome is known. Should the node return with the run's "
+            + "outcome, it is recorded as late_outcome_recorded; its sandbox is removed when the node restarts.";
+        return [new RunAbandoned(runId, reason, node, now)];
+    }
+
+    /// <summary>
+    /// A node's true outcome arriving after the run was abandoned: recorded beside the one terminal event, never as a second one.
+    /// terminalName is the event type name the node meant to record.
+    /// </summary>
+    public static LateOutcomeRecorded LateOutcome(Guid runId, string node, string terminalName, object terminal, DateTimeOffset now) => terminal switch
+    {
+        RunCompleted c => new(runId, node, terminalName, c.Status, c.ExitCode, c.Reason, c.At, now),
+        RunFailed f => new(runId, node, terminalName, RunStatus.Error, null, f.Reason, f.At, now),
+        RunAbandoned a => new(runId, node, terminalName, RunStatus.Abandoned, null, a.Reason, a.At, now),
+        _ => throw new ArgumentException($"{terminal.GetType().Name} is not a terminal event.", nameof(terminal)),
+    };
+
     /// <summary>An allowed run enters the run queue, already claimed when the recording node runs it itself.</summary>
     public static RunQueued Queued(Guid runId, string queuedBy, string? claimedBy, DateTimeOffset now) => new(runId, queuedBy, claimedBy, now);
 

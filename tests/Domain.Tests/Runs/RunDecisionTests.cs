@@ -200,9 +200,41 @@ public sealed class RunDecisionTests
             RunDecisions.Outcome(RunId, Exit(), false, Out(""), Out(""), [], null, 1, Now),
             RunDecisions.SandboxFailed(RunId, "broke", false, Now),
             RunDecisions.Abandon(RunId, "n", [], [], Now),
+            RunDecisions.Abandon(RunId, "n", [], [], Now, waitedInQueue: true),
+            RunDecisions.InputsUnreadable(RunId, "erased", Now),
+            RunDecisions.AbandonSilentNode(RunId, "exec-b", Now.AddMinutes(-2), 60, Now),
         ];
 
         Assert.All(endings, events => Assert.Single(events, e => e is RunCompleted or RunFailed or RunAbandoned));
         Assert.All(endings, events => Assert.True(RunSummary.Fold(RunId, events).IsTerminal));
+    }
+
+    [Fact]
+    public void ASilentExecutorsRunIsAbandonedNamingTheNodeAndTheGrace()
+    {
+        var abandoned = Assert.IsType<RunAbandoned>(Assert.Single(RunDecisions.AbandonSilentNode(RunId, "exec-b", null, 60, Now)));
+
+        Assert.Equal("exec-b", abandoned.Node);
+        Assert.Contains("Executor node 'exec-b' went silent", abandoned.Reason, StringComparison.Ordinal);
+        Assert.Contains("has not heartbeated ever (longer than the 60 s grace)", abandoned.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void AnOutcomeArrivingAfterAbandonmentIsALateNonTerminalEventCarryingTheOriginal()
+    {
+        var original = new RunCompleted(RunId, RunStatus.Succeeded, 0, 120, null, Now.AddMinutes(-3));
+
+        var late = RunDecisions.LateOutcome(RunId, "exec-b", "run_completed", original, Now);
+
+        Assert.Equal(new LateOutcomeRecorded(RunId, "exec-b", "run_completed", RunStatus.Succeeded, 0, null, Now.AddMinutes(-3), Now), late);
+        Assert.Throws<ArgumentException>(() => RunDecisions.LateOutcome(RunId, "exec-b", "x", new SandboxStarted(RunId, "c", Now), Now));
+    }
+
+    [Fact]
+    public void ARunThatWaitedInTheQueueIsAbandonedAsNeverRun()
+    {
+        var abandoned = Assert.IsType<RunAbandoned>(Assert.Single(RunDecisions.Abandon(RunId, "api-a", [], [], Now, waitedInQueue: true)));
+
+        Assert.Contains("waited in the queue for an executor; it never ran", abandoned.Reason, StringComparison.Ordinal);
     }
 }
