@@ -1,5 +1,6 @@
 using Marten;
 using Microsoft.Extensions.Options;
+using Sandbox.Audited.Api.Runs;
 using Sandbox.Audited.Audit.Events;
 using Sandbox.Audited.Audit.Queue;
 using Sandbox.Audited.Audit.Runs;
@@ -21,8 +22,14 @@ public sealed partial class NodeHeartbeat(
     IOptions<QueueOptions> options,
     IOptions<ExecutorOptions> executor,
     TimeProvider clock,
+    RunOrchestrator runs,
+    OutcomeJournal journal,
     ILogger<NodeHeartbeat> logger) : BackgroundService
 {
+    // Sweeping starts only after this node has heartbeated without a break for the grace: after a PostgreSQL outage every
+    // node's heartbeat is stale, and the first node back must not abandon the runs of nodes that are merely not back yet.
+    private DateTimeOffset? _beatingSince;
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var nodeId = executor.Value.NodeId;
@@ -47,11 +54,14 @@ public sealed partial class NodeHeartbeat(
             }
             try
             {
-                await queue.HeartbeatAsync(nodeId, node.Value.Roles, options.Value.LeaseSeconds, stoppingToken);
-                await SweepAsync(stoppingToken);
+                await queue.HeartbeatAsync(nodeId, node.Value.Roles, options.Value.LeaseSeconds, [.. runs.InFlightRunIds, .. journal.HeldRunIds()], stoppingToken);
+                _beatingSince ??= clock.GetUtcNow();
+                if (clock.GetUtcNow() - _beatingSince >= TimeSpan.FromSeconds(options.Value.AbandonGraceSeconds))
+                    await SweepAsync(stoppingToken);
             }
             catch (Exception e) when (!stoppingToken.IsCancellationRequested)
             {
+                _beatingSince = null;
                 LogHeartbeatFailed(e);
             }
         }

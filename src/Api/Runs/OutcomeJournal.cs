@@ -66,6 +66,10 @@ public sealed partial class OutcomeJournal : BackgroundService
 
     public bool Holds(Guid runId) => File.Exists(PathOf(runId));
 
+    /// <summary>Runs whose outcome waits in this node's journal (file names begin with the run id).</summary>
+    public IReadOnlyCollection<Guid> HeldRunIds() =>
+        Files().Select(f => Guid.TryParse(Path.GetFileName(f).Split('.')[0], out var id) ? id : Guid.Empty).Where(id => id != Guid.Empty).Distinct().ToList();
+
     /// <summary>
     /// Writes the events to disk and fsyncs them, then the directory that names them; only then may the client be answered. Throws if the disk fails too. A later
     /// part of a run already journaled (its SandboxRemoved) goes to its own file, committed only after the run's first one.

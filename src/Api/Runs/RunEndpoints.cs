@@ -187,7 +187,12 @@ public static class RunEndpoints
     }
 
     /// <summary>The service, not the caller, said no (audit store down, no capacity, no sandbox): the token is given back.</summary>
-    private static bool IsRefusedByTheService(Exception e) => e is WriteAheadException or CapacityException or SandboxUnavailableException;
+    /// <remarks>
+    /// A capacity refusal is refunded only when the node is shutting down: refunding a full queue or a tenant at its ceiling
+    /// would let a subject that keeps its tenant's slots busy send requests without bound, each one recorded and stored.
+    /// </remarks>
+    private static bool IsRefusedByTheService(Exception e) =>
+        e is WriteAheadException or SandboxUnavailableException or CapacityException { Refusal.ShuttingDown: true };
 
     /// <summary>A repeated request answers as the original did: the result when finished, 202 while it runs.</summary>
     private static Results<RunAnswer, Accepted<RunView>, ProblemHttpResult> Replay(RunSummary run, EvidenceStore evidence) => run.Status switch

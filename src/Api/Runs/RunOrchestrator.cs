@@ -97,6 +97,9 @@ public sealed partial class RunOrchestrator(
 
     public int InFlight => _inFlight.Count;
 
+    /// <summary>Runs this process runs or waits for; the heartbeat renews the leases of those it claimed.</summary>
+    public IReadOnlyCollection<Guid> InFlightRunIds => _inFlight.Keys.ToList();
+
     public IReadOnlyCollection<Task> InFlightTasks => _inFlight.Values.ToList();
 
     /// <summary>Removals still running off the request path; shutdown awaits them so no container outlives the service.</summary>
@@ -381,7 +384,7 @@ public sealed partial class RunOrchestrator(
             // in the history; a run that ends within AnnounceAfter records it with its outcome instead (one commit, not two
             // competing for the same 2 cores). Should the announcing commit fail, the facts go with the outcome too.
             // Recorded once per image and then cached: the first run of a new image pays for its record, later ones do not.
-            var image = await images.TryRecordedAsync(sandbox.Profile.Runtime, sandbox.ImageId, ct);
+            var image = await images.TryRecordedAsync(sandbox.Profile.Runtime, sandbox.ImageId, CancellationToken.None);
             var sandboxEvents = RunDecisions.SandboxStarted(runId, executorOptions.Value.NodeId, Facts(sandbox, image), sandbox.StartedAt, clock.GetUtcNow());
             var produced = new long[2];
             var execution = runner.RunAsync(sandbox, run.Request, run.Decision.Limits, run.Remote

@@ -136,7 +136,7 @@ public sealed class RunFeed(RunMetrics metrics)
             lock (_kept)
             {
                 var index = stream == OutputStream.Stdout ? 0 : 1;
-                Publish(new OutputItem(stream, bytes, offset), keep: true);
+                Publish(new OutputItem(stream, bytes, offset), keep: offset < KeptOutputBytes);
                 _produced[index] = Math.Max(_produced[index], offset + bytes.Length);
             }
         }

@@ -68,7 +68,7 @@ public sealed record RunWork(Guid RunId, QueuedRequest Request, PolicyDecision D
 public sealed record ClaimedRun(RunWork Work, string Tenant, DateTimeOffset EnqueuedAt);
 
 /// <summary>A claimed run whose executor went silent: its lease expired and its node stopped heartbeating beyond the grace.</summary>
-public sealed record SilentClaim(Guid RunId, string Tenant, string Node, DateTimeOffset? LastHeartbeat);
+public sealed record SilentClaim(Guid RunId, string Tenant, string Node, DateTimeOffset? LastHeartbeat, DateTimeOffset? LeaseUntil = null);
 
 /// <summary>
 /// The PostgreSQL run queue (sandbox.run_queue, sandbox.nodes): rows inserted with the write-ahead commit, claimed with
@@ -171,8 +171,12 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
         return await command.ExecuteScalarAsync(ct) as string;
     }
 
-    /// <summary>Records that the node is alive and extends the leases of the runs it holds: one round trip a tick.</summary>
-    public async Task HeartbeatAsync(string node, string roles, int leaseSeconds, CancellationToken ct)
+    /// <summary>
+    /// Records that the node is alive and extends the leases of the runs this process holds (running, or their outcome in its
+    /// journal): one round trip a tick. A claim the process lost (its execution ended without a record) is not extended, so
+    /// the sweeper ends it.
+    /// </summary>
+    public async Task HeartbeatAsync(string node, string roles, int leaseSeconds, IReadOnlyCollection<Guid> held, CancellationToken ct)
     {
         await using var batch = dataSource.CreateBatch();
         var beat = new NpgsqlBatchCommand("""
@@ -182,9 +186,10 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
         beat.Parameters.AddWithValue(node);
         beat.Parameters.AddWithValue(roles);
         var extend = new NpgsqlBatchCommand(
-            "UPDATE sandbox.run_queue SET lease_until = now() + make_interval(secs => $2) WHERE state = 'claimed' AND node_id = $1");
+            "UPDATE sandbox.run_queue SET lease_until = now() + make_interval(secs => $2) WHERE state = 'claimed' AND node_id = $1 AND run_id = ANY($3)");
         extend.Parameters.AddWithValue(node);
         extend.Parameters.AddWithValue(leaseSeconds);
+        extend.Parameters.AddWithValue(held.ToArray());
         batch.BatchCommands.Add(beat);
         batch.BatchCommands.Add(extend);
         await batch.ExecuteNonQueryAsync(ct);
@@ -202,14 +207,18 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
         await command.ExecuteNonQueryAsync(ct);
     }
 
-    /// <summary>Claims whose lease expired and whose node has not heartbeated for graceSeconds (or never registered).</summary>
+    /// <summary>
+    /// Claims whose lease expired and whose node has not heartbeated for graceSeconds (or never registered), or whose lease
+    /// went unrenewed for longer than graceSeconds although the node heartbeats (it no longer holds the run).
+    /// </summary>
     public async Task<IReadOnlyList<SilentClaim>> SilentClaimsAsync(int graceSeconds, CancellationToken ct)
     {
         await using var command = dataSource.CreateCommand("""
-            SELECT q.run_id, q.tenant, q.node_id, n.heartbeat_at FROM sandbox.run_queue q
+            SELECT q.run_id, q.tenant, q.node_id, n.heartbeat_at, q.lease_until FROM sandbox.run_queue q
             LEFT JOIN sandbox.nodes n ON n.node_id = q.node_id
             WHERE q.state = 'claimed' AND q.lease_until < now()
-              AND (n.heartbeat_at IS NULL OR n.heartbeat_at < now() - make_interval(secs => $1))
+              AND (n.heartbeat_at IS NULL OR n.heartbeat_at < now() - make_interval(secs => $1)
+                   OR q.lease_until < now() - make_interval(secs => $1))
             ORDER BY q.claimed_at LIMIT 100
             """);
         command.Parameters.AddWithValue(graceSeconds);
@@ -217,7 +226,7 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
         await using var reader = await command.ExecuteReaderAsync(ct);
         while (await reader.ReadAsync(ct))
             silent.Add(new SilentClaim(reader.GetGuid(0), reader.GetString(1), reader.GetString(2),
-                reader.IsDBNull(3) ? null : reader.GetFieldValue<DateTimeOffset>(3)));
+                reader.IsDBNull(3) ? null : reader.GetFieldValue<DateTimeOffset>(3), reader.IsDBNull(4) ? null : reader.GetFieldValue<DateTimeOffset>(4)));
         return silent;
     }
 

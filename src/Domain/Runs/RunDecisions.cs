@@ -136,13 +136,21 @@ public static class RunDecisions
     public static object[] InputsUnreadable(Guid runId, string error, DateTimeOffset now) =>
         [new RunFailed(runId, "The executor could not read the run's inputs: " + error, now)];
 
-    /// <summary>The executor holding the run went silent: its lease expired and it has not heartbeated for longer than the grace.</summary>
+    /// <summary>
+    /// The executor holding the run stopped renewing its lease: the node went silent (no heartbeat for longer than the grace),
+    /// or it still heartbeats but no longer holds the run (its execution ended without a record) and the lease stayed
+    /// expired for longer than the grace.
+    /// </summary>
     public static object[] AbandonSilentNode(Guid runId, string node, DateTimeOffset? lastHeartbeat, int graceSeconds, DateTimeOffset now)
     {
+        var alive = lastHeartbeat is { } beat && beat >= now.AddSeconds(-graceSeconds);
         var since = lastHeartbeat is { } at ? $"since {at:O}" : "ever";
-        var reason = $"Executor node '{node}' went silent while running this run: its lease expired and it has not heartbeated {since} "
-            + $"(longer than the {graceSeconds} s grace); no outcome is known. Should the node return with the run's "
-            + "outcome, it is recorded as late_outcome_recorded; its sandbox is removed when the node restarts.";
+        var reason = alive
+            ? $"Executor node '{node}' stopped renewing this run's lease although it still heartbeats: it no longer holds the run (its "
+              + $"execution ended without a record), and the lease stayed expired for longer than the {graceSeconds} s grace; no outcome is known."
+            : $"Executor node '{node}' went silent while running this run: its lease expired and it has not heartbeated {since} "
+              + $"(longer than the {graceSeconds} s grace); no outcome is known.";
+        reason += " Should the node return with the run's outcome, it is recorded as late_outcome_recorded; its sandbox is removed when the node restarts.";
         return [new RunAbandoned(runId, reason, node, now)];
     }
 

@@ -92,12 +92,12 @@ public sealed class RunQueueTests(ClusterFixture cluster)
         var ghost = "ghost-" + Guid.NewGuid().ToString("N")[..6];
         var runId = await ClaimedByAsync(ghost);
 
-        // Lease expired, but the node still heartbeats: not abandoned (both nodes sweep every second).
+        // Lease expired (for less than the grace), but the node still heartbeats: not abandoned (both nodes sweep every second).
         var until = DateTime.UtcNow + TimeSpan.FromSeconds(ClusterFixture.GraceSeconds + 2);
         while (DateTime.UtcNow < until)
         {
             await cluster.Database.ExecuteAsync("UPDATE sandbox.nodes SET heartbeat_at = now() WHERE node_id = $1", ghost);
-            await cluster.Database.ExecuteAsync("UPDATE sandbox.run_queue SET lease_until = now() - interval '1 minute' WHERE run_id = $1", runId);
+            await cluster.Database.ExecuteAsync("UPDATE sandbox.run_queue SET lease_until = now() - interval '1 second' WHERE run_id = $1", runId);
             await Task.Delay(300);
         }
         Assert.Equal("claimed", await StateAsync(runId));
@@ -118,6 +118,22 @@ public sealed class RunQueueTests(ClusterFixture cluster)
         Assert.Equal("run_abandoned", types[^1]);
         Assert.Equal(ghost, await cluster.Database.ScalarAsync<string>(
             "SELECT data ->> 'node' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_abandoned'", runId));
+    }
+
+    [Fact]
+    public async Task ARunItsLiveNodeStoppedRenewingIsAbandonedAfterTheGraceSayingSo()
+    {
+        // The node heartbeats but no longer renews this run's lease: its execution ended without a record.
+        var ghost = "ghost-" + Guid.NewGuid().ToString("N")[..6];
+        var runId = await ClaimedByAsync(ghost);
+        await cluster.Database.ExecuteAsync("UPDATE sandbox.nodes SET heartbeat_at = now() + interval '1 hour' WHERE node_id = $1", ghost);
+        await cluster.Database.ExecuteAsync("UPDATE sandbox.run_queue SET lease_until = now() - interval '1 minute' WHERE run_id = $1", runId);
+
+        await Eventually.WaitUntilAsync(async () => await StateAsync(runId) == "abandoned", () => "the unrenewed run was not abandoned", TimeSpan.FromSeconds(15));
+        var reason = await cluster.Database.ScalarAsync<string>(
+            "SELECT data ->> 'reason' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_abandoned'", runId);
+        Assert.Contains($"Executor node '{ghost}' stopped renewing this run's lease although it still heartbeats", reason, StringComparison.Ordinal);
+        Assert.Single(await TypesAsync(runId), t => t is "run_completed" or "run_failed" or "run_abandoned");
     }
 
     [Fact]
