@@ -35,9 +35,11 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
         // Everything but the stored streams' contents is small: serialized as usual, then written around the streamed parts.
         var view = JsonSerializer.SerializeToNode(RunView.From(run), options)!.AsObject();
         var streamed = new Dictionary<string, (StreamOutput Output, string Encoding)>(StringComparer.Ordinal);
-        if (run.Output is { } output && run.Tenant is { } tenant)
+        // A "recording" answer is given while PostgreSQL is away: it carries the recorded previews, never a store read that
+        // could break the answer after its status line went out.
+        if (run.Output is { } output && run.Tenant is { } tenant && run.Status != RunStatus.Recording)
             foreach (var (name, stream) in new[] { ("stdout", output.Stdout), ("stderr", output.Stderr) })
-                if (stream.Stored && await EncodingOfAsync(tenant, stream.Sha256, ct) is { } encoding)
+                if (stream.Stored && !PreviewIsWhole(stream) && await EncodingOfAsync(tenant, stream.Sha256, ct) is { } encoding)
                     streamed[name] = (stream, encoding);
 
         http.Response.StatusCode = statusCode;
@@ -59,6 +61,18 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
     }
 
     /// <summary>
+    /// Most outputs fit their 1 KiB preview: then the preview is the whole stream, in the encoding Describe would give it, and
+    /// the answer needs no store read (two round trips saved on the warm path).
+    /// </summary>
+    public static bool PreviewIsWhole(StreamOutput stream) =>
+        stream.Bytes <= StreamOutput.PreviewBytes && stream.Encoding switch
+        {
+            "utf8" => System.Text.Encoding.UTF8.GetByteCount(stream.Content) == stream.Bytes,
+            "base64" => Convert.FromBase64String(stream.Content).Length == stream.Bytes,
+            _ => false,
+        };
+
+    /// <summary>
     /// "utf8" or "base64" as RunOrchestrator.Describe decides it for the whole stream; "erased" or "missing" without content;
     /// null when the store cannot be read (a "recording" answer while PostgreSQL is away): the recorded preview is answered.
     /// </summary>
@@ -73,7 +87,7 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
         {
             return "erased";
         }
-        catch (Npgsql.NpgsqlException)
+        catch (Exception e) when (e is not OperationCanceledException)
         {
             return null;
         }
@@ -84,8 +98,15 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
             var check = new Utf8Text.OutputCheck();
             var buffer = new byte[Segment];
             int read;
-            while ((read = await content.ReadAsync(buffer, ct)) > 0)
-                check.Append(buffer.AsSpan(0, read));
+            try
+            {
+                while ((read = await content.ReadAsync(buffer, ct)) > 0)
+                    check.Append(buffer.AsSpan(0, read));
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                return null; // the store went away while it was read: the recorded preview is answered
+            }
             return check.End() ? "utf8" : "base64";
         }
     }
