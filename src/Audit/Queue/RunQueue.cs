@@ -131,18 +131,24 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
     // NOTIFY, not SELECT pg_notify(): a statement in Marten's batch must not return rows. A Guid is safe as a literal.
     private static string Notify(string channel, Guid runId) => $"NOTIFY {channel}, '{runId:D}'";
 
-    /// <summary>Claims the oldest queued run whose tenant is under its cluster-wide ceiling; null when there is none.</summary>
-    public async Task<ClaimedRun?> ClaimAsync(string node, int maxPerTenant, int leaseSeconds, CancellationToken ct)
+    /// <summary>
+    /// Claims up to maxRuns of the oldest queued runs in one round trip, none for a tenant at its cluster-wide ceiling;
+    /// empty when there is none. Oldest first.
+    /// </summary>
+    public async Task<IReadOnlyList<ClaimedRun>> ClaimAsync(string node, int maxPerTenant, int leaseSeconds, int maxRuns, CancellationToken ct)
     {
-        await using var command = dataSource.CreateCommand("SELECT run_id, tenant, payload::text, enqueued_at FROM sandbox.sbx_claim_run($1, $2, $3)");
+        await using var command = dataSource.CreateCommand(
+            "SELECT run_id, tenant, payload::text, enqueued_at FROM sandbox.sbx_claim_runs($1, $2, $3, $4) ORDER BY enqueued_at");
         command.Parameters.AddWithValue(node);
         command.Parameters.AddWithValue(maxPerTenant);
         command.Parameters.AddWithValue(leaseSeconds);
+        command.Parameters.AddWithValue(maxRuns);
+        var claimed = new List<ClaimedRun>();
         await using var reader = await command.ExecuteReaderAsync(ct);
-        if (!await reader.ReadAsync(ct))
-            return null;
-        var work = JsonSerializer.Deserialize<RunWork>(reader.GetString(2), Json)!;
-        return new ClaimedRun(work, reader.GetString(1), reader.GetFieldValue<DateTimeOffset>(3));
+        while (await reader.ReadAsync(ct))
+            claimed.Add(new ClaimedRun(JsonSerializer.Deserialize<RunWork>(reader.GetString(2), Json)!, reader.GetString(1),
+                reader.GetFieldValue<DateTimeOffset>(3)));
+        return claimed;
     }
 
     /// <summary>Moves a run still waiting in the queue to 'refused'; false when an executor claimed it first.</summary>
