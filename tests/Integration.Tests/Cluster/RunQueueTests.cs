@@ -259,6 +259,46 @@ public sealed class RunQueueTests(ClusterFixture cluster)
         Assert.Empty(await queue.ClaimAsync("claimer", 10, 30, 8, CancellationToken.None));
     }
 
+    [Fact]
+    public async Task WakeUpsReachListenersWithTheRowCommitted()
+    {
+        await using var database = new TestDatabase();
+        await database.CreateAsync();
+        using var store = DocumentStore.For(o => Sandbox.Audited.Audit.MartenSetup.Configure(o, database.AppConnection));
+        await using var listener = new NpgsqlConnection(database.AppConnection);
+        await listener.OpenAsync();
+        var received = new ConcurrentQueue<(string Channel, string Payload, string? State)>();
+        await using var peek = NpgsqlDataSource.Create(database.AppConnection);
+        listener.Notification += (_, e) =>
+        {
+            // What another node sees when woken: the row as committed.
+            using var command = peek.CreateCommand("SELECT state FROM sandbox.run_queue WHERE run_id = $1::uuid");
+            command.Parameters.AddWithValue(e.Payload);
+            received.Enqueue((e.Channel, e.Payload, command.ExecuteScalar() as string));
+        };
+        await using (var listen = new NpgsqlCommand($"LISTEN {RunQueue.QueuedChannel}; LISTEN {RunQueue.DoneChannel}", listener))
+            await listen.ExecuteNonQueryAsync();
+        var runId = Guid.CreateVersion7();
+        var work = new RunWork(runId,
+            new QueuedRequest("python", new string('0', 64), 0, new string('0', 64), 0, [], [], RequestedLimits.None, "internal", "python", "standard"),
+            new PolicyDecision(Decision.Allow, "test", [], new RunLimits(1000, 64, 1, 16, 1024, 16), [], []), new Caller("ada", "tenant-a", ["runner"]), null, null);
+
+        await using (var session = store.LightweightSession())
+        {
+            RunQueue.Enqueue(session, work, "tenant-a", "api-node", null, 30);
+            await session.SaveChangesAsync();
+        }
+        await listener.WaitAsync(TimeSpan.FromSeconds(5));
+        await using (var session = store.LightweightSession())
+        {
+            RunQueue.Finish(session, runId);
+            await session.SaveChangesAsync();
+        }
+        await listener.WaitAsync(TimeSpan.FromSeconds(5));
+
+        Assert.Equal([(RunQueue.QueuedChannel, runId.ToString("D"), "queued"), (RunQueue.DoneChannel, runId.ToString("D"), "finished")], received.ToArray());
+    }
+
     private async Task<string?> StateAsync(Guid runId) =>
         await cluster.Database.ScalarAsync<string>("SELECT state FROM sandbox.run_queue WHERE run_id = $1", runId);
 
