@@ -17,6 +17,7 @@ public sealed partial class QueueWorker(
     RunOrchestrator orchestrator,
     IOptions<ExecutorOptions> executor,
     IOptions<QueueOptions> queueOptions,
+    IOptions<NodeOptions> node,
     ILogger<QueueWorker> logger) : BackgroundService
 {
     private static readonly TimeSpan Poll = TimeSpan.FromSeconds(1);
@@ -55,6 +56,12 @@ public sealed partial class QueueWorker(
                 slots.Add(slot);
             if (slots.Count == 0)
                 return;
+            // A node that also takes requests keeps one slot for them while the claim is in flight, as one claim at a time did.
+            if (node.Value.Api && slots.Count > 1)
+            {
+                slots[^1].Return();
+                slots.RemoveAt(slots.Count - 1);
+            }
             IReadOnlyList<ClaimedRun> claimed;
             try
             {
