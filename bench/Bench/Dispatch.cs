@@ -10,17 +10,17 @@ using Sandbox.Audited.Domain.Runs;
 namespace Sandbox.Audited.Bench;
 
 /// <summary>Runs handed from api to executor per second through the PostgreSQL run queue, by the real RunQueue code.</summary>
-public sealed record DispatchFigures(double RunsPerSecond, long Dispatched, int Producers, int Claimers, double Seconds);
+public sealed record DispatchFigures(double RunsPerSecond, long Dispatched, int Producers, int Claimers, int SlotsPerClaimer, double Seconds);
 
 /// <summary>
 /// The coordinator's ceiling: api-side producers enqueue runs (the queue row and its NOTIFY, committed through a Marten
-/// session as the write-ahead commit adds them) while executors that start no containers claim each (FOR UPDATE SKIP LOCKED,
-/// tenant ceiling checked) and finish it (the row update and "done" NOTIFY, as the terminal commit adds them). Run events
-/// are left out: their cost is the audit figure. On a database of its own.
+/// session as the write-ahead commit adds them) while executors that start no containers claim as many as they have free
+/// slots in one call (FOR UPDATE SKIP LOCKED, tenant ceiling checked) and finish each (the row update and "done"
+/// NOTIFY, as the terminal commit adds them). Run events are left out: their cost is the audit figure. On a database of its own.
 /// </summary>
 public static class Dispatch
 {
-    public static async Task<DispatchFigures> MeasureAsync(string adminConnection, string migrations, TimeSpan duration, int producers = 8, int claimers = 8)
+    public static async Task<DispatchFigures> MeasureAsync(string adminConnection, string migrations, TimeSpan duration, int producers = 8, int claimers = 8, int slotsPerClaimer = 8)
     {
         var database = "sbx_bench_" + Guid.NewGuid().ToString("N")[..8];
         await ExecuteAsync(adminConnection, $"CREATE DATABASE {database} OWNER sandbox_owner");
@@ -62,21 +62,36 @@ public static class Dispatch
 
             async Task ClaimAsync(int claimer)
             {
+                // An executor with slotsPerClaimer slots: each round claims as many runs as it has free slots, in one call.
                 var node = "bench-executor-" + claimer;
+                using var slots = new SemaphoreSlim(slotsPerClaimer, slotsPerClaimer);
+                var finishing = new List<Task>();
                 while (!stop.IsCancellationRequested)
                 {
-                    var claimed = await queue.ClaimAsync(node, 1_000_000, 30, CancellationToken.None);
-                    if (claimed is null)
-                    {
-                        await Task.Delay(1);
-                        continue;
-                    }
-                    await using var session = store.LightweightSession();
-                    RunQueue.Finish(session, claimed.Work.RunId);
-                    await session.SaveChangesAsync();
-                    Interlocked.Increment(ref dispatched);
-                    room.Release();
+                    var free = 0;
+                    while (slots.Wait(0))
+                        free++;
+                    var claimed = free == 0 ? [] : await queue.ClaimAsync(node, 1_000_000, 30, free, CancellationToken.None);
+                    if (free - claimed.Count > 0)
+                        slots.Release(free - claimed.Count);
+                    foreach (var run in claimed)
+                        finishing.Add(FinishAsync(run.Work.RunId, slots));
+                    finishing.RemoveAll(t => t.IsCompleted);
+                    if (claimed.Count == 0)
+                        await (finishing.Count > 0 ? Task.WhenAny(finishing.Append(Task.Delay(1))) : Task.Delay(1));
                 }
+                await Task.WhenAll(finishing);
+            }
+
+            async Task FinishAsync(Guid runId, SemaphoreSlim slots)
+            {
+                await Task.Yield();
+                await using var session = store.LightweightSession();
+                RunQueue.Finish(session, runId);
+                await session.SaveChangesAsync();
+                Interlocked.Increment(ref dispatched);
+                room.Release();
+                slots.Release();
             }
 
             // Warm-up: connections, statements, the claim function's plan.
@@ -89,7 +104,7 @@ public static class Dispatch
             var seconds = watch.Elapsed.TotalSeconds;
             stop.Cancel();
             await warm;
-            return new DispatchFigures(count / seconds, count, producers, claimers, seconds);
+            return new DispatchFigures(count / seconds, count, producers, claimers, slotsPerClaimer, seconds);
         }
         finally
         {

@@ -21,9 +21,10 @@ if (Environment.GetEnvironmentVariable("SBX_BENCH_ONLY") == "dispatch")
     using var dockerOnly = new DockerClientConfiguration(new Uri("unix:///var/run/docker.sock")).CreateClient();
     var churnOnly = await new Baselines(dockerOnly, Environment.GetEnvironmentVariable("SBX_BENCH_IMAGE") ?? "sbx-python:current")
         .ChurnCeilingAsync(8, TimeSpan.FromSeconds(10));
-    var dispatchOnly = await Dispatch.MeasureAsync(adminOnly, Environment.GetEnvironmentVariable("SBX_BENCH_MIGRATIONS") ?? "migrations", TimeSpan.FromSeconds(10));
+    var dispatchOnly = await Dispatch.MeasureAsync(adminOnly, Environment.GetEnvironmentVariable("SBX_BENCH_MIGRATIONS") ?? "migrations", TimeSpan.FromSeconds(10),
+        slotsPerClaimer: int.Parse(Environment.GetEnvironmentVariable("SBX_BENCH_DISPATCH_SLOTS") ?? "8", CultureInfo.InvariantCulture));
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"dispatch: {dispatchOnly.RunsPerSecond:F0} runs/s ({dispatchOnly.Producers} producers, {dispatchOnly.Claimers} claimers); churn ceiling {churnOnly:F2} runs/s; ratio {dispatchOnly.RunsPerSecond / churnOnly:F0}×"));
+        $"dispatch: {dispatchOnly.RunsPerSecond:F0} runs/s ({dispatchOnly.Producers} producers, {dispatchOnly.Claimers} claimers × {dispatchOnly.SlotsPerClaimer} slots); churn ceiling {churnOnly:F2} runs/s; ratio {dispatchOnly.RunsPerSecond / churnOnly:F0}×"));
     return 0;
 }
 
@@ -152,7 +153,7 @@ var coldP50 = P50("cold, 1 client");
 var apiP50 = P50("baseline: Docker API create→start→wait");
 figures["latency"] = latencies;
 figures["throughput"] = new { runsPerSecond = perSecond, completed, notSucceeded, churnCeilingPerSecond = churn, ratioToCeiling = perSecond / churn };
-figures["dispatch"] = new { dispatch.RunsPerSecond, dispatch.Dispatched, dispatch.Producers, dispatch.Claimers, churnCeilingPerSecond = churn, ratioToChurnCeiling = dispatch.RunsPerSecond / churn };
+figures["dispatch"] = new { dispatch.RunsPerSecond, dispatch.Dispatched, dispatch.Producers, dispatch.Claimers, dispatch.SlotsPerClaimer, churnCeilingPerSecond = churn, ratioToChurnCeiling = dispatch.RunsPerSecond / churn };
 figures["audit"] = new { eventsAppendedPerSecond = eventsPerSecond, eventsAppended, bulk = audit };
 figures["memory"] = new { servicePeakRssMb = peakRssMb };
 figures["dataRuns"] = dataRuns;
@@ -199,7 +200,7 @@ md.AppendLine(CultureInfo.InvariantCulture, $"| warm pool hit rate (1 / 4 client
 md.AppendLine(CultureInfo.InvariantCulture, $"| cold p50 / Docker API create→start→wait p50 | {coldP50 / apiP50:F2}× | ≤ 1.2× |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| throughput, 8 clients, {throughputSeconds} s | {perSecond:F2} runs/s ({completed} ok, {notSucceeded} not ok) | |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| Docker churn ceiling, 8 workers | {churn:F2} runs/s; service reaches {perSecond / churn:P0} | ≥ 90% |");
-md.AppendLine(CultureInfo.InvariantCulture, $"| dispatch: runs handed api → executor through the run queue ({dispatch.Producers} producers, {dispatch.Claimers} claimers, no containers) | {dispatch.RunsPerSecond:F0} runs/s; {dispatch.RunsPerSecond / churn:F0}× the churn ceiling | ≥ 100× |");
+md.AppendLine(CultureInfo.InvariantCulture, $"| dispatch: runs handed api → executor through the run queue ({dispatch.Producers} producers, {dispatch.Claimers} claimers × {dispatch.SlotsPerClaimer} slots, no containers) | {dispatch.RunsPerSecond:F0} runs/s; {dispatch.RunsPerSecond / churn:F0}× the churn ceiling | ≥ 100× |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| audit events appended under that load | {eventsPerSecond:F0} events/s | |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| audit write path alone (8 writers, 2 commits a run) | {audit.AppendEventsPerSecond:F0} events/s over {audit.EventsSeeded} events | |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| verification | {audit.VerifyEventsPerSecond:F0} events/s over {audit.EventsVerified} events (verified: {audit.Verified}) | ≥ 50,000 events/s |");

@@ -7,8 +7,8 @@ namespace Sandbox.Audited.Api.Nodes;
 
 /// <summary>
 /// The executor role's worker: whenever a run is queued (NOTIFY), a slot comes free, or the poll interval passes, it claims
-/// queued runs (FOR UPDATE SKIP LOCKED, the tenant's cluster-wide ceiling checked in the same statement) for as long as it
-/// has free slots, and runs each with the orchestrator's execution code.
+/// as many queued runs as it has free slots in one call (FOR UPDATE SKIP LOCKED, the tenant's cluster-wide ceiling checked in
+/// the same statement), and runs each with the orchestrator's execution code.
 /// </summary>
 public sealed partial class QueueWorker(
     RunQueue queue,
@@ -17,6 +17,7 @@ public sealed partial class QueueWorker(
     RunOrchestrator orchestrator,
     IOptions<ExecutorOptions> executor,
     IOptions<QueueOptions> queueOptions,
+    IOptions<NodeOptions> node,
     ILogger<QueueWorker> logger) : BackgroundService
 {
     private static readonly TimeSpan Poll = TimeSpan.FromSeconds(1);
@@ -47,25 +48,43 @@ public sealed partial class QueueWorker(
 
     private async Task ClaimWhileFreeAsync(CancellationToken ct)
     {
-        while (!ct.IsCancellationRequested && admission.TrySlot() is { } slot)
+        while (!ct.IsCancellationRequested)
         {
-            ClaimedRun? claimed;
+            // Every free slot at once: one round trip claims as many runs as this node can start.
+            var slots = new List<Admission.Slot>();
+            while (admission.TrySlot() is { } slot)
+                slots.Add(slot);
+            if (slots.Count == 0)
+                return;
+            // A node that also takes requests keeps one slot for them while the claim is in flight, as one claim at a time did.
+            if (node.Value.Api && slots.Count > 1)
+            {
+                slots[^1].Return();
+                slots.RemoveAt(slots.Count - 1);
+            }
+            IReadOnlyList<ClaimedRun> claimed;
             try
             {
-                claimed = await queue.ClaimAsync(executor.Value.NodeId, admission.Options.MaxConcurrentRunsPerTenant, queueOptions.Value.LeaseSeconds, ct);
+                claimed = await queue.ClaimAsync(executor.Value.NodeId, admission.Options.MaxConcurrentRunsPerTenant, queueOptions.Value.LeaseSeconds, slots.Count, ct);
             }
             catch
             {
-                slot.Dispose();
+                slots.ForEach(s => s.Return());
                 throw;
             }
-            if (claimed is null)
+            for (var i = 0; i < slots.Count; i++)
             {
-                slot.Dispose();
-                return;
+                if (i >= claimed.Count)
+                {
+                    slots[i].Return();
+                    continue;
+                }
+                LogClaimed(claimed[i].Work.RunId);
+                _ = orchestrator.ExecuteClaimedAsync(claimed[i], slots[i]).ContinueWith(t => _ = t.Exception, TaskScheduler.Default);
             }
-            LogClaimed(claimed.Work.RunId);
-            _ = orchestrator.ExecuteClaimedAsync(claimed, slot).ContinueWith(t => _ = t.Exception, TaskScheduler.Default);
+            // Fewer runs than slots: the queue has nothing more this node may take now; a NOTIFY, a freed slot or the poll wakes it.
+            if (claimed.Count < slots.Count)
+                return;
         }
     }
 

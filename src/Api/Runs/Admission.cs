@@ -127,7 +127,12 @@ public sealed class Admission(IOptions<AdmissionOptions> options)
             admission._tenants.AddOrUpdate(tenant, 1, (_, n) => n + 1);
         }
 
-        public void Dispose()
+        public void Dispose() => Free(signal: true);
+
+        /// <summary>A slot taken for a claim that found nothing: freed without waking the worker, which would only claim nothing again.</summary>
+        public void Return() => Free(signal: false);
+
+        private void Free(bool signal)
         {
             if (Interlocked.Exchange(ref _disposed, 1) == 1)
                 return;
@@ -135,7 +140,8 @@ public sealed class Admission(IOptions<AdmissionOptions> options)
             admission._global.Release();
             if ((Tenant ?? _counted) is { } tenant)
                 admission._tenants.AddOrUpdate(tenant, 0, (_, n) => n - 1);
-            admission.SlotFreed?.Invoke();
+            if (signal)
+                admission.SlotFreed?.Invoke();
         }
     }
 

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Marten;
+using Marten.Services;
 using Npgsql;
 using Sandbox.Audited.Domain.Policies;
 using Sandbox.Audited.Domain.Runs;
@@ -89,7 +90,7 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
     /// Adds the queue row to the unit of work that records the run's request and decision, so that both commit or neither.
     /// claimedBy set: this node runs it itself (no hand-over, no wake-up); otherwise executors are woken.
     /// </summary>
-    public static void Enqueue(IDocumentOperations session, RunWork work, string tenant, string requestedBy, string? claimedBy, int leaseSeconds)
+    public static void Enqueue(IDocumentSession session, RunWork work, string tenant, string requestedBy, string? claimedBy, int leaseSeconds)
     {
         var payload = JsonSerializer.Serialize(work, Json);
         if (claimedBy is null)
@@ -97,7 +98,7 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
             session.QueueSqlCommand(
                 "INSERT INTO sandbox.run_queue (run_id, tenant, payload, state, requested_by) VALUES (?, ?, ?::jsonb, 'queued', ?)",
                 work.RunId, tenant, payload, requestedBy);
-            session.QueueSqlCommand(Notify(QueuedChannel, work.RunId));
+            NotifyAfterCommit(session, QueuedChannel, work.RunId);
         }
         else
         {
@@ -110,39 +111,70 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
 
     /// <summary>
     /// Adds "the run is over" to the unit of work that records its terminal event: its claim ends with the record. notify:
-    /// another node waits for it (a run this node both recorded and ran has its waiter in-process, and NOTIFY serialises commits).
+    /// another node waits for it (a run this node both recorded and ran has its waiter in-process: no round trip spent on a notification).
     /// </summary>
-    public static void Finish(IDocumentOperations session, Guid runId, bool notify = true)
+    public static void Finish(IDocumentSession session, Guid runId, bool notify = true)
     {
         session.QueueSqlCommand(
             "UPDATE sandbox.run_queue SET state = 'finished', finished_at = now() WHERE run_id = ? AND state IN ('claimed', 'queued')", runId);
         if (notify)
-            session.QueueSqlCommand(Notify(DoneChannel, runId));
+            NotifyAfterCommit(session, DoneChannel, runId);
     }
 
     /// <summary>Adds "abandoned" to the unit of work that records RunAbandoned; only a claim still held by that node moves.</summary>
-    public static void MarkAbandoned(IDocumentOperations session, Guid runId, string node)
+    public static void MarkAbandoned(IDocumentSession session, Guid runId, string node)
     {
         session.QueueSqlCommand(
             "UPDATE sandbox.run_queue SET state = 'abandoned', finished_at = now() WHERE run_id = ? AND state = 'claimed' AND node_id = ?", runId, node);
-        session.QueueSqlCommand(Notify(DoneChannel, runId));
+        NotifyAfterCommit(session, DoneChannel, runId);
     }
 
-    // NOTIFY, not SELECT pg_notify(): a statement in Marten's batch must not return rows. A Guid is safe as a literal.
-    private static string Notify(string channel, Guid runId) => $"NOTIFY {channel}, '{runId:D}'";
+    /// <summary>
+    /// The wake-up goes out after the commit, in a transaction of its own: a commit that sends a notification is serialised
+    /// with every other such commit (no group commit), which capped dispatch. Waiters poll, so a wake-up lost between the
+    /// commit and the notification (crash, connection failure) only delays.
+    /// </summary>
+    private static void NotifyAfterCommit(IDocumentSession session, string channel, Guid runId) =>
+        session.Listeners.Add(new AfterCommitNotification(channel, runId));
 
-    /// <summary>Claims the oldest queued run whose tenant is under its cluster-wide ceiling; null when there is none.</summary>
-    public async Task<ClaimedRun?> ClaimAsync(string node, int maxPerTenant, int leaseSeconds, CancellationToken ct)
+    private sealed class AfterCommitNotification(string channel, Guid runId) : DocumentSessionListenerBase
     {
-        await using var command = dataSource.CreateCommand("SELECT run_id, tenant, payload::text, enqueued_at FROM sandbox.sbx_claim_run($1, $2, $3)");
+        public override async Task AfterCommitAsync(IDocumentSession session, IChangeSet commit, CancellationToken token)
+        {
+            try
+            {
+                await using var connection = session.Database.CreateConnection();
+                await connection.OpenAsync(token);
+                await using var command = new NpgsqlCommand("SELECT pg_notify($1, $2)", connection);
+                command.Parameters.AddWithValue(channel);
+                command.Parameters.AddWithValue(runId.ToString("D"));
+                await command.ExecuteNonQueryAsync(token);
+            }
+            catch (Exception e) when (e is NpgsqlException or TimeoutException or OperationCanceledException)
+            {
+                // The record is committed; the waiter's poll finds it.
+            }
+        }
+    }
+
+    /// <summary>
+    /// Claims up to maxRuns of the oldest queued runs in one round trip, none for a tenant at its cluster-wide ceiling;
+    /// empty when there is none. Oldest first.
+    /// </summary>
+    public async Task<IReadOnlyList<ClaimedRun>> ClaimAsync(string node, int maxPerTenant, int leaseSeconds, int maxRuns, CancellationToken ct)
+    {
+        await using var command = dataSource.CreateCommand(
+            "SELECT run_id, tenant, payload::text, enqueued_at FROM sandbox.sbx_claim_runs($1, $2, $3, $4) ORDER BY enqueued_at");
         command.Parameters.AddWithValue(node);
         command.Parameters.AddWithValue(maxPerTenant);
         command.Parameters.AddWithValue(leaseSeconds);
+        command.Parameters.AddWithValue(maxRuns);
+        var claimed = new List<ClaimedRun>();
         await using var reader = await command.ExecuteReaderAsync(ct);
-        if (!await reader.ReadAsync(ct))
-            return null;
-        var work = JsonSerializer.Deserialize<RunWork>(reader.GetString(2), Json)!;
-        return new ClaimedRun(work, reader.GetString(1), reader.GetFieldValue<DateTimeOffset>(3));
+        while (await reader.ReadAsync(ct))
+            claimed.Add(new ClaimedRun(JsonSerializer.Deserialize<RunWork>(reader.GetString(2), Json)!, reader.GetString(1),
+                reader.GetFieldValue<DateTimeOffset>(3)));
+        return claimed;
     }
 
     /// <summary>Moves a run still waiting in the queue to 'refused'; false when an executor claimed it first.</summary>

@@ -184,7 +184,7 @@ public sealed class RunQueueTests(ClusterFixture cluster)
         var claims = new ConcurrentBag<(Guid RunId, string Node)>();
         await Task.WhenAll(Enumerable.Range(0, 8).Select(c => Task.Run(async () =>
         {
-            while (await queue.ClaimAsync("claimer-" + c, 1000, 30, CancellationToken.None) is { } claimed)
+            while (await queue.ClaimAsync("claimer-" + c, 1000, 30, 1, CancellationToken.None) is [var claimed])
                 claims.Add((claimed.Work.RunId, "claimer-" + c));
         })));
 
@@ -211,13 +211,108 @@ public sealed class RunQueueTests(ClusterFixture cluster)
         var claims = new ConcurrentBag<ClaimedRun>();
         await Task.WhenAll(Enumerable.Range(0, 6).Select(c => Task.Run(async () =>
         {
-            while (await queue.ClaimAsync("claimer-" + c, 3, 30, CancellationToken.None) is { } claimed)
+            while (await queue.ClaimAsync("claimer-" + c, 3, 30, 1, CancellationToken.None) is [var claimed])
                 claims.Add(claimed);
         })));
 
         Assert.Equal(3, claims.Count(c => c.Tenant == "busy-tenant"));
         Assert.Contains(claims, c => c.Work.RunId == other); // a tenant at its ceiling does not hold up the others
         Assert.Equal(7, (int)await database.ScalarAsync<long>("SELECT count(*) FROM sandbox.run_queue WHERE state = 'queued'"));
+    }
+
+    [Fact]
+    public async Task BatchClaimsTakeEachRunOnceAndHoldTheTenantCeiling()
+    {
+        await using var database = new TestDatabase();
+        await database.CreateAsync();
+        await using var dataSource = NpgsqlDataSource.Create(database.AppConnection);
+        var queue = new RunQueue(dataSource);
+        // Interleaved so that every batch meets several tenants: two busy ones (ceiling 4 each) and many small ones.
+        var runs = Enumerable.Range(0, 200).Select(i => (RunId: Guid.CreateVersion7(), Tenant: i % 4 < 2 ? "busy-" + i % 2 : "small-" + i)).ToList();
+        foreach (var (runId, tenant) in runs)
+            await InsertQueuedAsync(database, runId, tenant);
+
+        var claims = new ConcurrentBag<(ClaimedRun Run, string Node, int Batch)>();
+        await Task.WhenAll(Enumerable.Range(0, 6).Select(c => Task.Run(async () =>
+        {
+            while (await queue.ClaimAsync("claimer-" + c, 4, 30, 7, CancellationToken.None) is { Count: > 0 } batch)
+                foreach (var run in batch)
+                    claims.Add((run, "claimer-" + c, batch.Count));
+        })));
+
+        var small = runs.Where(r => r.Tenant.StartsWith("small-", StringComparison.Ordinal)).Select(r => r.RunId).Order();
+        Assert.Equal(small, claims.Where(c => c.Run.Tenant.StartsWith("small-", StringComparison.Ordinal)).Select(c => c.Run.Work.RunId).Order());
+        Assert.Equal(4, claims.Count(c => c.Run.Tenant == "busy-0"));
+        Assert.Equal(4, claims.Count(c => c.Run.Tenant == "busy-1"));
+        Assert.Equal(claims.Count, claims.Select(c => c.Run.Work.RunId).Distinct().Count());
+        Assert.Contains(claims, c => c.Batch > 1); // claims really came several to a call
+        Assert.True(claims.Select(c => c.Node).Distinct().Count() > 1, "only one claimer ever won: the claims were not concurrent");
+        Assert.True(claims.All(c => c.Batch <= 7));
+        Assert.Equal(runs.Count - claims.Count, (int)await database.ScalarAsync<long>("SELECT count(*) FROM sandbox.run_queue WHERE state = 'queued'"));
+        foreach (var (run, node, _) in claims.Take(20))
+            Assert.Equal(node, await database.ScalarAsync<string>("SELECT node_id FROM sandbox.run_queue WHERE run_id = $1", run.Work.RunId));
+    }
+
+    [Fact]
+    public async Task BatchClaimReturnsTheOldestFirstAndNoMoreThanAsked()
+    {
+        await using var database = new TestDatabase();
+        await database.CreateAsync();
+        await using var dataSource = NpgsqlDataSource.Create(database.AppConnection);
+        var queue = new RunQueue(dataSource);
+        var runs = new List<Guid>();
+        for (var i = 0; i < 5; i++)
+        {
+            runs.Add(Guid.CreateVersion7());
+            await InsertQueuedAsync(database, runs[^1], "tenant-" + i % 2);
+        }
+
+        var first = await queue.ClaimAsync("claimer", 10, 30, 3, CancellationToken.None);
+        var rest = await queue.ClaimAsync("claimer", 10, 30, 8, CancellationToken.None);
+
+        Assert.Equal(runs[..3], first.Select(c => c.Work.RunId));
+        Assert.Equal(runs[3..], rest.Select(c => c.Work.RunId));
+        Assert.Empty(await queue.ClaimAsync("claimer", 10, 30, 8, CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task WakeUpsReachListenersWithTheRowCommitted()
+    {
+        await using var database = new TestDatabase();
+        await database.CreateAsync();
+        using var store = DocumentStore.For(o => Sandbox.Audited.Audit.MartenSetup.Configure(o, database.AppConnection));
+        await using var listener = new NpgsqlConnection(database.AppConnection);
+        await listener.OpenAsync();
+        var received = new ConcurrentQueue<(string Channel, string Payload, string? State)>();
+        await using var peek = NpgsqlDataSource.Create(database.AppConnection);
+        listener.Notification += (_, e) =>
+        {
+            // What another node sees when woken: the row as committed.
+            using var command = peek.CreateCommand("SELECT state FROM sandbox.run_queue WHERE run_id = $1::uuid");
+            command.Parameters.AddWithValue(e.Payload);
+            received.Enqueue((e.Channel, e.Payload, command.ExecuteScalar() as string));
+        };
+        await using (var listen = new NpgsqlCommand($"LISTEN {RunQueue.QueuedChannel}; LISTEN {RunQueue.DoneChannel}", listener))
+            await listen.ExecuteNonQueryAsync();
+        var runId = Guid.CreateVersion7();
+        var work = new RunWork(runId,
+            new QueuedRequest("python", new string('0', 64), 0, new string('0', 64), 0, [], [], RequestedLimits.None, "internal", "python", "standard"),
+            new PolicyDecision(Decision.Allow, "test", [], new RunLimits(1000, 64, 1, 16, 1024, 16), [], []), new Caller("ada", "tenant-a", ["runner"]), null, null);
+
+        await using (var session = store.LightweightSession())
+        {
+            RunQueue.Enqueue(session, work, "tenant-a", "api-node", null, 30);
+            await session.SaveChangesAsync();
+        }
+        await listener.WaitAsync(TimeSpan.FromSeconds(5));
+        await using (var session = store.LightweightSession())
+        {
+            RunQueue.Finish(session, runId);
+            await session.SaveChangesAsync();
+        }
+        await listener.WaitAsync(TimeSpan.FromSeconds(5));
+
+        Assert.Equal([(RunQueue.QueuedChannel, runId.ToString("D"), "queued"), (RunQueue.DoneChannel, runId.ToString("D"), "finished")], received.ToArray());
     }
 
     private async Task<string?> StateAsync(Guid runId) =>
