@@ -39,7 +39,7 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
         // could break the answer after its status line went out.
         if (run.Output is { } output && run.Tenant is { } tenant && run.Status != RunStatus.Recording)
             foreach (var (name, stream) in new[] { ("stdout", output.Stdout), ("stderr", output.Stderr) })
-                if (stream.Stored && !PreviewIsWhole(stream) && await EncodingOfAsync(tenant, stream.Sha256, ct) is { } encoding)
+                if (stream.Stored && await (PreviewIsWhole(stream) ? ErasureOfAsync(tenant, stream.Sha256, ct) : EncodingOfAsync(tenant, stream.Sha256, ct)) is { } encoding)
                     streamed[name] = (stream, encoding);
 
         http.Response.StatusCode = statusCode;
@@ -62,7 +62,7 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
 
     /// <summary>
     /// Most outputs fit their 1 KiB preview: then the preview is the whole stream, in the encoding Describe would give it, and
-    /// the answer needs no store read (two round trips saved on the warm path).
+    /// the answer asks the store only whether it was erased (one short query instead of reading the content twice).
     /// </summary>
     public static bool PreviewIsWhole(StreamOutput stream) =>
         stream.Bytes <= StreamOutput.PreviewBytes && stream.Encoding switch
@@ -71,6 +71,24 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
             "base64" => Convert.FromBase64String(stream.Content).Length == stream.Bytes,
             _ => false,
         };
+
+    /// <summary>For an output whose preview is whole: "erased" or "missing" when the store no longer has it, else null (the preview is answered).</summary>
+    private async Task<string?> ErasureOfAsync(string tenant, string sha256, CancellationToken ct)
+    {
+        try
+        {
+            return await evidence.StateAsync(tenant, sha256, ct) switch
+            {
+                ContentState.Erased => "erased",
+                ContentState.Missing => "missing",
+                _ => null,
+            };
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            return null;
+        }
+    }
 
     /// <summary>
     /// "utf8" or "base64" as RunOrchestrator.Describe decides it for the whole stream; "erased" or "missing" without content;
