@@ -87,14 +87,7 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
                     feed.Running(item.R, item.C ?? "");
                     break;
                 case "e":
-                    await using (var session = store.QuerySession())
-                    {
-                        var from = feed.NextVersion(item.R);
-                        var events = await session.Events.FetchStreamAsync(item.R, fromVersion: from);
-                        var fresh = events.Where(e => e.Version >= from).ToList();
-                        if (fresh.Count > 0)
-                            feed.Recorded(item.R, fresh[0].Version, fresh.Select(e => e.Data).ToList(), observe: false);
-                    }
+                    await feed.CatchUpAsync(store, item.R, CancellationToken.None);
                     break;
             }
         }

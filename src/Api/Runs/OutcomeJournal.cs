@@ -205,11 +205,7 @@ public sealed partial class OutcomeJournal : BackgroundService
         {
             // Ended elsewhere (abandoned by another node's sweeper): this node's subscribers get the recorded tail, whose
             // terminal event closes the run's live entry, instead of waiting on it forever.
-            await using var session = _store.QuerySession();
-            var from = _feed.NextVersion(runId);
-            var tail = (await session.Events.FetchStreamAsync(runId, fromVersion: from, token: ct)).Where(e => e.Version >= from).ToList();
-            if (tail.Count > 0)
-                _feed.Recorded(runId, tail[0].Version, tail.Select(e => e.Data).ToList(), observe: false);
+            await _feed.CatchUpAsync(_store, runId, ct);
         }
         File.Delete(path);
         LogCommitted(runId, events.Count);

@@ -275,9 +275,7 @@ public sealed partial class RunOrchestrator(
                 run.Events.AddRange(events.Select(e => e.Data));
             }
             // Another node executed it: this node's feed ends the run for its stream subscribers (that node counted it).
-            var unseen = events.Where(e => e.Version >= feed.NextVersion(runId)).ToList();
-            if (unseen.Count > 0)
-                feed.Recorded(runId, unseen[0].Version, unseen.Select(e => e.Data).ToList(), observe: false);
+            feed.RecordedElsewhere(runId, events);
             return run.Summary;
         }
         finally

@@ -1,5 +1,7 @@
 using System.Collections.Concurrent;
 using System.Threading.Channels;
+using JasperFx.Events;
+using Marten;
 using Sandbox.Audited.Api.Metrics;
 using Sandbox.Audited.Audit.Events;
 using Sandbox.Audited.Domain.Runs;
@@ -68,7 +70,26 @@ public sealed class RunFeed(RunMetrics metrics)
     public bool Holds(Guid runId) => _runs.ContainsKey(runId);
 
     /// <summary>The first version of the run this feed has not published yet.</summary>
-    public long NextVersion(Guid runId) => (_runs.GetValueOrDefault(runId)?.LastVersion ?? 0) + 1;
+    private long NextVersion(Guid runId) => (_runs.GetValueOrDefault(runId)?.LastVersion ?? 0) + 1;
+
+    /// <summary>
+    /// Publishes those of the run's committed events this feed has not published yet: events another node or path committed
+    /// (that node's metrics counted them). The one way a feed catches up with the store.
+    /// </summary>
+    public void RecordedElsewhere(Guid runId, IReadOnlyList<IEvent> events)
+    {
+        var from = NextVersion(runId);
+        var unseen = events.Where(e => e.Version >= from).ToList();
+        if (unseen.Count > 0)
+            Recorded(runId, unseen[0].Version, unseen.Select(e => e.Data).ToList(), observe: false);
+    }
+
+    /// <summary>Reads the run's events this feed has not published yet from the store and publishes them.</summary>
+    public async Task CatchUpAsync(IDocumentStore store, Guid runId, CancellationToken ct)
+    {
+        await using var session = store.QuerySession();
+        RecordedElsewhere(runId, await session.Events.FetchStreamAsync(runId, fromVersion: NextVersion(runId), token: ct));
+    }
 
     /// <summary>Output another node's executor produced, at the offset it gave (a chunk lost on the way leaves a gap, never a shift).</summary>
     public void RelayedOutput(Guid runId, OutputStream stream, byte[] bytes, long offset) =>

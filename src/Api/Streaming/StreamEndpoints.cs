@@ -121,10 +121,7 @@ public static class StreamEndpoints
         {
             while (feed.Holds(id))
             {
-                var from = feed.NextVersion(id);
-                var (fresh, _) = await LoadAsync(store, id, from - 1, ct);
-                if (fresh.Count > 0)
-                    feed.Recorded(id, fresh[0].Version, fresh.Select(e => e.Data).ToList(), observe: false);
+                await feed.CatchUpAsync(store, id, ct);
                 await Task.Delay(OtherNodePoll, ct);
             }
         }
