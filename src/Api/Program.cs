@@ -139,6 +139,7 @@ builder.Services.AddForwardedHeadersFrom(builder.Configuration);
 
 var app = builder.Build();
 
+app.UseRequestClock();
 app.UseForwardedHeadersWhenConfigured();
 app.UseNoStoreForApi();
 app.UseExceptionHandler();

@@ -15,7 +15,11 @@ namespace Sandbox.Audited.Api.Runs;
 /// service's memory as bytes, text and JSON at once. The store is read twice per stream: once to learn whether the
 /// output is text (valid UTF-8 without NUL) or goes as base64, once to write it.
 /// </summary>
-public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int statusCode = StatusCodes.Status200OK)
+/// <remarks>
+/// justRun: the answer to the request that ran it. An output whose preview is whole was stored moments ago by this run and is
+/// answered without asking the store whether it was erased since.
+/// </remarks>
+public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int statusCode = StatusCodes.Status200OK, bool justRun = false)
     : IResult, IStatusCodeHttpResult, IEndpointMetadataProvider
 {
     // A multiple of 3, so that base64 segments need no carry between them.
@@ -38,9 +42,15 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
         // A "recording" answer is given while PostgreSQL is away: it carries the recorded previews, never a store read that
         // could break the answer after its status line went out.
         if (run.Output is { } output && run.Tenant is { } tenant && run.Status != RunStatus.Recording)
-            foreach (var (name, stream) in new[] { ("stdout", output.Stdout), ("stderr", output.Stderr) })
-                if (stream.Stored && await (PreviewIsWhole(stream) ? ErasureOfAsync(tenant, stream.Sha256, ct) : EncodingOfAsync(tenant, stream.Sha256, ct)) is { } encoding)
+        {
+            (string Name, StreamOutput Stream)[] stored = [.. new[] { ("stdout", output.Stdout), ("stderr", output.Stderr) }.Where(s => s.Item2.Stored)];
+            var whole = stored.Where(s => PreviewIsWhole(s.Stream)).ToList();
+            // Previews that are whole need only "was it erased?": one query for both streams, none for the run's own answer.
+            Dictionary<string, string?> erasures = whole.Count == 0 || justRun ? [] : await ErasuresAsync(tenant, whole.Select(s => s.Stream.Sha256).ToList(), ct);
+            foreach (var (name, stream) in stored)
+                if ((whole.Contains((name, stream)) ? erasures.GetValueOrDefault(stream.Sha256) : await EncodingOfAsync(tenant, stream.Sha256, ct)) is { } encoding)
                     streamed[name] = (stream, encoding);
+        }
 
         http.Response.StatusCode = statusCode;
         http.Response.ContentType = "application/json; charset=utf-8";
@@ -72,21 +82,22 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
             _ => false,
         };
 
-    /// <summary>For an output whose preview is whole: "erased" or "missing" when the store no longer has it, else null (the preview is answered).</summary>
-    private async Task<string?> ErasureOfAsync(string tenant, string sha256, CancellationToken ct)
+    /// <summary>For outputs whose previews are whole: "erased" or "missing" for each the store no longer has (the others' previews are answered).</summary>
+    private async Task<Dictionary<string, string?>> ErasuresAsync(string tenant, IReadOnlyList<string> sha256s, CancellationToken ct)
     {
         try
         {
-            return await evidence.StateAsync(tenant, sha256, ct) switch
+            var states = await evidence.StatesAsync(tenant, sha256s, ct);
+            return sha256s.Distinct().ToDictionary(sha => sha, sha => states.GetValueOrDefault(sha) switch
             {
                 ContentState.Erased => "erased",
                 ContentState.Missing => "missing",
-                _ => null,
-            };
+                _ => (string?)null,
+            });
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            return null;
+            return [];
         }
     }
 

@@ -139,6 +139,7 @@ public static class RunEndpoints
             }
         }
 
+        var admit = RequestClock.ElapsedMs(http);
         AdmittedRun admitted;
         try
         {
@@ -180,10 +181,10 @@ public static class RunEndpoints
             await RunRateLimits.RefundAsync(http);
             throw;
         }
-        http.Response.Headers["Server-Timing"] = admitted.Phases.ToServerTiming();
+        http.Response.Headers["Server-Timing"] = FormattableString.Invariant($"admit;dur={admit:F1}, ") + admitted.Phases.ToServerTiming();
         if (finished.Status == RunStatus.Recording)
             return RecordingAnswer(http, finished, evidence);
-        return new RunAnswer(finished, evidence);
+        return new RunAnswer(finished, evidence, justRun: true);
     }
 
     /// <summary>The service, not the caller, said no (audit store down, no capacity, no sandbox): the token is given back.</summary>

@@ -136,10 +136,15 @@ public sealed partial class RunOrchestrator(
         var decision = bundle.Evaluate(PolicyInputOf(caller, request));
         var code = Encoding.UTF8.GetBytes(request.Code);
         List<FileDigest> files;
+        // Code and stdin that fit one chunk (nearly always) are stored by the write-ahead commit itself; larger ones first.
+        var staged = new List<ReadOnlyMemory<byte>>(2);
         try
         {
-            await evidence.PutAsync(caller.Tenant, code, ct);
-            await evidence.PutAsync(caller.Tenant, request.Stdin, ct);
+            foreach (var content in new ReadOnlyMemory<byte>[] { code, request.Stdin })
+                if (content.Length <= EvidenceStore.ChunkSize)
+                    staged.Add(content);
+                else
+                    await evidence.PutAsync(caller.Tenant, content, ct);
             files = [];
             foreach (var file in request.Files)
             {
@@ -178,8 +183,10 @@ public sealed partial class RunOrchestrator(
         try
         {
             var callback = decision.Allowed ? CallbackOutbox.Enqueue(runId, caller.Tenant, callbackUrl) : null;
-            await RecordAsync(stream, events, ct, enqueue is null && callback is null ? null : session =>
+            await RecordAsync(stream, events, ct, session =>
             {
+                foreach (var content in staged)
+                    EvidenceStore.Stage(session, caller.Tenant, content);
                 enqueue?.Invoke(session);
                 callback?.Invoke(session);
             });
@@ -400,8 +407,7 @@ public sealed partial class RunOrchestrator(
             {
                 var outcome = collected = await execution;
                 run.Phases.Exited();
-                var stdout = await StoreOutputAsync(run, outcome.Stdout, Math.Max(outcome.Exit.StdoutProduced, outcome.Stdout.Length), outcome.StdoutTruncated);
-                var stderr = await StoreOutputAsync(run, outcome.Stderr, Math.Max(outcome.Exit.StderrProduced, outcome.Stderr.Length), outcome.StderrTruncated);
+                var (stdout, stderr) = await StoreOutputsAsync(run, outcome);
                 var kept = await artifacts.StoreAsync(run.Caller.Tenant, runId, outcome.Artifacts, CancellationToken.None);
                 outcomeEvents = [.. RunDecisions.Outcome(runId, outcome.Exit, outcome.StdoutTruncated || outcome.StderrTruncated, stdout, stderr, kept,
                     outcome.Problem, run.Clock.ElapsedMilliseconds, clock.GetUtcNow())];
@@ -514,6 +520,32 @@ public sealed partial class RunOrchestrator(
     {
         await stream.AppendAsync(events, ct, alongside);
         feed.Recorded(stream.RunId, stream.Version - events.Count + 1, events);
+    }
+
+    /// <summary>
+    /// Stores both output streams: when both are in memory and fit one chunk each (most runs), in one round trip; otherwise
+    /// each streamed from its capture.
+    /// </summary>
+    private async Task<(StreamOutput Stdout, StreamOutput Stderr)> StoreOutputsAsync(AdmittedRun run, SandboxOutcome outcome)
+    {
+        var stdoutProduced = Math.Max(outcome.Exit.StdoutProduced, outcome.Stdout.Length);
+        var stderrProduced = Math.Max(outcome.Exit.StderrProduced, outcome.Stderr.Length);
+        if (outcome.Stdout.Spilled || outcome.Stderr.Spilled || outcome.Stdout.Length > EvidenceStore.ChunkSize || outcome.Stderr.Length > EvidenceStore.ChunkSize)
+            return (await StoreOutputAsync(run, outcome.Stdout, stdoutProduced, outcome.StdoutTruncated),
+                await StoreOutputAsync(run, outcome.Stderr, stderrProduced, outcome.StderrTruncated));
+        var stdout = await outcome.Stdout.ToArrayAsync(CancellationToken.None);
+        var stderr = await outcome.Stderr.ToArrayAsync(CancellationToken.None);
+        try
+        {
+            var stored = await evidence.PutSmallAsync(run.Caller.Tenant, [stdout, stderr], CancellationToken.None);
+            return (Preview(stored[0].Sha256, stdout.Length, stdout[..Math.Min(stdout.Length, StreamOutput.PreviewBytes)], stdoutProduced, outcome.StdoutTruncated),
+                Preview(stored[1].Sha256, stderr.Length, stderr[..Math.Min(stderr.Length, StreamOutput.PreviewBytes)], stderrProduced, outcome.StderrTruncated));
+        }
+        catch (Exception e)
+        {
+            LogOutputInline(e, run.Stream.RunId);
+            return (Describe(stdout, stdoutProduced, outcome.StdoutTruncated), Describe(stderr, stderrProduced, outcome.StderrTruncated));
+        }
     }
 
     /// <summary>

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Security.Cryptography;
+using Marten;
 using Npgsql;
 using NpgsqlTypes;
 
@@ -51,6 +52,49 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
         return new StoredContent(sha256, content.Length);
     }
 
+    // Content that fits one chunk (code, stdin, most outputs): the blob row and its chunk in one statement; content the tenant already has (present or erased) is left as it is.
+    // p names the n-th parameter: "?" for a Marten unit of work, "$n" for Npgsql.
+    private static string InsertSmall(Func<int, string> p) =>
+        $"WITH blob AS (INSERT INTO {Blobs} (tenant, sha256, bytes, chunks) VALUES ({p(1)}, {p(2)}, {p(3)}, {p(4)}) ON CONFLICT (tenant, sha256) DO NOTHING "
+        + $"RETURNING tenant, sha256) INSERT INTO {Chunks} (tenant, sha256, chunk_no, data) SELECT tenant, sha256, 0, {p(5)} FROM blob WHERE {p(6)}";
+
+    /// <summary>
+    /// Adds small content to a unit of work about to commit (the write-ahead commit of the run that names it): the content
+    /// and the events that cite its digest commit together or not at all, with no round trip of their own.
+    /// </summary>
+    public static StoredContent Stage(IDocumentSession session, string tenant, ReadOnlyMemory<byte> content)
+    {
+        if (content.Length > ChunkSize)
+            throw new ArgumentOutOfRangeException(nameof(content), $"Only content that fits one chunk ({ChunkSize} bytes) is staged; stream larger content with PutAsync.");
+        var sha256 = Convert.ToHexStringLower(SHA256.HashData(content.Span));
+        session.QueueSqlCommand(InsertSmall(_ => "?"), tenant, sha256, (long)content.Length, content.IsEmpty ? 0 : 1, content.ToArray(), !content.IsEmpty);
+        return new StoredContent(sha256, content.Length);
+    }
+
+    /// <summary>Stores several contents that fit one chunk each (a run's stdout and stderr) in one round trip, one statement each.</summary>
+    public async Task<IReadOnlyList<StoredContent>> PutSmallAsync(string tenant, IReadOnlyList<ReadOnlyMemory<byte>> contents, CancellationToken ct)
+    {
+        var stored = new List<StoredContent>(contents.Count);
+        await using var batch = dataSource.CreateBatch();
+        foreach (var content in contents)
+        {
+            if (content.Length > ChunkSize)
+                throw new ArgumentOutOfRangeException(nameof(contents), $"Only content that fits one chunk ({ChunkSize} bytes) is put in a batch; stream larger content with PutAsync.");
+            var sha256 = Convert.ToHexStringLower(SHA256.HashData(content.Span));
+            var insert = new NpgsqlBatchCommand(InsertSmall(n => $"${n}"));
+            insert.Parameters.AddWithValue(tenant);
+            insert.Parameters.AddWithValue(sha256);
+            insert.Parameters.AddWithValue((long)content.Length);
+            insert.Parameters.AddWithValue(content.IsEmpty ? 0 : 1);
+            insert.Parameters.Add(new NpgsqlParameter<ReadOnlyMemory<byte>> { TypedValue = content, NpgsqlDbType = NpgsqlDbType.Bytea });
+            insert.Parameters.AddWithValue(!content.IsEmpty);
+            batch.BatchCommands.Add(insert);
+            stored.Add(new StoredContent(sha256, content.Length));
+        }
+        await batch.ExecuteNonQueryAsync(ct);
+        return stored;
+    }
+
     public async Task<ContentState> StateAsync(string tenant, string sha256, CancellationToken ct)
     {
         await using var select = dataSource.CreateCommand($"SELECT erased_at IS NOT NULL FROM {Blobs} WHERE tenant = $1 AND sha256 = $2");
@@ -63,6 +107,19 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
             true => ContentState.Erased,
             _ => ContentState.Present,
         };
+    }
+
+    /// <summary>The state of several contents in one query; a digest the tenant has nothing under is Missing.</summary>
+    public async Task<IReadOnlyDictionary<string, ContentState>> StatesAsync(string tenant, IReadOnlyList<string> sha256s, CancellationToken ct)
+    {
+        var states = sha256s.Distinct().ToDictionary(sha => sha, _ => ContentState.Missing);
+        await using var select = dataSource.CreateCommand($"SELECT sha256, erased_at IS NOT NULL FROM {Blobs} WHERE tenant = $1 AND sha256 = ANY($2)");
+        select.Parameters.AddWithValue(tenant);
+        select.Parameters.AddWithValue(states.Keys.ToArray());
+        await using var reader = await select.ExecuteReaderAsync(ct);
+        while (await reader.ReadAsync(ct))
+            states[reader.GetString(0)] = reader.GetBoolean(1) ? ContentState.Erased : ContentState.Present;
+        return states;
     }
 
     /// <summary>The recorded size of stored content, or null when the tenant has none under the digest.</summary>

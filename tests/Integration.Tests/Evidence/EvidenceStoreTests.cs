@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using Microsoft.Extensions.Configuration;
 using Npgsql;
 using Sandbox.Audited.Api.Hosting;
+using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Tests.Audit;
 using Sandbox.Audited.Tests.Infrastructure;
 
@@ -166,6 +167,43 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
         var (_, read) = await service.Runner("alice", tenant).GetJsonAsync($"/v1/runs/{id}");
         Assert.Equal("erased", read.Str("stdout.encoding"));
         Assert.Equal(stdout, read.Str("stdout.sha256"));
+
+        // The same output again: the run's own answer carries what it printed, but erased content is never stored again.
+        var (again, rerun) = await RunAsync(tenant, new { language = "shell", code = "echo 'personal data of bob'" });
+        Assert.Equal("personal data of bob\n", rerun.Str("stdout.content"));
+        Assert.Equal(0, await service.Database.ScalarAsync<long>("SELECT count(*) FROM sandbox.evidence_chunks WHERE tenant = $1 AND sha256 = $2", tenant, stdout));
+        var (_, reread) = await service.Runner("alice", tenant).GetJsonAsync($"/v1/runs/{again}");
+        Assert.Equal("erased", reread.Str("stdout.encoding"));
+        Assert.Equal("", reread.Str("stdout.content"));
+    }
+
+    [Fact]
+    public async Task ContentStagedWithACommitThatFailsIsNotStored()
+    {
+        var tenant = AuditTestClient.NewTenant("ev-stage");
+        var store = Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<Marten.IDocumentStore>(service.Services);
+        var content = Encoding.UTF8.GetBytes("staged with a commit that fails");
+        await using (var session = store.LightweightSession())
+        {
+            EvidenceStore.Stage(session, tenant, content);
+            session.QueueSqlCommand("SELECT 1/0");
+            await Assert.ThrowsAnyAsync<Exception>(() => session.SaveChangesAsync());
+        }
+        Assert.Equal(0, await BlobRowsAsync(tenant, Sha("staged with a commit that fails")));
+
+        await using (var session = store.LightweightSession())
+        {
+            var staged = EvidenceStore.Stage(session, tenant, content);
+            EvidenceStore.Stage(session, tenant, content); // the same content twice in one commit is stored once
+            await session.SaveChangesAsync();
+            Assert.Equal(Sha("staged with a commit that fails"), staged.Sha256);
+        }
+        var evidence = Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<EvidenceStore>(service.Services);
+        Assert.Equal(content, await evidence.ReadPrefixAsync(tenant, Sha("staged with a commit that fails"), 1024, CancellationToken.None));
+        var empty = await evidence.PutSmallAsync(tenant, [ReadOnlyMemory<byte>.Empty, content], CancellationToken.None);
+        Assert.Equal(0, empty[0].Bytes);
+        Assert.Empty((await evidence.ReadPrefixAsync(tenant, empty[0].Sha256, 16, CancellationToken.None))!);
+        Assert.Equal(1, await BlobRowsAsync(tenant, Sha("staged with a commit that fails")));
     }
 
     [Fact]
