@@ -37,7 +37,9 @@ public abstract class HostilePrograms(ServiceFixture service, string isolation)
     [InlineData("shell", "b() { b | b & }; b; sleep 2")]
     public async Task ForkBombIsContainedAsPidsExhausted(string language, string code)
     {
-        var (response, run) = await RunAsync(new { language, code, limits = new { pids = 32, timeoutMs = 3000 } });
+        // Memory headroom (the runners' ceiling): under gVisor 32 forked interpreters can reach the default 128 MB before
+        // the pids limit, and then the true record is memory_exceeded; this test is about the process limit.
+        var (response, run) = await RunAsync(new { language, code, limits = new { pids = 32, timeoutMs = 3000, memoryMb = 256 } });
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         var exited = await EventAsync(run, "sandbox_exited");
