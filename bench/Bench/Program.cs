@@ -195,7 +195,7 @@ md.AppendLine();
 md.AppendLine("| figure | value | goal |");
 md.AppendLine("|---|---|---|");
 md.AppendLine(CultureInfo.InvariantCulture, $"| warm p50 (audit committed) | {warmP50:F1} ms; {apiP50 / warmP50:F1}× faster than the Docker API cold path | ≤ 20 ms, ≥ 10× |");
-md.AppendLine(CultureInfo.InvariantCulture, $"| where a warm run's time goes (server, p50 per phase) | admission (auth, rate limit, validation) {phases["admit"]:F1} ms, write-ahead commit {phases["record"]:F1} ms, sandbox hand-over {phases["sandbox"]:F1} ms, run in the sandbox {phases["run"]:F1} ms, outcome commit {phases["outcome"]:F1} ms; sum p50 {serverP50:F1} ms, the rest is HTTP, writing the answer and the client | |");
+md.AppendLine(CultureInfo.InvariantCulture, $"| where a warm run's time goes (server, p50 per phase) | admission (body, auth, rate limit, validation) {phases["admit"]:F1} ms, write-ahead commit {phases["record"]:F1} ms, sandbox hand-over {phases["sandbox"]:F1} ms, run in the sandbox {phases["run"]:F1} ms, outcome commit {phases["outcome"]:F1} ms; sum p50 {serverP50:F1} ms, the rest is HTTP, writing the answer and the client | |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| warm pool hit rate (1 / 4 clients) | {(double)figures["warmPoolHitRate1"]:P0} / {(double)figures["warmPoolHitRate4"]:P0} | |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| cold p50 / Docker API create→start→wait p50 | {coldP50 / apiP50:F2}× | ≤ 1.2× |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| throughput, 8 clients, {throughputSeconds} s | {perSecond:F2} runs/s ({completed} ok, {notSucceeded} not ok) | |");

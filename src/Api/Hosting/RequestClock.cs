@@ -2,8 +2,9 @@ using System.Diagnostics;
 
 namespace Sandbox.Audited.Api.Hosting;
 
-/// <summary>When a request reached the service: the first step of its pipeline, so a run's Server-Timing can say how long
-/// authentication, the rate limiter and validation took before the run was recorded ("admit").</summary>
+/// <summary>When a request reached the service: the first step of its pipeline, so a run's Server-Timing can say how long it
+/// took before the run was recorded ("admit": reading the body, authentication, the rate limiter, validation and an
+/// Idempotency-Key's claim).</summary>
 public static class RequestClock
 {
     private static readonly object Key = new();

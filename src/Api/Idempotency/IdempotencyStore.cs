@@ -97,13 +97,10 @@ public sealed class IdempotencyStore(NpgsqlDataSource db, IConfiguration configu
         return null;
     }
 
-    public async Task AttachRunAsync(Caller caller, string key, Guid runId, CancellationToken ct)
-    {
-        await using var update = db.CreateCommand($"UPDATE {MartenSetup.Schema}.idempotency_keys SET run_id = $4 WHERE tenant = $1 AND subject = $2 AND key = $3");
-        AddKey(update, caller, key);
-        update.Parameters.AddWithValue(runId);
-        await update.ExecuteNonQueryAsync(ct);
-    }
+    /// <summary>Binds the key to its run in the run's write-ahead commit: recorded together or not at all.</summary>
+    public static void AttachRun(Marten.IDocumentSession session, Caller caller, string key, Guid runId) =>
+        session.QueueSqlCommand($"UPDATE {MartenSetup.Schema}.idempotency_keys SET run_id = ? WHERE tenant = ? AND subject = ? AND key = ?",
+            runId, caller.Tenant, caller.Subject, key);
 
     /// <summary>The request was not recorded (nothing ran): the key is free again.</summary>
     public async Task ReleaseAsync(Caller caller, string key)

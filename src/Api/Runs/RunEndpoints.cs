@@ -143,7 +143,7 @@ public static class RunEndpoints
         AdmittedRun admitted;
         try
         {
-            admitted = await orchestrator.RequestAsync(caller, client, valid, ct, callbackUrl: body.CallbackUrl);
+            admitted = await orchestrator.RequestAsync(caller, client, valid, ct, callbackUrl: body.CallbackUrl, idempotencyKey: idempotencyKey);
         }
         catch (Exception e)
         {
@@ -153,8 +153,6 @@ public static class RunEndpoints
                 await idempotency.ReleaseAsync(caller, idempotencyKey);
             throw;
         }
-        if (idempotencyKey is not null)
-            await idempotency.AttachRunAsync(caller, idempotencyKey, admitted.Stream.RunId, CancellationToken.None);
         if (!admitted.Decision.Allowed)
         {
             var denied = Problems.Create(403, Problems.PolicyDenied, "Denied by policy", string.Join(" ", admitted.Decision.Reasons), admitted.Stream.RunId, admitted.Decision.Reasons);

@@ -21,6 +21,8 @@ using Sandbox.Audited.Executor.Pool;
 using Sandbox.Audited.Executor.Sandboxes;
 using Microsoft.Extensions.Options;
 
+using Sandbox.Audited.Api.Idempotency;
+
 namespace Sandbox.Audited.Api.Runs;
 
 /// <summary>Recording the request and decision failed: nothing may run (write-ahead rule).</summary>
@@ -128,7 +130,7 @@ public sealed partial class RunOrchestrator(
     /// and the policy decision in one commit. A denied run also gets its terminal event. Nothing runs unless both succeeded.
     /// </summary>
     public async Task<AdmittedRun> RequestAsync(Caller caller, ClientInfo client, ValidRunRequest request, CancellationToken ct,
-        Guid? reproduces = null, string? imageId = null, string? callbackUrl = null)
+        Guid? reproduces = null, string? imageId = null, string? callbackUrl = null, string? idempotencyKey = null)
     {
         var watch = Stopwatch.StartNew();
         var runId = Guid.CreateVersion7();
@@ -183,15 +185,17 @@ public sealed partial class RunOrchestrator(
         try
         {
             var callback = decision.Allowed ? CallbackOutbox.Enqueue(runId, caller.Tenant, callbackUrl) : null;
-            await RecordAsync(stream, events, ct, session =>
+            // Not cancelled by a client that goes away: a commit cut short could be recorded and yet look failed here.
+            await RecordAsync(stream, events, CancellationToken.None, session =>
             {
-                foreach (var content in staged)
-                    EvidenceStore.Stage(session, caller.Tenant, content);
+                EvidenceStore.Stage(session, caller.Tenant, staged);
                 enqueue?.Invoke(session);
                 callback?.Invoke(session);
+                if (idempotencyKey is not null)
+                    IdempotencyStore.AttachRun(session, caller, idempotencyKey, runId);
             });
         }
-        catch (Exception e) when (e is not OperationCanceledException)
+        catch (Exception e)
         {
             slot?.Dispose();
             LogWriteAheadFailed(e, runId);
@@ -544,7 +548,15 @@ public sealed partial class RunOrchestrator(
         catch (Exception e)
         {
             LogOutputInline(e, run.Stream.RunId);
-            return (Describe(stdout, stdoutProduced, outcome.StdoutTruncated), Describe(stderr, stderrProduced, outcome.StderrTruncated));
+            await _inlineOutput.WaitAsync(CancellationToken.None);
+            try
+            {
+                return (Describe(stdout, stdoutProduced, outcome.StdoutTruncated), Describe(stderr, stderrProduced, outcome.StderrTruncated));
+            }
+            finally
+            {
+                _inlineOutput.Release();
+            }
         }
     }
 

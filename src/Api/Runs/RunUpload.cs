@@ -68,6 +68,11 @@ public sealed class RunUpload : IDisposable
                 ? $"The form exceeds the maximum of {limits.MaxTotalBytes} bytes of input files (Runs:MaxInputBytes)."
                 : "Malformed multipart/form-data body: " + e.Message, e is BadHttpRequestException { StatusCode: 413 });
         }
+        catch
+        {
+            upload.Dispose(); // whatever else went wrong, the spooled files do not outlive the request
+            throw;
+        }
         return upload;
     }
 
@@ -102,7 +107,16 @@ public sealed class RunUpload : IDisposable
                     return;
                 }
                 var cap = name is "code" or "stdin" ? MaxTextPartBytes : MaxFieldBytes;
-                var value = await ReadFieldAsync(section.Body, cap, ct);
+                string? value;
+                try
+                {
+                    value = await ReadFieldAsync(section.Body, cap, ct);
+                }
+                catch (System.Text.DecoderFallbackException)
+                {
+                    Fail($"The form field '{name}' is not valid UTF-8 text; send binary input as a file part (curl -F 'data.bin=@path') and read it from the sandbox's working directory.");
+                    return;
+                }
                 if (value is null)
                 {
                     Fail($"The form field '{name}' is larger than {cap} bytes.", tooLarge: true);

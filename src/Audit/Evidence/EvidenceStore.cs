@@ -59,28 +59,32 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
         + $"RETURNING tenant, sha256) INSERT INTO {Chunks} (tenant, sha256, chunk_no, data) SELECT tenant, sha256, 0, {p(5)} FROM blob WHERE {p(6)}";
 
     /// <summary>
-    /// Adds small content to a unit of work about to commit (the write-ahead commit of the run that names it): the content
-    /// and the events that cite its digest commit together or not at all, with no round trip of their own.
+    /// Adds contents that fit one chunk each to a unit of work about to commit (the write-ahead commit of the run that names
+    /// them): they and the events that cite their digests commit together or not at all, with no round trip of their own.
     /// </summary>
-    public static StoredContent Stage(IDocumentSession session, string tenant, ReadOnlyMemory<byte> content)
+    public static void Stage(IDocumentSession session, string tenant, IReadOnlyList<ReadOnlyMemory<byte>> contents)
     {
-        if (content.Length > ChunkSize)
-            throw new ArgumentOutOfRangeException(nameof(content), $"Only content that fits one chunk ({ChunkSize} bytes) is staged; stream larger content with PutAsync.");
-        var sha256 = Convert.ToHexStringLower(SHA256.HashData(content.Span));
-        session.QueueSqlCommand(InsertSmall(_ => "?"), tenant, sha256, (long)content.Length, content.IsEmpty ? 0 : 1, content.ToArray(), !content.IsEmpty);
-        return new StoredContent(sha256, content.Length);
+        foreach (var (sha256, content) in InLockOrder(contents))
+            session.QueueSqlCommand(InsertSmall(_ => "?"), tenant, sha256, (long)content.Length, content.IsEmpty ? 0 : 1, content.ToArray(), !content.IsEmpty);
+    }
+
+    // Each content once, in digest order: two transactions inserting the same contents lock their rows in the same order, so
+    // they cannot deadlock (a run's code and stdin, or stdout and stderr, swapped by another run of the tenant).
+    private static IEnumerable<(string Sha256, ReadOnlyMemory<byte> Content)> InLockOrder(IReadOnlyList<ReadOnlyMemory<byte>> contents)
+    {
+        foreach (var content in contents)
+            if (content.Length > ChunkSize)
+                throw new ArgumentOutOfRangeException(nameof(contents), $"Only content that fits one chunk ({ChunkSize} bytes) is stored in one statement; stream larger content with PutAsync.");
+        return contents.Select(c => (Sha256: Convert.ToHexStringLower(SHA256.HashData(c.Span)), Content: c))
+            .DistinctBy(c => c.Sha256).OrderBy(c => c.Sha256, StringComparer.Ordinal);
     }
 
     /// <summary>Stores several contents that fit one chunk each (a run's stdout and stderr) in one round trip, one statement each.</summary>
     public async Task<IReadOnlyList<StoredContent>> PutSmallAsync(string tenant, IReadOnlyList<ReadOnlyMemory<byte>> contents, CancellationToken ct)
     {
-        var stored = new List<StoredContent>(contents.Count);
         await using var batch = dataSource.CreateBatch();
-        foreach (var content in contents)
+        foreach (var (sha256, content) in InLockOrder(contents))
         {
-            if (content.Length > ChunkSize)
-                throw new ArgumentOutOfRangeException(nameof(contents), $"Only content that fits one chunk ({ChunkSize} bytes) is put in a batch; stream larger content with PutAsync.");
-            var sha256 = Convert.ToHexStringLower(SHA256.HashData(content.Span));
             var insert = new NpgsqlBatchCommand(InsertSmall(n => $"${n}"));
             insert.Parameters.AddWithValue(tenant);
             insert.Parameters.AddWithValue(sha256);
@@ -89,10 +93,9 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
             insert.Parameters.Add(new NpgsqlParameter<ReadOnlyMemory<byte>> { TypedValue = content, NpgsqlDbType = NpgsqlDbType.Bytea });
             insert.Parameters.AddWithValue(!content.IsEmpty);
             batch.BatchCommands.Add(insert);
-            stored.Add(new StoredContent(sha256, content.Length));
         }
         await batch.ExecuteNonQueryAsync(ct);
-        return stored;
+        return [.. contents.Select(c => new StoredContent(Convert.ToHexStringLower(SHA256.HashData(c.Span)), c.Length))];
     }
 
     public async Task<ContentState> StateAsync(string tenant, string sha256, CancellationToken ct)

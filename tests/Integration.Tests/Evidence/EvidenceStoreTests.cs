@@ -178,6 +178,22 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
     }
 
     [Fact]
+    public async Task RunsStoringTheSameOutputsSwappedDoNotDeadlock()
+    {
+        // One run printing A on stdout and B on stderr, another the reverse, at once: each round's contents are new, so both
+        // transactions insert both rows; taken in opposite orders they would deadlock (PostgreSQL error 40P01).
+        var tenant = AuditTestClient.NewTenant("ev-swap");
+        var evidence = Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<EvidenceStore>(service.Services);
+        for (var round = 0; round < 20; round++)
+        {
+            ReadOnlyMemory<byte> a = Encoding.UTF8.GetBytes($"A{round}" + new string('a', 60_000));
+            ReadOnlyMemory<byte> b = Encoding.UTF8.GetBytes($"B{round}" + new string('b', 60_000));
+            await Task.WhenAll(Enumerable.Range(0, 4).Select(i => Task.Run(() => evidence.PutSmallAsync(tenant, i % 2 == 0 ? [a, b] : [b, a], CancellationToken.None))));
+        }
+        Assert.Equal(40, await service.Database.ScalarAsync<long>("SELECT count(*) FROM sandbox.evidence_chunks WHERE tenant = $1", tenant));
+    }
+
+    [Fact]
     public async Task ContentStagedWithACommitThatFailsIsNotStored()
     {
         var tenant = AuditTestClient.NewTenant("ev-stage");
@@ -185,7 +201,7 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
         var content = Encoding.UTF8.GetBytes("staged with a commit that fails");
         await using (var session = store.LightweightSession())
         {
-            EvidenceStore.Stage(session, tenant, content);
+            EvidenceStore.Stage(session, tenant, [content]);
             session.QueueSqlCommand("SELECT 1/0");
             await Assert.ThrowsAnyAsync<Exception>(() => session.SaveChangesAsync());
         }
@@ -193,10 +209,8 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
 
         await using (var session = store.LightweightSession())
         {
-            var staged = EvidenceStore.Stage(session, tenant, content);
-            EvidenceStore.Stage(session, tenant, content); // the same content twice in one commit is stored once
+            EvidenceStore.Stage(session, tenant, [content, content]); // the same content twice in one commit is stored once
             await session.SaveChangesAsync();
-            Assert.Equal(Sha("staged with a commit that fails"), staged.Sha256);
         }
         var evidence = Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<EvidenceStore>(service.Services);
         Assert.Equal(content, await evidence.ReadPrefixAsync(tenant, Sha("staged with a commit that fails"), 1024, CancellationToken.None));

@@ -33,6 +33,9 @@ public class ServiceFixture : IAsyncLifetime
 
     public string NodeId { get; } = "test-" + Guid.NewGuid().ToString("N")[..8];
 
+    /// <summary>This host's own spool (uploads, spilled output): a test can see what it leaves behind.</summary>
+    public string SpoolDirectory { get; } = Path.Combine(Path.GetTempPath(), "sbx-test-spool-" + Guid.NewGuid().ToString("N")[..8]);
+
     public string KeyPath { get; } = Path.Combine(Path.GetTempPath(), "sbx-test-key-" + Guid.NewGuid().ToString("N") + ".pem");
 
     /// <summary>The key that signs audit checkpoints (Audit:CheckpointKeyPath).</summary>
@@ -78,6 +81,7 @@ public class ServiceFixture : IAsyncLifetime
             ["Policies:Directory"] = Path.Combine(TestEnvironment.RepoRoot, "policies"),
             ["Runtimes:Directory"] = Path.Combine(TestEnvironment.RepoRoot, "runtimes"),
             ["Executor:NodeId"] = NodeId,
+            ["Executor:SpoolDirectory"] = SpoolDirectory,
             ["Executor:PoolSizePerLanguage"] = "1",
             ["Shutdown:GraceSeconds"] = "5",
             ["Audit:CheckpointKeyPath"] = CheckpointKeyPath,
@@ -133,6 +137,8 @@ public class ServiceFixture : IAsyncLifetime
     public virtual async Task DisposeAsync()
     {
         await StopServiceAsync();
+        if (Directory.Exists(SpoolDirectory))
+            Directory.Delete(SpoolDirectory, recursive: true);
         if (_first is not null)
             return;
         await Database.DisposeAsync();

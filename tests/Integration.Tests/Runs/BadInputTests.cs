@@ -131,6 +131,25 @@ public sealed class BadInputTests(ServiceFixture service)
         await AssertRejectionRecordedAsync(formBody.Str("runId"), 413);
     }
 
+    [Theory]
+    [InlineData("code")]
+    [InlineData("stdin")]
+    public async Task AFormTextFieldThatIsNotUtf8IsA400RecordedAndItsFilesAreDeleted(string field)
+    {
+        using var form = new MultipartFormDataContent { { new StringContent("python"), "language" } };
+        form.Add(new ByteArrayContent(new byte[200_000]), "data.bin", "data.bin");
+        if (field == "stdin")
+            form.Add(new StringContent("print(1)"), "code");
+        form.Add(new ByteArrayContent([0x70, 0x72, 0xff, 0x0a]), field);
+        var response = await service.Runner("frank", Tenant).PostAsync("/v1/runs", form);
+        var body = await ApiCalls.BodyAsync(response);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Contains($"'{field}' is not valid UTF-8", body.Str("detail"));
+        await AssertRejectionRecordedAsync(body.Str("runId"), 400);
+        Assert.Empty(Directory.Exists(service.SpoolDirectory) ? Directory.GetDirectories(service.SpoolDirectory, "in-*") : []);
+    }
+
     [Fact]
     public async Task TooManyFilesInAFormAreRefusedByTheFileCountRule()
     {

@@ -25,6 +25,40 @@ public sealed class RunTests(ServiceFixture service)
     }
 
     [Fact]
+    public async Task ClientsThatGoAwayMidRequestLeaveNoSlotTakenAndEveryRecordedRunEnds()
+    {
+        const string tenant = "tenant-goes-away";
+        var runner = service.Runner("quitter", tenant);
+        for (var i = 0; i < 12; i++)
+        {
+            // Cut at different points: while the body is read, during the write-ahead commit, while the run runs.
+            using var cut = new CancellationTokenSource(TimeSpan.FromMilliseconds(2 + 3 * i));
+            try
+            {
+                await runner.PostAsync("/v1/runs", System.Net.Http.Json.JsonContent.Create(new { language = "shell", code = "echo bye" }), cut.Token);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+        var metrics = "";
+        await Eventually.WaitUntilAsync(async () =>
+        {
+            metrics = await service.Client().GetStringAsync("/metrics");
+            return metrics.Split('\n').Any(l => l.StartsWith("sandbox_admission_running", StringComparison.Ordinal) && l.EndsWith(" 0", StringComparison.Ordinal));
+        }, () => $"slots are still taken:\n{string.Join('\n', metrics.Split('\n').Where(l => l.StartsWith("sandbox_admission", StringComparison.Ordinal)))}", TimeSpan.FromSeconds(20));
+
+        // Every run whose request was recorded also ended (it belongs to the service, not to the connection).
+        await Eventually.WaitUntilAsync(async () => await service.Database.ScalarAsync<long>("""
+            SELECT count(*) FROM sandbox.mt_events r WHERE r.type = 'run_requested' AND r.data -> 'caller' ->> 'tenant' = $1
+              AND NOT EXISTS (SELECT 1 FROM sandbox.mt_events t WHERE t.stream_id = r.stream_id AND t.type IN ('run_completed', 'run_failed', 'run_abandoned'))
+            """, tenant) == 0, () => "a recorded run has no terminal event", TimeSpan.FromSeconds(20));
+        var (response, body) = await runner.RunAsync(new { language = "shell", code = "echo still-serving" });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("still-serving\n", body.Str("stdout.content"));
+    }
+
+    [Fact]
     public async Task NonZeroExitCodeIsReported()
     {
         var (_, body) = await _runner.RunAsync(new { language = "python", code = "import sys\nprint('bye', file=sys.stderr)\nsys.exit(3)" });
