@@ -29,6 +29,8 @@ public static class Dispatch
         try
         {
             await MigrationRunner.ApplyAsync(connection, migrations, TextWriter.Null, CancellationToken.None);
+            if (Environment.GetEnvironmentVariable("SBX_BENCH_LOG") == "1")
+                await ExecuteAsync(adminConnection, $"ALTER DATABASE {database} SET log_statement = 'all'");
             using var store = DocumentStore.For(o => MartenSetup.Configure(o, connection));
             await using var source = NpgsqlDataSource.Create(connection);
             var queue = new RunQueue(source);
