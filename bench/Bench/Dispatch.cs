@@ -32,7 +32,7 @@ public static class Dispatch
             if (Environment.GetEnvironmentVariable("SBX_BENCH_LOG") == "1")
                 await ExecuteAsync(adminConnection, $"ALTER DATABASE {database} SET log_statement = 'all'");
             using var store = DocumentStore.For(o => MartenSetup.Configure(o, connection));
-            await using var source = NpgsqlDataSource.Create(connection);
+            await using var source = NpgsqlDataSource.Create(RunQueue.Prepared(connection));
             var queue = new RunQueue(source);
             // At most this many runs wait at once, as admission bounds the queue; producers wait for room.
             using var room = new SemaphoreSlim(512, 512);
@@ -138,9 +138,9 @@ public static class Dispatch
                 Wake(wake);
             }
 
-            // Warm-up: connections, statements, the claim function's plan.
+            // Warm-up: connections, statements, the claim function's plan, and the JIT's tiers (a service runs for days).
             var warm = Task.WhenAll(Enumerable.Range(0, producers).Select(ProduceAsync).Concat(Enumerable.Range(0, claimers).Select(ClaimAsync)));
-            await Task.Delay(TimeSpan.FromSeconds(1));
+            await Task.Delay(TimeSpan.FromSeconds(3));
             // CPU spent per run, by this process (the api and executor sides) and by its database's backends: on a machine shared
             // with other work, steadier than the rate.
             var backends = await BackendsAsync(connection, database);
