@@ -162,7 +162,8 @@ var coldP50 = P50("cold, 1 client");
 var apiP50 = P50("baseline: Docker API create→start→wait");
 figures["latency"] = latencies;
 figures["throughput"] = new { runsPerSecond = perSecond, completed, notSucceeded, churnCeilingPerSecond = churn, ratioToCeiling = perSecond / churn };
-figures["dispatch"] = new { dispatch.RunsPerSecond, dispatch.Dispatched, dispatch.Producers, dispatch.Claimers, dispatch.SlotsPerClaimer, churnCeilingPerSecond = churn, ratioToChurnCeiling = dispatch.RunsPerSecond / churn };
+figures["dispatch"] = new { dispatch.RunsPerSecond, dispatch.Dispatched, dispatch.Producers, dispatch.Claimers, dispatch.SlotsPerClaimer, churnCeilingPerSecond = churn, ratioToChurnCeiling = dispatch.RunsPerSecond / churn,
+    enqueueMs = dispatch.Enqueue, claimMs = dispatch.Claim, finishMs = dispatch.Finish, dispatch.RunsPerClaim, dispatch.ClientCpuMsPerRun, dispatch.ServerCpuMsPerRun };
 figures["audit"] = new { eventsAppendedPerSecond = eventsPerSecond, eventsAppended, bulk = audit };
 figures["memory"] = new { servicePeakRssMb = peakRssMb };
 figures["dataRuns"] = dataRuns;
