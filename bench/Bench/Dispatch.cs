@@ -10,7 +10,8 @@ using Sandbox.Audited.Domain.Runs;
 namespace Sandbox.Audited.Bench;
 
 /// <summary>Runs handed from api to executor per second through the PostgreSQL run queue, by the real RunQueue code.</summary>
-public sealed record DispatchFigures(double RunsPerSecond, long Dispatched, int Producers, int Claimers, int SlotsPerClaimer, double Seconds);
+public sealed record DispatchFigures(double RunsPerSecond, long Dispatched, int Producers, int Claimers, int SlotsPerClaimer, double Seconds,
+    Latency Enqueue, Latency Claim, Latency Finish, double RunsPerClaim, double ClientCpuMsPerRun, double ServerCpuMsPerRun);
 
 /// <summary>
 /// The coordinator's ceiling: api-side producers enqueue runs (the queue row and its NOTIFY, committed through a Marten
@@ -28,13 +29,21 @@ public static class Dispatch
         try
         {
             await MigrationRunner.ApplyAsync(connection, migrations, TextWriter.Null, CancellationToken.None);
+            if (Environment.GetEnvironmentVariable("SBX_BENCH_LOG") == "1")
+                await ExecuteAsync(adminConnection, $"ALTER DATABASE {database} SET log_statement = 'all'");
             using var store = DocumentStore.For(o => MartenSetup.Configure(o, connection));
-            await using var source = NpgsqlDataSource.Create(connection);
+            await using var source = NpgsqlDataSource.Create(RunQueue.Prepared(connection));
             var queue = new RunQueue(source);
             // At most this many runs wait at once, as admission bounds the queue; producers wait for room.
             using var room = new SemaphoreSlim(512, 512);
             using var stop = new CancellationTokenSource();
             long dispatched = 0;
+            // Where a hand-over's time goes: each commit as its caller sees it (the wake-up after it included).
+            var measuring = false;
+            var enqueueMs = new System.Collections.Concurrent.ConcurrentBag<double>();
+            var claimMs = new System.Collections.Concurrent.ConcurrentBag<double>();
+            var finishMs = new System.Collections.Concurrent.ConcurrentBag<double>();
+            long claims = 0, claimedRuns = 0;
             var limits = new RunLimits(10000, 128, 1, 64, 65536, 16);
 
             async Task ProduceAsync(int producer)
@@ -54,62 +63,163 @@ public static class Dispatch
                     var work = new RunWork(runId,
                         new QueuedRequest("python", new string('a', 64), 8, new string('b', 64), 0, [], [], RequestedLimits.None, "internal", "python", "standard"),
                         new PolicyDecision(Decision.Allow, new string('c', 64), ["runners-default"], limits, [], []), caller, null, null);
+                    var started = Stopwatch.GetTimestamp();
                     await using var session = store.LightweightSession();
-                    RunQueue.Enqueue(session, work, caller.Tenant, "bench-api", null, 30);
+                    queue.Enqueue(session, work, caller.Tenant, "bench-api", null, 30);
                     await session.SaveChangesAsync();
+                    if (Volatile.Read(ref measuring))
+                        enqueueMs.Add(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
                 }
             }
 
             async Task ClaimAsync(int claimer)
             {
-                // An executor with slotsPerClaimer slots: each round claims as many runs as it has free slots, in one call.
+                // An executor node as QueueWorker runs one: woken by its LISTEN connection ("a run was queued"), by a slot
+                // coming free, or by the poll; each round claims as many runs as it has free slots, in one call.
                 var node = "bench-executor-" + claimer;
                 using var slots = new SemaphoreSlim(slotsPerClaimer, slotsPerClaimer);
+                using var wake = new SemaphoreSlim(1, 1);
                 var finishing = new List<Task>();
+                await using var listener = await source.OpenConnectionAsync();
+                listener.Notification += (_, _) => Wake(wake);
+                await using (var listen = new NpgsqlCommand($"LISTEN {RunQueue.QueuedChannel}", listener))
+                    await listen.ExecuteNonQueryAsync();
+                var listening = ListenAsync(listener, stop.Token);
                 while (!stop.IsCancellationRequested)
                 {
-                    var free = 0;
-                    while (slots.Wait(0))
-                        free++;
-                    var claimed = free == 0 ? [] : await queue.ClaimAsync(node, 1_000_000, 30, free, CancellationToken.None);
-                    if (free - claimed.Count > 0)
-                        slots.Release(free - claimed.Count);
-                    foreach (var run in claimed)
-                        finishing.Add(FinishAsync(run.Work.RunId, slots));
-                    finishing.RemoveAll(t => t.IsCompleted);
-                    if (claimed.Count == 0)
-                        await (finishing.Count > 0 ? Task.WhenAny(finishing.Append(Task.Delay(1))) : Task.Delay(1));
+                    try
+                    {
+                        await wake.WaitAsync(TimeSpan.FromSeconds(1), stop.Token);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        break;
+                    }
+                    while (true)
+                    {
+                        var free = 0;
+                        while (slots.Wait(0))
+                            free++;
+                        if (free == 0)
+                            break;
+                        var started = Stopwatch.GetTimestamp();
+                        var claimed = await queue.ClaimAsync(node, 1_000_000, 30, free, CancellationToken.None);
+                        if (Volatile.Read(ref measuring))
+                        {
+                            claimMs.Add(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+                            Interlocked.Increment(ref claims);
+                            Interlocked.Add(ref claimedRuns, claimed.Count);
+                        }
+                        if (free - claimed.Count > 0)
+                            slots.Release(free - claimed.Count);
+                        foreach (var run in claimed)
+                            finishing.Add(FinishAsync(run.Work.RunId, slots, wake));
+                        finishing.RemoveAll(t => t.IsCompleted);
+                        if (claimed.Count < free)
+                            break;
+                    }
                 }
                 await Task.WhenAll(finishing);
+                await listening;
             }
 
-            async Task FinishAsync(Guid runId, SemaphoreSlim slots)
+            async Task FinishAsync(Guid runId, SemaphoreSlim slots, SemaphoreSlim wake)
             {
                 await Task.Yield();
+                var started = Stopwatch.GetTimestamp();
                 await using var session = store.LightweightSession();
-                RunQueue.Finish(session, runId);
+                queue.Finish(session, runId);
                 await session.SaveChangesAsync();
+                if (Volatile.Read(ref measuring))
+                    finishMs.Add(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
                 Interlocked.Increment(ref dispatched);
                 room.Release();
                 slots.Release();
+                Wake(wake);
             }
 
-            // Warm-up: connections, statements, the claim function's plan.
+            // Warm-up: connections, statements, the claim function's plan, and the JIT's tiers (a service runs for days).
             var warm = Task.WhenAll(Enumerable.Range(0, producers).Select(ProduceAsync).Concat(Enumerable.Range(0, claimers).Select(ClaimAsync)));
-            await Task.Delay(TimeSpan.FromSeconds(1));
+            await Task.Delay(TimeSpan.FromSeconds(3));
+            // CPU spent per run, by this process (the api and executor sides) and by its database's backends: on a machine shared
+            // with other work, steadier than the rate.
+            var backends = await BackendsAsync(connection, database);
+            var serverBefore = CpuTicks(backends);
+            var clientBefore = Process.GetCurrentProcess().TotalProcessorTime;
             var before = Interlocked.Read(ref dispatched);
+            Volatile.Write(ref measuring, true);
             var watch = Stopwatch.StartNew();
             await Task.Delay(duration);
             var count = Interlocked.Read(ref dispatched) - before;
             var seconds = watch.Elapsed.TotalSeconds;
+            var clientCpu = (Process.GetCurrentProcess().TotalProcessorTime - clientBefore).TotalMilliseconds;
+            var serverCpu = (CpuTicks(backends) - serverBefore) * 1000.0 / 100; // USER_HZ
+            Volatile.Write(ref measuring, false);
             stop.Cancel();
             await warm;
-            return new DispatchFigures(count / seconds, count, producers, claimers, slotsPerClaimer, seconds);
+            return new DispatchFigures(count / seconds, count, producers, claimers, slotsPerClaimer, seconds,
+                Latency.Of("enqueue", enqueueMs), Latency.Of("claim", claimMs), Latency.Of("finish", finishMs),
+                claims == 0 ? 0 : (double)claimedRuns / claims, clientCpu / Math.Max(1, count), serverCpu / Math.Max(1, count));
         }
         finally
         {
             NpgsqlConnection.ClearAllPools();
-            await ExecuteAsync(adminConnection, $"DROP DATABASE IF EXISTS {database} WITH (FORCE)");
+            if (Environment.GetEnvironmentVariable("SBX_BENCH_KEEP") == "1")
+                Console.Error.WriteLine($"[dispatch] kept database {database} (SBX_BENCH_KEEP=1); drop it when done");
+            else
+                await ExecuteAsync(adminConnection, $"DROP DATABASE IF EXISTS {database} WITH (FORCE)");
+        }
+    }
+
+    private static async Task<int[]> BackendsAsync(string connectionString, string database)
+    {
+        await using var connection = new NpgsqlConnection(connectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("SELECT pid FROM pg_stat_activity WHERE datname = $1", connection);
+        command.Parameters.AddWithValue(database);
+        var pids = new List<int>();
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+            pids.Add(reader.GetInt32(0));
+        return [.. pids];
+    }
+
+    /// <summary>User and system time of these processes in clock ticks (0 for one that is gone or not readable).</summary>
+    private static long CpuTicks(int[] pids) => pids.Sum(pid =>
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return long.Parse(fields[11], System.Globalization.CultureInfo.InvariantCulture) + long.Parse(fields[12], System.Globalization.CultureInfo.InvariantCulture);
+        }
+        catch (IOException)
+        {
+            return 0L;
+        }
+    });
+
+    private static void Wake(SemaphoreSlim wake)
+    {
+        try
+        {
+            wake.Release();
+        }
+        catch (SemaphoreFullException)
+        {
+            // already awake
+        }
+    }
+
+    private static async Task ListenAsync(NpgsqlConnection listener, CancellationToken ct)
+    {
+        try
+        {
+            while (!ct.IsCancellationRequested)
+                await listener.WaitAsync(ct);
+        }
+        catch (OperationCanceledException)
+        {
         }
     }
 

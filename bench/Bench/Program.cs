@@ -18,13 +18,22 @@ if (Environment.GetEnvironmentVariable("SBX_BENCH_SCALE") is { Length: > 0 } sca
 if (Environment.GetEnvironmentVariable("SBX_BENCH_ONLY") == "dispatch")
 {
     var adminOnly = Environment.GetEnvironmentVariable("SBX_BENCH_ADMIN_CONNECTION") ?? throw new InvalidOperationException("SBX_BENCH_ADMIN_CONNECTION is required.");
-    using var dockerOnly = new DockerClientConfiguration(new Uri("unix:///var/run/docker.sock")).CreateClient();
-    var churnOnly = await new Baselines(dockerOnly, Environment.GetEnvironmentVariable("SBX_BENCH_IMAGE") ?? "sbx-python:current")
-        .ChurnCeilingAsync(8, TimeSpan.FromSeconds(10));
-    var dispatchOnly = await Dispatch.MeasureAsync(adminOnly, Environment.GetEnvironmentVariable("SBX_BENCH_MIGRATIONS") ?? "migrations", TimeSpan.FromSeconds(10),
-        slotsPerClaimer: int.Parse(Environment.GetEnvironmentVariable("SBX_BENCH_DISPATCH_SLOTS") ?? "8", CultureInfo.InvariantCulture));
+    // SBX_BENCH_CHURN=0 leaves the engine alone (profiling the queue only); the ratio then needs a churn figure from another run.
+    var churnOnly = double.NaN;
+    if (Environment.GetEnvironmentVariable("SBX_BENCH_CHURN") != "0")
+    {
+        using var dockerOnly = new DockerClientConfiguration(new Uri("unix:///var/run/docker.sock")).CreateClient();
+        churnOnly = await new Baselines(dockerOnly, Environment.GetEnvironmentVariable("SBX_BENCH_IMAGE") ?? "sbx-python:current")
+            .ChurnCeilingAsync(8, TimeSpan.FromSeconds(10));
+    }
+    var setting = (string name, int fallback) => int.Parse(Environment.GetEnvironmentVariable(name) ?? fallback.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
+    var dispatchOnly = await Dispatch.MeasureAsync(adminOnly, Environment.GetEnvironmentVariable("SBX_BENCH_MIGRATIONS") ?? "migrations",
+        TimeSpan.FromSeconds(setting("SBX_BENCH_DISPATCH_SECONDS", 10)), producers: setting("SBX_BENCH_DISPATCH_PRODUCERS", 8),
+        claimers: setting("SBX_BENCH_DISPATCH_CLAIMERS", 8), slotsPerClaimer: setting("SBX_BENCH_DISPATCH_SLOTS", 8));
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
         $"dispatch: {dispatchOnly.RunsPerSecond:F0} runs/s ({dispatchOnly.Producers} producers, {dispatchOnly.Claimers} claimers × {dispatchOnly.SlotsPerClaimer} slots); churn ceiling {churnOnly:F2} runs/s; ratio {dispatchOnly.RunsPerSecond / churnOnly:F0}×"));
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        $"  per call, ms p50/p95: enqueue {dispatchOnly.Enqueue.P50:F1}/{dispatchOnly.Enqueue.P95:F1}, claim {dispatchOnly.Claim.P50:F1}/{dispatchOnly.Claim.P95:F1} ({dispatchOnly.RunsPerClaim:F1} runs a claim), finish {dispatchOnly.Finish.P50:F1}/{dispatchOnly.Finish.P95:F1}; CPU per run: {dispatchOnly.ClientCpuMsPerRun:F2} ms in the bench, {dispatchOnly.ServerCpuMsPerRun:F2} ms in PostgreSQL"));
     return 0;
 }
 
@@ -153,7 +162,8 @@ var coldP50 = P50("cold, 1 client");
 var apiP50 = P50("baseline: Docker API create→start→wait");
 figures["latency"] = latencies;
 figures["throughput"] = new { runsPerSecond = perSecond, completed, notSucceeded, churnCeilingPerSecond = churn, ratioToCeiling = perSecond / churn };
-figures["dispatch"] = new { dispatch.RunsPerSecond, dispatch.Dispatched, dispatch.Producers, dispatch.Claimers, dispatch.SlotsPerClaimer, churnCeilingPerSecond = churn, ratioToChurnCeiling = dispatch.RunsPerSecond / churn };
+figures["dispatch"] = new { dispatch.RunsPerSecond, dispatch.Dispatched, dispatch.Producers, dispatch.Claimers, dispatch.SlotsPerClaimer, churnCeilingPerSecond = churn, ratioToChurnCeiling = dispatch.RunsPerSecond / churn,
+    enqueueMs = dispatch.Enqueue, claimMs = dispatch.Claim, finishMs = dispatch.Finish, dispatch.RunsPerClaim, dispatch.ClientCpuMsPerRun, dispatch.ServerCpuMsPerRun };
 figures["audit"] = new { eventsAppendedPerSecond = eventsPerSecond, eventsAppended, bulk = audit };
 figures["memory"] = new { servicePeakRssMb = peakRssMb };
 figures["dataRuns"] = dataRuns;

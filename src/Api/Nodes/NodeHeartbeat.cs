@@ -83,7 +83,7 @@ public sealed partial class NodeHeartbeat(
                         continue; // ended while we looked; its own commit ends the row
                 }
                 await stream.AppendAsync(RunDecisions.AbandonSilentNode(silent.RunId, silent.Node, silent.LastHeartbeat, options.Value.AbandonGraceSeconds, clock.GetUtcNow()), ct,
-                    session => RunQueue.MarkAbandoned(session, silent.RunId, silent.Node));
+                    session => queue.MarkAbandoned(session, silent.RunId, silent.Node));
                 LogAbandoned(silent.RunId, silent.Node);
                 recorded++;
             }

@@ -90,8 +90,9 @@ public sealed partial class QueueSignals(NpgsqlDataSource dataSource, IOptions<N
     {
         switch (channel)
         {
-            case RunQueue.DoneChannel when Guid.TryParse(payload, out var runId):
-                Done(runId);
+            case RunQueue.DoneChannel:
+                foreach (var runId in RunQueue.RunIdsOf(payload))
+                    Done(runId);
                 break;
             case RunQueue.QueuedChannel:
                 WakeWorker();

@@ -27,15 +27,17 @@ public sealed partial class OutcomeJournal : BackgroundService
 
     private readonly IDocumentStore _store;
     private readonly RunFeed _feed;
+    private readonly RunQueue _queue;
     private readonly ILogger<OutcomeJournal> _logger;
     private readonly SemaphoreSlim _wake = new(0);
     private readonly ResiliencePipeline _retry;
     private readonly string _node;
 
-    public OutcomeJournal(IDocumentStore store, RunFeed feed, IOptions<ExecutorOptions> options, ILogger<OutcomeJournal> logger)
+    public OutcomeJournal(IDocumentStore store, RunFeed feed, RunQueue queue, IOptions<ExecutorOptions> options, ILogger<OutcomeJournal> logger)
     {
         _store = store;
         _feed = feed;
+        _queue = queue;
         _logger = logger;
         _node = options.Value.NodeId;
         Directory = Path.Combine(options.Value.JournalDirectory, options.Value.NodeId);
@@ -197,7 +199,7 @@ public sealed partial class OutcomeJournal : BackgroundService
         {
             var stream = await RunStream.ResumeAsync(_store, runId, context, ct);
             var terminal = !ended && events.Any(e => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e)));
-            await stream.AppendAsync(events, ct, terminal ? session => RunQueue.Finish(session, runId) : null);
+            await stream.AppendAsync(events, ct, terminal ? session => _queue.Finish(session, runId) : null);
             if (!ended)
                 _feed.Recorded(runId, stream.Version - events.Count + 1, events); // a run already ended is no longer live
         }

@@ -63,7 +63,7 @@ public sealed partial class RunLifecycle(
             var stream = await RunStream.ResumeAsync(store, runId, new WriteContext("system:recovery", null), ct);
             var nodeId = executor.Value.NodeId;
             await stream.AppendAsync(RunDecisions.Abandon(runId, nodeId, containers, sweptIds, clock.GetUtcNow(), waitedInQueue: queueState == "queued"), ct,
-                queueState == "claimed" ? session => RunQueue.MarkAbandoned(session, runId, nodeId) : null);
+                queueState == "claimed" ? session => queue.MarkAbandoned(session, runId, nodeId) : null);
             LogAbandoned(runId);
         }
         // After the abandonment, so that each run's terminal event is followed by the removal of its sandbox.

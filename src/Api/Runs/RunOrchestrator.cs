@@ -178,7 +178,7 @@ public sealed partial class RunOrchestrator(
                 new QueuedRequest(request.Language, Sha256Hex.Of(code), code.Length, Sha256Hex.Of(request.Stdin), request.Stdin.Length, request.Args, files,
                     request.Limits, request.Classification, request.Runtime, request.Isolation),
                 decision, caller, imageId, client.CorrelationId);
-            enqueue = session => RunQueue.Enqueue(session, work, caller.Tenant, nodeId, slot is null ? null : nodeId, queueOptions.Value.LeaseSeconds);
+            enqueue = session => queue.Enqueue(session, work, caller.Tenant, nodeId, slot is null ? null : nodeId, queueOptions.Value.LeaseSeconds);
         }
 
         var stream = new RunStream(store, runId, Context(caller, client));
@@ -331,7 +331,7 @@ public sealed partial class RunOrchestrator(
             LogClaimedUnreadable(e, work.RunId);
             var stream = await RunStream.ResumeAsync(store, work.RunId, new WriteContext(work.Caller.Subject, work.CorrelationId, Tenant: work.Caller.Tenant), CancellationToken.None);
             await stream.AppendAsync(RunDecisions.InputsUnreadable(work.RunId, e.Message, clock.GetUtcNow()),
-                CancellationToken.None, session => RunQueue.Finish(session, work.RunId));
+                CancellationToken.None, session => queue.Finish(session, work.RunId));
             return;
         }
         await Track(work.RunId, ExecuteCoreAsync(run, _abort.Token)).ContinueWith(_ => { }, TaskScheduler.Default);
@@ -512,7 +512,7 @@ public sealed partial class RunOrchestrator(
         // The terminal event ends the run's queue row in the same commit, and tells the waiting api node.
         var runId = run.Stream.RunId;
         await RecordAsync(run.Stream, events, ct,
-            run.Queued && events.Any(e => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e))) ? session => RunQueue.Finish(session, runId, notify: run.Remote) : null);
+            run.Queued && events.Any(e => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e))) ? session => queue.Finish(session, runId, notify: run.Remote) : null);
         if (run.Remote)
             relay.Recorded(runId, run.Stream.Version);
         lock (run.Events)

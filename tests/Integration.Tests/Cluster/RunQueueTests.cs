@@ -147,7 +147,7 @@ public sealed class RunQueueTests(ClusterFixture cluster)
 
         // The node returns: its journal holds the true outcome it could not commit.
         var store = cluster.ApiServices.GetRequiredService<IDocumentStore>();
-        var journal = new OutcomeJournal(store, cluster.ApiServices.GetRequiredService<RunFeed>(),
+        var journal = new OutcomeJournal(store, cluster.ApiServices.GetRequiredService<RunFeed>(), cluster.ApiServices.GetRequiredService<RunQueue>(),
             Options.Create(new ExecutorOptions { NodeId = ghost, JournalDirectory = cluster.JournalDirectory }), NullLogger<OutcomeJournal>.Instance);
         var at = DateTimeOffset.UtcNow.AddSeconds(-10);
         await journal.KeepAsync(new RunStream(store, runId, new WriteContext("ada", null, Tenant: "tenant-cluster")),
@@ -294,26 +294,71 @@ public sealed class RunQueueTests(ClusterFixture cluster)
         };
         await using (var listen = new NpgsqlCommand($"LISTEN {RunQueue.QueuedChannel}; LISTEN {RunQueue.DoneChannel}", listener))
             await listen.ExecuteNonQueryAsync();
+        var queue = new RunQueue(peek);
         var runId = Guid.CreateVersion7();
-        var work = new RunWork(runId,
-            new QueuedRequest("python", new string('0', 64), 0, new string('0', 64), 0, [], [], RequestedLimits.None, "internal", "python", "standard"),
-            new PolicyDecision(Decision.Allow, "test", [], new RunLimits(1000, 64, 1, 16, 1024, 16), [], []), new Caller("ada", "tenant-a", ["runner"]), null, null);
 
         await using (var session = store.LightweightSession())
         {
-            RunQueue.Enqueue(session, work, "tenant-a", "api-node", null, 30);
+            queue.Enqueue(session, Work(runId, "tenant-a"), "tenant-a", "api-node", null, 30);
             await session.SaveChangesAsync();
         }
         await listener.WaitAsync(TimeSpan.FromSeconds(5));
         await using (var session = store.LightweightSession())
         {
-            RunQueue.Finish(session, runId);
+            queue.Finish(session, runId);
             await session.SaveChangesAsync();
         }
         await listener.WaitAsync(TimeSpan.FromSeconds(5));
 
         Assert.Equal([(RunQueue.QueuedChannel, runId.ToString("D"), "queued"), (RunQueue.DoneChannel, runId.ToString("D"), "finished")], received.ToArray());
     }
+
+    [Fact]
+    public async Task WakeUpsOfCommitsMadeWhileOneIsInFlightLeaveTogetherNamingEveryRunOnce()
+    {
+        await using var database = new TestDatabase();
+        await database.CreateAsync();
+        using var store = DocumentStore.For(o => Sandbox.Audited.Audit.MartenSetup.Configure(o, database.AppConnection));
+        await using var dataSource = NpgsqlDataSource.Create(database.AppConnection);
+        var queue = new RunQueue(dataSource);
+        await using var listener = new NpgsqlConnection(database.AppConnection);
+        await listener.OpenAsync();
+        var received = new ConcurrentQueue<(string Channel, string Payload)>();
+        listener.Notification += (_, e) => received.Enqueue((e.Channel, e.Payload));
+        await using (var listen = new NpgsqlCommand($"LISTEN {RunQueue.QueuedChannel}; LISTEN {RunQueue.DoneChannel}", listener))
+            await listen.ExecuteNonQueryAsync();
+        var runs = Enumerable.Range(0, 250).Select(_ => Guid.CreateVersion7()).ToList();
+
+        // One commit of 250 rows: the first wake-up leaves at once, the other 249 while it is in flight, in two notifications
+        // (at most 200 runs each, to stay under NOTIFY's payload limit).
+        await using (var session = store.LightweightSession())
+        {
+            foreach (var runId in runs)
+                queue.Enqueue(session, Work(runId, "tenant-a"), "tenant-a", "api-node", null, 30);
+            await session.SaveChangesAsync();
+        }
+        await using (var session = store.LightweightSession())
+        {
+            foreach (var runId in runs)
+                queue.Finish(session, runId);
+            await session.SaveChangesAsync();
+        }
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (received.Where(r => r.Channel == RunQueue.DoneChannel).SelectMany(r => RunQueue.RunIdsOf(r.Payload)).Count() < runs.Count && DateTime.UtcNow < until)
+            await listener.WaitAsync(TimeSpan.FromSeconds(1));
+
+        foreach (var channel in new[] { RunQueue.QueuedChannel, RunQueue.DoneChannel })
+        {
+            var notifications = received.Where(r => r.Channel == channel).ToList();
+            Assert.Equal(runs.Order(), notifications.SelectMany(n => RunQueue.RunIdsOf(n.Payload)).Order());
+            Assert.InRange(notifications.Count, 2, 3);
+            Assert.All(notifications, n => Assert.True(n.Payload.Length < 8000, $"payload of {n.Payload.Length} characters"));
+        }
+    }
+
+    private static RunWork Work(Guid runId, string tenant) => new(runId,
+        new QueuedRequest("python", new string('0', 64), 0, new string('0', 64), 0, [], [], RequestedLimits.None, "internal", "python", "standard"),
+        new PolicyDecision(Decision.Allow, "test", [], new RunLimits(1000, 64, 1, 16, 1024, 16), [], []), new Caller("ada", tenant, ["runner"]), null, null);
 
     private async Task<string?> StateAsync(Guid runId) =>
         await cluster.Database.ScalarAsync<string>("SELECT state FROM sandbox.run_queue WHERE run_id = $1", runId);
@@ -353,12 +398,7 @@ public sealed class RunQueueTests(ClusterFixture cluster)
         return runId;
     }
 
-    private static async Task InsertQueuedAsync(TestDatabase database, Guid runId, string tenant)
-    {
-        var work = new RunWork(runId,
-            new QueuedRequest("python", new string('0', 64), 0, new string('0', 64), 0, [], [], RequestedLimits.None, "internal", "python", "standard"),
-            new PolicyDecision(Decision.Allow, "test", [], new RunLimits(1000, 64, 1, 16, 1024, 16), [], []), new Caller("ada", tenant, ["runner"]), null, null);
+    private static async Task InsertQueuedAsync(TestDatabase database, Guid runId, string tenant) =>
         await database.ExecuteAsync("INSERT INTO sandbox.run_queue (run_id, tenant, payload, requested_by) VALUES ($1, $2, $3::jsonb, 'test')",
-            runId, tenant, JsonSerializer.Serialize(work, RunQueue.Json));
-    }
+            runId, tenant, JsonSerializer.Serialize(Work(runId, tenant), RunQueue.Json));
 }
