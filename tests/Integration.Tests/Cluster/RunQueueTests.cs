@@ -171,6 +171,41 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     }
 
     [Fact]
+    public async Task RowsMovedToRefusedOrAbandonedWithoutTheirTerminalEventGetItOnceAtRestart()
+    {
+        // An api node moved these rows, then stopped before the terminal event of the move committed.
+        var node = "api-moved-" + Guid.NewGuid().ToString("N")[..6];
+        var refused = await RecordedAsync(node);
+        var abandoned = await RecordedAsync(node);
+        var ended = await RecordedAsync(node);
+        await cluster.Database.ExecuteAsync("""
+            INSERT INTO sandbox.run_queue (run_id, tenant, payload, state, requested_by, enqueued_at, finished_at)
+            VALUES ($1, 'tenant-cluster', '{}', 'refused', $4, now() - interval '2 seconds', now()),
+                   ($2, 'tenant-cluster', '{}', 'abandoned', $4, now(), now()),
+                   ($3, 'tenant-cluster', '{}', 'refused', $4, now(), now())
+            """, refused, abandoned, ended, node);
+        var store = cluster.ApiServices.GetRequiredService<IDocumentStore>();
+        await (await RunStream.ResumeAsync(store, ended, new WriteContext("ada", null), CancellationToken.None))
+            .AppendAsync(new RunCompleted(ended, RunStatus.Refused, null, 1500, "no slot", DateTimeOffset.UtcNow), CancellationToken.None);
+
+        // The node restarts (twice): each run gets the one terminal event its row's move meant, and only once.
+        for (var start = 0; start < 2; start++)
+            await using (cluster.StartNode(node, "api", cluster.Database.AppConnection, []))
+            {
+            }
+
+        Assert.Equal(["run_requested", "policy_evaluated", "run_queued", "run_completed"], await TypesAsync(refused));
+        Assert.Equal("refused", await cluster.Database.ScalarAsync<string>(
+            "SELECT data ->> 'status' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_completed'", refused));
+        Assert.InRange(await cluster.Database.ScalarAsync<long>(
+            "SELECT (data ->> 'durationMs')::bigint FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_completed'", refused), 1900, 2100);
+        Assert.Equal(["run_requested", "policy_evaluated", "run_queued", "run_abandoned"], await TypesAsync(abandoned));
+        Assert.Contains("it never ran", await cluster.Database.ScalarAsync<string>(
+            "SELECT data ->> 'reason' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_abandoned'", abandoned), StringComparison.Ordinal);
+        Assert.Equal(["run_requested", "policy_evaluated", "run_queued", "run_completed"], await TypesAsync(ended));
+    }
+
+    [Fact]
     public async Task ClaimIsExclusiveUnderConcurrentClaimers()
     {
         await using var database = new TestDatabase();
@@ -334,6 +369,18 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     /// <summary>A run recorded as the api records it, claimed by a node that the test plays (heartbeating now).</summary>
     private async Task<Guid> ClaimedByAsync(string node)
     {
+        var runId = await RecordedAsync(cluster.ApiNode);
+        await cluster.Database.ExecuteAsync("INSERT INTO sandbox.nodes (node_id, roles) VALUES ($1, 'executor')", node);
+        await cluster.Database.ExecuteAsync("""
+            INSERT INTO sandbox.run_queue (run_id, tenant, payload, state, requested_by, node_id, claimed_at, lease_until)
+            VALUES ($1, 'tenant-cluster', '{}', 'claimed', $2, $3, now(), now() + interval '1 hour')
+            """, runId, cluster.ApiNode, node);
+        return runId;
+    }
+
+    /// <summary>A run's write-ahead events as api node apiNode records them (its queue row is the test's to write).</summary>
+    private async Task<Guid> RecordedAsync(string apiNode)
+    {
         var runId = Guid.CreateVersion7();
         var caller = new Caller("ada", "tenant-cluster", ["runner"]);
         var now = DateTimeOffset.UtcNow;
@@ -341,15 +388,10 @@ public sealed class RunQueueTests(ClusterFixture cluster)
         await stream.AppendAsync(
         [
             new RunRequested(runId, caller, "python", null, new string('0', 64), 0, new string('0', 64), 0, [], [], RequestedLimits.None, "internal",
-                new ClientInfo("127.0.0.1", "test", null, null), cluster.ApiNode, now, InputsStored: true),
+                new ClientInfo("127.0.0.1", "test", null, null), apiNode, now, InputsStored: true),
             new PolicyEvaluated(runId, Decision.Allow, "test", [], new RunLimits(1000, 64, 1, 16, 1024, 16), [], [], now),
-            new RunQueued(runId, cluster.ApiNode, null, now),
+            new RunQueued(runId, apiNode, null, now),
         ], CancellationToken.None);
-        await cluster.Database.ExecuteAsync("INSERT INTO sandbox.nodes (node_id, roles) VALUES ($1, 'executor')", node);
-        await cluster.Database.ExecuteAsync("""
-            INSERT INTO sandbox.run_queue (run_id, tenant, payload, state, requested_by, node_id, claimed_at, lease_until)
-            VALUES ($1, 'tenant-cluster', '{}', 'claimed', $2, $3, now(), now() + interval '1 hour')
-            """, runId, cluster.ApiNode, node);
         return runId;
     }
 
