@@ -35,11 +35,23 @@ public sealed partial class RunLifecycle(
     Sandbox.Audited.Executor.Docker.DockerEngine docker,
     IOptions<ExecutorOptions> executor,
     IOptions<ShutdownOptions> shutdown,
+    IOptions<QueueOptions> queueOptions,
     TimeProvider clock,
     ILogger<RunLifecycle> logger) : IHostedLifecycleService
 {
     public async Task StartAsync(CancellationToken ct)
     {
+        // First: a second process given the node id of a live one stops here, before it reaps that one's containers or
+        // abandons its runs.
+        try
+        {
+            await queue.RegisterAsync(executor.Value.NodeId, node.Value.Roles, queueOptions.Value.AbandonGraceSeconds, ct);
+        }
+        catch (NodeIdInUseException e)
+        {
+            LogNodeIdInUse(e);
+            throw;
+        }
         IReadOnlyList<(string ContainerId, string? RunLabel)> swept = [];
         try
         {
@@ -172,6 +184,11 @@ public sealed partial class RunLifecycle(
                 reader.IsDBNull(3) ? null : reader.GetString(3), reader.GetInt64(4), reader.IsDBNull(5) ? null : reader.GetFieldValue<DateTimeOffset>(5)));
         return runs;
     }
+
+    [LoggerMessage(Level = LogLevel.Critical, Message = "Not starting: {Reason}")]
+    private partial void LogNodeIdInUseCore(string reason);
+
+    private void LogNodeIdInUse(NodeIdInUseException e) => LogNodeIdInUseCore(e.Message);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Removing orphaned sandboxes at start-up failed")]
     private partial void LogStartupReapFailed(Exception e);

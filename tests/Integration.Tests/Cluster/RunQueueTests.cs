@@ -206,6 +206,54 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     }
 
     [Fact]
+    public async Task ASecondProcessWithTheNodeIdOfALiveOneRefusesToStartAndTouchesNothingOfIt()
+    {
+        // The live executor node holds this run (its lease runs for an hour): a twin's start-up would abandon it.
+        var runId = await RecordedAsync(cluster.ApiNode);
+        await cluster.Database.ExecuteAsync("""
+            INSERT INTO sandbox.run_queue (run_id, tenant, payload, state, requested_by, node_id, claimed_at, lease_until)
+            VALUES ($1, 'tenant-cluster', '{}', 'claimed', $2, $3, now(), now() + interval '1 hour')
+            """, runId, cluster.ApiNode, cluster.ExecutorNode);
+        var pool = await PoolContainersAsync(cluster.ExecutorNode);
+        Assert.NotEmpty(pool);
+        try
+        {
+            var refused = Assert.ThrowsAny<Exception>(() => cluster.StartNode(cluster.ExecutorNode, "executor", cluster.Database.AppConnection, []));
+
+            Assert.Contains($"Executor:NodeId '{cluster.ExecutorNode}' is in use by another running process", refused.ToString(), StringComparison.Ordinal);
+            Assert.Contains("Give each process its own Executor:NodeId", refused.ToString(), StringComparison.Ordinal);
+            Assert.Equal("claimed", await StateAsync(runId));
+            Assert.DoesNotContain("run_abandoned", await TypesAsync(runId));
+            Assert.Subset((await PoolContainersAsync(cluster.ExecutorNode)).ToHashSet(), pool.ToHashSet());
+            var (response, body) = await cluster.Api("ada", "tenant-cluster").RunAsync(new { language = "python", code = "print('still here')" });
+            Assert.Equal((HttpStatusCode.OK, "succeeded"), (response.StatusCode, body.Str("status")));
+        }
+        finally
+        {
+            await cluster.Database.ExecuteAsync("UPDATE sandbox.run_queue SET state = 'finished' WHERE run_id = $1", runId);
+        }
+    }
+
+    [Fact]
+    public async Task ANodeWhosePreviousProcessCrashedStartsOnceItsHeartbeatIsOlderThanTheGrace()
+    {
+        var node = "api-crashed-" + Guid.NewGuid().ToString("N")[..6];
+        await cluster.Database.ExecuteAsync(
+            "INSERT INTO sandbox.nodes (node_id, roles, instance_id, heartbeat_at) VALUES ($1, 'api', $2, now())", node, Guid.NewGuid());
+        Assert.ThrowsAny<Exception>(() => cluster.StartNode(node, "api", cluster.Database.AppConnection, []));
+
+        await cluster.Database.ExecuteAsync(
+            "UPDATE sandbox.nodes SET heartbeat_at = now() - make_interval(secs => $2) WHERE node_id = $1", node, ClusterFixture.GraceSeconds + 1);
+        await using (cluster.StartNode(node, "api", cluster.Database.AppConnection, []))
+        {
+        }
+        // A clean stop gave the id back: the next process starts at once.
+        await using (cluster.StartNode(node, "api", cluster.Database.AppConnection, []))
+        {
+        }
+    }
+
+    [Fact]
     public async Task ClaimIsExclusiveUnderConcurrentClaimers()
     {
         await using var database = new TestDatabase();
@@ -348,6 +396,16 @@ public sealed class RunQueueTests(ClusterFixture cluster)
         await listener.WaitAsync(TimeSpan.FromSeconds(5));
 
         Assert.Equal([(RunQueue.QueuedChannel, runId.ToString("D"), "queued"), (RunQueue.DoneChannel, runId.ToString("D"), "finished")], received.ToArray());
+    }
+
+    private static async Task<List<string>> PoolContainersAsync(string node)
+    {
+        using var docker = new Docker.DotNet.DockerClientConfiguration(new Uri("unix:///var/run/docker.sock")).CreateClient();
+        var containers = await docker.Containers.ListContainersAsync(new Docker.DotNet.Models.ContainersListParameters
+        {
+            Filters = new Dictionary<string, IDictionary<string, bool>> { ["label"] = new Dictionary<string, bool> { [$"{Sandbox.Audited.Executor.Sandboxes.ContainerSpec.NodeLabel}={node}"] = true } },
+        });
+        return containers.Select(c => c.ID).ToList();
     }
 
     private async Task<string?> StateAsync(Guid runId) =>
