@@ -41,17 +41,7 @@ public sealed partial class RunLifecycle(
 {
     public async Task StartAsync(CancellationToken ct)
     {
-        // First: a second process given the node id of a live one stops here, before it reaps that one's containers or
-        // abandons its runs.
-        try
-        {
-            await queue.RegisterAsync(executor.Value.NodeId, node.Value.Roles, queueOptions.Value.AbandonGraceSeconds, ct);
-        }
-        catch (NodeIdInUseException e)
-        {
-            LogNodeIdInUse(e);
-            throw;
-        }
+        await TakeNodeIdAsync(ct);
         IReadOnlyList<(string ContainerId, string? RunLabel)> swept = [];
         try
         {
@@ -91,6 +81,37 @@ public sealed partial class RunLifecycle(
             await removals.RecordAsync(containerId, runLabel, SandboxRemoval.SweptAtStartup, ct);
         if (node.Value.Executor)
             await RecordVanishedAsync(sweptIds, ct);
+    }
+
+    /// <summary>
+    /// First of all: a second process given the node id of a live one stops here, before it reaps that one's containers or
+    /// abandons its runs. The id's holder is live when its heartbeat moves on while this process watches; one that does not
+    /// (a crashed process of this node) is taken over once its last heartbeat is older than Queue:AbandonGraceSeconds.
+    /// </summary>
+    private async Task TakeNodeIdAsync(CancellationToken ct)
+    {
+        var options = queueOptions.Value;
+        DateTimeOffset? seen = null;
+        while (true)
+        {
+            try
+            {
+                await queue.RegisterAsync(executor.Value.NodeId, node.Value.Roles, options.AbandonGraceSeconds, ct);
+                return;
+            }
+            catch (NodeIdInUseException e) when (seen is null || e.HeartbeatAt == seen)
+            {
+                if (seen is null)
+                    LogWaitingForNodeId(executor.Value.NodeId, options.AbandonGraceSeconds);
+                seen = e.HeartbeatAt;
+            }
+            catch (NodeIdInUseException e)
+            {
+                LogNodeIdInUse(e.Message);
+                throw;
+            }
+            await Task.Delay(TimeSpan.FromSeconds(Math.Max(1, options.HeartbeatSeconds)) * 1.5, clock, ct);
+        }
     }
 
     /// <summary>
@@ -186,9 +207,11 @@ public sealed partial class RunLifecycle(
     }
 
     [LoggerMessage(Level = LogLevel.Critical, Message = "Not starting: {Reason}")]
-    private partial void LogNodeIdInUseCore(string reason);
+    private partial void LogNodeIdInUse(string reason);
 
-    private void LogNodeIdInUse(NodeIdInUseException e) => LogNodeIdInUseCore(e.Message);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Node id {Node} was held by a process that heartbeated within the last {Grace} s: "
+        + "waiting to see whether it is alive (then this process stops) or crashed (then this process takes over once its heartbeat is older than the grace)")]
+    private partial void LogWaitingForNodeId(string node, int grace);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Removing orphaned sandboxes at start-up failed")]
     private partial void LogStartupReapFailed(Exception e);

@@ -255,11 +255,11 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
                 return;
         }
         await using var holder = dataSource.CreateCommand(
-            "SELECT instance_id, extract(epoch FROM now() - heartbeat_at)::float8 FROM sandbox.nodes WHERE node_id = $1");
+            "SELECT instance_id, heartbeat_at, extract(epoch FROM now() - heartbeat_at)::float8 FROM sandbox.nodes WHERE node_id = $1");
         holder.Parameters.AddWithValue(node);
         await using var reader = await holder.ExecuteReaderAsync(ct);
         await reader.ReadAsync(ct);
-        throw new NodeIdInUseException(node, reader.GetGuid(0), reader.GetDouble(1), graceSeconds);
+        throw new NodeIdInUseException(node, reader.GetGuid(0), reader.GetFieldValue<DateTimeOffset>(1), reader.GetDouble(2), graceSeconds);
     }
 
     /// <summary>A clean stop gives the node id back at once, so that the node's next process need not wait out the grace.</summary>
@@ -311,10 +311,13 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
 }
 
 /// <summary>Another live process already runs as this node: starting would reap its containers and abandon its runs.</summary>
-public sealed class NodeIdInUseException(string node, Guid instance, double heartbeatSecondsAgo, int graceSeconds) : Exception(
+public sealed class NodeIdInUseException(string node, Guid instance, DateTimeOffset heartbeatAt, double heartbeatSecondsAgo, int graceSeconds) : Exception(
     $"Executor:NodeId '{node}' is in use by another running process (instance {instance}, last heartbeat {heartbeatSecondsAgo:F0} s ago). "
     + $"Give each process its own Executor:NodeId. If that process has stopped (crash or kill), start this one again once its last "
     + $"heartbeat is older than Queue:AbandonGraceSeconds ({graceSeconds} s).")
 {
     public string Node => node;
+
+    /// <summary>The holder's last heartbeat: one that moves on while this process waits belongs to a live process.</summary>
+    public DateTimeOffset HeartbeatAt => heartbeatAt;
 }
