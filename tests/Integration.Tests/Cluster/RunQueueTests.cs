@@ -255,6 +255,56 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     }
 
     [Fact]
+    public async Task AJournalFilePostgresRejectsForGoodIsSetAsideAndTheFilesAfterItAreCommitted()
+    {
+        // Three journaled outcomes; the first (in commit order) carries a NUL in its reason, which jsonb refuses (22P05).
+        var node = "journal-" + Guid.NewGuid().ToString("N")[..6];
+        var store = cluster.ApiServices.GetRequiredService<IDocumentStore>();
+        var rejected = new System.Collections.Concurrent.ConcurrentQueue<string?>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument is { Name: "sandbox.journal.rejected", Meter.Name: Sandbox.Audited.Api.Metrics.RunMetrics.MeterName })
+                l.EnableMeasurementEvents(instrument);
+        };
+        listener.SetMeasurementEventCallback<long>((_, _, tags, _) => rejected.Enqueue(tags.ToArray().Single(t => t.Key == "class").Value as string));
+        listener.Start();
+        var journal = new OutcomeJournal(store, cluster.ApiServices.GetRequiredService<RunFeed>(),
+            Options.Create(new ExecutorOptions { NodeId = node, JournalDirectory = cluster.JournalDirectory }), NullLogger<OutcomeJournal>.Instance,
+            cluster.ApiServices.GetRequiredService<Sandbox.Audited.Api.Metrics.RunMetrics>());
+        var bad = await RecordedAsync(node);
+        var good = new[] { await RecordedAsync(node), await RecordedAsync(node) };
+        foreach (var runId in new[] { bad }.Concat(good))
+            await journal.KeepAsync(new RunStream(store, runId, new WriteContext("ada", null, Tenant: "tenant-cluster")),
+            [
+                new SandboxExited(runId, 0, null, false, false, false, 1000, 500, 100, 9000, DateTimeOffset.UtcNow),
+                new RunCompleted(runId, RunStatus.Succeeded, 0, 12, runId == bad ? "a reason with a \0 NUL" : null, DateTimeOffset.UtcNow),
+            ]);
+        await journal.KeepAsync(new RunStream(store, bad, new WriteContext("ada", null, Tenant: "tenant-cluster")),
+            RunDecisions.Removed(bad, "c0ffee", SandboxRemoval.Removed, DateTimeOffset.UtcNow), "removed");
+
+        await journal.StartAsync(CancellationToken.None);
+        try
+        {
+            foreach (var runId in good)
+                await Eventually.WaitUntilAsync(async () => (await TypesAsync(runId)).Contains("run_completed"),
+                    () => "a journal file after the rejected one was never committed", TimeSpan.FromSeconds(20));
+            await Eventually.WaitUntilAsync(() => Task.FromResult(File.Exists(Path.Combine(journal.RejectedDirectory, $"{bad:D}.json"))),
+                () => "the rejected file was not set aside", TimeSpan.FromSeconds(20));
+        }
+        finally
+        {
+            await journal.StopAsync(CancellationToken.None);
+        }
+
+        Assert.True(File.Exists(Path.Combine(journal.RejectedDirectory, $"{bad:D}.removed.json")), "the rejected run's later part stayed behind");
+        Assert.Equal(0, journal.Pending);
+        Assert.Empty(journal.HeldRunIds()); // its lease is no longer renewed: the sweeper ends the run
+        Assert.Equal(["run_requested", "policy_evaluated", "run_queued"], await TypesAsync(bad));
+        Assert.Equal("22", Assert.Single(rejected));
+    }
+
+    [Fact]
     public async Task ClaimIsExclusiveUnderConcurrentClaimers()
     {
         await using var database = new TestDatabase();
