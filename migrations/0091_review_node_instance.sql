@@ -4,5 +4,8 @@
 SET ROLE sandbox_owner;
 
 ALTER TABLE sandbox.nodes ADD COLUMN IF NOT EXISTS instance_id uuid NULL;
+-- Where that process runs: a restart on the same host whose predecessor's pid is gone takes over at once (kill -9).
+ALTER TABLE sandbox.nodes ADD COLUMN IF NOT EXISTS host text NULL;
+ALTER TABLE sandbox.nodes ADD COLUMN IF NOT EXISTS pid integer NULL;
 
 RESET ROLE;

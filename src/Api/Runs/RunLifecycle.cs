@@ -85,19 +85,26 @@ public sealed partial class RunLifecycle(
 
     /// <summary>
     /// First of all: a second process given the node id of a live one stops here, before it reaps that one's containers or
-    /// abandons its runs. The id's holder is live when its heartbeat moves on while this process watches; one that does not
-    /// (a crashed process of this node) is taken over once its last heartbeat is older than Queue:AbandonGraceSeconds.
+    /// abandons its runs. A holder on this host whose pid no longer runs crashed (kill -9): taken over at once. Otherwise the
+    /// holder is live when its heartbeat moves on while this process watches; one that does not (a crashed process of this
+    /// node elsewhere) is taken over once its last heartbeat is older than Queue:AbandonGraceSeconds.
     /// </summary>
     private async Task TakeNodeIdAsync(CancellationToken ct)
     {
         var options = queueOptions.Value;
         DateTimeOffset? seen = null;
+        Guid? dead = null;
         while (true)
         {
             try
             {
-                await queue.RegisterAsync(executor.Value.NodeId, node.Value.Roles, options.AbandonGraceSeconds, ct);
+                await queue.RegisterAsync(executor.Value.NodeId, node.Value.Roles, options.AbandonGraceSeconds, ct, dead);
                 return;
+            }
+            catch (NodeIdInUseException e) when (dead != e.Instance && e.Host == Environment.MachineName && e.Pid is { } pid && !ProcessRuns(pid))
+            {
+                dead = e.Instance;
+                continue;
             }
             catch (NodeIdInUseException e) when (seen is null || e.HeartbeatAt == seen)
             {
@@ -111,6 +118,19 @@ public sealed partial class RunLifecycle(
                 throw;
             }
             await Task.Delay(TimeSpan.FromSeconds(Math.Max(1, options.HeartbeatSeconds)) * 1.5, clock, ct);
+        }
+    }
+
+    private static bool ProcessRuns(int pid)
+    {
+        try
+        {
+            using var process = System.Diagnostics.Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
         }
     }
 

@@ -238,12 +238,15 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
     /// crashed is taken over once its heartbeat is older than the grace. One statement: two processes starting at once meet
     /// on the row's lock, and the second sees the first's claim.
     /// </summary>
-    public async Task RegisterAsync(string node, string roles, int graceSeconds, CancellationToken ct)
+    /// deadHolder: the instance this process knows to be gone (its pid no longer runs on this host), taken over at once.
+    public async Task RegisterAsync(string node, string roles, int graceSeconds, CancellationToken ct, Guid? deadHolder = null)
     {
         await using (var command = dataSource.CreateCommand("""
-            INSERT INTO sandbox.nodes AS n (node_id, roles, instance_id) VALUES ($1, $2, $3)
-            ON CONFLICT (node_id) DO UPDATE SET roles = EXCLUDED.roles, instance_id = EXCLUDED.instance_id, started_at = now(), heartbeat_at = now()
-            WHERE n.instance_id IS NULL OR n.instance_id = EXCLUDED.instance_id OR n.heartbeat_at < now() - make_interval(secs => $4)
+            INSERT INTO sandbox.nodes AS n (node_id, roles, instance_id, host, pid) VALUES ($1, $2, $3, $5, $6)
+            ON CONFLICT (node_id) DO UPDATE SET roles = EXCLUDED.roles, instance_id = EXCLUDED.instance_id, host = EXCLUDED.host, pid = EXCLUDED.pid,
+                started_at = now(), heartbeat_at = now()
+            WHERE n.instance_id IS NULL OR n.instance_id = EXCLUDED.instance_id OR n.instance_id = $7
+               OR n.heartbeat_at < now() - make_interval(secs => $4)
             RETURNING true
             """))
         {
@@ -251,15 +254,22 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
             command.Parameters.AddWithValue(roles);
             command.Parameters.AddWithValue(Instance);
             command.Parameters.AddWithValue(graceSeconds);
+            command.Parameters.AddWithValue(Environment.MachineName);
+            command.Parameters.AddWithValue(Environment.ProcessId);
+            command.Parameters.Add(new NpgsqlParameter<Guid?> { TypedValue = deadHolder, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Uuid });
             if (await command.ExecuteScalarAsync(ct) is true)
                 return;
         }
         await using var holder = dataSource.CreateCommand(
-            "SELECT instance_id, heartbeat_at, extract(epoch FROM now() - heartbeat_at)::float8 FROM sandbox.nodes WHERE node_id = $1");
+            "SELECT instance_id, heartbeat_at, extract(epoch FROM now() - heartbeat_at)::float8, host, pid FROM sandbox.nodes WHERE node_id = $1");
         holder.Parameters.AddWithValue(node);
         await using var reader = await holder.ExecuteReaderAsync(ct);
         await reader.ReadAsync(ct);
-        throw new NodeIdInUseException(node, reader.GetGuid(0), reader.GetFieldValue<DateTimeOffset>(1), reader.GetDouble(2), graceSeconds);
+        throw new NodeIdInUseException(node, reader.GetGuid(0), reader.GetFieldValue<DateTimeOffset>(1), reader.GetDouble(2), graceSeconds)
+        {
+            Host = reader.IsDBNull(3) ? null : reader.GetString(3),
+            Pid = reader.IsDBNull(4) ? null : reader.GetInt32(4),
+        };
     }
 
     /// <summary>A clean stop gives the node id back at once, so that the node's next process need not wait out the grace.</summary>
@@ -320,4 +330,11 @@ public sealed class NodeIdInUseException(string node, Guid instance, DateTimeOff
 
     /// <summary>The holder's last heartbeat: one that moves on while this process waits belongs to a live process.</summary>
     public DateTimeOffset HeartbeatAt => heartbeatAt;
+
+    public Guid Instance => instance;
+
+    /// <summary>Where the holder runs (null: a process from before these were recorded).</summary>
+    public string? Host { get; init; }
+
+    public int? Pid { get; init; }
 }

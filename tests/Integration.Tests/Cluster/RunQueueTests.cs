@@ -255,6 +255,23 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     }
 
     [Fact]
+    public async Task ANodeKilledOnThisHostIsTakenOverAtOnceWhenItsPidIsGone()
+    {
+        using var gone = System.Diagnostics.Process.Start("true")!;
+        await gone.WaitForExitAsync();
+        var node = "api-killed-" + Guid.NewGuid().ToString("N")[..6];
+        await cluster.Database.ExecuteAsync(
+            "INSERT INTO sandbox.nodes (node_id, roles, instance_id, heartbeat_at, host, pid) VALUES ($1, 'api', $2, now(), $3, $4)",
+            node, Guid.NewGuid(), Environment.MachineName, gone.Id);
+
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        await using (cluster.StartNode(node, "api", cluster.Database.AppConnection, []))
+            Assert.Equal(Environment.ProcessId, await cluster.Database.ScalarAsync<int>("SELECT pid FROM sandbox.nodes WHERE node_id = $1", node));
+        // Without waiting out the grace (nor watching the dead heartbeat for a beat).
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(ClusterFixture.GraceSeconds + 1), $"took {watch.Elapsed}");
+    }
+
+    [Fact]
     public async Task AJournalFilePostgresRejectsForGoodIsSetAsideAndTheFilesAfterItAreCommitted()
     {
         // Three journaled outcomes; the first (in commit order) carries a NUL in its reason, which jsonb refuses (22P05).
