@@ -63,7 +63,7 @@ public sealed class ProblemExceptionHandler(IProblemDetailsService problems) : I
     }
 
     // The database away (connection refused, reset, shut down) is a 503 the client can retry, not a 500.
-    private static bool IsStoreUnavailable(Exception? e)
+    internal static bool IsStoreUnavailable(Exception? e)
     {
         for (; e is not null; e = e.InnerException)
             if (e is Npgsql.NpgsqlException { IsTransient: true } or Npgsql.PostgresException { SqlState: "57P01" or "57P02" or "57P03" }

@@ -27,12 +27,15 @@ public sealed class RunMetrics
     private readonly Counter<long> _runs;
     private readonly Counter<long> _rejections;
     private readonly Histogram<double> _runDuration;
+    private readonly Counter<long> _journalRejected;
 
     public RunMetrics(IMeterFactory meters)
     {
         _meter = meters.Create(MeterName);
         _runs = _meter.CreateCounter<long>("sandbox.runs", "{run}", "Runs that reached their terminal event, by status and language.");
         _rejections = _meter.CreateCounter<long>("sandbox.rejections", "{request}", "Requests refused, by reason.");
+        _journalRejected = _meter.CreateCounter<long>("sandbox.journal.rejected", "{file}",
+            "Journal files PostgreSQL rejected for good and that were set aside under rejected/, by the class of its error.");
         _runDuration = _meter.CreateHistogram("sandbox.run.duration", "s", "Time from request to terminal event of runs that were admitted.",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = RunBuckets });
     }
@@ -100,6 +103,10 @@ public sealed class RunMetrics
         _runs.Add(1, new KeyValuePair<string, object?>("status", StatusLabel(status)), new KeyValuePair<string, object?>("language", language));
         return language;
     }
+
+    /// <summary>A journal file set aside; the label is the SQLSTATE class (22 data, 23 integrity, 54 program limit) or "other".</summary>
+    public void JournalRejected(string? sqlState) =>
+        _journalRejected.Add(1, new KeyValuePair<string, object?>("class", sqlState is { Length: 5 } && sqlState[..2] is "22" or "23" or "54" ? sqlState[..2] : Other));
 
     private void Reject(string reason) => _rejections.Add(1, new KeyValuePair<string, object?>("reason", reason));
 }

@@ -32,15 +32,8 @@ public sealed partial class NodeHeartbeat(
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        // The node id was taken for this process at start-up (RunLifecycle), before anything of the node's was reaped.
         var nodeId = executor.Value.NodeId;
-        try
-        {
-            await queue.RegisterAsync(nodeId, node.Value.Roles, stoppingToken);
-        }
-        catch (Exception e) when (!stoppingToken.IsCancellationRequested)
-        {
-            LogHeartbeatFailed(e);
-        }
         using var timer = new PeriodicTimer(TimeSpan.FromSeconds(Math.Max(1, options.Value.HeartbeatSeconds)), clock);
         while (!stoppingToken.IsCancellationRequested)
         {
@@ -65,7 +58,20 @@ public sealed partial class NodeHeartbeat(
                 LogHeartbeatFailed(e);
             }
         }
+        // Stopped after the runs drained (the host stops this after RunLifecycle's StoppingAsync): no beat follows the release.
+        try
+        {
+            using var release = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            await queue.ReleaseAsync(nodeId, release.Token);
+        }
+        catch (Exception e)
+        {
+            LogReleaseFailed(e);
+        }
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Releasing the node id at shutdown failed; the next process of this node waits for Queue:AbandonGraceSeconds")]
+    private partial void LogReleaseFailed(Exception e);
 
     /// <summary>Records RunAbandoned for every run whose executor went silent; returns how many this pass recorded.</summary>
     public async Task<int> SweepAsync(CancellationToken ct)

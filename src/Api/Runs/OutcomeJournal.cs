@@ -5,6 +5,7 @@ using Marten;
 using Microsoft.Extensions.Options;
 using Polly;
 using Polly.Retry;
+using Sandbox.Audited.Api.Metrics;
 using Sandbox.Audited.Api.Streaming;
 using Sandbox.Audited.Audit.Events;
 using Sandbox.Audited.Audit.Queue;
@@ -32,13 +33,21 @@ public sealed partial class OutcomeJournal : BackgroundService
     private readonly SemaphoreSlim _wake = new(0);
     private readonly ResiliencePipeline _retry;
     private readonly string _node;
+    private readonly RunMetrics? _metrics;
 
-    public OutcomeJournal(IDocumentStore store, RunFeed feed, RunQueue queue, IOptions<ExecutorOptions> options, ILogger<OutcomeJournal> logger)
+    // Rejections of each file this process saw; a file PostgreSQL rejects this many times for its data is set aside.
+    private readonly Dictionary<string, int> _rejections = new(StringComparer.Ordinal);
+
+    /// <summary>Times PostgreSQL must reject a file for its data (not an outage) before it is set aside under rejected/.</summary>
+    public const int RejectionsBeforeSetAside = 3;
+
+    public OutcomeJournal(IDocumentStore store, RunFeed feed, RunQueue queue, IOptions<ExecutorOptions> options, ILogger<OutcomeJournal> logger, RunMetrics? metrics = null)
     {
         _store = store;
         _feed = feed;
         _queue = queue;
         _logger = logger;
+        _metrics = metrics;
         _node = options.Value.NodeId;
         Directory = Path.Combine(options.Value.JournalDirectory, options.Value.NodeId);
         _retry = new ResiliencePipelineBuilder()
@@ -62,6 +71,9 @@ public sealed partial class OutcomeJournal : BackgroundService
 
     /// <summary>This node's journal folder.</summary>
     public string Directory { get; }
+
+    /// <summary>Where files PostgreSQL rejected for good are kept for the operator (never committed, never deleted).</summary>
+    public string RejectedDirectory => Path.Combine(Directory, "rejected");
 
     /// <summary>Runs whose outcome waits here right now.</summary>
     public int Pending => System.IO.Directory.Exists(Directory) ? System.IO.Directory.GetFiles(Directory, "*.json").Length : 0;
@@ -119,6 +131,10 @@ public sealed partial class OutcomeJournal : BackgroundService
                 if (await CommitAsync(path, ct) is { } runId)
                     committed.Add(runId);
             }
+            catch (Exception e) when (Rejection(e) is { } rejection)
+            {
+                Rejected(path, rejection);
+            }
             catch (Exception e) when (e is not OperationCanceledException)
             {
                 LogCommitFailed(e, Path.GetFileName(path));
@@ -127,6 +143,64 @@ public sealed partial class OutcomeJournal : BackgroundService
         return committed;
     }
 
+    /// <summary>
+    /// One pass in order: a file PostgreSQL rejects for its data does not hold back the files after it. Throws (for the retry's
+    /// backoff) when the store is away, or when a rejected file waits for its next attempt.
+    /// </summary>
+    private async Task CommitPassAsync(CancellationToken ct)
+    {
+        var retry = false;
+        foreach (var path in Files())
+        {
+            try
+            {
+                await CommitAsync(path, ct);
+            }
+            catch (Exception e) when (Rejection(e) is { } rejection)
+            {
+                retry |= !Rejected(path, rejection);
+            }
+        }
+        if (retry)
+            throw new RejectedFileWaitsException();
+    }
+
+    /// <summary>The server refused the file's data (SQLSTATE class 22, 23 or 54): retrying it cannot help for long. Null for outages and conflicts.</summary>
+    private static Npgsql.PostgresException? Rejection(Exception? e)
+    {
+        for (; e is not null; e = e.InnerException)
+            if (e is Npgsql.PostgresException { IsTransient: false } p && p.SqlState[..2] is "22" or "23" or "54"
+                && p.SqlState != Npgsql.PostgresErrorCodes.UniqueViolation) // another writer took the version: a conflict, retried
+                return p;
+        return null;
+    }
+
+    /// <summary>Counts a rejection of the file; at the bound, sets the run's files aside (fsynced) and returns true.</summary>
+    private bool Rejected(string path, Npgsql.PostgresException rejection)
+    {
+        var attempts = _rejections[path] = _rejections.GetValueOrDefault(path) + 1;
+        if (attempts < RejectionsBeforeSetAside)
+        {
+            LogRejectedOnce(Path.GetFileName(path), attempts, rejection.SqlState, rejection.MessageText);
+            return false;
+        }
+        // The run's later parts go with it: committed alone they would describe a run whose outcome is not recorded.
+        var run = Path.GetFileName(path).Split('.')[0];
+        System.IO.Directory.CreateDirectory(RejectedDirectory);
+        foreach (var file in Files().Where(f => Path.GetFileName(f).Split('.')[0] == run))
+        {
+            File.Move(file, Path.Combine(RejectedDirectory, Path.GetFileName(file)), overwrite: true);
+            _rejections.Remove(file);
+        }
+        DirectorySync.Flush(RejectedDirectory);
+        DirectorySync.Flush(Directory);
+        LogSetAside(Path.GetFileName(path), attempts, rejection.SqlState, rejection.MessageText, RejectedDirectory);
+        _metrics?.JournalRejected(rejection.SqlState);
+        return true;
+    }
+
+    private sealed class RejectedFileWaitsException() : Exception("A journal file PostgreSQL rejected waits for its next attempt.");
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         while (!stoppingToken.IsCancellationRequested)
@@ -134,8 +208,7 @@ public sealed partial class OutcomeJournal : BackgroundService
             try
             {
                 await _wake.WaitAsync(TimeSpan.FromSeconds(5), stoppingToken);
-                foreach (var path in Files())
-                    await _retry.ExecuteAsync(async token => await CommitAsync(path, token), stoppingToken);
+                await _retry.ExecuteAsync(async token => await CommitPassAsync(token), stoppingToken);
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
@@ -230,6 +303,13 @@ public sealed partial class OutcomeJournal : BackgroundService
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "The audit store still refuses journaled outcomes (attempt {Attempt}); retrying")]
     private partial void LogStillWaiting(Exception? e, int attempt);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "PostgreSQL rejected journal file {File} (attempt {Attempt}): {SqlState} {Reason}; the files after it go on")]
+    private partial void LogRejectedOnce(string file, int attempt, string sqlState, string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "PostgreSQL rejected journal file {File} {Attempts} times ({SqlState} {Reason}): set aside, never committed, in {Folder}; "
+        + "the run is recorded abandoned once its lease lapses. Inspect the file; it is kept for the operator")]
+    private partial void LogSetAside(string file, int attempts, string sqlState, string reason, string folder);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Journal file {Path} is unreadable; set aside")]
     private partial void LogUnreadable(Exception e, string path);

@@ -182,6 +182,12 @@ public static class RunEndpoints
         http.Response.Headers["Server-Timing"] = FormattableString.Invariant($"admit;dur={admit:F1}, ") + admitted.Phases.ToServerTiming();
         if (finished.Status == RunStatus.Recording)
             return RecordingAnswer(http, finished, evidence);
+        if (!finished.IsTerminal)
+        {
+            // Recorded, but its outcome could not be read while the audit store was away: the id, never a bare 503.
+            http.Response.Headers.RetryAfter = "5";
+            return TypedResults.Accepted($"/v1/runs/{finished.RunId}", RunView.From(finished));
+        }
         return new RunAnswer(finished, evidence, justRun: true);
     }
 

@@ -35,11 +35,13 @@ public sealed partial class RunLifecycle(
     Sandbox.Audited.Executor.Docker.DockerEngine docker,
     IOptions<ExecutorOptions> executor,
     IOptions<ShutdownOptions> shutdown,
+    IOptions<QueueOptions> queueOptions,
     TimeProvider clock,
     ILogger<RunLifecycle> logger) : IHostedLifecycleService
 {
     public async Task StartAsync(CancellationToken ct)
     {
+        await TakeNodeIdAsync(ct);
         IReadOnlyList<(string ContainerId, string? RunLabel)> swept = [];
         try
         {
@@ -53,10 +55,18 @@ public sealed partial class RunLifecycle(
         // Outcomes a previous process journaled are true outcomes: they are committed before anything is abandoned.
         await journal.CommitAllOnceAsync(ct);
         var sweptIds = swept.Select(s => s.ContainerId).ToHashSet();
-        foreach (var (runId, containers, queueState) in await UnfinishedRunsAsync(ct))
+        foreach (var (runId, containers, queueState, claimedBy, waitedMs, movedAt) in await UnfinishedRunsAsync(ct))
         {
             if (journal.Holds(runId))
                 continue; // its outcome is known and waits for the store; the journal worker commits it
+            // Its row was moved to refused or abandoned, but the terminal event of that move was never committed.
+            if (RunDecisions.EndMovedRow(runId, queueState ?? "", executor.Value.NodeId, claimedBy is not null, waitedMs, movedAt ?? clock.GetUtcNow()) is { } ending)
+            {
+                var moved = await RunStream.ResumeAsync(store, runId, new WriteContext("system:recovery", null), ct);
+                await moved.AppendAsync(ending, ct);
+                LogMovedRowEnded(runId, queueState!);
+                continue;
+            }
             // A run still waiting in the queue is abandoned only if no executor claims it first (the move decides).
             if (queueState == "queued" && !await queue.AbandonQueuedAsync(runId, ct))
                 continue;
@@ -71,6 +81,57 @@ public sealed partial class RunLifecycle(
             await removals.RecordAsync(containerId, runLabel, SandboxRemoval.SweptAtStartup, ct);
         if (node.Value.Executor)
             await RecordVanishedAsync(sweptIds, ct);
+    }
+
+    /// <summary>
+    /// First of all: a second process given the node id of a live one stops here, before it reaps that one's containers or
+    /// abandons its runs. A holder on this host whose pid no longer runs crashed (kill -9): taken over at once. Otherwise the
+    /// holder is live when its heartbeat moves on while this process watches; one that does not (a crashed process of this
+    /// node elsewhere) is taken over once its last heartbeat is older than Queue:AbandonGraceSeconds.
+    /// </summary>
+    private async Task TakeNodeIdAsync(CancellationToken ct)
+    {
+        var options = queueOptions.Value;
+        DateTimeOffset? seen = null;
+        Guid? dead = null;
+        while (true)
+        {
+            try
+            {
+                await queue.RegisterAsync(executor.Value.NodeId, node.Value.Roles, options.AbandonGraceSeconds, ct, dead);
+                return;
+            }
+            catch (NodeIdInUseException e) when (dead != e.Instance && e.Host == Environment.MachineName && e.Pid is { } pid && !ProcessRuns(pid))
+            {
+                dead = e.Instance;
+                continue;
+            }
+            catch (NodeIdInUseException e) when (seen is null || e.HeartbeatAt == seen)
+            {
+                if (seen is null)
+                    LogWaitingForNodeId(executor.Value.NodeId, options.AbandonGraceSeconds);
+                seen = e.HeartbeatAt;
+            }
+            catch (NodeIdInUseException e)
+            {
+                LogNodeIdInUse(e.Message);
+                throw;
+            }
+            await Task.Delay(TimeSpan.FromSeconds(Math.Max(1, options.HeartbeatSeconds)) * 1.5, clock, ct);
+        }
+    }
+
+    private static bool ProcessRuns(int pid)
+    {
+        try
+        {
+            using var process = System.Diagnostics.Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
     }
 
     /// <summary>
@@ -133,39 +194,53 @@ public sealed partial class RunLifecycle(
 
     /// <summary>
     /// This node's runs without a terminal event, each with the containers recorded for it and its queue state: the runs it
-    /// claimed as an executor, those it recorded as an api node that still wait in the queue, and (from before the queue)
-    /// those it recorded without a queue row.
+    /// claimed as an executor, those it recorded as an api node that still wait in the queue, those whose row it moved to
+    /// refused or abandoned without the terminal event committing, and (from before the queue) those without a queue row.
     /// </summary>
-    private async Task<List<(Guid RunId, List<string> Containers, string? QueueState)>> UnfinishedRunsAsync(CancellationToken ct)
+    private async Task<List<(Guid RunId, List<string> Containers, string? QueueState, string? ClaimedBy, long WaitedMs, DateTimeOffset? MovedAt)>> UnfinishedRunsAsync(
+        CancellationToken ct)
     {
         var sql = $"""
             WITH mine AS (
-                SELECT q.run_id, q.state FROM sandbox.run_queue q
+                SELECT q.run_id, q.state, q.node_id, q.enqueued_at, q.finished_at FROM sandbox.run_queue q
                 WHERE (q.state = 'claimed' AND q.node_id = $1) OR (q.state = 'queued' AND q.requested_by = $1)
+                   OR (q.state IN ('abandoned', 'refused') AND (q.requested_by = $1 OR q.node_id = $1))
                 UNION ALL
-                SELECT e.stream_id, NULL FROM {MartenSetup.Schema}.mt_events e
+                SELECT e.stream_id, NULL, NULL, NULL::timestamptz, NULL::timestamptz FROM {MartenSetup.Schema}.mt_events e
                 WHERE e.type = 'run_requested' AND e.data ->> 'node' = $1
                   AND NOT EXISTS (SELECT 1 FROM sandbox.run_queue q WHERE q.run_id = e.stream_id))
             SELECT m.run_id, ARRAY(SELECT c.data ->> 'containerId' FROM {MartenSetup.Schema}.mt_events c
-                                   WHERE c.stream_id = m.run_id AND c.type = 'sandbox_created'), m.state
+                                   WHERE c.stream_id = m.run_id AND c.type = 'sandbox_created'), m.state, m.node_id,
+                   COALESCE((extract(epoch FROM m.finished_at - m.enqueued_at) * 1000)::bigint, 0), m.finished_at
             FROM mine m
             WHERE NOT EXISTS (SELECT 1 FROM {MartenSetup.Schema}.mt_events t
                               WHERE t.stream_id = m.run_id AND t.type IN ('run_completed', 'run_failed', 'run_abandoned'))
             """;
         await using var command = dataSource.CreateCommand(sql);
         command.Parameters.AddWithValue(executor.Value.NodeId);
-        var runs = new List<(Guid, List<string>, string?)>();
+        var runs = new List<(Guid, List<string>, string?, string?, long, DateTimeOffset?)>();
         await using var reader = await command.ExecuteReaderAsync(ct);
         while (await reader.ReadAsync(ct))
-            runs.Add((reader.GetGuid(0), reader.GetFieldValue<string[]>(1).ToList(), reader.IsDBNull(2) ? null : reader.GetString(2)));
+            runs.Add((reader.GetGuid(0), reader.GetFieldValue<string[]>(1).ToList(), reader.IsDBNull(2) ? null : reader.GetString(2),
+                reader.IsDBNull(3) ? null : reader.GetString(3), reader.GetInt64(4), reader.IsDBNull(5) ? null : reader.GetFieldValue<DateTimeOffset>(5)));
         return runs;
     }
+
+    [LoggerMessage(Level = LogLevel.Critical, Message = "Not starting: {Reason}")]
+    private partial void LogNodeIdInUse(string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Node id {Node} was held by a process that heartbeated within the last {Grace} s: "
+        + "waiting to see whether it is alive (then this process stops) or crashed (then this process takes over once its heartbeat is older than the grace)")]
+    private partial void LogWaitingForNodeId(string node, int grace);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Removing orphaned sandboxes at start-up failed")]
     private partial void LogStartupReapFailed(Exception e);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId} was in flight when the service stopped; recorded RunAbandoned")]
     private partial void LogAbandoned(Guid runId);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: its queue row was {State} without a terminal event; recorded it")]
+    private partial void LogMovedRowEnded(Guid runId, string state);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Count} runs did not finish within the shutdown grace period; stopping them")]
     private partial void LogGraceExceeded(int count);

@@ -20,6 +20,8 @@ using Sandbox.Audited.Executor;
 using Sandbox.Audited.Executor.Pool;
 using Sandbox.Audited.Executor.Sandboxes;
 using Microsoft.Extensions.Options;
+using Polly;
+using Polly.Retry;
 
 using Sandbox.Audited.Api.Idempotency;
 
@@ -241,6 +243,10 @@ public sealed partial class RunOrchestrator(
         var done = signals.DoneAsync(runId);
         _waiting[runId] = run;
         using var waiting = admission.TryWait();
+        // The write-ahead commit succeeded: whatever the database does now, the client learns the run id. Reads while it is
+        // away are retried for as long as the run may take (queue wait, its time limit, one lease), then answered 202.
+        var budget = TimeSpan.FromMilliseconds(options.MaxQueueWaitMs + (long)run.Decision.Limits.TimeoutMs) + TimeSpan.FromSeconds(queueOptions.Value.LeaseSeconds);
+        var claimed = false;
         try
         {
             signals.WakeWorker(); // this node's own executor, without waiting for the notification's round trip
@@ -261,25 +267,33 @@ public sealed partial class RunOrchestrator(
                 await Task.WhenAny(done, Task.Delay(left < Poll ? left : Poll));
                 if (admission.Closed)
                     refusal = new AdmissionRefusal("the service is shutting down", 5, ShuttingDown: true); // refused only if still unclaimed
-                else if (!done.IsCompleted && run.Execution is null && await queue.StateAsync(runId, CancellationToken.None) is not ("queued" or "claimed"))
+                else if (!done.IsCompleted && run.Execution is null
+                         && await WhileStoreAwayAsync(run, budget, token => new ValueTask<string?>(queue.StateAsync(runId, token))) is not ("queued" or "claimed"))
                     break;
             }
-            if (refusal is not null && await queue.RefuseAsync(runId, CancellationToken.None))
+            // A refusal whose commit answer was lost to a broken connection shows as the row already refused.
+            if (refusal is not null && (await WhileStoreAwayAsync(run, budget, token => new ValueTask<bool>(queue.RefuseAsync(runId, token)))
+                                        || await WhileStoreAwayAsync(run, budget, token => new ValueTask<string?>(queue.StateAsync(runId, token))) == "refused"))
             {
                 await CommitOrKeepAsync(run, RunDecisions.Refuse(runId, refusal.Reason, run.Clock.ElapsedMilliseconds, clock.GetUtcNow()));
                 throw new CapacityException(runId, refusal);
             }
             // Claimed: by this node (its own execution answers) or by another executor (the record answers once it is done).
+            claimed = true;
             while (!done.IsCompleted && run.Execution is null)
             {
                 await Task.WhenAny(done, Task.Delay(Poll));
-                if (!done.IsCompleted && run.Execution is null && await queue.StateAsync(runId, CancellationToken.None) is not ("queued" or "claimed"))
+                if (!done.IsCompleted && run.Execution is null
+                    && await WhileStoreAwayAsync(run, budget, token => new ValueTask<string?>(queue.StateAsync(runId, token))) is not ("queued" or "claimed"))
                     break;
             }
             if (run.Execution is { } local)
                 return await local;
-            await using var session = store.QuerySession();
-            var events = await session.Events.FetchStreamAsync(runId, token: CancellationToken.None);
+            var events = await WhileStoreAwayAsync(run, budget, async token =>
+            {
+                await using var session = store.QuerySession();
+                return await session.Events.FetchStreamAsync(runId, token: token);
+            });
             lock (run.Events)
             {
                 run.Events.Clear();
@@ -289,6 +303,20 @@ public sealed partial class RunOrchestrator(
             feed.RecordedElsewhere(runId, events);
             return run.Summary;
         }
+        catch (StoreAwayException e)
+        {
+            // Not refunded and not refused: the run is queued or executes; the client has its id and reads the record later.
+            LogOutcomeUnread(e.InnerException, runId);
+            return run.Summary with
+            {
+                Status = claimed ? RunStatus.Running : RunStatus.Pending,
+                FailureReason = (claimed
+                    ? "The run was handed to an executor and executes, but "
+                    : "The run is recorded and queued for an executor (one may already run it), but ")
+                    + "the audit store was unavailable while this request waited, so its outcome could not be read. Do not send it "
+                    + "again: GET this run's Location for its record.",
+            };
+        }
         finally
         {
             _waiting.TryRemove(runId, out _);
@@ -297,6 +325,37 @@ public sealed partial class RunOrchestrator(
     }
 
     private static readonly TimeSpan Poll = TimeSpan.FromSeconds(1);
+
+    // Reads of a waiting api node while PostgreSQL is briefly away: retried until the run's wait budget is spent.
+    private static readonly ResiliencePipeline WhileStoreAway = new ResiliencePipelineBuilder()
+        .AddRetry(new RetryStrategyOptions
+        {
+            ShouldHandle = new PredicateBuilder().Handle<Exception>(ProblemExceptionHandler.IsStoreUnavailable),
+            MaxRetryAttempts = int.MaxValue,
+            BackoffType = DelayBackoffType.Exponential,
+            Delay = TimeSpan.FromMilliseconds(100),
+            MaxDelay = Poll,
+            UseJitter = true,
+        })
+        .Build();
+
+    /// <summary>One read of the waiting api side; StoreAwayException once the store stayed away beyond the run's wait budget.</summary>
+    private static async Task<T> WhileStoreAwayAsync<T>(AdmittedRun run, TimeSpan budget, Func<CancellationToken, ValueTask<T>> read)
+    {
+        var left = budget - run.Clock.Elapsed;
+        using var spent = new CancellationTokenSource(left > TimeSpan.Zero ? left : TimeSpan.FromMilliseconds(1));
+        try
+        {
+            // At least one attempt, even past the budget: only a failing read ends the wait.
+            return left > TimeSpan.Zero ? await WhileStoreAway.ExecuteAsync(read, spent.Token) : await read(CancellationToken.None);
+        }
+        catch (Exception e) when (ProblemExceptionHandler.IsStoreUnavailable(e) || (e is OperationCanceledException && spent.IsCancellationRequested))
+        {
+            throw new StoreAwayException(e);
+        }
+    }
+
+    private sealed class StoreAwayException(Exception inner) : Exception(inner.Message, inner);
 
     /// <summary>
     /// The executor side: runs a run this node claimed from the queue. A run this node recorded itself is run as that very
@@ -626,6 +685,9 @@ public sealed partial class RunOrchestrator(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: the evidence store is unavailable; its output is kept inside the outcome event")]
     private partial void LogOutputInline(Exception e, Guid runId);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: the audit store stayed away while this node waited for the run; answered 202 with its id")]
+    private partial void LogOutcomeUnread(Exception? e, Guid runId);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: claimed from the queue, but its record or inputs could not be read")]
     private partial void LogClaimedUnreadable(Exception e, Guid runId);

@@ -103,6 +103,9 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
         return builder.ConnectionString;
     }
 
+    /// <summary>This process, random at start: recorded with the node's row so that two processes given one node id are told apart.</summary>
+    public Guid Instance { get; } = Guid.NewGuid();
+
     /// <summary>
     /// Adds the queue row to the unit of work that records the run's request and decision, so that both commit or neither.
     /// claimedBy set: this node runs it itself (no hand-over, no wake-up); otherwise executors are woken.
@@ -281,12 +284,14 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
     public async Task HeartbeatAsync(string node, string roles, int leaseSeconds, IReadOnlyCollection<Guid> held, CancellationToken ct)
     {
         await using var batch = dataSource.CreateBatch();
+        // Only while the row is this process's: a heartbeat never takes the node id from the process that holds it.
         var beat = new NpgsqlBatchCommand("""
-            INSERT INTO sandbox.nodes (node_id, roles) VALUES ($1, $2)
-            ON CONFLICT (node_id) DO UPDATE SET roles = EXCLUDED.roles, heartbeat_at = now()
+            INSERT INTO sandbox.nodes AS n (node_id, roles, instance_id) VALUES ($1, $2, $3)
+            ON CONFLICT (node_id) DO UPDATE SET roles = EXCLUDED.roles, heartbeat_at = now() WHERE n.instance_id = EXCLUDED.instance_id
             """);
         beat.Parameters.AddWithValue(node);
         beat.Parameters.AddWithValue(roles);
+        beat.Parameters.AddWithValue(Instance);
         var extend = new NpgsqlBatchCommand(
             "UPDATE sandbox.run_queue SET lease_until = now() + make_interval(secs => $2) WHERE state = 'claimed' AND node_id = $1 AND run_id = ANY($3)");
         extend.Parameters.AddWithValue(node);
@@ -297,15 +302,52 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
         await batch.ExecuteNonQueryAsync(ct);
     }
 
-    /// <summary>A (re)started node: its start time is now, whatever a previous process of the same id recorded.</summary>
-    public async Task RegisterAsync(string node, string roles, CancellationToken ct)
+    /// <summary>
+    /// A (re)started node takes its id for this process: its start time is now. Refused (NodeIdInUseException) while another
+    /// process holds the id and heartbeated within graceSeconds; a process that stopped cleanly released it, and one that
+    /// crashed is taken over once its heartbeat is older than the grace. One statement: two processes starting at once meet
+    /// on the row's lock, and the second sees the first's claim.
+    /// </summary>
+    /// deadHolder: the instance this process knows to be gone (its pid no longer runs on this host), taken over at once.
+    public async Task RegisterAsync(string node, string roles, int graceSeconds, CancellationToken ct, Guid? deadHolder = null)
     {
-        await using var command = dataSource.CreateCommand("""
-            INSERT INTO sandbox.nodes (node_id, roles) VALUES ($1, $2)
-            ON CONFLICT (node_id) DO UPDATE SET roles = EXCLUDED.roles, started_at = now(), heartbeat_at = now()
-            """);
+        await using (var command = dataSource.CreateCommand("""
+            INSERT INTO sandbox.nodes AS n (node_id, roles, instance_id, host, pid) VALUES ($1, $2, $3, $5, $6)
+            ON CONFLICT (node_id) DO UPDATE SET roles = EXCLUDED.roles, instance_id = EXCLUDED.instance_id, host = EXCLUDED.host, pid = EXCLUDED.pid,
+                started_at = now(), heartbeat_at = now()
+            WHERE n.instance_id IS NULL OR n.instance_id = EXCLUDED.instance_id OR n.instance_id = $7
+               OR n.heartbeat_at < now() - make_interval(secs => $4)
+            RETURNING true
+            """))
+        {
+            command.Parameters.AddWithValue(node);
+            command.Parameters.AddWithValue(roles);
+            command.Parameters.AddWithValue(Instance);
+            command.Parameters.AddWithValue(graceSeconds);
+            command.Parameters.AddWithValue(Environment.MachineName);
+            command.Parameters.AddWithValue(Environment.ProcessId);
+            command.Parameters.Add(new NpgsqlParameter<Guid?> { TypedValue = deadHolder, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Uuid });
+            if (await command.ExecuteScalarAsync(ct) is true)
+                return;
+        }
+        await using var holder = dataSource.CreateCommand(
+            "SELECT instance_id, heartbeat_at, extract(epoch FROM now() - heartbeat_at)::float8, host, pid FROM sandbox.nodes WHERE node_id = $1");
+        holder.Parameters.AddWithValue(node);
+        await using var reader = await holder.ExecuteReaderAsync(ct);
+        await reader.ReadAsync(ct);
+        throw new NodeIdInUseException(node, reader.GetGuid(0), reader.GetFieldValue<DateTimeOffset>(1), reader.GetDouble(2), graceSeconds)
+        {
+            Host = reader.IsDBNull(3) ? null : reader.GetString(3),
+            Pid = reader.IsDBNull(4) ? null : reader.GetInt32(4),
+        };
+    }
+
+    /// <summary>A clean stop gives the node id back at once, so that the node's next process need not wait out the grace.</summary>
+    public async Task ReleaseAsync(string node, CancellationToken ct)
+    {
+        await using var command = dataSource.CreateCommand("UPDATE sandbox.nodes SET instance_id = NULL WHERE node_id = $1 AND instance_id = $2");
         command.Parameters.AddWithValue(node);
-        command.Parameters.AddWithValue(roles);
+        command.Parameters.AddWithValue(Instance);
         await command.ExecuteNonQueryAsync(ct);
     }
 
@@ -346,4 +388,23 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
             runs.Add(reader.GetGuid(0));
         return runs;
     }
+}
+
+/// <summary>Another live process already runs as this node: starting would reap its containers and abandon its runs.</summary>
+public sealed class NodeIdInUseException(string node, Guid instance, DateTimeOffset heartbeatAt, double heartbeatSecondsAgo, int graceSeconds) : Exception(
+    $"Executor:NodeId '{node}' is in use by another running process (instance {instance}, last heartbeat {heartbeatSecondsAgo:F0} s ago). "
+    + $"Give each process its own Executor:NodeId. If that process has stopped (crash or kill), start this one again once its last "
+    + $"heartbeat is older than Queue:AbandonGraceSeconds ({graceSeconds} s).")
+{
+    public string Node => node;
+
+    /// <summary>The holder's last heartbeat: one that moves on while this process waits belongs to a live process.</summary>
+    public DateTimeOffset HeartbeatAt => heartbeatAt;
+
+    public Guid Instance => instance;
+
+    /// <summary>Where the holder runs (null: a process from before these were recorded).</summary>
+    public string? Host { get; init; }
+
+    public int? Pid { get; init; }
 }

@@ -203,6 +203,8 @@ public sealed class RunDecisionTests
             RunDecisions.Abandon(RunId, "n", [], [], Now, waitedInQueue: true),
             RunDecisions.InputsUnreadable(RunId, "erased", Now),
             RunDecisions.AbandonSilentNode(RunId, "exec-b", Now.AddMinutes(-2), 60, Now),
+            RunDecisions.EndMovedRow(RunId, "refused", "api-a", false, 1500, Now)!,
+            RunDecisions.EndMovedRow(RunId, "abandoned", "api-a", false, 0, Now)!,
         ];
 
         Assert.All(endings, events => Assert.Single(events, e => e is RunCompleted or RunFailed or RunAbandoned));
@@ -236,5 +238,18 @@ public sealed class RunDecisionTests
         var abandoned = Assert.IsType<RunAbandoned>(Assert.Single(RunDecisions.Abandon(RunId, "api-a", [], [], Now, waitedInQueue: true)));
 
         Assert.Contains("waited in the queue for an executor; it never ran", abandoned.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ARowMovedWithoutItsTerminalEventGetsTheOneTheMoveMeantAtTheTimeOfTheMove()
+    {
+        var refused = Assert.IsType<RunCompleted>(Assert.Single(RunDecisions.EndMovedRow(RunId, "refused", "api-a", false, 1500, Now.AddMinutes(-1))!));
+        var abandoned = Assert.IsType<RunAbandoned>(Assert.Single(RunDecisions.EndMovedRow(RunId, "abandoned", "api-a", false, 0, Now)!));
+
+        Assert.Equal((RunStatus.Refused, 1500L, Now.AddMinutes(-1)), (refused.Status, refused.DurationMs, refused.At));
+        Assert.Equal("api-a", abandoned.Node);
+        Assert.Contains("it never ran", abandoned.Reason, StringComparison.Ordinal);
+        Assert.Null(RunDecisions.EndMovedRow(RunId, "finished", "api-a", true, 0, Now));
+        Assert.Null(RunDecisions.EndMovedRow(RunId, "claimed", "api-a", true, 0, Now));
     }
 }

@@ -45,11 +45,19 @@ public sealed class ClusterFixture : IAsyncLifetime
         _api.StartServer();
     }
 
-    private WebApplicationFactory<Program> Node(string nodeId, string roles, Dictionary<string, string?> extra)
+    /// <summary>One more node of the cluster, e.g. an api node that reaches PostgreSQL through a proxy the test cuts; the caller disposes it.</summary>
+    public WebApplicationFactory<Program> StartNode(string nodeId, string roles, string connection, Dictionary<string, string?> extra)
+    {
+        var factory = Node(nodeId, roles, extra, connection);
+        factory.StartServer();
+        return factory;
+    }
+
+    private WebApplicationFactory<Program> Node(string nodeId, string roles, Dictionary<string, string?> extra, string? connection = null)
     {
         var settings = new Dictionary<string, string?>
         {
-            ["ConnectionStrings:Sandbox"] = Database.AppConnection,
+            ["ConnectionStrings:Sandbox"] = connection ?? Database.AppConnection,
             ["Auth:Mode"] = Auth.Mode,
             ["Auth:Issuer"] = Auth.Issuer,
             ["Auth:Audience"] = Auth.Audience,
@@ -76,9 +84,11 @@ public sealed class ClusterFixture : IAsyncLifetime
         });
     }
 
-    public HttpClient Api(string subject, string tenant)
+    public HttpClient Api(string subject, string tenant) => Client(_api!, subject, tenant);
+
+    public HttpClient Client(WebApplicationFactory<Program> node, string subject, string tenant)
     {
-        var client = _api!.CreateClient();
+        var client = node.CreateClient();
         client.Timeout = TimeSpan.FromSeconds(60);
         client.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer",
             DevelopmentTokens.Mint(Auth, subject, tenant, [Roles.Runner], TimeSpan.FromMinutes(30)));

@@ -171,6 +171,157 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     }
 
     [Fact]
+    public async Task RowsMovedToRefusedOrAbandonedWithoutTheirTerminalEventGetItOnceAtRestart()
+    {
+        // An api node moved these rows, then stopped before the terminal event of the move committed.
+        var node = "api-moved-" + Guid.NewGuid().ToString("N")[..6];
+        var refused = await RecordedAsync(node);
+        var abandoned = await RecordedAsync(node);
+        var ended = await RecordedAsync(node);
+        await cluster.Database.ExecuteAsync("""
+            INSERT INTO sandbox.run_queue (run_id, tenant, payload, state, requested_by, enqueued_at, finished_at)
+            VALUES ($1, 'tenant-cluster', '{}', 'refused', $4, now() - interval '2 seconds', now()),
+                   ($2, 'tenant-cluster', '{}', 'abandoned', $4, now(), now()),
+                   ($3, 'tenant-cluster', '{}', 'refused', $4, now(), now())
+            """, refused, abandoned, ended, node);
+        var store = cluster.ApiServices.GetRequiredService<IDocumentStore>();
+        await (await RunStream.ResumeAsync(store, ended, new WriteContext("ada", null), CancellationToken.None))
+            .AppendAsync(new RunCompleted(ended, RunStatus.Refused, null, 1500, "no slot", DateTimeOffset.UtcNow), CancellationToken.None);
+
+        // The node restarts (twice): each run gets the one terminal event its row's move meant, and only once.
+        for (var start = 0; start < 2; start++)
+            await using (cluster.StartNode(node, "api", cluster.Database.AppConnection, []))
+            {
+            }
+
+        Assert.Equal(["run_requested", "policy_evaluated", "run_queued", "run_completed"], await TypesAsync(refused));
+        Assert.Equal("refused", await cluster.Database.ScalarAsync<string>(
+            "SELECT data ->> 'status' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_completed'", refused));
+        Assert.InRange(await cluster.Database.ScalarAsync<long>(
+            "SELECT (data ->> 'durationMs')::bigint FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_completed'", refused), 1900, 2100);
+        Assert.Equal(["run_requested", "policy_evaluated", "run_queued", "run_abandoned"], await TypesAsync(abandoned));
+        Assert.Contains("it never ran", await cluster.Database.ScalarAsync<string>(
+            "SELECT data ->> 'reason' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_abandoned'", abandoned), StringComparison.Ordinal);
+        Assert.Equal(["run_requested", "policy_evaluated", "run_queued", "run_completed"], await TypesAsync(ended));
+    }
+
+    [Fact]
+    public async Task ASecondProcessWithTheNodeIdOfALiveOneRefusesToStartAndTouchesNothingOfIt()
+    {
+        // The live executor node holds this run (its lease runs for an hour): a twin's start-up would abandon it.
+        var runId = await RecordedAsync(cluster.ApiNode);
+        await cluster.Database.ExecuteAsync("""
+            INSERT INTO sandbox.run_queue (run_id, tenant, payload, state, requested_by, node_id, claimed_at, lease_until)
+            VALUES ($1, 'tenant-cluster', '{}', 'claimed', $2, $3, now(), now() + interval '1 hour')
+            """, runId, cluster.ApiNode, cluster.ExecutorNode);
+        var pool = await PoolContainersAsync(cluster.ExecutorNode);
+        Assert.NotEmpty(pool);
+        try
+        {
+            var refused = Assert.ThrowsAny<Exception>(() => cluster.StartNode(cluster.ExecutorNode, "executor", cluster.Database.AppConnection, []));
+
+            Assert.Contains($"Executor:NodeId '{cluster.ExecutorNode}' is in use by another running process", refused.ToString(), StringComparison.Ordinal);
+            Assert.Contains("Give each process its own Executor:NodeId", refused.ToString(), StringComparison.Ordinal);
+            Assert.Equal("claimed", await StateAsync(runId));
+            Assert.DoesNotContain("run_abandoned", await TypesAsync(runId));
+            Assert.Subset((await PoolContainersAsync(cluster.ExecutorNode)).ToHashSet(), pool.ToHashSet());
+            var (response, body) = await cluster.Api("ada", "tenant-cluster").RunAsync(new { language = "python", code = "print('still here')" });
+            Assert.Equal((HttpStatusCode.OK, "succeeded"), (response.StatusCode, body.Str("status")));
+        }
+        finally
+        {
+            await cluster.Database.ExecuteAsync("UPDATE sandbox.run_queue SET state = 'finished' WHERE run_id = $1", runId);
+        }
+    }
+
+    [Fact]
+    public async Task ANodeWhosePreviousProcessCrashedTakesItsIdOverOnceTheDeadHeartbeatIsOlderThanTheGraceAndACleanStopGivesItBack()
+    {
+        // The previous process was killed a moment ago: its last heartbeat is fresh, but it no longer moves.
+        var node = "api-crashed-" + Guid.NewGuid().ToString("N")[..6];
+        var dead = Guid.NewGuid();
+        await cluster.Database.ExecuteAsync(
+            "INSERT INTO sandbox.nodes (node_id, roles, instance_id, heartbeat_at) VALUES ($1, 'api', $2, now())", node, dead);
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        await using (cluster.StartNode(node, "api", cluster.Database.AppConnection, []))
+        {
+            Assert.InRange(watch.Elapsed, TimeSpan.FromSeconds(ClusterFixture.GraceSeconds - 0.5), TimeSpan.FromSeconds(ClusterFixture.GraceSeconds + 10));
+            Assert.NotEqual(dead, await cluster.Database.ScalarAsync<Guid>("SELECT instance_id FROM sandbox.nodes WHERE node_id = $1", node));
+        }
+        // A clean stop gave the id back: the next process starts at once.
+        Assert.Null(await cluster.Database.ScalarAsync<Guid?>("SELECT instance_id FROM sandbox.nodes WHERE node_id = $1", node));
+        await using (cluster.StartNode(node, "api", cluster.Database.AppConnection, []))
+            Assert.NotNull(await cluster.Database.ScalarAsync<Guid?>("SELECT instance_id FROM sandbox.nodes WHERE node_id = $1", node));
+    }
+
+    [Fact]
+    public async Task ANodeKilledOnThisHostIsTakenOverAtOnceWhenItsPidIsGone()
+    {
+        using var gone = System.Diagnostics.Process.Start("true")!;
+        await gone.WaitForExitAsync();
+        var node = "api-killed-" + Guid.NewGuid().ToString("N")[..6];
+        await cluster.Database.ExecuteAsync(
+            "INSERT INTO sandbox.nodes (node_id, roles, instance_id, heartbeat_at, host, pid) VALUES ($1, 'api', $2, now(), $3, $4)",
+            node, Guid.NewGuid(), Environment.MachineName, gone.Id);
+
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        await using (cluster.StartNode(node, "api", cluster.Database.AppConnection, []))
+            Assert.Equal(Environment.ProcessId, await cluster.Database.ScalarAsync<int>("SELECT pid FROM sandbox.nodes WHERE node_id = $1", node));
+        // Without waiting out the grace (nor watching the dead heartbeat for a beat).
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(ClusterFixture.GraceSeconds + 1), $"took {watch.Elapsed}");
+    }
+
+    [Fact]
+    public async Task AJournalFilePostgresRejectsForGoodIsSetAsideAndTheFilesAfterItAreCommitted()
+    {
+        // Three journaled outcomes; the first (in commit order) carries a NUL in its reason, which jsonb refuses (22P05).
+        var node = "journal-" + Guid.NewGuid().ToString("N")[..6];
+        var store = cluster.ApiServices.GetRequiredService<IDocumentStore>();
+        var rejected = new System.Collections.Concurrent.ConcurrentQueue<string?>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument is { Name: "sandbox.journal.rejected", Meter.Name: Sandbox.Audited.Api.Metrics.RunMetrics.MeterName })
+                l.EnableMeasurementEvents(instrument);
+        };
+        listener.SetMeasurementEventCallback<long>((_, _, tags, _) => rejected.Enqueue(tags.ToArray().Single(t => t.Key == "class").Value as string));
+        listener.Start();
+        var journal = new OutcomeJournal(store, cluster.ApiServices.GetRequiredService<RunFeed>(), cluster.ApiServices.GetRequiredService<RunQueue>(),
+            Options.Create(new ExecutorOptions { NodeId = node, JournalDirectory = cluster.JournalDirectory }), NullLogger<OutcomeJournal>.Instance,
+            cluster.ApiServices.GetRequiredService<Sandbox.Audited.Api.Metrics.RunMetrics>());
+        var bad = await RecordedAsync(node);
+        var good = new[] { await RecordedAsync(node), await RecordedAsync(node) };
+        foreach (var runId in new[] { bad }.Concat(good))
+            await journal.KeepAsync(new RunStream(store, runId, new WriteContext("ada", null, Tenant: "tenant-cluster")),
+            [
+                new SandboxExited(runId, 0, null, false, false, false, 1000, 500, 100, 9000, DateTimeOffset.UtcNow),
+                new RunCompleted(runId, RunStatus.Succeeded, 0, 12, runId == bad ? "a reason with a \0 NUL" : null, DateTimeOffset.UtcNow),
+            ]);
+        await journal.KeepAsync(new RunStream(store, bad, new WriteContext("ada", null, Tenant: "tenant-cluster")),
+            RunDecisions.Removed(bad, "c0ffee", SandboxRemoval.Removed, DateTimeOffset.UtcNow), "removed");
+
+        await journal.StartAsync(CancellationToken.None);
+        try
+        {
+            foreach (var runId in good)
+                await Eventually.WaitUntilAsync(async () => (await TypesAsync(runId)).Contains("run_completed"),
+                    () => "a journal file after the rejected one was never committed", TimeSpan.FromSeconds(20));
+            await Eventually.WaitUntilAsync(() => Task.FromResult(File.Exists(Path.Combine(journal.RejectedDirectory, $"{bad:D}.json"))),
+                () => "the rejected file was not set aside", TimeSpan.FromSeconds(20));
+        }
+        finally
+        {
+            await journal.StopAsync(CancellationToken.None);
+        }
+
+        Assert.True(File.Exists(Path.Combine(journal.RejectedDirectory, $"{bad:D}.removed.json")), "the rejected run's later part stayed behind");
+        Assert.Equal(0, journal.Pending);
+        Assert.Empty(journal.HeldRunIds()); // its lease is no longer renewed: the sweeper ends the run
+        Assert.Equal(["run_requested", "policy_evaluated", "run_queued"], await TypesAsync(bad));
+        Assert.Equal("22", Assert.Single(rejected));
+    }
+
+    [Fact]
     public async Task ClaimIsExclusiveUnderConcurrentClaimers()
     {
         await using var database = new TestDatabase();
@@ -360,6 +511,16 @@ public sealed class RunQueueTests(ClusterFixture cluster)
         new QueuedRequest("python", new string('0', 64), 0, new string('0', 64), 0, [], [], RequestedLimits.None, "internal", "python", "standard"),
         new PolicyDecision(Decision.Allow, "test", [], new RunLimits(1000, 64, 1, 16, 1024, 16), [], []), new Caller("ada", tenant, ["runner"]), null, null);
 
+    private static async Task<List<string>> PoolContainersAsync(string node)
+    {
+        using var docker = new Docker.DotNet.DockerClientConfiguration(new Uri("unix:///var/run/docker.sock")).CreateClient();
+        var containers = await docker.Containers.ListContainersAsync(new Docker.DotNet.Models.ContainersListParameters
+        {
+            Filters = new Dictionary<string, IDictionary<string, bool>> { ["label"] = new Dictionary<string, bool> { [$"{Sandbox.Audited.Executor.Sandboxes.ContainerSpec.NodeLabel}={node}"] = true } },
+        });
+        return containers.Select(c => c.ID).ToList();
+    }
+
     private async Task<string?> StateAsync(Guid runId) =>
         await cluster.Database.ScalarAsync<string>("SELECT state FROM sandbox.run_queue WHERE run_id = $1", runId);
 
@@ -379,6 +540,18 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     /// <summary>A run recorded as the api records it, claimed by a node that the test plays (heartbeating now).</summary>
     private async Task<Guid> ClaimedByAsync(string node)
     {
+        var runId = await RecordedAsync(cluster.ApiNode);
+        await cluster.Database.ExecuteAsync("INSERT INTO sandbox.nodes (node_id, roles) VALUES ($1, 'executor')", node);
+        await cluster.Database.ExecuteAsync("""
+            INSERT INTO sandbox.run_queue (run_id, tenant, payload, state, requested_by, node_id, claimed_at, lease_until)
+            VALUES ($1, 'tenant-cluster', '{}', 'claimed', $2, $3, now(), now() + interval '1 hour')
+            """, runId, cluster.ApiNode, node);
+        return runId;
+    }
+
+    /// <summary>A run's write-ahead events as api node apiNode records them (its queue row is the test's to write).</summary>
+    private async Task<Guid> RecordedAsync(string apiNode)
+    {
         var runId = Guid.CreateVersion7();
         var caller = new Caller("ada", "tenant-cluster", ["runner"]);
         var now = DateTimeOffset.UtcNow;
@@ -386,15 +559,10 @@ public sealed class RunQueueTests(ClusterFixture cluster)
         await stream.AppendAsync(
         [
             new RunRequested(runId, caller, "python", null, new string('0', 64), 0, new string('0', 64), 0, [], [], RequestedLimits.None, "internal",
-                new ClientInfo("127.0.0.1", "test", null, null), cluster.ApiNode, now, InputsStored: true),
+                new ClientInfo("127.0.0.1", "test", null, null), apiNode, now, InputsStored: true),
             new PolicyEvaluated(runId, Decision.Allow, "test", [], new RunLimits(1000, 64, 1, 16, 1024, 16), [], [], now),
-            new RunQueued(runId, cluster.ApiNode, null, now),
+            new RunQueued(runId, apiNode, null, now),
         ], CancellationToken.None);
-        await cluster.Database.ExecuteAsync("INSERT INTO sandbox.nodes (node_id, roles) VALUES ($1, 'executor')", node);
-        await cluster.Database.ExecuteAsync("""
-            INSERT INTO sandbox.run_queue (run_id, tenant, payload, state, requested_by, node_id, claimed_at, lease_until)
-            VALUES ($1, 'tenant-cluster', '{}', 'claimed', $2, $3, now(), now() + interval '1 hour')
-            """, runId, cluster.ApiNode, node);
         return runId;
     }
 
