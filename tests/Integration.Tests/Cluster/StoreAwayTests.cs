@@ -20,9 +20,9 @@ public sealed class StoreAwayTests(ClusterFixture cluster)
 
         var posting = client.RunAsync(new { language = "python", code = "import time\ntime.sleep(3)\nprint('done')" });
         var runId = await ClaimedRunAsync(node);
-        await proxy.CutAsync();
+        await proxy.StopAsync();
         await Task.Delay(TimeSpan.FromSeconds(2)); // the api node's polls fail meanwhile
-        proxy.Resume();
+        proxy.Start();
         var (response, body) = await posting;
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
@@ -42,9 +42,9 @@ public sealed class StoreAwayTests(ClusterFixture cluster)
         // Wait budget: queue wait 1.5 s + the run's 2 s time limit + one 2 s lease.
         var posting = client.RunAsync(new { language = "python", code = "import time\ntime.sleep(1)\nprint('done')", limits = new { timeoutMs = 2000 } });
         var runId = await ClaimedRunAsync(node);
-        await proxy.CutAsync();
+        await proxy.StopAsync();
         var (response, body) = await posting.WaitAsync(TimeSpan.FromSeconds(30));
-        proxy.Resume();
+        proxy.Start();
 
         Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
         Assert.Equal($"/v1/runs/{runId}", response.Headers.Location?.ToString());
@@ -60,15 +60,15 @@ public sealed class StoreAwayTests(ClusterFixture cluster)
         Assert.Equal(1L, await TerminalsAsync(runId));
     }
 
-    private static TcpProxy Proxy()
+    private static SocketProxy Proxy()
     {
         var upstream = new NpgsqlConnectionStringBuilder(TestEnvironment.AdminConnection);
-        var proxy = new TcpProxy(new IPEndPoint(IPAddress.Parse(upstream.Host == "localhost" ? "127.0.0.1" : upstream.Host!), upstream.Port));
-        proxy.Resume();
+        var proxy = SocketProxy.Tcp(new IPEndPoint(IPAddress.Parse(upstream.Host == "localhost" ? "127.0.0.1" : upstream.Host!), upstream.Port));
+        proxy.Start();
         return proxy;
     }
 
-    private Microsoft.AspNetCore.Mvc.Testing.WebApplicationFactory<Program> ProxiedApi(TcpProxy proxy, out string node)
+    private Microsoft.AspNetCore.Mvc.Testing.WebApplicationFactory<Program> ProxiedApi(SocketProxy proxy, out string node)
     {
         node = "api-away-" + Guid.NewGuid().ToString("N")[..6];
         var connection = new NpgsqlConnectionStringBuilder(cluster.Database.AppConnection) { Host = "127.0.0.1", Port = proxy.Port, Timeout = 2 }.ConnectionString;

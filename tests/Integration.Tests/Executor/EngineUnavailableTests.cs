@@ -8,7 +8,7 @@ namespace Sandbox.Audited.Tests.Executor;
 /// <summary>A service whose Docker endpoint is a socket nobody listens on yet (the engine is away).</summary>
 public sealed class EngineAwayFixture : ServiceFixture, IAsyncLifetime
 {
-    public DockerSocketProxy Engine { get; } = new(Path.Combine(Path.GetTempPath(), "sbx-engine-" + Guid.NewGuid().ToString("N")[..8] + ".sock"));
+    public SocketProxy Engine { get; } = SocketProxy.Unix(Path.Combine(Path.GetTempPath(), "sbx-engine-" + Guid.NewGuid().ToString("N")[..8] + ".sock"));
 
     protected override IDictionary<string, string?> Settings => new Dictionary<string, string?>
     {

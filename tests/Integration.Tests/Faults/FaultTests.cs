@@ -140,7 +140,7 @@ public sealed class FaultTests(ITestOutputHelper output) : IAsyncLifetime
         var database = new TestDatabase();
         await database.CreateAsync();
         _resources.Add(database);
-        var engine = new DockerSocketProxy(Path.Combine(Path.GetTempPath(), "sbx-engine-" + Guid.NewGuid().ToString("N")[..8] + ".sock"));
+        var engine = SocketProxy.Unix(Path.Combine(Path.GetTempPath(), "sbx-engine-" + Guid.NewGuid().ToString("N")[..8] + ".sock"));
         _resources.Add(engine);
         engine.Start();
         var setup = new ServiceProcess.Setup(database, _keyPath, _nodeId);
