@@ -86,16 +86,33 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
     /// <summary>Adjacent output of one run's stream, contiguous in offset, becomes one item of at most ChunkBytes.</summary>
     private static List<Item> Merge(List<Item> items)
     {
-        var merged = new List<Item>(items.Count);
+        // Each merged item's bytes are gathered once, then copied once: a program writing thousands of one-byte chunks
+        // must not make the relay copy its output over and over.
+        var merged = new List<(Item First, List<byte[]> Parts, int Length)>(items.Count);
         foreach (var item in items)
         {
-            if (merged.Count > 0 && merged[^1] is { Kind: "o" } last && item.Kind == "o" && item.Run == last.Run && item.Stream == last.Stream
-                && last.Offset + last.Bytes!.Length == item.Offset && last.Bytes.Length + item.Bytes!.Length <= ChunkBytes)
-                merged[^1] = last with { Bytes = [.. last.Bytes, .. item.Bytes] };
+            if (merged.Count > 0 && merged[^1] is { First.Kind: "o" } last && item.Kind == "o" && item.Run == last.First.Run
+                && item.Stream == last.First.Stream && last.First.Offset + last.Length == item.Offset && last.Length + item.Bytes!.Length <= ChunkBytes)
+            {
+                last.Parts.Add(item.Bytes);
+                merged[^1] = last with { Length = last.Length + item.Bytes.Length };
+            }
             else
-                merged.Add(item);
+                merged.Add((item, [item.Bytes ?? []], item.Bytes?.Length ?? 0));
         }
-        return merged;
+        return [.. merged.Select(m => m.Parts.Count == 1 ? m.First : m.First with { Bytes = Concat(m.Parts, m.Length) })];
+    }
+
+    private static byte[] Concat(List<byte[]> parts, int length)
+    {
+        var bytes = new byte[length];
+        var at = 0;
+        foreach (var part in parts)
+        {
+            part.CopyTo(bytes, at);
+            at += part.Length;
+        }
+        return bytes;
     }
 
     /// <summary>The items as JSON arrays, each as long as fits one notification, in order.</summary>

@@ -24,6 +24,7 @@ public sealed partial class NodeHeartbeat(
     TimeProvider clock,
     RunOrchestrator runs,
     OutcomeJournal journal,
+    IHostApplicationLifetime lifetime,
     ILogger<NodeHeartbeat> logger) : BackgroundService
 {
     // Sweeping starts only after this node has heartbeated without a break for the grace: after a PostgreSQL outage every
@@ -52,6 +53,12 @@ public sealed partial class NodeHeartbeat(
                 if (clock.GetUtcNow() - _beatingSince >= TimeSpan.FromSeconds(options.Value.AbandonGraceSeconds))
                     await SweepAsync(stoppingToken);
             }
+            catch (NodeIdLostException e)
+            {
+                LogNodeIdLost(e.Message);
+                lifetime.StopApplication();
+                return; // the id is another process's now: no release
+            }
             catch (Exception e) when (!stoppingToken.IsCancellationRequested)
             {
                 _beatingSince = null;
@@ -69,6 +76,9 @@ public sealed partial class NodeHeartbeat(
             LogReleaseFailed(e);
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Critical, Message = "{Reason}")]
+    private partial void LogNodeIdLost(string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Releasing the node id at shutdown failed; the next process of this node waits for Queue:AbandonGraceSeconds")]
     private partial void LogReleaseFailed(Exception e);

@@ -41,7 +41,6 @@ public sealed partial class RunLifecycle(
 {
     public async Task StartAsync(CancellationToken ct)
     {
-        await TakeNodeIdAsync(ct);
         IReadOnlyList<(string ContainerId, string? RunLabel)> swept = [];
         try
         {
@@ -101,7 +100,7 @@ public sealed partial class RunLifecycle(
                 await queue.RegisterAsync(executor.Value.NodeId, node.Value.Roles, options.AbandonGraceSeconds, ct, dead);
                 return;
             }
-            catch (NodeIdInUseException e) when (dead != e.Instance && e.Host == Environment.MachineName && e.Pid is { } pid && !ProcessRuns(pid))
+            catch (NodeIdInUseException e) when (dead != e.Instance && e.Host == RunQueue.HostIdentity && !string.IsNullOrEmpty(e.Host) && e.Pid is { } pid && !ProcessRuns(pid))
             {
                 dead = e.Instance;
                 continue;
@@ -186,7 +185,9 @@ public sealed partial class RunLifecycle(
 
     public Task StopAsync(CancellationToken ct) => Task.CompletedTask;
 
-    public Task StartingAsync(CancellationToken ct) => Task.CompletedTask;
+    // Before any hosted service starts (policy activation records, the daemon, heartbeats): a process refused the node id
+    // leaves nothing behind in the node's name.
+    public Task StartingAsync(CancellationToken ct) => TakeNodeIdAsync(ct);
 
     public Task StartedAsync(CancellationToken ct) => Task.CompletedTask;
 

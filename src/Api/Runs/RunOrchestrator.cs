@@ -165,37 +165,48 @@ public sealed partial class RunOrchestrator(
             throw new WriteAheadException(e);
         }
         var now = clock.GetUtcNow();
-        var events = new List<object>(RunDecisions.Request(runId, caller, client, request, files, decision, executorOptions.Value.NodeId,
-            watch.ElapsedMilliseconds, now, reproduces));
+        IReadOnlyList<object> requested = RunDecisions.Request(runId, caller, client, request, files, decision, executorOptions.Value.NodeId,
+            watch.ElapsedMilliseconds, now, reproduces);
 
         // An allowed run enters the run queue in the same commit. A node that is also an executor and has a free slot takes
         // it at once (inserted claimed: no hand-over, no extra round trip); otherwise any executor is woken to claim it.
         var nodeId = executorOptions.Value.NodeId;
         var slot = decision.Allowed && node.Value.Executor ? admission.TryEnter(caller.Tenant) : null;
-        Action<IDocumentSession>? enqueue = null;
-        if (decision.Allowed)
-        {
-            events.Add(RunDecisions.Queued(runId, nodeId, slot is null ? null : nodeId, now));
-            var work = new RunWork(runId,
-                new QueuedRequest(request.Language, Sha256Hex.Of(code), code.Length, Sha256Hex.Of(request.Stdin), request.Stdin.Length, request.Args, files,
-                    request.Limits, request.Classification, request.Runtime, request.Isolation),
-                decision, caller, imageId, client.CorrelationId);
-            enqueue = session => queue.Enqueue(session, work, caller.Tenant, nodeId, slot is null ? null : nodeId, queueOptions.Value.LeaseSeconds);
-        }
-
+        var work = new RunWork(runId,
+            new QueuedRequest(request.Language, Sha256Hex.Of(code), code.Length, Sha256Hex.Of(request.Stdin), request.Stdin.Length, request.Args, files,
+                request.Limits, request.Classification, request.Runtime, request.Isolation),
+            decision, caller, imageId, client.CorrelationId);
+        var callback = decision.Allowed ? CallbackOutbox.Enqueue(runId, caller.Tenant, callbackUrl) : null;
         var stream = new RunStream(store, runId, Context(caller, client));
+
+        // One commit: the request, the decision, its queue entry, inputs, callback and key. Not cancelled by a client that goes
+        // away: a commit cut short could be recorded and yet look failed here.
+        Task CommitAsync(List<object> events, string? claimedBy) => RecordAsync(stream, events, CancellationToken.None, session =>
+        {
+            EvidenceStore.Stage(session, caller.Tenant, staged);
+            if (decision.Allowed)
+                queue.Enqueue(session, work, caller.Tenant, nodeId, claimedBy, queueOptions.Value.LeaseSeconds, admission.Options.MaxConcurrentRunsPerTenant);
+            callback?.Invoke(session);
+            if (idempotencyKey is not null)
+                IdempotencyStore.AttachRun(session, caller, idempotencyKey, runId);
+        });
+        List<object> WithQueued(string? claimedBy) => decision.Allowed ? [.. requested, RunDecisions.Queued(runId, nodeId, claimedBy, now)] : [.. requested];
+
+        List<object> events;
         try
         {
-            var callback = decision.Allowed ? CallbackOutbox.Enqueue(runId, caller.Tenant, callbackUrl) : null;
-            // Not cancelled by a client that goes away: a commit cut short could be recorded and yet look failed here.
-            await RecordAsync(stream, events, CancellationToken.None, session =>
+            try
             {
-                EvidenceStore.Stage(session, caller.Tenant, staged);
-                enqueue?.Invoke(session);
-                callback?.Invoke(session);
-                if (idempotencyKey is not null)
-                    IdempotencyStore.AttachRun(session, caller, idempotencyKey, runId);
-            });
+                await CommitAsync(events = WithQueued(slot is null ? null : nodeId), slot is null ? null : nodeId);
+            }
+            catch (Exception e) when (slot is not null && RunQueue.IsTenantAtCeiling(e))
+            {
+                // The tenant runs its ceiling elsewhere in the cluster: nothing was recorded. Recorded again, queued for any
+                // executor, whose claim waits for the tenant's room.
+                slot.Dispose();
+                slot = null;
+                await CommitAsync(events = WithQueued(null), null);
+            }
         }
         catch (Exception e)
         {

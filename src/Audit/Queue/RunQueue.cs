@@ -98,9 +98,49 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
     public static string Prepared(string connectionString)
     {
         var builder = new NpgsqlConnectionStringBuilder(connectionString);
-        if (builder.MaxAutoPrepare == 0)
+        // Only when not configured: `Max Auto Prepare=0` turns it off (behind PgBouncer in transaction mode, for instance).
+        if (!builder.ContainsKey("Max Auto Prepare"))
             builder.MaxAutoPrepare = 64;
         return builder.ConnectionString;
+    }
+
+    /// <summary>
+    /// Where this process runs, precisely enough that "its pid no longer runs" can be judged by another process: the host
+    /// name, this boot and the pid namespace. A container sharing the host's name (host networking), a cloned VM with the
+    /// same name or a restarted container differ in boot or namespace, so their holder is watched, never assumed dead.
+    /// </summary>
+    public static string HostIdentity { get; } = $"{Environment.MachineName}|boot={ReadOrEmpty("/proc/sys/kernel/random/boot_id")}|pidns={PidNamespace()}";
+
+    private static string ReadOrEmpty(string path)
+    {
+        try
+        {
+            return File.ReadAllText(path).Trim();
+        }
+        catch (IOException)
+        {
+            return "";
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return "";
+        }
+    }
+
+    private static string PidNamespace()
+    {
+        try
+        {
+            return new FileInfo("/proc/self/ns/pid").LinkTarget ?? "";
+        }
+        catch (IOException)
+        {
+            return "";
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return "";
+        }
     }
 
     /// <summary>This process, random at start: recorded with the node's row so that two processes given one node id are told apart.</summary>
@@ -110,7 +150,11 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
     /// Adds the queue row to the unit of work that records the run's request and decision, so that both commit or neither.
     /// claimedBy set: this node runs it itself (no hand-over, no wake-up); otherwise executors are woken.
     /// </summary>
-    public void Enqueue(IDocumentSession session, RunWork work, string tenant, string requestedBy, string? claimedBy, int leaseSeconds)
+    /// <remarks>
+    /// Claimed at once only while the tenant has room across the cluster (maxPerTenant, counted under the tenant's lock as a
+    /// claim counts): otherwise the commit fails with <see cref="IsTenantAtCeiling"/> and the caller records the run as queued.
+    /// </remarks>
+    public void Enqueue(IDocumentSession session, RunWork work, string tenant, string requestedBy, string? claimedBy, int leaseSeconds, int maxPerTenant = int.MaxValue)
     {
         var payload = JsonSerializer.Serialize(work, Json);
         if (claimedBy is null)
@@ -122,11 +166,21 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
         }
         else
         {
+            session.QueueSqlCommand("SELECT sandbox.sbx_room_on_enqueue(?, ?)", tenant, maxPerTenant);
             session.QueueSqlCommand(
                 "INSERT INTO sandbox.run_queue (run_id, tenant, payload, state, requested_by, node_id, claimed_at, lease_until) "
                 + "VALUES (?, ?, ?::jsonb, 'claimed', ?, ?, now(), now() + make_interval(secs => ?))",
                 work.RunId, tenant, payload, requestedBy, claimedBy, leaseSeconds);
         }
+    }
+
+    /// <summary>The fast path's claim was refused: the tenant already runs its ceiling of sandboxes across the cluster.</summary>
+    public static bool IsTenantAtCeiling(Exception? e)
+    {
+        for (; e is not null; e = e.InnerException)
+            if (e is PostgresException { SqlState: "SBX01" })
+                return true;
+        return false;
     }
 
     /// <summary>
@@ -281,8 +335,13 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
     /// journal): one round trip a tick. A claim the process lost (its execution ended without a record) is not extended, so
     /// the sweeper ends it.
     /// </summary>
+    /// <summary>This process took its node id at start (RegisterAsync) and has not lost or released it since.</summary>
+    public bool HoldsNodeId { get; private set; }
+
     public async Task HeartbeatAsync(string node, string roles, int leaseSeconds, IReadOnlyCollection<Guid> held, CancellationToken ct)
     {
+        if (!HoldsNodeId)
+            return; // not yet taken at start-up (or given back): nothing of the node's is this process's to renew
         await using var batch = dataSource.CreateBatch();
         // Only while the row is this process's: a heartbeat never takes the node id from the process that holds it.
         var beat = new NpgsqlBatchCommand("""
@@ -293,13 +352,20 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
         beat.Parameters.AddWithValue(roles);
         beat.Parameters.AddWithValue(Instance);
         var extend = new NpgsqlBatchCommand(
-            "UPDATE sandbox.run_queue SET lease_until = now() + make_interval(secs => $2) WHERE state = 'claimed' AND node_id = $1 AND run_id = ANY($3)");
+            "UPDATE sandbox.run_queue SET lease_until = now() + make_interval(secs => $2) WHERE state = 'claimed' AND node_id = $1 AND run_id = ANY($3) "
+            + "AND EXISTS (SELECT 1 FROM sandbox.nodes WHERE node_id = $1 AND instance_id = $4)");
         extend.Parameters.AddWithValue(node);
         extend.Parameters.AddWithValue(leaseSeconds);
         extend.Parameters.AddWithValue(held.ToArray());
+        extend.Parameters.AddWithValue(Instance);
         batch.BatchCommands.Add(beat);
         batch.BatchCommands.Add(extend);
         await batch.ExecuteNonQueryAsync(ct);
+        if (beat.RecordsAffected == 0)
+        {
+            HoldsNodeId = false;
+            throw new NodeIdLostException(node);
+        }
     }
 
     /// <summary>
@@ -324,11 +390,14 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
             command.Parameters.AddWithValue(roles);
             command.Parameters.AddWithValue(Instance);
             command.Parameters.AddWithValue(graceSeconds);
-            command.Parameters.AddWithValue(Environment.MachineName);
+            command.Parameters.AddWithValue(HostIdentity);
             command.Parameters.AddWithValue(Environment.ProcessId);
             command.Parameters.Add(new NpgsqlParameter<Guid?> { TypedValue = deadHolder, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Uuid });
             if (await command.ExecuteScalarAsync(ct) is true)
+            {
+                HoldsNodeId = true;
                 return;
+            }
         }
         await using var holder = dataSource.CreateCommand(
             "SELECT instance_id, heartbeat_at, extract(epoch FROM now() - heartbeat_at)::float8, host, pid FROM sandbox.nodes WHERE node_id = $1");
@@ -345,6 +414,7 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
     /// <summary>A clean stop gives the node id back at once, so that the node's next process need not wait out the grace.</summary>
     public async Task ReleaseAsync(string node, CancellationToken ct)
     {
+        HoldsNodeId = false;
         await using var command = dataSource.CreateCommand("UPDATE sandbox.nodes SET instance_id = NULL WHERE node_id = $1 AND instance_id = $2");
         command.Parameters.AddWithValue(node);
         command.Parameters.AddWithValue(Instance);
@@ -391,6 +461,16 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
 }
 
 /// <summary>Another live process already runs as this node: starting would reap its containers and abandon its runs.</summary>
+/// <summary>
+/// Another process took this process's node id (it thought this one dead: stalled or cut off for longer than the grace).
+/// This process must stop acting as the node: its leases are no longer renewed, and it stops without reaping.
+/// </summary>
+public sealed class NodeIdLostException(string nodeId) : Exception(
+    $"Another process took the node id '{nodeId}' while this one still ran (it was stalled or cut off from PostgreSQL for longer than Queue:AbandonGraceSeconds). This process stops; its runs are recorded abandoned by the other.")
+{
+    public string NodeId => nodeId;
+}
+
 public sealed class NodeIdInUseException(string node, Guid instance, DateTimeOffset heartbeatAt, double heartbeatSecondsAgo, int graceSeconds) : Exception(
     $"Executor:NodeId '{node}' is in use by another running process (instance {instance}, last heartbeat {heartbeatSecondsAgo:F0} s ago). "
     + $"Give each process its own Executor:NodeId. If that process has stopped (crash or kill), start this one again once its last "
