@@ -265,7 +265,16 @@ public sealed partial class RunOrchestrator(
                 : waiting is null ? new AdmissionRefusal($"the run queue is full ({options.MaxQueueDepth} waiting)", 1)
                 : null;
             var deadline = TimeSpan.FromMilliseconds(options.MaxQueueWaitMs);
-            while (refusal is null && !done.IsCompleted && run.Execution is null)
+            // A wake-up is a hint, not a fact (any role that can log in may NOTIFY): the row says whether the run is over.
+            async Task<bool> FalseWakeUpAsync()
+            {
+                if (!done.IsCompleted || run.Execution is not null
+                    || await WhileStoreAwayAsync(run, budget, token => new ValueTask<string?>(queue.StateAsync(runId, token))) is not ("queued" or "claimed"))
+                    return false;
+                done = signals.DoneAsync(runId);
+                return true;
+            }
+            while (refusal is null && (!done.IsCompleted || await FalseWakeUpAsync()) && run.Execution is null)
             {
                 var left = deadline - run.Clock.Elapsed;
                 if (left <= TimeSpan.Zero)
@@ -291,7 +300,7 @@ public sealed partial class RunOrchestrator(
             }
             // Claimed: by this node (its own execution answers) or by another executor (the record answers once it is done).
             claimed = true;
-            while (!done.IsCompleted && run.Execution is null)
+            while ((!done.IsCompleted || await FalseWakeUpAsync()) && run.Execution is null)
             {
                 await Task.WhenAny(done, Task.Delay(Poll));
                 if (!done.IsCompleted && run.Execution is null

@@ -390,6 +390,35 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     }
 
     [Fact]
+    public async Task AFakeDoneWakeUpDoesNotEndTheWaitForARunStillExecuting()
+    {
+        // Any role that can log in may NOTIFY: here the auditor's, naming a run the executor node is still running.
+        var client = cluster.Api("ada", "tenant-cluster");
+        var answer = client.RunAsync(new { language = "shell", code = "sleep 2; echo really-done" });
+        Guid runId = default;
+        await Eventually.WaitUntilAsync(async () =>
+        {
+            var id = await cluster.Database.ScalarAsync<Guid?>(
+                "SELECT run_id FROM sandbox.run_queue WHERE tenant = 'tenant-cluster' AND state = 'claimed' ORDER BY enqueued_at DESC LIMIT 1");
+            runId = id ?? default;
+            return id is not null;
+        }, () => "the run was never claimed", TimeSpan.FromSeconds(10));
+        await using (var auditor = new NpgsqlConnection(cluster.Database.AuditorConnection))
+        {
+            await auditor.OpenAsync();
+            await using var notify = new NpgsqlCommand("SELECT pg_notify($1, $2)", auditor);
+            notify.Parameters.AddWithValue(RunQueue.DoneChannel);
+            notify.Parameters.AddWithValue(runId.ToString("D"));
+            await notify.ExecuteNonQueryAsync();
+        }
+
+        var (response, run) = await answer;
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(runId.ToString("D"), run.Str("runId"));
+        Assert.Equal("really-done\n", run.Str("stdout.content"));
+    }
+
+    [Fact]
     public async Task TenantCeilingHoldsAcrossConcurrentClaimers()
     {
         await using var database = new TestDatabase();
