@@ -44,11 +44,12 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
         if (run.Output is { } output && run.Tenant is { } tenant && run.Status != RunStatus.Recording)
         {
             (string Name, StreamOutput Stream)[] stored = [.. new[] { ("stdout", output.Stdout), ("stderr", output.Stderr) }.Where(s => s.Item2.Stored)];
-            var whole = stored.Where(s => PreviewIsWhole(s.Stream)).ToList();
+            var whole = stored.Where(s => PreviewIsWhole(s.Stream)).Select(s => s.Name).ToHashSet(StringComparer.Ordinal);
             // Previews that are whole need only "was it erased?": one query for both streams, none for the run's own answer.
-            Dictionary<string, string?> erasures = whole.Count == 0 || justRun ? [] : await ErasuresAsync(tenant, whole.Select(s => s.Stream.Sha256).ToList(), ct);
+            Dictionary<string, string?> erasures = whole.Count == 0 || justRun ? []
+                : await ErasuresAsync(tenant, [.. stored.Where(s => whole.Contains(s.Name)).Select(s => s.Stream.Sha256)], ct);
             foreach (var (name, stream) in stored)
-                if ((whole.Contains((name, stream)) ? erasures.GetValueOrDefault(stream.Sha256) : await EncodingOfAsync(tenant, stream.Sha256, ct)) is { } encoding)
+                if ((whole.Contains(name) ? erasures.GetValueOrDefault(stream.Sha256) : await EncodingOfAsync(tenant, stream.Sha256, ct)) is { } encoding)
                     streamed[name] = (stream, encoding);
         }
 

@@ -140,15 +140,10 @@ public sealed partial class RunOrchestrator(
         var decision = bundle.Evaluate(PolicyInputOf(caller, request));
         var code = Encoding.UTF8.GetBytes(request.Code);
         List<FileDigest> files;
-        // Code and stdin that fit one chunk (nearly always) are stored by the write-ahead commit itself; larger ones first.
-        var staged = new List<ReadOnlyMemory<byte>>(2);
+        // Code and stdin are stored by the write-ahead commit itself: validation caps them (256 KiB, 1 MiB) within one chunk.
+        ReadOnlyMemory<byte>[] staged = [code, request.Stdin];
         try
         {
-            foreach (var content in new ReadOnlyMemory<byte>[] { code, request.Stdin })
-                if (content.Length <= EvidenceStore.ChunkSize)
-                    staged.Add(content);
-                else
-                    await evidence.PutAsync(caller.Tenant, content, ct);
             files = [];
             foreach (var file in request.Files)
             {

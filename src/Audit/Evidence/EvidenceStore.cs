@@ -64,26 +64,29 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
     /// </summary>
     public static void Stage(IDocumentSession session, string tenant, IReadOnlyList<ReadOnlyMemory<byte>> contents)
     {
-        foreach (var (sha256, content) in InLockOrder(contents))
+        foreach (var (sha256, content) in InLockOrder(Hashed(contents)))
             session.QueueSqlCommand(InsertSmall(_ => "?"), tenant, sha256, (long)content.Length, content.IsEmpty ? 0 : 1, content.ToArray(), !content.IsEmpty);
     }
 
-    // Each content once, in digest order: two transactions inserting the same contents lock their rows in the same order, so
-    // they cannot deadlock (a run's code and stdin, or stdout and stderr, swapped by another run of the tenant).
-    private static IEnumerable<(string Sha256, ReadOnlyMemory<byte> Content)> InLockOrder(IReadOnlyList<ReadOnlyMemory<byte>> contents)
+    // Each content hashed once; inserted once each, in digest order: two transactions inserting the same contents lock their
+    // rows in the same order, so they cannot deadlock (a run's code and stdin, or stdout and stderr, swapped by another run).
+    private static (string Sha256, ReadOnlyMemory<byte> Content)[] Hashed(IReadOnlyList<ReadOnlyMemory<byte>> contents)
     {
         foreach (var content in contents)
             if (content.Length > ChunkSize)
                 throw new ArgumentOutOfRangeException(nameof(contents), $"Only content that fits one chunk ({ChunkSize} bytes) is stored in one statement; stream larger content with PutAsync.");
-        return contents.Select(c => (Sha256: Convert.ToHexStringLower(SHA256.HashData(c.Span)), Content: c))
-            .DistinctBy(c => c.Sha256).OrderBy(c => c.Sha256, StringComparer.Ordinal);
+        return [.. contents.Select(c => (Convert.ToHexStringLower(SHA256.HashData(c.Span)), c))];
     }
+
+    private static IEnumerable<(string Sha256, ReadOnlyMemory<byte> Content)> InLockOrder(IEnumerable<(string Sha256, ReadOnlyMemory<byte> Content)> hashed) =>
+        hashed.DistinctBy(c => c.Sha256).OrderBy(c => c.Sha256, StringComparer.Ordinal);
 
     /// <summary>Stores several contents that fit one chunk each (a run's stdout and stderr) in one round trip, one statement each.</summary>
     public async Task<IReadOnlyList<StoredContent>> PutSmallAsync(string tenant, IReadOnlyList<ReadOnlyMemory<byte>> contents, CancellationToken ct)
     {
+        var hashed = Hashed(contents);
         await using var batch = dataSource.CreateBatch();
-        foreach (var (sha256, content) in InLockOrder(contents))
+        foreach (var (sha256, content) in InLockOrder(hashed))
         {
             var insert = new NpgsqlBatchCommand(InsertSmall(n => $"${n}"));
             insert.Parameters.AddWithValue(tenant);
@@ -95,7 +98,7 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
             batch.BatchCommands.Add(insert);
         }
         await batch.ExecuteNonQueryAsync(ct);
-        return [.. contents.Select(c => new StoredContent(Convert.ToHexStringLower(SHA256.HashData(c.Span)), c.Length))];
+        return [.. hashed.Select(c => new StoredContent(c.Sha256, c.Content.Length))];
     }
 
     public async Task<ContentState> StateAsync(string tenant, string sha256, CancellationToken ct)
