@@ -29,8 +29,9 @@ public sealed class ProcessClusterTests(ProcessCluster cluster, ITestOutputHelpe
         using var viaA = cluster.Api(0).Runner("ada", tenant);
         using var viaB = cluster.Api(1).Runner("ada", tenant);
 
-        // Four clients at once, alternating api nodes: both executors must be claiming.
-        var answers = await Task.WhenAll(Enumerable.Range(0, 12).Select(i => (i % 2 == 0 ? viaA : viaB).RunAsync(new { language = "shell", code = "sleep 0.3; echo ok" })));
+        // Twelve runs at once, alternating api nodes: both executors must be claiming. Each run lasts a second, so that one
+        // executor (8 slots) cannot serve them all while the other is slow to wake on a loaded machine (seen in CI with 0.3 s).
+        var answers = await Task.WhenAll(Enumerable.Range(0, 12).Select(i => (i % 2 == 0 ? viaA : viaB).RunAsync(new { language = "shell", code = "sleep 1; echo ok" })));
 
         Assert.All(answers, a => Assert.Equal((HttpStatusCode.OK, "succeeded", "ok\n"), (a.Response.StatusCode, a.Body.Str("status"), a.Body.Str("stdout.content"))));
         var nodes = await NodesThatRanAsync(answers.Select(a => Guid.Parse(a.Body.Str("runId"))));
