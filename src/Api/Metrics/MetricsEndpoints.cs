@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
 using Sandbox.Audited.Api.Runs;
@@ -25,13 +26,24 @@ public static class MetricsEndpoints
                 .AddPrometheusExporter());
         // Prometheus keeps "_count" for histograms: these gauges of the runtime and process conventions are renamed so
         // that promtool's lint accepts the exposition.
-        services.ConfigureOpenTelemetryMeterProvider(metrics =>
+        services.ConfigureOpenTelemetryMeterProvider((provider, metrics) =>
         {
             foreach (var (instrument, name) in Renamed)
                 metrics.AddView(instrument, name);
+            metrics.AddView(OnlyMetersOf(provider.GetRequiredService<IMeterFactory>()));
         });
         return services;
     }
+
+    /// <summary>
+    /// A view that drops instruments of meters made by another host's meter factory. OpenTelemetry subscribes to
+    /// meters by name, process-wide, and merges instruments of the same name into the metric stream of the first it saw;
+    /// with two hosts in one process (tests, or a host restarted in place) a host's /metrics would count the other's
+    /// requests and runs, and would lose those series when the other host stopped. Meters made without a factory (the
+    /// runtime's and the process's) are shared by nature and kept.
+    /// </summary>
+    public static Func<Instrument, MetricStreamConfiguration?> OnlyMetersOf(IMeterFactory own) =>
+        instrument => instrument.Meter.Scope is IMeterFactory scope && !ReferenceEquals(scope, own) ? MetricStreamConfiguration.Drop : null;
 
     private static readonly (string Instrument, string Name)[] Renamed =
     [

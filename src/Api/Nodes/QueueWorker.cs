@@ -65,7 +65,10 @@ public sealed partial class QueueWorker(
             IReadOnlyList<ClaimedRun> claimed;
             try
             {
-                claimed = await queue.ClaimAsync(executor.Value.NodeId, admission.Options.MaxConcurrentRunsPerTenant, queueOptions.Value.LeaseSeconds, slots.Count, ct);
+                // Not cancelled by shutdown: runs the database claimed must reach this node, or they would wait out their
+                // lease and be abandoned. Shutdown waits for the slots this claim holds.
+                claimed = await queue.ClaimAsync(executor.Value.NodeId, admission.Options.MaxConcurrentRunsPerTenant, queueOptions.Value.LeaseSeconds, slots.Count,
+                    CancellationToken.None);
             }
             catch
             {

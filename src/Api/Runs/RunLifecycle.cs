@@ -170,7 +170,7 @@ public sealed partial class RunLifecycle(
     {
         admission.Drain(); // readiness answers 503 from here on, before admission closes
         orchestrator.StopAdmitting();
-        var running = Task.WhenAll(orchestrator.InFlightTasks);
+        var running = SettledAsync();
         var grace = Task.Delay(TimeSpan.FromSeconds(shutdown.Value.GraceSeconds), ct);
         if (await Task.WhenAny(running, grace) != running)
         {
@@ -181,6 +181,17 @@ public sealed partial class RunLifecycle(
         var removals = Task.WhenAll(orchestrator.PendingRemovals);
         if (await Task.WhenAny(removals, Task.Delay(TimeSpan.FromSeconds(10), CancellationToken.None)) != removals)
             LogRemovalsPending(orchestrator.PendingRemovals.Count);
+    }
+
+    /// <summary>
+    /// Every run in flight has ended and every slot is free. A run the queue worker claimed with slots it took just before
+    /// admission closed joins the in-flight runs only once its record is resumed, after the first look: its slot is held
+    /// from before the claim, so shutdown waits for the slots too, and looks again until both are empty.
+    /// </summary>
+    private async Task SettledAsync()
+    {
+        while (orchestrator.InFlightTasks is var inFlight && (inFlight.Count > 0 || admission.Running > 0))
+            await Task.WhenAny(Task.WhenAll(inFlight), Task.Delay(TimeSpan.FromMilliseconds(50), CancellationToken.None));
     }
 
     public Task StopAsync(CancellationToken ct) => Task.CompletedTask;
