@@ -107,7 +107,8 @@ builder.Services.AddSingleton<Admission>();
 builder.Services.AddSingleton<RunOrchestrator>();
 // Outcomes that could not be committed wait in a local journal (fsynced) and are committed when PostgreSQL returns.
 builder.Services.AddSingleton<OutcomeJournal>();
-builder.Services.AddHostedService<RunLifecycle>();
+builder.Services.AddSingleton<RunLifecycle>();
+builder.Services.AddHostedService(sp => sp.GetRequiredService<RunLifecycle>());
 builder.Services.AddHostedService(sp => sp.GetRequiredService<OutcomeJournal>());
 builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(
     builder.Configuration.GetValue(ShutdownOptions.Section + ":GraceSeconds", new ShutdownOptions().GraceSeconds) + 20));

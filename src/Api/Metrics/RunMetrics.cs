@@ -104,9 +104,13 @@ public sealed class RunMetrics
         return language;
     }
 
-    /// <summary>A journal file set aside; the label is the SQLSTATE class (22 data, 23 integrity, 54 program limit) or "other".</summary>
-    public void JournalRejected(string? sqlState) =>
-        _journalRejected.Add(1, new KeyValuePair<string, object?>("class", sqlState is { Length: 5 } && sqlState[..2] is "22" or "23" or "54" ? sqlState[..2] : Other));
+    /// <summary>
+    /// A journal file set aside; the label is the SQLSTATE class (22 data, 23 integrity, 54 program limit), "file" for a
+    /// file this version could not read as events, or "other".
+    /// </summary>
+    public void JournalRejected(string? code) =>
+        _journalRejected.Add(1, new KeyValuePair<string, object?>("class",
+            code is "file" ? code : code is { Length: 5 } && code[..2] is "22" or "23" or "54" ? code[..2] : Other));
 
     private void Reject(string reason) => _rejections.Add(1, new KeyValuePair<string, object?>("reason", reason));
 }

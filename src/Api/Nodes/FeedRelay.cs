@@ -1,9 +1,12 @@
+using System.Security.Cryptography;
+using System.Text;
 using System.Text.Json;
 using System.Threading.Channels;
 using Marten;
 using Microsoft.Extensions.Options;
 using Npgsql;
 using Sandbox.Audited.Api.Streaming;
+using Sandbox.Audited.Audit.Queue;
 using Sandbox.Audited.Executor;
 using Sandbox.Audited.Executor.Sandboxes;
 
@@ -17,11 +20,19 @@ namespace Sandbox.Audited.Api.Nodes;
 /// one notification per 10 ms, not one per chunk. A run executed where it was recorded (the embedded default) is never
 /// relayed, so nothing is delivered twice. Delivery is best effort: a dropped chunk leaves a gap the stream fills from the
 /// recorded output at the end.
+///
+/// Any role that can log in to the database may NOTIFY on any channel (PostgreSQL checks no privilege for it), so every
+/// payload carries an HMAC-SHA256 under a key only the service's nodes hold, and a payload without a valid one is dropped:
+/// a client's live view shows what an executor sent, or nothing. The key is Node:RelayKey when set, else the random one
+/// migration 0095 made in sandbox.relay_key, which only the service's login may read. Relayed items are not secret from
+/// the database's roles, which can read the recorded output anyway. Signed items go on a channel of their own, so nodes
+/// of the version before (unsigned items) and this one ignore each other during a rolling upgrade.
 /// </summary>
 public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStore store, RunFeed feed, QueueSignals signals,
-    IOptions<ExecutorOptions> executor, ILogger<FeedRelay> logger) : BackgroundService
+    IOptions<ExecutorOptions> executor, IOptions<NodeOptions> node, TimeProvider clock, ILogger<FeedRelay> logger)
+    : BackgroundService
 {
-    public const string Channel = "sbx_run_feed";
+    public const string Channel = "sbx_run_feed_signed";
 
     /// <summary>How long the first item of a batch waits for others.</summary>
     public static readonly TimeSpan Window = TimeSpan.FromMilliseconds(10);
@@ -29,8 +40,39 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
     // One item's output: 4,500 bytes are 6,000 characters of base64, which with the envelope fit one notification alone.
     private const int ChunkBytes = 4500;
 
-    // NOTIFY payloads must stay under 8000 bytes (the payload is ASCII: JSON with base64).
+    // NOTIFY payloads must stay under 8000 bytes (the payload is ASCII: its MAC, then JSON with base64).
     private const int PayloadChars = 7800;
+
+    // The MAC leads the payload: 44 characters of base64, a dot, then the JSON it authenticates.
+    private const int MacChars = 44;
+
+    private static readonly TimeSpan KeyRetry = TimeSpan.FromSeconds(2);
+
+    private volatile byte[]? _key;
+    private long _lastRejectionWarning;
+    private long _rejected;
+
+    /// <summary>The MAC key made from a secret (Node:RelayKey, or the database's relay key).</summary>
+    public static byte[] KeyFrom(string secret) =>
+        HMACSHA256.HashData(Encoding.UTF8.GetBytes("sandbox-audited feed relay"), Encoding.UTF8.GetBytes(secret));
+
+    /// <summary>A payload as it goes over the wire: its MAC under the key, a dot, the JSON.</summary>
+    public static string Sign(byte[] key, string json) => Convert.ToBase64String(HMACSHA256.HashData(key, Encoding.UTF8.GetBytes(json))) + "." + json;
+
+    /// <summary>The JSON of a payload whose MAC is valid under the key; null otherwise.</summary>
+    public static string? Verified(byte[] key, string payload)
+    {
+        if (payload.Length <= MacChars || payload[MacChars] != '.')
+            return null;
+        Span<byte> mac = stackalloc byte[32];
+        if (!Convert.TryFromBase64String(payload[..MacChars], mac, out var written) || written != mac.Length)
+            return null;
+        var json = payload[(MacChars + 1)..];
+        return CryptographicOperations.FixedTimeEquals(mac, HMACSHA256.HashData(key, Encoding.UTF8.GetBytes(json))) ? json : null;
+    }
+
+    /// <summary>Relayed payloads dropped for a missing or wrong MAC since start.</summary>
+    public long Rejected => Interlocked.Read(ref _rejected);
 
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
@@ -45,20 +87,29 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
 
     public void Output(Guid runId, OutputChunk chunk, long offset)
     {
+        if (_key is null)
+            return;
         var bytes = chunk.Bytes.Span;
         for (var at = 0; at < bytes.Length; at += ChunkBytes)
             _outbox.Writer.TryWrite(new Item(runId, "o", chunk.Stream == OutputStream.Stdout ? 0 : 1, offset + at, bytes[at..Math.Min(bytes.Length, at + ChunkBytes)].ToArray()));
     }
 
-    public void Running(Guid runId, string containerId) => _outbox.Writer.TryWrite(new Item(runId, "u", Container: containerId));
+    public void Running(Guid runId, string containerId) => _ = _key is not null && _outbox.Writer.TryWrite(new Item(runId, "u", Container: containerId));
 
-    public void Recorded(Guid runId, long version) => _outbox.Writer.TryWrite(new Item(runId, "e", Version: version));
+    public void Recorded(Guid runId, long version) => _ = _key is not null && _outbox.Writer.TryWrite(new Item(runId, "e", Version: version));
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        signals.FeedReceived = payload => _ = ReceiveAsync(payload);
         try
         {
+            if (await KeyAsync(stoppingToken) is not { } key)
+            {
+                // Live output then reaches a client of another node from the record, once the run ended.
+                LogNoRelayKey();
+                return;
+            }
+            _key = key;
+            signals.FeedReceived = payload => _ = ReceiveAsync(key, payload);
             while (await _outbox.Reader.WaitToReadAsync(stoppingToken))
             {
                 await Task.Delay(Window, stoppingToken);
@@ -69,7 +120,7 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
                 {
                     await using var command = dataSource.CreateCommand("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS w(p)");
                     command.Parameters.AddWithValue(Channel);
-                    command.Parameters.AddWithValue(Payloads(Merge(items), executor.Value.NodeId).ToArray());
+                    command.Parameters.AddWithValue(Payloads(Merge(items), executor.Value.NodeId).Select(json => Sign(key, json)).ToArray());
                     await command.ExecuteNonQueryAsync(stoppingToken);
                 }
                 catch (Exception e) when (!stoppingToken.IsCancellationRequested)
@@ -80,6 +131,26 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
+        }
+    }
+
+    /// <summary>Node:RelayKey, else the database's relay key (retried while the database is away); null when there is none.</summary>
+    private async Task<byte[]?> KeyAsync(CancellationToken ct)
+    {
+        if (!string.IsNullOrEmpty(node.Value.RelayKey))
+            return KeyFrom(node.Value.RelayKey);
+        while (true)
+        {
+            try
+            {
+                await using var command = dataSource.CreateCommand("SELECT key FROM sandbox.relay_key");
+                return await command.ExecuteScalarAsync(ct) is string secret ? KeyFrom(secret) : null;
+            }
+            catch (Exception e) when (!ct.IsCancellationRequested)
+            {
+                LogKeyUnreadable(e);
+                await Task.Delay(KeyRetry, ct);
+            }
         }
     }
 
@@ -137,12 +208,16 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
             yield return "[" + string.Join(',', current) + "]";
     }
 
-    private async Task ReceiveAsync(string payload)
+    private async Task ReceiveAsync(byte[] key, string payload)
     {
         try
         {
-            // An array from this version, one object from a node of the previous one.
-            Relayed?[] items = payload.StartsWith('[') ? JsonSerializer.Deserialize<Relayed?[]>(payload, Json) ?? [] : [JsonSerializer.Deserialize<Relayed>(payload, Json)];
+            if (Verified(key, payload) is not { } json)
+            {
+                Reject();
+                return;
+            }
+            var items = JsonSerializer.Deserialize<Relayed?[]>(json, Json) ?? [];
             foreach (var item in items)
             {
                 if (item is null || item.N == executor.Value.NodeId || !feed.Holds(item.R))
@@ -166,6 +241,27 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
             LogReceiveFailed(e);
         }
     }
+
+    // A flood of forged notifications must not become a flood of log lines: one warning a minute, with the count.
+    private void Reject()
+    {
+        var count = Interlocked.Increment(ref _rejected);
+        var now = clock.GetTimestamp();
+        var last = Interlocked.Read(ref _lastRejectionWarning);
+        if ((last == 0 || clock.GetElapsedTime(last, now) >= TimeSpan.FromMinutes(1)) && Interlocked.CompareExchange(ref _lastRejectionWarning, now, last) == last)
+            LogRejected(count);
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Dropped a relayed live item without a valid MAC ({Count} since start): a database role other "
+        + "than the service's nodes is sending on the relay channel, or the nodes' Node:RelayKey settings differ")]
+    private partial void LogRejected(long count);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Live output is not relayed between nodes: sandbox.relay_key is empty (apply the migrations) "
+        + "and Node:RelayKey is not set; clients of another node see a run's output when it ends")]
+    private partial void LogNoRelayKey();
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The relay key could not be read from the database; retrying")]
+    private partial void LogKeyUnreadable(Exception e);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "{Items} live items could not be relayed to other nodes")]
     private partial void LogRelayFailed(Exception e, int items);

@@ -1,7 +1,6 @@
 using Marten;
 using Microsoft.Extensions.Options;
 using Sandbox.Audited.Api.Runs;
-using Sandbox.Audited.Audit.Events;
 using Sandbox.Audited.Audit.Queue;
 using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Domain.Runs;
@@ -13,7 +12,8 @@ namespace Sandbox.Audited.Api.Nodes;
 /// Every Queue:HeartbeatSeconds: records that this node is alive and extends the leases of the runs it holds, then sweeps
 /// the cluster for runs whose executor went silent (lease expired AND no heartbeat for Queue:AbandonGraceSeconds). Each
 /// such run gets one RunAbandoned naming the node, committed with its row's move to 'abandoned'; two sweepers racing
-/// meet on the stream's expected version, so only one records it. Any node may sweep.
+/// meet on the stream's expected version, so only one records it. Any node may sweep. Each tick also ends this node's own
+/// rows moved to refused or abandoned whose terminal event never committed (RunLifecycle.EndMovedRowsAsync).
 /// </summary>
 public sealed partial class NodeHeartbeat(
     RunQueue queue,
@@ -24,6 +24,7 @@ public sealed partial class NodeHeartbeat(
     TimeProvider clock,
     RunOrchestrator runs,
     OutcomeJournal journal,
+    RunLifecycle lifecycle,
     IHostApplicationLifetime lifetime,
     ILogger<NodeHeartbeat> logger) : BackgroundService
 {
@@ -63,6 +64,16 @@ public sealed partial class NodeHeartbeat(
             {
                 _beatingSince = null;
                 LogHeartbeatFailed(e);
+                continue;
+            }
+            // Apart from the heartbeat: its failure must neither hold back the next beat nor pause the sweeping.
+            try
+            {
+                await lifecycle.EndMovedRowsAsync(stoppingToken);
+            }
+            catch (Exception e) when (!stoppingToken.IsCancellationRequested)
+            {
+                LogMovedRowsFailed(e);
             }
         }
         // Stopped after the runs drained (the host stops this after RunLifecycle's StoppingAsync): no beat follows the release.
@@ -92,12 +103,8 @@ public sealed partial class NodeHeartbeat(
             try
             {
                 var stream = await RunStream.ResumeAsync(store, silent.RunId, new WriteContext("system:sweeper", null, Tenant: silent.Tenant), ct);
-                await using (var session = store.QuerySession())
-                {
-                    var tail = await session.Events.FetchStreamAsync(silent.RunId, fromVersion: Math.Max(1, stream.Version), token: ct);
-                    if (tail.Any(e => EventCatalog.Terminal.Contains(e.EventTypeName)))
-                        continue; // ended while we looked; its own commit ends the row
-                }
+                if (await RunStream.EndedAsync(store, silent.RunId, ct))
+                    continue; // ended while we looked; its own commit ends the row
                 await stream.AppendAsync(RunDecisions.AbandonSilentNode(silent.RunId, silent.Node, silent.LastHeartbeat, options.Value.AbandonGraceSeconds, clock.GetUtcNow()), ct,
                     session => queue.MarkAbandoned(session, silent.RunId, silent.Node));
                 LogAbandoned(silent.RunId, silent.Node);
@@ -113,6 +120,9 @@ public sealed partial class NodeHeartbeat(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Heartbeat or sweep of the run queue failed; retrying at the next tick")]
     private partial void LogHeartbeatFailed(Exception e);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Ending this node's moved queue rows failed; retrying at the next tick")]
+    private partial void LogMovedRowsFailed(Exception e);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: executor node {Node} went silent; recorded RunAbandoned")]
     private partial void LogAbandoned(Guid runId, string node);

@@ -49,6 +49,7 @@ public sealed class Admission(IOptions<AdmissionOptions> options)
     {
         _draining = true;
         _closed = true;
+        Interlocked.MemoryBarrier(); // pairs with TakeSlot: shutdown reads Running after this
     }
 
     /// <summary>Draining has begun (SIGTERM): readiness says not ready so that load balancers stop sending; admission closes next.</summary>
@@ -71,22 +72,31 @@ public sealed class Admission(IOptions<AdmissionOptions> options)
         });
         if (!taken)
             return null;
-        if (!_global.Wait(0))
+        if (!TakeSlot())
         {
             _tenants.AddOrUpdate(tenant, 0, (_, n) => n - 1);
             return null;
         }
-        Interlocked.Increment(ref _running);
         return new Slot(this) { Tenant = tenant };
     }
 
     /// <summary>A free slot of this executor for a run it is about to claim from the queue (the tenant is counted once claimed).</summary>
-    public Slot? TrySlot()
+    public Slot? TrySlot() => !_closed && TakeSlot() ? new Slot(this) : null;
+
+    /// <summary>
+    /// Counts the slot before it looks at Closed (Interlocked is a full fence, as is Close's barrier): shutdown, which closes
+    /// and then waits for Running to reach 0, either sees this slot held or this call sees the node closed.
+    /// </summary>
+    private bool TakeSlot()
     {
-        if (_closed || !_global.Wait(0))
-            return null;
+        if (!_global.Wait(0))
+            return false;
         Interlocked.Increment(ref _running);
-        return new Slot(this);
+        if (!_closed)
+            return true;
+        Interlocked.Decrement(ref _running);
+        _global.Release();
+        return false;
     }
 
     /// <summary>The api side waits for a run in the queue; refused at once when MaxQueueDepth runs already wait here.</summary>

@@ -165,23 +165,38 @@ public sealed partial class OutcomeJournal : BackgroundService
             throw new RejectedFileWaitsException();
     }
 
-    /// <summary>The server refused the file's data (SQLSTATE class 22, 23 or 54): retrying it cannot help for long. Null for outages and conflicts.</summary>
-    private static Npgsql.PostgresException? Rejection(Exception? e)
+    /// <summary>Why a file's data cannot be committed: a SQLSTATE, or "file" when this version cannot read it as events.</summary>
+    private sealed record FileRejection(string Code, string Reason);
+
+    /// <summary>
+    /// The server refused the file's data (SQLSTATE class 22, 23 or 54), or this version cannot read it (an unknown event
+    /// type, an envelope field missing): retrying it cannot help for long. Null for outages and conflicts.
+    /// </summary>
+    private static FileRejection? Rejection(Exception? e)
     {
         for (; e is not null; e = e.InnerException)
+        {
+            if (e is InvalidJournalFileException invalid)
+                return new FileRejection(InvalidJournalFileException.Code, invalid.Message);
             if (e is Npgsql.PostgresException { IsTransient: false } p && p.SqlState[..2] is "22" or "23" or "54"
                 && p.SqlState != Npgsql.PostgresErrorCodes.UniqueViolation) // another writer took the version: a conflict, retried
-                return p;
+                return new FileRejection(p.SqlState, p.MessageText);
+        }
         return null;
     }
 
+    private sealed class InvalidJournalFileException(string reason, Exception? inner = null) : Exception(reason, inner)
+    {
+        public const string Code = "file";
+    }
+
     /// <summary>Counts a rejection of the file; at the bound, sets the run's files aside (fsynced) and returns true.</summary>
-    private bool Rejected(string path, Npgsql.PostgresException rejection)
+    private bool Rejected(string path, FileRejection rejection)
     {
         var attempts = _rejections[path] = _rejections.GetValueOrDefault(path) + 1;
         if (attempts < RejectionsBeforeSetAside)
         {
-            LogRejectedOnce(Path.GetFileName(path), attempts, rejection.SqlState, rejection.MessageText);
+            LogRejectedOnce(Path.GetFileName(path), attempts, rejection.Code, rejection.Reason);
             return false;
         }
         // The run's later parts go with it: committed alone they would describe a run whose outcome is not recorded.
@@ -194,8 +209,8 @@ public sealed partial class OutcomeJournal : BackgroundService
         }
         DirectorySync.Flush(RejectedDirectory);
         DirectorySync.Flush(Directory);
-        LogSetAside(Path.GetFileName(path), attempts, rejection.SqlState, rejection.MessageText, RejectedDirectory);
-        _metrics?.JournalRejected(rejection.SqlState);
+        LogSetAside(Path.GetFileName(path), attempts, rejection.Code, rejection.Reason, RejectedDirectory);
+        _metrics?.JournalRejected(rejection.Code);
         return true;
     }
 
@@ -246,17 +261,28 @@ public sealed partial class OutcomeJournal : BackgroundService
             return null;
         }
 
-        var runId = entry["runId"]!.GetValue<Guid>();
         var serializer = _store.Options.Serializer();
-        var events = entry["events"]!.AsArray().Select(e =>
+        Guid runId;
+        List<object> events;
+        WriteContext context;
+        try
         {
-            var json = e!["data"]!.ToJsonString();
-            using var bytes = new MemoryStream(Encoding.UTF8.GetBytes(json));
-            return serializer.FromJson(Types[e["type"]!.GetValue<string>()], bytes);
-        }).ToList();
-
-        var context = new WriteContext(entry["user"]!.GetValue<string>(), entry["correlationId"]?.GetValue<string>(),
-            entry["causationId"]?.GetValue<string>(), entry["tenant"]?.GetValue<string>());
+            runId = entry["runId"]!.GetValue<Guid>();
+            events = entry["events"]!.AsArray().Select(e =>
+            {
+                var type = e!["type"]!.GetValue<string>();
+                var json = e["data"]!.ToJsonString();
+                using var bytes = new MemoryStream(Encoding.UTF8.GetBytes(json));
+                return serializer.FromJson(Types.TryGetValue(type, out var known) ? known : throw new InvalidJournalFileException($"unknown event type '{type}'"), bytes);
+            }).ToList();
+            context = new WriteContext(entry["user"]!.GetValue<string>(), entry["correlationId"]?.GetValue<string>(),
+                entry["causationId"]?.GetValue<string>(), entry["tenant"]?.GetValue<string>());
+        }
+        catch (Exception e) when (e is not InvalidJournalFileException and not OperationCanceledException)
+        {
+            // Whole JSON this version cannot read as a run's events (an envelope field missing, a value of the wrong type): no retry helps.
+            throw new InvalidJournalFileException(e.Message, e);
+        }
         bool ended;
         await using (var session = _store.QuerySession())
         {
@@ -304,12 +330,13 @@ public sealed partial class OutcomeJournal : BackgroundService
     [LoggerMessage(Level = LogLevel.Warning, Message = "The audit store still refuses journaled outcomes (attempt {Attempt}); retrying")]
     private partial void LogStillWaiting(Exception? e, int attempt);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "PostgreSQL rejected journal file {File} (attempt {Attempt}): {SqlState} {Reason}; the files after it go on")]
-    private partial void LogRejectedOnce(string file, int attempt, string sqlState, string reason);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Journal file {File} could not be committed for its data (attempt {Attempt}): {Code} {Reason}; the files after it go on")]
+    private partial void LogRejectedOnce(string file, int attempt, string code, string reason);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "PostgreSQL rejected journal file {File} {Attempts} times ({SqlState} {Reason}): set aside, never committed, in {Folder}; "
-        + "the run is recorded abandoned once its lease lapses. Inspect the file; it is kept for the operator")]
-    private partial void LogSetAside(string file, int attempts, string sqlState, string reason, string folder);
+    [LoggerMessage(Level = LogLevel.Error, Message = "Journal file {File} could not be committed for its data {Attempts} times ({Code} {Reason}; \"file\" when this version "
+        + "cannot read it as events, else PostgreSQL's SQLSTATE): set aside, never committed, in {Folder}; the run is recorded abandoned once "
+        + "its lease lapses. Inspect the file; it is kept for the operator")]
+    private partial void LogSetAside(string file, int attempts, string code, string reason, string folder);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Journal file {Path} is unreadable; set aside")]
     private partial void LogUnreadable(Exception e, string path);

@@ -59,11 +59,9 @@ public sealed partial class RunLifecycle(
             if (journal.Holds(runId))
                 continue; // its outcome is known and waits for the store; the journal worker commits it
             // Its row was moved to refused or abandoned, but the terminal event of that move was never committed.
-            if (RunDecisions.EndMovedRow(runId, queueState ?? "", executor.Value.NodeId, claimedBy is not null, waitedMs, movedAt ?? clock.GetUtcNow()) is { } ending)
+            if (queueState is "refused" or "abandoned")
             {
-                var moved = await RunStream.ResumeAsync(store, runId, new WriteContext("system:recovery", null), ct);
-                await moved.AppendAsync(ending, ct);
-                LogMovedRowEnded(runId, queueState!);
+                await EndMovedRowAsync(runId, queueState, claimedBy is not null, waitedMs, movedAt ?? clock.GetUtcNow(), atRestart: true, ct);
                 continue;
             }
             // A run still waiting in the queue is abandoned only if no executor claims it first (the move decides).
@@ -80,6 +78,7 @@ public sealed partial class RunLifecycle(
             await removals.RecordAsync(containerId, runLabel, SandboxRemoval.SweptAtStartup, ct);
         if (node.Value.Executor)
             await RecordVanishedAsync(sweptIds, ct);
+        _recovered = true;
     }
 
     /// <summary>
@@ -183,6 +182,92 @@ public sealed partial class RunLifecycle(
             LogRemovalsPending(orchestrator.PendingRemovals.Count);
     }
 
+    // The periodic pass looks at rows moved from here on; the first pass looks at them all, as the start-up pass did.
+    private DateTimeOffset _movedSince = DateTimeOffset.MinValue;
+
+    // The periodic pass waits for start-up recovery, which ends the same rows.
+    private volatile bool _recovered;
+
+    /// <summary>Rows one periodic pass ends at most; the next tick goes on from where it stopped.</summary>
+    public const int MovedRowsPerPass = 100;
+
+    /// <summary>
+    /// While the node runs, what its restart would do for a moved row: this node's rows moved to refused or abandoned at least
+    /// Queue:LeaseSeconds ago whose terminal event never committed (the store stayed away through the run's whole wait budget
+    /// and its client was answered 202 pending) get the one terminal event the move meant. A run still in flight here or
+    /// held by the journal is left to its own commit. Returns how many this pass recorded.
+    /// </summary>
+    public async Task<int> EndMovedRowsAsync(CancellationToken ct)
+    {
+        if (!_recovered)
+            return 0;
+        var sql = $"""
+            SELECT q.run_id, q.state, q.node_id IS NOT NULL, COALESCE((extract(epoch FROM q.finished_at - q.enqueued_at) * 1000)::bigint, 0),
+                   q.finished_at, b.until
+            FROM (SELECT now() - make_interval(secs => $3) AS until) b
+            LEFT JOIN sandbox.run_queue q
+              ON q.state IN ('abandoned', 'refused') AND (q.requested_by = $1 OR q.node_id = $1)
+             AND q.finished_at >= $2 AND q.finished_at < b.until
+             AND NOT EXISTS (SELECT 1 FROM {MartenSetup.Schema}.mt_events t
+                             WHERE t.stream_id = q.run_id AND t.type IN ('run_completed', 'run_failed', 'run_abandoned'))
+            ORDER BY q.finished_at
+            LIMIT {MovedRowsPerPass}
+            """;
+        var rows = new List<(Guid RunId, string State, bool Claimed, long WaitedMs, DateTimeOffset MovedAt)>();
+        DateTimeOffset until;
+        await using (var command = dataSource.CreateCommand(sql))
+        {
+            command.Parameters.AddWithValue(executor.Value.NodeId);
+            command.Parameters.AddWithValue(_movedSince);
+            command.Parameters.AddWithValue((double)queueOptions.Value.LeaseSeconds);
+            await using var reader = await command.ExecuteReaderAsync(ct);
+            until = DateTimeOffset.MaxValue;
+            while (await reader.ReadAsync(ct))
+            {
+                until = reader.GetFieldValue<DateTimeOffset>(5);
+                if (!reader.IsDBNull(0))
+                    rows.Add((reader.GetGuid(0), reader.GetString(1), reader.GetBoolean(2), reader.GetInt64(3), reader.GetFieldValue<DateTimeOffset>(4)));
+            }
+        }
+        var recorded = 0;
+        DateTimeOffset? oldestLeft = null;
+        foreach (var (runId, state, claimed, waitedMs, movedAt) in rows)
+        {
+            if (orchestrator.InFlightRunIds.Contains(runId) || journal.Holds(runId) || !await EndMovedRowAsync(runId, state, claimed, waitedMs, movedAt, atRestart: false, ct))
+                oldestLeft ??= movedAt;
+            else
+                recorded++;
+        }
+        // A full batch: the rows after it (from the last one's time on) are the next pass's.
+        _movedSince = oldestLeft ?? (rows.Count == MovedRowsPerPass ? rows[^1].MovedAt : until);
+        return recorded;
+    }
+
+    /// <summary>
+    /// Appends the terminal event a row's move meant, at the version read here: false when the stream already ended or
+    /// another writer appended meanwhile.
+    /// </summary>
+    private async Task<bool> EndMovedRowAsync(Guid runId, string queueState, bool wasClaimed, long waitedMs, DateTimeOffset movedAt, bool atRestart,
+        CancellationToken ct)
+    {
+        if (RunDecisions.EndMovedRow(runId, queueState, executor.Value.NodeId, wasClaimed, waitedMs, movedAt, atRestart) is not { } ending)
+            return false;
+        var stream = await RunStream.ResumeAsync(store, runId, new WriteContext("system:recovery", null), ct);
+        if (await RunStream.EndedAsync(store, runId, ct))
+            return false; // it ended between the query and this read
+        try
+        {
+            await stream.AppendAsync(ending, ct);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            LogMovedRowConflict(e, runId);
+            return false;
+        }
+        LogMovedRowEnded(runId, queueState);
+        return true;
+    }
+
     /// <summary>
     /// Every run in flight has ended and every slot is free. A run the queue worker claimed with slots it took just before
     /// admission closed joins the in-flight runs only once its record is resumed, after the first look: its slot is held
@@ -237,6 +322,9 @@ public sealed partial class RunLifecycle(
                 reader.IsDBNull(3) ? null : reader.GetString(3), reader.GetInt64(4), reader.IsDBNull(5) ? null : reader.GetFieldValue<DateTimeOffset>(5)));
         return runs;
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Run {RunId}: the terminal event of its moved row was not recorded by this pass (another writer, or the store)")]
+    private partial void LogMovedRowConflict(Exception e, Guid runId);
 
     [LoggerMessage(Level = LogLevel.Critical, Message = "Not starting: {Reason}")]
     private partial void LogNodeIdInUse(string reason);

@@ -14,6 +14,12 @@ public sealed class NodeOptions
 
     public string Roles { get; set; } = "api,executor";
 
+    /// <summary>
+    /// Authenticates live output relayed between nodes (the same on every node). Unset: the random key in sandbox.relay_key,
+    /// which only the service's database login may read.
+    /// </summary>
+    public string? RelayKey { get; set; }
+
     public bool Api => Has("api");
 
     public bool Executor => Has("executor");

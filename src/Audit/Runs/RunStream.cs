@@ -46,6 +46,18 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
     }
 
     /// <summary>
+    /// Whether the run's stream holds a terminal event anywhere (not only at its tail: other events, such as callback
+    /// attempts, may follow it). Read after ResumeAsync and before appending at its version, it closes the race with another
+    /// writer: a terminal event committed before this read is seen here, one committed after it fails the append.
+    /// </summary>
+    public static async Task<bool> EndedAsync(IDocumentStore store, Guid runId, CancellationToken ct)
+    {
+        await using var session = store.QuerySession();
+        var events = await session.Events.FetchStreamAsync(runId, token: ct);
+        return events.Any(e => EventCatalog.Terminal.Contains(e.EventTypeName));
+    }
+
+    /// <summary>
     /// Appends to a stream that several writers share (the access log, policy activations): resume from the tail,
     /// append with the expected version, and when another writer got there first, resume again and retry.
     /// </summary>

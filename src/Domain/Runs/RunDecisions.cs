@@ -134,20 +134,26 @@ public static class RunDecisions
 
     /// <summary>
     /// A run whose queue row was moved to refused or abandoned, but whose terminal event was never committed (the node
-    /// stopped, or the store and the journal failed, in between): restart recovery records the one terminal event the move
-    /// meant, at the time of the move. Null for a queue state that ends no run.
+    /// stopped, or the store and the journal failed, in between): the node's recovery records the one terminal event the
+    /// move meant, at the time of the move, either when the node restarts or, while it runs, from its heartbeat. Null for a
+    /// queue state that ends no run.
     /// </summary>
-    public static object[]? EndMovedRow(Guid runId, string queueState, string node, bool wasClaimed, long waitedMs, DateTimeOffset movedAt) => queueState switch
+    public static object[]? EndMovedRow(Guid runId, string queueState, string node, bool wasClaimed, long waitedMs, DateTimeOffset movedAt, bool atRestart)
     {
-        "refused" => [new RunCompleted(runId, RunStatus.Refused, null, waitedMs,
-            "No executor took the run within the queue wait (or its api node was shutting down); the refusal was recorded when "
-            + $"api node '{node}' restarted, since it stopped before committing it.", movedAt)],
-        "abandoned" => [new RunAbandoned(runId, wasClaimed
-            ? "The run was abandoned, but its record was not committed before the node stopped; recorded at the node's restart. No outcome is known."
-            : "The api node that recorded this run stopped (crash or kill) while the run waited in the queue for an executor; it never ran. "
-              + "Recorded at a later restart of the node, since the restart that abandoned it could not commit the record.", node, movedAt)],
-        _ => null,
-    };
+        var when = atRestart
+            ? $"recorded when node '{node}' restarted, since it stopped before committing it"
+            : $"recorded later by node '{node}' (its heartbeat's recovery pass), since the store could not take it at the time";
+        return queueState switch
+        {
+            "refused" => [new RunCompleted(runId, RunStatus.Refused, null, waitedMs,
+                $"No executor took the run within the queue wait (or its api node was shutting down); the refusal was {when}.", movedAt)],
+            "abandoned" => [new RunAbandoned(runId, wasClaimed
+                ? $"The run was abandoned, but its record was not committed at the time; {when}. No outcome is known."
+                : "The api node that recorded this run stopped (crash or kill) while the run waited in the queue for an executor; it never ran. "
+                  + $"The abandonment was {when}.", node, movedAt)],
+            _ => null,
+        };
+    }
 
     /// <summary>An executor claimed the run but its inputs could not be read from the evidence store (erased, or the store is away).</summary>
     public static object[] InputsUnreadable(Guid runId, string error, DateTimeOffset now) =>

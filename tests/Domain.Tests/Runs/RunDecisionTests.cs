@@ -203,8 +203,8 @@ public sealed class RunDecisionTests
             RunDecisions.Abandon(RunId, "n", [], [], Now, waitedInQueue: true),
             RunDecisions.InputsUnreadable(RunId, "erased", Now),
             RunDecisions.AbandonSilentNode(RunId, "exec-b", Now.AddMinutes(-2), 60, Now),
-            RunDecisions.EndMovedRow(RunId, "refused", "api-a", false, 1500, Now)!,
-            RunDecisions.EndMovedRow(RunId, "abandoned", "api-a", false, 0, Now)!,
+            RunDecisions.EndMovedRow(RunId, "refused", "api-a", false, 1500, Now, atRestart: true)!,
+            RunDecisions.EndMovedRow(RunId, "abandoned", "api-a", false, 0, Now, atRestart: true)!,
         ];
 
         Assert.All(endings, events => Assert.Single(events, e => e is RunCompleted or RunFailed or RunAbandoned));
@@ -243,13 +243,26 @@ public sealed class RunDecisionTests
     [Fact]
     public void ARowMovedWithoutItsTerminalEventGetsTheOneTheMoveMeantAtTheTimeOfTheMove()
     {
-        var refused = Assert.IsType<RunCompleted>(Assert.Single(RunDecisions.EndMovedRow(RunId, "refused", "api-a", false, 1500, Now.AddMinutes(-1))!));
-        var abandoned = Assert.IsType<RunAbandoned>(Assert.Single(RunDecisions.EndMovedRow(RunId, "abandoned", "api-a", false, 0, Now)!));
+        var refused = Assert.IsType<RunCompleted>(Assert.Single(RunDecisions.EndMovedRow(RunId, "refused", "api-a", false, 1500, Now.AddMinutes(-1), atRestart: true)!));
+        var abandoned = Assert.IsType<RunAbandoned>(Assert.Single(RunDecisions.EndMovedRow(RunId, "abandoned", "api-a", false, 0, Now, atRestart: true)!));
 
         Assert.Equal((RunStatus.Refused, 1500L, Now.AddMinutes(-1)), (refused.Status, refused.DurationMs, refused.At));
+        Assert.Contains("recorded when node 'api-a' restarted", refused.Reason, StringComparison.Ordinal);
         Assert.Equal("api-a", abandoned.Node);
         Assert.Contains("it never ran", abandoned.Reason, StringComparison.Ordinal);
-        Assert.Null(RunDecisions.EndMovedRow(RunId, "finished", "api-a", true, 0, Now));
-        Assert.Null(RunDecisions.EndMovedRow(RunId, "claimed", "api-a", true, 0, Now));
+        Assert.Null(RunDecisions.EndMovedRow(RunId, "finished", "api-a", true, 0, Now, atRestart: true));
+        Assert.Null(RunDecisions.EndMovedRow(RunId, "claimed", "api-a", true, 0, Now, atRestart: true));
+    }
+
+    [Fact]
+    public void ARowEndedWhileItsNodeRunsSaysSoAndNotThatTheNodeRestarted()
+    {
+        var refused = Assert.IsType<RunCompleted>(Assert.Single(RunDecisions.EndMovedRow(RunId, "refused", "api-a", false, 1500, Now, atRestart: false)!));
+        var abandoned = Assert.IsType<RunAbandoned>(Assert.Single(RunDecisions.EndMovedRow(RunId, "abandoned", "api-a", true, 0, Now, atRestart: false)!));
+
+        Assert.Contains("heartbeat's recovery pass", refused.Reason, StringComparison.Ordinal);
+        Assert.DoesNotContain("restart", refused.Reason, StringComparison.Ordinal);
+        Assert.DoesNotContain("restart", abandoned.Reason, StringComparison.Ordinal);
+        Assert.Contains("No outcome is known", abandoned.Reason, StringComparison.Ordinal);
     }
 }

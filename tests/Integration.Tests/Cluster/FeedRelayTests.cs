@@ -68,4 +68,58 @@ public sealed class FeedRelayTests(ClusterFixture cluster)
         Assert.True(notifications.Count < writes / 4, $"{notifications.Count} notifications for {writes} writes");
         Assert.All(notifications, n => Assert.True(Encoding.UTF8.GetByteCount(n) < 8000, $"payload of {n.Length} characters"));
     }
+
+    [Fact]
+    public async Task ANotificationWithoutTheNodesMacIsDroppedAndTheExecutorsOwnIsDelivered()
+    {
+        var runId = Guid.CreateVersion7();
+        var feed = cluster.ApiServices.GetRequiredService<RunFeed>();
+        var receiver = cluster.ApiServices.GetRequiredService<FeedRelay>();
+        using var subscription = feed.Follow(runId, 0);
+        var rejectedBefore = receiver.Rejected;
+        var forged = $$"""[{"r":"{{runId}}","n":"exec-forger","k":"o","s":0,"o":0,"b":"{{Convert.ToBase64String(Encoding.UTF8.GetBytes("forged\n"))}}"}]""";
+
+        // The auditor's login, unsigned; the service's own login with a MAC under a key it guessed; a MAC cut short.
+        await NotifyAsync(cluster.Database.AuditorConnection, forged);
+        await NotifyAsync(cluster.Database.AppConnection, FeedRelay.Sign(new byte[32], forged));
+        await NotifyAsync(cluster.Database.AppConnection, FeedRelay.Sign(new byte[32], forged)[..20] + "." + forged);
+        // Then the executor's relay: notifications are delivered in the order their transactions committed.
+        cluster.ExecutorServices.GetRequiredService<FeedRelay>().Output(runId, new OutputChunk(OutputStream.Stdout, Encoding.UTF8.GetBytes("genuine\n")), 0);
+
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        var first = await subscription.Live.ReadAsync(timeout.Token);
+        Assert.Equal("genuine\n", Encoding.UTF8.GetString(Assert.IsType<OutputItem>(first).Bytes));
+        Assert.Equal(rejectedBefore + 3, receiver.Rejected);
+    }
+
+    [Fact]
+    public async Task TheRelayKeyIsReadableByTheServicesLoginOnlyAndAMacBindsItsPayload()
+    {
+        await using (var auditor = new NpgsqlConnection(cluster.Database.AuditorConnection))
+        {
+            await auditor.OpenAsync();
+            await using var read = new NpgsqlCommand("SELECT key FROM sandbox.relay_key", auditor);
+            var denied = await Assert.ThrowsAsync<PostgresException>(() => read.ExecuteScalarAsync());
+            Assert.Equal(PostgresErrorCodes.InsufficientPrivilege, denied.SqlState);
+        }
+        var secret = await cluster.Database.ScalarAsync<string>("SELECT key FROM sandbox.relay_key");
+        Assert.Equal(96, secret!.Length);
+
+        var key = FeedRelay.KeyFrom(secret);
+        var payload = FeedRelay.Sign(key, "[{\"k\":\"u\"}]");
+        Assert.Equal("[{\"k\":\"u\"}]", FeedRelay.Verified(key, payload));
+        Assert.Null(FeedRelay.Verified(key, payload.Replace("\"u\"", "\"o\"", StringComparison.Ordinal)));
+        Assert.Null(FeedRelay.Verified(FeedRelay.KeyFrom(secret + "x"), payload));
+        Assert.Null(FeedRelay.Verified(key, "[{\"k\":\"u\"}]"));
+    }
+
+    private static async Task NotifyAsync(string connection, string payload)
+    {
+        await using var db = new NpgsqlConnection(connection);
+        await db.OpenAsync();
+        await using var notify = new NpgsqlCommand("SELECT pg_notify($1, $2)", db);
+        notify.Parameters.AddWithValue(FeedRelay.Channel);
+        notify.Parameters.AddWithValue(payload);
+        await notify.ExecuteNonQueryAsync();
+    }
 }

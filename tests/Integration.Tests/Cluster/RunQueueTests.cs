@@ -206,6 +206,29 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     }
 
     [Fact]
+    public async Task ARowMovedWithoutItsTerminalEventWhileItsNodeRunsGetsItOnceWithoutARestart()
+    {
+        // The node refused this run (a lost reply, then the store away past the wait budget: its client was answered 202
+        // pending). The node keeps running; its heartbeat's pass records the refusal once the row is a lease old.
+        var node = "api-moving-" + Guid.NewGuid().ToString("N")[..6];
+        await using var running = cluster.StartNode(node, "api", cluster.Database.AppConnection, []);
+        var refused = await RecordedAsync(node);
+        await cluster.Database.ExecuteAsync("""
+            INSERT INTO sandbox.run_queue (run_id, tenant, payload, state, requested_by, enqueued_at, finished_at)
+            VALUES ($1, 'tenant-cluster', '{}', 'refused', $2, now() - interval '2 seconds', now())
+            """, refused, node);
+
+        await Eventually.WaitUntilAsync(async () => (await TypesAsync(refused)).Contains("run_completed"),
+            () => "the moved row's terminal event was not recorded while its node ran", TimeSpan.FromSeconds(30), pollMs: 250);
+        await Task.Delay(TimeSpan.FromSeconds(3)); // more passes: still one terminal event
+        Assert.Equal(["run_requested", "policy_evaluated", "run_queued", "run_completed"], await TypesAsync(refused));
+        Assert.Equal("refused", await cluster.Database.ScalarAsync<string>(
+            "SELECT data ->> 'status' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_completed'", refused));
+        Assert.Contains("heartbeat's recovery pass", await cluster.Database.ScalarAsync<string>(
+            "SELECT data ->> 'reason' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_completed'", refused), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task ASecondProcessWithTheNodeIdOfALiveOneRefusesToStartAndTouchesNothingOfIt()
     {
         // The live executor node holds this run (its lease runs for an hour): a twin's start-up would abandon it.
@@ -336,6 +359,50 @@ public sealed class RunQueueTests(ClusterFixture cluster)
         Assert.Empty(journal.HeldRunIds()); // its lease is no longer renewed: the sweeper ends the run
         Assert.Equal(["run_requested", "policy_evaluated", "run_queued"], await TypesAsync(bad));
         Assert.Equal("22", Assert.Single(rejected));
+    }
+
+    [Fact]
+    public async Task AJournalFileThisVersionCannotReadIsSetAsideAndTheFilesAfterItAreCommitted()
+    {
+        // Two journaled outcomes; the first names an event type this version does not know (a newer node wrote it).
+        var node = "journal-" + Guid.NewGuid().ToString("N")[..6];
+        var store = cluster.ApiServices.GetRequiredService<IDocumentStore>();
+        var rejected = new System.Collections.Concurrent.ConcurrentQueue<string?>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument is { Name: "sandbox.journal.rejected", Meter.Name: Sandbox.Audited.Api.Metrics.RunMetrics.MeterName })
+                l.EnableMeasurementEvents(instrument);
+        };
+        listener.SetMeasurementEventCallback<long>((_, _, tags, _) => rejected.Enqueue(tags.ToArray().Single(t => t.Key == "class").Value as string));
+        listener.Start();
+        var journal = new OutcomeJournal(store, cluster.ApiServices.GetRequiredService<RunFeed>(), cluster.ApiServices.GetRequiredService<RunQueue>(),
+            Options.Create(new ExecutorOptions { NodeId = node, JournalDirectory = cluster.JournalDirectory }), NullLogger<OutcomeJournal>.Instance,
+            cluster.ApiServices.GetRequiredService<Sandbox.Audited.Api.Metrics.RunMetrics>());
+        var unknown = await RecordedAsync(node);
+        var good = await RecordedAsync(node);
+        foreach (var runId in new[] { unknown, good })
+            await journal.KeepAsync(new RunStream(store, runId, new WriteContext("ada", null, Tenant: "tenant-cluster")),
+                [new RunCompleted(runId, RunStatus.Succeeded, 0, 12, null, DateTimeOffset.UtcNow)]);
+        var path = Path.Combine(journal.Directory, $"{unknown:D}.json");
+        File.WriteAllText(path, File.ReadAllText(path).Replace("\"run_completed\"", "\"run_completed_in_a_later_version\"", StringComparison.Ordinal));
+
+        await journal.StartAsync(CancellationToken.None);
+        try
+        {
+            await Eventually.WaitUntilAsync(async () => (await TypesAsync(good)).Contains("run_completed"),
+                () => "the journal file after the unreadable one was never committed", TimeSpan.FromSeconds(20));
+            await Eventually.WaitUntilAsync(() => Task.FromResult(File.Exists(Path.Combine(journal.RejectedDirectory, $"{unknown:D}.json"))),
+                () => "the unreadable file was not set aside", TimeSpan.FromSeconds(20));
+        }
+        finally
+        {
+            await journal.StopAsync(CancellationToken.None);
+        }
+
+        Assert.Equal(0, journal.Pending);
+        Assert.Equal(["run_requested", "policy_evaluated", "run_queued"], await TypesAsync(unknown));
+        Assert.Equal("file", Assert.Single(rejected));
     }
 
     [Fact]
