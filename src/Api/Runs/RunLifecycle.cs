@@ -173,7 +173,7 @@ public sealed partial class RunLifecycle(
         var grace = Task.Delay(TimeSpan.FromSeconds(shutdown.Value.GraceSeconds), ct);
         if (await Task.WhenAny(running, grace) != running)
         {
-            LogGraceExceeded(orchestrator.InFlight);
+            LogGraceExceeded(orchestrator.InFlight, admission.Running);
             orchestrator.AbortRemaining();
             await Task.WhenAny(running, Task.Delay(TimeSpan.FromSeconds(5), CancellationToken.None));
         }
@@ -342,8 +342,8 @@ public sealed partial class RunLifecycle(
     [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: its queue row was {State} without a terminal event; recorded it")]
     private partial void LogMovedRowEnded(Guid runId, string state);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "{Count} runs did not finish within the shutdown grace period; stopping them")]
-    private partial void LogGraceExceeded(int count);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Count} runs ({Slots} slots held) did not finish within the shutdown grace period; stopping them")]
+    private partial void LogGraceExceeded(int count, int slots);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Count} sandbox removals were still pending at shutdown; the reaper removes them at the next start")]
     private partial void LogRemovalsPending(int count);

@@ -25,13 +25,14 @@ public sealed class ProcessClusterTests(ProcessCluster cluster, ITestOutputHelpe
     [Fact]
     public async Task RunsSpreadOverBothExecutorsAndNeverRunOnAnApiNode()
     {
-        const string tenant = "tenant-spread";
-        using var viaA = cluster.Api(0).Runner("ada", tenant);
-        using var viaB = cluster.Api(1).Runner("ada", tenant);
-
-        // Twelve runs at once, alternating api nodes: both executors must be claiming. Each run lasts a second, so that one
-        // executor (8 slots) cannot serve them all while the other is slow to wake on a loaded machine (seen in CI with 0.3 s).
-        var answers = await Task.WhenAll(Enumerable.Range(0, 12).Select(i => (i % 2 == 0 ? viaA : viaB).RunAsync(new { language = "shell", code = "sleep 1; echo ok" })));
+        // Twelve runs at once from three tenants, alternating api nodes: both executors must be claiming. One executor has
+        // 8 slots, so at least four runs wait for the other. Three tenants of four runs each: with one tenant, its
+        // cluster-wide ceiling of 6 would be the limit instead, and the executor holding the tenant's six runs would claim
+        // each next one the moment a slot frees, before the other's poll (seen on a fresh CI machine: 12 on one executor).
+        // Each run lasts 2 s, so a wait of one poll (1 s) on a loaded machine still finds runs to claim.
+        var runners = Enumerable.Range(0, 3).SelectMany(t => new[] { cluster.Api(0).Runner("ada", $"tenant-spread-{t}"), cluster.Api(1).Runner("ada", $"tenant-spread-{t}") }).ToList();
+        var answers = await Task.WhenAll(Enumerable.Range(0, 12).Select(i => runners[i % runners.Count].RunAsync(new { language = "shell", code = "sleep 2; echo ok" })));
+        runners.ForEach(r => r.Dispose());
 
         Assert.All(answers, a => Assert.Equal((HttpStatusCode.OK, "succeeded", "ok\n"), (a.Response.StatusCode, a.Body.Str("status"), a.Body.Str("stdout.content"))));
         var nodes = await NodesThatRanAsync(answers.Select(a => Guid.Parse(a.Body.Str("runId"))));
