@@ -392,11 +392,28 @@ public sealed partial class RunOrchestrator(
         AdmittedRun run;
         try
         {
+            _abort.Token.ThrowIfCancellationRequested();
             var stream = await RunStream.ResumeAsync(store, work.RunId, new WriteContext(work.Caller.Subject, work.CorrelationId, Tenant: work.Caller.Tenant), _abort.Token);
             run = new AdmittedRun(stream, await RequestOfAsync(work, _abort.Token), work.Decision, work.Caller, Stopwatch.StartNew(), [])
             {
                 ImageId = work.ImageId, Slot = slot, Queued = true, Remote = true,
             };
+        }
+        catch (OperationCanceledException) when (_abort.IsCancellationRequested)
+        {
+            // Claimed as shutdown's grace ran out: nothing of it started here, so it goes back to the queue for another
+            // executor (or this node once restarted) rather than being recorded failed for a reason that is not true.
+            slot.Dispose();
+            try
+            {
+                if (await queue.ReturnAsync(work.RunId, executorOptions.Value.NodeId, CancellationToken.None))
+                    LogClaimReturned(work.RunId);
+            }
+            catch (Exception e)
+            {
+                LogClaimNotReturned(e, work.RunId); // its lease lapses: the sweeper records it abandoned, naming this node
+            }
+            return;
         }
         catch (Exception e)
         {
@@ -685,6 +702,12 @@ public sealed partial class RunOrchestrator(
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: recording the request and decision failed; nothing was run")]
     private partial void LogWriteAheadFailed(Exception e, Guid runId);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: claimed as the shutdown grace ran out; returned to the queue unstarted")]
+    private partial void LogClaimReturned(Guid runId);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: claimed as the shutdown grace ran out, and could not be returned to the queue; it is recorded abandoned once its lease lapses")]
+    private partial void LogClaimNotReturned(Exception e, Guid runId);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: no sandbox could be created")]
     private partial void LogSandboxUnavailable(Exception e, Guid runId);

@@ -319,6 +319,22 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
         return await command.ExecuteNonQueryAsync(ct) == 1;
     }
 
+    /// <summary>
+    /// Puts a run this node claimed but never started back in the queue for any executor (it claimed it as its shutdown's
+    /// grace ran out) and wakes the executors; false when the row is no longer this node's claim.
+    /// </summary>
+    public async Task<bool> ReturnAsync(Guid runId, string node, CancellationToken ct)
+    {
+        await using var command = dataSource.CreateCommand(
+            "WITH returned AS (UPDATE sandbox.run_queue SET state = 'queued', node_id = NULL, claimed_at = NULL, lease_until = NULL "
+            + "WHERE run_id = $1 AND state = 'claimed' AND node_id = $2 RETURNING run_id) "
+            + "SELECT count(*) FROM returned, LATERAL pg_notify($3, $1::text)");
+        command.Parameters.AddWithValue(runId);
+        command.Parameters.AddWithValue(node);
+        command.Parameters.AddWithValue(QueuedChannel);
+        return (long)(await command.ExecuteScalarAsync(ct) ?? 0L) == 1;
+    }
+
     /// <summary>Moves a run still waiting in the queue to 'abandoned' (its api node restarted); false when an executor claimed it.</summary>
     public async Task<bool> AbandonQueuedAsync(Guid runId, CancellationToken ct)
     {

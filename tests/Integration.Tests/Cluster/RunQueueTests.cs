@@ -432,6 +432,33 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     }
 
     [Fact]
+    public async Task AClaimReturnedUnstartedIsQueuedAgainForAnyExecutorAndWakesThem()
+    {
+        await using var database = new TestDatabase();
+        await database.CreateAsync();
+        await using var dataSource = NpgsqlDataSource.Create(database.AppConnection);
+        var queue = new RunQueue(dataSource);
+        var runId = Guid.CreateVersion7();
+        await InsertQueuedAsync(database, runId, "tenant-returned");
+        Assert.Equal(runId, Assert.Single(await queue.ClaimAsync("exec-going", 10, 30, 1, CancellationToken.None)).Work.RunId);
+        await using var listener = new NpgsqlConnection(database.AppConnection);
+        await listener.OpenAsync();
+        var woken = new TaskCompletionSource<string>();
+        listener.Notification += (_, e) => woken.TrySetResult(e.Payload);
+        await using (var listen = new NpgsqlCommand($"LISTEN {RunQueue.QueuedChannel}", listener))
+            await listen.ExecuteNonQueryAsync();
+
+        Assert.False(await queue.ReturnAsync(runId, "exec-other", CancellationToken.None)); // not that node's claim
+        Assert.True(await queue.ReturnAsync(runId, "exec-going", CancellationToken.None));
+        await listener.WaitAsync(TimeSpan.FromSeconds(5));
+
+        Assert.Equal(runId, RunQueue.RunIdsOf(await woken.Task.WaitAsync(TimeSpan.FromSeconds(5))).Single());
+        Assert.Equal("queued", await database.ScalarAsync<string>("SELECT state FROM sandbox.run_queue WHERE run_id = $1", runId));
+        Assert.Equal(runId, Assert.Single(await queue.ClaimAsync("exec-staying", 10, 30, 1, CancellationToken.None)).Work.RunId);
+        Assert.False(await queue.ReturnAsync(runId, "exec-going", CancellationToken.None));
+    }
+
+    [Fact]
     public async Task EmbeddedNodesHoldTheTenantCeilingAcrossTheClusterOnTheirFastPath()
     {
         // Two embedded (api,executor) nodes, each with free slots; the tenant may run one sandbox at a time cluster-wide.
