@@ -317,18 +317,9 @@ public sealed class RunQueueTests(ClusterFixture cluster)
         // Three journaled outcomes; the first (in commit order) carries a NUL in its reason, which jsonb refuses (22P05).
         var node = "journal-" + Guid.NewGuid().ToString("N")[..6];
         var store = cluster.ApiServices.GetRequiredService<IDocumentStore>();
-        var rejected = new System.Collections.Concurrent.ConcurrentQueue<string?>();
-        using var listener = new System.Diagnostics.Metrics.MeterListener();
-        listener.InstrumentPublished = (instrument, l) =>
-        {
-            if (instrument is { Name: "sandbox.journal.rejected", Meter.Name: Sandbox.Audited.Api.Metrics.RunMetrics.MeterName })
-                l.EnableMeasurementEvents(instrument);
-        };
-        listener.SetMeasurementEventCallback<long>((_, _, tags, _) => rejected.Enqueue(tags.ToArray().Single(t => t.Key == "class").Value as string));
-        listener.Start();
-        var journal = new OutcomeJournal(store, cluster.ApiServices.GetRequiredService<RunFeed>(), cluster.ApiServices.GetRequiredService<RunQueue>(),
-            Options.Create(new ExecutorOptions { NodeId = node, JournalDirectory = cluster.JournalDirectory }), NullLogger<OutcomeJournal>.Instance,
-            cluster.ApiServices.GetRequiredService<Sandbox.Audited.Api.Metrics.RunMetrics>());
+        var rejected = new ConcurrentQueue<string?>();
+        using var listener = JournalRejections(rejected);
+        var journal = JournalOf(node);
         var bad = await RecordedAsync(node);
         var good = new[] { await RecordedAsync(node), await RecordedAsync(node) };
         foreach (var runId in new[] { bad }.Concat(good))
@@ -367,18 +358,9 @@ public sealed class RunQueueTests(ClusterFixture cluster)
         // Two journaled outcomes; the first names an event type this version does not know (a newer node wrote it).
         var node = "journal-" + Guid.NewGuid().ToString("N")[..6];
         var store = cluster.ApiServices.GetRequiredService<IDocumentStore>();
-        var rejected = new System.Collections.Concurrent.ConcurrentQueue<string?>();
-        using var listener = new System.Diagnostics.Metrics.MeterListener();
-        listener.InstrumentPublished = (instrument, l) =>
-        {
-            if (instrument is { Name: "sandbox.journal.rejected", Meter.Name: Sandbox.Audited.Api.Metrics.RunMetrics.MeterName })
-                l.EnableMeasurementEvents(instrument);
-        };
-        listener.SetMeasurementEventCallback<long>((_, _, tags, _) => rejected.Enqueue(tags.ToArray().Single(t => t.Key == "class").Value as string));
-        listener.Start();
-        var journal = new OutcomeJournal(store, cluster.ApiServices.GetRequiredService<RunFeed>(), cluster.ApiServices.GetRequiredService<RunQueue>(),
-            Options.Create(new ExecutorOptions { NodeId = node, JournalDirectory = cluster.JournalDirectory }), NullLogger<OutcomeJournal>.Instance,
-            cluster.ApiServices.GetRequiredService<Sandbox.Audited.Api.Metrics.RunMetrics>());
+        var rejected = new ConcurrentQueue<string?>();
+        using var listener = JournalRejections(rejected);
+        var journal = JournalOf(node);
         var unknown = await RecordedAsync(node);
         var good = await RecordedAsync(node);
         foreach (var runId in new[] { unknown, good })
@@ -403,6 +385,26 @@ public sealed class RunQueueTests(ClusterFixture cluster)
         Assert.Equal(0, journal.Pending);
         Assert.Equal(["run_requested", "policy_evaluated", "run_queued"], await TypesAsync(unknown));
         Assert.Equal("file", Assert.Single(rejected));
+    }
+
+    /// <summary>A journal of its own for a node id, on the in-process api node's services, worked by the test.</summary>
+    private OutcomeJournal JournalOf(string node) =>
+        new(cluster.ApiServices.GetRequiredService<IDocumentStore>(), cluster.ApiServices.GetRequiredService<RunFeed>(), cluster.ApiServices.GetRequiredService<RunQueue>(),
+            Options.Create(new ExecutorOptions { NodeId = node, JournalDirectory = cluster.JournalDirectory }), NullLogger<OutcomeJournal>.Instance,
+            cluster.ApiServices.GetRequiredService<Sandbox.Audited.Api.Metrics.RunMetrics>());
+
+    /// <summary>Collects the class label of every journal file set aside (sandbox.journal.rejected) while it lives.</summary>
+    private static System.Diagnostics.Metrics.MeterListener JournalRejections(ConcurrentQueue<string?> classes)
+    {
+        var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument is { Name: "sandbox.journal.rejected", Meter.Name: Sandbox.Audited.Api.Metrics.RunMetrics.MeterName })
+                l.EnableMeasurementEvents(instrument);
+        };
+        listener.SetMeasurementEventCallback<long>((_, _, tags, _) => classes.Enqueue(tags.ToArray().Single(t => t.Key == "class").Value as string));
+        listener.Start();
+        return listener;
     }
 
     [Fact]
