@@ -82,7 +82,10 @@ public static class ReproduceEndpoints
             return Problem(409, NotReproducible, "The run's inputs are no longer stored", $"Run {id} cannot be reproduced: {e.Message}");
         }
 
-        var request = new ValidRunRequest(requested.Language, code, stdin, requested.Args, files, requested.Limits, requested.Classification);
+        // The runtime and isolation the run had (a policy may have made its isolation stronger than asked), never the defaults:
+        // a reproduction is recorded under the runtime it runs on, and never runs weaker than the original.
+        var request = new ValidRunRequest(requested.Language, code, stdin, requested.Args, files, requested.Limits, requested.Classification,
+            created.RuntimeId ?? requested.Runtime, created.Isolation ?? requested.Isolation ?? Domain.Runtimes.Isolation.Standard);
         var admitted = await orchestrator.RequestAsync(caller, RequestClient.Of(http), request, ct, reproduces: id, imageId: created.ImageId);
         var originalDecision = DecisionView.From(PolicyReplay.DecisionOf(evaluated));
         if (!admitted.Decision.Allowed)

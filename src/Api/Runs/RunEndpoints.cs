@@ -291,15 +291,23 @@ public static class RunEndpoints
         if (request.ContentLength > MaxBodyBytes)
             return (null, $"The request body is {request.ContentLength} bytes; the maximum is {MaxBodyBytes} bytes.", true, []);
         if (request.ContentType is { } type && !type.StartsWith("application/json", StringComparison.OrdinalIgnoreCase))
-            return (null, $"Send the run as JSON (Content-Type: application/json) or as multipart/form-data, not '{type}'.", false, []);
+            return (null, $"Send the run as JSON (Content-Type: application/json) or as multipart/form-data, not '{ClientText.Echo(type)}'.", false, []);
         using var buffer = new MemoryStream();
         var chunk = new byte[81920];
         int read;
-        while ((read = await request.Body.ReadAsync(chunk, ct)) > 0)
+        try
         {
-            if (buffer.Length + read > MaxBodyBytes)
-                return (null, $"The request body exceeds the maximum of {MaxBodyBytes} bytes.", true, []);
-            buffer.Write(chunk, 0, read);
+            while ((read = await request.Body.ReadAsync(chunk, ct)) > 0)
+            {
+                if (buffer.Length + read > MaxBodyBytes)
+                    return (null, $"The request body exceeds the maximum of {MaxBodyBytes} bytes.", true, []);
+                buffer.Write(chunk, 0, read);
+            }
+        }
+        catch (BadHttpRequestException e) when (!ct.IsCancellationRequested)
+        {
+            // Kestrel gave up on the body (too slow, cut short): a refusal like any other, recorded.
+            return (null, "The request body could not be read: " + e.Message, e.StatusCode == StatusCodes.Status413PayloadTooLarge, []);
         }
         if (buffer.Length == 0)
             return (null, "The request body is empty; send a JSON object with 'language' and 'code'.", false, []);
@@ -318,7 +326,7 @@ public static class RunEndpoints
     // System.Text.Json names the member and its path; the .NET type names it adds mean nothing to a client.
     private static string Describe(JsonException e)
     {
-        var at = e.Path is { Length: > 0 } path && path != "$" ? $" at '{path}'" : "";
+        var at = e.Path is { Length: > 0 } path && path != "$" ? $" at '{ClientText.Echo(path)}'" : "";
         var message = e.Message;
         if (message.Contains("could not be mapped to any .NET member", StringComparison.Ordinal))
             return $"Unknown member{at}: the request accepts only the documented members, spelled exactly (camelCase).";
@@ -326,8 +334,11 @@ public static class RunEndpoints
             return $"Duplicate member{at}: each member may appear once.";
         if (message.Contains("doesn't allow null values", StringComparison.Ordinal) || message.Contains("non-nullable", StringComparison.Ordinal))
             return $"Null is not allowed{at}: give a value or leave the member out.";
+        // A string that is not Unicode (a lone surrogate escape, bytes that are not UTF-8) fails its conversion too.
+        if (e.InnerException is InvalidOperationException inner && inner.Message.Contains("UTF", StringComparison.Ordinal))
+            return $"Invalid text{at}: strings must be valid Unicode sent as UTF-8 (no lone surrogate such as \\ud800, no invalid byte sequences).";
         if (message.Contains("could not be converted", StringComparison.Ordinal))
-            return $"Wrong type{at}: numbers must be JSON numbers (integers where an integer is expected), strings JSON strings.";
+            return $"Wrong type{at}: numbers must be JSON numbers in range (integers where an integer is expected), strings JSON strings.";
         return $"Malformed JSON{at}: {message}";
     }
 

@@ -103,7 +103,7 @@ public sealed class RunUpload : IDisposable
             {
                 if (values.ContainsKey(name))
                 {
-                    Fail($"The form field '{name}' appears more than once.");
+                    Fail($"The form field '{ClientText.Echo(name)}' appears more than once.");
                     return;
                 }
                 var cap = name is "code" or "stdin" ? MaxTextPartBytes : MaxFieldBytes;
@@ -114,12 +114,12 @@ public sealed class RunUpload : IDisposable
                 }
                 catch (System.Text.DecoderFallbackException)
                 {
-                    Fail($"The form field '{name}' is not valid UTF-8 text; send binary input as a file part (curl -F 'data.bin=@path') and read it from the sandbox's working directory.");
+                    Fail($"The form field '{ClientText.Echo(name)}' is not valid UTF-8 text; send binary input as a file part (curl -F 'data.bin=@path') and read it from the sandbox's working directory.");
                     return;
                 }
                 if (value is null)
                 {
-                    Fail($"The form field '{name}' is larger than {cap} bytes.", tooLarge: true);
+                    Fail($"The form field '{ClientText.Echo(name)}' is larger than {cap} bytes.", tooLarge: true);
                     return;
                 }
                 values[name] = value;
@@ -128,7 +128,7 @@ public sealed class RunUpload : IDisposable
             }
             if (!isFile)
             {
-                Fail($"Unknown form field '{name}': the fields are {string.Join(", ", Fields)}; input files are file parts (curl -F 'name=@path').");
+                Fail($"Unknown form field '{ClientText.Echo(name)}': the fields are {string.Join(", ", Fields)}; input files are file parts (curl -F 'name=@path').");
                 return;
             }
             if (limits.TooManyFiles(Files.Count + 1) is { } tooMany)
@@ -139,7 +139,7 @@ public sealed class RunUpload : IDisposable
             var file = await SpoolAsync(name, section.Body, Math.Min(limits.MaxFileBytes, limits.MaxTotalBytes - total), ct);
             if (file is null)
             {
-                Fail($"File '{name}' goes beyond the input caps: {limits.MaxFileBytes} bytes per file, {limits.MaxTotalBytes} bytes in all (Runs:MaxFileBytes, Runs:MaxInputBytes).", tooLarge: true);
+                Fail($"File '{ClientText.Echo(name)}' goes beyond the input caps: {limits.MaxFileBytes} bytes per file, {limits.MaxTotalBytes} bytes in all (Runs:MaxFileBytes, Runs:MaxInputBytes).", tooLarge: true);
                 return;
             }
             total += file.Bytes;

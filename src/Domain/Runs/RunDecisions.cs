@@ -40,13 +40,20 @@ public sealed record SandboxFacts(
 /// </summary>
 public static class RunDecisions
 {
-    /// <summary>A request refused before any decision (validation, authorization, idempotency): the refusal and its terminal event.</summary>
+    /// <summary>
+    /// A request refused before any decision (validation, authorization, idempotency): the refusal and its terminal event.
+    /// What the client sent is recorded as ClientText echoes it (short, no control characters): a refusal is always recordable.
+    /// </summary>
     public static object[] Reject(Guid runId, Caller caller, ClientInfo client, int httpStatus, IReadOnlyList<string> errors,
-        string? language, string? code, DateTimeOffset now) =>
-    [
-        new RequestRejected(runId, caller, httpStatus, errors, language, code is null ? null : Sha256Hex.Of(code), client, now),
-        new RunCompleted(runId, RunStatus.Rejected, null, 0, string.Join(" ", errors), now),
-    ];
+        string? language, string? code, DateTimeOffset now)
+    {
+        var recorded = errors.Select(e => ClientText.Clean(e, ClientText.MaxError)).ToList();
+        return
+        [
+            new RequestRejected(runId, caller, httpStatus, recorded, language is null ? null : ClientText.Echo(language), code is null ? null : Sha256Hex.Of(code), client, now),
+            new RunCompleted(runId, RunStatus.Rejected, null, 0, string.Join(" ", recorded), now),
+        ];
+    }
 
     /// <summary>
     /// The request (by the digests of its stored inputs) and the policy's decision, committed together before anything runs;

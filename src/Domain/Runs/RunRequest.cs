@@ -84,7 +84,7 @@ public static class RunRequestValidation
         if (string.IsNullOrWhiteSpace(request.Language))
             errors.Add($"'language' is required: one of {string.Join(", ", Languages.All)}.");
         else if (language is null)
-            errors.Add($"Unknown language '{request.Language}': use one of {string.Join(", ", Languages.All)}.");
+            errors.Add($"Unknown language '{ClientText.Echo(request.Language)}': use one of {string.Join(", ", Languages.All)}.");
 
         var code = request.Code ?? "";
         var codeBytes = Encoding.UTF8.GetByteCount(code);
@@ -137,7 +137,7 @@ public static class RunRequestValidation
             if (!IsPlainFileName(file.Name))
                 errors.Add($"File {i + 1} ('{Printable(file.Name)}'): the name must be a plain file name (no '/', no '..', no control characters, at most {MaxFileNameLength} characters).");
             else if (!names.Add(file.Name) || IsReservedName(file.Name))
-                errors.Add($"File {i + 1} ('{file.Name}'): the name is duplicated or reserved (main.*, out).");
+                errors.Add($"File {i + 1} ('{Printable(file.Name)}'): the name is duplicated or reserved (main.*, out).");
             if (file.Bytes > caps.MaxFileBytes)
             {
                 tooLarge = true;
@@ -155,11 +155,11 @@ public static class RunRequestValidation
             ? Policies.Classification.Default
             : request.Classification.Trim().ToLowerInvariant();
         if (!Policies.Classification.All.Contains(classification))
-            errors.Add($"Unknown classification '{request.Classification}': use one of {string.Join(", ", Policies.Classification.All)}.");
+            errors.Add($"Unknown classification '{ClientText.Echo(request.Classification)}': use one of {string.Join(", ", Policies.Classification.All)}.");
 
         var isolation = Runtimes.Isolation.Canonical(request.Isolation ?? Runtimes.Isolation.Standard);
         if (isolation is null)
-            errors.Add($"Unknown isolation '{request.Isolation}': use one of {string.Join(", ", Runtimes.Isolation.All)}.");
+            errors.Add($"Unknown isolation '{ClientText.Echo(request.Isolation)}': use one of {string.Join(", ", Runtimes.Isolation.All)}.");
 
         var limits = request.Limits ?? RequestedLimits.None;
         errors.AddRange(LimitFloors.Problems(limits, ceilings));
@@ -207,11 +207,10 @@ public static class RunRequestValidation
                     return null;
                 }
             default:
-                errors.Add($"'files[{i}].encoding' is '{file.Encoding}'; use \"utf8\" (the default) or \"base64\".");
+                errors.Add($"'files[{i}].encoding' is '{ClientText.Echo(file.Encoding)}'; use \"utf8\" (the default) or \"base64\".");
                 return null;
         }
     }
 
-    private static string Printable(string? name) =>
-        new((name ?? "").Take(MaxFileNameLength).Select(c => char.IsControl(c) ? '?' : c).ToArray());
+    private static string Printable(string? name) => ClientText.Clean(name, MaxFileNameLength);
 }

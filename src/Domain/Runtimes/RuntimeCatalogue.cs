@@ -38,7 +38,7 @@ public sealed class RuntimeCatalogue
         if (Find(id) is not { } found)
             return (null, string.IsNullOrWhiteSpace(runtime)
                 ? $"No lean runtime '{language}' is in the catalogue; name one of: {string.Join(", ", Ids)}."
-                : $"Unknown runtime '{runtime}': use one of {string.Join(", ", Ids)}.");
+                : $"Unknown runtime '{Runs.ClientText.Echo(runtime)}': use one of {string.Join(", ", Ids)}.");
         if (found.Language != language)
             return (null, $"Runtime '{found.Id}' runs {found.Language}, not {language}; for {language} use one of: " +
                           $"{string.Join(", ", All.Where(r => r.Language == language).Select(r => r.Id))}.");

@@ -100,6 +100,51 @@ public sealed class BadInputTests(ServiceFixture service)
         await AssertRejectionRecordedAsync(body.Str("runId"), 400);
     }
 
+    [Theory]
+    [InlineData("language")]
+    [InlineData("classification")]
+    [InlineData("isolation")]
+    [InlineData("runtime")]
+    public async Task ANulInAnEchoedFieldIsARecorded400NotAStoreFailure(string field)
+    {
+        var request = new Dictionary<string, object> { ["language"] = "python", ["code"] = "print(1)", [field] = "py\0thon" };
+
+        var (response, body) = await service.Runner("frank", Tenant).RunAsync(request);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Contains("'py?thon'", body.Str("detail"));
+        await AssertRejectionRecordedAsync(body.Str("runId"), 400);
+    }
+
+    [Fact]
+    public async Task AHugeEchoedFieldGivesAShortAnswerAndAShortRecord()
+    {
+        var noise = string.Concat(Enumerable.Range(0, 40_000).Select(i => (char)('a' + i % 26)));
+
+        var (response, body) = await service.Runner("frank", Tenant).RunAsync(new { language = noise, classification = noise, isolation = noise, code = "x" });
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.True(body.ToJsonString().Length < 4096, $"the answer is {body.ToJsonString().Length} characters");
+        Assert.Contains("(40000 characters)", body.Str("detail"));
+        await AssertRejectionRecordedAsync(body.Str("runId"), 400);
+        var recorded = await service.Database.ScalarAsync<int>(
+            "SELECT max(length(data::text)) FROM sandbox.mt_events WHERE stream_id = $1", Guid.Parse(body.Str("runId")));
+        Assert.True(recorded < 4096, $"an event of {recorded} characters was recorded");
+    }
+
+    [Fact]
+    public async Task ALoneSurrogateIsNamedAsInvalidTextNotAsAWrongType()
+    {
+        using var content = new StringContent("{\"language\":\"python\",\"code\":\"print('\\ud800')\"}", System.Text.Encoding.UTF8, "application/json");
+
+        var response = await service.Runner("frank", Tenant).PostAsync("/v1/runs", content);
+        var body = await ApiCalls.BodyAsync(response);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.StartsWith("Invalid text at '$.code'", body.Str("detail"));
+        await AssertRejectionRecordedAsync(body.Str("runId"), 400);
+    }
+
     [Fact]
     public async Task CodeOver256KiBIsRejectedWith413AndRecorded()
     {

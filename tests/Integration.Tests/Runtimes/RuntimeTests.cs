@@ -96,6 +96,24 @@ public sealed class RuntimeTests(ServiceFixture service)
     }
 
     [Fact]
+    public async Task AReproductionRunsOnTheRuntimeAndIsolationOfTheOriginalAndRecordsThem()
+    {
+        // python-data under gVisor: reproduced, it must not fall back to the language's default runtime or to runc.
+        var (_, run) = await _runner.RunAsync(new { language = "python", runtime = "python-data", isolation = "strong", code = "import pandas, platform\nprint(platform.release())" });
+        Assert.Equal("succeeded", run.Str("status"));
+
+        var response = await _runner.PostAsync($"/v1/runs/{run.Str("runId")}/reproduce", null);
+        var body = await ApiCalls.BodyAsync(response);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.True(body["comparison"]!["identical"]!.GetValue<bool>(), body.ToJsonString());
+        var events = await EventsAsync(body.Str("runId"));
+        Assert.Equal(("python-data", "strong"), (Data(events, "run_requested").Str("runtime"), Data(events, "run_requested").Str("isolation")));
+        var created = Data(events, "sandbox_created");
+        Assert.Equal(("python-data", "strong", "runsc"), (created.Str("runtimeId"), created.Str("isolation"), created.Str("settings.runtime")));
+    }
+
+    [Fact]
     public async Task AnUnknownRuntimeIsRefusedWithTheChoices()
     {
         var (response, body) = await _runner.RunAsync(new { language = "python", runtime = "python-ml", code = "print(1)" });
