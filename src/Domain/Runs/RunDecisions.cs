@@ -47,7 +47,8 @@ public static class RunDecisions
     public static object[] Reject(Guid runId, Caller caller, ClientInfo client, int httpStatus, IReadOnlyList<string> errors,
         string? language, string? code, DateTimeOffset now)
     {
-        var recorded = errors.Select(e => ClientText.Clean(e, ClientText.MaxError)).ToList();
+        var cleaned = errors.Select(e => ClientText.Clean(e, ClientText.MaxError)).ToList();
+        IReadOnlyList<string> recorded = cleaned.SequenceEqual(errors) ? errors : cleaned;
         return
         [
             new RequestRejected(runId, caller, httpStatus, recorded, language is null ? null : ClientText.Echo(language), code is null ? null : Sha256Hex.Of(code), client, now),

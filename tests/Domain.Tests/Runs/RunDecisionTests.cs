@@ -265,4 +265,21 @@ public sealed class RunDecisionTests
         Assert.DoesNotContain("restart", abandoned.Reason, StringComparison.Ordinal);
         Assert.Contains("No outcome is known", abandoned.Reason, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void ARefusalRecordsTheClientsStringsShortAndWithoutControlCharacters()
+    {
+        var huge = new string('x', 100_000);
+        var events = RunDecisions.Reject(RunId, new Caller("alice", "acme", ["runner"]), new ClientInfo("127.0.0.1", "tests", null, "corr-1"), 400,
+            [$"Unknown language '{ClientText.Echo("py\0thon")}'.", "raw \0 from elsewhere " + huge], "py\0" + huge, "x", Now);
+
+        var rejected = Assert.IsType<RequestRejected>(events[0]);
+        Assert.Equal("Unknown language 'py?thon'.", rejected.Errors[0]);
+        Assert.StartsWith("raw ? from elsewhere xxx", rejected.Errors[1]);
+        Assert.EndsWith("(100021 characters)", rejected.Errors[1]);
+        Assert.True(rejected.Errors[1].Length < ClientText.MaxError + 40);
+        Assert.StartsWith("py?xxx", rejected.Language);
+        Assert.True(rejected.Language!.Length < ClientText.MaxEcho + 40);
+        Assert.DoesNotContain('\0', Assert.IsType<RunCompleted>(events[1]).Reason!);
+    }
 }
