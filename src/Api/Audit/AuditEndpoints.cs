@@ -217,7 +217,7 @@ public static partial class AuditEndpoints
         var tenant = q.Tenant(caller);
         var (toSequence, treeSize, rootHash) = (q.Long("toSequence"), q.Long("treeSize"), q.Text("rootHash"));
         var given = toSequence is not null || treeSize is not null || rootHash is not null;
-        if (given && (toSequence is null || treeSize is null || rootHash is null || rootHash.Length != 64))
+        if (given && (toSequence is null || treeSize is null || rootHash is null || rootHash.Length != 64 || !rootHash.All(char.IsAsciiHexDigit)))
             q.Fail("A kept tree head needs all of toSequence, treeSize and rootHash (64 hex characters).");
         if (q.Error is not null)
             return await q.RefusedAsync(accessLog, caller, AuditActions.VerifyCheckpoints);
@@ -267,23 +267,29 @@ public static partial class AuditEndpoints
         if (q.Error is not null)
             return await q.RefusedAsync(accessLog, caller, AuditActions.InclusionProof);
 
+        var (view, notCovered) = await InclusionOfAsync(tree, checkpoints, tenant, sequence, runId, treeSize, ct);
+        // Recorded whether or not the tree covers what was asked: a probe for runs or events is an access like any other.
+        if (await RecordAsync(http, accessLog, caller, AuditActions.InclusionProof, view?.Proofs.Count ?? 0) is { } unrecorded)
+            return unrecorded;
+        return view is not null ? TypedResults.Ok(view) : notCovered!;
+    }
+
+    private static async Task<(InclusionProofView? View, ProblemHttpResult? NotCovered)> InclusionOfAsync(
+        AuditTree tree, AuditCheckpoints checkpoints, string tenant, long? sequence, Guid? runId, long? treeSize, CancellationToken ct)
+    {
         var size = treeSize ?? (await checkpoints.ListAsync(tenant, ct)).LastOrDefault()?.Head.TreeSize;
         if (size is null)
-            return NotCovered("No checkpoint of your tenant yet: take one (POST /v1/audit/checkpoints) or give treeSize.");
+            return (null, NotCovered("No checkpoint of your tenant yet: take one (POST /v1/audit/checkpoints) or give treeSize."));
         if (await TreeTooSmallAsync(tree, tenant, size.Value, ct) is { } tooSmall)
-            return tooSmall;
+            return (null, tooSmall);
         var leaves = await tree.LeavesAsync(tenant, sequence, runId, ct);
         if (leaves.Count == 0)
-            return NotCovered(runId is { } run
+            return (null, NotCovered(runId is { } run
                 ? $"No event of run {run} is in your tenant's tree yet: the run is not yours, or no checkpoint was taken since it began."
-                : $"Event {sequence} is not in your tenant's tree: it is not yours, or no checkpoint was taken since it was recorded.");
+                : $"Event {sequence} is not in your tenant's tree: it is not yours, or no checkpoint was taken since it was recorded."));
         if (leaves.FirstOrDefault(l => l.LeafIndex >= size) is { } late)
-            return NotCovered($"Event {late.Sequence} is leaf {late.LeafIndex} of your tenant's tree, so a tree of {size} leaves does not cover it; use a later checkpoint's treeSize.");
-
-        var view = await InclusionProofsAsync(tree, tenant, leaves, size.Value, ct);
-        if (await RecordAsync(http, accessLog, caller, AuditActions.InclusionProof, view.Proofs.Count) is { } unrecorded)
-            return unrecorded;
-        return TypedResults.Ok(view);
+            return (null, NotCovered($"Event {late.Sequence} is leaf {late.LeafIndex} of your tenant's tree, so a tree of {size} leaves does not cover it; use a later checkpoint's treeSize."));
+        return (await InclusionProofsAsync(tree, tenant, leaves, size.Value, ct), null);
     }
 
     /// <summary>

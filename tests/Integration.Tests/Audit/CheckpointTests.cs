@@ -91,6 +91,10 @@ public sealed class CheckpointTests(ServiceFixture service)
         Assert.Equal(0, recorded["checkpointsChecked"]!.GetValue<int>()); // nothing recorded is left to compare with
         Assert.False(after["verified"]!.GetValue<bool>());
         Assert.Equal("8", after.Str("firstMismatch.actualTreeSize"));
+        // A root hash that is not hex is a malformed question, not evidence of tampering.
+        var (malformed, problem) = await service.Auditor(tenant).GetJsonAsync(query.Replace($"rootHash={kept.Str("rootHash")}", "rootHash=" + new string('z', 64), StringComparison.Ordinal));
+        Assert.Equal(HttpStatusCode.BadRequest, malformed.StatusCode);
+        Assert.Contains("64 hex characters", problem.Str("detail"));
     }
 
     [Fact]

@@ -120,7 +120,8 @@ public sealed class ProofTests(ServiceFixture service)
         var next = await CheckpointAsync(tenant);
         var (oldTree, notCovered) = await service.Auditor(tenant).GetJsonAsync($"/v1/audit/proofs/inclusion?runId={late}&treeSize={checkpoint.Str("treeSize")}");
         var (tooBig, noSuchTree) = await service.Auditor(tenant).GetJsonAsync($"/v1/audit/proofs/inclusion?runId={late}&treeSize=1000000");
-        var (otherTenant, notYours) = await service.Auditor(AuditTestClient.NewTenant("proof-stranger")).GetJsonAsync($"/v1/audit/proofs/inclusion?runId={late}&treeSize=1");
+        var stranger = AuditTestClient.NewTenant("proof-stranger");
+        var (otherTenant, notYours) = await service.Auditor(stranger, "stan").GetJsonAsync($"/v1/audit/proofs/inclusion?runId={late}&treeSize=1");
         var covered = await service.Auditor(tenant).OkJsonAsync($"/v1/audit/proofs/inclusion?runId={late}&treeSize={next.Str("treeSize")}");
 
         Assert.Equal(HttpStatusCode.NotFound, beforeCheckpoint.StatusCode);
@@ -131,6 +132,9 @@ public sealed class ProofTests(ServiceFixture service)
         Assert.Contains("does not exist yet", noSuchTree.Str("detail"));
         Assert.Equal(HttpStatusCode.NotFound, otherTenant.StatusCode);
         Assert.Equal(8, covered["proofs"]!.AsArray().Count);
+        // A probe that found nothing is an access too: logged, with no result.
+        var probes = (await service.Auditor(stranger, "stan").OkJsonAsync("/v1/audit/events?type=audit_accessed&subject=stan"))["items"]!.AsArray();
+        Assert.Contains(probes, e => (e!.Str("data.action"), e!.Str("data.resultCount")) == ("inclusion_proof", "0"));
     }
 
     [Fact]
