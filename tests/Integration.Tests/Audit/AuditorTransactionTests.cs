@@ -59,6 +59,27 @@ public sealed class AuditorTransactionTests(ServiceFixture service)
         await tx.RollbackAsync();
     }
 
+    [Fact]
+    public async Task ARunExecutedWhileAnAuditorTransactionIsOpenIsListedAndItsEvidenceServedPromptly()
+    {
+        var tenant = AuditTestClient.NewTenant("auditor-xid-run");
+        await using var connection = new NpgsqlConnection(service.Database.AuditorConnection);
+        await connection.OpenAsync();
+        var (tx, pid) = await BeginWithXidAsync(connection);
+
+        var (response, run) = await service.Runner("ivo", tenant).RunAsync(new { language = "python", code = "print('seen')" });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var id = run.Str("runId");
+        Assert.Equal([id], RunIds(await service.Auditor(tenant).OkJsonAsync("/v1/audit/runs")));
+        var clock = Stopwatch.StartNew();
+        var evidence = await service.Auditor(tenant).GetAsync($"/v1/runs/{id}/evidence"); // takes a fresh checkpoint
+        clock.Stop();
+        Assert.Equal(HttpStatusCode.OK, evidence.StatusCode);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"the evidence bundle took {clock.Elapsed}");
+        Assert.True(await HoldsXidAsync(pid), "the auditor's transaction was open with an id throughout");
+        await tx.RollbackAsync();
+    }
+
     [Theory]
     [InlineData("service")]
     [InlineData("superuser")] // another role that may insert events, as the eraser's login does
