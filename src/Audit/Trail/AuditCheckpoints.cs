@@ -193,9 +193,10 @@ public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore s
 
     /// <summary>
     /// The highest sequence below which nothing can still appear. Sequences are taken before commit, so first read the
-    /// highest committed one, then wait until every transaction running at that moment has ended: any lower sequence
-    /// still uncommitted belonged to one of them. A transaction gets its id at its first write, which in Marten's append
-    /// function follows nextval by microseconds; the pause before taking the snapshot covers that gap.
+    /// highest committed one, then wait until every transaction that may append events (<see cref="AuditQueries.OpenWriters"/>)
+    /// open at that moment has ended: any lower sequence still uncommitted belonged to one of them. A transaction gets
+    /// its id at its first write, which in Marten's append function follows nextval by microseconds; the pause before
+    /// listing the writers covers that gap.
     /// </summary>
     private async Task<long> SettledSequenceAsync(CancellationToken ct)
     {
@@ -204,16 +205,20 @@ public sealed class AuditCheckpoints(NpgsqlDataSource database, IDocumentStore s
         await using (var max = new NpgsqlCommand("SELECT COALESCE(max(seq_id), 0) FROM sandbox.mt_events", connection))
             highest = (long)(await max.ExecuteScalarAsync(ct))!;
         await Task.Delay(WriteGap, ct);
-        string running;
-        await using (var snapshot = new NpgsqlCommand("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", connection))
-            running = (string)(await snapshot.ExecuteScalarAsync(ct))!;
+        string[] open;
+        await using (var writers = new NpgsqlCommand($"SELECT array(SELECT w.xid::text FROM ({AuditQueries.OpenWriters}) w)", connection))
+            open = (string[])(await writers.ExecuteScalarAsync(ct))!;
+        if (open.Length == 0)
+            return highest;
         var deadline = DateTime.UtcNow + SettleTimeout;
-        await using var settled = new NpgsqlCommand("SELECT pg_snapshot_xmin(pg_current_snapshot()) >= @xmax::xid8", connection);
-        settled.Parameters.Add(new NpgsqlParameter("xmax", NpgsqlDbType.Text) { Value = running });
+        // Ids are compared as text: a transaction id is not reused within the seconds waited here.
+        await using var settled = new NpgsqlCommand(
+            $"SELECT NOT EXISTS (SELECT 1 FROM ({AuditQueries.OpenWriters}) w WHERE w.xid::text = ANY(@open))", connection);
+        settled.Parameters.Add(new NpgsqlParameter("open", NpgsqlDbType.Array | NpgsqlDbType.Text) { Value = open });
         while (!(bool)(await settled.ExecuteScalarAsync(ct))!)
         {
             if (DateTime.UtcNow > deadline)
-                throw new TimeoutException("A transaction older than the checkpoint is still open; try again.");
+                throw new TimeoutException("A transaction that may still append events below the checkpoint is still open; try again in a few seconds.");
             await Task.Delay(20, ct);
         }
         return highest;

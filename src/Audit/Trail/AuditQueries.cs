@@ -33,13 +33,27 @@ public sealed class AuditQueries(NpgsqlDataSource database)
 
     /// <summary>
     /// Sequence numbers are taken before commit, so a slow transaction can commit a lower sequence after a
-    /// higher one is visible. A row is listed only once its writing transaction is older than every writer
-    /// still in flight in this database (readers hold no transaction id, so long exports never hold this
-    /// back), so a cursor never skips a row that commits later.
+    /// higher one is visible. A row is listed only once its writing transaction is older than every transaction
+    /// still open in this database that may append events (see <see cref="OpenWriters"/>), so a cursor never skips
+    /// a row that commits later.
     /// </summary>
-    private const string Settled = """
-        age(e.xmin) > (SELECT COALESCE(max(age(a.backend_xid)), -1) FROM pg_stat_activity a
-                       WHERE a.datname = current_database() AND a.backend_xid IS NOT NULL)
+    private const string Settled = $"""
+        age(e.xmin) > (SELECT COALESCE(max(age(w.xid)), -1) FROM ({OpenWriters}) w)
+        """;
+
+    /// <summary>
+    /// Transaction ids of open transactions in this database whose login may INSERT into sandbox.mt_events (the
+    /// service, the eraser, the owner, superusers), prepared ones included. Any login can take a transaction id and
+    /// pg_stat_activity shows every session's, so only writers count: a reader's open transaction cannot hold
+    /// back audit reads or checkpoints.
+    /// </summary>
+    public const string OpenWriters = """
+        SELECT a.backend_xid AS xid FROM pg_stat_activity a
+        WHERE a.datname = current_database() AND a.backend_xid IS NOT NULL
+          AND has_table_privilege(a.usesysid, 'sandbox.mt_events', 'INSERT')
+        UNION ALL
+        SELECT p.transaction FROM pg_prepared_xacts p JOIN pg_roles r ON r.rolname = p.owner
+        WHERE p.database = current_database() AND has_table_privilege(r.oid, 'sandbox.mt_events', 'INSERT')
         """;
 
     /// <summary>Joins each event e to its stream's first event f, whose caller owns the stream (see <see cref="OwnedBy"/>).</summary>
