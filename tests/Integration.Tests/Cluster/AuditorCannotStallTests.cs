@@ -21,15 +21,18 @@ public sealed class AuditorCannotStallTests(ServiceFixture service)
     private static readonly TimeSpan Prompt = TimeSpan.FromSeconds(15);
 
     [Fact]
-    public async Task AnAuditorHoldingTheOldAdvisoryKeysAndTryingTheNewLocksStallsNeitherRunsNorCheckpoints()
+    public async Task OldAdvisoryKeysHeldElsewhereAndTheAuditorsLockAttemptsStallNeitherRunsNorCheckpoints()
     {
         var tenant = AuditTestClient.NewTenant("stall");
-        await using var holder = new NpgsqlConnection(service.Database.AuditorConnection);
+        // The old keys, held by a login that may still take advisory locks (since 0097 the auditor may not: a superuser here).
+        await using var holder = new NpgsqlConnection(service.Database.AdminConnection);
         await holder.OpenAsync();
         await TenantLocks.HoldOldAdvisoryKeysAsync(holder, tenant);
         // All the auditor may take on the lock table (it may read it): ACCESS SHARE, which only DDL waits for, held throughout.
-        await using var open = await holder.BeginTransactionAsync();
-        await TenantLocks.ExecuteAsync(holder, "LOCK TABLE sandbox.tenant_locks IN ACCESS SHARE MODE");
+        await using var auditor = new NpgsqlConnection(service.Database.AuditorConnection);
+        await auditor.OpenAsync();
+        await using var open = await auditor.BeginTransactionAsync();
+        await TenantLocks.ExecuteAsync(auditor, "LOCK TABLE sandbox.tenant_locks IN ACCESS SHARE MODE");
 
         var watch = Stopwatch.StartNew();
         var (response, run) = await service.Runner("vic", tenant).RunAsync(new { language = "shell", code = "echo through" });
@@ -67,9 +70,9 @@ public sealed class TenantRowLockTests : IAsyncLifetime
     public Task DisposeAsync() => _database.DisposeAsync().AsTask();
 
     [Fact]
-    public async Task ClaimsAndTheFastPathCeilingOfATenantWhoseOldAdvisoryKeysTheAuditorHoldsGoThrough()
+    public async Task ClaimsAndTheFastPathCeilingOfATenantWhoseOldAdvisoryKeysAreHeldGoThrough()
     {
-        await using var holder = new NpgsqlConnection(_database.AuditorConnection);
+        await using var holder = new NpgsqlConnection(_database.AdminConnection);
         await holder.OpenAsync();
         await TenantLocks.HoldOldAdvisoryKeysAsync(holder, "t-victim");
         await using var dataSource = NpgsqlDataSource.Create(_database.AppConnection);
@@ -173,7 +176,10 @@ public sealed class TenantRowLockTests : IAsyncLifetime
         new PolicyDecision(Decision.Allow, "test", [], new RunLimits(1000, 64, 1, 16, 1024, 16), [], []), new Caller("ada", tenant, ["runner"]), null, null);
 }
 
-/// <summary>What the auditor does in these tests: hold the keys the service used to lock on, and try the ones it locks on now.</summary>
+/// <summary>
+/// What an insider does in these tests: hold the keys the service used to lock on (a login that still may), and, as the
+/// auditor, try every lock the service takes now.
+/// </summary>
 internal static class TenantLocks
 {
     /// <summary>The run queue's and the audit tree's former advisory keys for the tenant, session-level: held until the connection closes.</summary>
@@ -197,6 +203,10 @@ internal static class TenantLocks
             "UPDATE sandbox.tenant_locks SET purpose = purpose WHERE tenant = $1",
             "SELECT sandbox.sbx_lock_tenant($1, 'queue')",
             "SELECT sandbox.sbx_room_on_enqueue($1, 100)",
+            // Since 0097 no advisory lock at all: not the old keys, nor Marten's daemon leadership, nor the migrate command's.
+            "SELECT pg_advisory_lock(hashtext('sbx_run_queue:' || $1))",
+            "SELECT pg_try_advisory_lock(727274)",
+            "SELECT pg_advisory_xact_lock_shared(1, 2)",
         ];
         foreach (var sql in attempts)
         {
