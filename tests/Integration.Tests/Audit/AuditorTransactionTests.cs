@@ -12,8 +12,20 @@ namespace Sandbox.Audited.Tests.Audit;
 /// checkpoints, while a writer's open transaction (the service's login or any other role that may insert events)
 /// still must, or a cursor or a checkpoint could pass a lower sequence that commits later.
 /// </summary>
-[Collection(ServiceCollection.Name)]
-public sealed class AuditorTransactionTests(ServiceFixture service)
+/// <summary>
+/// A service and database of their own: one test appends a bare event row by hand (as a writer's open transaction would),
+/// which the shared database's projection rebuilds and chain checks must not meet.
+/// </summary>
+public sealed class AuditorTransactionFixture : ServiceFixture;
+
+[CollectionDefinition(Name)]
+public sealed class AuditorTransactionCollection : ICollectionFixture<AuditorTransactionFixture>
+{
+    public const string Name = "auditor-transactions";
+}
+
+[Collection(AuditorTransactionCollection.Name)]
+public sealed class AuditorTransactionTests(AuditorTransactionFixture service)
 {
     private static List<string> RunIds(JsonNode page) => page["items"]!.AsArray().Select(i => i!.Str("runId")).ToList();
 

@@ -65,9 +65,18 @@ public abstract class HostilePrograms(ServiceFixture service, string isolation)
     public async Task AllocationLoopIsKilledAsMemoryExceeded(string language, string code)
     {
         var (_, run) = await RunAsync(new { language, code, limits = new { memoryMb = 96, timeoutMs = 20000 } });
-
-        Assert.Equal("memory_exceeded", run.Str("status"));
         var exited = await EventAsync(run, "sandbox_exited");
+        if (Strong && run.Str("status") == "failed")
+        {
+            // gVisor may refuse an allocation at the limit (ENOMEM) before its sandbox is killed: the program then ends with
+            // its own MemoryError, recorded as the failure it is. Contained either way; seen on a loaded CI machine.
+            Assert.True(run.Str("stderr.content").Contains("MemoryError", StringComparison.Ordinal), run.ToJsonString());
+            Assert.Equal(("false", "false"), (exited.Str("oomKilled"), exited.Str("timedOut")));
+            await AssertHealthyAndCleanAsync();
+            return;
+        }
+
+        Assert.True(run.Str("status") == "memory_exceeded", run.ToJsonString());
         Assert.Equal("true", exited.Str("oomKilled"));
         Assert.Equal("false", exited.Str("timedOut"));
         // gVisor enforces memory on the whole sandbox: the container dies (137), not the program with SIGKILL inside it.
