@@ -31,8 +31,8 @@ public sealed class AuditTree(NpgsqlDataSource database)
         await using (var connection = await database.OpenConnectionAsync(ct))
         await using (var tx = await connection.BeginTransactionAsync(ct))
         {
-            // One writer per tenant tree, on any node: a row lock, which a role without UPDATE on the row (the auditor) cannot hold.
-            await using (var lockTree = new NpgsqlCommand("SELECT sandbox.sbx_lock_tenant($1, 'audit-tree')", connection, tx))
+            // One writer per tenant tree, on any node.
+            await using (var lockTree = new NpgsqlCommand("SELECT pg_advisory_xact_lock(hashtextextended('sbx-audit-tree:' || $1, 0))", connection, tx))
             {
                 lockTree.Parameters.AddWithValue(tenant);
                 await lockTree.ExecuteNonQueryAsync(ct);

@@ -106,8 +106,8 @@ public sealed class ProcessCluster : IAsyncLifetime
 
     /// <summary>
     /// The nodes whose connections hold a session-level advisory lock between transactions: the async daemon's leadership
-    /// (HotCold keeps a dedicated connection idle with its locks). The service's own per-tenant locks are row locks, not
-    /// advisory ones, so they never show here.
+    /// (HotCold keeps a dedicated connection idle with its locks). Transaction-level locks (the audit tree's) are left out:
+    /// their connection is never idle while it holds them.
     /// </summary>
     public async Task<List<string>> AdvisoryLockHoldersAsync()
     {
