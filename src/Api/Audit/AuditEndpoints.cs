@@ -431,18 +431,7 @@ public static partial class AuditEndpoints
 
         private static bool IsPrintable(string value) => Printable(value) == value;
 
-        private static string Printable(string value)
-        {
-            var text = new System.Text.StringBuilder(value.Length);
-            for (var i = 0; i < value.Length; i++)
-            {
-                var c = value[i];
-                if (char.IsHighSurrogate(c) && i + 1 < value.Length && char.IsLowSurrogate(value[i + 1])) { text.Append(c).Append(value[++i]); continue; }
-                if (char.IsControl(c) || char.IsSurrogate(c)) text.Append(CultureInfo.InvariantCulture, $"\\u{(int)c:x4}");
-                else text.Append(c);
-            }
-            return text.ToString();
-        }
+        private static string Printable(string value) => ClientText.Escape(value);
 
         public string Tenant(Caller caller)
         {

@@ -5,6 +5,8 @@ using System.Threading.Channels;
 using Marten;
 using Microsoft.Extensions.Options;
 using Npgsql;
+using Polly;
+using Polly.Retry;
 using Sandbox.Audited.Api.Streaming;
 using Sandbox.Audited.Audit.Queue;
 using Sandbox.Audited.Executor;
@@ -46,7 +48,6 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
     // The MAC leads the payload: 44 characters of base64, a dot, then the JSON it authenticates.
     private const int MacChars = 44;
 
-    private static readonly TimeSpan KeyRetry = TimeSpan.FromSeconds(2);
 
     private volatile byte[]? _key;
     private long _lastRejectionWarning;
@@ -139,19 +140,22 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
     {
         if (!string.IsNullOrEmpty(node.Value.RelayKey))
             return KeyFrom(node.Value.RelayKey);
-        while (true)
+        var untilRead = new ResiliencePipelineBuilder().AddRetry(new RetryStrategyOptions
         {
-            try
+            ShouldHandle = new PredicateBuilder().Handle<Exception>(e => e is not OperationCanceledException),
+            MaxRetryAttempts = int.MaxValue,
+            Delay = TimeSpan.FromSeconds(2),
+            OnRetry = retry =>
             {
-                await using var command = dataSource.CreateCommand("SELECT key FROM sandbox.relay_key");
-                return await command.ExecuteScalarAsync(ct) is string secret ? KeyFrom(secret) : null;
-            }
-            catch (Exception e) when (!ct.IsCancellationRequested)
-            {
-                LogKeyUnreadable(e);
-                await Task.Delay(KeyRetry, ct);
-            }
-        }
+                LogKeyUnreadable(retry.Outcome.Exception);
+                return default;
+            },
+        }).Build();
+        return await untilRead.ExecuteAsync(async token =>
+        {
+            await using var command = dataSource.CreateCommand("SELECT key FROM sandbox.relay_key");
+            return await command.ExecuteScalarAsync(token) is string secret ? KeyFrom(secret) : null;
+        }, ct);
     }
 
     /// <summary>Adjacent output of one run's stream, contiguous in offset, becomes one item of at most ChunkBytes.</summary>
@@ -261,7 +265,7 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
     private partial void LogNoRelayKey();
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "The relay key could not be read from the database; retrying")]
-    private partial void LogKeyUnreadable(Exception e);
+    private partial void LogKeyUnreadable(Exception? e);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "{Items} live items could not be relayed to other nodes")]
     private partial void LogRelayFailed(Exception e, int items);

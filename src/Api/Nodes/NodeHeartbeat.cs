@@ -102,8 +102,7 @@ public sealed partial class NodeHeartbeat(
         {
             try
             {
-                var stream = await RunStream.ResumeAsync(store, silent.RunId, new WriteContext("system:sweeper", null, Tenant: silent.Tenant), ct);
-                if (await RunStream.EndedAsync(store, silent.RunId, ct))
+                if (await RunStream.ResumeUnlessEndedAsync(store, silent.RunId, new WriteContext("system:sweeper", null, Tenant: silent.Tenant), ct) is not { } stream)
                     continue; // ended while we looked; its own commit ends the row
                 await stream.AppendAsync(RunDecisions.AbandonSilentNode(silent.RunId, silent.Node, silent.LastHeartbeat, options.Value.AbandonGraceSeconds, clock.GetUtcNow()), ct,
                     session => queue.MarkAbandoned(session, silent.RunId, silent.Node));

@@ -35,10 +35,10 @@ public sealed partial class OutcomeJournal : BackgroundService
     private readonly string _node;
     private readonly RunMetrics? _metrics;
 
-    // Rejections of each file this process saw; a file PostgreSQL rejects this many times for its data is set aside.
+    // Rejections of each file this process saw (by PostgreSQL for its data, or unreadable here); at the bound it is set aside.
     private readonly Dictionary<string, int> _rejections = new(StringComparer.Ordinal);
 
-    /// <summary>Times PostgreSQL must reject a file for its data (not an outage) before it is set aside under rejected/.</summary>
+    /// <summary>Times a file must fail for its data (not an outage: PostgreSQL refuses it, or this version cannot read it) before it is set aside under rejected/.</summary>
     public const int RejectionsBeforeSetAside = 3;
 
     public OutcomeJournal(IDocumentStore store, RunFeed feed, RunQueue queue, IOptions<ExecutorOptions> options, ILogger<OutcomeJournal> logger, RunMetrics? metrics = null)
@@ -72,7 +72,7 @@ public sealed partial class OutcomeJournal : BackgroundService
     /// <summary>This node's journal folder.</summary>
     public string Directory { get; }
 
-    /// <summary>Where files PostgreSQL rejected for good are kept for the operator (never committed, never deleted).</summary>
+    /// <summary>Where files set aside for good are kept for the operator (never committed, never deleted).</summary>
     public string RejectedDirectory => Path.Combine(Directory, "rejected");
 
     /// <summary>Runs whose outcome waits here right now.</summary>
@@ -144,7 +144,7 @@ public sealed partial class OutcomeJournal : BackgroundService
     }
 
     /// <summary>
-    /// One pass in order: a file PostgreSQL rejects for its data does not hold back the files after it. Throws (for the retry's
+    /// One pass in order: a file that fails for its data does not hold back the files after it. Throws (for the retry's
     /// backoff) when the store is away, or when a rejected file waits for its next attempt.
     /// </summary>
     private async Task CommitPassAsync(CancellationToken ct)
@@ -214,7 +214,7 @@ public sealed partial class OutcomeJournal : BackgroundService
         return true;
     }
 
-    private sealed class RejectedFileWaitsException() : Exception("A journal file PostgreSQL rejected waits for its next attempt.");
+    private sealed class RejectedFileWaitsException() : Exception("A journal file that failed for its data waits for its next attempt.");
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {

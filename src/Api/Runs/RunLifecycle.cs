@@ -208,8 +208,7 @@ public sealed partial class RunLifecycle(
             LEFT JOIN sandbox.run_queue q
               ON q.state IN ('abandoned', 'refused') AND (q.requested_by = $1 OR q.node_id = $1)
              AND q.finished_at >= $2 AND q.finished_at < b.until
-             AND NOT EXISTS (SELECT 1 FROM {MartenSetup.Schema}.mt_events t
-                             WHERE t.stream_id = q.run_id AND t.type IN ('run_completed', 'run_failed', 'run_abandoned'))
+             AND {Unended("q.run_id")}
             ORDER BY q.finished_at
             LIMIT {MovedRowsPerPass}
             """;
@@ -231,9 +230,10 @@ public sealed partial class RunLifecycle(
         }
         var recorded = 0;
         DateTimeOffset? oldestLeft = null;
+        var inFlight = orchestrator.InFlightRunIds.ToHashSet();
         foreach (var (runId, state, claimed, waitedMs, movedAt) in rows)
         {
-            if (orchestrator.InFlightRunIds.Contains(runId) || journal.Holds(runId) || !await EndMovedRowAsync(runId, state, claimed, waitedMs, movedAt, atRestart: false, ct))
+            if (inFlight.Contains(runId) || journal.Holds(runId) || !await EndMovedRowAsync(runId, state, claimed, waitedMs, movedAt, atRestart: false, ct))
                 oldestLeft ??= movedAt;
             else
                 recorded++;
@@ -252,8 +252,7 @@ public sealed partial class RunLifecycle(
     {
         if (RunDecisions.EndMovedRow(runId, queueState, executor.Value.NodeId, wasClaimed, waitedMs, movedAt, atRestart) is not { } ending)
             return false;
-        var stream = await RunStream.ResumeAsync(store, runId, new WriteContext("system:recovery", null), ct);
-        if (await RunStream.EndedAsync(store, runId, ct))
+        if (await RunStream.ResumeUnlessEndedAsync(store, runId, new WriteContext("system:recovery", null), ct) is not { } stream)
             return false; // it ended between the query and this read
         try
         {
@@ -310,8 +309,7 @@ public sealed partial class RunLifecycle(
                                    WHERE c.stream_id = m.run_id AND c.type = 'sandbox_created'), m.state, m.node_id,
                    COALESCE((extract(epoch FROM m.finished_at - m.enqueued_at) * 1000)::bigint, 0), m.finished_at
             FROM mine m
-            WHERE NOT EXISTS (SELECT 1 FROM {MartenSetup.Schema}.mt_events t
-                              WHERE t.stream_id = m.run_id AND t.type IN ('run_completed', 'run_failed', 'run_abandoned'))
+            WHERE {Unended("m.run_id")}
             """;
         await using var command = dataSource.CreateCommand(sql);
         command.Parameters.AddWithValue(executor.Value.NodeId);
@@ -322,6 +320,11 @@ public sealed partial class RunLifecycle(
                 reader.IsDBNull(3) ? null : reader.GetString(3), reader.GetInt64(4), reader.IsDBNull(5) ? null : reader.GetFieldValue<DateTimeOffset>(5)));
         return runs;
     }
+
+    /// <summary>SQL: the run (a column or expression) has no terminal event yet.</summary>
+    private static string Unended(string runId) =>
+        $"NOT EXISTS (SELECT 1 FROM {MartenSetup.Schema}.mt_events t WHERE t.stream_id = {runId} AND t.type IN "
+        + $"({string.Join(", ", Sandbox.Audited.Audit.Events.EventCatalog.Terminal.Order(StringComparer.Ordinal).Select(t => $"'{t}'"))}))";
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Run {RunId}: the terminal event of its moved row was not recorded by this pass (another writer, or the store)")]
     private partial void LogMovedRowConflict(Exception e, Guid runId);

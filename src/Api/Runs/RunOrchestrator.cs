@@ -260,11 +260,12 @@ public sealed partial class RunOrchestrator(
                 : waiting is null ? new AdmissionRefusal($"the run queue is full ({options.MaxQueueDepth} waiting)", 1)
                 : null;
             var deadline = TimeSpan.FromMilliseconds(options.MaxQueueWaitMs);
+            Task<string?> RowStateAsync() => WhileStoreAwayAsync(run, budget, token => new ValueTask<string?>(queue.StateAsync(runId, token)));
             // A wake-up is a hint, not a fact (any role that can log in may NOTIFY): the row says whether the run is over.
             async Task<bool> FalseWakeUpAsync()
             {
                 if (!done.IsCompleted || run.Execution is not null
-                    || await WhileStoreAwayAsync(run, budget, token => new ValueTask<string?>(queue.StateAsync(runId, token))) is not ("queued" or "claimed"))
+                    || await RowStateAsync() is not ("queued" or "claimed"))
                     return false;
                 done = signals.DoneAsync(runId);
                 return true;
@@ -283,12 +284,12 @@ public sealed partial class RunOrchestrator(
                 if (admission.Closed)
                     refusal = new AdmissionRefusal("the service is shutting down", 5, ShuttingDown: true); // refused only if still unclaimed
                 else if (!done.IsCompleted && run.Execution is null
-                         && await WhileStoreAwayAsync(run, budget, token => new ValueTask<string?>(queue.StateAsync(runId, token))) is not ("queued" or "claimed"))
+                         && await RowStateAsync() is not ("queued" or "claimed"))
                     break;
             }
             // A refusal whose commit answer was lost to a broken connection shows as the row already refused.
             if (refusal is not null && (await WhileStoreAwayAsync(run, budget, token => new ValueTask<bool>(queue.RefuseAsync(runId, token)))
-                                        || await WhileStoreAwayAsync(run, budget, token => new ValueTask<string?>(queue.StateAsync(runId, token))) == "refused"))
+                                        || await RowStateAsync() == "refused"))
             {
                 await CommitOrKeepAsync(run, RunDecisions.Refuse(runId, refusal.Reason, run.Clock.ElapsedMilliseconds, clock.GetUtcNow()));
                 throw new CapacityException(runId, refusal);
@@ -299,7 +300,7 @@ public sealed partial class RunOrchestrator(
             {
                 await Task.WhenAny(done, Task.Delay(Poll));
                 if (!done.IsCompleted && run.Execution is null
-                    && await WhileStoreAwayAsync(run, budget, token => new ValueTask<string?>(queue.StateAsync(runId, token))) is not ("queued" or "claimed"))
+                    && await RowStateAsync() is not ("queued" or "claimed"))
                     break;
             }
             if (run.Execution is { } local)

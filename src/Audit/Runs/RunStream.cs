@@ -31,30 +31,35 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
     /// <summary>Resumes the chain of an existing stream from its last event (e.g. to record RunAbandoned after a crash).</summary>
     public static async Task<RunStream> ResumeAsync(IDocumentStore store, Guid runId, WriteContext context, CancellationToken ct)
     {
-        var stream = new RunStream(store, runId, context);
         await using var session = store.QuerySession();
         var state = await session.Events.FetchStreamStateAsync(runId, ct);
         if (state is null)
-            return stream;
-        var tail = await session.Events.FetchStreamAsync(runId, fromVersion: state.Version, token: ct);
-        if (tail.Count > 0)
+            return new RunStream(store, runId, context);
+        return After(store, runId, context, await session.Events.FetchStreamAsync(runId, fromVersion: state.Version, token: ct));
+    }
+
+    /// <summary>A stream that continues the chain after the last of the events read (a new stream when there are none).</summary>
+    private static RunStream After(IDocumentStore store, Guid runId, WriteContext context, IReadOnlyList<IEvent> read)
+    {
+        var stream = new RunStream(store, runId, context);
+        if (read.Count > 0)
         {
-            stream._version = tail[^1].Version;
-            stream._lastHash = tail[^1].GetHeader(ChainHeaders.Hash)?.ToString() ?? EventChain.Genesis;
+            stream._version = read[^1].Version;
+            stream._lastHash = read[^1].GetHeader(ChainHeaders.Hash)?.ToString() ?? EventChain.Genesis;
         }
         return stream;
     }
 
     /// <summary>
-    /// Whether the run's stream holds a terminal event anywhere (not only at its tail: other events, such as callback
-    /// attempts, may follow it). Read after ResumeAsync and before appending at its version, it closes the race with another
-    /// writer: a terminal event committed before this read is seen here, one committed after it fails the append.
+    /// Resumes the run's stream for a writer that may end it (a sweeper, recovery), or null when it holds a terminal event
+    /// anywhere (not only at its tail: other events, such as callback attempts, may follow it). One read gives both, so a
+    /// terminal event committed before it is seen here and one committed after it fails the append at this version.
     /// </summary>
-    public static async Task<bool> EndedAsync(IDocumentStore store, Guid runId, CancellationToken ct)
+    public static async Task<RunStream?> ResumeUnlessEndedAsync(IDocumentStore store, Guid runId, WriteContext context, CancellationToken ct)
     {
         await using var session = store.QuerySession();
         var events = await session.Events.FetchStreamAsync(runId, token: ct);
-        return events.Any(e => EventCatalog.Terminal.Contains(e.EventTypeName));
+        return events.Any(e => EventCatalog.Terminal.Contains(e.EventTypeName)) ? null : After(store, runId, context, events);
     }
 
     /// <summary>

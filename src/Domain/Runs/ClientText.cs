@@ -1,9 +1,13 @@
+using System.Globalization;
+using System.Text;
+
 namespace Sandbox.Audited.Domain.Runs;
 
 /// <summary>
-/// How a client's own string is echoed in an error and in the record of its refusal: at most a few dozen characters, with
-/// control characters (NUL among them, which a jsonb event cannot hold) shown as '?', and its length when cut. A request
-/// whose language is three megabytes of noise is refused with a short error and a short record, not an echo of its size.
+/// How a client's own string is echoed in an error and in the record of its refusal: control characters (NUL among them,
+/// which a jsonb event cannot hold) and lone surrogates written as \uXXXX escapes, and, when a bound is given, at most that
+/// many characters with the original length said. A request whose language is three megabytes of noise is refused with a
+/// short error and a short record, not an echo of its size; a cut never splits a surrogate pair.
 /// </summary>
 public static class ClientText
 {
@@ -14,16 +18,29 @@ public static class ClientText
 
     public static string Echo(string? value) => Clean(value, MaxEcho);
 
-    /// <summary>Control characters as '?'; cut after max characters, saying how long it was.</summary>
+    /// <summary>The whole string, every character that is not printable escaped.</summary>
+    public static string Escape(string? value) => Clean(value, int.MaxValue);
+
+    /// <summary>Unprintable characters escaped; cut after max characters of the original, saying how long it was.</summary>
     public static string Clean(string? value, int max)
     {
         value ??= "";
-        var kept = value.Length <= max ? value : value[..max];
-        var cleaned = string.Create(kept.Length, kept, (span, source) =>
+        var text = new StringBuilder(Math.Min(value.Length, max));
+        var i = 0;
+        for (; i < value.Length && i < max; i++)
         {
-            for (var i = 0; i < source.Length; i++)
-                span[i] = char.IsControl(source[i]) && source[i] != '\n' ? '?' : source[i];
-        });
-        return value.Length <= max ? cleaned : $"{cleaned}… ({value.Length} characters)";
+            var c = value[i];
+            if (char.IsHighSurrogate(c) && i + 1 < value.Length && char.IsLowSurrogate(value[i + 1]))
+            {
+                if (i + 1 >= max)
+                    break;
+                text.Append(c).Append(value[++i]);
+            }
+            else if (char.IsControl(c) || char.IsSurrogate(c))
+                text.Append(CultureInfo.InvariantCulture, $"\\u{(int)c:x4}");
+            else
+                text.Append(c);
+        }
+        return i >= value.Length ? text.ToString() : $"{text}… ({value.Length} characters)";
     }
 }

@@ -274,12 +274,25 @@ public sealed class RunDecisionTests
             [$"Unknown language '{ClientText.Echo("py\0thon")}'.", "raw \0 from elsewhere " + huge], "py\0" + huge, "x", Now);
 
         var rejected = Assert.IsType<RequestRejected>(events[0]);
-        Assert.Equal("Unknown language 'py?thon'.", rejected.Errors[0]);
-        Assert.StartsWith("raw ? from elsewhere xxx", rejected.Errors[1]);
+        Assert.Equal("Unknown language 'py\\u0000thon'.", rejected.Errors[0]);
+        Assert.StartsWith("raw \\u0000 from elsewhere xxx", rejected.Errors[1]);
         Assert.EndsWith("(100021 characters)", rejected.Errors[1]);
         Assert.True(rejected.Errors[1].Length < ClientText.MaxError + 40);
-        Assert.StartsWith("py?xxx", rejected.Language);
+        Assert.StartsWith("py\\u0000xxx", rejected.Language);
         Assert.True(rejected.Language!.Length < ClientText.MaxEcho + 40);
         Assert.DoesNotContain('\0', Assert.IsType<RunCompleted>(events[1]).Reason!);
+    }
+
+    [Fact]
+    public void AnEchoIsCutBetweenCharactersNeverInsideASurrogatePairAndLoneSurrogatesAreEscaped()
+    {
+        // 63 letters and an emoji (two UTF-16 units at 63 and 64): a cut at 64 units would leave a lone high surrogate,
+        // which a jsonb event cannot hold.
+        var echo = ClientText.Echo(new string('a', 63) + "\U0001F600" + "tail");
+
+        Assert.Equal(new string('a', 63) + "… (69 characters)", echo);
+        Assert.Equal("a\\ud800b", ClientText.Echo("a\ud800b"));
+        Assert.Equal("\U0001F600 ok", ClientText.Echo("\U0001F600 ok"));
+        Assert.Equal("tab\\u0009 and newline\\u000a", ClientText.Escape("tab\t and newline\n"));
     }
 }

@@ -112,7 +112,7 @@ public sealed class BadInputTests(ServiceFixture service)
         var (response, body) = await service.Runner("frank", Tenant).RunAsync(request);
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
-        Assert.Contains("'py?thon'", body.Str("detail"));
+        Assert.Contains("'py\\u0000thon'", body.Str("detail"));
         await AssertRejectionRecordedAsync(body.Str("runId"), 400);
     }
 
