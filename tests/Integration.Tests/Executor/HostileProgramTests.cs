@@ -68,10 +68,11 @@ public abstract class HostilePrograms(ServiceFixture service, string isolation)
         var exited = await EventAsync(run, "sandbox_exited");
         if (Strong && run.Str("status") == "failed")
         {
-            // gVisor may refuse an allocation at the limit (ENOMEM) before its sandbox is killed: the program then ends with
-            // its own MemoryError, recorded as the failure it is. Contained either way; seen on a loaded CI machine.
-            Assert.True(run.Str("stderr.content").Contains("MemoryError", StringComparison.Ordinal), run.ToJsonString());
-            Assert.Equal(("false", "false"), (exited.Str("oomKilled"), exited.Str("timedOut")));
+            // Under gVisor the engine does not always report the OOM kill of the sandbox (twice on a loaded CI machine): the
+            // whole sandbox was killed (137) with no timeout and no pids limit. The record says only that (failed, exit 137,
+            // oomKilled false): true, less specific. Contained either way.
+            Assert.True((exited.Str("exitCode"), exited.Str("oomKilled"), exited.Str("timedOut"), exited.Str("pidsLimitHit")) == ("137", "false", "false", "false"),
+                run.ToJsonString());
             await AssertHealthyAndCleanAsync();
             return;
         }
