@@ -16,8 +16,9 @@ namespace Sandbox.Audited.Api.Runs;
 /// output is text (valid UTF-8 without NUL) or goes as base64, once to write it.
 /// </summary>
 /// <remarks>
-/// justRun: the answer to the request that ran it. An output whose preview is whole was stored moments ago by this run and is
-/// answered without asking the store whether it was erased since.
+/// justRun: the answer to the request that ran it (its small outputs come from memory, not stored). An output whose recorded
+/// preview is whole (an empty stream; events of earlier versions) was stored moments ago and is answered without asking the
+/// store whether it was erased since.
 /// </remarks>
 public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int statusCode = StatusCodes.Status200OK, bool justRun = false)
     : IResult, IStatusCodeHttpResult, IEndpointMetadataProvider
@@ -72,8 +73,9 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
     }
 
     /// <summary>
-    /// Most outputs fit their 1 KiB preview: then the preview is the whole stream, in the encoding Describe would give it, and
-    /// the answer asks the store only whether it was erased (one short query instead of reading the content twice).
+    /// Events of earlier versions hold a 1 KiB preview of a stored output, and most outputs fit it: then the preview is the
+    /// whole stream, in the encoding Describe would give it, and the answer asks the store only whether it was erased (one
+    /// short query instead of reading the content twice). Newer events hold no content: only an empty stream is whole.
     /// </summary>
     public static bool PreviewIsWhole(StreamOutput stream) =>
         stream.Bytes <= StreamOutput.PreviewBytes && stream.Encoding switch

@@ -451,6 +451,7 @@ public sealed partial class RunOrchestrator(
     private async Task<RunSummary> ExecuteCoreAsync(AdmittedRun run, CancellationToken ct)
     {
         var runId = run.Stream.RunId;
+        RunOutputs? outputs = null;
 
         using (run.Slot)
         {
@@ -498,15 +499,18 @@ public sealed partial class RunOrchestrator(
                 : chunk => feed.Output(runId, chunk), ct);
             var announced = AnnounceUnlessFinishedAsync(run, sandboxEvents, execution, ct);
             List<object> outcomeEvents;
+            Func<StreamOutput, StreamOutput, List<object>>? outcomeWith = null;
             SandboxOutcome? collected = null;
             try
             {
                 var outcome = collected = await execution;
                 run.Phases.Exited();
-                var (stdout, stderr) = await StoreOutputsAsync(run, outcome);
+                outputs = await StoreOutputsAsync(run, outcome);
                 var kept = await artifacts.StoreAsync(run.Caller.Tenant, runId, outcome.Artifacts, CancellationToken.None);
-                outcomeEvents = [.. RunDecisions.Outcome(runId, outcome.Exit, outcome.StdoutTruncated || outcome.StderrTruncated, stdout, stderr, kept,
-                    outcome.Problem, run.Clock.ElapsedMilliseconds, clock.GetUtcNow())];
+                var (elapsed, now) = (run.Clock.ElapsedMilliseconds, clock.GetUtcNow());
+                outcomeWith = (stdout, stderr) => [.. RunDecisions.Outcome(runId, outcome.Exit, outcome.StdoutTruncated || outcome.StderrTruncated, stdout, stderr,
+                    kept, outcome.Problem, elapsed, now)];
+                outcomeEvents = outcomeWith(outputs.Stdout, outputs.Stderr);
             }
             catch (Exception e)
             {
@@ -516,7 +520,12 @@ public sealed partial class RunOrchestrator(
             try
             {
                 var pending = await announced ? [] : sandboxEvents;
-                await CommitOrKeepAsync(run, [.. pending, .. outcomeEvents]);
+                // Outputs that fit one chunk commit with the events that name them; should that commit fail, the journal keeps
+                // the events with the outputs inside them instead, as the store holds none of it.
+                await CommitOrKeepAsync(run, [.. pending, .. outcomeEvents], staged: outputs?.Staged,
+                    kept: outputs?.Staged is not null && outcomeWith is not null
+                        ? async () => [.. pending, .. await InlineAsync(outputs, outcomeWith)]
+                        : null);
                 run.Phases.Committed();
             }
             finally
@@ -528,14 +537,23 @@ public sealed partial class RunOrchestrator(
                 _ = removal.ContinueWith(_ => _removals.TryRemove(sandbox.ContainerId, out Task? _), TaskScheduler.Default);
             }
         }
-        return run.Recording ? run.Summary with { Status = RunStatus.Recording } : run.Summary;
+        var summary = run.Recording ? run.Summary with { Status = RunStatus.Recording } : run.Summary;
+        // Small outputs answer from memory: the request that ran them need not read back what it just stored.
+        return outputs?.Answer is { } answer && summary.Output is { } recorded && !run.Recording
+            ? summary with { Output = recorded with { Stdout = answer.Stdout, Stderr = answer.Stderr } }
+            : summary;
     }
 
     /// <summary>
     /// Commits events that end a run; if the audit store refuses them, keeps them in the node's journal (fsynced) for the
     /// journal worker to commit when the store returns. Only when the disk fails too does the failure reach the client.
     /// </summary>
-    private async Task CommitOrKeepAsync(AdmittedRun run, IReadOnlyList<object> events, string? part = null)
+    /// <remarks>
+    /// staged: contents that commit with the events (outputs named by digest); kept: the events to journal instead when that
+    /// commit fails, with those contents inside them.
+    /// </remarks>
+    private async Task CommitOrKeepAsync(AdmittedRun run, IReadOnlyList<object> events, string? part = null,
+        ReadOnlyMemory<byte>[]? staged = null, Func<Task<List<object>>>? kept = null)
     {
         if (!run.Recording)
         {
@@ -543,7 +561,7 @@ public sealed partial class RunOrchestrator(
             {
                 // After the terminal event the live feed has closed the run: a later removal is recorded, not broadcast.
                 if (part is null)
-                    await AppendAsync(run, events, CancellationToken.None);
+                    await AppendAsync(run, events, CancellationToken.None, staged);
                 else
                     await run.Stream.AppendAsync(events, CancellationToken.None);
                 return;
@@ -553,6 +571,8 @@ public sealed partial class RunOrchestrator(
                 LogOutcomeJournaled(e, run.Stream.RunId);
             }
         }
+        if (kept is not null)
+            events = await kept();
         await journal.KeepAsync(run.Stream, events, run.Recording ? part : null);
         if (part is null)
             run.Recording = true;
@@ -599,12 +619,18 @@ public sealed partial class RunOrchestrator(
         }
     }
 
-    private async Task AppendAsync(AdmittedRun run, IReadOnlyList<object> events, CancellationToken ct)
+    private async Task AppendAsync(AdmittedRun run, IReadOnlyList<object> events, CancellationToken ct, ReadOnlyMemory<byte>[]? staged = null)
     {
         // The terminal event ends the run's queue row in the same commit, and tells the waiting api node.
         var runId = run.Stream.RunId;
-        await RecordAsync(run.Stream, events, ct,
-            run.Queued && events.Any(e => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e))) ? session => queue.Finish(session, runId, notify: run.Remote) : null);
+        var finishes = run.Queued && events.Any(e => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e)));
+        await RecordAsync(run.Stream, events, ct, session =>
+        {
+            if (staged is not null)
+                EvidenceStore.Stage(session, run.Caller.Tenant, staged);
+            if (finishes)
+                queue.Finish(session, runId, notify: run.Remote);
+        });
         if (run.Remote)
             relay.Recorded(runId, run.Stream.Version);
         lock (run.Events)
@@ -619,42 +645,56 @@ public sealed partial class RunOrchestrator(
     }
 
     /// <summary>
-    /// Stores both output streams: when both are in memory and fit one chunk each (most runs), in one round trip; otherwise
-    /// each streamed from its capture.
+    /// A run's two output streams as its record names them (Stdout, Stderr: by digest and size). Staged: the bytes of
+    /// outputs that fit one chunk each (most runs), which commit with the outcome events, in no round trip of their own;
+    /// null when they were streamed into the store beforehand. Answer: the whole outputs when both are small enough to answer
+    /// from memory.
     /// </summary>
-    private async Task<(StreamOutput Stdout, StreamOutput Stderr)> StoreOutputsAsync(AdmittedRun run, SandboxOutcome outcome)
+    private sealed record RunOutputs(StreamOutput Stdout, StreamOutput Stderr, ReadOnlyMemory<byte>[]? Staged, (StreamOutput Stdout, StreamOutput Stderr)? Answer);
+
+    // Outputs up to this size each are answered from memory; larger ones are streamed from the store into the answer.
+    private const int AnsweredFromMemoryBytes = StreamOutput.PreviewBytes;
+
+    /// <summary>
+    /// Stores both output streams: when both are in memory and fit one chunk each (most runs), with the outcome commit;
+    /// otherwise each streamed from its capture now.
+    /// </summary>
+    private async Task<RunOutputs> StoreOutputsAsync(AdmittedRun run, SandboxOutcome outcome)
     {
         var stdoutProduced = Math.Max(outcome.Exit.StdoutProduced, outcome.Stdout.Length);
         var stderrProduced = Math.Max(outcome.Exit.StderrProduced, outcome.Stderr.Length);
         if (outcome.Stdout.Spilled || outcome.Stderr.Spilled || outcome.Stdout.Length > EvidenceStore.ChunkSize || outcome.Stderr.Length > EvidenceStore.ChunkSize)
-            return (await StoreOutputAsync(run, outcome.Stdout, stdoutProduced, outcome.StdoutTruncated),
-                await StoreOutputAsync(run, outcome.Stderr, stderrProduced, outcome.StderrTruncated));
+            return new(await StoreOutputAsync(run, outcome.Stdout, stdoutProduced, outcome.StdoutTruncated),
+                await StoreOutputAsync(run, outcome.Stderr, stderrProduced, outcome.StderrTruncated), null, null);
         var stdout = await outcome.Stdout.ToArrayAsync(CancellationToken.None);
         var stderr = await outcome.Stderr.ToArrayAsync(CancellationToken.None);
+        return new(StreamOutput.InStore(Sha256Hex.Of(stdout), stdout.Length, stdoutProduced, outcome.StdoutTruncated),
+            StreamOutput.InStore(Sha256Hex.Of(stderr), stderr.Length, stderrProduced, outcome.StderrTruncated),
+            [stdout, stderr],
+            stdout.Length <= AnsweredFromMemoryBytes && stderr.Length <= AnsweredFromMemoryBytes
+                ? (Describe(stdout, stdoutProduced, outcome.StdoutTruncated), Describe(stderr, stderrProduced, outcome.StderrTruncated))
+                : null);
+    }
+
+    /// <summary>The outcome events with staged outputs inside them, for the journal (the commit that would have stored them failed).</summary>
+    private async Task<List<object>> InlineAsync(RunOutputs outputs, Func<StreamOutput, StreamOutput, List<object>> outcomeWith)
+    {
+        await _inlineOutput.WaitAsync(CancellationToken.None);
         try
         {
-            var stored = await evidence.PutSmallAsync(run.Caller.Tenant, [stdout, stderr], CancellationToken.None);
-            return (Preview(stored[0].Sha256, stdout.Length, stdout[..Math.Min(stdout.Length, StreamOutput.PreviewBytes)], stdoutProduced, outcome.StdoutTruncated),
-                Preview(stored[1].Sha256, stderr.Length, stderr[..Math.Min(stderr.Length, StreamOutput.PreviewBytes)], stderrProduced, outcome.StderrTruncated));
+            var (stdout, stderr) = (outputs.Staged![0].ToArray(), outputs.Staged[1].ToArray());
+            return outcomeWith(Describe(stdout, outputs.Stdout.ProducedBytes, outputs.Stdout.Truncated),
+                Describe(stderr, outputs.Stderr.ProducedBytes, outputs.Stderr.Truncated));
         }
-        catch (Exception e)
+        finally
         {
-            LogOutputInline(e, run.Stream.RunId);
-            await _inlineOutput.WaitAsync(CancellationToken.None);
-            try
-            {
-                return (Describe(stdout, stdoutProduced, outcome.StdoutTruncated), Describe(stderr, stderrProduced, outcome.StderrTruncated));
-            }
-            finally
-            {
-                _inlineOutput.Release();
-            }
+            _inlineOutput.Release();
         }
     }
 
     /// <summary>
     /// Stores an output stream in the evidence store straight from its capture (memory, then its spool file: never copied
-    /// whole) and describes it with a preview. When the store is away the bytes go inside the event instead (as before the
+    /// whole) and names it by digest and size. When the store is away the bytes go inside the event instead (as before the
     /// store), so that the outcome journal keeps them whole.
     /// </summary>
     private async Task<StreamOutput> StoreOutputAsync(AdmittedRun run, CapturedOutput output, long produced, bool truncated)
@@ -677,16 +717,7 @@ public sealed partial class RunOrchestrator(
                 _inlineOutput.Release();
             }
         }
-        return Preview(output.Sha256, output.Length, await output.HeadAsync(StreamOutput.PreviewBytes, CancellationToken.None), produced, truncated);
-    }
-
-    /// <summary>A stored stream: digest and size of all its bytes, content limited to its first PreviewBytes bytes (the head).</summary>
-    public static StreamOutput Preview(string sha256, long bytes, byte[] head, long produced, bool truncated)
-    {
-        var text = Utf8Text.TryDecodeOutput(head) ?? Utf8Text.TryDecodeOutput(Utf8Text.TrimPartial(head));
-        return text is not null
-            ? new StreamOutput(sha256, bytes, produced, truncated, "utf8", text, Stored: true)
-            : new StreamOutput(sha256, bytes, produced, truncated, "base64", Convert.ToBase64String(head), Stored: true);
+        return StreamOutput.InStore(output.Sha256, output.Length, produced, truncated);
     }
 
     /// <summary>Output is kept as text when it is valid UTF-8 without NUL (jsonb cannot hold NUL), otherwise as base64.</summary>

@@ -60,7 +60,8 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
 
     /// <summary>
     /// Adds contents that fit one chunk each to a unit of work about to commit (the write-ahead commit of the run that names
-    /// them): they and the events that cite their digests commit together or not at all, with no round trip of their own.
+    /// them, or its outcome commit): they and the events that cite their digests commit together or not at all, with no round
+    /// trip of their own.
     /// </summary>
     public static void Stage(IDocumentSession session, string tenant, IReadOnlyList<ReadOnlyMemory<byte>> contents)
     {
@@ -80,26 +81,6 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
 
     private static IEnumerable<(string Sha256, ReadOnlyMemory<byte> Content)> InLockOrder(IEnumerable<(string Sha256, ReadOnlyMemory<byte> Content)> hashed) =>
         hashed.DistinctBy(c => c.Sha256).OrderBy(c => c.Sha256, StringComparer.Ordinal);
-
-    /// <summary>Stores several contents that fit one chunk each (a run's stdout and stderr) in one round trip, one statement each.</summary>
-    public async Task<IReadOnlyList<StoredContent>> PutSmallAsync(string tenant, IReadOnlyList<ReadOnlyMemory<byte>> contents, CancellationToken ct)
-    {
-        var hashed = Hashed(contents);
-        await using var batch = dataSource.CreateBatch();
-        foreach (var (sha256, content) in InLockOrder(hashed))
-        {
-            var insert = new NpgsqlBatchCommand(InsertSmall(n => $"${n}"));
-            insert.Parameters.AddWithValue(tenant);
-            insert.Parameters.AddWithValue(sha256);
-            insert.Parameters.AddWithValue((long)content.Length);
-            insert.Parameters.AddWithValue(content.IsEmpty ? 0 : 1);
-            insert.Parameters.Add(new NpgsqlParameter<ReadOnlyMemory<byte>> { TypedValue = content, NpgsqlDbType = NpgsqlDbType.Bytea });
-            insert.Parameters.AddWithValue(!content.IsEmpty);
-            batch.BatchCommands.Add(insert);
-        }
-        await batch.ExecuteNonQueryAsync(ct);
-        return [.. hashed.Select(c => new StoredContent(c.Sha256, c.Content.Length))];
-    }
 
     public async Task<ContentState> StateAsync(string tenant, string sha256, CancellationToken ct)
     {

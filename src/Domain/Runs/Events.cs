@@ -133,12 +133,21 @@ public sealed record LateOutcomeRecorded(Guid RunId, string Node, string Termina
 
 /// <summary>
 /// What came out of one stream: hash and sizes of the exact bytes kept, and their content. When Stored, the bytes live in
-/// the tenant's evidence store under Sha256 and Content is only a preview of the first PreviewBytes bytes (utf8, or
-/// base64); otherwise (runs recorded before the store, or an outcome journaled while the store was away) Content is all of it.
+/// the tenant's evidence store under Sha256 and the event holds none of them (Encoding "stored", Content empty), so that an
+/// erasure of the stored content leaves nothing of it in the record; events recorded by earlier versions hold a preview of
+/// the first PreviewBytes bytes there instead. Otherwise (runs recorded before the store, or an outcome journaled while
+/// the store was away) Content is all of it, utf8 or base64.
 /// </summary>
 public sealed record StreamOutput(string Sha256, long Bytes, long ProducedBytes, bool Truncated, string Encoding, string Content, bool Stored = false)
 {
+    /// <summary>The preview length of stored outputs recorded by earlier versions (their events are kept as recorded).</summary>
     public const int PreviewBytes = 1024;
+
+    public const string StoredEncoding = "stored";
+
+    /// <summary>A stream kept in the evidence store: named by digest and size only.</summary>
+    public static StreamOutput InStore(string sha256, long bytes, long producedBytes, bool truncated) =>
+        new(sha256, bytes, producedBytes, truncated, StoredEncoding, "", Stored: true);
 }
 
 /// <summary>

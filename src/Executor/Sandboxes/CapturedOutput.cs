@@ -86,17 +86,17 @@ public sealed class CapturedOutput(int cap, OutputBudget budget, string spoolDir
         return new Reader(_chunks, _spill?.Name);
     }
 
-    /// <summary>The first bytes (a preview).</summary>
-    public async Task<byte[]> HeadAsync(int count, CancellationToken ct)
+    /// <summary>
+    /// All of it in one array: output that fits one chunk and never spilled (committed with the outcome), or bytes that must
+    /// go inside an event (the evidence store is away).
+    /// </summary>
+    public async Task<byte[]> ToArrayAsync(CancellationToken ct)
     {
-        var head = new byte[(int)Math.Min(count, _kept)];
+        var all = new byte[checked((int)_kept)];
         await using var stream = await OpenReadAsync(ct);
-        await stream.ReadExactlyAsync(head, ct);
-        return head;
+        await stream.ReadExactlyAsync(all, ct);
+        return all;
     }
-
-    /// <summary>All of it in one array: only where the bytes must go inside an event (the evidence store is away).</summary>
-    public async Task<byte[]> ToArrayAsync(CancellationToken ct) => await HeadAsync(checked((int)_kept), ct);
 
     public void Dispose()
     {

@@ -68,7 +68,7 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
         Assert.Equal(1, await BlobRowsAsync(tenantA, Sha("a,b\n1,2\n")));
         Assert.Equal(2, await service.Database.ScalarAsync<long>("SELECT count(*) FROM sandbox.evidence_blobs WHERE sha256 = $1", Sha(code)));
 
-        // The event holds the digest, not the code; the output event a 1 KiB preview; the API answers with all of it.
+        // The events hold digests and sizes, neither the code nor the output; the API answers with all of it.
         var requested = await service.Database.ScalarAsync<string>("SELECT data::text FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_requested'", first);
         var recorded = JsonNode.Parse(requested!)!;
         Assert.Null(recorded["code"]);
@@ -78,7 +78,9 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
         var output = JsonNode.Parse((await service.Database.ScalarAsync<string>(
             "SELECT data::text FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'output_recorded'", first))!)!;
         Assert.True(output["stdout"]!["stored"]!.GetValue<bool>());
-        Assert.Equal(1024, output.Str("stdout.content").Length);
+        Assert.Equal("stored", output.Str("stdout.encoding"));
+        Assert.Equal("", output.Str("stdout.content"));
+        Assert.Equal(expected.Length, output["stdout"]!["bytes"]!.GetValue<long>());
         Assert.Equal(Sha(expected), output.Str("stdout.sha256"));
         Assert.Equal(expected, run.Str("stdout.content"));
         var (_, read) = await service.Runner("alice", tenantA).GetJsonAsync($"/v1/runs/{first}");
@@ -140,7 +142,7 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
     public async Task ErasedContentVerifiesAsErasedAndTheChainStillVerifies()
     {
         var tenant = AuditTestClient.NewTenant("ev-erase");
-        var (id, run) = await RunAsync(tenant, new { language = "shell", code = "echo 'personal data of bob'" });
+        var (id, run) = await RunAsync(tenant, new { language = "shell", code = "echo 'personal data of bo''b'" });
         var stdout = run.Str("stdout.sha256");
 
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
@@ -168,8 +170,24 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
         Assert.Equal("erased", read.Str("stdout.encoding"));
         Assert.Equal(stdout, read.Str("stdout.sha256"));
 
+        // Nothing of the erased output is left anywhere in the record: not in its events, the tenant's export or the bundle.
+        foreach (var (client, path) in new[]
+        {
+            (service.Runner("alice", tenant), $"/v1/runs/{id}/events"),
+            (service.Auditor(tenant), "/v1/audit/export"),
+            (service.Runner("alice", tenant), $"/v1/runs/{id}/evidence"),
+        })
+        {
+            using var response = await client.GetAsync(path);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            var bytes = await response.Content.ReadAsByteArrayAsync();
+            Assert.Contains(stdout, Encoding.UTF8.GetString(bytes), StringComparison.Ordinal);
+            Assert.DoesNotContain("personal data of bob", Encoding.UTF8.GetString(bytes), StringComparison.Ordinal);
+            Assert.DoesNotContain(Convert.ToBase64String(Encoding.UTF8.GetBytes("personal data of bob")), Encoding.UTF8.GetString(bytes), StringComparison.Ordinal);
+        }
+
         // The same output again: the run's own answer carries what it printed, but erased content is never stored again.
-        var (again, rerun) = await RunAsync(tenant, new { language = "shell", code = "echo 'personal data of bob'" });
+        var (again, rerun) = await RunAsync(tenant, new { language = "shell", code = "echo 'personal data of bo''b'" });
         Assert.Equal("personal data of bob\n", rerun.Str("stdout.content"));
         Assert.Equal(0, await service.Database.ScalarAsync<long>("SELECT count(*) FROM sandbox.evidence_chunks WHERE tenant = $1 AND sha256 = $2", tenant, stdout));
         var (_, reread) = await service.Runner("alice", tenant).GetJsonAsync($"/v1/runs/{again}");
@@ -183,12 +201,19 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
         // One run printing A on stdout and B on stderr, another the reverse, at once: each round's contents are new, so both
         // transactions insert both rows; taken in opposite orders they would deadlock (PostgreSQL error 40P01).
         var tenant = AuditTestClient.NewTenant("ev-swap");
-        var evidence = Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<EvidenceStore>(service.Services);
+        var store = Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<Marten.IDocumentStore>(service.Services);
+        async Task CommitAsync(ReadOnlyMemory<byte>[] outputs)
+        {
+            await using var session = store.LightweightSession();
+            EvidenceStore.Stage(session, tenant, outputs);
+            session.QueueSqlCommand("SELECT pg_sleep(0.01)"); // the rows stay locked a moment, as while the outcome events append
+            await session.SaveChangesAsync();
+        }
         for (var round = 0; round < 20; round++)
         {
             ReadOnlyMemory<byte> a = Encoding.UTF8.GetBytes($"A{round}" + new string('a', 60_000));
             ReadOnlyMemory<byte> b = Encoding.UTF8.GetBytes($"B{round}" + new string('b', 60_000));
-            await Task.WhenAll(Enumerable.Range(0, 4).Select(i => Task.Run(() => evidence.PutSmallAsync(tenant, i % 2 == 0 ? [a, b] : [b, a], CancellationToken.None))));
+            await Task.WhenAll(Enumerable.Range(0, 4).Select(i => Task.Run(() => CommitAsync(i % 2 == 0 ? [a, b] : [b, a]))));
         }
         Assert.Equal(40, await service.Database.ScalarAsync<long>("SELECT count(*) FROM sandbox.evidence_chunks WHERE tenant = $1", tenant));
     }
@@ -214,9 +239,13 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
         }
         var evidence = Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<EvidenceStore>(service.Services);
         Assert.Equal(content, await evidence.ReadPrefixAsync(tenant, Sha("staged with a commit that fails"), 1024, CancellationToken.None));
-        var empty = await evidence.PutSmallAsync(tenant, [ReadOnlyMemory<byte>.Empty, content], CancellationToken.None);
-        Assert.Equal(0, empty[0].Bytes);
-        Assert.Empty((await evidence.ReadPrefixAsync(tenant, empty[0].Sha256, 16, CancellationToken.None))!);
+        await using (var session = store.LightweightSession())
+        {
+            EvidenceStore.Stage(session, tenant, [ReadOnlyMemory<byte>.Empty, content]); // empty content: a blob row with no chunk
+            await session.SaveChangesAsync();
+        }
+        Assert.Equal(0L, await evidence.SizeAsync(tenant, Sha(""), CancellationToken.None));
+        Assert.Empty((await evidence.ReadPrefixAsync(tenant, Sha(""), 16, CancellationToken.None))!);
         Assert.Equal(1, await BlobRowsAsync(tenant, Sha("staged with a commit that fails")));
     }
 
