@@ -44,6 +44,9 @@ public sealed record AdmittedRun(RunStream Stream, ValidRunRequest Request, Poli
     /// <summary>The executor slot this node holds for the run while it runs it here; null while it waits in the queue.</summary>
     public Admission.Slot? Slot { get; set; }
 
+    /// <summary>The warm sandbox this node picked for the run while recording it (null inside: the pool had none).</summary>
+    public Task<PreparedSandbox?>? Warm { get; init; }
+
     /// <summary>The run has a queue row (every allowed run): its terminal event also ends the row.</summary>
     public bool Queued { get; init; }
 
@@ -167,6 +170,9 @@ public sealed partial class RunOrchestrator(
         // it at once (inserted claimed: no hand-over, no extra round trip); otherwise any executor is woken to claim it.
         var nodeId = executorOptions.Value.NodeId;
         var slot = decision.Allowed && node.Value.Executor ? admission.TryEnter(caller.Tenant) : null;
+        // Picked while the request is recorded: the pick only asks the engine whether the container still runs, and the
+        // sandbox is handed the run only once the commit succeeded.
+        var warm = slot is null ? null : pool.TakeWarmAsync(ProfileOf(decision, request, imageId), CancellationToken.None);
         var work = new RunWork(runId,
             new QueuedRequest(request.Language, Sha256Hex.Of(code), code.Length, Sha256Hex.Of(request.Stdin), request.Stdin.Length, request.Args, files,
                 request.Limits, request.Classification, request.Runtime, request.Isolation),
@@ -200,19 +206,36 @@ public sealed partial class RunOrchestrator(
                 // executor, whose claim waits for the tenant's room.
                 slot.Dispose();
                 slot = null;
+                GiveBack(warm);
+                warm = null;
                 await CommitAsync(events = WithQueued(null), null);
             }
         }
         catch (Exception e)
         {
             slot?.Dispose();
+            GiveBack(warm);
             LogWriteAheadFailed(e, runId);
             throw new WriteAheadException(e);
         }
-        var admitted = new AdmittedRun(stream, request, decision, caller, watch, events) { ImageId = imageId, Slot = slot, Queued = decision.Allowed };
+        var admitted = new AdmittedRun(stream, request, decision, caller, watch, events) { ImageId = imageId, Slot = slot, Warm = warm, Queued = decision.Allowed };
         admitted.Phases.Recorded();
         return admitted;
     }
+
+    private static SandboxProfile ProfileOf(PolicyDecision decision, ValidRunRequest request, string? imageId) =>
+        SandboxProfile.For(decision.Runtime ?? request.Language, request.Language, decision.Isolation ?? Isolation.Standard, decision.Limits) with { ImageId = imageId };
+
+    /// <summary>A warm sandbox picked for a run that will not run here after all: removed (never used), and the pool refilled.</summary>
+    private void GiveBack(Task<PreparedSandbox?>? warm) =>
+        _ = warm?.ContinueWith(async picked =>
+        {
+            if (picked.IsCompletedSuccessfully && picked.Result is { } sandbox)
+            {
+                await factory.DestroyAsync(sandbox.ContainerId, CancellationToken.None);
+                pool.Replenish();
+            }
+        }, TaskScheduler.Default).Unwrap();
 
     public static PolicyInput PolicyInputOf(Caller caller, ValidRunRequest request) =>
         new(caller, request.Language, request.Classification, request.Limits, request.Code, request.Args.Count, request.Files.Count, request.Stdin.Length,
@@ -458,9 +481,7 @@ public sealed partial class RunOrchestrator(
             PreparedSandbox sandbox;
             try
             {
-                var profile = SandboxProfile.For(run.Decision.Runtime ?? run.Request.Language, run.Request.Language,
-                    run.Decision.Isolation ?? Isolation.Standard, run.Decision.Limits) with { ImageId = run.ImageId };
-                sandbox = await pool.AcquireAsync(profile, runId, ct);
+                sandbox = (run.Warm is { } warm ? await warm : null) ?? await pool.AcquireAsync(ProfileOf(run.Decision, run.Request, run.ImageId), runId, ct);
                 run.Phases.SandboxReady();
                 feed.Running(runId, sandbox.ContainerId);
                 if (run.Remote)

@@ -58,7 +58,14 @@ public sealed partial class SandboxPool(
     /// A warm sandbox for this profile, or a cold one created now. A warm one is checked first: its supervisor's stream still open
     /// (it said ready when it joined the pool) and the engine still running the container; a dead one is discarded, never handed out.
     /// </summary>
-    public async Task<PreparedSandbox> AcquireAsync(SandboxProfile profile, Guid runId, CancellationToken ct)
+    public async Task<PreparedSandbox> AcquireAsync(SandboxProfile profile, Guid runId, CancellationToken ct) =>
+        await TakeWarmAsync(profile, ct) ?? await factory.CreateAsync(profile, runId.ToString("D"), ct);
+
+    /// <summary>
+    /// A live warm sandbox for this profile, or null when the pool has none; never creates one. The check only reads from the
+    /// engine, so it may run while the run's request is still being recorded: nothing starts in the sandbox until it is handed the run.
+    /// </summary>
+    public async Task<PreparedSandbox?> TakeWarmAsync(SandboxProfile profile, CancellationToken ct)
     {
         while (_pools.TryGetValue(profile, out var channel) && channel.Reader.TryRead(out var warm))
         {
@@ -73,7 +80,7 @@ public sealed partial class SandboxPool(
             return new PreparedSandbox(warm.ContainerId, warm.Profile, warm.Image, warm.ImageId, warm.Settings,
                 warm.Stream, warm.Reader, warm.CreatedAt, warm.StartedAt, fromPool: true);
         }
-        return await factory.CreateAsync(profile, runId.ToString("D"), ct);
+        return null;
     }
 
     private async Task<bool> IsAliveAsync(PreparedSandbox sandbox, CancellationToken ct)
