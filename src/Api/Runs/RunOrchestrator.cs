@@ -543,10 +543,9 @@ public sealed partial class RunOrchestrator(
                 var pending = await announced ? [] : sandboxEvents;
                 // Outputs that fit one chunk commit with the events that name them; should that commit fail, the journal keeps
                 // the events with the outputs inside them instead, as the store holds none of it.
-                await CommitOrKeepAsync(run, [.. pending, .. outcomeEvents], staged: outputs?.Staged,
-                    kept: outputs?.Staged is not null && outcomeWith is not null
-                        ? async () => [.. pending, .. await InlineAsync(outputs, outcomeWith)]
-                        : null);
+                var staged = outcomeWith is null ? null : outputs?.Staged; // only outputs the outcome events name
+                await CommitOrKeepAsync(run, [.. pending, .. outcomeEvents], staged: staged,
+                    kept: staged is not null ? async () => [.. pending, .. await InlineAsync(outputs!, outcomeWith!)] : null);
                 run.Phases.Committed();
             }
             finally
