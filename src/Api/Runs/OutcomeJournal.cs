@@ -8,6 +8,7 @@ using Polly.Retry;
 using Sandbox.Audited.Api.Metrics;
 using Sandbox.Audited.Api.Streaming;
 using Sandbox.Audited.Audit.Events;
+using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Audit.Queue;
 using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Domain.Runs;
@@ -87,8 +88,10 @@ public sealed partial class OutcomeJournal : BackgroundService
     /// <summary>
     /// Writes the events to disk and fsyncs them, then the directory that names them; only then may the client be answered. Throws if the disk fails too. A later
     /// part of a run already journaled (its SandboxRemoved) goes to its own file, committed only after the run's first one.
+    /// Contents are the outputs the events name by digest that were to commit with them: kept alongside, stored with the
+    /// events when they are committed, so that the record is the same whichever path wrote it.
     /// </summary>
-    public async Task KeepAsync(RunStream stream, IReadOnlyList<object> events, string? part = null)
+    public async Task KeepAsync(RunStream stream, IReadOnlyList<object> events, string? part = null, IReadOnlyList<ReadOnlyMemory<byte>>? contents = null)
     {
         System.IO.Directory.CreateDirectory(Directory);
         var serializer = _store.Options.Serializer();
@@ -105,6 +108,8 @@ public sealed partial class OutcomeJournal : BackgroundService
                 ["data"] = JsonNode.Parse(serializer.ToJson(e)),
             }).ToArray()),
         };
+        if (contents is { Count: > 0 })
+            entry["contents"] = new JsonArray([.. contents.Select(c => (JsonNode)Convert.ToBase64String(c.Span))]);
         var path = part is null ? PathOf(stream.RunId) : Path.Combine(Directory, $"{stream.RunId:D}.{part}.json");
         var temporary = path + ".tmp";
         await using (var file = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None, 64 * 1024, FileOptions.Asynchronous))
@@ -265,9 +270,11 @@ public sealed partial class OutcomeJournal : BackgroundService
         Guid runId;
         List<object> events;
         WriteContext context;
+        ReadOnlyMemory<byte>[] contents;
         try
         {
             runId = entry["runId"]!.GetValue<Guid>();
+            contents = entry["contents"] is JsonArray kept ? [.. kept.Select(c => (ReadOnlyMemory<byte>)Convert.FromBase64String(c!.GetValue<string>()))] : [];
             events = entry["events"]!.AsArray().Select(e =>
             {
                 var type = e!["type"]!.GetValue<string>();
@@ -277,6 +284,8 @@ public sealed partial class OutcomeJournal : BackgroundService
             }).ToList();
             context = new WriteContext(entry["user"]!.GetValue<string>(), entry["correlationId"]?.GetValue<string>(),
                 entry["causationId"]?.GetValue<string>(), entry["tenant"]?.GetValue<string>());
+            if (contents.Length > 0 && context.Tenant is null)
+                throw new InvalidJournalFileException("stored contents without the tenant that owns them");
         }
         catch (Exception e) when (e is not InvalidJournalFileException and not OperationCanceledException)
         {
@@ -298,7 +307,14 @@ public sealed partial class OutcomeJournal : BackgroundService
         {
             var stream = await RunStream.ResumeAsync(_store, runId, context, ct);
             var terminal = !ended && events.Any(e => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e)));
-            await stream.AppendAsync(events, ct, terminal ? session => _queue.Finish(session, runId) : null);
+            await stream.AppendAsync(events, ct, session =>
+            {
+                // The contents the events name (already stored if a commit the caller saw fail went through: kept as they are).
+                if (contents.Length > 0)
+                    EvidenceStore.Stage(session, context.Tenant!, contents);
+                if (terminal)
+                    _queue.Finish(session, runId);
+            });
             if (!ended)
                 _feed.Recorded(runId, stream.Version - events.Count + 1, events); // a run already ended is no longer live
         }

@@ -26,6 +26,12 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
     // A multiple of 3, so that base64 segments need no carry between them.
     private const int Segment = 48 * 1024;
 
+    // Stored outputs up to this size are read whole in one query and answered as a value; larger ones are streamed.
+    private const int ReadWholeBytes = 64 * 1024;
+
+    /// <summary>The encoding of a stored output a "recording" answer cannot carry (the store is away); GET the run once committed.</summary>
+    public const string Unavailable = "unavailable";
+
     public int? StatusCode => statusCode;
 
     public RunSummary Run => run;
@@ -40,18 +46,37 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
         // Everything but the stored streams' contents is small: serialized as usual, then written around the streamed parts.
         var view = JsonSerializer.SerializeToNode(RunView.From(run), options)!.AsObject();
         var streamed = new Dictionary<string, (StreamOutput Output, string Encoding)>(StringComparer.Ordinal);
-        // A "recording" answer is given while PostgreSQL is away: it carries the recorded previews, never a store read that
-        // could break the answer after its status line went out.
-        if (run.Output is { } output && run.Tenant is { } tenant && run.Status != RunStatus.Recording)
+        if (run.Output is { } output && run.Tenant is { } tenant)
         {
             (string Name, StreamOutput Stream)[] stored = [.. new[] { ("stdout", output.Stdout), ("stderr", output.Stderr) }.Where(s => s.Item2.Stored)];
-            var whole = stored.Where(s => PreviewIsWhole(s.Stream)).Select(s => s.Name).ToHashSet(StringComparer.Ordinal);
-            // Previews that are whole need only "was it erased?": one query for both streams, none for the run's own answer.
-            Dictionary<string, string?> erasures = whole.Count == 0 || justRun ? []
-                : await ErasuresAsync(tenant, [.. stored.Where(s => whole.Contains(s.Name)).Select(s => s.Stream.Sha256)], ct);
-            foreach (var (name, stream) in stored)
-                if ((whole.Contains(name) ? erasures.GetValueOrDefault(stream.Sha256) : await EncodingOfAsync(tenant, stream.Sha256, ct)) is { } encoding)
-                    streamed[name] = (stream, encoding);
+            if (run.Status == RunStatus.Recording)
+            {
+                // Given while PostgreSQL is away: never a store read that could break the answer after its status line went
+                // out. Outputs not in the answer already are named by digest and size; the committed record has them.
+                foreach (var (name, stream) in stored.Where(s => !PreviewIsWhole(s.Stream)))
+                    streamed[name] = (stream, Unavailable);
+            }
+            else
+            {
+                var whole = stored.Where(s => PreviewIsWhole(s.Stream)).Select(s => s.Name).ToHashSet(StringComparer.Ordinal);
+                // Previews that are whole need only "was it erased?": one query for both streams, none for the run's own answer.
+                Dictionary<string, string?> erasures = whole.Count == 0 || justRun ? []
+                    : await ErasuresAsync(tenant, [.. stored.Where(s => whole.Contains(s.Name)).Select(s => s.Stream.Sha256)], ct);
+                foreach (var (name, stream) in stored)
+                {
+                    if (whole.Contains(name))
+                    {
+                        if (erasures.GetValueOrDefault(stream.Sha256) is { } gone)
+                            streamed[name] = (stream, gone);
+                    }
+                    // Small outputs are read once, whole; larger ones are streamed from the store into the answer. A store that
+                    // cannot be read fails the answer here, before its status line (503), never an answer without the output.
+                    else if (stream.Bytes <= ReadWholeBytes)
+                        view[name] = JsonSerializer.SerializeToNode(RunView.OutputOf(await RunContent.ResolveAsync(evidence, tenant, stream, ct)), options);
+                    else
+                        streamed[name] = (stream, await EncodingOfAsync(tenant, stream.Sha256, ct));
+                }
+            }
         }
 
         http.Response.StatusCode = statusCode;
@@ -78,7 +103,7 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
     /// short query instead of reading the content twice). Newer events hold no content: only an empty stream is whole.
     /// </summary>
     public static bool PreviewIsWhole(StreamOutput stream) =>
-        stream.Bytes <= StreamOutput.PreviewBytes && stream.Encoding switch
+        stream.Bytes == 0 || stream.Bytes <= StreamOutput.PreviewBytes && stream.Encoding switch
         {
             "utf8" => System.Text.Encoding.UTF8.GetByteCount(stream.Content) == stream.Bytes,
             "base64" => Convert.FromBase64String(stream.Content).Length == stream.Bytes,
@@ -105,10 +130,10 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
     }
 
     /// <summary>
-    /// "utf8" or "base64" as RunOrchestrator.Describe decides it for the whole stream; "erased" or "missing" without content;
-    /// null when the store cannot be read (a "recording" answer while PostgreSQL is away): the recorded preview is answered.
+    /// "utf8" or "base64" as RunOrchestrator.Describe decides it for the whole stream; "erased" or "missing" without content.
+    /// Throws when the store cannot be read (before the answer's status line: the client gets a 503, never a partial answer).
     /// </summary>
-    private async Task<string?> EncodingOfAsync(string tenant, string sha256, CancellationToken ct)
+    private async Task<string> EncodingOfAsync(string tenant, string sha256, CancellationToken ct)
     {
         Stream? content;
         try
@@ -119,10 +144,6 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
         {
             return "erased";
         }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            return null;
-        }
         if (content is null)
             return "missing";
         await using (content)
@@ -130,15 +151,8 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
             var check = new Utf8Text.OutputCheck();
             var buffer = new byte[Segment];
             int read;
-            try
-            {
-                while ((read = await content.ReadAsync(buffer, ct)) > 0)
-                    check.Append(buffer.AsSpan(0, read));
-            }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                return null; // the store went away while it was read: the recorded preview is answered
-            }
+            while ((read = await content.ReadAsync(buffer, ct)) > 0)
+                check.Append(buffer.AsSpan(0, read));
             return check.End() ? "utf8" : "base64";
         }
     }

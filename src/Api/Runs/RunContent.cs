@@ -4,7 +4,7 @@ using Sandbox.Audited.Domain.Runs;
 namespace Sandbox.Audited.Api.Runs;
 
 /// <summary>
-/// Puts stored content back where clients expect it: output events since the evidence store hold a preview and a digest,
+/// Puts stored content back where clients expect it: output events since the evidence store hold a digest and size,
 /// and the API answers with the whole captured stream read from the tenant's store (erased content answers as
 /// encoding "erased" with no content). Runs recorded before the store carry their content in the event already.
 /// </summary>

@@ -170,9 +170,6 @@ public sealed partial class RunOrchestrator(
         // it at once (inserted claimed: no hand-over, no extra round trip); otherwise any executor is woken to claim it.
         var nodeId = executorOptions.Value.NodeId;
         var slot = decision.Allowed && node.Value.Executor ? admission.TryEnter(caller.Tenant) : null;
-        // Picked while the request is recorded: the pick only asks the engine whether the container still runs, and the
-        // sandbox is handed the run only once the commit succeeded.
-        var warm = slot is null ? null : pool.TakeWarmAsync(ProfileOf(decision, request, imageId), CancellationToken.None);
         var work = new RunWork(runId,
             new QueuedRequest(request.Language, Sha256Hex.Of(code), code.Length, Sha256Hex.Of(request.Stdin), request.Stdin.Length, request.Args, files,
                 request.Limits, request.Classification, request.Runtime, request.Isolation),
@@ -193,6 +190,9 @@ public sealed partial class RunOrchestrator(
         });
         List<object> WithQueued(string? claimedBy) => decision.Allowed ? [.. requested, RunDecisions.Queued(runId, nodeId, claimedBy, now)] : [.. requested];
 
+        // Picked while the request is recorded: the pick only asks the engine whether the container still runs, and the
+        // sandbox is handed the run only once the commit succeeded (otherwise it goes back to the pool).
+        var warm = slot is null ? null : pool.TakeWarmAsync(ProfileOf(decision, request, imageId), CancellationToken.None);
         List<object> events;
         try
         {
@@ -226,16 +226,20 @@ public sealed partial class RunOrchestrator(
     private static SandboxProfile ProfileOf(PolicyDecision decision, ValidRunRequest request, string? imageId) =>
         SandboxProfile.For(decision.Runtime ?? request.Language, request.Language, decision.Isolation ?? Isolation.Standard, decision.Limits) with { ImageId = imageId };
 
-    /// <summary>A warm sandbox picked for a run that will not run here after all: removed (never used), and the pool refilled.</summary>
+    /// <summary>A warm sandbox picked for a run that will not run here after all goes back to the pool (it ran nothing), or is removed.</summary>
     private void GiveBack(Task<PreparedSandbox?>? warm) =>
-        _ = warm?.ContinueWith(async picked =>
+        _ = warm?.ContinueWith(picked =>
         {
-            if (picked.IsCompletedSuccessfully && picked.Result is { } sandbox)
-            {
-                await factory.DestroyAsync(sandbox.ContainerId, CancellationToken.None);
-                pool.Replenish();
-            }
-        }, TaskScheduler.Default).Unwrap();
+            if (picked.IsCompletedSuccessfully && picked.Result is { } sandbox && !pool.Return(sandbox))
+                TrackRemoval(sandbox.ContainerId, factory.DestroyAsync(sandbox.ContainerId, CancellationToken.None));
+        }, TaskScheduler.Default);
+
+    /// <summary>A removal off the request path, awaited by shutdown so that no container outlives the service.</summary>
+    private void TrackRemoval(string containerId, Task removal)
+    {
+        _removals[containerId] = removal;
+        _ = removal.ContinueWith(_ => _removals.TryRemove(containerId, out Task? _), TaskScheduler.Default);
+    }
 
     public static PolicyInput PolicyInputOf(Caller caller, ValidRunRequest request) =>
         new(caller, request.Language, request.Classification, request.Limits, request.Code, request.Args.Count, request.Files.Count, request.Stdin.Length,
@@ -520,18 +524,17 @@ public sealed partial class RunOrchestrator(
                 : chunk => feed.Output(runId, chunk), ct);
             var announced = AnnounceUnlessFinishedAsync(run, sandboxEvents, execution, ct);
             List<object> outcomeEvents;
-            Func<StreamOutput, StreamOutput, List<object>>? outcomeWith = null;
+            ReadOnlyMemory<byte>[]? staged = null;
             SandboxOutcome? collected = null;
             try
             {
                 var outcome = collected = await execution;
                 run.Phases.Exited();
-                outputs = await StoreOutputsAsync(run, outcome);
                 var kept = await artifacts.StoreAsync(run.Caller.Tenant, runId, outcome.Artifacts, CancellationToken.None);
-                var (elapsed, now) = (run.Clock.ElapsedMilliseconds, clock.GetUtcNow());
-                outcomeWith = (stdout, stderr) => [.. RunDecisions.Outcome(runId, outcome.Exit, outcome.StdoutTruncated || outcome.StderrTruncated, stdout, stderr,
-                    kept, outcome.Problem, elapsed, now)];
-                outcomeEvents = outcomeWith(outputs.Stdout, outputs.Stderr);
+                outputs = await StoreOutputsAsync(run, outcome);
+                outcomeEvents = [.. RunDecisions.Outcome(runId, outcome.Exit, outcome.StdoutTruncated || outcome.StderrTruncated, outputs.Stdout, outputs.Stderr,
+                    kept, outcome.Problem, run.Clock.ElapsedMilliseconds, clock.GetUtcNow())];
+                staged = outputs.Staged;
             }
             catch (Exception e)
             {
@@ -542,24 +545,21 @@ public sealed partial class RunOrchestrator(
             {
                 var pending = await announced ? [] : sandboxEvents;
                 // Outputs that fit one chunk commit with the events that name them; should that commit fail, the journal keeps
-                // the events with the outputs inside them instead, as the store holds none of it.
-                var staged = outcomeWith is null ? null : outputs?.Staged; // only outputs the outcome events name
-                await CommitOrKeepAsync(run, [.. pending, .. outcomeEvents], staged: staged,
-                    kept: staged is not null ? async () => [.. pending, .. await InlineAsync(outputs!, outcomeWith!)] : null);
+                // them with the events, and its worker stages them again with the commit that records them.
+                await CommitOrKeepAsync(run, [.. pending, .. outcomeEvents], staged: staged);
                 run.Phases.Committed();
             }
             finally
             {
                 collected?.DeleteSpool();
                 pool.Replenish();
-                var removal = RemoveAsync(run, sandbox.ContainerId);
-                _removals[sandbox.ContainerId] = removal;
-                _ = removal.ContinueWith(_ => _removals.TryRemove(sandbox.ContainerId, out Task? _), TaskScheduler.Default);
+                TrackRemoval(sandbox.ContainerId, RemoveAsync(run, sandbox.ContainerId));
             }
         }
         var summary = run.Recording ? run.Summary with { Status = RunStatus.Recording } : run.Summary;
-        // Small outputs answer from memory: the request that ran them need not read back what it just stored.
-        return outputs?.Answer is { } answer && summary.Output is { } recorded && !run.Recording
+        // Small outputs answer from memory: the request that ran them need not read back what it just stored (nor can it,
+        // while the store is away and the outcome waits in the journal).
+        return outputs?.Answer is { } answer && summary.Output is { } recorded
             ? summary with { Output = recorded with { Stdout = answer.Stdout, Stderr = answer.Stderr } }
             : summary;
     }
@@ -568,12 +568,8 @@ public sealed partial class RunOrchestrator(
     /// Commits events that end a run; if the audit store refuses them, keeps them in the node's journal (fsynced) for the
     /// journal worker to commit when the store returns. Only when the disk fails too does the failure reach the client.
     /// </summary>
-    /// <remarks>
-    /// staged: contents that commit with the events (outputs named by digest); kept: the events to journal instead when that
-    /// commit fails, with those contents inside them.
-    /// </remarks>
-    private async Task CommitOrKeepAsync(AdmittedRun run, IReadOnlyList<object> events, string? part = null,
-        ReadOnlyMemory<byte>[]? staged = null, Func<Task<List<object>>>? kept = null)
+    /// <remarks>staged: contents that commit with the events (outputs they name by digest); the journal keeps them with the events.</remarks>
+    private async Task CommitOrKeepAsync(AdmittedRun run, IReadOnlyList<object> events, string? part = null, ReadOnlyMemory<byte>[]? staged = null)
     {
         if (!run.Recording)
         {
@@ -591,9 +587,7 @@ public sealed partial class RunOrchestrator(
                 LogOutcomeJournaled(e, run.Stream.RunId);
             }
         }
-        if (kept is not null)
-            events = await kept();
-        await journal.KeepAsync(run.Stream, events, run.Recording ? part : null);
+        await journal.KeepAsync(run.Stream, events, run.Recording ? part : null, staged);
         if (part is null)
             run.Recording = true;
         lock (run.Events)
@@ -688,28 +682,12 @@ public sealed partial class RunOrchestrator(
                 await StoreOutputAsync(run, outcome.Stderr, stderrProduced, outcome.StderrTruncated), null, null);
         var stdout = await outcome.Stdout.ToArrayAsync(CancellationToken.None);
         var stderr = await outcome.Stderr.ToArrayAsync(CancellationToken.None);
-        return new(StreamOutput.InStore(Sha256Hex.Of(stdout), stdout.Length, stdoutProduced, outcome.StdoutTruncated),
-            StreamOutput.InStore(Sha256Hex.Of(stderr), stderr.Length, stderrProduced, outcome.StderrTruncated),
+        return new(StreamOutput.InStore(outcome.Stdout.Sha256, stdout.Length, stdoutProduced, outcome.StdoutTruncated),
+            StreamOutput.InStore(outcome.Stderr.Sha256, stderr.Length, stderrProduced, outcome.StderrTruncated),
             [stdout, stderr],
             stdout.Length <= AnsweredFromMemoryBytes && stderr.Length <= AnsweredFromMemoryBytes
                 ? (Describe(stdout, stdoutProduced, outcome.StdoutTruncated), Describe(stderr, stderrProduced, outcome.StderrTruncated))
                 : null);
-    }
-
-    /// <summary>The outcome events with staged outputs inside them, for the journal (the commit that would have stored them failed).</summary>
-    private async Task<List<object>> InlineAsync(RunOutputs outputs, Func<StreamOutput, StreamOutput, List<object>> outcomeWith)
-    {
-        await _inlineOutput.WaitAsync(CancellationToken.None);
-        try
-        {
-            var (stdout, stderr) = (outputs.Staged![0].ToArray(), outputs.Staged[1].ToArray());
-            return outcomeWith(Describe(stdout, outputs.Stdout.ProducedBytes, outputs.Stdout.Truncated),
-                Describe(stderr, outputs.Stderr.ProducedBytes, outputs.Stderr.Truncated));
-        }
-        finally
-        {
-            _inlineOutput.Release();
-        }
     }
 
     /// <summary>

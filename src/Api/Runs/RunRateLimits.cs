@@ -83,10 +83,6 @@ public static class RunRateLimits
             MaxPoolSize = options.MaxConnections,
             ApplicationName = "sandbox-audited rate limit",
         };
-        // A bucket is a budget, not a record: its commits do not wait for the disk (one flush less on every run's path). A
-        // PostgreSQL crash may forget the last fraction of a second of takes, so a subject gets a few runs more; it can never
-        // lose a recorded event, which commits on the service's other connections.
-        connection.Options = ((connection.Options ?? "") + " -c synchronous_commit=off").Trim();
 
         services.AddSingleton(provider => new SubjectBuckets(NpgsqlDataSource.Create(connection), options, provider.GetRequiredService<ILogger<SubjectBuckets>>()));
         return services.AddRateLimiter(limiter =>
@@ -171,6 +167,13 @@ public sealed partial class SubjectBuckets(NpgsqlDataSource db, RateLimitOptions
         RETURNING granted, tokens
         """;
 
+    // A bucket is a budget, not a record: its commits do not wait for the disk (one flush less on every run's path). Set for
+    // the statement's own transaction (a batch is one), so that it holds behind a transaction-mode pooler and never leaks to
+    // another use of the connection. A PostgreSQL crash may forget the takes of its last moments (up to three
+    // wal_writer_delay, 600 ms by default), so a subject may get a few runs more; never a recorded event, which commits on the
+    // service's other connections.
+    private static NpgsqlBatchCommand NoFlush() => new("SELECT set_config('synchronous_commit', 'off', true)");
+
     public RateLimitOptions Options => options;
 
     private TimeSpan Period => TimeSpan.FromSeconds(options.PeriodSeconds);
@@ -182,11 +185,15 @@ public sealed partial class SubjectBuckets(NpgsqlDataSource db, RateLimitOptions
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         timeout.CancelAfter(options.TimeoutMs);
-        await using var command = db.CreateCommand(TakeSql);
-        command.Parameters.AddWithValue(key);
-        command.Parameters.AddWithValue(options.BurstLimit);
-        command.Parameters.AddWithValue(options.TokensPerPeriod / Period.TotalSeconds);
-        await using var reader = await command.ExecuteReaderAsync(timeout.Token);
+        await using var batch = db.CreateBatch();
+        batch.BatchCommands.Add(NoFlush());
+        var take = new NpgsqlBatchCommand(TakeSql);
+        take.Parameters.AddWithValue(key);
+        take.Parameters.AddWithValue(options.BurstLimit);
+        take.Parameters.AddWithValue(options.TokensPerPeriod / Period.TotalSeconds);
+        batch.BatchCommands.Add(take);
+        await using var reader = await batch.ExecuteReaderAsync(timeout.Token);
+        await reader.NextResultAsync(timeout.Token);
         await reader.ReadAsync(timeout.Token);
         var granted = reader.GetBoolean(0);
         return (granted, granted ? TimeSpan.Zero : TokenBucket.RetryAfter(reader.GetDouble(1), options.TokensPerPeriod, Period));
@@ -197,10 +204,13 @@ public sealed partial class SubjectBuckets(NpgsqlDataSource db, RateLimitOptions
         try
         {
             using var timeout = new CancellationTokenSource(options.TimeoutMs);
-            await using var command = db.CreateCommand($"UPDATE {Table} SET tokens = least($2::float8, tokens + 1) WHERE bucket = $1");
-            command.Parameters.AddWithValue(key);
-            command.Parameters.AddWithValue(options.BurstLimit);
-            await command.ExecuteNonQueryAsync(timeout.Token);
+            await using var batch = db.CreateBatch();
+            batch.BatchCommands.Add(NoFlush());
+            var refund = new NpgsqlBatchCommand($"UPDATE {Table} SET tokens = least($2::float8, tokens + 1) WHERE bucket = $1");
+            refund.Parameters.AddWithValue(key);
+            refund.Parameters.AddWithValue(options.BurstLimit);
+            batch.BatchCommands.Add(refund);
+            await batch.ExecuteNonQueryAsync(timeout.Token);
         }
         catch (Exception e)
         {

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using Marten;
 using Npgsql;
@@ -66,8 +67,12 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
     public static void Stage(IDocumentSession session, string tenant, IReadOnlyList<ReadOnlyMemory<byte>> contents)
     {
         foreach (var (sha256, content) in InLockOrder(Hashed(contents)))
-            session.QueueSqlCommand(InsertSmall(_ => "?"), tenant, sha256, (long)content.Length, content.IsEmpty ? 0 : 1, content.ToArray(), !content.IsEmpty);
+            session.QueueSqlCommand(InsertSmall(_ => "?"), tenant, sha256, (long)content.Length, content.IsEmpty ? 0 : 1, ArrayOf(content), !content.IsEmpty);
     }
+
+    // The bytes as one array, without a copy when they are one already (a run's captured output).
+    private static byte[] ArrayOf(ReadOnlyMemory<byte> content) =>
+        MemoryMarshal.TryGetArray(content, out var segment) && segment is { Offset: 0, Array: { } array } && segment.Count == array.Length ? array : content.ToArray();
 
     // Each content hashed once; inserted once each, in digest order: two transactions inserting the same contents lock their
     // rows in the same order, so they cannot deadlock (a run's code and stdin, or stdout and stderr, swapped by another run).

@@ -83,6 +83,19 @@ public sealed partial class SandboxPool(
         return null;
     }
 
+    /// <summary>
+    /// Puts back a warm sandbox that was taken but never handed a run (its request was not recorded, or its run went to the
+    /// queue instead); false when the pool has no room for it any more (full, dropped, or shutting down): the caller removes it.
+    /// </summary>
+    public bool Return(PreparedSandbox sandbox)
+    {
+        _warm[sandbox.ContainerId] = 0;
+        if (_accepting && _pools.TryGetValue(sandbox.Profile, out var channel) && channel.Writer.TryWrite(sandbox))
+            return true;
+        _warm.TryRemove(sandbox.ContainerId, out _);
+        return false;
+    }
+
     private async Task<bool> IsAliveAsync(PreparedSandbox sandbox, CancellationToken ct)
     {
         if (!sandbox.Reader.StreamAlive)

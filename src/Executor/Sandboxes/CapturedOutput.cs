@@ -31,7 +31,7 @@ public sealed class OutputBudget(long bytes)
 /// <summary>
 /// A run's output of one stream: keeps at most cap bytes, counts everything offered, and hashes what it keeps as it
 /// arrives. Bytes are kept in memory while the shared budget allows; past it the rest goes to a spool file, from which it
-/// is stored (and previewed) without ever being held whole.
+/// is stored without ever being held whole.
 /// </summary>
 public sealed class CapturedOutput(int cap, OutputBudget budget, string spoolDirectory) : IDisposable
 {

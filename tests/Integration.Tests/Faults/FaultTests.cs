@@ -133,6 +133,14 @@ public sealed class FaultTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.DoesNotContain("run_abandoned", events);
         Assert.Equal("succeeded", await database.ScalarAsync<string>(
             "SELECT data ->> 'status' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'run_completed'", runId));
+        // The journal kept the output beside the events, not inside them: the record names it by digest, the store has it.
+        Assert.Equal(1L, await database.ScalarAsync<long>("SELECT count(*) FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'output_recorded'", runId));
+        Assert.Equal("", await database.ScalarAsync<string>(
+            "SELECT data -> 'stdout' ->> 'content' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'output_recorded'", runId));
+        using var reader = second.Client(setup.Token("quinn", "tenant-journal", Roles.Runner));
+        var (read, committed) = await reader.GetJsonAsync($"/v1/runs/{runId}");
+        Assert.Equal(HttpStatusCode.OK, read.StatusCode);
+        Assert.Equal("kept\n", committed.Str("stdout.content"));
         second.Terminate();
         Assert.True(await second.WaitForExitAsync(TimeSpan.FromSeconds(40)), "the service did not exit after SIGTERM");
         Assert.Empty(Directory.GetFiles(Path.Combine(_journal, _nodeId), "*.json"));
