@@ -66,17 +66,6 @@ public abstract class HostilePrograms(ServiceFixture service, string isolation)
     {
         var (_, run) = await RunAsync(new { language, code, limits = new { memoryMb = 96, timeoutMs = 20000 } });
         var exited = await EventAsync(run, "sandbox_exited");
-        if (Strong && run.Str("status") == "failed")
-        {
-            // Under gVisor the engine does not always report the OOM kill of the sandbox (twice on a loaded CI machine): the
-            // whole sandbox was killed (137) with no timeout and no pids limit. The record says only that (failed, exit 137,
-            // oomKilled false): true, less specific. Contained either way.
-            Assert.True((exited.Str("exitCode"), exited.Str("oomKilled"), exited.Str("timedOut"), exited.Str("pidsLimitHit")) == ("137", "false", "false", "false"),
-                run.ToJsonString());
-            await AssertHealthyAndCleanAsync();
-            return;
-        }
-
         Assert.True(run.Str("status") == "memory_exceeded", run.ToJsonString());
         Assert.Equal("true", exited.Str("oomKilled"));
         Assert.Equal("false", exited.Str("timedOut"));
