@@ -2,6 +2,7 @@ using System.Net;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Sandbox.Audited.Domain.Hashing;
+using Sandbox.Audited.Executor.Docker;
 using Sandbox.Audited.Executor.Pool;
 using Sandbox.Audited.Executor.Sandboxes;
 using Sandbox.Audited.Tests.Infrastructure;
@@ -66,8 +67,20 @@ public abstract class HostilePrograms(ServiceFixture service, string isolation)
     {
         var (_, run) = await RunAsync(new { language, code, limits = new { memoryMb = 96, timeoutMs = 20000 } });
         var exited = await EventAsync(run, "sandbox_exited");
-        // Under gVisor the engine's state missed 5 of 80 OOM kills here (it handled the OOM after the exit); the reason
-        // then comes from its event log, so the status is memory_exceeded every time.
+        if (Strong && run.Str("status") == "failed")
+        {
+            // Under gVisor the engine's state missed 5 of 80 OOM kills here (it handled the OOM after the exit); the service
+            // then takes the reason from the engine's event log. Rarely (1 of 35 kills from the CLI) the runtime removes the
+            // sandbox's cgroup before the engine hears of the OOM and neither record has it: only then may the run end
+            // failed, exit 137, no reason. The record must agree with the engine's log.
+            Assert.True((exited.Str("exitCode"), exited.Str("oomKilled"), exited.Str("timedOut"), exited.Str("pidsLimitHit")) == ("137", "false", "false", "false"),
+                run.ToJsonString());
+            var engine = (DockerEngine)service.Services.GetService(typeof(DockerEngine))!;
+            Assert.False(await engine.OomEventLoggedAsync(run.Str("sandbox.containerId"), DateTimeOffset.UtcNow.AddMinutes(-1), DateTimeOffset.UtcNow,
+                CancellationToken.None), "the engine logged an oom event the record does not have: " + run.ToJsonString());
+            await AssertHealthyAndCleanAsync();
+            return;
+        }
         Assert.True(run.Str("status") == "memory_exceeded", run.ToJsonString());
         Assert.Equal("true", exited.Str("oomKilled"));
         Assert.Equal("false", exited.Str("timedOut"));
