@@ -25,24 +25,33 @@ public sealed class OomEventLogTests : IDisposable
     [InlineData("runsc")]
     public async Task AContainerKilledByItsMemoryLimitHasAnOomEventInTheLog(string runtime)
     {
-        var id = await StartAsync(runtime, "x = []\nwhile True: x.append(bytearray(1 << 20))");
-        try
+        // gVisor may remove the sandbox's cgroup before the engine hears of the OOM (1 of 70 kills here): then neither of the
+        // engine's records has it and one more container is tried. A log that misses what the state has fails at once.
+        for (var attempt = 1; ; attempt++)
         {
-            var state = await EndAsync(id);
-            Assert.Equal(137, state.ExitCode);
+            var id = await StartAsync(runtime, "x = []\nwhile True: x.append(bytearray(1 << 20))");
+            try
+            {
+                var state = await EndAsync(id);
+                Assert.Equal(137, state.ExitCode);
 
-            var clock = Stopwatch.StartNew();
-            Assert.True(await _docker.OomEventLoggedAsync(id, Time(state.StartedAt), Time(state.FinishedAt) + Grace, CancellationToken.None));
-            // The event is already in the log (or arrives within milliseconds): the answer does not wait for the grace to pass.
-            Assert.True(clock.Elapsed < Grace, clock.Elapsed.ToString());
+                var clock = Stopwatch.StartNew();
+                var logged = await _docker.OomEventLoggedAsync(id, Time(state.StartedAt), Time(state.FinishedAt) + Grace, CancellationToken.None);
+                if (!logged && !state.OOMKilled && runtime == "runsc" && attempt == 1)
+                    continue;
+                Assert.True(logged, $"no oom event for {id} (state OOMKilled {state.OOMKilled}, attempt {attempt})");
+                // The event is already in the log (or arrives within milliseconds): the answer does not wait for the grace to pass.
+                Assert.True(clock.Elapsed < Grace, clock.Elapsed.ToString());
 
-            // Asked again once the window is wholly past, the engine answers from the events it keeps.
-            await Task.Delay(Grace);
-            Assert.True(await _docker.OomEventLoggedAsync(id, Time(state.StartedAt), Time(state.FinishedAt) + Grace, CancellationToken.None));
-        }
-        finally
-        {
-            await _docker.RemoveAsync(id, CancellationToken.None);
+                // Asked again once the window is wholly past, the engine answers from the events it keeps.
+                await Task.Delay(Grace);
+                Assert.True(await _docker.OomEventLoggedAsync(id, Time(state.StartedAt), Time(state.FinishedAt) + Grace, CancellationToken.None));
+                return;
+            }
+            finally
+            {
+                await _docker.RemoveAsync(id, CancellationToken.None);
+            }
         }
     }
 
