@@ -32,6 +32,12 @@ public sealed class ExecutorOptions
     /// <summary>Extra time beyond the run's timeout before the service kills the container itself.</summary>
     public int BackstopGraceMs { get; set; } = 2000;
 
+    /// <summary>
+    /// How long past a killed sandbox's end the engine's event log is read for an OOM kill its state missed (the engine can
+    /// log it after the exit); only killed sandboxes whose state gives no reason wait, and only until the event arrives.
+    /// </summary>
+    public int OomEventGraceMs { get; set; } = 1000;
+
     // What a run may bring back from /tmp/work/out: files, bytes per file, bytes in all.
     public int MaxArtifacts { get; set; } = 64;
     public long MaxArtifactBytes { get; set; } = 64L * 1024 * 1024;

@@ -73,6 +73,58 @@ public sealed partial class DockerEngine : IDisposable
         return await _client.Containers.WaitContainerAsync(id, cts.Token);
     }
 
+    /// <summary>
+    /// Whether the engine logged an `oom` event for the container between since and until (both on the engine's clock). The
+    /// engine answers from the events it keeps (its last 256) and, while until is ahead, streams new ones until then; the
+    /// call returns as soon as one arrives.
+    /// </summary>
+    public async Task<bool> OomEventLoggedAsync(string id, DateTimeOffset since, DateTimeOffset until, CancellationToken ct)
+    {
+        var listen = until - DateTimeOffset.UtcNow;
+        using var cts = Deadline(ct, (listen > TimeSpan.Zero ? listen : TimeSpan.Zero) + _callTimeout);
+        var seen = new FirstEvent(cts);
+        try
+        {
+            await _client.System.MonitorEventsAsync(new ContainerEventsParameters
+            {
+                Since = EngineTime(since),
+                Until = EngineTime(until),
+                Filters = new Dictionary<string, IDictionary<string, bool>>
+                {
+                    ["container"] = new Dictionary<string, bool> { [id] = true },
+                    ["type"] = new Dictionary<string, bool> { ["container"] = true },
+                    ["event"] = new Dictionary<string, bool> { ["oom"] = true },
+                },
+            }, seen, cts.Token);
+        }
+        catch (OperationCanceledException) when (seen.Arrived && !ct.IsCancellationRequested)
+        {
+            // Stopped listening on purpose: the event is in.
+        }
+        return seen.Arrived;
+    }
+
+    // The engine reads "seconds.nanoseconds" since the Unix epoch.
+    private static string EngineTime(DateTimeOffset t)
+    {
+        var ticks = t.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks;
+        return $"{ticks / TimeSpan.TicksPerSecond}.{ticks % TimeSpan.TicksPerSecond * 100:D9}";
+    }
+
+    /// <summary>Notes the first event reported and stops the listening call; reported on the reading thread, not posted.</summary>
+    private sealed class FirstEvent(CancellationTokenSource stop) : IProgress<Message>
+    {
+        private volatile bool _arrived;
+
+        public bool Arrived => _arrived;
+
+        public void Report(Message value)
+        {
+            _arrived = true;
+            stop.Cancel();
+        }
+    }
+
     public async Task KillAsync(string id, CancellationToken ct)
     {
         using var cts = Deadline(ct);

@@ -1,7 +1,9 @@
+using System.Globalization;
 using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Domain.Sandboxes;
 using Sandbox.Audited.Executor.Docker;
 
 namespace Sandbox.Audited.Executor.Sandboxes;
@@ -133,6 +135,8 @@ public sealed partial class SandboxRunner(DockerEngine docker, IOptions<Executor
             var state = (await docker.InspectAsync(sandbox.ContainerId, CancellationToken.None)).State;
             exitCode = (int)state.ExitCode;
             oom = state.OOMKilled;
+            if (SandboxKill.AsksEventLog(exitCode, oom))
+                oom = SandboxKill.OomKilled(oom, await OomEventLoggedAsync(sandbox.ContainerId, state));
         }
         catch (Exception e)
         {
@@ -149,6 +153,35 @@ public sealed partial class SandboxRunner(DockerEngine docker, IOptions<Executor
             WallUs: 0, CpuUserUs: 0, CpuSysUs: 0, MaxRssKb: null);
         return new SandboxOutcome(exit, stdout, stderr, stdout.Truncated, stderr.Truncated, problem, []);
     }
+
+    /// <summary>
+    /// The engine's event log for the sandbox's life, read up to OomEventGraceMs past its end (engine clock): an OOM kill the
+    /// engine handled after the exit is logged there a few milliseconds late. Null when the log could not be read.
+    /// </summary>
+    private async Task<bool?> OomEventLoggedAsync(string containerId, global::Docker.DotNet.Models.ContainerState state)
+    {
+        try
+        {
+            // RFC 3339 with nanoseconds, as the engine writes them.
+            var started = DateTimeOffset.Parse(state.StartedAt, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal);
+            var finished = DateTimeOffset.Parse(state.FinishedAt, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal);
+            var logged = await docker.OomEventLoggedAsync(containerId, started, finished.AddMilliseconds(options.Value.OomEventGraceMs),
+                CancellationToken.None);
+            LogOomEventLog(containerId, logged);
+            return logged;
+        }
+        catch (Exception e)
+        {
+            LogOomEventLogFailed(e, containerId);
+            return null;
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Sandbox {ContainerId} was killed and its state gives no OOM kill; the engine's event log has one: {Logged}")]
+    private partial void LogOomEventLog(string containerId, bool logged);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not read the engine's event log for sandbox {ContainerId}; its OOM kill, if any, stays unrecorded")]
+    private partial void LogOomEventLogFailed(Exception e, string containerId);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Sandbox {ContainerId} passed its {TimeoutMs} ms timeout plus grace; killing it")]
     private partial void LogBackstop(string containerId, int timeoutMs);
