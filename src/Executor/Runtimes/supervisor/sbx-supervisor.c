@@ -11,9 +11,7 @@
  *      output cap, frame everything in-band on stdout;
  *   4. when the main child exits (or the deadline hits) kill and reap every other process,
  *      drain the pipes, send what the program left in /tmp/work/out (artifacts, A/D/Z/S
- *      frames) and write the 'X' (exit) frame;
- *   5. stay, with nothing else left running, until the service removes the container or
- *      closes stdin (at most LINGER_MS), then exit.
+ *      frames), write the 'X' (exit) frame and exit.
  *
  * Why user code cannot forge a frame: this process alone holds the container's stdout (the
  * children get pipes; nothing else runs in the container); it is not dumpable, so the kernel
@@ -958,28 +956,6 @@ static void report(const struct outcome *o, const struct stream *sout, const str
     frame('X', x, (uint32_t)n);
 }
 
-/* Step 8: stay until the service lets go. Exiting at once would make the engine tear the
- * container down (cgroup, mounts, state) while the service commits the outcome, on the same
- * CPUs; the service removes the container after its answer instead. Every other process is
- * dead by now. Bounded, so that a container the service forgot does not wait for the reaper. */
-#define LINGER_MS 10000
-static void linger(void)
-{
-    uint64_t deadline = now_us() + (uint64_t)LINGER_MS * 1000;
-    char sink[512];
-    for (;;) {
-        uint64_t t = now_us();
-        if (t >= deadline)
-            return;
-        struct pollfd p = { STDIN_FILENO, POLLIN, 0 };
-        int k = poll(&p, 1, (int)((deadline - t) / 1000) + 1);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0 || read(STDIN_FILENO, sink, sizeof sink) <= 0)
-            return; /* timed out, or stdin closed or failed: the service let go */
-    }
-}
-
 int main(int argc, char **argv)
 {
     int sfd = setup_process();
@@ -1004,6 +980,5 @@ int main(int argc, char **argv)
     end_all(&c, &sout, &serr, r.cap);
     harvest(&r);
     report(&o, &sout, &serr, r.cap);
-    linger();
     return 0;
 }
