@@ -524,17 +524,16 @@ public sealed partial class RunOrchestrator(
                 : chunk => feed.Output(runId, chunk), ct);
             var announced = AnnounceUnlessFinishedAsync(run, sandboxEvents, execution, ct);
             List<object> outcomeEvents;
-            ReadOnlyMemory<byte>[]? staged = null;
             SandboxOutcome? collected = null;
             try
             {
                 var outcome = collected = await execution;
                 run.Phases.Exited();
                 var kept = await artifacts.StoreAsync(run.Caller.Tenant, runId, outcome.Artifacts, CancellationToken.None);
-                outputs = await StoreOutputsAsync(run, outcome);
-                outcomeEvents = [.. RunDecisions.Outcome(runId, outcome.Exit, outcome.StdoutTruncated || outcome.StderrTruncated, outputs.Stdout, outputs.Stderr,
+                var stored = await StoreOutputsAsync(run, outcome);
+                outcomeEvents = [.. RunDecisions.Outcome(runId, outcome.Exit, outcome.StdoutTruncated || outcome.StderrTruncated, stored.Stdout, stored.Stderr,
                     kept, outcome.Problem, run.Clock.ElapsedMilliseconds, clock.GetUtcNow())];
-                staged = outputs.Staged;
+                outputs = stored; // set only once the outcome events name them: a SandboxFailed stages nothing
             }
             catch (Exception e)
             {
@@ -546,7 +545,7 @@ public sealed partial class RunOrchestrator(
                 var pending = await announced ? [] : sandboxEvents;
                 // Outputs that fit one chunk commit with the events that name them; should that commit fail, the journal keeps
                 // them with the events, and its worker stages them again with the commit that records them.
-                await CommitOrKeepAsync(run, [.. pending, .. outcomeEvents], staged: staged);
+                await CommitOrKeepAsync(run, [.. pending, .. outcomeEvents], staged: outputs?.Staged);
                 run.Phases.Committed();
             }
             finally

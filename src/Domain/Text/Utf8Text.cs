@@ -20,18 +20,6 @@ public static class Utf8Text
     /// <summary>An output stream as text (see IsOutputText), or null when it must go as base64.</summary>
     public static string? TryDecodeOutput(ReadOnlySpan<byte> bytes) => IsOutputText(bytes) ? Strict.GetString(bytes) : null;
 
-    /// <summary>A prefix cut inside a multi-byte character loses that character rather than turning the whole into base64.</summary>
-    public static ReadOnlySpan<byte> TrimPartial(ReadOnlySpan<byte> head)
-    {
-        var lead = head.Length - 1;
-        while (lead >= 0 && head.Length - lead <= 3 && (head[lead] & 0xC0) == 0x80)
-            lead--;
-        if (lead < 0 || head[lead] < 0xC0)
-            return head;
-        var length = head[lead] >= 0xF0 ? 4 : head[lead] >= 0xE0 ? 3 : 2;
-        return head.Length - lead < length ? head[..lead] : head;
-    }
-
     /// <summary>IsOutputText over a stream read in chunks that may split a character: feed every chunk, then End.</summary>
     public sealed class OutputCheck
     {

@@ -15,14 +15,6 @@ public sealed class Utf8TextTests
     }
 
     [Fact]
-    public void APrefixCutInsideACharacterLosesOnlyThatCharacter()
-    {
-        var bytes = Encoding.UTF8.GetBytes("ab\u20ac");
-        Assert.Equal("ab", Encoding.UTF8.GetString(Utf8Text.TrimPartial(bytes.AsSpan(0, 4))));
-        Assert.Equal("ab\u20ac", Encoding.UTF8.GetString(Utf8Text.TrimPartial(bytes)));
-    }
-
-    [Fact]
     public void TheChunkedCheckAcceptsCharactersSplitAcrossChunksAndRefusesWhatTheWholeWouldNot()
     {
         var text = Encoding.UTF8.GetBytes("x" + new string('\u00e9', 1000) + "\U0001F600");
