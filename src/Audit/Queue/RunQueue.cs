@@ -399,38 +399,47 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
     /// deadHolder: the instance this process knows to be gone (its pid no longer runs on this host), taken over at once.
     public async Task RegisterAsync(string node, string roles, int graceSeconds, CancellationToken ct, Guid? deadHolder = null)
     {
-        await using (var command = dataSource.CreateCommand("""
+        // The holder may give the id back (or its row go) between the refused upsert and the read of who holds it: then the id
+        // is free and the upsert is tried again (each retry means another process took and gave back the id meanwhile).
+        while (true)
+        {
+            if (await TryTakeAsync(node, roles, graceSeconds, deadHolder, ct))
+            {
+                HoldsNodeId = true;
+                return;
+            }
+            await using var holder = dataSource.CreateCommand(
+                "SELECT instance_id, heartbeat_at, extract(epoch FROM now() - heartbeat_at)::float8, host, pid FROM sandbox.nodes WHERE node_id = $1");
+            holder.Parameters.AddWithValue(node);
+            await using var reader = await holder.ExecuteReaderAsync(ct);
+            if (!await reader.ReadAsync(ct) || reader.IsDBNull(0))
+                continue;
+            throw new NodeIdInUseException(node, reader.GetGuid(0), reader.GetFieldValue<DateTimeOffset>(1), reader.GetDouble(2), graceSeconds)
+            {
+                Host = reader.IsDBNull(3) ? null : reader.GetString(3),
+                Pid = reader.IsDBNull(4) ? null : reader.GetInt32(4),
+            };
+        }
+    }
+
+    private async Task<bool> TryTakeAsync(string node, string roles, int graceSeconds, Guid? deadHolder, CancellationToken ct)
+    {
+        await using var command = dataSource.CreateCommand("""
             INSERT INTO sandbox.nodes AS n (node_id, roles, instance_id, host, pid) VALUES ($1, $2, $3, $5, $6)
             ON CONFLICT (node_id) DO UPDATE SET roles = EXCLUDED.roles, instance_id = EXCLUDED.instance_id, host = EXCLUDED.host, pid = EXCLUDED.pid,
                 started_at = now(), heartbeat_at = now()
             WHERE n.instance_id IS NULL OR n.instance_id = EXCLUDED.instance_id OR n.instance_id = $7
                OR n.heartbeat_at < now() - make_interval(secs => $4)
             RETURNING true
-            """))
-        {
-            command.Parameters.AddWithValue(node);
-            command.Parameters.AddWithValue(roles);
-            command.Parameters.AddWithValue(Instance);
-            command.Parameters.AddWithValue(graceSeconds);
-            command.Parameters.AddWithValue(HostIdentity);
-            command.Parameters.AddWithValue(Environment.ProcessId);
-            command.Parameters.Add(new NpgsqlParameter<Guid?> { TypedValue = deadHolder, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Uuid });
-            if (await command.ExecuteScalarAsync(ct) is true)
-            {
-                HoldsNodeId = true;
-                return;
-            }
-        }
-        await using var holder = dataSource.CreateCommand(
-            "SELECT instance_id, heartbeat_at, extract(epoch FROM now() - heartbeat_at)::float8, host, pid FROM sandbox.nodes WHERE node_id = $1");
-        holder.Parameters.AddWithValue(node);
-        await using var reader = await holder.ExecuteReaderAsync(ct);
-        await reader.ReadAsync(ct);
-        throw new NodeIdInUseException(node, reader.GetGuid(0), reader.GetFieldValue<DateTimeOffset>(1), reader.GetDouble(2), graceSeconds)
-        {
-            Host = reader.IsDBNull(3) ? null : reader.GetString(3),
-            Pid = reader.IsDBNull(4) ? null : reader.GetInt32(4),
-        };
+            """);
+        command.Parameters.AddWithValue(node);
+        command.Parameters.AddWithValue(roles);
+        command.Parameters.AddWithValue(Instance);
+        command.Parameters.AddWithValue(graceSeconds);
+        command.Parameters.AddWithValue(HostIdentity);
+        command.Parameters.AddWithValue(Environment.ProcessId);
+        command.Parameters.Add(new NpgsqlParameter<Guid?> { TypedValue = deadHolder, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Uuid });
+        return await command.ExecuteScalarAsync(ct) is true;
     }
 
     /// <summary>A clean stop gives the node id back at once, so that the node's next process need not wait out the grace.</summary>

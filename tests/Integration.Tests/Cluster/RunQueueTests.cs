@@ -408,6 +408,55 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     }
 
     [Fact]
+    public async Task ANodeIdGivenBackWhileAnotherProcessAsksForItIsTakenOrRefusedByNameNeverAnError()
+    {
+        // The holder gives the id back between the refused upsert and the read of who holds it: that read finds no holder.
+        await using var database = new TestDatabase();
+        await database.CreateAsync();
+        await using var dataSource = NpgsqlDataSource.Create(database.AppConnection);
+        var holder = new RunQueue(dataSource);
+        var node = "flapping-node";
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(8));
+        var flaps = 0;
+        var flapping = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                try
+                {
+                    await holder.RegisterAsync(node, "api", 600, CancellationToken.None);
+                    await holder.ReleaseAsync(node, CancellationToken.None);
+                    flaps++;
+                }
+                catch (NodeIdInUseException)
+                {
+                }
+            }
+        });
+        var taken = 0;
+        var refused = 0;
+        while (!stop.IsCancellationRequested)
+        {
+            var asker = new RunQueue(dataSource);
+            try
+            {
+                await asker.RegisterAsync(node, "api", 600, CancellationToken.None);
+                Assert.True(asker.HoldsNodeId);
+                taken++;
+                await asker.ReleaseAsync(node, CancellationToken.None);
+            }
+            catch (NodeIdInUseException e)
+            {
+                Assert.NotEqual(Guid.Empty, e.Instance);
+                Assert.NotEqual(asker.Instance, e.Instance);
+                refused++;
+            }
+        }
+        await flapping;
+        Assert.True(flaps > 50 && taken > 0 && refused > 0, $"no contention: {flaps} flaps, {taken} taken, {refused} refused");
+    }
+
+    [Fact]
     public async Task ClaimIsExclusiveUnderConcurrentClaimers()
     {
         await using var database = new TestDatabase();
