@@ -411,9 +411,8 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     public async Task ANodeIdGivenBackWhileAnotherProcessAsksForItIsTakenOrRefusedByNameNeverAnError()
     {
         // The holder gives the id back between the refused upsert and the read of who holds it: that read finds no holder.
-        await using var database = new TestDatabase();
-        await database.CreateAsync();
-        await using var dataSource = NpgsqlDataSource.Create(database.AppConnection);
+        await using var fresh = await QueueDatabase.CreateAsync();
+        var (database, dataSource) = (fresh.Database, fresh.Source);
         var holder = new RunQueue(dataSource);
         var node = "flapping-node";
         using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(8));
@@ -459,9 +458,8 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     [Fact]
     public async Task ClaimIsExclusiveUnderConcurrentClaimers()
     {
-        await using var database = new TestDatabase();
-        await database.CreateAsync();
-        await using var dataSource = NpgsqlDataSource.Create(database.AppConnection);
+        await using var fresh = await QueueDatabase.CreateAsync();
+        var (database, dataSource) = (fresh.Database, fresh.Source);
         var queue = new RunQueue(dataSource);
         var runs = Enumerable.Range(0, 300).Select(i => (RunId: Guid.CreateVersion7(), Tenant: "tenant-" + i % 5)).ToList();
         foreach (var (runId, tenant) in runs)
@@ -485,9 +483,8 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     [Fact]
     public async Task AClaimReturnedUnstartedIsQueuedAgainForAnyExecutorAndWakesThem()
     {
-        await using var database = new TestDatabase();
-        await database.CreateAsync();
-        await using var dataSource = NpgsqlDataSource.Create(database.AppConnection);
+        await using var fresh = await QueueDatabase.CreateAsync();
+        var (database, dataSource) = (fresh.Database, fresh.Source);
         var queue = new RunQueue(dataSource);
         var runId = Guid.CreateVersion7();
         await InsertQueuedAsync(database, runId, "tenant-returned");
@@ -566,9 +563,8 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     [Fact]
     public async Task TenantCeilingHoldsAcrossConcurrentClaimers()
     {
-        await using var database = new TestDatabase();
-        await database.CreateAsync();
-        await using var dataSource = NpgsqlDataSource.Create(database.AppConnection);
+        await using var fresh = await QueueDatabase.CreateAsync();
+        var (database, dataSource) = (fresh.Database, fresh.Source);
         var queue = new RunQueue(dataSource);
         for (var i = 0; i < 10; i++)
             await InsertQueuedAsync(database, Guid.CreateVersion7(), "busy-tenant");
@@ -590,9 +586,8 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     [Fact]
     public async Task BatchClaimsTakeEachRunOnceAndHoldTheTenantCeiling()
     {
-        await using var database = new TestDatabase();
-        await database.CreateAsync();
-        await using var dataSource = NpgsqlDataSource.Create(database.AppConnection);
+        await using var fresh = await QueueDatabase.CreateAsync();
+        var (database, dataSource) = (fresh.Database, fresh.Source);
         var queue = new RunQueue(dataSource);
         // Interleaved so that every batch meets several tenants: two busy ones (ceiling 4 each) and many small ones.
         var runs = Enumerable.Range(0, 200).Select(i => (RunId: Guid.CreateVersion7(), Tenant: i % 4 < 2 ? "busy-" + i % 2 : "small-" + i)).ToList();
@@ -623,9 +618,8 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     [Fact]
     public async Task BatchClaimReturnsTheOldestFirstAndNoMoreThanAsked()
     {
-        await using var database = new TestDatabase();
-        await database.CreateAsync();
-        await using var dataSource = NpgsqlDataSource.Create(database.AppConnection);
+        await using var fresh = await QueueDatabase.CreateAsync();
+        var (database, dataSource) = (fresh.Database, fresh.Source);
         var queue = new RunQueue(dataSource);
         var runs = new List<Guid>();
         for (var i = 0; i < 5; i++)
@@ -780,6 +774,26 @@ public sealed class RunQueueTests(ClusterFixture cluster)
             new RunQueued(runId, apiNode, null, now),
         ], CancellationToken.None);
         return runId;
+    }
+
+    /// <summary>A throw-away database with the queue's schema and a data source on it, for the queue's own guarantees.</summary>
+    private sealed class QueueDatabase : IAsyncDisposable
+    {
+        public required TestDatabase Database { get; init; }
+        public required NpgsqlDataSource Source { get; init; }
+
+        public static async Task<QueueDatabase> CreateAsync()
+        {
+            var database = new TestDatabase();
+            await database.CreateAsync();
+            return new QueueDatabase { Database = database, Source = NpgsqlDataSource.Create(database.AppConnection) };
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Source.DisposeAsync();
+            await Database.DisposeAsync();
+        }
     }
 
     private static async Task InsertQueuedAsync(TestDatabase database, Guid runId, string tenant) =>
