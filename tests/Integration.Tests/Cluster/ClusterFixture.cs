@@ -29,7 +29,7 @@ public sealed class ClusterFixture : IAsyncLifetime
 
     public string JournalDirectory { get; } = Path.Combine(Path.GetTempPath(), "sbx-cluster-journal-" + Guid.NewGuid().ToString("N"));
 
-    public AuthOptions Auth => new() { Mode = "development", Issuer = "sandbox-audited-test", Audience = "sandbox-audited", DevelopmentKeyPath = KeyPath };
+    public AuthOptions Auth => TestNode.Auth(KeyPath);
 
     public IServiceProvider ApiServices => _api!.Services;
 
@@ -55,33 +55,13 @@ public sealed class ClusterFixture : IAsyncLifetime
 
     private WebApplicationFactory<Program> Node(string nodeId, string roles, Dictionary<string, string?> extra, string? connection = null)
     {
-        var settings = new Dictionary<string, string?>
-        {
-            ["ConnectionStrings:Sandbox"] = connection ?? Database.AppConnection,
-            ["Auth:Mode"] = Auth.Mode,
-            ["Auth:Issuer"] = Auth.Issuer,
-            ["Auth:Audience"] = Auth.Audience,
-            ["Auth:DevelopmentKeyPath"] = KeyPath,
-            ["Policies:Directory"] = Path.Combine(TestEnvironment.RepoRoot, "policies"),
-            ["Runtimes:Directory"] = Path.Combine(TestEnvironment.RepoRoot, "runtimes"),
-            ["Executor:NodeId"] = nodeId,
-            ["Executor:PoolSizePerLanguage"] = "1",
-            ["Executor:JournalDirectory"] = JournalDirectory,
-            ["Node:Roles"] = roles,
-            ["Queue:LeaseSeconds"] = LeaseSeconds.ToString(),
-            ["Queue:HeartbeatSeconds"] = "1",
-            ["Queue:AbandonGraceSeconds"] = GraceSeconds.ToString(),
-            ["Shutdown:GraceSeconds"] = "5",
-            ["Audit:LogName"] = "sandbox-audited/" + nodeId,
-            ["Audit:CheckpointInterval"] = "0",
-        };
-        foreach (var (key, value) in extra)
-            settings[key] = value;
-        return new WebApplicationFactory<Program>().WithWebHostBuilder(builder =>
-        {
-            foreach (var (key, value) in settings)
-                builder.UseSetting(key, value);
-        });
+        var settings = TestNode.Settings(connection ?? Database.AppConnection, KeyPath, nodeId);
+        settings["Executor:JournalDirectory"] = JournalDirectory;
+        settings["Node:Roles"] = roles;
+        settings["Queue:LeaseSeconds"] = LeaseSeconds.ToString();
+        settings["Queue:HeartbeatSeconds"] = "1";
+        settings["Queue:AbandonGraceSeconds"] = GraceSeconds.ToString();
+        return TestNode.Create(settings, extra);
     }
 
     public HttpClient Api(string subject, string tenant) => Client(_api!, subject, tenant);

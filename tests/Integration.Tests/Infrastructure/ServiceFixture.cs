@@ -47,10 +47,7 @@ public class ServiceFixture : IAsyncLifetime
     /// <summary>The one tenant checkpointed on a schedule (every second); every other tenant only on request.</summary>
     public string ScheduledTenant { get; } = "scheduled-" + Guid.NewGuid().ToString("N")[..8];
 
-    public AuthOptions Auth => new()
-    {
-        Mode = "development", Issuer = "sandbox-audited-test", Audience = "sandbox-audited", DevelopmentKeyPath = KeyPath,
-    };
+    public AuthOptions Auth => TestNode.Auth(KeyPath);
 
     /// <summary>Extra configuration for a fixture that needs different settings.</summary>
     protected virtual IDictionary<string, string?> Settings => new Dictionary<string, string?>();
@@ -71,32 +68,12 @@ public class ServiceFixture : IAsyncLifetime
             DevelopmentKeys.Create(CheckpointKeyPath);
             Sandbox.Audited.Audit.Trail.NoteSigner.CreateKey(NoteKeyPath);
         }
-        var settings = new Dictionary<string, string?>
-        {
-            ["ConnectionStrings:Sandbox"] = Database.AppConnection,
-            ["Auth:Mode"] = Auth.Mode,
-            ["Auth:Issuer"] = Auth.Issuer,
-            ["Auth:Audience"] = Auth.Audience,
-            ["Auth:DevelopmentKeyPath"] = KeyPath,
-            ["Policies:Directory"] = Path.Combine(TestEnvironment.RepoRoot, "policies"),
-            ["Runtimes:Directory"] = Path.Combine(TestEnvironment.RepoRoot, "runtimes"),
-            ["Executor:NodeId"] = NodeId,
-            ["Executor:SpoolDirectory"] = SpoolDirectory,
-            ["Executor:PoolSizePerLanguage"] = "1",
-            ["Shutdown:GraceSeconds"] = "5",
-            ["Audit:CheckpointKeyPath"] = CheckpointKeyPath,
-            ["Audit:NoteKeyPath"] = NoteKeyPath,
-            ["Audit:LogName"] = "sandbox-audited/" + NodeId,
-            ["Audit:CheckpointInterval"] = "0",
-            [$"Audit:CheckpointIntervals:{ScheduledTenant}"] = "00:00:01",
-        };
-        foreach (var (key, value) in Settings)
-            settings[key] = value;
-        _factory = new WebApplicationFactory<Program>().WithWebHostBuilder(builder =>
-        {
-            foreach (var (key, value) in settings)
-                builder.UseSetting(key, value);
-        });
+        var settings = TestNode.Settings(Database.AppConnection, KeyPath, NodeId);
+        settings["Executor:SpoolDirectory"] = SpoolDirectory;
+        settings["Audit:CheckpointKeyPath"] = CheckpointKeyPath;
+        settings["Audit:NoteKeyPath"] = NoteKeyPath;
+        settings[$"Audit:CheckpointIntervals:{ScheduledTenant}"] = "00:00:01";
+        _factory = TestNode.Create(settings, Settings);
         ConfigureFactory(_factory);
         _factory.StartServer();
     }
