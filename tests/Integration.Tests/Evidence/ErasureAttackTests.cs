@@ -154,4 +154,33 @@ public sealed class ErasureAttackTests(ErasureAttackFixture service)
         Assert.Equal("erased", read.Str("stdout.encoding"));
         Assert.Equal("", read.Str("stdout.content"));
     }
+
+    [Fact]
+    public async Task AJournalFileWhoseContentDoesNotFitOneChunkDoesNotHoldBackTheOutcomesAfterIt()
+    {
+        var folder = Path.Combine(service.JournalDirectory, service.NodeId);
+        Directory.CreateDirectory(folder);
+        // Sorts before every real run id (version 7, time-ordered), so the worker meets it first on every pass.
+        var first = Path.Combine(folder, "00000000-0000-7000-8000-000000000001.json");
+        await File.WriteAllTextAsync(first, JournalForgeryTests.Forged(Guid.Parse("00000000-0000-7000-8000-000000000001"),
+            AuditTestClient.NewTenant("er-poison"), new string('x', 1024 * 1024 + 1)).ToJsonString());
+        try
+        {
+            var tenant = AuditTestClient.NewTenant("er-after-poison");
+            var posting = service.Runner("alice", tenant).RunAsync(new { language = "python", code = "import time\ntime.sleep(3)\nprint('after')" });
+            HttpResponseMessage response;
+            System.Text.Json.Nodes.JsonNode run;
+            await using (await StoreFailsOnceRunningAsync(tenant))
+                (response, run) = await posting;
+            Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+
+            // "A file that fails for its data does not hold back the files after it" (OutcomeJournal).
+            await Eventually.WaitUntilAsync(async () => (await service.Runner("alice", tenant).GetJsonAsync($"/v1/runs/{run.Str("runId")}")).Body.Str("status") == "succeeded",
+                () => "the journaled outcome after a file with a content over one chunk was never committed", TimeSpan.FromSeconds(30));
+        }
+        finally
+        {
+            File.Delete(first);
+        }
+    }
 }

@@ -20,7 +20,7 @@ public sealed class JournalForgeryTests(ErasureAttackFixture service)
         ["producedBytes"] = Encoding.UTF8.GetByteCount(text), ["truncated"] = false, ["encoding"] = "stored", ["content"] = "", ["stored"] = true,
     };
 
-    private static JsonObject Forged(Guid runId, string tenant, string text) => new()
+    internal static JsonObject Forged(Guid runId, string tenant, string text) => new()
     {
         ["runId"] = runId, ["user"] = "mallory", ["correlationId"] = null, ["causationId"] = null, ["tenant"] = tenant,
         ["events"] = new JsonArray(
