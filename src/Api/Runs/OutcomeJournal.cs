@@ -11,6 +11,7 @@ using Sandbox.Audited.Audit.Events;
 using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Audit.Queue;
 using Sandbox.Audited.Audit.Runs;
+using Sandbox.Audited.Domain.Hashing;
 using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Executor;
 
@@ -28,6 +29,7 @@ public sealed partial class OutcomeJournal : BackgroundService
     private static readonly IReadOnlyDictionary<string, Type> Types = EventCatalog.Names.ToDictionary(p => p.Value, p => p.Key);
 
     private readonly IDocumentStore _store;
+    private readonly EvidenceStore _evidence;
     private readonly RunFeed _feed;
     private readonly RunQueue _queue;
     private readonly ILogger<OutcomeJournal> _logger;
@@ -42,9 +44,11 @@ public sealed partial class OutcomeJournal : BackgroundService
     /// <summary>Times a file must fail for its data (not an outage: PostgreSQL refuses it, or this version cannot read it) before it is set aside under rejected/.</summary>
     public const int RejectionsBeforeSetAside = 3;
 
-    public OutcomeJournal(IDocumentStore store, RunFeed feed, RunQueue queue, IOptions<ExecutorOptions> options, ILogger<OutcomeJournal> logger, RunMetrics? metrics = null)
+    public OutcomeJournal(IDocumentStore store, EvidenceStore evidence, RunFeed feed, RunQueue queue, IOptions<ExecutorOptions> options,
+        ILogger<OutcomeJournal> logger, RunMetrics? metrics = null)
     {
         _store = store;
+        _evidence = evidence;
         _feed = feed;
         _queue = queue;
         _logger = logger;
@@ -286,6 +290,10 @@ public sealed partial class OutcomeJournal : BackgroundService
                 entry["causationId"]?.GetValue<string>(), entry["tenant"]?.GetValue<string>());
             if (contents.Length > 0 && context.Tenant is null)
                 throw new InvalidJournalFileException("stored contents without the tenant that owns them");
+            // Only outputs its own events name: a file cannot put other content into a tenant's store.
+            var named = events.OfType<OutputRecorded>().SelectMany(o => new[] { o.Stdout.Sha256, o.Stderr.Sha256 }).ToHashSet(StringComparer.Ordinal);
+            if (contents.Select(c => Sha256Hex.Of(c.Span)).FirstOrDefault(sha => !named.Contains(sha)) is { } stray)
+                throw new InvalidJournalFileException($"a content (sha256 {stray}) that none of its events names");
         }
         catch (Exception e) when (e is not InvalidJournalFileException and not OperationCanceledException)
         {
@@ -296,22 +304,34 @@ public sealed partial class OutcomeJournal : BackgroundService
         await using (var session = _store.QuerySession())
         {
             var existing = await session.Events.FetchStreamAsync(runId, token: ct);
+            // The outcome of a run this store recorded, for the tenant that requested it; after an abandonment only a late outcome.
+            if (existing.FirstOrDefault()?.Data is not RunRequested requested)
+                throw new InvalidJournalFileException("an outcome for a run whose request is not recorded");
+            if (requested.Caller.Tenant != context.Tenant)
+                throw new InvalidJournalFileException("an outcome written for another tenant than the one that requested the run");
             ended = existing.Any(e => EventCatalog.Terminal.Contains(e.EventTypeName));
             var present = existing.Select(e => serializer.ToJson(e.Data)).ToHashSet();
             // A run recorded abandoned meanwhile (its node was silent beyond the grace) keeps that one terminal event: the true
             // outcome arrives as a late, non-terminal event on the same run, so nothing true is lost.
             events = events.Where(e => !present.Contains(serializer.ToJson(e)))
                 .Select(e => ended && EventCatalog.Terminal.Contains(EventCatalog.NameOf(e)) ? Late(runId, e) : e).ToList();
+            // A run that ended otherwise has its outcome: only a later part (its sandbox's removal) may still arrive.
+            if (ended && !existing.Any(e => e.Data is RunAbandoned) && events.Any(e => e is OutputRecorded or LateOutcomeRecorded))
+                throw new InvalidJournalFileException("an outcome for a run that already ended with its own");
         }
         if (events.Count > 0)
         {
+            // Outputs over one chunk (the store could not take them when the run ended) are streamed into it first: the events
+            // that name them then commit with the rest; a content already there (or erased) is left as it is.
+            foreach (var large in contents.Where(c => c.Length > EvidenceStore.ChunkSize))
+                await _evidence.PutAsync(context.Tenant!, large, ct);
             var stream = await RunStream.ResumeAsync(_store, runId, context, ct);
             var terminal = !ended && events.Any(e => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e)));
             await stream.AppendAsync(events, ct, session =>
             {
                 // The contents the events name (already stored if a commit the caller saw fail went through: kept as they are).
-                if (contents.Length > 0)
-                    EvidenceStore.Stage(session, context.Tenant!, contents);
+                if (contents.Any(c => c.Length <= EvidenceStore.ChunkSize))
+                    EvidenceStore.Stage(session, context.Tenant!, [.. contents.Where(c => c.Length <= EvidenceStore.ChunkSize)]);
                 if (terminal)
                     _queue.Finish(session, runId);
             });

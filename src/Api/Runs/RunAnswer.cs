@@ -70,11 +70,23 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
                             streamed[name] = (stream, gone);
                     }
                     // Small outputs are read once, whole; larger ones are streamed from the store into the answer. A store that
-                    // cannot be read fails the answer here, before its status line (503), never an answer without the output.
-                    else if (stream.Bytes <= ReadWholeBytes)
-                        view[name] = JsonSerializer.SerializeToNode(RunView.OutputOf(await RunContent.ResolveAsync(evidence, tenant, stream, ct)), options);
+                    // cannot be read fails the answer here, before its status line (503), never an answer without the output;
+                    // except to the request that ran it: the run is committed, and an error without its id could make a client
+                    // run it again, so that answer names the output "unavailable" (GET the run for it).
                     else
-                        streamed[name] = (stream, await EncodingOfAsync(tenant, stream.Sha256, ct));
+                    {
+                        try
+                        {
+                            if (stream.Bytes <= ReadWholeBytes)
+                                view[name] = JsonSerializer.SerializeToNode(RunView.OutputOf(await RunContent.ResolveAsync(evidence, tenant, stream, ct)), options);
+                            else
+                                streamed[name] = (stream, await EncodingOfAsync(tenant, stream.Sha256, ct));
+                        }
+                        catch (Exception) when (justRun && !ct.IsCancellationRequested)
+                        {
+                            streamed[name] = (stream, Unavailable);
+                        }
+                    }
                 }
             }
         }

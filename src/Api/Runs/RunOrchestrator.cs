@@ -100,7 +100,7 @@ public sealed partial class RunOrchestrator(
 
     // An output kept inside its event (the evidence store is away) is held whole, as text and JSON, until journaled: one
     // such output at a time keeps that failure path's memory bounded too.
-    private readonly SemaphoreSlim _inlineOutput = new(1, 1);
+    private readonly SemaphoreSlim _unstoredOutput = new(1, 1);
 
     public int InFlight => _inFlight.Count;
 
@@ -545,7 +545,7 @@ public sealed partial class RunOrchestrator(
                 var pending = await announced ? [] : sandboxEvents;
                 // Outputs that fit one chunk commit with the events that name them; should that commit fail, the journal keeps
                 // them with the events, and its worker stages them again with the commit that records them.
-                await CommitOrKeepAsync(run, [.. pending, .. outcomeEvents], staged: outputs?.Staged);
+                await CommitOrKeepAsync(run, [.. pending, .. outcomeEvents], staged: outputs?.Staged, journalOnly: outputs?.Unstored == true);
                 run.Phases.Committed();
             }
             finally
@@ -558,8 +558,8 @@ public sealed partial class RunOrchestrator(
         var summary = run.Recording ? run.Summary with { Status = RunStatus.Recording } : run.Summary;
         // Small outputs answer from memory: the request that ran them need not read back what it just stored (nor can it,
         // while the store is away and the outcome waits in the journal).
-        return outputs?.Answer is { } answer && summary.Output is { } recorded
-            ? summary with { Output = recorded with { Stdout = answer.Stdout, Stderr = answer.Stderr } }
+        return outputs is { Answer: var (stdout, stderr) } && summary.Output is { } recorded
+            ? summary with { Output = recorded with { Stdout = stdout ?? recorded.Stdout, Stderr = stderr ?? recorded.Stderr } }
             : summary;
     }
 
@@ -567,10 +567,15 @@ public sealed partial class RunOrchestrator(
     /// Commits events that end a run; if the audit store refuses them, keeps them in the node's journal (fsynced) for the
     /// journal worker to commit when the store returns. Only when the disk fails too does the failure reach the client.
     /// </summary>
-    /// <remarks>staged: contents that commit with the events (outputs they name by digest); the journal keeps them with the events.</remarks>
-    private async Task CommitOrKeepAsync(AdmittedRun run, IReadOnlyList<object> events, string? part = null, ReadOnlyMemory<byte>[]? staged = null)
+    /// <remarks>
+    /// staged: contents that commit with the events (outputs they name by digest); the journal keeps them with the events.
+    /// journalOnly: the store could not take an output the events name: they go to the journal with it, whose worker stores
+    /// the output before it commits them (a record naming an output the store does not have would be committed otherwise).
+    /// </remarks>
+    private async Task CommitOrKeepAsync(AdmittedRun run, IReadOnlyList<object> events, string? part = null, ReadOnlyMemory<byte>[]? staged = null,
+        bool journalOnly = false)
     {
-        if (!run.Recording)
+        if (!run.Recording && !journalOnly)
         {
             try
             {
@@ -658,15 +663,20 @@ public sealed partial class RunOrchestrator(
     }
 
     /// <summary>
-    /// A run's two output streams as its record names them (Stdout, Stderr: by digest and size). Staged: the bytes of
-    /// outputs that fit one chunk each (most runs), which commit with the outcome events, in no round trip of their own;
-    /// null when they were streamed into the store beforehand. Answer: the whole outputs when both are small enough to answer
-    /// from memory.
+    /// A run's two output streams as its record names them (Stdout, Stderr: by digest and size). Staged: the bytes that commit
+    /// with the outcome events (outputs that fit one chunk each, most runs: in no round trip of their own); null when they
+    /// were streamed into the store beforehand. Unstored: the store could not take an output streamed into it; its bytes are
+    /// staged, and the outcome goes to the node's journal, which stores them before it commits the events that name them.
+    /// Answer: each output small enough to answer from memory (null: read from the store, or "unavailable" while recording).
     /// </summary>
-    private sealed record RunOutputs(StreamOutput Stdout, StreamOutput Stderr, ReadOnlyMemory<byte>[]? Staged, (StreamOutput Stdout, StreamOutput Stderr)? Answer);
+    private sealed record RunOutputs(StreamOutput Stdout, StreamOutput Stderr, ReadOnlyMemory<byte>[]? Staged, bool Unstored,
+        (StreamOutput? Stdout, StreamOutput? Stderr) Answer);
 
-    // Outputs up to this size each are answered from memory; larger ones are streamed from the store into the answer.
-    private const int AnsweredFromMemoryBytes = StreamOutput.PreviewBytes;
+    // Outputs up to this size each are answered from memory to the request that ran them (the store reads whole ones this size too).
+    private const int AnsweredFromMemoryBytes = 64 * 1024;
+
+    private static StreamOutput? AnswerOf(byte[]? bytes, long produced, bool truncated) =>
+        bytes is not null && bytes.Length <= AnsweredFromMemoryBytes ? Describe(bytes, produced, truncated) : null;
 
     /// <summary>
     /// Stores both output streams: when both are in memory and fit one chunk each (most runs), with the outcome commit;
@@ -677,44 +687,49 @@ public sealed partial class RunOrchestrator(
         var stdoutProduced = Math.Max(outcome.Exit.StdoutProduced, outcome.Stdout.Length);
         var stderrProduced = Math.Max(outcome.Exit.StderrProduced, outcome.Stderr.Length);
         if (outcome.Stdout.Spilled || outcome.Stderr.Spilled || outcome.Stdout.Length > EvidenceStore.ChunkSize || outcome.Stderr.Length > EvidenceStore.ChunkSize)
-            return new(await StoreOutputAsync(run, outcome.Stdout, stdoutProduced, outcome.StdoutTruncated),
-                await StoreOutputAsync(run, outcome.Stderr, stderrProduced, outcome.StderrTruncated), null, null);
+        {
+            var (stdoutStored, stdoutKept) = await StoreOutputAsync(run, outcome.Stdout, stdoutProduced, outcome.StdoutTruncated);
+            var (stderrStored, stderrKept) = await StoreOutputAsync(run, outcome.Stderr, stderrProduced, outcome.StderrTruncated);
+            ReadOnlyMemory<byte>[] kept = [.. new[] { stdoutKept, stderrKept }.OfType<byte[]>().Select(b => (ReadOnlyMemory<byte>)b)];
+            return new(stdoutStored, stderrStored, kept.Length > 0 ? kept : null, kept.Length > 0,
+                (AnswerOf(stdoutKept, stdoutProduced, outcome.StdoutTruncated), AnswerOf(stderrKept, stderrProduced, outcome.StderrTruncated)));
+        }
         var stdout = await outcome.Stdout.ToArrayAsync(CancellationToken.None);
         var stderr = await outcome.Stderr.ToArrayAsync(CancellationToken.None);
         return new(StreamOutput.InStore(outcome.Stdout.Sha256, stdout.Length, stdoutProduced, outcome.StdoutTruncated),
             StreamOutput.InStore(outcome.Stderr.Sha256, stderr.Length, stderrProduced, outcome.StderrTruncated),
-            [stdout, stderr],
-            stdout.Length <= AnsweredFromMemoryBytes && stderr.Length <= AnsweredFromMemoryBytes
-                ? (Describe(stdout, stdoutProduced, outcome.StdoutTruncated), Describe(stderr, stderrProduced, outcome.StderrTruncated))
-                : null);
+            [stdout, stderr], false,
+            (AnswerOf(stdout, stdoutProduced, outcome.StdoutTruncated), AnswerOf(stderr, stderrProduced, outcome.StderrTruncated)));
     }
 
     /// <summary>
     /// Stores an output stream in the evidence store straight from its capture (memory, then its spool file: never copied
-    /// whole) and names it by digest and size. When the store is away the bytes go inside the event instead (as before the
-    /// store), so that the outcome journal keeps them whole.
+    /// whole) and names it by digest and size. When the store cannot take it, its bytes are returned to go with the outcome
+    /// into the node's journal (never inside the event: the record names outputs by digest only, so that erasure reaches them).
     /// </summary>
-    private async Task<StreamOutput> StoreOutputAsync(AdmittedRun run, CapturedOutput output, long produced, bool truncated)
+    private async Task<(StreamOutput Output, byte[]? Unstored)> StoreOutputAsync(AdmittedRun run, CapturedOutput output, long produced, bool truncated)
     {
+        var named = StreamOutput.InStore(output.Sha256, output.Length, produced, truncated);
         try
         {
             await using var content = await output.OpenReadAsync(CancellationToken.None);
             await evidence.PutAsync(run.Caller.Tenant, new StoredContent(output.Sha256, output.Length), content, CancellationToken.None);
+            return (named, null);
         }
         catch (Exception e)
         {
-            LogOutputInline(e, run.Stream.RunId);
-            await _inlineOutput.WaitAsync(CancellationToken.None);
+            LogOutputUnstored(e, run.Stream.RunId);
+            // One output at a time is read whole into memory: an outage with many large outputs in flight stays bounded.
+            await _unstoredOutput.WaitAsync(CancellationToken.None);
             try
             {
-                return Describe(await output.ToArrayAsync(CancellationToken.None), produced, truncated);
+                return (named, await output.ToArrayAsync(CancellationToken.None));
             }
             finally
             {
-                _inlineOutput.Release();
+                _unstoredOutput.Release();
             }
         }
-        return StreamOutput.InStore(output.Sha256, output.Length, produced, truncated);
     }
 
     /// <summary>Output is kept as text when it is valid UTF-8 without NUL (jsonb cannot hold NUL), otherwise as base64.</summary>
@@ -750,8 +765,8 @@ public sealed partial class RunOrchestrator(
     [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: its outcome could not be committed; kept in the node's journal until the audit store returns")]
     private partial void LogOutcomeJournaled(Exception e, Guid runId);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: the evidence store is unavailable; its output is kept inside the outcome event")]
-    private partial void LogOutputInline(Exception e, Guid runId);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: the evidence store could not take its output; the outcome and the output go to the node's journal")]
+    private partial void LogOutputUnstored(Exception e, Guid runId);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: the audit store stayed away while this node waited for the run; answered 202 with its id")]
     private partial void LogOutcomeUnread(Exception? e, Guid runId);

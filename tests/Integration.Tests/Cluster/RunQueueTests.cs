@@ -147,8 +147,7 @@ public sealed class RunQueueTests(ClusterFixture cluster)
 
         // The node returns: its journal holds the true outcome it could not commit.
         var store = cluster.ApiServices.GetRequiredService<IDocumentStore>();
-        var journal = new OutcomeJournal(store, cluster.ApiServices.GetRequiredService<RunFeed>(), cluster.ApiServices.GetRequiredService<RunQueue>(),
-            Options.Create(new ExecutorOptions { NodeId = ghost, JournalDirectory = cluster.JournalDirectory }), NullLogger<OutcomeJournal>.Instance);
+        var journal = JournalOf(ghost);
         var at = DateTimeOffset.UtcNow.AddSeconds(-10);
         await journal.KeepAsync(new RunStream(store, runId, new WriteContext("ada", null, Tenant: "tenant-cluster")),
         [
@@ -389,17 +388,20 @@ public sealed class RunQueueTests(ClusterFixture cluster)
 
     /// <summary>A journal of its own for a node id, on the in-process api node's services, worked by the test.</summary>
     private OutcomeJournal JournalOf(string node) =>
-        new(cluster.ApiServices.GetRequiredService<IDocumentStore>(), cluster.ApiServices.GetRequiredService<RunFeed>(), cluster.ApiServices.GetRequiredService<RunQueue>(),
+        new(cluster.ApiServices.GetRequiredService<IDocumentStore>(), cluster.ApiServices.GetRequiredService<Sandbox.Audited.Audit.Evidence.EvidenceStore>(),
+            cluster.ApiServices.GetRequiredService<RunFeed>(), cluster.ApiServices.GetRequiredService<RunQueue>(),
             Options.Create(new ExecutorOptions { NodeId = node, JournalDirectory = cluster.JournalDirectory }), NullLogger<OutcomeJournal>.Instance,
             cluster.ApiServices.GetRequiredService<Sandbox.Audited.Api.Metrics.RunMetrics>());
 
-    /// <summary>Collects the class label of every journal file set aside (sandbox.journal.rejected) while it lives.</summary>
-    private static System.Diagnostics.Metrics.MeterListener JournalRejections(ConcurrentQueue<string?> classes)
+    /// <summary>Collects the class label of every journal file the cluster's api node set aside (sandbox.journal.rejected) while it lives.</summary>
+    private System.Diagnostics.Metrics.MeterListener JournalRejections(ConcurrentQueue<string?> classes)
     {
+        // Only this node's meter: services of other fixtures in the same test process count their own set-asides.
+        var meters = cluster.ApiServices.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>();
         var listener = new System.Diagnostics.Metrics.MeterListener();
         listener.InstrumentPublished = (instrument, l) =>
         {
-            if (instrument is { Name: "sandbox.journal.rejected", Meter.Name: Sandbox.Audited.Api.Metrics.RunMetrics.MeterName })
+            if (instrument is { Name: "sandbox.journal.rejected", Meter.Name: Sandbox.Audited.Api.Metrics.RunMetrics.MeterName } && instrument.Meter.Scope == meters)
                 l.EnableMeasurementEvents(instrument);
         };
         listener.SetMeasurementEventCallback<long>((_, _, tags, _) => classes.Enqueue(tags.ToArray().Single(t => t.Key == "class").Value as string));
