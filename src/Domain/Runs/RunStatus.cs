@@ -23,7 +23,9 @@ public static class RunStatus
     /// One status per run; the limit that bit wins over the exit code, so that a script killed by the
     /// timeout is never reported as merely "failed". The most specific cause wins: an OOM kill or an
     /// exhausted pids limit explains a run that then also hit its deadline (a fork bomb spins until the
-    /// timeout), so they come before timed_out; every flag stays recorded in SandboxExited.
+    /// timeout), so they come before timed_out; every flag stays recorded in SandboxExited. The flags count any process of
+    /// the run: a child taken by the OOM killer makes the run memory_exceeded even when the program then exits 0 (kept as
+    /// its exit code).
     /// </summary>
     public static string FromExit(SandboxExited exit, bool outputTruncated) =>
         exit switch

@@ -326,6 +326,27 @@ def oom():
 
 
 @check
+def self_kill():
+    # A SIGKILL is the OOM killer's only when the cgroup counter says so; gVisor has no counter inside.
+    for flags in [(), ("--runtime", "runsc")]:
+        for lang, code in [
+            ("python", "import os\nprint('before', flush=True)\nos.kill(os.getpid(), 9)"),
+            ("javascript", "console.log('before'); process.kill(process.pid, 'SIGKILL')"),
+            ("shell", "echo before; kill -9 $$"),
+        ]:
+            r = run(lang, code, timeout_ms=10000, extra_flags=flags)
+            show(f"self_kill/{lang}{'/runsc' if flags else ''}", r)
+            assert r["signal"] == 9 and r["oom_killed"] == 0 and r["timed_out"] == 0, r
+            assert bytes(r["stdout"]) == b"before\n", r
+    # A child the OOM killer takes is counted although the program itself exits 0.
+    hog = "x = []\\nwhile True: x.append(bytearray(1 << 20))"
+    r = run("python", f"import subprocess, sys\nprint(subprocess.run([sys.executable, '-c', '{hog}']).returncode)",
+            timeout_ms=20000)
+    show("self_kill/child_oom", r)
+    assert r["exit_code"] == 0 and r["oom_killed"] == 1 and bytes(r["stdout"]) == b"-9\n", r
+
+
+@check
 def daemon():
     code = ("import os, time\n"
             "if os.fork() == 0:\n"

@@ -928,13 +928,10 @@ static void report(const struct outcome *o, const struct stream *sout, const str
 
     long long oom1 = oom_count(), pids1 = pids_max_count();
     int sig = WIFSIGNALED(o->status) ? WTERMSIG(o->status) : 0;
-    int oom_killed;
-    if (o->oom0 >= 0 && oom1 >= 0)
-        oom_killed = oom1 > o->oom0;
-    else
-        /* No readable counter: a SIGKILL we did not send is almost certainly the OOM
-         * killer (user code cannot signal us, and its own kills are its own business). */
-        oom_killed = sig == SIGKILL && !o->timed_out;
+    /* Only the counter is evidence: user code can SIGKILL itself, and without a counter
+     * (gVisor has none; its memory limit kills the whole sandbox, so no 'X' is sent) an
+     * OOM kill cannot be told from that. Unknown is reported as 0, never guessed. */
+    int oom_killed = o->oom0 >= 0 && oom1 >= 0 && oom1 > o->oom0;
     /* Without a pids.events counter there is no reliable signal (fork just fails with
      * EAGAIN inside the user code), so it is reported as 0. */
     int pids_hit = o->pids0 >= 0 && pids1 >= 0 && pids1 > o->pids0;
