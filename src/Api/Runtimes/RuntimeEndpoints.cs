@@ -27,12 +27,15 @@ public sealed record RuntimeView(
 
 public static class RuntimeEndpoints
 {
+    private const string SpdxJson = "application/spdx+json";
+
     public static void MapRuntimes(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/v1/runtimes").RequireAuthorization().WithTags("Runtimes");
         group.MapGet("/", List);
-        group.MapGet("/{id}/sbom", CurrentSbom);
-        group.MapGet("/sboms/{digest}", SbomByDigest);
+        // The SBOM is served as stored (SPDX JSON); declared so that generated clients read it as JSON, not as an empty answer.
+        group.MapGet("/{id}/sbom", CurrentSbom).Produces<System.Text.Json.JsonElement>(StatusCodes.Status200OK, SpdxJson);
+        group.MapGet("/sboms/{digest}", SbomByDigest).Produces<System.Text.Json.JsonElement>(StatusCodes.Status200OK, SpdxJson);
     }
 
     /// <summary>GET /v1/runtimes (any authenticated caller): the catalogue with each runtime's current image, its digests and SBOM link.</summary>
@@ -90,9 +93,16 @@ public static class RuntimeEndpoints
         return await Sbom(log, recorded.SbomDigest, ct);
     }
 
-    /// <summary>GET /v1/runtimes/sboms/{digest}: any recorded SBOM by the digest an event names (sha256:…).</summary>
+    /// <summary>GET /v1/runtimes/sboms/{digest}: any recorded SBOM by the digest an event names (sha256:…, or its bare hex).</summary>
     public static async Task<Results<ContentHttpResult, ProblemHttpResult>> SbomByDigest(string digest, RuntimeImageLog log, CancellationToken ct) =>
-        await Sbom(log, digest.ToLowerInvariant(), ct);
+        await Sbom(log, SbomDigest(digest), ct);
+
+    /// <summary>Events name an SBOM as sha256:HEX; a client that hashed the document itself has the bare HEX, which names the same one.</summary>
+    public static string SbomDigest(string digest)
+    {
+        var lower = digest.ToLowerInvariant();
+        return lower.Length == 64 && lower.All(char.IsAsciiHexDigitLower) ? "sha256:" + lower : lower;
+    }
 
     private static async Task<Results<ContentHttpResult, ProblemHttpResult>> Sbom(RuntimeImageLog log, string digest, CancellationToken ct)
     {
