@@ -75,7 +75,7 @@ public static class RuntimeEndpoints
 
     /// <summary>GET /v1/runtimes/{id}/sbom: the SPDX 2.3 JSON bill of materials of the runtime's current image.</summary>
     public static async Task<Results<ContentHttpResult, ProblemHttpResult>> CurrentSbom(
-        string id, RuntimeCatalogue catalogue, RuntimeImageRegistry images, RuntimeImageLog log, CancellationToken ct)
+        string id, RuntimeCatalogue catalogue, RuntimeImageRegistry images, RuntimeImageLog log, HttpContext http, CancellationToken ct)
     {
         if (catalogue.Find(id) is not { } runtime)
             return Problem(404, "Runtime not found", $"No runtime '{id}'; the catalogue has: {string.Join(", ", catalogue.Ids)}.");
@@ -86,6 +86,8 @@ public static class RuntimeEndpoints
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
+            // As every other 503 of the API: the client is told when to ask again.
+            http.Response.Headers.RetryAfter = "5";
             return Problem(503, "Runtime image unavailable", $"The image of runtime '{id}' cannot be inspected: {e.GetBaseException().Message}");
         }
         if (recorded.SbomDigest is null)
