@@ -51,6 +51,18 @@ public sealed class ProblemContractTests(ContractFixture service)
     }
 
     [Fact]
+    public async Task AnEvaluationUnderADigestNothingIsStoredForIsTheDeclaredInvalidRequest()
+    {
+        using var client = Client(Roles.Auditor);
+        using var response = await client.PostAsync("/v1/policies/evaluate",
+            new StringContent($"{{\"language\":\"python\",\"digest\":\"{new string('0', 64)}\"}}", Encoding.UTF8, "application/json"));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var problem = await AssertDeclaredAsync(response, "POST", "/v1/policies/evaluate");
+        Assert.Contains(new string('0', 64), (string?)problem!["detail"], StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task ADevelopmentTokenBodyOfTheWrongShapeIsTheDeclaredInvalidRequest()
     {
         using var client = new HttpClient { BaseAddress = new Uri(service.BaseUrl) };
