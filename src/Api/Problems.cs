@@ -19,6 +19,27 @@ public static class Problems
     public const string SandboxUnavailable = "/problems/sandbox-unavailable";
     public const string IdempotencyConflict = "/problems/idempotency-conflict";
     public const string Internal = "/problems/internal";
+    public const string MethodNotAllowed = "/problems/method-not-allowed";
+    public const string UnsupportedMediaType = "/problems/unsupported-media-type";
+
+    /// <summary>
+    /// Answers the framework writes by itself (a path no route matches, an id that is not a UUID, a method a route does not
+    /// take) get the stable types the OpenAPI document declares instead of links to RFC 9110, and a detail saying what to do.
+    /// </summary>
+    public static void Normalize(ProblemDetailsContext context)
+    {
+        var problem = context.ProblemDetails;
+        if (problem.Type is { } type && !type.StartsWith("https://tools.ietf.org/", StringComparison.Ordinal))
+            return;
+        (problem.Type, problem.Detail) = problem.Status switch
+        {
+            400 => (InvalidRequest, problem.Detail ?? "The request could not be read; the API description (/openapi/v1.json) gives each operation's parameters and body."),
+            404 => (NotFound, problem.Detail ?? "Nothing is served at this path; the API description (/openapi/v1.json) lists the paths (run ids are UUIDs)."),
+            405 => (MethodNotAllowed, problem.Detail ?? "This path does not take this method; the Allow header and the API description (/openapi/v1.json) say which it takes."),
+            415 => (UnsupportedMediaType, problem.Detail ?? "Send the body as JSON (Content-Type: application/json)."),
+            _ => (problem.Type, problem.Detail),
+        };
+    }
 
     public static ProblemDetails Create(int status, string type, string title, string detail, Guid? runId = null, IReadOnlyList<string>? errors = null)
     {
@@ -49,6 +70,10 @@ public sealed class ProblemExceptionHandler(IProblemDetailsService problems) : I
             _ when IsStoreUnavailable(exception) => Problems.Create(503, Problems.AuditUnavailable, "The audit store is unavailable",
                 "PostgreSQL does not answer right now. Retry shortly."),
             BadHttpRequestException e when e.StatusCode == 413 => Problems.Create(413, Problems.PayloadTooLarge, "Request body too large", e.Message),
+            BadHttpRequestException { InnerException: System.Text.Json.JsonException json } => Problems.Create(400, Problems.InvalidRequest, "Invalid request",
+                $"The JSON body could not be read{(json.Path is { } path ? $" at {path}" : "")}: it is malformed, or holds an unknown member or a value of the wrong type. The operation's body schema is in /openapi/v1.json."),
+            BadHttpRequestException when SentNoBody(http.Request) => Problems.Create(400, Problems.InvalidRequest, "Invalid request",
+                "This operation needs a JSON body (Content-Type: application/json); the request had none."),
             BadHttpRequestException e => Problems.Create(400, Problems.InvalidRequest, "Invalid request", e.Message),
             _ => null,
         };
@@ -61,6 +86,10 @@ public sealed class ProblemExceptionHandler(IProblemDetailsService problems) : I
             http.Response.Headers.RetryAfter = "5";
         return await problems.TryWriteAsync(new ProblemDetailsContext { HttpContext = http, ProblemDetails = problem, Exception = exception });
     }
+
+    private static bool SentNoBody(HttpRequest request) =>
+        (HttpMethods.IsPost(request.Method) || HttpMethods.IsPut(request.Method) || HttpMethods.IsPatch(request.Method))
+        && request.ContentLength is null or 0 && !request.Headers.ContainsKey("Transfer-Encoding");
 
     // The database away (connection refused, reset, shut down) is a 503 the client can retry, not a 500.
     internal static bool IsStoreUnavailable(Exception? e)

@@ -123,7 +123,9 @@ if (node.Executor)
 builder.Services.AddAuditTrail();
 
 // Errors as RFC 9457 problem details.
-builder.Services.AddProblemDetails();
+builder.Services.AddProblemDetails(o => o.CustomizeProblemDetails = Problems.Normalize);
+// A body or parameter the binder cannot read throws, so ProblemExceptionHandler answers it as /problems/invalid-request with why.
+builder.Services.Configure<Microsoft.AspNetCore.Routing.RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
 builder.Services.AddExceptionHandler<ProblemExceptionHandler>();
 
 // API (issue 6): per-subject rate limit, idempotency keys, run stream (SSE), signed callbacks, metrics, OpenAPI + /docs.

@@ -65,9 +65,12 @@ public static class PolicyEndpoints
         var bundle = host.Active;
         if (body.Digest is { } digest && digest != bundle.Digest)
         {
+            // The digest is the caller's input here, not a recorded one: naming no usable bundle is a bad request.
             var (stored, problem) = await LoadStoredAsync(bundles, digest.ToLowerInvariant(), ct);
             if (problem is not null)
-                return problem;
+                return Problem(400, Problems.InvalidRequest, "Invalid evaluation request",
+                    $"{problem.ProblemDetails.Detail} Leave 'digest' out to evaluate under the active bundle, or give one a recorded decision names.",
+                    [$"'digest' {digest} names no usable stored policy bundle."]);
             bundle = stored!;
         }
 

@@ -27,12 +27,15 @@ public sealed record RuntimeView(
 
 public static class RuntimeEndpoints
 {
+    private const string SpdxJson = "application/spdx+json";
+
     public static void MapRuntimes(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/v1/runtimes").RequireAuthorization().WithTags("Runtimes");
         group.MapGet("/", List);
-        group.MapGet("/{id}/sbom", CurrentSbom);
-        group.MapGet("/sboms/{digest}", SbomByDigest);
+        // The SBOM is served as stored (SPDX JSON); declared so that generated clients read it as JSON, not as an empty answer.
+        group.MapGet("/{id}/sbom", CurrentSbom).Produces<System.Text.Json.JsonElement>(StatusCodes.Status200OK, SpdxJson);
+        group.MapGet("/sboms/{digest}", SbomByDigest).Produces<System.Text.Json.JsonElement>(StatusCodes.Status200OK, SpdxJson);
     }
 
     /// <summary>GET /v1/runtimes (any authenticated caller): the catalogue with each runtime's current image, its digests and SBOM link.</summary>
@@ -72,7 +75,7 @@ public static class RuntimeEndpoints
 
     /// <summary>GET /v1/runtimes/{id}/sbom: the SPDX 2.3 JSON bill of materials of the runtime's current image.</summary>
     public static async Task<Results<ContentHttpResult, ProblemHttpResult>> CurrentSbom(
-        string id, RuntimeCatalogue catalogue, RuntimeImageRegistry images, RuntimeImageLog log, CancellationToken ct)
+        string id, RuntimeCatalogue catalogue, RuntimeImageRegistry images, RuntimeImageLog log, HttpContext http, CancellationToken ct)
     {
         if (catalogue.Find(id) is not { } runtime)
             return Problem(404, "Runtime not found", $"No runtime '{id}'; the catalogue has: {string.Join(", ", catalogue.Ids)}.");
@@ -83,6 +86,8 @@ public static class RuntimeEndpoints
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
+            // As every other 503 of the API: the client is told when to ask again.
+            http.Response.Headers.RetryAfter = "5";
             return Problem(503, "Runtime image unavailable", $"The image of runtime '{id}' cannot be inspected: {e.GetBaseException().Message}");
         }
         if (recorded.SbomDigest is null)
@@ -90,9 +95,16 @@ public static class RuntimeEndpoints
         return await Sbom(log, recorded.SbomDigest, ct);
     }
 
-    /// <summary>GET /v1/runtimes/sboms/{digest}: any recorded SBOM by the digest an event names (sha256:…).</summary>
+    /// <summary>GET /v1/runtimes/sboms/{digest}: any recorded SBOM by the digest an event names (sha256:…, or its bare hex).</summary>
     public static async Task<Results<ContentHttpResult, ProblemHttpResult>> SbomByDigest(string digest, RuntimeImageLog log, CancellationToken ct) =>
-        await Sbom(log, digest.ToLowerInvariant(), ct);
+        await Sbom(log, SbomDigest(digest), ct);
+
+    /// <summary>Events name an SBOM as sha256:HEX; a client that hashed the document itself has the bare HEX, which names the same one.</summary>
+    public static string SbomDigest(string digest)
+    {
+        var lower = digest.ToLowerInvariant();
+        return lower.Length == 64 && lower.All(char.IsAsciiHexDigitLower) ? "sha256:" + lower : lower;
+    }
 
     private static async Task<Results<ContentHttpResult, ProblemHttpResult>> Sbom(RuntimeImageLog log, string digest, CancellationToken ct)
     {
