@@ -26,18 +26,18 @@ internal static partial class ApiContract
             [Bad, Auth, Forbid(Problems.Forbidden, Problems.PolicyDenied), Status(413, Problems.PayloadTooLarge), Status(422, Problems.IdempotencyConflict),
              Status(429, Problems.RateLimited, Problems.CapacityExceeded), Status(503, Problems.AuditUnavailable, Problems.SandboxUnavailable)],
             Headers: [Header("Idempotency-Key", "Makes a retry safe: the same key and body within the retention answer with the same run instead of running again.")]),
-        ["GET v1/runs/{id}"] = new("getRun", "Get a run", "The run's status, result, output and the policy decision (owner or auditor).", [Auth, Missing]),
-        ["GET v1/runs/{id}/events"] = new("getRunEvents", "Get a run's event history", "Every recorded event of the run with its hash and the previous event's hash.", [Auth, Missing]),
+        ["GET v1/runs/{id}"] = new("getRun", "Get a run", "The run's status, result, output and the policy decision (owner or auditor).", [Auth, Missing, StoreAway]),
+        ["GET v1/runs/{id}/events"] = new("getRunEvents", "Get a run's event history", "Every recorded event of the run with its hash and the previous event's hash.", [Auth, Missing, StoreAway]),
         ["GET v1/runs/{id}/stream"] = new("streamRun", "Stream a run (server-sent events)",
             "What is recorded so far, then lifecycle steps and output chunks as they happen, then `end`. Each message's id resumes the stream " +
             "through `Last-Event-ID`; after `end` a resumed request answers 204.",
-            [Status(400, Problems.InvalidRequest), Auth, Missing],
+            [Status(400, Problems.InvalidRequest), Auth, Missing, StoreAway],
             Headers: [Header("Last-Event-ID", "The id of the last message received; the stream continues after it (sent by EventSource clients when they reconnect).")]),
         ["GET v1/runs/{id}/artifacts"] = new("listRunArtifacts", "List a run's artifacts",
-            "What the program wrote under out/: stored files with size, SHA-256 and media type, and what was skipped or over a cap, with why.", [Auth, Missing]),
+            "What the program wrote under out/: stored files with size, SHA-256 and media type, and what was skipped or over a cap, with why.", [Auth, Missing, StoreAway]),
         ["GET v1/runs/{id}/artifacts/{name}"] = new("getRunArtifact", "Download an artifact",
             "The stored file, with its digest in `Repr-Digest` (RFC 9530); 410 when its content was erased under a retention rule.",
-            [Auth, Missing, Status(410, Problems.NotFound)]),
+            [Auth, Missing, Status(410, Problems.NotFound), StoreAway]),
         ["GET v1/runs/{id}/evidence"] = new("getRunEvidence", "Download a run's evidence bundle",
             "One tar holding the run's events, code, inputs, outputs, artifacts (or their erasure events), the policy bundle, the runtime's SBOM, " +
             "the inclusion proof of every event up to a signed checkpoint (taken first when none covers the run yet), the checkpoint keys and a manifest; " +
@@ -45,10 +45,11 @@ internal static partial class ApiContract
             [Auth, Missing, Status(503, Problems.AuditUnavailable)]),
         ["POST v1/runs/{id}/reproduce"] = new("reproduceRun", "Reproduce a run",
             "Runs the recorded code and inputs again on the recorded image under today's policy, as a new run linked to the original, and compares the outputs by digest.",
-            [Auth, Forbid(Problems.Forbidden, Problems.PolicyDenied), Missing, Status(409, ReproduceEndpoints.NotReproducible), Status(429, Problems.RateLimited),
-             Status(503, Problems.AuditUnavailable, Problems.SandboxUnavailable)]),
-        ["GET v1/runtimes/{id}/sbom"] = new("getRuntimeSbom", "Get a runtime's bill of materials", "The SPDX 2.3 SBOM of the runtime's current image.", [Auth, Missing]),
-        ["GET v1/runtimes/sboms/{digest}"] = new("getSbomByDigest", "Get a bill of materials by digest", "The SPDX 2.3 SBOM a run's events name by its SHA-256.", [Auth, Missing]),
+            [Auth, Forbid(Problems.Forbidden, Problems.PolicyDenied), Missing, Status(409, ReproduceEndpoints.NotReproducible),
+             Status(429, Problems.RateLimited, Problems.CapacityExceeded), Status(503, Problems.AuditUnavailable, Problems.SandboxUnavailable)]),
+        ["GET v1/runtimes/{id}/sbom"] = new("getRuntimeSbom", "Get a runtime's bill of materials", "The SPDX 2.3 SBOM of the runtime's current image.",
+            [Auth, Missing, Status(503, Problems.AuditUnavailable, Problems.SandboxUnavailable)]),
+        ["GET v1/runtimes/sboms/{digest}"] = new("getSbomByDigest", "Get a bill of materials by digest", "The SPDX 2.3 SBOM a run's events name by its digest (`sha256:<hex>` or the bare hex).", [Auth, Missing, StoreAway]),
         ["GET v1/audit/evidence/verify"] = new("verifyEvidence", "Verify stored evidence",
             "Rehashes every stored content (code, inputs, outputs, artifacts) a run or the tenant references: intact, erased, changed or missing.",
             AuditProblems, [Tenant, Uuid("runId", "One run.")]),
@@ -62,20 +63,21 @@ internal static partial class ApiContract
             [Tenant, Int64("first", "The earlier tree size."), Int64("second", "The later tree size.")]),
         ["GET v1/runtimes"] = new("listRuntimes", "List the runtimes", "Languages, their images and image ids, and how many warm sandboxes wait.", [Auth]),
         ["GET v1/policies"] = new("getActivePolicy", "Get the active policy bundle", "Its digest, files and rules (auditor or admin).", [Auth, Forbid(Problems.Forbidden)]),
-        ["GET v1/policies/bundles/{digest}"] = new("getPolicyBundle", "Get a stored policy bundle", "The files of a bundle by its digest, as any recorded decision names it.", [Auth, Forbid(Problems.Forbidden), Missing]),
-        ["POST v1/policies/evaluate"] = new("evaluatePolicy", "Dry-run a policy decision", "Decides the given input without running anything; recorded only in the access log.", [Bad, Auth, Forbid(Problems.Forbidden)]),
+        ["GET v1/policies/bundles/{digest}"] = new("getPolicyBundle", "Get a stored policy bundle", "The files of a bundle by its digest, as any recorded decision names it.", [Auth, Forbid(Problems.Forbidden), Missing, StoreAway]),
+        ["POST v1/policies/evaluate"] = new("evaluatePolicy", "Dry-run a policy decision", "Decides the given input without running anything; recorded only in the access log.",
+            [Bad, Auth, Forbid(Problems.Forbidden), NotJson, StoreAway]),
         ["POST v1/policies/reload"] = new("reloadPolicies", "Reload the policy bundle", "Re-reads the policy directory now (admin); an invalid bundle is refused and the active one stays.",
             [Auth, Forbid(Problems.Forbidden), Status(422, PolicyEndpoints.PolicyInvalid)]),
         ["GET v1/audit/runs/{id}/replay"] = new("replayRunDecision", "Re-decide a recorded run", "Decides the run's recorded input again under the bundle that decided it.",
-            [Auth, Forbid(Problems.Forbidden), Missing, Status(409, PolicyEndpoints.NotReplayable)]),
+            [Auth, Forbid(Problems.Forbidden), Missing, Status(409, PolicyEndpoints.NotReplayable), StoreAway]),
         ["GET v1/audit/runs"] = new("queryAuditRuns", "Query runs", "Runs of the caller's tenant, filtered and cursor-paged (auditor or admin).", AuditProblems,
             [Tenant, Text("subject", "Who ran it (`sub`)."), Text("language", "python, javascript or shell."), Text("status", "Terminal status, or `running`."),
              Text("decision", "The policy decision: allow or deny."), Text("codeSha256", "SHA-256 of the code, hex."), From, To, Limit, Cursor]),
         ["GET v1/audit/events"] = new("queryAuditEvents", "Query events", "Events of the caller's tenant, filtered and cursor-paged (auditor or admin).", AuditProblems,
             [Tenant, Text("type", "Event type, e.g. run_completed."), Text("subject", "Who caused it (`sub`)."), From, To, Limit, Cursor]),
         ["GET v1/audit/verify"] = new("verifyAuditTrail", "Verify the hash chains", "Recomputes the hashes over a run, a sequence range, a time range or the whole tenant and reports the first broken link.",
-            AuditProblems, [Tenant, Uuid("runId", "One run."), Int64("fromSequence", "First global sequence."), Int64("toSequence", "Last global sequence."), From, To,
-                Text("sinceCheckpoint", "`true`: only what was written after the last checkpoint, each touched stream resumed from the leaf the checkpoint committed (no other scope).")]),
+            [.. AuditProblems, Missing], [Tenant, Uuid("runId", "One run."), Int64("fromSequence", "First global sequence."), Int64("toSequence", "Last global sequence."), From, To,
+                Bool("sinceCheckpoint", "`true`: only what was written after the last checkpoint, each touched stream resumed from the leaf the checkpoint committed (no other scope).")]),
         ["GET v1/audit/export"] = new("exportAuditEvents", "Export events", "The events as NDJSON (one JSON object a line) or CSV (`data` as JSON text), streamed.",
             AuditProblems, [Tenant, Format, Text("type", "Event type."), Text("subject", "Who caused it (`sub`)."), From, To]),
         ["POST v1/audit/checkpoints"] = new("createCheckpoint", "Take a checkpoint", "Records a signed tree head over everything of the tenant committed so far; keep a copy of it.", AuditProblems),
@@ -85,8 +87,10 @@ internal static partial class ApiContract
             AuditProblems, [Tenant, Int64("toSequence", "The kept head's last sequence."), Int64("treeSize", "The kept head's tree size."), Text("rootHash", "The kept head's root hash, hex.")]),
         ["GET v1/audit/checkpoints/key"] = new("getCheckpointKey", "Get the checkpoint signing key", "The public key that signs checkpoints, to check a kept head offline; 404 when heads are not signed.",
             [Auth, Forbid(Problems.Forbidden), Missing]),
-        ["GET v1/dev"] = new("getDevelopmentSignIn", "Development sign-in settings", "Which roles a development token may carry and for how long (development auth mode only).", []),
-        ["POST v1/dev/token"] = new("createDevelopmentToken", "Get a development token", "Mints a short-lived token signed with the local key (development auth mode only).", [Bad]),
+        ["GET v1/dev"] = new("getDevelopmentSignIn", "Development sign-in settings", "Which roles a development token may carry and for how long (development auth mode only).",
+            [Forbid(Problems.Forbidden)]),
+        ["POST v1/dev/token"] = new("createDevelopmentToken", "Get a development token", "Mints a short-lived token signed with the local key (development auth mode only).",
+            [Bad, Forbid(Problems.Forbidden), NotJson, StoreAway]),
     };
 
     private static ProblemSet Bad => Status(400, Problems.InvalidRequest);
@@ -94,6 +98,11 @@ internal static partial class ApiContract
     private static ProblemSet Auth => Status(401, Problems.Unauthorized);
 
     private static ProblemSet Missing => Status(404, Problems.NotFound);
+
+    // Any read of the record answers 503 while PostgreSQL is away (or when an access-logged read cannot be logged).
+    private static ProblemSet StoreAway => Status(503, Problems.AuditUnavailable);
+
+    private static ProblemSet NotJson => Status(415, Problems.UnsupportedMediaType);
 
     private static ProblemSet[] AuditProblems => [Bad, Auth, Forbid(Problems.Forbidden), Status(503, Problems.AuditUnavailable)];
 
@@ -105,11 +114,13 @@ internal static partial class ApiContract
 
     private static Query Limit => new("limit", "Page size, 1–500 (default 100).", JsonSchemaType.Integer, "int32", Minimum: 1, Maximum: 500);
 
-    private static Query Cursor => Int64("cursor", "The previous page's `nextCursor`.");
+    private static Query Cursor => Text("cursor", "The previous page's `nextCursor`, as given.");
 
     private static Query Format => new("format", "ndjson (default) or csv.", JsonSchemaType.String, Enum: ["ndjson", "csv"]);
 
     private static Query Text(string name, string description) => new(name, description, JsonSchemaType.String);
+
+    private static Query Bool(string name, string description) => new(name, description, JsonSchemaType.Boolean);
 
     private static Query Uuid(string name, string description) => new(name, description, JsonSchemaType.String, "uuid");
 
@@ -144,6 +155,7 @@ internal static partial class ApiContract
                     ["runId"] = new OpenApiSchema { Type = JsonSchemaType.String, Format = "uuid", Description = "The run the refusal was recorded under, when it was." },
                     ["errors"] = new OpenApiSchema { Type = JsonSchemaType.Array, Items = new OpenApiSchema { Type = JsonSchemaType.String } },
                     ["retryAfterSeconds"] = new OpenApiSchema { Type = JsonSchemaType.Integer, Format = "int32" },
+                    ["traceId"] = new OpenApiSchema { Type = JsonSchemaType.String, Description = "The request's W3C trace id, to quote when reporting a problem." },
                 },
             };
             return Task.CompletedTask;
@@ -151,7 +163,7 @@ internal static partial class ApiContract
 
         options.AddOperationTransformer(async (operation, context, ct) =>
         {
-            var key = $"{context.Description.HttpMethod} {RouteConstraint().Replace(context.Description.RelativePath?.TrimEnd('/') ?? "", "}")}";
+            var key = $"{context.Description.HttpMethod} {RouteConstraint().Replace(context.Description.RelativePath?.TrimEnd('/') ?? "", "}").Replace("{**", "{", StringComparison.Ordinal)}";
             if (context.Description.ActionDescriptor.EndpointMetadata.OfType<IAllowAnonymous>().Any())
                 operation.Security = [];
             if (!Operations.TryGetValue(key, out var contract))
@@ -184,6 +196,16 @@ internal static partial class ApiContract
                 DescribeStream(operation);
             else if (key == "GET v1/audit/export")
                 DescribeExport(operation);
+            else if (key == "GET v1/runs/{id}/artifacts/{name}")
+                DescribeDownload(operation, "*/*",
+                    "The stored bytes: `Content-Type` is the artifact's media type as listed, `Repr-Digest` its SHA-256 (RFC 9530). Read them as bytes whatever the media type.", "Repr-Digest");
+            else if (key == "GET v1/runs/{id}/evidence")
+                DescribeDownload(operation, "application/x-tar", "The evidence bundle (a POSIX tar).");
+            else if (key == "POST v1/audit/checkpoints" && operation.Responses?.TryGetValue("201", out var created) == true && created is OpenApiResponse c)
+                c.Headers = new Dictionary<string, IOpenApiHeader>
+                {
+                    ["Location"] = new OpenApiHeader { Required = true, Description = "The tenant's checkpoints.", Schema = new OpenApiSchema { Type = JsonSchemaType.String, Format = "uri-reference" } },
+                };
         });
 
         // System.Text.Json's web defaults also read numbers from strings; the contract is numbers as numbers.
@@ -310,6 +332,17 @@ internal static partial class ApiContract
             },
         };
         operation.Responses["204"] = new OpenApiResponse { Description = "`Last-Event-ID: end`: the stream already ended; a standard EventSource client stops." };
+    }
+
+    private static void DescribeDownload(OpenApiOperation operation, string mediaType, string description, params string[] headers)
+    {
+        operation.Responses ??= new OpenApiResponses();
+        operation.Responses["200"] = new OpenApiResponse
+        {
+            Description = description,
+            Content = new Dictionary<string, OpenApiMediaType> { [mediaType] = new() { Schema = new OpenApiSchema { Type = JsonSchemaType.String, Format = "binary" } } },
+            Headers = headers.ToDictionary(h => h, h => (IOpenApiHeader)new OpenApiHeader { Required = true, Schema = new OpenApiSchema { Type = JsonSchemaType.String } }),
+        };
     }
 
     private static void DescribeExport(OpenApiOperation operation)

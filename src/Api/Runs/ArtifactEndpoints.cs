@@ -36,7 +36,9 @@ public static class ArtifactEndpoints
         var (summary, artifacts) = await LoadAsync(store, id, ct);
         if (summary is null || !Access.MayRead(http.User.ToCaller(), RunOwner.Of(summary)))
             return RunEndpoints.NotFound(id);
-        // Names are matched against the record, never used as paths: "../x" finds nothing.
+        // Names are matched against the record, never used as paths: "../x" finds nothing. The server leaves an encoded
+        // slash encoded, and clients generated from the contract encode a name's slashes: sub%2Fa.txt is sub/a.txt.
+        name = name.Replace("%2F", "/", StringComparison.OrdinalIgnoreCase);
         var artifact = artifacts.LastOrDefault(a => a.Name == name);
         if (artifact is null)
             return RunEndpoints.Problem(404, Problems.NotFound, "Artifact not found", $"Run {id} has no artifact named '{name}'.", id);
