@@ -305,7 +305,7 @@ internal static partial class ApiContract
         var replayed = new OpenApiHeader { Description = "`true` when an Idempotency-Key replayed an earlier run instead of running again.", Schema = new OpenApiSchema { Type = JsonSchemaType.String } };
         if (operation.Responses?.TryGetValue("202", out var accepted) == true && accepted is OpenApiResponse a)
         {
-            a.Description = "Accepted: the run goes on; poll `Location` or stream it.";
+            a.Description = "Accepted: the run goes on (`wait: false`, or its outcome is still being recorded: `status` `recording`); poll `Location` or stream it.";
             a.Headers = new Dictionary<string, IOpenApiHeader>
             {
                 ["Location"] = new OpenApiHeader { Required = true, Description = "The run: /v1/runs/{id}.", Schema = new OpenApiSchema { Type = JsonSchemaType.String, Format = "uri-reference" } },
@@ -314,7 +314,7 @@ internal static partial class ApiContract
         }
         if (operation.Responses?.TryGetValue("200", out var ok) == true && ok is OpenApiResponse o)
         {
-            o.Description = "The run finished (any terminal status, including denied).";
+            o.Description = "The run finished: succeeded, failed, timed out or over a limit (a run the policy denies answers 403 `policy-denied`).";
             o.Headers = new Dictionary<string, IOpenApiHeader> { ["Idempotent-Replayed"] = replayed };
         }
     }
