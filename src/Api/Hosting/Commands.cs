@@ -62,9 +62,14 @@ public static class Commands
                 else
                     throw new InvalidOperationException("Name what to erase: --digest SHA256, or --older-than-days N --classification C.");
                 var erasure = await eraser.EraseAsync(eraseTenant, digests, by, reason, classification, CancellationToken.None);
-                Console.WriteLine($"erased {erasure.Erased.Count}: {string.Join(' ', erasure.Erased)}");
-                if (erasure.Skipped.Count > 0)
-                    Console.WriteLine($"skipped {erasure.Skipped.Count} (absent or already erased): {string.Join(' ', erasure.Skipped)}");
+                Console.WriteLine($"erased {erasure.Erased.Count}{(erasure.Erased.Count > 0 ? ": " : "")}{string.Join(' ', erasure.Erased)}");
+                // A tombstone is kept for any digest, so say plainly that nothing was found under it (a typo blocks nothing real).
+                if (erasure.KeptOut.Count > 0)
+                    Console.WriteLine($"erased {erasure.KeptOut.Count} not stored yet (no content of tenant '{eraseTenant}' under it; kept out of the store from now on — check the digest if you expected it stored): {string.Join(' ', erasure.KeptOut)}");
+                if (erasure.AlreadyErased.Count > 0)
+                    Console.WriteLine($"skipped {erasure.AlreadyErased.Count} already erased: {string.Join(' ', erasure.AlreadyErased)}");
+                if (erasure.Empty.Count > 0)
+                    Console.WriteLine($"skipped the empty content {EvidenceStore.EmptySha256}: it holds no byte to erase, and every run's empty stdin or output is it");
                 return 0;
 
             case "policy-test":

@@ -6,33 +6,46 @@ using Sandbox.Audited.Domain.Runs;
 
 namespace Sandbox.Audited.Audit.Evidence;
 
-/// <summary>What an erasure did: the digests it erased and those it skipped (absent, or erased before).</summary>
-public sealed record ErasureResult(IReadOnlyList<string> Erased, IReadOnlyList<string> Skipped);
+/// <summary>
+/// What an erasure did: stored content it erased, digests not stored (yet) that it kept out of the store from now on
+/// (tombstones), digests erased before, and the empty content, which it never erases.
+/// </summary>
+public sealed record ErasureResult(IReadOnlyList<string> Erased, IReadOnlyList<string> KeptOut, IReadOnlyList<string> AlreadyErased, IReadOnlyList<string> Empty);
 
 /// <summary>
 /// The one path that removes content: connected as sandbox_eraser (a role the service never holds), it first records
 /// EvidenceErased (who, why, which digests) on the tenant's evidence stream, then deletes the chunks and marks each blob
-/// erased. Digests and events are never touched, so the hash chain still verifies and verification says "erased".
-/// Should the deletion fail after the event was recorded, running the same erasure again completes it.
+/// erased; a digest the tenant's store does not hold yet (an outcome still in a node's journal) gets a tombstone, an erased
+/// row without content, so that it is never stored afterwards. Digests and events are never touched, so the hash chain
+/// still verifies and verification says "erased". Should the deletion fail after the event was recorded, running the same
+/// erasure again completes it. The empty content is never erased: it holds no byte, and every run may produce it.
 /// </summary>
 public sealed class EvidenceEraser(string eraserConnectionString, TimeProvider clock)
 {
+    private static string Blobs => $"{MartenSetup.Schema}.evidence_blobs";
+
     public async Task<ErasureResult> EraseAsync(string tenant, IReadOnlyList<string> digests, string by, string reason, string? classification, CancellationToken ct)
     {
         if (string.IsNullOrWhiteSpace(by) || string.IsNullOrWhiteSpace(reason))
             throw new ArgumentException("An erasure needs --by (who) and --reason (why); both are recorded.");
+        // Checked before anything is recorded: a tombstone is kept for any well-formed digest, so a malformed one must stop here.
+        var malformed = digests.Where(d => !IsSha256(d)).ToList();
+        if (malformed.Count > 0)
+            throw new ArgumentException($"Not a SHA-256 digest (64 lower-case hex characters): {string.Join(' ', malformed)}. Nothing was erased.");
+        var wanted = digests.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+        var empty = wanted.Where(d => d == EvidenceStore.EmptySha256).ToList();
         await using var database = NpgsqlDataSource.Create(eraserConnectionString);
         var erase = new List<string>();
-        var skipped = new List<string>();
-        foreach (var digest in digests.Distinct(StringComparer.Ordinal))
+        var alreadyErased = new List<string>();
+        foreach (var digest in wanted.Except(empty))
         {
-            await using var select = database.CreateCommand($"SELECT erased_at IS NULL FROM {MartenSetup.Schema}.evidence_blobs WHERE tenant = $1 AND sha256 = $2");
+            await using var select = database.CreateCommand($"SELECT erased_at IS NOT NULL FROM {Blobs} WHERE tenant = $1 AND sha256 = $2");
             select.Parameters.AddWithValue(tenant);
             select.Parameters.AddWithValue(digest);
-            (await select.ExecuteScalarAsync(ct) is true ? erase : skipped).Add(digest);
+            (await select.ExecuteScalarAsync(ct) is true ? alreadyErased : erase).Add(digest);
         }
         if (erase.Count == 0)
-            return new ErasureResult([], skipped);
+            return new ErasureResult([], [], alreadyErased, empty);
 
         using (var store = DocumentStore.For(o => MartenSetup.Configure(o, eraserConnectionString)))
         {
@@ -41,30 +54,48 @@ public sealed class EvidenceEraser(string eraserConnectionString, TimeProvider c
             await RunStream.AppendSharedAsync(store, streamId, new WriteContext(by, null, Tenant: tenant), erased, ct);
         }
 
+        // What each digest turned out to be is decided here, under the row locks: content stored since the check above is
+        // erased, content that arrives later finds the tombstone. In digest order, as the service inserts (no deadlock).
+        var removed = new List<string>();
+        var keptOut = new List<string>();
         await using var connection = await database.OpenConnectionAsync(ct);
         await using var transaction = await connection.BeginTransactionAsync(ct);
         foreach (var digest in erase)
         {
+            await using var tombstone = new NpgsqlCommand(
+                $"INSERT INTO {Blobs} (tenant, sha256, chunks, erased_at, erased_by, erase_reason) VALUES ($1, $2, 0, now(), $3, $4) ON CONFLICT (tenant, sha256) DO NOTHING",
+                connection, transaction);
+            tombstone.Parameters.AddWithValue(tenant);
+            tombstone.Parameters.AddWithValue(digest);
+            tombstone.Parameters.AddWithValue(by);
+            tombstone.Parameters.AddWithValue(reason);
+            if (await tombstone.ExecuteNonQueryAsync(ct) == 1)
+            {
+                keptOut.Add(digest);
+                continue;
+            }
             await using var chunks = new NpgsqlCommand($"DELETE FROM {MartenSetup.Schema}.evidence_chunks WHERE tenant = $1 AND sha256 = $2", connection, transaction);
             chunks.Parameters.AddWithValue(tenant);
             chunks.Parameters.AddWithValue(digest);
             await chunks.ExecuteNonQueryAsync(ct);
             await using var blob = new NpgsqlCommand(
-                $"UPDATE {MartenSetup.Schema}.evidence_blobs SET erased_at = now(), erased_by = $3, erase_reason = $4 WHERE tenant = $1 AND sha256 = $2 AND erased_at IS NULL",
+                $"UPDATE {Blobs} SET erased_at = now(), erased_by = $3, erase_reason = $4 WHERE tenant = $1 AND sha256 = $2 AND erased_at IS NULL",
                 connection, transaction);
             blob.Parameters.AddWithValue(tenant);
             blob.Parameters.AddWithValue(digest);
             blob.Parameters.AddWithValue(by);
             blob.Parameters.AddWithValue(reason);
-            await blob.ExecuteNonQueryAsync(ct);
+            (await blob.ExecuteNonQueryAsync(ct) == 1 ? removed : alreadyErased).Add(digest);
         }
         await transaction.CommitAsync(ct);
-        return new ErasureResult(erase, skipped);
+        return new ErasureResult(removed, keptOut, alreadyErased, empty);
     }
+
+    private static bool IsSha256(string digest) => digest.Length == 64 && digest.All(c => c is >= '0' and <= '9' or >= 'a' and <= 'f');
 
     /// <summary>
     /// Retention: the stored content of the tenant's runs of a classification requested more than the given days ago,
-    /// except content that a run outside that set (newer, or of another classification) still references.
+    /// except content that a run outside that set (newer, or of another classification) still references, and the empty content.
     /// </summary>
     public async Task<IReadOnlyList<string>> ExpiredAsync(string tenant, string classification, int olderThanDays, CancellationToken ct)
     {
@@ -83,6 +114,7 @@ public sealed class EvidenceEraser(string eraserConnectionString, TimeProvider c
             while (await reader.ReadAsync(ct))
                 expired.Add(reader.GetGuid(0));
         var kept = references.Where(r => !expired.Contains(r.RunId)).Select(r => r.Sha256).ToHashSet(StringComparer.Ordinal);
+        kept.Add(EvidenceStore.EmptySha256); // no byte to erase, and every later run may produce it
         return references.Where(r => expired.Contains(r.RunId) && !kept.Contains(r.Sha256)).Select(r => r.Sha256).Distinct(StringComparer.Ordinal).ToList();
     }
 }

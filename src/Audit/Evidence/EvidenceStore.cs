@@ -25,21 +25,27 @@ public sealed class ContentErasedException(string tenant, string sha256)
 /// kept by SHA-256, once per content per tenant, in chunks of at most 1 MiB. Content is streamed in from where its writer
 /// spooled and hashed it (verified again while inserted) and streamed out chunk by chunk; it is never held whole in memory.
 /// The service's role may add and read, never change or remove; erasure is a separate path (EvidenceEraser).
+/// The empty content is always read as empty, whatever its row says: it has no byte to erase (earlier versions could mark it erased).
 /// </summary>
 public sealed class EvidenceStore(NpgsqlDataSource dataSource)
 {
     public const int ChunkSize = 1024 * 1024;
+
+    /// <summary>The SHA-256 of no bytes: every run's empty stdin or output stream; never erased, always readable.</summary>
+    public const string EmptySha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
     private static string Blobs => $"{MartenSetup.Schema}.evidence_blobs";
     private static string Chunks => $"{MartenSetup.Schema}.evidence_chunks";
 
     /// <summary>
     /// Stores content whose digest and size the caller already knows (it hashed the bytes while it spooled them): read once,
     /// from its spool straight into the store, and hashed again on the way; content that does not match is refused
-    /// (InvalidDataException) and nothing is kept. A put of content the tenant already has reads nothing.
+    /// (InvalidDataException) and nothing is kept. A put of content the tenant already has, or erased (even before it was
+    /// first stored: a tombstone), reads nothing.
     /// </summary>
     public async Task<StoredContent> PutAsync(string tenant, StoredContent expected, Stream source, CancellationToken ct)
     {
-        if (await StateAsync(tenant, expected.Sha256, ct) == ContentState.Missing)
+        if (await RowStateAsync(tenant, expected.Sha256, ct) == ContentState.Missing)
             await InsertAsync(tenant, expected.Sha256, expected.Bytes, source, ct);
         return expected;
     }
@@ -48,12 +54,12 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
     public async Task<StoredContent> PutAsync(string tenant, ReadOnlyMemory<byte> content, CancellationToken ct)
     {
         var sha256 = Convert.ToHexStringLower(SHA256.HashData(content.Span));
-        if (await StateAsync(tenant, sha256, ct) == ContentState.Missing)
+        if (await RowStateAsync(tenant, sha256, ct) == ContentState.Missing)
             await InsertAsync(tenant, sha256, content.Length, new MemoryReadStream(content), ct);
         return new StoredContent(sha256, content.Length);
     }
 
-    // Content that fits one chunk (code, stdin, most outputs): the blob row and its chunk in one statement; content the tenant already has (present or erased) is left as it is.
+    // Content that fits one chunk (code, stdin, most outputs): the blob row and its chunk in one statement; content the tenant already has (present, erased or a tombstone) is left as it is.
     // p names the n-th parameter: "?" for a Marten unit of work, "$n" for Npgsql.
     private static string InsertSmall(Func<int, string> p) =>
         $"WITH blob AS (INSERT INTO {Blobs} (tenant, sha256, bytes, chunks) VALUES ({p(1)}, {p(2)}, {p(3)}, {p(4)}) ON CONFLICT (tenant, sha256) DO NOTHING "
@@ -87,7 +93,12 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
     private static IEnumerable<(string Sha256, ReadOnlyMemory<byte> Content)> InLockOrder(IEnumerable<(string Sha256, ReadOnlyMemory<byte> Content)> hashed) =>
         hashed.DistinctBy(c => c.Sha256).OrderBy(c => c.Sha256, StringComparer.Ordinal);
 
-    public async Task<ContentState> StateAsync(string tenant, string sha256, CancellationToken ct)
+    /// <summary>What a reader gets under the digest: the empty content is always Present.</summary>
+    public async Task<ContentState> StateAsync(string tenant, string sha256, CancellationToken ct) =>
+        sha256 == EmptySha256 ? ContentState.Present : await RowStateAsync(tenant, sha256, ct);
+
+    // What the tenant's row says (for puts: an erased row, tombstone or not, keeps the content out).
+    private async Task<ContentState> RowStateAsync(string tenant, string sha256, CancellationToken ct)
     {
         await using var select = dataSource.CreateCommand($"SELECT erased_at IS NOT NULL FROM {Blobs} WHERE tenant = $1 AND sha256 = $2");
         select.Parameters.AddWithValue(tenant);
@@ -111,12 +122,16 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
         await using var reader = await select.ExecuteReaderAsync(ct);
         while (await reader.ReadAsync(ct))
             states[reader.GetString(0)] = reader.GetBoolean(1) ? ContentState.Erased : ContentState.Present;
+        if (states.ContainsKey(EmptySha256))
+            states[EmptySha256] = ContentState.Present;
         return states;
     }
 
-    /// <summary>The recorded size of stored content, or null when the tenant has none under the digest.</summary>
+    /// <summary>The recorded size of stored content, or null when the tenant has none under the digest (or only a tombstone).</summary>
     public async Task<long?> SizeAsync(string tenant, string sha256, CancellationToken ct)
     {
+        if (sha256 == EmptySha256)
+            return 0;
         await using var select = dataSource.CreateCommand($"SELECT bytes FROM {Blobs} WHERE tenant = $1 AND sha256 = $2");
         select.Parameters.AddWithValue(tenant);
         select.Parameters.AddWithValue(sha256);
@@ -126,6 +141,8 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
     /// <summary>Streams the content back chunk by chunk; null when absent; throws ContentErasedException when erased.</summary>
     public async Task<Stream?> OpenAsync(string tenant, string sha256, CancellationToken ct)
     {
+        if (sha256 == EmptySha256)
+            return new MemoryReadStream(ReadOnlyMemory<byte>.Empty);
         await using var select = dataSource.CreateCommand($"SELECT chunks, erased_at IS NOT NULL FROM {Blobs} WHERE tenant = $1 AND sha256 = $2");
         select.Parameters.AddWithValue(tenant);
         select.Parameters.AddWithValue(sha256);
@@ -154,6 +171,8 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
     /// <summary>Rehashes stored content: Present when it still hashes to its digest, Changed when not, or Erased/Missing.</summary>
     public async Task<ContentCheck> CheckAsync(string tenant, string sha256, CancellationToken ct)
     {
+        if (sha256 == EmptySha256)
+            return ContentCheck.Intact;
         Stream? stream;
         try
         {
