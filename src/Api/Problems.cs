@@ -69,6 +69,8 @@ public sealed class ProblemExceptionHandler(IProblemDetailsService problems) : I
                 $"The run was recorded but no sandbox could be created ({e.Message}). Retry shortly.", e.RunId),
             _ when IsStoreUnavailable(exception) => Problems.Create(503, Problems.AuditUnavailable, "The audit store is unavailable",
                 "PostgreSQL does not answer right now. Retry shortly."),
+            BadHttpRequestException e when e.StatusCode == 415 => Problems.Create(415, Problems.UnsupportedMediaType, "Unsupported media type",
+                e.Message + " Send the body as application/json."),
             BadHttpRequestException e when e.StatusCode == 413 => Problems.Create(413, Problems.PayloadTooLarge, "Request body too large", e.Message),
             BadHttpRequestException { InnerException: System.Text.Json.JsonException json } => Problems.Create(400, Problems.InvalidRequest, "Invalid request",
                 $"The JSON body could not be read{(json.Path is { } path ? $" at {path}" : "")}: it is malformed, or holds an unknown member or a value of the wrong type. The operation's body schema is in /openapi/v1.json."),
