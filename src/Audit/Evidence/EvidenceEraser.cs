@@ -62,13 +62,10 @@ public sealed class EvidenceEraser(string eraserConnectionString, TimeProvider c
         await using var transaction = await connection.BeginTransactionAsync(ct);
         foreach (var digest in erase)
         {
-            await using var tombstone = new NpgsqlCommand(
-                $"INSERT INTO {Blobs} (tenant, sha256, chunks, erased_at, erased_by, erase_reason) VALUES ($1, $2, 0, now(), $3, $4) ON CONFLICT (tenant, sha256) DO NOTHING",
-                connection, transaction);
-            tombstone.Parameters.AddWithValue(tenant);
-            tombstone.Parameters.AddWithValue(digest);
-            tombstone.Parameters.AddWithValue(by);
-            tombstone.Parameters.AddWithValue(reason);
+            // $1 tenant, $2 digest, $3 who, $4 why: the tombstone's insert and the stored row's update say the same.
+            NpgsqlCommand Marking(string sql) => new(sql, connection, transaction) { Parameters = { new() { Value = tenant }, new() { Value = digest }, new() { Value = by }, new() { Value = reason } } };
+            await using var tombstone = Marking(
+                $"INSERT INTO {Blobs} (tenant, sha256, chunks, erased_at, erased_by, erase_reason) VALUES ($1, $2, 0, now(), $3, $4) ON CONFLICT (tenant, sha256) DO NOTHING");
             if (await tombstone.ExecuteNonQueryAsync(ct) == 1)
             {
                 keptOut.Add(digest);
@@ -78,13 +75,8 @@ public sealed class EvidenceEraser(string eraserConnectionString, TimeProvider c
             chunks.Parameters.AddWithValue(tenant);
             chunks.Parameters.AddWithValue(digest);
             await chunks.ExecuteNonQueryAsync(ct);
-            await using var blob = new NpgsqlCommand(
-                $"UPDATE {Blobs} SET erased_at = now(), erased_by = $3, erase_reason = $4 WHERE tenant = $1 AND sha256 = $2 AND erased_at IS NULL",
-                connection, transaction);
-            blob.Parameters.AddWithValue(tenant);
-            blob.Parameters.AddWithValue(digest);
-            blob.Parameters.AddWithValue(by);
-            blob.Parameters.AddWithValue(reason);
+            await using var blob = Marking(
+                $"UPDATE {Blobs} SET erased_at = now(), erased_by = $3, erase_reason = $4 WHERE tenant = $1 AND sha256 = $2 AND erased_at IS NULL");
             (await blob.ExecuteNonQueryAsync(ct) == 1 ? removed : alreadyErased).Add(digest);
         }
         await transaction.CommitAsync(ct);
