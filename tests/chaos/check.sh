@@ -23,7 +23,7 @@ SELECT stream_id, count(*) FILTER (WHERE type='sandbox_created') created, count(
 FROM sandbox.mt_events WHERE type IN ('sandbox_created','sandbox_started') GROUP BY 1 HAVING count(*) FILTER (WHERE type='sandbox_created')>1 OR count(*) FILTER (WHERE type='sandbox_started')>1 OR count(DISTINCT data->>'node')>1"
 q "VIOLATION: event after a terminal event other than late/removal/callback/access facts" "
 SELECT e.stream_id,e.type,e.version,t.type term,t.version FROM sandbox.mt_events e JOIN sandbox.mt_events t ON t.stream_id=e.stream_id AND t.type IN ('run_completed','run_failed','run_abandoned') AND e.version>t.version
-WHERE e.type NOT IN ('late_outcome_recorded','sandbox_removed','callback_attempted','sandbox_exited','output_recorded','artifact_recorded','run_accessed','evidence_accessed') GROUP BY 1,2,3,4,5"
+WHERE e.type NOT IN ('late_outcome_recorded','sandbox_removed','sandbox_created','sandbox_started','callback_attempted','sandbox_exited','output_recorded','artifact_recorded','run_accessed','evidence_accessed') GROUP BY 1,2,3,4,5"
 q "abandoned runs: node named, time abandoned, last created (for lease+grace check against kill times)" "
 SELECT t.stream_id, t.data->>'node' node, t.timestamp::time(3) abandoned_at, c.data->>'node' ran_on, c.timestamp::time(3) created_at, t.data->>'reason' reason
 FROM sandbox.mt_events t LEFT JOIN sandbox.mt_events c ON c.stream_id=t.stream_id AND c.type='sandbox_created' WHERE t.type='run_abandoned' ORDER BY t.timestamp"
