@@ -1,6 +1,6 @@
 #!/bin/bash
 # Invariants over the chaos database (read-only). Every query lists violations; empty = held.
-. /work/wt/chaos/tests/chaos/env.sh
+. "$(dirname "$0")/env.sh"
 q() { echo "-- $1"; $PSQL -F' | ' -P footer=off -c "$2"; }
 q "runs per queue state / terminal type" "
 WITH runs AS (SELECT DISTINCT stream_id FROM sandbox.mt_events WHERE type='run_requested')

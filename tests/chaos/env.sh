@@ -5,7 +5,7 @@ export CH_DB=chaos_h8
 export CH_DLL=/tmp/chaos-api/Sandbox.Audited.Api.dll
 export PGPASSWORD=$(cat $S/pg-admin)
 export PSQL="psql -h 127.0.0.1 -U sandbox_admin -d $CH_DB -X -q -A"
-ROOT=/work/wt/chaos
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 node_env() { # node_env ID ROLES PGPORT
   export ConnectionStrings__Sandbox="Host=127.0.0.1;Port=${3:-5432};Database=$CH_DB;Username=sandbox_app;Password=$(cat $S/pg-app);Maximum Pool Size=20;Application Name=$1"
   export ConnectionStrings__Admin="Host=127.0.0.1;Port=5432;Database=$CH_DB;Username=sandbox_admin;Password=$(cat $S/pg-admin)"

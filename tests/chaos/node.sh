@@ -1,6 +1,6 @@
 #!/bin/bash
 # node.sh start|term|kill|status NAME  — NAME in api-a api-b exec-a exec-b; PGPORT env overrides the PostgreSQL port.
-. /work/wt/chaos/tests/chaos/env.sh
+. "$(dirname "$0")/env.sh"
 declare -A PORT=([api-a]=8170 [api-b]=8171 [exec-a]=8172 [exec-b]=8173)
 declare -A ROLE=([api-a]=api [api-b]=api [exec-a]=executor [exec-b]=executor)
 n=$2; id=chaos-$n; pidf=$CH/$n.pid
