@@ -197,8 +197,13 @@ internal static partial class ApiContract
             else if (key == "GET v1/audit/export")
                 DescribeExport(operation);
             else if (key == "GET v1/runs/{id}/artifacts/{name}")
+            {
+                if (operation.Parameters.OfType<OpenApiParameter>().FirstOrDefault(p => p.Name == "name") is { } name)
+                    name.Description = "The artifact's name as listed, percent-encoded once: `/` as `%2F` (or left as `/`), `%` as `%25`. " +
+                        "The listing's `href` is this path already encoded.";
                 DescribeDownload(operation, "*/*",
                     "The stored bytes: `Content-Type` is the artifact's media type as listed, `Repr-Digest` its SHA-256 (RFC 9530). Read them as bytes whatever the media type.", "Repr-Digest");
+            }
             else if (key == "GET v1/runs/{id}/evidence")
                 DescribeDownload(operation, "application/x-tar", "The evidence bundle (a POSIX tar).");
             else if (key == "POST v1/audit/checkpoints" && operation.Responses?.TryGetValue("201", out var created) == true && created is OpenApiResponse c)

@@ -1,4 +1,5 @@
 using Marten;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Audit.Evidence;
@@ -36,9 +37,8 @@ public static class ArtifactEndpoints
         var (summary, artifacts) = await LoadAsync(store, id, ct);
         if (summary is null || !Access.MayRead(http.User.ToCaller(), RunOwner.Of(summary)))
             return RunEndpoints.NotFound(id);
-        // Names are matched against the record, never used as paths: "../x" finds nothing. The server leaves an encoded
-        // slash encoded, and clients generated from the contract encode a name's slashes: sub%2Fa.txt is sub/a.txt.
-        name = name.Replace("%2F", "/", StringComparison.OrdinalIgnoreCase);
+        // Names are matched against the record, never used as paths: "../x" finds nothing.
+        name = NameAsSent(http, name);
         var artifact = artifacts.LastOrDefault(a => a.Name == name);
         if (artifact is null)
             return RunEndpoints.Problem(404, Problems.NotFound, "Artifact not found", $"Run {id} has no artifact named '{name}'.", id);
@@ -67,6 +67,39 @@ public static class ArtifactEndpoints
         var fileName = name[(name.LastIndexOf('/') + 1)..];
         // Always a download (Content-Disposition: attachment): active content such as HTML never renders in the service's origin.
         return TypedResults.Stream(content, type, fileName, enableRangeProcessing: false);
+    }
+
+    /// <summary>
+    /// The name as the client sent it, percent-decoded exactly once. The server's path decodes every escape but %2F, so
+    /// "a%252Fb" (a name holding the three characters %2F) and "a%2Fb" (a/b, as generated clients send a name's slashes)
+    /// both reach the route as "a%2Fb"; the request target as received tells them apart. The route's value names the
+    /// request's last segments (dot segments removed as the server removes them), so those are read from the target.
+    /// </summary>
+    internal static string NameAsSent(HttpContext http, string routed)
+    {
+        var target = http.Features.Get<IHttpRequestFeature>()?.RawTarget;
+        if (string.IsNullOrEmpty(target))
+            return routed;
+        var path = target.Split('?', 2)[0];
+        if (!path.StartsWith('/') && path.IndexOf("://", StringComparison.Ordinal) is >= 0 and var scheme) // absolute-form
+            path = path.IndexOf('/', scheme + 3) is >= 0 and var slash ? path[slash..] : "/";
+        var raw = path.Split('/')[1..];
+        var segments = new List<string>(raw.Length);
+        for (var i = 0; i < raw.Length; i++)
+        {
+            var segment = Uri.UnescapeDataString(raw[i]);
+            if (segment is "." or "..")
+            {
+                if (segment == ".." && segments.Count > 0)
+                    segments.RemoveAt(segments.Count - 1);
+                if (i == raw.Length - 1)
+                    segments.Add(""); // "/x/." is "/x/"
+                continue;
+            }
+            segments.Add(segment);
+        }
+        var count = routed.Split('/').Length;
+        return segments.Count >= count ? string.Join('/', segments[^count..]) : routed;
     }
 
     private static string Href(string name) => string.Join('/', name.Split('/').Select(Uri.EscapeDataString));

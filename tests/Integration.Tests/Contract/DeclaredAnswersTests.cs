@@ -77,6 +77,57 @@ public sealed class DeclaredAnswersTests(ContractFixture service)
     }
 
     [Fact]
+    public async Task ANameHoldingAPercentSignIsNotTakenForOneHoldingASlash()
+    {
+        using var client = new HttpClient { BaseAddress = new Uri(service.BaseUrl), Timeout = TimeSpan.FromSeconds(60) };
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", service.Token("nia", "tenant-declared", Roles.Runner));
+        using var run = await client.PostAsJsonAsync("/v1/runs", new
+        {
+            language = "shell",
+            code = "mkdir -p out/a && printf nested > out/a/b.txt && printf literal > 'out/a%2Fb.txt' && printf cent > 'out/100%.txt'",
+        });
+        Assert.Equal(HttpStatusCode.OK, run.StatusCode);
+        var id = (string)JsonNode.Parse(await run.Content.ReadAsStringAsync())!["runId"]!;
+
+        var listed = JsonNode.Parse(await client.GetStringAsync($"/v1/runs/{id}/artifacts"))!.AsArray().ToDictionary(a => (string)a!["name"]!, a => (string)a!["href"]!);
+        Assert.Equal(new HashSet<string> { "a/b.txt", "a%2Fb.txt", "100%.txt" }, listed.Keys.ToHashSet());
+        var expected = new Dictionary<string, string> { ["a/b.txt"] = "nested", ["a%2Fb.txt"] = "literal", ["100%.txt"] = "cent" };
+        foreach (var (name, content) in expected)
+        {
+            // The listing's href, and the name percent-encoded once as a generated client sends a path parameter.
+            foreach (var path in new[] { listed[name], $"/v1/runs/{id}/artifacts/{Uri.EscapeDataString(name)}" })
+            {
+                using var response = await client.GetAsync(path);
+                Assert.True(response.StatusCode == HttpStatusCode.OK, $"{path}: {response.StatusCode}");
+                Assert.Equal((path, content), (path, await response.Content.ReadAsStringAsync()));
+            }
+        }
+        using var unencoded = await client.GetAsync($"/v1/runs/{id}/artifacts/a/b.txt");
+        Assert.Equal("nested", await unencoded.Content.ReadAsStringAsync());
+
+        // Dot segments as sent on the wire (HttpClient would remove them first): the server removes them before routing.
+        var bearer = client.DefaultRequestHeaders.Authorization!.Parameter!;
+        Assert.EndsWith("\r\n\r\nnested", await RawGetAsync($"/v1/runs/{id}/artifacts/a/./x/../b.txt", bearer));
+        Assert.EndsWith("\r\n\r\nliteral", await RawGetAsync($"/v1/runs/{id}/artifacts/x/%2E%2E/a%252Fb.txt", bearer));
+
+        var parameter = (await DocumentAsync())["paths"]!["/v1/runs/{id}/artifacts/{name}"]!["get"]!["parameters"]!.AsArray().Single(p => (string?)p!["name"] == "name")!;
+        Assert.Contains("`%` as `%25`", (string?)parameter["description"]);
+    }
+
+    // One HTTP/1.1 request written byte for byte, its request target untouched by any client library.
+    private async Task<string> RawGetAsync(string target, string bearer)
+    {
+        var address = new Uri(service.BaseUrl);
+        using var tcp = new System.Net.Sockets.TcpClient();
+        await tcp.ConnectAsync(address.Host, address.Port);
+        await using var stream = tcp.GetStream();
+        await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(
+            $"GET {target} HTTP/1.1\r\nHost: {address.Authority}\r\nAuthorization: Bearer {bearer}\r\nConnection: close\r\n\r\n"));
+        using var reader = new StreamReader(stream);
+        return await reader.ReadToEndAsync();
+    }
+
+    [Fact]
     public async Task VerifyingARunNobodyCanSeeIsTheDeclaredNotFound()
     {
         using var client = new HttpClient { BaseAddress = new Uri(service.BaseUrl) };
