@@ -53,7 +53,7 @@ public static class Problems
 }
 
 /// <summary>Turns failures the client can act on into problem details; a rule violation is never a 500.</summary>
-public sealed class ProblemExceptionHandler(IProblemDetailsService problems) : IExceptionHandler
+public sealed partial class ProblemExceptionHandler(IProblemDetailsService problems, ILogger<ProblemExceptionHandler> logger) : IExceptionHandler
 {
     public async ValueTask<bool> TryHandleAsync(HttpContext http, Exception exception, CancellationToken ct)
     {
@@ -65,8 +65,11 @@ public sealed class ProblemExceptionHandler(IProblemDetailsService problems) : I
                 $"The run was recorded but not admitted: {e.Refusal.Reason}. Retry after {e.Refusal.RetryAfterSeconds} s.", e.RunId),
             CapacityException e => Problems.Create(429, Problems.CapacityExceeded, "No capacity to run now",
                 $"The run was recorded but not admitted: {e.Refusal.Reason}. Retry after {e.Refusal.RetryAfterSeconds} s.", e.RunId),
+            // The engine's own text (its socket, image names, container ids) is logged by the orchestrator, not sent.
             SandboxUnavailableException e => Problems.Create(503, Problems.SandboxUnavailable, "No sandbox is available",
-                $"The run was recorded but no sandbox could be created ({e.Message}). Retry shortly.", e.RunId),
+                "The run was recorded but no sandbox could be created: the container engine is unavailable or could not start one. Retry shortly.", e.RunId),
+            SpoolUnavailableException => Problems.Create(503, Problems.SandboxUnavailable, "No room for input files",
+                "This node cannot take input files now; nothing was recorded or run. Retry shortly."),
             _ when IsStoreUnavailable(exception) => Problems.Create(503, Problems.AuditUnavailable, "The audit store is unavailable",
                 "PostgreSQL does not answer right now. Retry shortly."),
             BadHttpRequestException e when e.StatusCode == 415 => Problems.Create(415, Problems.UnsupportedMediaType, "Unsupported media type",
@@ -81,6 +84,8 @@ public sealed class ProblemExceptionHandler(IProblemDetailsService problems) : I
         };
         if (problem is null)
             return false;
+        if (exception is SpoolUnavailableException)
+            LogSpoolUnavailable(exception.InnerException!);
         http.Response.StatusCode = problem.Status!.Value;
         if (exception is CapacityException capacity)
             http.Response.Headers.RetryAfter = capacity.Refusal.RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
@@ -88,6 +93,9 @@ public sealed class ProblemExceptionHandler(IProblemDetailsService problems) : I
             http.Response.Headers.RetryAfter = "5";
         return await problems.TryWriteAsync(new ProblemDetailsContext { HttpContext = http, ProblemDetails = problem, Exception = exception });
     }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "An upload's input files could not be spooled (Executor:SpoolDirectory)")]
+    private partial void LogSpoolUnavailable(Exception e);
 
     private static bool SentNoBody(HttpRequest request) =>
         (HttpMethods.IsPost(request.Method) || HttpMethods.IsPut(request.Method) || HttpMethods.IsPatch(request.Method))

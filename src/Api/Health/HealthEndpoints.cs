@@ -4,7 +4,7 @@ using Sandbox.Audited.Executor.Docker;
 
 namespace Sandbox.Audited.Api.Health;
 
-public static class HealthEndpoints
+public static partial class HealthEndpoints
 {
     // Probes answer HEAD too (load balancers and some orchestrators send it); the server drops the body.
     private static readonly string[] Probe = [HttpMethods.Get, HttpMethods.Head];
@@ -16,22 +16,24 @@ public static class HealthEndpoints
 
         // Readiness: PostgreSQL and (on an executor) the Docker engine answer and the node is not draining; otherwise 503 with what is wrong.
         app.MapMethods("/readyz", Probe, async (NpgsqlDataSource db, DockerEngine docker, Admission admission, OutcomeJournal journal,
-            IHostApplicationLifetime lifetime, Microsoft.Extensions.Options.IOptions<Sandbox.Audited.Audit.Queue.NodeOptions> node, CancellationToken ct) =>
+            IHostApplicationLifetime lifetime, Microsoft.Extensions.Options.IOptions<Sandbox.Audited.Audit.Queue.NodeOptions> node, ILoggerFactory loggers,
+            CancellationToken ct) =>
         {
             // Draining starts at SIGTERM: not ready at once, before admission closes, so that no new run is sent here.
             if (admission.Draining || lifetime.ApplicationStopping.IsCancellationRequested)
                 return Results.Json(new { status = "draining", checks = new Dictionary<string, string> { ["lifecycle"] = "draining" } },
                     statusCode: 503);
+            var logger = loggers.CreateLogger(typeof(HealthEndpoints));
             var checks = new Dictionary<string, string>
             {
-                ["postgres"] = await Check(async c =>
+                ["postgres"] = await Check(logger, "postgres", async c =>
                 {
                     await using var command = db.CreateCommand("SELECT 1");
                     await command.ExecuteScalarAsync(c);
                 }, ct),
             };
             if (node.Value.Executor) // an api-only node has no engine
-                checks["docker"] = await Check(docker.PingAsync, ct);
+                checks["docker"] = await Check(logger, "docker", docker.PingAsync, ct);
             var ready = checks.Values.All(v => v == "ok");
             // Outcomes waiting in the journal do not make the node unready (it runs code), but an operator should see them.
             checks["journal"] = journal.Pending == 0 ? "empty" : $"{journal.Pending} outcomes waiting for the audit store";
@@ -39,7 +41,8 @@ public static class HealthEndpoints
         }).AllowAnonymous().ExcludeFromDescription();
     }
 
-    private static async Task<string> Check(Func<CancellationToken, Task> probe, CancellationToken ct)
+    // The probe is anonymous: it says what is down, the log says why (the error names hosts, sockets and paths).
+    private static async Task<string> Check(ILogger logger, string dependency, Func<CancellationToken, Task> probe, CancellationToken ct)
     {
         try
         {
@@ -50,7 +53,11 @@ public static class HealthEndpoints
         }
         catch (Exception e)
         {
-            return "unavailable: " + e.GetBaseException().Message;
+            LogUnavailable(logger, e, dependency);
+            return "unavailable";
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Readiness: {Dependency} is unavailable")]
+    private static partial void LogUnavailable(ILogger logger, Exception e, string dependency);
 }

@@ -194,11 +194,21 @@ public sealed class RunUpload : IDisposable
 
     private async Task<InputFile?> SpoolAsync(string name, Stream body, long cap, CancellationToken ct)
     {
-        Directory.CreateDirectory(_directory);
         var path = Path.Combine(_directory, Files.Count.ToString(System.Globalization.CultureInfo.InvariantCulture));
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         long bytes = 0;
-        await using (var file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 0, FileOptions.Asynchronous))
+        // The node's own disk failing (full, unwritable) is not a malformed body, and its error names the spool's path.
+        FileStream file;
+        try
+        {
+            Directory.CreateDirectory(_directory);
+            file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 0, FileOptions.Asynchronous);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new SpoolUnavailableException(e);
+        }
+        await using (file)
         {
             var buffer = new byte[81920];
             int read;
@@ -208,7 +218,14 @@ public sealed class RunUpload : IDisposable
                 if (bytes > cap)
                     return null;
                 hash.AppendData(buffer, 0, read);
-                await file.WriteAsync(buffer.AsMemory(0, read), ct);
+                try
+                {
+                    await file.WriteAsync(buffer.AsMemory(0, read), ct);
+                }
+                catch (IOException e)
+                {
+                    throw new SpoolUnavailableException(e);
+                }
             }
         }
         return new InputFile(name, bytes, Convert.ToHexStringLower(hash.GetHashAndReset()),
@@ -249,3 +266,6 @@ public sealed class RunUpload : IDisposable
         }
     }
 }
+
+/// <summary>This node cannot spool an upload's files (its disk is full or unwritable): a 503, never the client's fault.</summary>
+public sealed class SpoolUnavailableException(Exception inner) : Exception("The input spool cannot be written.", inner);

@@ -1,3 +1,5 @@
+using System.Net;
+using Docker.DotNet;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
 using Sandbox.Audited.Audit.Runtimes;
@@ -25,7 +27,7 @@ public sealed record RuntimeView(
     string? Sbom,
     string? Error);
 
-public static class RuntimeEndpoints
+public static partial class RuntimeEndpoints
 {
     private const string SpdxJson = "application/spdx+json";
 
@@ -40,14 +42,15 @@ public static class RuntimeEndpoints
 
     /// <summary>GET /v1/runtimes (any authenticated caller): the catalogue with each runtime's current image, its digests and SBOM link.</summary>
     public static async Task<Ok<List<RuntimeView>>> List(
-        RuntimeCatalogue catalogue, RuntimeImageRegistry images, DockerEngine docker, SandboxPool pool, IOptions<ExecutorOptions> executor, CancellationToken ct)
+        RuntimeCatalogue catalogue, RuntimeImageRegistry images, DockerEngine docker, SandboxPool pool, IOptions<ExecutorOptions> executor,
+        ILoggerFactory loggers, CancellationToken ct)
     {
         IReadOnlyCollection<string> engineRuntimes;
         try
         {
             engineRuntimes = await docker.OciRuntimesAsync(ct);
         }
-        catch (Exception e) when (e is not OperationCanceledException)
+        catch (Exception) when (!ct.IsCancellationRequested) // an engine call past its deadline is cancelled too
         {
             engineRuntimes = [];
         }
@@ -64,10 +67,11 @@ public static class RuntimeEndpoints
                     recorded.ImageId, recorded.LayerDigest, recorded.SizeBytes, recorded.SbomDigest,
                     recorded.SbomDigest is null ? null : $"/v1/runtimes/{runtime.Id}/sbom", null));
             }
-            catch (Exception e) when (e is not OperationCanceledException)
+            catch (Exception e) when (!ct.IsCancellationRequested)
             {
+                LogImageUnavailable(loggers.CreateLogger(typeof(RuntimeEndpoints)), e, runtime.Id);
                 views.Add(new RuntimeView(runtime.Id, runtime.Language, runtime.Description, runtime.Packages, classes, image,
-                    null, null, null, null, null, "image unavailable: " + e.GetBaseException().Message));
+                    null, null, null, null, null, "image unavailable: " + Why(e)));
             }
         }
         return TypedResults.Ok(views);
@@ -75,7 +79,7 @@ public static class RuntimeEndpoints
 
     /// <summary>GET /v1/runtimes/{id}/sbom: the SPDX 2.3 JSON bill of materials of the runtime's current image.</summary>
     public static async Task<Results<ContentHttpResult, ProblemHttpResult>> CurrentSbom(
-        string id, RuntimeCatalogue catalogue, RuntimeImageRegistry images, RuntimeImageLog log, HttpContext http, CancellationToken ct)
+        string id, RuntimeCatalogue catalogue, RuntimeImageRegistry images, RuntimeImageLog log, HttpContext http, ILoggerFactory loggers, CancellationToken ct)
     {
         if (catalogue.Find(id) is not { } runtime)
             return Problem(404, "Runtime not found", $"No runtime '{id}'; the catalogue has: {string.Join(", ", catalogue.Ids)}.");
@@ -84,11 +88,12 @@ public static class RuntimeEndpoints
         {
             recorded = await images.CurrentAsync(runtime, ct);
         }
-        catch (Exception e) when (e is not OperationCanceledException)
+        catch (Exception e) when (!ct.IsCancellationRequested && !FromDatabase(e)) // the database's failures are answered as everywhere else
         {
-            // As every other 503 of the API: the client is told when to ask again.
+            // As every other 503 of the API: the client is told when to ask again; what the engine said stays in the log.
+            LogImageUnavailable(loggers.CreateLogger(typeof(RuntimeEndpoints)), e, id);
             http.Response.Headers.RetryAfter = "5";
-            return Problem(503, "Runtime image unavailable", $"The image of runtime '{id}' cannot be inspected: {e.GetBaseException().Message}");
+            return Problem(503, "Runtime image unavailable", $"The image of runtime '{id}' cannot be read now: {Why(e)}. Retry later.");
         }
         if (recorded.SbomDigest is null)
             return Problem(404, "No bill of materials", $"Image {recorded.ImageId} of runtime '{id}' has no recorded SBOM; rebuild it with build-images.sh.");
@@ -112,6 +117,26 @@ public static class RuntimeEndpoints
             return Problem(404, "No bill of materials", $"No SBOM is stored under '{digest}'.");
         return TypedResults.Content(sbom.Content, sbom.Format, System.Text.Encoding.UTF8);
     }
+
+    // A fixed reason for clients: the engine's and the database's own texts name sockets, hosts and paths.
+    private static string Why(Exception e) => e switch
+    {
+        DockerApiException { StatusCode: HttpStatusCode.NotFound } => "it is not on this node's container engine (an operator builds it with ./sbx up)",
+        _ when FromDatabase(e) => "the audit store is unavailable",
+        _ => "the container engine is unavailable",
+    };
+
+    // Recording a new image writes to PostgreSQL; everything else here asks the engine (whose socket errors look alike).
+    private static bool FromDatabase(Exception? e)
+    {
+        for (; e is not null; e = e.InnerException)
+            if (e is Npgsql.NpgsqlException)
+                return true;
+        return false;
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Runtime {RuntimeId}: its image cannot be read")]
+    private static partial void LogImageUnavailable(ILogger logger, Exception e, string runtimeId);
 
     private static ProblemHttpResult Problem(int status, string title, string detail) =>
         TypedResults.Problem(Problems.Create(status, status == 404 ? Problems.NotFound : Problems.SandboxUnavailable, title, detail));

@@ -45,6 +45,7 @@ public sealed class EngineUnavailableTests(EngineAwayFixture service)
         var (response, problem) = await runner.RunAsync(new { language = "python", code = "print(1)" });
         watch.Stop();
         var (ready, readiness) = await service.Client().GetJsonAsync("/readyz");
+        var (sbom, sbomProblem) = await runner.GetJsonAsync("/v1/runtimes/python/sbom");
         var (_, events) = await runner.GetJsonAsync($"/v1/runs/{problem.Str("runId")}/events");
         var failuresBefore = pool.RefillFailures;
         await Task.Delay(TimeSpan.FromSeconds(4));
@@ -52,10 +53,15 @@ public sealed class EngineUnavailableTests(EngineAwayFixture service)
 
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
         Assert.Equal("/problems/sandbox-unavailable", problem.Str("type"));
+        // Fixed, actionable texts: what the engine's client said (its socket, the errno) goes to the log only.
+        Assert.Equal("The run was recorded but no sandbox could be created: the container engine is unavailable or could not start one. Retry shortly.",
+            problem.Str("detail"));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, sbom.StatusCode);
+        Assert.Equal("The image of runtime 'python' cannot be read now: the container engine is unavailable. Retry later.", sbomProblem.Str("detail"));
         Assert.True(watch.Elapsed < TimeSpan.FromSeconds(10), $"The refusal took {watch.Elapsed}; it must not wait for a dead engine.");
         Assert.Equal("run_failed", events.AsArray()[^1]!.Str("type"));
         Assert.Equal(HttpStatusCode.ServiceUnavailable, ready.StatusCode);
-        Assert.StartsWith("unavailable", readiness.Str("checks.docker"));
+        Assert.Equal("unavailable", readiness.Str("checks.docker"));
         Assert.Equal("ok", readiness.Str("checks.postgres"));
         Assert.InRange(failuresDuring, 0, 4); // backing off, not spinning
         Assert.Equal(0, pool.Size);
