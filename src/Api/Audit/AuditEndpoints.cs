@@ -187,6 +187,8 @@ public static partial class AuditEndpoints
         }
         catch (TimeoutException e)
         {
+            // As every other 503 of the API (and as the contract declares it): the client is told when to ask again.
+            http.Response.Headers.RetryAfter = "5";
             return TypedResults.Problem(Problems.Create(503, Problems.AuditUnavailable, "No checkpoint now", e.Message));
         }
     }

@@ -92,6 +92,22 @@ public sealed class AuditorTransactionTests(AuditorTransactionFixture service)
         await tx.RollbackAsync();
     }
 
+    [Fact]
+    public async Task AWriterOpenLongerThanACheckpointWaitsIsA503ThatSaysWhenToRetry()
+    {
+        var tenant = AuditTestClient.NewTenant("held-long");
+        await using var connection = new NpgsqlConnection(service.Database.AppConnection);
+        await connection.OpenAsync();
+        var (tx, _) = await BeginWithXidAsync(connection);
+
+        var (response, body) = await CheckpointAsync(tenant); // waits 30 s for the writer, then gives up
+        await tx.RollbackAsync();
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Equal("/problems/audit-unavailable", body.Str("type"));
+        Assert.True(response.Headers.RetryAfter?.Delta is { TotalSeconds: >= 1 }, $"Retry-After: {response.Headers.RetryAfter}");
+    }
+
     [Theory]
     [InlineData("service")]
     [InlineData("superuser")] // another role that may insert events, as the eraser's login does
