@@ -301,13 +301,6 @@ public sealed partial class RunOrchestrator(
             }
             while (refusal is null && (!done.IsCompleted || await FalseWakeUpAsync()) && run.Execution is null)
             {
-                // Draining: an unclaimed run stays queued for any executor; one another executor already runs is waited for below.
-                if (admission.Draining)
-                {
-                    if (run.Detached || await RowStateAsync() == "queued")
-                        return LeftToTheQueue(run, claimed: false);
-                    break;
-                }
                 var left = deadline - run.Clock.Elapsed;
                 if (left <= TimeSpan.Zero)
                 {
@@ -317,8 +310,16 @@ public sealed partial class RunOrchestrator(
                     break;
                 }
                 await Task.WhenAny(done, Task.Delay(left < Poll ? left : Poll));
-                if (!done.IsCompleted && run.Execution is null
-                         && await RowStateAsync() is not ("queued" or "claimed"))
+                if (done.IsCompleted || run.Execution is not null)
+                    continue;
+                var state = await RowStateAsync();
+                if (state is not ("queued" or "claimed"))
+                    break;
+                // Draining: a run still unclaimed after this wait stays queued for any executor, and nobody waits here for a run
+                // answered 202; a run another executor took is waited for below.
+                if (admission.Draining && (run.Detached || state == "queued"))
+                    return LeftToTheQueue(run, claimed: state == "claimed");
+                if (admission.Draining)
                     break;
             }
             // A refusal whose commit answer was lost to a broken connection shows as the row already refused.
