@@ -17,7 +17,8 @@ public static class ExitCodes
 
     /// <summary>
     /// Runs the host and turns a refused node id into its exit code with a plain message on stderr (the critical log line
-    /// came first), instead of an unhandled exception that aborts the process (134) with a stack trace.
+    /// came first), instead of an unhandled exception that aborts the process (134) with a stack trace. Hosted in another
+    /// program (a test's WebApplicationFactory) the exception goes on to that program, which started the host.
     /// </summary>
     public static int Run(WebApplication app)
     {
@@ -25,7 +26,7 @@ public static class ExitCodes
         {
             app.Run();
         }
-        catch (Exception e) when (InUse(e) is { } inUse)
+        catch (Exception e) when (InUse(e) is { } inUse && System.Reflection.Assembly.GetEntryAssembly() == typeof(ExitCodes).Assembly)
         {
             Console.Error.WriteLine($"sandbox-audited: not starting (exit code {NodeIdInUse}): {inUse.Message}");
             return NodeIdInUse;
