@@ -8,8 +8,9 @@ namespace Sandbox.Audited.Tests.Cluster;
 /// <summary>
 /// What a client sees of an api node that stops gracefully (SIGTERM) while it still listens for Shutdown:DrainSeconds
 /// (default 1 s): a new run is refused 503 with Retry-After before anything of it is recorded, /readyz is 503, and a
-/// client still waiting for a run the node recorded gets the run's id (202) instead of a refusal; the run goes on.
-/// And a process given the node id of a live one exits with its documented code, not an unhandled exception.
+/// client still waiting for a run the node recorded gets the run's id (202) instead of a refusal; the run stays queued,
+/// also through the node's restart, and any executor runs it. And a process given the node id of a live one exits with its
+/// documented code, not an unhandled exception.
 /// </summary>
 [Collection(ProcessClusterCollection.Name)]
 public sealed class DrainWindowTests(ProcessCluster cluster, ITestOutputHelper output) : IAsyncLifetime
