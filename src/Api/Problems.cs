@@ -61,8 +61,6 @@ public sealed partial class ProblemExceptionHandler(IProblemDetailsService probl
         {
             WriteAheadException => Problems.Create(503, Problems.AuditUnavailable, "The audit store is unavailable",
                 "The run could not be recorded, so nothing was run. Retry shortly."),
-            CapacityException { Refusal.ShuttingDown: true } e => Problems.Create(503, Problems.SandboxUnavailable, "The service is shutting down",
-                $"The run was recorded but not admitted: {e.Refusal.Reason}. Retry after {e.Refusal.RetryAfterSeconds} s.", e.RunId),
             CapacityException e => Problems.Create(429, Problems.CapacityExceeded, "No capacity to run now",
                 $"The run was recorded but not admitted: {e.Refusal.Reason}. Retry after {e.Refusal.RetryAfterSeconds} s.", e.RunId),
             // The engine's own text (its socket, image names, container ids) is logged by the orchestrator, not sent.

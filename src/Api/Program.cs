@@ -110,8 +110,8 @@ builder.Services.AddSingleton<OutcomeJournal>();
 builder.Services.AddSingleton<RunLifecycle>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<RunLifecycle>());
 builder.Services.AddHostedService(sp => sp.GetRequiredService<OutcomeJournal>());
-builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(
-    builder.Configuration.GetValue(ShutdownOptions.Section + ":GraceSeconds", new ShutdownOptions().GraceSeconds) + 20));
+builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout =
+    (builder.Configuration.GetSection(ShutdownOptions.Section).Get<ShutdownOptions>() ?? new ShutdownOptions()).HostTimeout);
 if (node.Executor)
 {
     builder.Services.AddHostedService(sp => sp.GetRequiredService<SandboxPool>());
@@ -153,6 +153,9 @@ app.UseStatusCodePages();
 app.UseWebPages();
 app.MapDevTokens(app.Configuration);
 
+// A draining node (SIGTERM) answers new runs 503 + Retry-After before anything of them is recorded.
+app.UseDrainRefusal();
+
 app.UseAuthentication();
 app.UseAuthorization();
 app.UseRateLimiter();
@@ -160,10 +163,7 @@ app.UseRateLimiter();
 app.MapHealth();
 app.MapMetrics();
 if (!node.Api)
-{
-    app.Run(); // an executor-only node serves health and metrics, no API
-    return 0;
-}
+    return ExitCodes.Run(app); // an executor-only node serves health and metrics, no API
 app.MapApiDocs();
 app.MapRuns();
 app.MapPolicies();
@@ -173,7 +173,7 @@ app.MapReproduce();
 app.MapEvidenceBundle();
 app.MapRuntimes();
 
-app.Run();
-return 0;
+// Exit codes are documented (ExitCodes): a node id held by another live process is 78, not an unhandled exception.
+return ExitCodes.Run(app);
 
 public partial class Program;

@@ -1,8 +1,10 @@
 # Shared settings for the chaos cluster (source it). Four nodes: api-a 8170, api-b 8171, exec-a 8172, exec-b 8173.
 S=/var/lib/sandbox-audited/secrets
-export CH=/tmp/chaos; mkdir -p $CH/logs $CH/journal
-export CH_DB=chaos_h8
-export CH_DLL=/tmp/chaos-api/Sandbox.Audited.Api.dll
+# CH (state and logs), CH_DB (database) and CH_API (the published Api) may be set beforehand to keep runs apart.
+export CH=${CH:-/tmp/chaos}; mkdir -p $CH/logs $CH/journal
+export CH_DB=${CH_DB:-chaos_h8}
+export CH_API=${CH_API:-/tmp/chaos-api}
+export CH_DLL=$CH_API/Sandbox.Audited.Api.dll
 export PGPASSWORD=$(cat $S/pg-admin)
 export PSQL="psql -h 127.0.0.1 -U sandbox_admin -d $CH_DB -X -q -A"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

@@ -5,8 +5,8 @@ declare -A PORT=([api-a]=8170 [api-b]=8171 [exec-a]=8172 [exec-b]=8173)
 declare -A ROLE=([api-a]=api [api-b]=api [exec-a]=executor [exec-b]=executor)
 n=$2; id=chaos-$n; pidf=$CH/$n.pid
 case $1 in
-  start) ( node_env $id ${ROLE[$n]} ${PGPORT:-5432}; cd /tmp/chaos-api
-           setsid dotnet $CH_DLL --contentRoot /tmp/chaos-api --urls http://127.0.0.1:${PORT[$n]} >>$CH/logs/$n.log 2>&1 </dev/null & echo $! > $pidf )
+  start) ( node_env $id ${ROLE[$n]} ${PGPORT:-5432}; cd $CH_API
+           setsid dotnet $CH_DLL --contentRoot $CH_API --urls http://127.0.0.1:${PORT[$n]} >>$CH/logs/$n.log 2>&1 </dev/null & echo $! > $pidf )
          echo "$(date -u +%T.%N | cut -c1-12) start $n pid $(cat $pidf)" | tee -a $CH/events.log ;;
   term) echo "$(date -u +%T.%N | cut -c1-12) term $n pid $(cat $pidf)" | tee -a $CH/events.log; kill -TERM $(cat $pidf) ;;
   kill) echo "$(date -u +%T.%N | cut -c1-12) kill9 $n pid $(cat $pidf)" | tee -a $CH/events.log; kill -9 $(cat $pidf) ;;

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Callback receiver on 127.0.0.1:8179: logs every POST (run id, attempt, signature check) as one JSON line."""
-import hashlib, hmac, json, time
+import hashlib, hmac, json, os, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-out = open("/tmp/chaos/callbacks.jsonl", "a")
+out = open(os.environ.get("CH", "/tmp/chaos") + "/callbacks.jsonl", "a")
 class H(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))

@@ -57,6 +57,7 @@ public sealed partial class NodeHeartbeat(
             catch (NodeIdLostException e)
             {
                 LogNodeIdLost(e.Message);
+                Environment.ExitCode = Hosting.ExitCodes.NodeIdLost;
                 lifetime.StopApplication();
                 return; // the id is another process's now: no release
             }

@@ -20,8 +20,8 @@ public sealed class AdmissionOptions
     public int MaxQueueWaitMs { get; set; } = 10000;
 }
 
-/// <summary>Why a run was not admitted; ShuttingDown refusals are 503 (this node goes away), the rest 429.</summary>
-public sealed record AdmissionRefusal(string Reason, int RetryAfterSeconds, bool ShuttingDown = false);
+/// <summary>Why a run was not admitted (429). A draining node refuses new runs before recording them (DrainRefusal), never these.</summary>
+public sealed record AdmissionRefusal(string Reason, int RetryAfterSeconds);
 
 /// <summary>
 /// Admission control on this node. Runs go through the PostgreSQL run queue: an executor takes a run only when it has a

@@ -26,7 +26,8 @@ public static class ReproduceEndpoints
     public const string NotReproducible = "/problems/not-reproducible";
 
     public static void MapReproduce(this IEndpointRouteBuilder app) =>
-        app.MapPost("/v1/runs/{id:guid}/reproduce", Reproduce).RequireAuthorization().RequireRateLimiting(RunRateLimits.Policy).WithTags("Runs");
+        app.MapPost("/v1/runs/{id:guid}/reproduce", Reproduce).RequireAuthorization().RequireRateLimiting(RunRateLimits.Policy).RefusedWhileDraining()
+            .WithTags("Runs");
 
     public static async Task<Results<Ok<ReproductionView>, ProblemHttpResult>> Reproduce(
         Guid id, HttpContext http, IDocumentStore store, EvidenceStore evidence, RunOrchestrator orchestrator, SandboxFactory factory)

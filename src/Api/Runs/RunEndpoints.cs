@@ -44,7 +44,7 @@ public static class RunEndpoints
     public static RouteGroupBuilder MapRuns(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/v1/runs").RequireAuthorization().WithTags("Runs");
-        group.MapPost("/", CreateRun).RequireRateLimiting(RunRateLimits.Policy);
+        group.MapPost("/", CreateRun).RequireRateLimiting(RunRateLimits.Policy).RefusedWhileDraining();
         group.MapGet("/{id:guid}", GetRun);
         group.MapGet("/{id:guid}/events", GetEvents);
         group.MapGet("/{id:guid}/artifacts", ArtifactEndpoints.List);
@@ -162,6 +162,7 @@ public static class RunEndpoints
             return TypedResults.Problem(denied);
         }
 
+        admitted.Detached = body.Wait == false;
         var execution = orchestrator.ExecuteAsync(admitted);
         upload?.KeepUntil(execution);
         if (body.Wait == false)
@@ -184,20 +185,19 @@ public static class RunEndpoints
             return RecordingAnswer(http, finished, evidence);
         if (!finished.IsTerminal)
         {
-            // Recorded, but its outcome could not be read while the audit store was away: the id, never a bare 503.
+            // Recorded, but not ended here (the audit store was away, or this node is shutting down): the id, never a bare 503.
             http.Response.Headers.RetryAfter = "5";
             return TypedResults.Accepted($"/v1/runs/{finished.RunId}", RunView.From(finished));
         }
         return new RunAnswer(finished, evidence, justRun: true);
     }
 
-    /// <summary>The service, not the caller, said no (audit store down, no capacity, no sandbox): the token is given back.</summary>
+    /// <summary>The service, not the caller, said no (audit store down, no sandbox): the token is given back.</summary>
     /// <remarks>
-    /// A capacity refusal is refunded only when the node is shutting down: refunding a full queue or a tenant at its ceiling
-    /// would let a subject that keeps its tenant's slots busy send requests without bound, each one recorded and stored.
+    /// A capacity refusal is not refunded: refunding a full queue or a tenant at its ceiling would let a subject that keeps its
+    /// tenant's slots busy send requests without bound, each one recorded and stored.
     /// </remarks>
-    private static bool IsRefusedByTheService(Exception e) =>
-        e is WriteAheadException or SandboxUnavailableException or CapacityException { Refusal.ShuttingDown: true };
+    private static bool IsRefusedByTheService(Exception e) => e is WriteAheadException or SandboxUnavailableException;
 
     /// <summary>A repeated request answers as the original did: the result when finished, 202 while it runs.</summary>
     private static Results<RunAnswer, Accepted<RunView>, ProblemHttpResult> Replay(RunSummary run, EvidenceStore evidence) => run.Status switch

@@ -16,6 +16,16 @@ public sealed class ShutdownOptions
 
     /// <summary>How long running runs may finish after SIGTERM before they are stopped and recorded.</summary>
     public int GraceSeconds { get; set; } = 20;
+
+    /// <summary>
+    /// How long after SIGTERM the node at least keeps listening, answering new runs and /readyz with 503 and Retry-After, so
+    /// that clients are refused cleanly instead of finding no server; behind a load balancer, as long as it takes to see
+    /// /readyz fail (probe interval times failure threshold). Runs the grace in parallel, not after it.
+    /// </summary>
+    public int DrainSeconds { get; set; } = 1;
+
+    /// <summary>The host's own shutdown limit: the longer of the two windows, plus the last removals and hosted services' stops.</summary>
+    public TimeSpan HostTimeout => TimeSpan.FromSeconds(Math.Max(GraceSeconds, DrainSeconds) + 20);
 }
 
 /// <summary>
@@ -64,8 +74,9 @@ public sealed partial class RunLifecycle(
                 await EndMovedRowAsync(runId, queueState, claimedBy is not null, waitedMs, movedAt ?? clock.GetUtcNow(), atRestart: true, ct);
                 continue;
             }
-            // A run still waiting in the queue is abandoned only if no executor claims it first (the move decides).
-            if (queueState == "queued" && !await queue.AbandonQueuedAsync(runId, ct))
+            // A run still waiting in the queue: left to the executors when the previous process stopped cleanly (it drained and
+            // left it there); after a crash, abandoned only if no executor claims it first (the move decides).
+            if (queueState == "queued" && (_previousStoppedCleanly || !await queue.AbandonQueuedAsync(runId, ct)))
                 continue;
             var stream = await RunStream.ResumeAsync(store, runId, new WriteContext("system:recovery", null), ct);
             var nodeId = executor.Value.NodeId;
@@ -80,6 +91,9 @@ public sealed partial class RunLifecycle(
             await RecordVanishedAsync(sweptIds, ct);
         _recovered = true;
     }
+
+    // The node's previous process gave its id back (SIGTERM): the runs it left queued were answered and stay for the executors.
+    private bool _previousStoppedCleanly;
 
     /// <summary>
     /// First of all: a second process given the node id of a live one stops here, before it reaps that one's containers or
@@ -96,7 +110,7 @@ public sealed partial class RunLifecycle(
         {
             try
             {
-                await queue.RegisterAsync(executor.Value.NodeId, node.Value.Roles, options.AbandonGraceSeconds, ct, dead);
+                _previousStoppedCleanly = await queue.RegisterAsync(executor.Value.NodeId, node.Value.Roles, options.AbandonGraceSeconds, ct, dead);
                 return;
             }
             catch (NodeIdInUseException e) when (dead != e.Instance && e.Host == RunQueue.HostIdentity && !string.IsNullOrEmpty(e.Host) && e.Pid is { } pid && !ProcessRuns(pid))
@@ -167,8 +181,10 @@ public sealed partial class RunLifecycle(
     // the waiting clients, and the pool and the Docker client are still there for the last removals.
     public async Task StoppingAsync(CancellationToken ct)
     {
-        admission.Drain(); // readiness answers 503 from here on, before admission closes
+        admission.Drain(); // readiness and new runs answer 503 from here on, before admission closes
         orchestrator.StopAdmitting();
+        // Kestrel stops listening only after this returns: the drain window keeps 503s coming instead of refused connections.
+        var window = Task.Delay(TimeSpan.FromSeconds(Math.Max(0, shutdown.Value.DrainSeconds)), CancellationToken.None);
         var running = SettledAsync();
         var grace = Task.Delay(TimeSpan.FromSeconds(shutdown.Value.GraceSeconds), ct);
         if (await Task.WhenAny(running, grace) != running)
@@ -180,6 +196,7 @@ public sealed partial class RunLifecycle(
         var removals = Task.WhenAll(orchestrator.PendingRemovals);
         if (await Task.WhenAny(removals, Task.Delay(TimeSpan.FromSeconds(10), CancellationToken.None)) != removals)
             LogRemovalsPending(orchestrator.PendingRemovals.Count);
+        await window;
     }
 
     // The periodic pass looks at rows moved from here on; the first pass looks at them all, as the start-up pass did.

@@ -47,6 +47,9 @@ public sealed record AdmittedRun(RunStream Stream, ValidRunRequest Request, Poli
     /// <summary>The warm sandbox this node picked for the run while recording it (null inside: the pool had none).</summary>
     public Task<PreparedSandbox?>? Warm { get; init; }
 
+    /// <summary>The client was answered at once (wait:false): a draining node need not wait for the run's end.</summary>
+    public bool Detached { get; set; }
+
     /// <summary>The run has a queue row (every allowed run): its terminal event also ends the row.</summary>
     public bool Queued { get; init; }
 
@@ -265,9 +268,10 @@ public sealed partial class RunOrchestrator(
     }
 
     /// <summary>
-    /// The api side of a run that waits in the queue: refused (429, or 503 while this node shuts down) when no executor claimed
-    /// it within Admission:MaxQueueWaitMs, by moving its row from queued to refused, which a claim cannot race; otherwise
-    /// waits for its executor to end it ("run done" notification, polled as a fallback) and reads the record.
+    /// The api side of a run that waits in the queue: refused (429) when no executor claimed it within Admission:MaxQueueWaitMs,
+    /// by moving its row from queued to refused, which a claim cannot race; otherwise waits for its executor to end it ("run
+    /// done" notification, polled as a fallback) and reads the record. A draining node leaves its runs to the queue instead
+    /// (<see cref="LeftToTheQueue"/>): the row is durable and any executor takes it.
     /// </summary>
     private async Task<RunSummary> AwaitQueueAsync(AdmittedRun run)
     {
@@ -283,9 +287,7 @@ public sealed partial class RunOrchestrator(
         try
         {
             signals.WakeWorker(); // this node's own executor, without waiting for the notification's round trip
-            var refusal = admission.Closed ? new AdmissionRefusal("the service is shutting down", 5, ShuttingDown: true)
-                : waiting is null ? new AdmissionRefusal($"the run queue is full ({options.MaxQueueDepth} waiting)", 1)
-                : null;
+            var refusal = waiting is null ? new AdmissionRefusal($"the run queue is full ({options.MaxQueueDepth} waiting)", 1) : null;
             var deadline = TimeSpan.FromMilliseconds(options.MaxQueueWaitMs);
             Task<string?> RowStateAsync() => WhileStoreAwayAsync(run, budget, token => new ValueTask<string?>(queue.StateAsync(runId, token)));
             // A wake-up is a hint, not a fact (any role that can log in may NOTIFY): the row says whether the run is over.
@@ -308,10 +310,16 @@ public sealed partial class RunOrchestrator(
                     break;
                 }
                 await Task.WhenAny(done, Task.Delay(left < Poll ? left : Poll));
-                if (admission.Closed)
-                    refusal = new AdmissionRefusal("the service is shutting down", 5, ShuttingDown: true); // refused only if still unclaimed
-                else if (!done.IsCompleted && run.Execution is null
-                         && await RowStateAsync() is not ("queued" or "claimed"))
+                if (done.IsCompleted || run.Execution is not null)
+                    continue;
+                var state = await RowStateAsync();
+                if (state is not ("queued" or "claimed"))
+                    break;
+                // Draining: a run still unclaimed after this wait stays queued for any executor, and nobody waits here for a run
+                // answered 202; a run another executor took is waited for below.
+                if (admission.Draining && (run.Detached || state == "queued"))
+                    return LeftToTheQueue(run, claimed: state == "claimed");
+                if (admission.Draining)
                     break;
             }
             // A refusal whose commit answer was lost to a broken connection shows as the row already refused.
@@ -325,6 +333,9 @@ public sealed partial class RunOrchestrator(
             claimed = true;
             while ((!done.IsCompleted || await FalseWakeUpAsync()) && run.Execution is null)
             {
+                // Nobody waits here for a run answered 202; a waiting client is answered 202 once the shutdown grace ran out.
+                if (admission.Draining && (run.Detached || _abort.IsCancellationRequested))
+                    return LeftToTheQueue(run, claimed: true);
                 await Task.WhenAny(done, Task.Delay(Poll));
                 if (!done.IsCompleted && run.Execution is null
                     && await RowStateAsync() is not ("queued" or "claimed"))
@@ -366,6 +377,18 @@ public sealed partial class RunOrchestrator(
             signals.Forget(runId);
         }
     }
+
+    /// <summary>
+    /// A draining node stops waiting for a run it recorded: the run stays in the queue (claimed: an executor runs it) and ends
+    /// there. A client still waiting gets its id (202, Location) and why, never a refusal of a run that may still succeed.
+    /// </summary>
+    private static RunSummary LeftToTheQueue(AdmittedRun run, bool claimed) => run.Summary with
+    {
+        Status = claimed ? RunStatus.Running : RunStatus.Pending,
+        FailureReason = "This api node is shutting down and stopped waiting for the run. The run is recorded and "
+            + (claimed ? "an executor runs it" : "stays queued for any executor")
+            + "; do not send it again: GET this run's Location for its outcome.",
+    };
 
     private static readonly TimeSpan Poll = TimeSpan.FromSeconds(1);
 

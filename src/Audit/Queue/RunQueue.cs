@@ -397,16 +397,17 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
     /// on the row's lock, and the second sees the first's claim.
     /// </summary>
     /// deadHolder: the instance this process knows to be gone (its pid no longer runs on this host), taken over at once.
-    public async Task RegisterAsync(string node, string roles, int graceSeconds, CancellationToken ct, Guid? deadHolder = null)
+    /// Returns true when the node's previous process gave the id back (a clean stop) or there was none.
+    public async Task<bool> RegisterAsync(string node, string roles, int graceSeconds, CancellationToken ct, Guid? deadHolder = null)
     {
         // The holder may give the id back (or its row go) between the refused upsert and the read of who holds it: then the id
         // is free and the upsert is tried again (each retry means another process took and gave back the id meanwhile).
         while (true)
         {
-            if (await TryTakeAsync(node, roles, graceSeconds, deadHolder, ct))
+            if (await TryTakeAsync(node, roles, graceSeconds, deadHolder, ct) is { } released)
             {
                 HoldsNodeId = true;
-                return;
+                return released;
             }
             await using var holder = dataSource.CreateCommand(
                 "SELECT instance_id, heartbeat_at, extract(epoch FROM now() - heartbeat_at)::float8, host, pid FROM sandbox.nodes WHERE node_id = $1");
@@ -422,15 +423,18 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
         }
     }
 
-    private async Task<bool> TryTakeAsync(string node, string roles, int graceSeconds, Guid? deadHolder, CancellationToken ct)
+    /// <summary>Null when another process holds the id; otherwise whether the previous holder had given it back (or there was none).</summary>
+    private async Task<bool?> TryTakeAsync(string node, string roles, int graceSeconds, Guid? deadHolder, CancellationToken ct)
     {
+        // The CTE reads the row as it was before the upsert: a released id has no instance.
         await using var command = dataSource.CreateCommand("""
+            WITH before AS (SELECT instance_id FROM sandbox.nodes WHERE node_id = $1)
             INSERT INTO sandbox.nodes AS n (node_id, roles, instance_id, host, pid) VALUES ($1, $2, $3, $5, $6)
             ON CONFLICT (node_id) DO UPDATE SET roles = EXCLUDED.roles, instance_id = EXCLUDED.instance_id, host = EXCLUDED.host, pid = EXCLUDED.pid,
                 started_at = now(), heartbeat_at = now()
             WHERE n.instance_id IS NULL OR n.instance_id = EXCLUDED.instance_id OR n.instance_id = $7
                OR n.heartbeat_at < now() - make_interval(secs => $4)
-            RETURNING true
+            RETURNING coalesce((SELECT b.instance_id IS NULL FROM before b), true)
             """);
         command.Parameters.AddWithValue(node);
         command.Parameters.AddWithValue(roles);
@@ -439,7 +443,7 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
         command.Parameters.AddWithValue(HostIdentity);
         command.Parameters.AddWithValue(Environment.ProcessId);
         command.Parameters.Add(new NpgsqlParameter<Guid?> { TypedValue = deadHolder, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Uuid });
-        return await command.ExecuteScalarAsync(ct) is true;
+        return await command.ExecuteScalarAsync(ct) as bool?;
     }
 
     /// <summary>A clean stop gives the node id back at once, so that the node's next process need not wait out the grace.</summary>

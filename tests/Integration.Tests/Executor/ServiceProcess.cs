@@ -55,7 +55,31 @@ public sealed class ServiceProcess : IAsyncDisposable
     /// </summary>
     public static async Task<ServiceProcess> StartAsync(Setup setup, IDictionary<string, string>? settings = null, int? port = null, TimeSpan? startTimeout = null)
     {
-        port ??= FreePort();
+        var service = Launch(setup, settings, port ?? FreePort());
+        try
+        {
+            await service.WaitUntilLiveAsync(startTimeout ?? TimeSpan.FromSeconds(60));
+        }
+        catch
+        {
+            await service.DisposeAsync(); // a start-up that timed out must not outlive the test
+            throw;
+        }
+        return service;
+    }
+
+    /// <summary>Starts the service where it is expected to refuse to start: its exit code and output (null: still running after the timeout, killed).</summary>
+    public static async Task<(int? ExitCode, string Log)> RunToExitAsync(Setup setup, IDictionary<string, string>? settings, TimeSpan timeout)
+    {
+        await using var service = Launch(setup, settings, FreePort());
+        if (!await service.WaitForExitAsync(timeout))
+            return (null, service.Log);
+        service._process.WaitForExit(); // the end of both output streams
+        return (service.ExitCode, service.Log);
+    }
+
+    private static ServiceProcess Launch(Setup setup, IDictionary<string, string>? settings, int port)
+    {
         var directory = AppContext.BaseDirectory;
         var info = new ProcessStartInfo("dotnet")
         {
@@ -91,15 +115,6 @@ public sealed class ServiceProcess : IAsyncDisposable
         process.ErrorDataReceived += (_, e) => service.Append(e.Data);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        try
-        {
-            await service.WaitUntilLiveAsync(startTimeout ?? TimeSpan.FromSeconds(60));
-        }
-        catch
-        {
-            await service.DisposeAsync(); // a start-up that timed out must not outlive the test
-            throw;
-        }
         return service;
     }
 

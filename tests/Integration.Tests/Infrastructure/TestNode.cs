@@ -25,6 +25,8 @@ public static class TestNode
         ["Executor:NodeId"] = nodeId,
         ["Executor:PoolSizePerLanguage"] = "1",
         ["Shutdown:GraceSeconds"] = "5",
+        // Served from memory (TestServer): no connection a drain window would keep answering, so disposal does not wait for it.
+        ["Shutdown:DrainSeconds"] = "0",
         ["Audit:LogName"] = "sandbox-audited/" + nodeId,
         ["Audit:CheckpointInterval"] = "0",
     };
