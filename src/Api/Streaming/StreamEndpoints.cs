@@ -4,6 +4,7 @@ using System.Text.Json;
 using Marten;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Api.Nodes;
 using Sandbox.Audited.Api.Runs;
 using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Domain.Runs;
@@ -32,7 +33,7 @@ public static class StreamEndpoints
             .WithTags("Runs");
 
     public static async Task<Results<ServerSentEventsResult<string>, NoContent, ProblemHttpResult>> Stream(
-        Guid id, HttpContext http, IDocumentStore store, RunFeed feed, EvidenceStore evidence, CancellationToken ct)
+        Guid id, HttpContext http, IDocumentStore store, RunFeed feed, FeedRelay relay, EvidenceStore evidence, CancellationToken ct)
     {
         var lastEventId = http.Request.Headers["Last-Event-ID"].ToString();
         var cursor = StreamCursor.Start;
@@ -50,11 +51,13 @@ public static class StreamEndpoints
             return TypedResults.Problem(Problems.Create(404, Problems.NotFound, "Run not found", $"No run {id} of yours is visible to you (only the run's owner may stream it)."));
         if (lastEventId == StreamCursor.End)
             return TypedResults.NoContent();
-        // Recorded by another node and still running: follow it here through the relay, caught up from the store meanwhile.
+        // Recorded by another node and still running: follow it here through the relay, caught up from the store meanwhile,
+        // and the output produced before this node followed it asked of the executor.
         if (subscription is null && !summary.IsTerminal)
         {
             subscription = feed.Follow(id, events.Count == 0 ? 0 : events[^1].Version);
             http.Response.RegisterForDispose(subscription);
+            relay.CatchUp(id);
             _ = CatchUpAsync(id, store, feed, ct);
         }
 

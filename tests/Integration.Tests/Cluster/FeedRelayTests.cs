@@ -93,6 +93,99 @@ public sealed class FeedRelayTests(ClusterFixture cluster)
     }
 
     [Fact]
+    public async Task AFollowerThatJoinsLateIsSentWhatCameBeforeThenLiveChunksOnceAndInOrder()
+    {
+        var runId = Guid.CreateVersion7();
+        var feed = cluster.ApiServices.GetRequiredService<RunFeed>();
+        var executor = cluster.ExecutorServices.GetRequiredService<FeedRelay>();
+        using var open = executor.Open(runId);
+        // Written before anyone on the api node follows the run: relayed, and dropped there (nobody holds the run).
+        executor.Output(runId, new OutputChunk(OutputStream.Stdout, "before 1\n"u8.ToArray()), 0);
+        executor.Output(runId, new OutputChunk(OutputStream.Stderr, "err\n"u8.ToArray()), 0);
+        executor.Output(runId, new OutputChunk(OutputStream.Stdout, "before 2\n"u8.ToArray()), 9);
+        await Task.Delay(300);
+
+        using var subscription = feed.Follow(runId, 0);
+        cluster.ApiServices.GetRequiredService<FeedRelay>().CatchUp(runId);
+        // Live while the catch-up is on its way: it must neither be lost nor come before what precedes it.
+        executor.Output(runId, new OutputChunk(OutputStream.Stdout, "live\n"u8.ToArray()), 18);
+
+        var streams = await ReadAsync(subscription, stdout: 23, stderr: 4);
+        Assert.Equal("before 1\nbefore 2\nlive\n", streams[0]);
+        Assert.Equal("err\n", streams[1]);
+    }
+
+    [Fact]
+    public async Task AGapIsAskedOfTheExecutorByTheFirstChunkPastItAndFilledInPlace()
+    {
+        var runId = Guid.CreateVersion7();
+        var feed = cluster.ApiServices.GetRequiredService<RunFeed>();
+        var executor = cluster.ExecutorServices.GetRequiredService<FeedRelay>();
+        using var open = executor.Open(runId);
+        executor.Output(runId, new OutputChunk(OutputStream.Stdout, "one\n"u8.ToArray()), 0);
+        executor.Output(runId, new OutputChunk(OutputStream.Stdout, "two\n"u8.ToArray()), 4);
+        await Task.Delay(300);
+
+        // Followed without a catch-up (as when the request, or chunks, were lost on the way): the next chunk shows the gap.
+        using var subscription = feed.Follow(runId, 0);
+        executor.Output(runId, new OutputChunk(OutputStream.Stdout, "three\n"u8.ToArray()), 8);
+
+        var streams = await ReadAsync(subscription, stdout: 14, stderr: 0);
+        Assert.Equal("one\ntwo\nthree\n", streams[0]);
+    }
+
+    [Fact]
+    public void AFeedPublishesRelayedOutputOnceInOrderAndHoldsAChunkPastAGapUntilItIsFilled()
+    {
+        var entry = new RunFeed.Entry();
+        using var subscription = entry.Subscribe();
+        Assert.Null(entry.PublishOutputAt(OutputStream.Stdout, "abc"u8.ToArray(), 0));
+        Assert.Null(entry.PublishOutputAt(OutputStream.Stdout, "bcd"u8.ToArray(), 1)); // overlaps: only "d" is new
+        Assert.Equal(4, entry.PublishOutputAt(OutputStream.Stdout, "gh"u8.ToArray(), 6)); // "ef" missing: ask from 4
+        Assert.Null(entry.PublishOutputAt(OutputStream.Stdout, "ij"u8.ToArray(), 8)); // asked within the last second
+        Assert.Null(entry.PublishOutputAt(OutputStream.Stdout, "ef"u8.ToArray(), 4)); // fills the gap: gh and ij follow
+        Assert.Null(entry.PublishOutputAt(OutputStream.Stdout, "abcdefghij"u8.ToArray(), 0)); // a late catch-up: nothing new
+
+        var published = new List<OutputItem>();
+        while (subscription.Live.TryRead(out var item))
+            published.Add(Assert.IsType<OutputItem>(item));
+        Assert.Equal("abcdefghij", string.Concat(published.Select(o => Encoding.UTF8.GetString(o.Bytes))));
+        Assert.Equal([0L, 3, 4, 6, 8], published.Select(o => o.Offset));
+    }
+
+    [Fact]
+    public void PastTheExecutorsBufferAGapIsNotAskedForAndTheChunksAfterItAreLeftToTheRecord()
+    {
+        var entry = new RunFeed.Entry();
+        using var subscription = entry.Subscribe();
+        var kept = new byte[FeedRelay.KeptBytes];
+        Assert.Null(entry.PublishOutputAt(OutputStream.Stderr, kept, 0));
+        Assert.Null(entry.PublishOutputAt(OutputStream.Stderr, "late"u8.ToArray(), FeedRelay.KeptBytes + 100));
+        Assert.Null(entry.PublishOutputAt(OutputStream.Stderr, "x"u8.ToArray(), FeedRelay.KeptBytes + 104));
+        var published = new List<FeedItem>();
+        while (subscription.Live.TryRead(out var item))
+            published.Add(item);
+        Assert.Equal(FeedRelay.KeptBytes, Assert.IsType<OutputItem>(Assert.Single(published)).Bytes.Length);
+    }
+
+    private static async Task<string[]> ReadAsync(RunFeed.Subscription subscription, int stdout, int stderr)
+    {
+        var received = new[] { new StringBuilder(), new StringBuilder() };
+        var bytes = new long[2];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        while (bytes[0] < stdout || bytes[1] < stderr)
+        {
+            if (await subscription.Live.ReadAsync(timeout.Token) is not OutputItem o)
+                continue;
+            var index = (int)o.Stream;
+            Assert.Equal(bytes[index], o.Offset); // in order, without a gap or a repeat
+            received[index].Append(Encoding.UTF8.GetString(o.Bytes));
+            bytes[index] += o.Bytes.Length;
+        }
+        return [received[0].ToString(), received[1].ToString()];
+    }
+
+    [Fact]
     public async Task TheRelayKeyIsReadableByTheServicesLoginOnlyAndAMacBindsItsPayload()
     {
         await using (var auditor = new NpgsqlConnection(cluster.Database.AuditorConnection))
