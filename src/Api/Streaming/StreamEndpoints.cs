@@ -15,7 +15,8 @@ namespace Sandbox.Audited.Api.Streaming;
 
 /// <summary>
 /// GET /v1/runs/{id}/stream: server-sent events. First what is recorded (from PostgreSQL), then the output so far,
-/// then lifecycle steps and output chunks live as they happen, and a final `end` message with the status. Every
+/// then lifecycle steps and output chunks live as they happen, then what the client lacks of the recorded output (read
+/// from the store in segments, or `output_erased` when it was erased), and a final `end` message with the status. Every
 /// message has an id (a <see cref="StreamCursor"/>); a reconnect with Last-Event-ID continues after that message,
 /// and one after `end` answers 204 No Content, which tells a standard EventSource client to stop.
 /// </summary>
@@ -105,13 +106,84 @@ public static class StreamEndpoints
 
         // The recorded output is the whole of it: whatever live chunks did not deliver (or a replay) comes from there.
         if (summary.Output is { } output)
-        {
-            foreach (var message in writer.Write(new OutputItem(OutputStream.Stdout, await RunContent.BytesAsync(evidence, summary.Tenant ?? "", output.Stdout, ct))))
-                yield return message;
-            foreach (var message in writer.Write(new OutputItem(OutputStream.Stderr, await RunContent.BytesAsync(evidence, summary.Tenant ?? "", output.Stderr, ct))))
-                yield return message;
-        }
+            foreach (var (stream, recorded) in new[] { (OutputStream.Stdout, output.Stdout), (OutputStream.Stderr, output.Stderr) })
+                await foreach (var message in RecordedAsync(writer, evidence, summary.Tenant ?? "", stream, recorded, ct))
+                    yield return message;
         yield return writer.Message("end", StreamCursor.End, JsonSerializer.Serialize(new { runId = id, status = summary.Status, exitCode = summary.Exit?.ExitCode }, Json));
+    }
+
+    // The recorded output is sent in segments of this size, so that a large one is never held whole.
+    private const int Segment = 48 * 1024;
+
+    /// <summary>
+    /// What the client was not sent of a recorded output, read from the store a segment at a time. An erased output says so
+    /// (`output_erased`, with when and why it was erased) rather than leaving the client with an empty or cut-off stream.
+    /// </summary>
+    private static async IAsyncEnumerable<SseItem<string>> RecordedAsync(MessageWriter writer, EvidenceStore evidence, string tenant,
+        OutputStream stream, StreamOutput recorded, [EnumeratorCancellation] CancellationToken ct)
+    {
+        var delivered = stream == OutputStream.Stdout ? writer.Cursor.Stdout : writer.Cursor.Stderr;
+        if (!recorded.Stored)
+        {
+            // Recorded before the evidence store: the content is in the event.
+            foreach (var message in writer.Write(new OutputItem(stream, await RunContent.BytesAsync(evidence, tenant, recorded, ct))))
+                yield return message;
+            yield break;
+        }
+        if (delivered >= recorded.Bytes)
+            yield break;
+        var (content, erased) = await OpenAsync(evidence, tenant, recorded.Sha256, ct);
+        if (erased)
+        {
+            var erasure = await evidence.ErasureAsync(tenant, recorded.Sha256, ct);
+            yield return writer.Message("output_erased", writer.Cursor.Id, JsonSerializer.Serialize(new
+            {
+                stream = stream == OutputStream.Stdout ? "stdout" : "stderr",
+                sha256 = recorded.Sha256,
+                bytes = recorded.Bytes,
+                erasedAt = erasure?.At,
+                reason = erasure?.Reason,
+            }, Json));
+            yield break;
+        }
+        if (content is null)
+            yield break; // not in the store: GET /v1/runs/{id} names it "missing"
+        await using (content)
+        {
+            var buffer = new byte[Segment];
+            var filled = 0;
+            long at = 0;
+            while (true)
+            {
+                var read = await content.ReadAsync(buffer.AsMemory(filled), ct);
+                filled += read;
+                if (read > 0 && filled < buffer.Length)
+                    continue;
+                // A segment ends on a character's boundary where it can, so that text goes as text, not base64.
+                var cut = read == 0 ? filled : Utf8Text.BoundaryBefore(buffer.AsSpan(0, filled));
+                if (cut == 0)
+                    cut = filled;
+                foreach (var message in writer.Write(new OutputItem(stream, buffer[..cut], at)))
+                    yield return message;
+                at += cut;
+                buffer.AsSpan(cut, filled - cut).CopyTo(buffer);
+                filled -= cut;
+                if (read == 0)
+                    yield break;
+            }
+        }
+    }
+
+    private static async Task<(Stream? Content, bool Erased)> OpenAsync(EvidenceStore evidence, string tenant, string sha256, CancellationToken ct)
+    {
+        try
+        {
+            return (await evidence.OpenAsync(tenant, sha256, ct), false);
+        }
+        catch (ContentErasedException)
+        {
+            return (null, true);
+        }
     }
 
     /// <summary>
