@@ -17,12 +17,17 @@ namespace Sandbox.Audited.Api.Nodes;
 
 /// <summary>
 /// Live items of a run executed on another node than the one that recorded it: the executor pg_notify's its output
-/// (base64), "running" and "events committed up to version v"; every api node forwards what it receives into its RunFeed,
-/// where stream subscribers wait. Items wait up to 10 ms to leave together: adjacent output of one stream is merged and a
-/// notification carries as many items as fit NOTIFY's 8000-byte payload, so a program writing many small chunks costs about
-/// one notification per 10 ms, not one per chunk. A run executed where it was recorded (the embedded default) is never
-/// relayed, so nothing is delivered twice. Delivery is best effort: a dropped chunk leaves a gap the stream fills from the
-/// recorded output at the end.
+/// (base64, with its offset in the stream), "running" and "events committed up to version v"; every api node forwards what
+/// it receives into its RunFeed, where stream subscribers wait. Items wait up to 10 ms to leave together: adjacent output of
+/// one stream is merged and a notification carries as many items as fit NOTIFY's 8000-byte payload, so a program writing
+/// many small chunks costs about one notification per 10 ms, not one per chunk.
+///
+/// A node that begins following a run (a stream subscriber there) asks for what was produced before ("c": stream, from
+/// offset): the executor keeps the first KeptBytes of each stream of the runs it executes for another node and sends what
+/// was asked from there, and a run recorded and executed on one node is, from the first such request on, relayed by it too
+/// (from what its feed kept). A feed publishes each stream once and in order (RunFeed.RelayedOutput), and the first chunk
+/// past a gap (a notification lost) asks again. Past KeptBytes a gap cannot be filled live: that stream's rest reaches the
+/// follower from the recorded output at the end, which stays the authority either way.
 ///
 /// Any role that can log in to the database may NOTIFY on any channel (PostgreSQL checks no privilege for it), so every
 /// payload carries an HMAC-SHA256 under a key only the service's nodes hold, and a payload without a valid one is dropped:
@@ -191,8 +196,20 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
     // already has are cut off there); nothing past the buffer, which the record gives at the end.
     private void Answer(Guid runId, int stream, long from)
     {
-        if (stream is not (0 or 1) || from < 0 || !_sent.TryGetValue(runId, out var sent))
+        if (stream is not (0 or 1) || from < 0)
             return;
+        if (!_sent.TryGetValue(runId, out var sent))
+        {
+            // A run recorded and executed here, not relayed so far: from now on its live items are (and what it kept first).
+            feed.Forward(runId, stream == 0 ? OutputStream.Stdout : OutputStream.Stderr, from, item =>
+            {
+                if (item is OutputItem o)
+                    Send(runId, (int)o.Stream, o.Offset, o.Bytes);
+                else if (item is RunningItem r)
+                    _outbox.Writer.TryWrite(new Item(runId, "u", Container: r.ContainerId));
+            });
+            return;
+        }
         lock (sent)
             if (from < sent.Length[stream])
                 Send(runId, stream, from, sent.Kept[stream].AsSpan((int)from, sent.Length[stream] - (int)from));

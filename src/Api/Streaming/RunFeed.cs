@@ -27,7 +27,8 @@ public sealed record OutputItem(OutputStream Stream, byte[] Bytes, long Offset =
 /// <summary>
 /// The in-memory, per-run broadcaster behind GET /v1/runs/{id}/stream: the orchestrator reports every event it
 /// commits and every output chunk; subscribers get what the run produced so far, then live items, until the
-/// terminal event. Only runs in flight on this node are held; finished runs are replayed from PostgreSQL.
+/// terminal event. Only runs in flight on this node are held (recorded here, or followed here for a subscriber while
+/// another node records or executes them; FeedRelay brings their items); finished runs are replayed from PostgreSQL.
 /// Metrics are derived from the same reports, so they count exactly what was recorded.
 /// </summary>
 public sealed class RunFeed(RunMetrics metrics)
@@ -61,7 +62,7 @@ public sealed class RunFeed(RunMetrics metrics)
         }
     }
 
-    public void Running(Guid runId, string containerId) => _runs.GetValueOrDefault(runId)?.Publish(new RunningItem(containerId), keep: true);
+    public void Running(Guid runId, string containerId) => _runs.GetValueOrDefault(runId)?.PublishRunning(new RunningItem(containerId));
 
     // The chunk is a view of the frame reader's buffer: copied only when it is kept or someone listens.
     public void Output(Guid runId, OutputChunk chunk) => _runs.GetValueOrDefault(runId)?.PublishOutput(chunk.Stream, chunk.Bytes);
@@ -106,6 +107,14 @@ public sealed class RunFeed(RunMetrics metrics)
     public (long Stdout, long Stderr)? Missing(Guid runId) => _runs.GetValueOrDefault(runId)?.Asked();
 
     /// <summary>
+    /// Another node follows a run this node records and executes: its live items go to forward from now on (output and
+    /// sandbox_running), after what this feed kept of them from the given offsets (so the follower gets them in order). A run
+    /// whose output is relayed here from another executor, or followed here, is that executor's to answer: nothing is forwarded.
+    /// </summary>
+    public void Forward(Guid runId, OutputStream stream, long from, Action<FeedItem> forward) =>
+        _runs.GetValueOrDefault(runId)?.Forward(stream, from, forward);
+
+    /// <summary>
     /// Subscribes to a run in flight on this node: the output produced so far plus every later item. Null when
     /// the run is not in flight here (finished, or recorded by another node): see Follow.
     /// </summary>
@@ -143,7 +152,7 @@ public sealed class RunFeed(RunMetrics metrics)
         private bool _idle;
 
         // Bounds what a run holds for subscribers that have not come yet, whatever its output size.
-        private const int KeptOutputBytes = 256 * 1024;
+        private const int KeptOutputBytes = Nodes.FeedRelay.KeptBytes;
 
         // Bounds relayed chunks held past a gap, per stream, until the executor's catch-up fills it.
         private const int PendingBytes = 64 * 1024;
@@ -159,6 +168,8 @@ public sealed class RunFeed(RunMetrics metrics)
         private readonly int[] _pendingBytes = new int[2];
         private readonly long[] _askedAt = [-AskEveryMs, -AskEveryMs];
         private bool _completed;
+        private bool _relayed;
+        private Action<FeedItem>? _forward;
         private long _lastVersion;
 
         public long LastVersion
@@ -176,6 +187,7 @@ public sealed class RunFeed(RunMetrics metrics)
         {
             lock (_kept)
             {
+                _relayed = true;
                 var index = stream == OutputStream.Stdout ? 0 : 1;
                 var pending = _pending[index];
                 if (offset > _produced[index])
@@ -231,6 +243,28 @@ public sealed class RunFeed(RunMetrics metrics)
             return _produced[index];
         }
 
+        public void PublishRunning(RunningItem item)
+        {
+            lock (_kept)
+            {
+                Publish(item, keep: true);
+                _forward?.Invoke(item);
+            }
+        }
+
+        public void Forward(OutputStream stream, long from, Action<FeedItem> forward)
+        {
+            lock (_kept)
+            {
+                if (onIdle is not null || _relayed || _completed)
+                    return;
+                foreach (var item in _kept)
+                    if (item is RunningItem || (item is OutputItem o && o.Stream == stream && o.Offset + o.Bytes.Length > from))
+                        forward(item);
+                _forward = forward;
+            }
+        }
+
         /// <summary>Both streams' next offsets, counted as asked for (a catch-up request is about to leave).</summary>
         public (long Stdout, long Stderr) Asked()
         {
@@ -267,8 +301,12 @@ public sealed class RunFeed(RunMetrics metrics)
             {
                 var index = stream == OutputStream.Stdout ? 0 : 1;
                 var keep = _produced[index] < KeptOutputBytes;
-                if (keep || _subscribers.Count > 0)
-                    Publish(new OutputItem(stream, bytes.ToArray(), _produced[index]), keep);
+                if (keep || _subscribers.Count > 0 || _forward is not null)
+                {
+                    var item = new OutputItem(stream, bytes.ToArray(), _produced[index]);
+                    Publish(item, keep);
+                    _forward?.Invoke(item);
+                }
                 _produced[index] += bytes.Length;
             }
         }

@@ -1,11 +1,14 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Net;
 using System.Text;
+using System.Text.Json.Nodes;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 using Sandbox.Audited.Api.Nodes;
 using Sandbox.Audited.Api.Streaming;
 using Sandbox.Audited.Executor.Sandboxes;
+using Sandbox.Audited.Tests.Infrastructure;
 
 namespace Sandbox.Audited.Tests.Cluster;
 
@@ -132,6 +135,48 @@ public sealed class FeedRelayTests(ClusterFixture cluster)
 
         var streams = await ReadAsync(subscription, stdout: 14, stderr: 0);
         Assert.Equal("one\ntwo\nthree\n", streams[0]);
+    }
+
+    [Fact]
+    public async Task ARunAnEmbeddedNodeRecordsAndExecutesIsFollowedLiveFromAnotherNodeThatJoinsLate()
+    {
+        const string tenant = "tenant-embedded-follow";
+        var nodeId = "embedded-" + Guid.NewGuid().ToString("N")[..8];
+        await using var embedded = cluster.StartNode(nodeId, "api,executor", cluster.Database.AppConnection, new());
+        using var viaEmbedded = cluster.Client(embedded, "erin", tenant);
+        using var viaApi = cluster.Api("erin", tenant);
+        var (accepted, body) = await viaEmbedded.RunAsync(new { language = "shell", code = "echo one; sleep 1.5; echo two; sleep 2", wait = false });
+        Assert.Equal(HttpStatusCode.Accepted, accepted.StatusCode);
+        var runId = Guid.Parse(body.Str("runId"));
+        await Eventually.WaitUntilAsync(async () => await cluster.Database.ScalarAsync<long>(
+            "SELECT count(*) FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'sandbox_started'", runId) == 1,
+            () => "the run did not start", TimeSpan.FromSeconds(30), pollMs: 50);
+        await Task.Delay(300); // "one" is printed: the api node follows after it
+
+        var clock = Stopwatch.StartNew();
+        using var response = await viaApi.GetAsync($"/v1/runs/{runId}/stream", HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+        var received = new List<(TimeSpan At, string Event, string Data)>();
+        var name = "message";
+        while (await reader.ReadLineAsync() is { } line && !received.Any(r => r.Event == "end"))
+        {
+            if (line.StartsWith("event: ", StringComparison.Ordinal))
+                name = line["event: ".Length..];
+            else if (line.StartsWith("data: ", StringComparison.Ordinal))
+                received.Add((clock.Elapsed, name, line["data: ".Length..]));
+        }
+
+        Assert.Equal(nodeId, await cluster.Database.ScalarAsync<string>(
+            "SELECT data ->> 'node' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'sandbox_created'", runId));
+        var stdout = received.Where(r => r.Event == "stdout").ToList();
+        Assert.Equal("one\ntwo\n", string.Concat(stdout.Select(r => JsonNode.Parse(r.Data)!["text"]!.GetValue<string>())));
+        var end = received.Single(r => r.Event == "end").At;
+        var one = stdout.First(r => r.Data.Contains("one", StringComparison.Ordinal)).At;
+        var two = stdout.First(r => r.Data.Contains("two", StringComparison.Ordinal)).At;
+        // "one" came before the follower, "two" 1.5 s later and 2 s before the end: both well before the end, not from the record.
+        Assert.True(end - one > TimeSpan.FromSeconds(2.5), $"one at {one.TotalSeconds:F2} s, the end at {end.TotalSeconds:F2} s");
+        Assert.True(end - two > TimeSpan.FromSeconds(1), $"two at {two.TotalSeconds:F2} s, the end at {end.TotalSeconds:F2} s");
     }
 
     [Fact]
