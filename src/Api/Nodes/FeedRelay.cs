@@ -186,6 +186,18 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
         Ask(runId, 1, stderr);
     }
 
+    /// <summary>Asks again for gaps still open in the run's feed (their answer lost on the way), at most once a second each.</summary>
+    public void Repair(Guid runId)
+    {
+        if (_key is null)
+            return;
+        foreach (var (stream, from) in feed.Gaps(runId))
+            Ask(runId, stream == OutputStream.Stdout ? 0 : 1, from);
+    }
+
+    /// <summary>The relay has its key and listens: live items cross nodes from now on.</summary>
+    public bool Relaying => _key is not null && signals.FeedReceived is not null;
+
     private void Ask(Guid runId, int stream, long from)
     {
         if (from < KeptBytes)

@@ -101,10 +101,13 @@ public sealed class RunFeed(RunMetrics metrics)
         _runs.GetValueOrDefault(runId)?.PublishOutputAt(stream, bytes, offset);
 
     /// <summary>
-    /// What a followed run's feed lacks, for a catch-up from the executor: the bytes of stdout and stderr it has published
-    /// in order (its next offsets). Null when the run is not followed here.
+    /// What a run's feed lacks, for a catch-up from the executor: the bytes of stdout and stderr it has published in order
+    /// (its next offsets). Null when the run is not held here.
     /// </summary>
     public (long Stdout, long Stderr)? Missing(Guid runId) => _runs.GetValueOrDefault(runId)?.Asked();
+
+    /// <summary>Streams of the run whose feed holds chunks past a gap and may ask for it again now: where each gap begins.</summary>
+    public IReadOnlyList<(OutputStream Stream, long From)> Gaps(Guid runId) => _runs.GetValueOrDefault(runId)?.Gaps() ?? [];
 
     /// <summary>
     /// Another node follows a run this node records and executes: its live items go to forward from now on (output and
@@ -262,6 +265,18 @@ public sealed class RunFeed(RunMetrics metrics)
                     if (item is RunningItem || (item is OutputItem o && o.Stream == stream && o.Offset + o.Bytes.Length > from))
                         forward(item);
                 _forward = forward;
+            }
+        }
+
+        public IReadOnlyList<(OutputStream Stream, long From)> Gaps()
+        {
+            lock (_kept)
+            {
+                var gaps = new List<(OutputStream, long)>(2);
+                for (var index = 0; index < 2; index++)
+                    if (_pending[index].Count > 0 && Ask(index) is { } from)
+                        gaps.Add((index == 0 ? OutputStream.Stdout : OutputStream.Stderr, from));
+                return gaps;
             }
         }
 

@@ -59,7 +59,7 @@ public static class StreamEndpoints
             subscription = feed.Follow(id, events.Count == 0 ? 0 : events[^1].Version);
             http.Response.RegisterForDispose(subscription);
             relay.CatchUp(id);
-            _ = CatchUpAsync(id, store, feed, ct);
+            _ = CatchUpAsync(id, store, feed, relay, ct);
         }
 
         http.Response.Headers["X-Accel-Buffering"] = "no";
@@ -188,15 +188,17 @@ public static class StreamEndpoints
 
     /// <summary>
     /// For a followed run: publishes from the store whatever the relay has not (events committed before the follow began, a
-    /// notification lost, the abandonment another node's sweeper records) until the terminal event ends the feed's entry.
+    /// notification lost, the abandonment another node's sweeper records) until the terminal event ends the feed's entry, and
+    /// asks the executor again for output past a gap whose answer was lost.
     /// </summary>
-    private static async Task CatchUpAsync(Guid id, IDocumentStore store, RunFeed feed, CancellationToken ct)
+    private static async Task CatchUpAsync(Guid id, IDocumentStore store, RunFeed feed, FeedRelay relay, CancellationToken ct)
     {
         try
         {
             while (feed.Holds(id))
             {
                 await feed.CatchUpAsync(store, id, ct);
+                relay.Repair(id);
                 await Task.Delay(OtherNodePoll, ct);
             }
         }
