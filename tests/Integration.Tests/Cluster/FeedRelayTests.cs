@@ -142,6 +142,46 @@ public sealed class FeedRelayTests(ClusterFixture cluster)
     }
 
     [Fact]
+    public async Task AFollowerJoiningAfterMoreThanTheExecutorKeepsGetsTheFirstKeptBytesAndNothingLiveAfterThem()
+    {
+        await RelaysReadyAsync();
+        var runId = Guid.CreateVersion7();
+        var feed = cluster.ApiServices.GetRequiredService<RunFeed>();
+        var executor = cluster.ExecutorServices.GetRequiredService<FeedRelay>();
+        using var open = executor.Open(runId);
+        // 300 KiB written before anyone follows: the executor keeps the first 256 KiB of it, not the whole.
+        var written = new byte[300 * 1024];
+        new Random(7).NextBytes(written);
+        var marker = Guid.CreateVersion7();
+        using (var markers = feed.Follow(marker, 0))
+        {
+            for (var at = 0; at < written.Length; at += 30 * 1024)
+                executor.Output(runId, new OutputChunk(OutputStream.Stdout, written.AsMemory(at, 30 * 1024)), at);
+            // Notifications arrive in the order they were sent: once the marker is here, so are those chunks (and were dropped).
+            executor.Output(marker, new OutputChunk(OutputStream.Stdout, "marker"u8.ToArray()), 0);
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+            Assert.IsType<OutputItem>(await markers.Live.ReadAsync(timeout.Token));
+        }
+
+        using var subscription = feed.Follow(runId, 0);
+        cluster.ApiServices.GetRequiredService<FeedRelay>().CatchUp(runId);
+        executor.Output(runId, new OutputChunk(OutputStream.Stdout, "after\n"u8.ToArray()), written.Length);
+
+        var bytes = new List<byte>();
+        using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15)))
+            while (bytes.Count < FeedRelay.KeptBytes)
+                if (await subscription.Live.ReadAsync(timeout.Token) is OutputItem o)
+                {
+                    Assert.Equal(bytes.Count, o.Offset);
+                    bytes.AddRange(o.Bytes);
+                }
+        Assert.Equal(written[..FeedRelay.KeptBytes], bytes.ToArray());
+        // What follows the gap (44 KiB the executor did not keep, then "after") is the record's to give, at the end.
+        await Task.Delay(500);
+        Assert.False(subscription.Live.TryRead(out var more), $"{more} after the executor's buffer");
+    }
+
+    [Fact]
     public async Task ARunAnEmbeddedNodeRecordsAndExecutesIsFollowedLiveFromAnotherNodeThatJoinsLate()
     {
         const string tenant = "tenant-embedded-follow";
