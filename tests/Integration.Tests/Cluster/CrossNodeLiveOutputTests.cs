@@ -26,18 +26,19 @@ public sealed class CrossNodeLiveOutputTests(ProcessCluster cluster, ITestOutput
         using var viaA = cluster.Api(0).Runner("dora", tenant);
         using var viaB = cluster.Api(1).Runner("dora", tenant);
         // Each line carries the executor's wall clock when the program wrote it (the same host clock as this test's).
-        const string code = "sleep 0.8; echo \"L0 $(date +%s%N)\"; sleep 1.5; i=1; while [ $i -le 10 ]; do echo \"L$i $(date +%s%N)\"; "
+        const string code = "sleep 0.5; echo \"L0 $(date +%s%N)\"; sleep 3; i=1; while [ $i -le 10 ]; do echo \"L$i $(date +%s%N)\"; "
             + "i=$((i+1)); sleep 0.2; done";
         var (accepted, body) = await viaA.RunAsync(new { language = "shell", code, wait = false });
         Assert.Equal(HttpStatusCode.Accepted, accepted.StatusCode);
         var runId = body.Str("runId");
 
-        // Early: on the recording node, from the start. Late: on the other api node, 1.5 s in (after L0, before L1).
-        var early = FollowAsync(viaA, runId);
-        await Task.Delay(1500);
+        // Early: on the recording node, from the start. Late: on the other api node, once the early one has L0 (L1 comes 3 s later).
+        var l0 = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var early = FollowAsync(viaA, runId, line => l0.TrySetResult());
+        await l0.Task.WaitAsync(TimeSpan.FromSeconds(30));
         var late = FollowAsync(viaB, runId);
-        var (earlyLines, earlyText) = await early;
-        var (lateLines, lateText) = await late;
+        var (earlyLines, earlyText, _, _) = await early;
+        var (lateLines, lateText, lateJoined, lateAnswered) = await late;
 
         var (_, run) = await viaA.GetJsonAsync($"/v1/runs/{runId}");
         var recorded = run.Str("stdout.content");
@@ -47,7 +48,9 @@ public sealed class CrossNodeLiveOutputTests(ProcessCluster cluster, ITestOutput
         Assert.Equal(recorded, lateText);
 
         output.WriteLine($"early follower (recording api node): {Describe(earlyLines)}");
-        output.WriteLine($"late follower (other api node, joined after L0): {Describe(lateLines)}");
+        output.WriteLine($"late follower (other api node, joined after L0): {Describe(lateLines)}, "
+            + $"{(lateLines["L0"].Arrived - lateJoined).TotalMilliseconds:F0} ms after its request, "
+            + $"{(lateLines["L0"].Arrived - lateAnswered).TotalMilliseconds:F0} ms after the answer's headers");
         // L0 was written before the late follower joined: it comes from the executor's buffer when it joins, before L1 is written.
         Assert.True(lateLines["L0"].Arrived < lateLines["L1"].Written,
             $"L0 reached the late follower {(lateLines["L0"].Arrived - lateLines["L1"].Written).TotalMilliseconds:F0} ms after L1 was written (from the record, not live)");
@@ -66,14 +69,17 @@ public sealed class CrossNodeLiveOutputTests(ProcessCluster cluster, ITestOutput
     {
         var live = Enumerable.Range(1, 10).Select(i => lines[$"L{i}"].Latency.TotalMilliseconds).Order().ToList();
         return string.Create(CultureInfo.InvariantCulture,
-            $"L1..L10 executor write → client p50 {live[4]:F0} ms, max {live[^1]:F0} ms; L0 after {lines["L0"].Latency.TotalMilliseconds:F0} ms");
+            $"L1..L10 executor write → client p50 {live[4]:F0} ms, max {live[^1]:F0} ms; L0 {lines["L0"].Latency.TotalMilliseconds:F0} ms after its write");
     }
 
     /// <summary>Reads the run's stream to its end: when each line arrived after its write, and the stdout text sent.</summary>
-    private static async Task<(Dictionary<string, Line> Lines, string Stdout)> FollowAsync(HttpClient client, string runId)
+    private static async Task<(Dictionary<string, Line> Lines, string Stdout, DateTimeOffset Joined, DateTimeOffset Answered)> FollowAsync(
+        HttpClient client, string runId, Action<string>? onLine = null)
     {
+        var joined = DateTimeOffset.UtcNow;
         using var response = await client.GetAsync($"/v1/runs/{runId}/stream", HttpCompletionOption.ResponseHeadersRead);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var answered = DateTimeOffset.UtcNow;
         using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
         var lines = new Dictionary<string, Line>();
         var stdout = new StringBuilder();
@@ -97,9 +103,10 @@ public sealed class CrossNodeLiveOutputTests(ProcessCluster cluster, ITestOutput
                     pending = pending[(at + 1)..];
                     var written = DateTimeOffset.UnixEpoch.AddTicks(long.Parse(parts[1], CultureInfo.InvariantCulture) / 100);
                     lines.TryAdd(parts[0], new Line(written, now));
+                    onLine?.Invoke(parts[0]);
                 }
             }
         }
-        return (lines, stdout.ToString());
+        return (lines, stdout.ToString(), joined, answered);
     }
 }
