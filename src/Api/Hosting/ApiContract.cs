@@ -330,7 +330,9 @@ internal static partial class ApiContract
         operation.Responses["200"] = new OpenApiResponse
         {
             Description = "Server-sent events: one message per recorded event (`event` = its type), `sandbox_running`, `stdout`/`stderr` chunks " +
-                "(`{bytes, text}` or `{bytes, base64}`) and a final `end` (`{runId, status, exitCode}`). Every message has an `id`; the first carries `retry`.",
+                "(`{bytes, text}` or `{bytes, base64}`), `output_erased` (`{stream, sha256, bytes, erasedAt, reason}`: the recorded output the client " +
+                "was not sent live was erased under a retention rule, so the stream carries its digest and size only) and a final `end` " +
+                "(`{runId, status, exitCode}`). Every message has an `id`; the first carries `retry`.",
             Content = new Dictionary<string, OpenApiMediaType>
             {
                 ["text/event-stream"] = new() { Schema = new OpenApiSchema { Type = JsonSchemaType.String } },

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
@@ -16,12 +17,17 @@ namespace Sandbox.Audited.Api.Nodes;
 
 /// <summary>
 /// Live items of a run executed on another node than the one that recorded it: the executor pg_notify's its output
-/// (base64), "running" and "events committed up to version v"; every api node forwards what it receives into its RunFeed,
-/// where stream subscribers wait. Items wait up to 10 ms to leave together: adjacent output of one stream is merged and a
-/// notification carries as many items as fit NOTIFY's 8000-byte payload, so a program writing many small chunks costs about
-/// one notification per 10 ms, not one per chunk. A run executed where it was recorded (the embedded default) is never
-/// relayed, so nothing is delivered twice. Delivery is best effort: a dropped chunk leaves a gap the stream fills from the
-/// recorded output at the end.
+/// (base64, with its offset in the stream), "running" and "events committed up to version v"; every api node forwards what
+/// it receives into its RunFeed, where stream subscribers wait. Items wait up to 10 ms to leave together: adjacent output of
+/// one stream is merged and a notification carries as many items as fit NOTIFY's 8000-byte payload, so a program writing
+/// many small chunks costs about one notification per 10 ms, not one per chunk.
+///
+/// A node that begins following a run (a stream subscriber there) asks for what was produced before ("c": stream, from
+/// offset): the executor keeps the first KeptBytes of each stream of the runs it executes for another node and sends what
+/// was asked from there, and a run recorded and executed on one node is, from the first such request on, relayed by it too
+/// (from what its feed kept). A feed publishes each stream once and in order (RunFeed.RelayedOutput), and the first chunk
+/// past a gap (a notification lost) asks again. Past KeptBytes a gap cannot be filled live: that stream's rest reaches the
+/// follower from the recorded output at the end, which stays the authority either way.
 ///
 /// Any role that can log in to the database may NOTIFY on any channel (PostgreSQL checks no privilege for it), so every
 /// payload carries an HMAC-SHA256 under a key only the service's nodes hold, and a payload without a valid one is dropped:
@@ -48,6 +54,14 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
     // The MAC leads the payload: 44 characters of base64, a dot, then the JSON it authenticates.
     private const int MacChars = 44;
 
+    /// <summary>
+    /// How much of each stream the executor keeps for catch-ups (the first bytes, as the recording node's feed keeps for its
+    /// late subscribers): a follower that joins later, or lost a chunk, is sent what it lacks below this offset.
+    /// </summary>
+    public const int KeptBytes = 256 * 1024;
+
+    // Runs this node executes for another node: the first KeptBytes of each stream, for catch-ups.
+    private readonly ConcurrentDictionary<Guid, Sent> _sent = new();
 
     private volatile byte[]? _key;
     private long _lastRejectionWarning;
@@ -83,16 +97,134 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
     /// <summary>An item waiting to leave; output keeps its bytes so that adjacent chunks can be merged.</summary>
     private sealed record Item(Guid Run, string Kind, int Stream = 0, long Offset = 0, byte[]? Bytes = null, string? Container = null, long Version = 0);
 
-    /// <summary>What goes over the wire: n = sending node, k = o(utput) | u (running) | e (events up to v). A payload is an array of them.</summary>
+    /// <summary>
+    /// What goes over the wire: n = sending node, k = o(utput of stream s at offset o) | u (running) | e (events up to v) |
+    /// c (catch-up: send stream s of run r from offset o, asked by a node whose feed lacks it). A payload is an array of them.
+    /// </summary>
     private sealed record Relayed(Guid R, string N, string K, int S = 0, long O = 0, string? B = null, string? C = null, long V = 0);
+
+    /// <summary>What this node sent of one run's output so far: the first KeptBytes of each stream.</summary>
+    private sealed class Sent
+    {
+        public readonly byte[][] Kept = [new byte[4096], new byte[4096]];
+        public readonly int[] Length = new int[2];
+
+        public void Keep(int stream, long offset, ReadOnlySpan<byte> bytes)
+        {
+            if (offset != Length[stream] || offset >= KeptBytes)
+                return;
+            var take = bytes[..Math.Min(bytes.Length, KeptBytes - Length[stream])];
+            if (Length[stream] + take.Length > Kept[stream].Length)
+                Array.Resize(ref Kept[stream], Math.Min(KeptBytes, Math.Max(Kept[stream].Length * 2, Length[stream] + take.Length)));
+            take.CopyTo(Kept[stream].AsSpan(Length[stream]));
+            Length[stream] += take.Length;
+        }
+    }
+
+    /// <summary>
+    /// This node executes the run for another node: what it relays is kept (bounded) for catch-ups until the handle is
+    /// disposed, once the run's outcome is recorded; a follower joining later gets the rest from the record.
+    /// </summary>
+    public IDisposable Open(Guid runId)
+    {
+        var sent = _sent[runId] = new Sent();
+        return new Closer(() => _sent.TryRemove(new KeyValuePair<Guid, Sent>(runId, sent)));
+    }
+
+    private sealed class Closer(Action close) : IDisposable
+    {
+        public void Dispose() => close();
+    }
 
     public void Output(Guid runId, OutputChunk chunk, long offset)
     {
         if (_key is null)
             return;
-        var bytes = chunk.Bytes.Span;
+        var stream = chunk.Stream == OutputStream.Stdout ? 0 : 1;
+        if (!_sent.TryGetValue(runId, out var sent))
+        {
+            Send(runId, stream, offset, chunk.Bytes.Span);
+            return;
+        }
+        // Under the run's lock: a catch-up answered meanwhile leaves before this chunk, so a follower gets the stream in order.
+        lock (sent)
+        {
+            sent.Keep(stream, offset, chunk.Bytes.Span);
+            Send(runId, stream, offset, chunk.Bytes.Span);
+            // A subscriber on this very node follows the run: its feed gets the chunk here, not over the wire.
+            if (feed.Holds(runId))
+                feed.RelayedOutput(runId, chunk.Stream, chunk.Bytes.ToArray(), offset);
+        }
+    }
+
+    private void Send(Guid runId, int stream, long offset, ReadOnlySpan<byte> bytes)
+    {
         for (var at = 0; at < bytes.Length; at += ChunkBytes)
-            _outbox.Writer.TryWrite(new Item(runId, "o", chunk.Stream == OutputStream.Stdout ? 0 : 1, offset + at, bytes[at..Math.Min(bytes.Length, at + ChunkBytes)].ToArray()));
+            _outbox.Writer.TryWrite(new Item(runId, "o", stream, offset + at, bytes[at..Math.Min(bytes.Length, at + ChunkBytes)].ToArray()));
+    }
+
+    /// <summary>
+    /// A stream subscriber here began following a run recorded elsewhere: asks the executor for the output the feed lacks
+    /// (what was produced before it joined), or takes it from this node's own buffer when the run executes here.
+    /// </summary>
+    public void CatchUp(Guid runId)
+    {
+        if (_key is null || feed.Missing(runId) is not { } missing)
+            return;
+        var (stdout, stderr) = missing;
+        if (_sent.TryGetValue(runId, out var sent))
+        {
+            lock (sent)
+            {
+                for (var stream = 0; stream < 2; stream++)
+                    if ((stream == 0 ? stdout : stderr) < sent.Length[stream])
+                        feed.RelayedOutput(runId, stream == 0 ? OutputStream.Stdout : OutputStream.Stderr, sent.Kept[stream][..sent.Length[stream]], 0);
+            }
+            return;
+        }
+        Ask(runId, 0, stdout);
+        Ask(runId, 1, stderr);
+    }
+
+    /// <summary>Asks again for gaps still open in the run's feed (their answer lost on the way), at most once a second each.</summary>
+    public void Repair(Guid runId)
+    {
+        if (_key is null)
+            return;
+        foreach (var (stream, from) in feed.Gaps(runId))
+            Ask(runId, stream == OutputStream.Stdout ? 0 : 1, from);
+    }
+
+    /// <summary>The relay has its key and listens: live items cross nodes from now on.</summary>
+    public bool Relaying => _key is not null && signals.FeedReceived is not null;
+
+    private void Ask(Guid runId, int stream, long from)
+    {
+        if (from < KeptBytes)
+            _outbox.Writer.TryWrite(new Item(runId, "c", stream, from));
+    }
+
+    // Another node asked for a run this node executes: what it lacks, from this node's buffer, to every node (the chunks it
+    // already has are cut off there); nothing past the buffer, which the record gives at the end.
+    private void Answer(Guid runId, int stream, long from)
+    {
+        if (stream is not (0 or 1) || from < 0)
+            return;
+        if (!_sent.TryGetValue(runId, out var sent))
+        {
+            // A run recorded and executed here, not relayed so far: from now on its live items are (and what it kept first).
+            feed.Forward(runId, stream == 0 ? OutputStream.Stdout : OutputStream.Stderr, from, item =>
+            {
+                if (item is OutputItem o)
+                    Send(runId, (int)o.Stream, o.Offset, o.Bytes);
+                else if (item is RunningItem r)
+                    _outbox.Writer.TryWrite(new Item(runId, "u", Container: r.ContainerId));
+            });
+            return;
+        }
+        lock (sent)
+            if (from < sent.Length[stream])
+                Send(runId, stream, from, sent.Kept[stream].AsSpan((int)from, sent.Length[stream] - (int)from));
     }
 
     public void Running(Guid runId, string containerId) => _ = _key is not null && _outbox.Writer.TryWrite(new Item(runId, "u", Container: containerId));
@@ -224,12 +356,21 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
             var items = JsonSerializer.Deserialize<Relayed?[]>(json, Json) ?? [];
             foreach (var item in items)
             {
-                if (item is null || item.N == executor.Value.NodeId || !feed.Holds(item.R))
-                    continue; // its own, or a run nobody here follows
+                if (item is null || item.N == executor.Value.NodeId)
+                    continue; // its own
+                if (item.K == "c")
+                {
+                    Answer(item.R, item.S, item.O);
+                    continue;
+                }
+                if (!feed.Holds(item.R))
+                    continue; // a run nobody here follows
                 switch (item.K)
                 {
                     case "o":
-                        feed.RelayedOutput(item.R, item.S == 0 ? OutputStream.Stdout : OutputStream.Stderr, Convert.FromBase64String(item.B ?? ""), item.O);
+                        // A gap before this chunk (a chunk lost on the way): ask the executor for the bytes that fill it.
+                        if (feed.RelayedOutput(item.R, item.S == 0 ? OutputStream.Stdout : OutputStream.Stderr, Convert.FromBase64String(item.B ?? ""), item.O) is { } missing)
+                            Ask(item.R, item.S, missing);
                         break;
                     case "u":
                         feed.Running(item.R, item.C ?? "");

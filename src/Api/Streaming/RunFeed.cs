@@ -27,7 +27,8 @@ public sealed record OutputItem(OutputStream Stream, byte[] Bytes, long Offset =
 /// <summary>
 /// The in-memory, per-run broadcaster behind GET /v1/runs/{id}/stream: the orchestrator reports every event it
 /// commits and every output chunk; subscribers get what the run produced so far, then live items, until the
-/// terminal event. Only runs in flight on this node are held; finished runs are replayed from PostgreSQL.
+/// terminal event. Only runs in flight on this node are held (recorded here, or followed here for a subscriber while
+/// another node records or executes them; FeedRelay brings their items); finished runs are replayed from PostgreSQL.
 /// Metrics are derived from the same reports, so they count exactly what was recorded.
 /// </summary>
 public sealed class RunFeed(RunMetrics metrics)
@@ -61,7 +62,7 @@ public sealed class RunFeed(RunMetrics metrics)
         }
     }
 
-    public void Running(Guid runId, string containerId) => _runs.GetValueOrDefault(runId)?.Publish(new RunningItem(containerId), keep: true);
+    public void Running(Guid runId, string containerId) => _runs.GetValueOrDefault(runId)?.PublishRunning(new RunningItem(containerId));
 
     // The chunk is a view of the frame reader's buffer: copied only when it is kept or someone listens.
     public void Output(Guid runId, OutputChunk chunk) => _runs.GetValueOrDefault(runId)?.PublishOutput(chunk.Stream, chunk.Bytes);
@@ -91,9 +92,30 @@ public sealed class RunFeed(RunMetrics metrics)
         RecordedElsewhere(runId, await session.Events.FetchStreamAsync(runId, fromVersion: NextVersion(runId), token: ct));
     }
 
-    /// <summary>Output another node's executor produced, at the offset it gave (a chunk lost on the way leaves a gap, never a shift).</summary>
-    public void RelayedOutput(Guid runId, OutputStream stream, byte[] bytes, long offset) =>
+    /// <summary>
+    /// Output another node's executor produced, at the offset it gave. Subscribers get each stream in order, once: bytes
+    /// already published are cut off, and a chunk past a gap waits (bounded) for the bytes that fill it. Returns the offset
+    /// from which this feed lacks the stream when the executor should be asked for it (see Entry.Ask), else null.
+    /// </summary>
+    public long? RelayedOutput(Guid runId, OutputStream stream, byte[] bytes, long offset) =>
         _runs.GetValueOrDefault(runId)?.PublishOutputAt(stream, bytes, offset);
+
+    /// <summary>
+    /// What a run's feed lacks, for a catch-up from the executor: the bytes of stdout and stderr it has published in order
+    /// (its next offsets). Null when the run is not held here.
+    /// </summary>
+    public (long Stdout, long Stderr)? Missing(Guid runId) => _runs.GetValueOrDefault(runId)?.Asked();
+
+    /// <summary>Streams of the run whose feed holds chunks past a gap and may ask for it again now: where each gap begins.</summary>
+    public IReadOnlyList<(OutputStream Stream, long From)> Gaps(Guid runId) => _runs.GetValueOrDefault(runId)?.Gaps() ?? [];
+
+    /// <summary>
+    /// Another node follows a run this node records and executes: its live items go to forward from now on (output and
+    /// sandbox_running), after what this feed kept of them from the given offsets (so the follower gets them in order). A run
+    /// whose output is relayed here from another executor, or followed here, is that executor's to answer: nothing is forwarded.
+    /// </summary>
+    public void Forward(Guid runId, OutputStream stream, long from, Action<FeedItem> forward) =>
+        _runs.GetValueOrDefault(runId)?.Forward(stream, from, forward);
 
     /// <summary>
     /// Subscribes to a run in flight on this node: the output produced so far plus every later item. Null when
@@ -133,12 +155,24 @@ public sealed class RunFeed(RunMetrics metrics)
         private bool _idle;
 
         // Bounds what a run holds for subscribers that have not come yet, whatever its output size.
-        private const int KeptOutputBytes = 256 * 1024;
+        private const int KeptOutputBytes = Nodes.FeedRelay.KeptBytes;
+
+        // Bounds relayed chunks held past a gap, per stream, until the executor's catch-up fills it.
+        private const int PendingBytes = 64 * 1024;
+
+        // A gap is asked for at most this often per stream: the answer is on its way meanwhile.
+        private const long AskEveryMs = 1000;
 
         private readonly List<FeedItem> _kept = [];
         private readonly List<Channel<FeedItem>> _subscribers = [];
+        // Bytes of each stream published in order (for relayed output: up to the first gap).
         private readonly long[] _produced = new long[2];
+        private readonly List<(long Offset, byte[] Bytes)>[] _pending = [[], []];
+        private readonly int[] _pendingBytes = new int[2];
+        private readonly long[] _askedAt = [-AskEveryMs, -AskEveryMs];
         private bool _completed;
+        private bool _relayed;
+        private Action<FeedItem>? _forward;
         private long _lastVersion;
 
         public long LastVersion
@@ -152,13 +186,107 @@ public sealed class RunFeed(RunMetrics metrics)
                 _lastVersion = Math.Max(_lastVersion, version);
         }
 
-        public void PublishOutputAt(OutputStream stream, byte[] bytes, long offset)
+        public long? PublishOutputAt(OutputStream stream, byte[] bytes, long offset)
         {
             lock (_kept)
             {
+                _relayed = true;
                 var index = stream == OutputStream.Stdout ? 0 : 1;
-                Publish(new OutputItem(stream, bytes, offset), keep: offset < KeptOutputBytes);
-                _produced[index] = Math.Max(_produced[index], offset + bytes.Length);
+                var pending = _pending[index];
+                if (offset > _produced[index])
+                {
+                    // Past the executor's buffer a gap can no longer be filled live: the rest of the stream comes from the record.
+                    if (_produced[index] >= Nodes.FeedRelay.KeptBytes)
+                    {
+                        pending.Clear();
+                        _pendingBytes[index] = 0;
+                        return null;
+                    }
+                    if (_pendingBytes[index] + bytes.Length <= PendingBytes)
+                    {
+                        pending.Add((offset, bytes));
+                        _pendingBytes[index] += bytes.Length;
+                    }
+                    return Ask(index);
+                }
+                Append(stream, bytes, offset);
+                for (var i = 0; i < pending.Count; i++)
+                {
+                    if (pending[i].Offset > _produced[index])
+                        continue;
+                    var (at, held) = pending[i];
+                    pending.RemoveAt(i);
+                    _pendingBytes[index] -= held.Length;
+                    Append(stream, held, at);
+                    i = -1; // what it published may connect another held chunk
+                }
+                return pending.Count > 0 ? Ask(index) : null;
+            }
+        }
+
+        // Publishes the part of a chunk past what this stream has published; the chunk starts at or before that point.
+        private void Append(OutputStream stream, byte[] bytes, long offset)
+        {
+            var index = stream == OutputStream.Stdout ? 0 : 1;
+            var skip = _produced[index] - offset;
+            if (skip >= bytes.Length)
+                return;
+            var fresh = skip == 0 ? bytes : bytes[(int)skip..];
+            Publish(new OutputItem(stream, fresh, _produced[index]), keep: _produced[index] < KeptOutputBytes);
+            _produced[index] += fresh.Length;
+        }
+
+        // The offset to ask the executor for, unless it was asked for the stream within AskEveryMs or could not answer.
+        private long? Ask(int index)
+        {
+            var now = Environment.TickCount64;
+            if (_produced[index] >= Nodes.FeedRelay.KeptBytes || now - _askedAt[index] < AskEveryMs)
+                return null;
+            _askedAt[index] = now;
+            return _produced[index];
+        }
+
+        public void PublishRunning(RunningItem item)
+        {
+            lock (_kept)
+            {
+                Publish(item, keep: true);
+                _forward?.Invoke(item);
+            }
+        }
+
+        public void Forward(OutputStream stream, long from, Action<FeedItem> forward)
+        {
+            lock (_kept)
+            {
+                if (onIdle is not null || _relayed || _completed)
+                    return;
+                foreach (var item in _kept)
+                    if (item is RunningItem || (item is OutputItem o && o.Stream == stream && o.Offset + o.Bytes.Length > from))
+                        forward(item);
+                _forward = forward;
+            }
+        }
+
+        public IReadOnlyList<(OutputStream Stream, long From)> Gaps()
+        {
+            lock (_kept)
+            {
+                var gaps = new List<(OutputStream, long)>(2);
+                for (var index = 0; index < 2; index++)
+                    if (_pending[index].Count > 0 && Ask(index) is { } from)
+                        gaps.Add((index == 0 ? OutputStream.Stdout : OutputStream.Stderr, from));
+                return gaps;
+            }
+        }
+
+        /// <summary>Both streams' next offsets, counted as asked for (a catch-up request is about to leave).</summary>
+        public (long Stdout, long Stderr) Asked()
+        {
+            lock (_kept)
+            {
+                _askedAt[0] = _askedAt[1] = Environment.TickCount64;
+                return (_produced[0], _produced[1]);
             }
         }
 
@@ -188,8 +316,12 @@ public sealed class RunFeed(RunMetrics metrics)
             {
                 var index = stream == OutputStream.Stdout ? 0 : 1;
                 var keep = _produced[index] < KeptOutputBytes;
-                if (keep || _subscribers.Count > 0)
-                    Publish(new OutputItem(stream, bytes.ToArray(), _produced[index]), keep);
+                if (keep || _subscribers.Count > 0 || _forward is not null)
+                {
+                    var item = new OutputItem(stream, bytes.ToArray(), _produced[index]);
+                    Publish(item, keep);
+                    _forward?.Invoke(item);
+                }
                 _produced[index] += bytes.Length;
             }
         }

@@ -4,6 +4,7 @@ using System.Text.Json;
 using Marten;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Sandbox.Audited.Api.Auth;
+using Sandbox.Audited.Api.Nodes;
 using Sandbox.Audited.Api.Runs;
 using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Domain.Runs;
@@ -14,7 +15,8 @@ namespace Sandbox.Audited.Api.Streaming;
 
 /// <summary>
 /// GET /v1/runs/{id}/stream: server-sent events. First what is recorded (from PostgreSQL), then the output so far,
-/// then lifecycle steps and output chunks live as they happen, and a final `end` message with the status. Every
+/// then lifecycle steps and output chunks live as they happen, then what the client lacks of the recorded output (read
+/// from the store in segments, or `output_erased` when it was erased), and a final `end` message with the status. Every
 /// message has an id (a <see cref="StreamCursor"/>); a reconnect with Last-Event-ID continues after that message,
 /// and one after `end` answers 204 No Content, which tells a standard EventSource client to stop.
 /// </summary>
@@ -32,7 +34,7 @@ public static class StreamEndpoints
             .WithTags("Runs");
 
     public static async Task<Results<ServerSentEventsResult<string>, NoContent, ProblemHttpResult>> Stream(
-        Guid id, HttpContext http, IDocumentStore store, RunFeed feed, EvidenceStore evidence, CancellationToken ct)
+        Guid id, HttpContext http, IDocumentStore store, RunFeed feed, FeedRelay relay, EvidenceStore evidence, CancellationToken ct)
     {
         var lastEventId = http.Request.Headers["Last-Event-ID"].ToString();
         var cursor = StreamCursor.Start;
@@ -50,12 +52,14 @@ public static class StreamEndpoints
             return TypedResults.Problem(Problems.Create(404, Problems.NotFound, "Run not found", $"No run {id} of yours is visible to you (only the run's owner may stream it)."));
         if (lastEventId == StreamCursor.End)
             return TypedResults.NoContent();
-        // Recorded by another node and still running: follow it here through the relay, caught up from the store meanwhile.
+        // Recorded by another node and still running: follow it here through the relay, caught up from the store meanwhile,
+        // and the output produced before this node followed it asked of the executor.
         if (subscription is null && !summary.IsTerminal)
         {
             subscription = feed.Follow(id, events.Count == 0 ? 0 : events[^1].Version);
             http.Response.RegisterForDispose(subscription);
-            _ = CatchUpAsync(id, store, feed, ct);
+            relay.CatchUp(id);
+            _ = CatchUpAsync(id, store, feed, relay, ct);
         }
 
         http.Response.Headers["X-Accel-Buffering"] = "no";
@@ -102,26 +106,99 @@ public static class StreamEndpoints
 
         // The recorded output is the whole of it: whatever live chunks did not deliver (or a replay) comes from there.
         if (summary.Output is { } output)
-        {
-            foreach (var message in writer.Write(new OutputItem(OutputStream.Stdout, await RunContent.BytesAsync(evidence, summary.Tenant ?? "", output.Stdout, ct))))
-                yield return message;
-            foreach (var message in writer.Write(new OutputItem(OutputStream.Stderr, await RunContent.BytesAsync(evidence, summary.Tenant ?? "", output.Stderr, ct))))
-                yield return message;
-        }
+            foreach (var (stream, recorded) in new[] { (OutputStream.Stdout, output.Stdout), (OutputStream.Stderr, output.Stderr) })
+                await foreach (var message in RecordedAsync(writer, evidence, summary.Tenant ?? "", stream, recorded, ct))
+                    yield return message;
         yield return writer.Message("end", StreamCursor.End, JsonSerializer.Serialize(new { runId = id, status = summary.Status, exitCode = summary.Exit?.ExitCode }, Json));
+    }
+
+    // The recorded output is sent in segments of this size, so that a large one is never held whole.
+    private const int Segment = 48 * 1024;
+
+    /// <summary>
+    /// What the client was not sent of a recorded output, read from the store a segment at a time. An erased output says so
+    /// (`output_erased`, with when and why it was erased) rather than leaving the client with an empty or cut-off stream.
+    /// </summary>
+    private static async IAsyncEnumerable<SseItem<string>> RecordedAsync(MessageWriter writer, EvidenceStore evidence, string tenant,
+        OutputStream stream, StreamOutput recorded, [EnumeratorCancellation] CancellationToken ct)
+    {
+        var delivered = stream == OutputStream.Stdout ? writer.Cursor.Stdout : writer.Cursor.Stderr;
+        if (!recorded.Stored)
+        {
+            // Recorded before the evidence store: the content is in the event.
+            foreach (var message in writer.Write(new OutputItem(stream, await RunContent.BytesAsync(evidence, tenant, recorded, ct))))
+                yield return message;
+            yield break;
+        }
+        if (delivered >= recorded.Bytes)
+            yield break;
+        var (content, erased) = await OpenAsync(evidence, tenant, recorded.Sha256, ct);
+        if (erased)
+        {
+            var erasure = await evidence.ErasureAsync(tenant, recorded.Sha256, ct);
+            yield return writer.Message("output_erased", writer.Cursor.Id, JsonSerializer.Serialize(new
+            {
+                stream = stream == OutputStream.Stdout ? "stdout" : "stderr",
+                sha256 = recorded.Sha256,
+                bytes = recorded.Bytes,
+                erasedAt = erasure?.At,
+                reason = erasure?.Reason,
+            }, Json));
+            yield break;
+        }
+        if (content is null)
+            yield break; // not in the store: GET /v1/runs/{id} names it "missing"
+        await using (content)
+        {
+            var buffer = new byte[Segment];
+            var filled = 0;
+            long at = 0;
+            while (true)
+            {
+                var read = await content.ReadAsync(buffer.AsMemory(filled), ct);
+                filled += read;
+                if (read > 0 && filled < buffer.Length)
+                    continue;
+                // A segment ends on a character's boundary where it can, so that text goes as text, not base64.
+                var cut = read == 0 ? filled : Utf8Text.BoundaryBefore(buffer.AsSpan(0, filled));
+                if (cut == 0)
+                    cut = filled;
+                foreach (var message in writer.Write(new OutputItem(stream, buffer[..cut], at)))
+                    yield return message;
+                at += cut;
+                buffer.AsSpan(cut, filled - cut).CopyTo(buffer);
+                filled -= cut;
+                if (read == 0)
+                    yield break;
+            }
+        }
+    }
+
+    private static async Task<(Stream? Content, bool Erased)> OpenAsync(EvidenceStore evidence, string tenant, string sha256, CancellationToken ct)
+    {
+        try
+        {
+            return (await evidence.OpenAsync(tenant, sha256, ct), false);
+        }
+        catch (ContentErasedException)
+        {
+            return (null, true);
+        }
     }
 
     /// <summary>
     /// For a followed run: publishes from the store whatever the relay has not (events committed before the follow began, a
-    /// notification lost, the abandonment another node's sweeper records) until the terminal event ends the feed's entry.
+    /// notification lost, the abandonment another node's sweeper records) until the terminal event ends the feed's entry, and
+    /// asks the executor again for output past a gap whose answer was lost.
     /// </summary>
-    private static async Task CatchUpAsync(Guid id, IDocumentStore store, RunFeed feed, CancellationToken ct)
+    private static async Task CatchUpAsync(Guid id, IDocumentStore store, RunFeed feed, FeedRelay relay, CancellationToken ct)
     {
         try
         {
             while (feed.Holds(id))
             {
                 await feed.CatchUpAsync(store, id, ct);
+                relay.Repair(id);
                 await Task.Delay(OtherNodePoll, ct);
             }
         }

@@ -154,6 +154,18 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
         return new ChunkStream(dataSource, tenant, sha256, reader.GetInt32(0));
     }
 
+    /// <summary>When content was erased and the reason recorded with it; null when it is not erased (or not held).</summary>
+    public async Task<ContentErasure?> ErasureAsync(string tenant, string sha256, CancellationToken ct)
+    {
+        await using var select = dataSource.CreateCommand($"SELECT erased_at, erase_reason FROM {Blobs} WHERE tenant = $1 AND sha256 = $2 AND erased_at IS NOT NULL");
+        select.Parameters.AddWithValue(tenant);
+        select.Parameters.AddWithValue(sha256);
+        await using var reader = await select.ExecuteReaderAsync(ct);
+        return await reader.ReadAsync(ct)
+            ? new ContentErasure(reader.GetFieldValue<DateTimeOffset>(0), reader.IsDBNull(1) ? null : reader.GetString(1))
+            : null;
+    }
+
     /// <summary>Reads at most <paramref name="maxBytes"/> of stored content (for previews and capped API answers).</summary>
     public async Task<byte[]?> ReadPrefixAsync(string tenant, string sha256, int maxBytes, CancellationToken ct)
     {
@@ -356,3 +368,6 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
 
 /// <summary>The outcome of rehashing stored content against its digest.</summary>
 public enum ContentCheck { Intact, Changed, Erased, Missing }
+
+/// <summary>When stored content was erased, and why (as the erasure recorded it).</summary>
+public sealed record ContentErasure(DateTimeOffset At, string? Reason);

@@ -20,6 +20,23 @@ public static class Utf8Text
     /// <summary>An output stream as text (see IsOutputText), or null when it must go as base64.</summary>
     public static string? TryDecodeOutput(ReadOnlySpan<byte> bytes) => IsOutputText(bytes) ? Strict.GetString(bytes) : null;
 
+    /// <summary>
+    /// Where to cut bytes so that the cut does not fall inside a UTF-8 sequence: the start of a sequence that the bytes do not
+    /// complete, else their length (bytes that are not UTF-8 are cut at their end).
+    /// </summary>
+    public static int BoundaryBefore(ReadOnlySpan<byte> bytes)
+    {
+        for (var back = 1; back <= Math.Min(4, bytes.Length); back++)
+        {
+            var b = bytes[^back];
+            if ((b & 0xC0) == 0x80)
+                continue; // a continuation byte: look further back for its lead
+            var length = b >= 0xF8 ? 1 : b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
+            return length > back ? bytes.Length - back : bytes.Length;
+        }
+        return bytes.Length;
+    }
+
     /// <summary>IsOutputText over a stream read in chunks that may split a character: feed every chunk, then End.</summary>
     public sealed class OutputCheck
     {

@@ -32,6 +32,20 @@ public sealed class Utf8TextTests
         Assert.True(Ends([[0xC3], [0xA9]]));
     }
 
+    [Fact]
+    public void ACutBeforeTheBoundaryNeverSplitsACharacter()
+    {
+        var text = Encoding.UTF8.GetBytes("a\u00e9\u20ac\U0001F600");  // 1, 2, 3 and 4 bytes
+        for (var length = 0; length <= text.Length; length++)
+        {
+            var cut = Utf8Text.BoundaryBefore(text.AsSpan(0, length));
+            Assert.NotNull(Utf8Text.TryDecode(text.AsSpan(0, cut)));
+            Assert.True(length - cut < 4, $"cut at {cut} of {length}");
+            Assert.NotNull(Utf8Text.TryDecode(text.AsSpan(cut))); // the rest starts on a character
+        }
+        Assert.Equal(3, Utf8Text.BoundaryBefore([0xFF, 0x80, 0x80])); // not UTF-8: cut at the end
+    }
+
     private static bool Ends(byte[][] chunks)
     {
         var check = new Utf8Text.OutputCheck();

@@ -1,11 +1,14 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Net;
 using System.Text;
+using System.Text.Json.Nodes;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 using Sandbox.Audited.Api.Nodes;
 using Sandbox.Audited.Api.Streaming;
 using Sandbox.Audited.Executor.Sandboxes;
+using Sandbox.Audited.Tests.Infrastructure;
 
 namespace Sandbox.Audited.Tests.Cluster;
 
@@ -16,6 +19,7 @@ public sealed class FeedRelayTests(ClusterFixture cluster)
     [Fact]
     public async Task ManySmallChunksCrossNodesInAboutOneNotificationPerWindowAndArriveWholeAndInPlace()
     {
+        await RelaysReadyAsync();
         var runId = Guid.CreateVersion7();
         var feed = cluster.ApiServices.GetRequiredService<RunFeed>();
         using var subscription = feed.Follow(runId, 0);
@@ -72,6 +76,7 @@ public sealed class FeedRelayTests(ClusterFixture cluster)
     [Fact]
     public async Task ANotificationWithoutTheNodesMacIsDroppedAndTheExecutorsOwnIsDelivered()
     {
+        await RelaysReadyAsync();
         var runId = Guid.CreateVersion7();
         var feed = cluster.ApiServices.GetRequiredService<RunFeed>();
         var receiver = cluster.ApiServices.GetRequiredService<FeedRelay>();
@@ -90,6 +95,188 @@ public sealed class FeedRelayTests(ClusterFixture cluster)
         var first = await subscription.Live.ReadAsync(timeout.Token);
         Assert.Equal("genuine\n", Encoding.UTF8.GetString(Assert.IsType<OutputItem>(first).Bytes));
         Assert.Equal(rejectedBefore + 3, receiver.Rejected);
+    }
+
+    [Fact]
+    public async Task AFollowerThatJoinsLateIsSentWhatCameBeforeThenLiveChunksOnceAndInOrder()
+    {
+        await RelaysReadyAsync();
+        var runId = Guid.CreateVersion7();
+        var feed = cluster.ApiServices.GetRequiredService<RunFeed>();
+        var executor = cluster.ExecutorServices.GetRequiredService<FeedRelay>();
+        using var open = executor.Open(runId);
+        // Written before anyone on the api node follows the run: relayed, and dropped there (nobody holds the run).
+        executor.Output(runId, new OutputChunk(OutputStream.Stdout, "before 1\n"u8.ToArray()), 0);
+        executor.Output(runId, new OutputChunk(OutputStream.Stderr, "err\n"u8.ToArray()), 0);
+        executor.Output(runId, new OutputChunk(OutputStream.Stdout, "before 2\n"u8.ToArray()), 9);
+        await Task.Delay(300);
+
+        using var subscription = feed.Follow(runId, 0);
+        cluster.ApiServices.GetRequiredService<FeedRelay>().CatchUp(runId);
+        // Live while the catch-up is on its way: it must neither be lost nor come before what precedes it.
+        executor.Output(runId, new OutputChunk(OutputStream.Stdout, "live\n"u8.ToArray()), 18);
+
+        var streams = await ReadAsync(subscription, stdout: 23, stderr: 4);
+        Assert.Equal("before 1\nbefore 2\nlive\n", streams[0]);
+        Assert.Equal("err\n", streams[1]);
+    }
+
+    [Fact]
+    public async Task AGapIsAskedOfTheExecutorByTheFirstChunkPastItAndFilledInPlace()
+    {
+        await RelaysReadyAsync();
+        var runId = Guid.CreateVersion7();
+        var feed = cluster.ApiServices.GetRequiredService<RunFeed>();
+        var executor = cluster.ExecutorServices.GetRequiredService<FeedRelay>();
+        using var open = executor.Open(runId);
+        executor.Output(runId, new OutputChunk(OutputStream.Stdout, "one\n"u8.ToArray()), 0);
+        executor.Output(runId, new OutputChunk(OutputStream.Stdout, "two\n"u8.ToArray()), 4);
+        await Task.Delay(300);
+
+        // Followed without a catch-up (as when the request, or chunks, were lost on the way): the next chunk shows the gap.
+        using var subscription = feed.Follow(runId, 0);
+        executor.Output(runId, new OutputChunk(OutputStream.Stdout, "three\n"u8.ToArray()), 8);
+
+        var streams = await ReadAsync(subscription, stdout: 14, stderr: 0);
+        Assert.Equal("one\ntwo\nthree\n", streams[0]);
+    }
+
+    [Fact]
+    public async Task AFollowerJoiningAfterMoreThanTheExecutorKeepsGetsTheFirstKeptBytesAndNothingLiveAfterThem()
+    {
+        await RelaysReadyAsync();
+        var runId = Guid.CreateVersion7();
+        var feed = cluster.ApiServices.GetRequiredService<RunFeed>();
+        var executor = cluster.ExecutorServices.GetRequiredService<FeedRelay>();
+        using var open = executor.Open(runId);
+        // 300 KiB written before anyone follows: the executor keeps the first 256 KiB of it, not the whole.
+        var written = new byte[300 * 1024];
+        new Random(7).NextBytes(written);
+        var marker = Guid.CreateVersion7();
+        using (var markers = feed.Follow(marker, 0))
+        {
+            for (var at = 0; at < written.Length; at += 30 * 1024)
+                executor.Output(runId, new OutputChunk(OutputStream.Stdout, written.AsMemory(at, 30 * 1024)), at);
+            // Notifications arrive in the order they were sent: once the marker is here, so are those chunks (and were dropped).
+            executor.Output(marker, new OutputChunk(OutputStream.Stdout, "marker"u8.ToArray()), 0);
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+            Assert.IsType<OutputItem>(await markers.Live.ReadAsync(timeout.Token));
+        }
+
+        using var subscription = feed.Follow(runId, 0);
+        cluster.ApiServices.GetRequiredService<FeedRelay>().CatchUp(runId);
+        executor.Output(runId, new OutputChunk(OutputStream.Stdout, "after\n"u8.ToArray()), written.Length);
+
+        var bytes = new List<byte>();
+        using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15)))
+            while (bytes.Count < FeedRelay.KeptBytes)
+                if (await subscription.Live.ReadAsync(timeout.Token) is OutputItem o)
+                {
+                    Assert.Equal(bytes.Count, o.Offset);
+                    bytes.AddRange(o.Bytes);
+                }
+        Assert.Equal(written[..FeedRelay.KeptBytes], bytes.ToArray());
+        // What follows the gap (44 KiB the executor did not keep, then "after") is the record's to give, at the end.
+        await Task.Delay(500);
+        Assert.False(subscription.Live.TryRead(out var more), $"{more} after the executor's buffer");
+    }
+
+    [Fact]
+    public async Task ARunAnEmbeddedNodeRecordsAndExecutesIsFollowedLiveFromAnotherNodeThatJoinsLate()
+    {
+        const string tenant = "tenant-embedded-follow";
+        var nodeId = "embedded-" + Guid.NewGuid().ToString("N")[..8];
+        await using var embedded = cluster.StartNode(nodeId, "api,executor", cluster.Database.AppConnection, new());
+        using var viaEmbedded = cluster.Client(embedded, "erin", tenant);
+        using var viaApi = cluster.Api("erin", tenant);
+        var (accepted, body) = await viaEmbedded.RunAsync(new { language = "shell", code = "echo one; sleep 1.5; echo two; sleep 2.5", wait = false });
+        Assert.Equal(HttpStatusCode.Accepted, accepted.StatusCode);
+        var runId = Guid.Parse(body.Str("runId"));
+        await Eventually.WaitUntilAsync(async () => await cluster.Database.ScalarAsync<long>(
+            "SELECT count(*) FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'sandbox_started'", runId) == 1,
+            () => "the run did not start", TimeSpan.FromSeconds(30), pollMs: 50);
+        await Task.Delay(300); // "one" is printed: the api node follows after it
+
+        var clock = Stopwatch.StartNew();
+        using var response = await viaApi.GetAsync($"/v1/runs/{runId}/stream", HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+        var received = new List<(TimeSpan At, string Event, string Data)>();
+        var name = "message";
+        while (await reader.ReadLineAsync() is { } line && !received.Any(r => r.Event == "end"))
+        {
+            if (line.StartsWith("event: ", StringComparison.Ordinal))
+                name = line["event: ".Length..];
+            else if (line.StartsWith("data: ", StringComparison.Ordinal))
+                received.Add((clock.Elapsed, name, line["data: ".Length..]));
+        }
+
+        Assert.Equal(nodeId, await cluster.Database.ScalarAsync<string>(
+            "SELECT data ->> 'node' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'sandbox_created'", runId));
+        var stdout = received.Where(r => r.Event == "stdout").ToList();
+        Assert.Equal("one\ntwo\n", string.Concat(stdout.Select(r => JsonNode.Parse(r.Data)!["text"]!.GetValue<string>())));
+        var end = received.Single(r => r.Event == "end").At;
+        var one = stdout.First(r => r.Data.Contains("one", StringComparison.Ordinal)).At;
+        var two = stdout.First(r => r.Data.Contains("two", StringComparison.Ordinal)).At;
+        // "one" came before the follower, "two" 1.5 s later and 2.5 s before the end: each well before the end, not from the record.
+        Assert.True(end - one > TimeSpan.FromSeconds(2), $"one at {one.TotalSeconds:F2} s, the end at {end.TotalSeconds:F2} s");
+        Assert.True(end - two > TimeSpan.FromSeconds(1.2), $"two at {two.TotalSeconds:F2} s, the end at {end.TotalSeconds:F2} s");
+    }
+
+    [Fact]
+    public void AFeedPublishesRelayedOutputOnceInOrderAndHoldsAChunkPastAGapUntilItIsFilled()
+    {
+        var entry = new RunFeed.Entry();
+        using var subscription = entry.Subscribe();
+        Assert.Null(entry.PublishOutputAt(OutputStream.Stdout, "abc"u8.ToArray(), 0));
+        Assert.Null(entry.PublishOutputAt(OutputStream.Stdout, "bcd"u8.ToArray(), 1)); // overlaps: only "d" is new
+        Assert.Equal(4, entry.PublishOutputAt(OutputStream.Stdout, "gh"u8.ToArray(), 6)); // "ef" missing: ask from 4
+        Assert.Null(entry.PublishOutputAt(OutputStream.Stdout, "ij"u8.ToArray(), 8)); // asked within the last second
+        Assert.Null(entry.PublishOutputAt(OutputStream.Stdout, "ef"u8.ToArray(), 4)); // fills the gap: gh and ij follow
+        Assert.Null(entry.PublishOutputAt(OutputStream.Stdout, "abcdefghij"u8.ToArray(), 0)); // a late catch-up: nothing new
+
+        var published = new List<OutputItem>();
+        while (subscription.Live.TryRead(out var item))
+            published.Add(Assert.IsType<OutputItem>(item));
+        Assert.Equal("abcdefghij", string.Concat(published.Select(o => Encoding.UTF8.GetString(o.Bytes))));
+        Assert.Equal([0L, 3, 4, 6, 8], published.Select(o => o.Offset));
+    }
+
+    [Fact]
+    public void PastTheExecutorsBufferAGapIsNotAskedForAndTheChunksAfterItAreLeftToTheRecord()
+    {
+        var entry = new RunFeed.Entry();
+        using var subscription = entry.Subscribe();
+        var kept = new byte[FeedRelay.KeptBytes];
+        Assert.Null(entry.PublishOutputAt(OutputStream.Stderr, kept, 0));
+        Assert.Null(entry.PublishOutputAt(OutputStream.Stderr, "late"u8.ToArray(), FeedRelay.KeptBytes + 100));
+        Assert.Null(entry.PublishOutputAt(OutputStream.Stderr, "x"u8.ToArray(), FeedRelay.KeptBytes + 104));
+        var published = new List<FeedItem>();
+        while (subscription.Live.TryRead(out var item))
+            published.Add(item);
+        Assert.Equal(FeedRelay.KeptBytes, Assert.IsType<OutputItem>(Assert.Single(published)).Bytes.Length);
+    }
+
+    // Both nodes read the relay key at start: until then nothing crosses, which a test right after the fixture's start would meet.
+    private Task RelaysReadyAsync() => Eventually.WaitUntilAsync(
+        () => Task.FromResult(cluster.ApiServices.GetRequiredService<FeedRelay>().Relaying && cluster.ExecutorServices.GetRequiredService<FeedRelay>().Relaying),
+        () => "the nodes' relays did not start", TimeSpan.FromSeconds(30), pollMs: 50);
+
+    private static async Task<string[]> ReadAsync(RunFeed.Subscription subscription, int stdout, int stderr)
+    {
+        var received = new[] { new StringBuilder(), new StringBuilder() };
+        var bytes = new long[2];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        while (bytes[0] < stdout || bytes[1] < stderr)
+        {
+            if (await subscription.Live.ReadAsync(timeout.Token) is not OutputItem o)
+                continue;
+            var index = (int)o.Stream;
+            Assert.Equal(bytes[index], o.Offset); // in order, without a gap or a repeat
+            received[index].Append(Encoding.UTF8.GetString(o.Bytes));
+            bytes[index] += o.Bytes.Length;
+        }
+        return [received[0].ToString(), received[1].ToString()];
     }
 
     [Fact]
