@@ -271,54 +271,42 @@ public sealed partial class OutcomeJournal : BackgroundService
         }
 
         var serializer = _store.Options.Serializer();
-        Guid runId;
-        List<object> events;
+        JournalEntry journaled;
         WriteContext context;
         ReadOnlyMemory<byte>[] contents;
         try
         {
-            runId = entry["runId"]!.GetValue<Guid>();
+            var named = entry["runId"]!.GetValue<Guid>();
             contents = entry["contents"] is JsonArray kept ? [.. kept.Select(c => (ReadOnlyMemory<byte>)Convert.FromBase64String(c!.GetValue<string>()))] : [];
-            events = entry["events"]!.AsArray().Select(e =>
+            var journaledEvents = entry["events"]!.AsArray().Select(e =>
             {
                 var type = e!["type"]!.GetValue<string>();
                 var json = e["data"]!.ToJsonString();
                 using var bytes = new MemoryStream(Encoding.UTF8.GetBytes(json));
-                return serializer.FromJson(Types.TryGetValue(type, out var known) ? known : throw new InvalidJournalFileException($"unknown event type '{type}'"), bytes);
+                var data = serializer.FromJson(Types.TryGetValue(type, out var known) ? known : throw new InvalidJournalFileException($"unknown event type '{type}'"), bytes);
+                return new JournalEvent(type, data, serializer.ToJson(data));
             }).ToList();
             context = new WriteContext(entry["user"]!.GetValue<string>(), entry["correlationId"]?.GetValue<string>(),
                 entry["causationId"]?.GetValue<string>(), entry["tenant"]?.GetValue<string>());
-            if (contents.Length > 0 && context.Tenant is null)
-                throw new InvalidJournalFileException("stored contents without the tenant that owns them");
-            // Only outputs its own events name: a file cannot put other content into a tenant's store.
-            var named = events.OfType<OutputRecorded>().SelectMany(o => new[] { o.Stdout.Sha256, o.Stderr.Sha256 }).ToHashSet(StringComparer.Ordinal);
-            if (contents.Select(c => Sha256Hex.Of(c.Span)).FirstOrDefault(sha => !named.Contains(sha)) is { } stray)
-                throw new InvalidJournalFileException($"a content (sha256 {stray}) that none of its events names");
+            // The kept bytes are hashed here: the decision checks them against the digests the events name.
+            journaled = new JournalEntry(named, context.Tenant, journaledEvents, [.. contents.Select(c => Sha256Hex.Of(c.Span))]);
         }
         catch (Exception e) when (e is not InvalidJournalFileException and not OperationCanceledException)
         {
             // Whole JSON this version cannot read as a run's events (an envelope field missing, a value of the wrong type): no retry helps.
             throw new InvalidJournalFileException(e.Message, e);
         }
-        bool ended;
+        var runId = journaled.RunId;
+        IReadOnlyList<JournalEvent> recorded;
         await using (var session = _store.QuerySession())
+            recorded = [.. (await session.Events.FetchStreamAsync(runId, token: ct)).Select(e => new JournalEvent(e.EventTypeName, e.Data, serializer.ToJson(e.Data)))];
+        // Load, decide, act: what the file may add to the run is the Domain's decision.
+        var (events, ends, ended) = JournalDecisions.Decide(journaled, recorded, _node, DateTimeOffset.UtcNow) switch
         {
-            var existing = await session.Events.FetchStreamAsync(runId, token: ct);
-            // The outcome of a run this store recorded, for the tenant that requested it; after an abandonment only a late outcome.
-            if (existing.FirstOrDefault()?.Data is not RunRequested requested)
-                throw new InvalidJournalFileException("an outcome for a run whose request is not recorded");
-            if (requested.Caller.Tenant != context.Tenant)
-                throw new InvalidJournalFileException("an outcome written for another tenant than the one that requested the run");
-            ended = existing.Any(e => EventCatalog.Terminal.Contains(e.EventTypeName));
-            var present = existing.Select(e => serializer.ToJson(e.Data)).ToHashSet();
-            // A run recorded abandoned meanwhile (its node was silent beyond the grace) keeps that one terminal event: the true
-            // outcome arrives as a late, non-terminal event on the same run, so nothing true is lost.
-            events = events.Where(e => !present.Contains(serializer.ToJson(e)))
-                .Select(e => ended && EventCatalog.Terminal.Contains(EventCatalog.NameOf(e)) ? Late(runId, e) : e).ToList();
-            // A run that ended otherwise has its outcome: only a later part (its sandbox's removal) may still arrive.
-            if (ended && !existing.Any(e => e.Data is RunAbandoned) && events.Any(e => e is OutputRecorded or LateOutcomeRecorded))
-                throw new InvalidJournalFileException("an outcome for a run that already ended with its own");
-        }
+            JournalVerdict.Commit commit => commit,
+            JournalVerdict.Refuse refuse => throw new InvalidJournalFileException(refuse.Reason),
+            var other => throw new InvalidOperationException($"Unknown journal verdict {other}."),
+        };
         if (events.Count > 0)
         {
             // Outputs over one chunk (the store could not take them when the run ended) are streamed into it first: the events
@@ -326,13 +314,12 @@ public sealed partial class OutcomeJournal : BackgroundService
             foreach (var large in contents.Where(c => c.Length > EvidenceStore.ChunkSize))
                 await _evidence.PutAsync(context.Tenant!, large, ct);
             var stream = await RunStream.ResumeAsync(_store, runId, context, ct);
-            var terminal = !ended && events.Any(e => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e)));
             await stream.AppendAsync(events, ct, session =>
             {
                 // The contents the events name (already stored if a commit the caller saw fail went through: kept as they are).
                 if (contents.Any(c => c.Length <= EvidenceStore.ChunkSize))
                     EvidenceStore.Stage(session, context.Tenant!, [.. contents.Where(c => c.Length <= EvidenceStore.ChunkSize)]);
-                if (terminal)
+                if (ends)
                     _queue.Finish(session, runId);
             });
             if (!ended)
@@ -348,9 +335,6 @@ public sealed partial class OutcomeJournal : BackgroundService
         LogCommitted(runId, events.Count);
         return runId;
     }
-
-    private LateOutcomeRecorded Late(Guid runId, object terminal) =>
-        RunDecisions.LateOutcome(runId, _node, EventCatalog.NameOf(terminal), terminal, DateTimeOffset.UtcNow);
 
     private IEnumerable<string> Files() =>
         System.IO.Directory.Exists(Directory) ? System.IO.Directory.GetFiles(Directory, "*.json").Order(StringComparer.Ordinal) : [];
