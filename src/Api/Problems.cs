@@ -67,6 +67,9 @@ public sealed class ProblemExceptionHandler(IProblemDetailsService problems) : I
                 $"The run was recorded but not admitted: {e.Refusal.Reason}. Retry after {e.Refusal.RetryAfterSeconds} s.", e.RunId),
             SandboxUnavailableException e => Problems.Create(503, Problems.SandboxUnavailable, "No sandbox is available",
                 $"The run was recorded but no sandbox could be created ({e.Message}). Retry shortly.", e.RunId),
+            OutcomeUnrecordedException e => Problems.Create(503, Problems.AuditUnavailable, "The run's outcome could not be recorded",
+                $"The run ran, but the audit store refused its outcome and the account of that failure ({e.Message}). It is recorded abandoned "
+                + "once its lease lapses. Do not send it again: GET the run for its record.", e.RunId),
             _ when IsStoreUnavailable(exception) => Problems.Create(503, Problems.AuditUnavailable, "The audit store is unavailable",
                 "PostgreSQL does not answer right now. Retry shortly."),
             BadHttpRequestException e when e.StatusCode == 415 => Problems.Create(415, Problems.UnsupportedMediaType, "Unsupported media type",
