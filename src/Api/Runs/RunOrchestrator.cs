@@ -766,7 +766,9 @@ public sealed partial class RunOrchestrator(
         {
             var stdout = await StoreOutputAsync(run, outcome.Stdout, stdoutProduced, outcome.StdoutTruncated, "stdout");
             var stderr = await StoreOutputAsync(run, outcome.Stderr, stderrProduced, outcome.StderrTruncated, "stderr");
-            var answer = (AnswerOf(stdout.Unstored, stdoutProduced, outcome.StdoutTruncated), AnswerOf(stderr.Unstored, stderrProduced, outcome.StderrTruncated));
+            // Each output within the answered size is answered from its capture, whether or not the other one spilled.
+            var answer = (AnswerOf(stdout.Unstored ?? await SmallAsync(outcome.Stdout), stdoutProduced, outcome.StdoutTruncated),
+                AnswerOf(stderr.Unstored ?? await SmallAsync(outcome.Stderr), stderrProduced, outcome.StderrTruncated));
             if ((stdout.Refused ?? stderr.Refused) is { } refused)
                 return new(stdout.Output, stderr.Output, null, false, answer, refused); // nothing goes to the journal: the run ends failed
             ReadOnlyMemory<byte>[] kept = [.. new[] { stdout.Unstored, stderr.Unstored }.OfType<byte[]>().Select(b => (ReadOnlyMemory<byte>)b)];
@@ -779,6 +781,10 @@ public sealed partial class RunOrchestrator(
             [stdoutBytes, stderrBytes], false,
             (AnswerOf(stdoutBytes, stdoutProduced, outcome.StdoutTruncated), AnswerOf(stderrBytes, stderrProduced, outcome.StderrTruncated)));
     }
+
+    /// <summary>An output's bytes when it is small enough to be answered from memory (at most 64 KiB, from memory or its spool); else null.</summary>
+    private static async Task<byte[]?> SmallAsync(CapturedOutput output) =>
+        output.Length <= AnsweredFromMemoryBytes ? await output.ToArrayAsync(CancellationToken.None) : null;
 
     /// <summary>
     /// Stores an output stream in the evidence store straight from its capture (memory, then its spool file: never copied

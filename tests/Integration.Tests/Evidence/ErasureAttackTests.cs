@@ -100,6 +100,25 @@ public sealed class ErasureAttackTests(ErasureAttackFixture service)
     }
 
     [Fact]
+    public async Task ASmallOutputIsAnsweredFromMemoryEvenWhenTheOtherStreamSpilled()
+    {
+        var tenant = AuditTestClient.NewTenant("er-spilled");
+        // stderr: 1.1 KiB, kept in memory; stdout: 20 KB, beyond this node's 4 KiB, spilled to disk and streamed into the store.
+        var request = new { language = "python", code = "import sys\nsys.stderr.write(('subject-' + str(6 * 7)) * 100)\nsys.stderr.flush()\nprint('z' * 20000)" };
+        var written = string.Concat(Enumerable.Repeat("subject-42", 100));
+        var (_, first) = await service.Runner("alice", tenant).RunAsync(request);
+        Assert.Equal(Sha(written), first.Str("stderr.sha256"));
+        await EraseAsync(tenant, Sha(written));
+
+        // Read from the store, the small stream would answer "erased": the request that ran it answers it from memory.
+        var (response, again) = await service.Runner("alice", tenant).RunAsync(request);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("utf8", again.Str("stderr.encoding"));
+        Assert.Equal(written, again.Str("stderr.content"));
+        Assert.Equal(new string('z', 20000) + "\n", again.Str("stdout.content"));
+    }
+
+    [Fact]
     public async Task ErasingTheEmptyContentLeavesLaterRunsEmptyStreamsEmptyAndTheirRunsReproducible()
     {
         var tenant = AuditTestClient.NewTenant("er-empty");
