@@ -17,6 +17,9 @@ using Sandbox.Audited.Executor;
 
 namespace Sandbox.Audited.Api.Runs;
 
+/// <summary>An output the journal keeps in a file of its own beside the outcome, copied from its capture (never held whole in memory).</summary>
+public sealed record KeptContent(string Sha256, long Bytes, Func<CancellationToken, Task<Stream>> Open);
+
 /// <summary>
 /// The one exception to "the audit is committed before the answer": a run that touched a sandbox and whose outcome commit
 /// failed (PostgreSQL away) keeps its events, with their original timestamps, in one fsynced file per run under
@@ -93,11 +96,25 @@ public sealed partial class OutcomeJournal : BackgroundService
     /// Writes the events to disk and fsyncs them, then the directory that names them; only then may the client be answered. Throws if the disk fails too. A later
     /// part of a run already journaled (its SandboxRemoved) goes to its own file, committed only after the run's first one.
     /// Contents are the outputs the events name by digest that were to commit with them: kept alongside, stored with the
-    /// events when they are committed, so that the record is the same whichever path wrote it.
+    /// events when they are committed, so that the record is the same whichever path wrote it. Spooled are outputs the store
+    /// was away for: each is copied from its capture into {run}.{sha256}.content (fsynced before the outcome's file), so that
+    /// an outage holds none of them in memory, whatever their number and size.
     /// </summary>
-    public async Task KeepAsync(RunStream stream, IReadOnlyList<object> events, string? part = null, IReadOnlyList<ReadOnlyMemory<byte>>? contents = null)
+    public async Task KeepAsync(RunStream stream, IReadOnlyList<object> events, string? part = null, IReadOnlyList<ReadOnlyMemory<byte>>? contents = null,
+        IReadOnlyList<KeptContent>? spooled = null)
     {
         System.IO.Directory.CreateDirectory(Directory);
+        foreach (var kept in spooled ?? [])
+        {
+            var target = ContentPathOf(stream.RunId, kept.Sha256);
+            await using (var source = await kept.Open(CancellationToken.None))
+            await using (var file = new FileStream(target + ".tmp", FileMode.Create, FileAccess.Write, FileShare.None, 64 * 1024, FileOptions.Asynchronous))
+            {
+                await source.CopyToAsync(file);
+                file.Flush(flushToDisk: true);
+            }
+            File.Move(target + ".tmp", target, overwrite: true);
+        }
         var serializer = _store.Options.Serializer();
         var entry = new JsonObject
         {
@@ -114,6 +131,8 @@ public sealed partial class OutcomeJournal : BackgroundService
         };
         if (contents is { Count: > 0 })
             entry["contents"] = new JsonArray([.. contents.Select(c => (JsonNode)Convert.ToBase64String(c.Span))]);
+        if (spooled is { Count: > 0 })
+            entry["contentFiles"] = new JsonArray([.. spooled.Select(c => (JsonNode)new JsonObject { ["sha256"] = c.Sha256, ["bytes"] = c.Bytes })]);
         var path = part is null ? PathOf(stream.RunId) : Path.Combine(Directory, $"{stream.RunId:D}.{part}.json");
         var temporary = path + ".tmp";
         await using (var file = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None, 64 * 1024, FileOptions.Asynchronous))
@@ -211,7 +230,7 @@ public sealed partial class OutcomeJournal : BackgroundService
         // The run's later parts go with it: committed alone they would describe a run whose outcome is not recorded.
         var run = Path.GetFileName(path).Split('.')[0];
         System.IO.Directory.CreateDirectory(RejectedDirectory);
-        foreach (var file in Files().Where(f => Path.GetFileName(f).Split('.')[0] == run))
+        foreach (var file in Files().Concat(ContentFiles()).Where(f => Path.GetFileName(f).Split('.')[0] == run))
         {
             File.Move(file, Path.Combine(RejectedDirectory, Path.GetFileName(file)), overwrite: true);
             _rejections.Remove(file);
@@ -274,6 +293,7 @@ public sealed partial class OutcomeJournal : BackgroundService
         JournalEntry journaled;
         WriteContext context;
         ReadOnlyMemory<byte>[] contents;
+        (string Path, StoredContent Content)[] files;
         try
         {
             var named = entry["runId"]!.GetValue<Guid>();
@@ -288,8 +308,17 @@ public sealed partial class OutcomeJournal : BackgroundService
             }).ToList();
             context = new WriteContext(entry["user"]!.GetValue<string>(), entry["correlationId"]?.GetValue<string>(),
                 entry["causationId"]?.GetValue<string>(), entry["tenant"]?.GetValue<string>());
-            // The kept bytes are hashed here: the decision checks them against the digests the events name.
-            journaled = new JournalEntry(named, context.Tenant, journaledEvents, [.. contents.Select(c => Sha256Hex.Of(c.Span))]);
+            files = entry["contentFiles"] is JsonArray spooled
+                ? [.. spooled.Select(c => (ContentPathOf(named, c!["sha256"]!.GetValue<string>()), new StoredContent(c["sha256"]!.GetValue<string>(), c["bytes"]!.GetValue<long>())))]
+                : [];
+            // The kept bytes are hashed here, those in files as they are read: the decision checks them against the digests the events name.
+            List<string> hashes = [.. contents.Select(c => Sha256Hex.Of(c.Span))];
+            foreach (var (file, _) in files)
+            {
+                await using var read = File.OpenRead(file);
+                hashes.Add(Convert.ToHexStringLower(await System.Security.Cryptography.SHA256.HashDataAsync(read, ct)));
+            }
+            journaled = new JournalEntry(named, context.Tenant, journaledEvents, hashes);
         }
         catch (Exception e) when (e is not InvalidJournalFileException and not OperationCanceledException)
         {
@@ -313,6 +342,12 @@ public sealed partial class OutcomeJournal : BackgroundService
             // that name them then commit with the rest; a content already there (or erased) is left as it is.
             foreach (var large in contents.Where(c => c.Length > EvidenceStore.ChunkSize))
                 await _evidence.PutAsync(context.Tenant!, large, ct);
+            foreach (var (file, content) in files)
+            {
+                // Hashed again on the way in: a file changed since the decision's hash is refused, nothing stored.
+                await using var read = File.OpenRead(file);
+                await _evidence.PutAsync(context.Tenant!, content, read, ct);
+            }
             var stream = await RunStream.ResumeAsync(_store, runId, context, ct);
             await stream.AppendAsync(events, ct, session =>
             {
@@ -332,6 +367,8 @@ public sealed partial class OutcomeJournal : BackgroundService
             await _feed.CatchUpAsync(_store, runId, ct);
         }
         File.Delete(path);
+        foreach (var (file, _) in files)
+            File.Delete(file); // after the outcome's file: a crash in between leaves an unnamed content file, never a file naming a deleted one
         LogCommitted(runId, events.Count);
         return runId;
     }
@@ -340,6 +377,15 @@ public sealed partial class OutcomeJournal : BackgroundService
         System.IO.Directory.Exists(Directory) ? System.IO.Directory.GetFiles(Directory, "*.json").Order(StringComparer.Ordinal) : [];
 
     private string PathOf(Guid runId) => Path.Combine(Directory, runId.ToString("D") + ".json");
+
+    // Named by run and digest only (a file cannot point the worker elsewhere): lower-case hex, checked before it becomes a path.
+    private string ContentPathOf(Guid runId, string sha256) =>
+        sha256.Length == 64 && sha256.All(Uri.IsHexDigit) && sha256 == sha256.ToLowerInvariant()
+            ? Path.Combine(Directory, $"{runId:D}.{sha256}.content")
+            : throw new InvalidJournalFileException($"a content file named by an invalid digest '{sha256}'");
+
+    private IEnumerable<string> ContentFiles() =>
+        System.IO.Directory.Exists(Directory) ? System.IO.Directory.GetFiles(Directory, "*.content") : [];
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Run {RunId}: committed {Count} journaled events")]
     private partial void LogCommitted(Guid runId, int count);

@@ -101,10 +101,6 @@ public sealed partial class RunOrchestrator(
     private readonly ConcurrentDictionary<string, Task> _removals = new();
     private readonly CancellationTokenSource _abort = new();
 
-    // An output kept inside its event (the evidence store is away) is held whole, as text and JSON, until journaled: one
-    // such output at a time keeps that failure path's memory bounded too.
-    private readonly SemaphoreSlim _unstoredOutput = new(1, 1);
-
     public int InFlight => _inFlight.Count;
 
     /// <summary>Runs this process runs or waits for; the heartbeat renews the leases of those it claimed.</summary>
@@ -548,7 +544,8 @@ public sealed partial class RunOrchestrator(
                 var pending = await announced ? [] : sandboxEvents;
                 // Outputs that fit one chunk commit with the events that name them; should that commit fail, the journal keeps
                 // them with the events, and its worker stages them again with the commit that records them.
-                await CommitOrKeepAsync(run, [.. pending, .. outcomeEvents], staged: outputs?.Staged, journalOnly: outputs?.Unstored == true ? JournaledOutputAway : null);
+                await CommitOrKeepAsync(run, [.. pending, .. outcomeEvents], staged: outputs?.Staged, journalOnly: outputs?.Unstored is { Count: > 0 } ? JournaledOutputAway : null,
+                    spooled: outputs?.Unstored);
                 run.Phases.Committed();
             }
             finally
@@ -579,7 +576,7 @@ public sealed partial class RunOrchestrator(
     /// be committed otherwise).
     /// </remarks>
     private async Task CommitOrKeepAsync(AdmittedRun run, IReadOnlyList<object> events, string? part = null, ReadOnlyMemory<byte>[]? staged = null,
-        string? journalOnly = null)
+        string? journalOnly = null, IReadOnlyList<KeptContent>? spooled = null)
     {
         var why = journalOnly;
         if (!run.Recording && why is null)
@@ -605,12 +602,13 @@ public sealed partial class RunOrchestrator(
                 return;
             }
         }
-        await KeepAsync(run, events, part, staged, why);
+        await KeepAsync(run, events, part, staged, why, spooled);
     }
 
-    private async Task KeepAsync(AdmittedRun run, IReadOnlyList<object> events, string? part, ReadOnlyMemory<byte>[]? staged, string? why)
+    private async Task KeepAsync(AdmittedRun run, IReadOnlyList<object> events, string? part, ReadOnlyMemory<byte>[]? staged, string? why,
+        IReadOnlyList<KeptContent>? spooled = null)
     {
-        await journal.KeepAsync(run.Stream, events, run.Recording ? part : null, staged);
+        await journal.KeepAsync(run.Stream, events, run.Recording ? part : null, staged, spooled);
         if (part is null)
         {
             run.Recording = true;
@@ -740,12 +738,13 @@ public sealed partial class RunOrchestrator(
     /// <summary>
     /// A run's two output streams as its record names them (Stdout, Stderr: by digest and size). Staged: the bytes that commit
     /// with the outcome events (outputs that fit one chunk each, most runs: in no round trip of their own); null when they
-    /// were streamed into the store beforehand. Unstored: the store was away for an output streamed into it; its bytes are
-    /// staged, and the outcome goes to the node's journal, which stores them before it commits the events that name them.
+    /// were streamed into the store beforehand. Unstored: outputs the store was away for when they were streamed into it;
+    /// the outcome goes to the node's journal, which copies them from their capture to disk beside it (never whole in
+    /// memory) and stores them before it commits the events that name them.
     /// Refused: why an output could not be kept when the store refused it for another reason (the run then ends failed).
     /// Answer: each output small enough to answer from memory (null: read from the store, or "unavailable" while recording).
     /// </summary>
-    private sealed record RunOutputs(StreamOutput Stdout, StreamOutput Stderr, ReadOnlyMemory<byte>[]? Staged, bool Unstored,
+    private sealed record RunOutputs(StreamOutput Stdout, StreamOutput Stderr, ReadOnlyMemory<byte>[]? Staged, IReadOnlyList<KeptContent>? Unstored,
         (StreamOutput? Stdout, StreamOutput? Stderr) Answer, string? Refused = null);
 
     // Outputs up to this size each are answered from memory to the request that ran them (the store reads whole ones this size too).
@@ -767,18 +766,18 @@ public sealed partial class RunOrchestrator(
             var stdout = await StoreOutputAsync(run, outcome.Stdout, stdoutProduced, outcome.StdoutTruncated, "stdout");
             var stderr = await StoreOutputAsync(run, outcome.Stderr, stderrProduced, outcome.StderrTruncated, "stderr");
             // Each output within the answered size is answered from its capture, whether or not the other one spilled.
-            var answer = (AnswerOf(stdout.Unstored ?? await SmallAsync(outcome.Stdout), stdoutProduced, outcome.StdoutTruncated),
-                AnswerOf(stderr.Unstored ?? await SmallAsync(outcome.Stderr), stderrProduced, outcome.StderrTruncated));
+            var answer = (AnswerOf(await SmallAsync(outcome.Stdout), stdoutProduced, outcome.StdoutTruncated),
+                AnswerOf(await SmallAsync(outcome.Stderr), stderrProduced, outcome.StderrTruncated));
             if ((stdout.Refused ?? stderr.Refused) is { } refused)
-                return new(stdout.Output, stderr.Output, null, false, answer, refused); // nothing goes to the journal: the run ends failed
-            ReadOnlyMemory<byte>[] kept = [.. new[] { stdout.Unstored, stderr.Unstored }.OfType<byte[]>().Select(b => (ReadOnlyMemory<byte>)b)];
-            return new(stdout.Output, stderr.Output, kept.Length > 0 ? kept : null, kept.Length > 0, answer);
+                return new(stdout.Output, stderr.Output, null, null, answer, refused); // nothing goes to the journal: the run ends failed
+            KeptContent[] kept = [.. new[] { stdout.Unstored, stderr.Unstored }.OfType<KeptContent>()];
+            return new(stdout.Output, stderr.Output, null, kept.Length > 0 ? kept : null, answer);
         }
         var stdoutBytes = await outcome.Stdout.ToArrayAsync(CancellationToken.None);
         var stderrBytes = await outcome.Stderr.ToArrayAsync(CancellationToken.None);
         return new(StreamOutput.InStore(outcome.Stdout.Sha256, stdoutBytes.Length, stdoutProduced, outcome.StdoutTruncated),
             StreamOutput.InStore(outcome.Stderr.Sha256, stderrBytes.Length, stderrProduced, outcome.StderrTruncated),
-            [stdoutBytes, stderrBytes], false,
+            [stdoutBytes, stderrBytes], null,
             (AnswerOf(stdoutBytes, stdoutProduced, outcome.StdoutTruncated), AnswerOf(stderrBytes, stderrProduced, outcome.StderrTruncated)));
     }
 
@@ -788,12 +787,12 @@ public sealed partial class RunOrchestrator(
 
     /// <summary>
     /// Stores an output stream in the evidence store straight from its capture (memory, then its spool file: never copied
-    /// whole) and names it by digest and size. When the store is away, its bytes are returned to go with the outcome into the
-    /// node's journal (never inside the event: the record names outputs by digest only, so that erasure reaches them). When
-    /// the store refuses it for another reason (or its spool no longer hashes to the digest taken while it was captured),
-    /// Refused says why: waiting in the journal would not help.
+    /// whole) and names it by digest and size. When the store is away, it is returned to go with the outcome into the node's
+    /// journal, which copies it from its capture to a file of its own (never inside the event: the record names outputs by
+    /// digest only, so that erasure reaches them). When the store refuses it for another reason (or its capture no longer
+    /// hashes to the digest taken while it was captured), Refused says why: waiting in the journal would not help.
     /// </summary>
-    private async Task<(StreamOutput Output, byte[]? Unstored, string? Refused)> StoreOutputAsync(AdmittedRun run, CapturedOutput output, long produced,
+    private async Task<(StreamOutput Output, KeptContent? Unstored, string? Refused)> StoreOutputAsync(AdmittedRun run, CapturedOutput output, long produced,
         bool truncated, string name)
     {
         var named = StreamOutput.InStore(output.Sha256, output.Length, produced, truncated);
@@ -806,20 +805,11 @@ public sealed partial class RunOrchestrator(
         catch (Exception e) when (ProblemExceptionHandler.IsStoreUnavailable(e))
         {
             LogOutputUnstored(e, run.Stream.RunId);
-            // One output at a time is read whole into memory: an outage with many large outputs in flight stays bounded.
-            await _unstoredOutput.WaitAsync(CancellationToken.None);
-            try
-            {
-                var bytes = await output.ToArrayAsync(CancellationToken.None);
-                // The journal keeps only bytes that are what the event names.
-                return Sha256Hex.Of(bytes) == output.Sha256
-                    ? (named, bytes, null)
-                    : (named, null, $"its {name} no longer hashes to the digest taken while it was captured (its spool changed)");
-            }
-            finally
-            {
-                _unstoredOutput.Release();
-            }
+            // The journal keeps only bytes that are what the event names (hashed as they are read, never held whole).
+            await using (var content = await output.OpenReadAsync(CancellationToken.None))
+                if (Convert.ToHexStringLower(await System.Security.Cryptography.SHA256.HashDataAsync(content)) != output.Sha256)
+                    return (named, null, $"its {name} no longer hashes to the digest taken while it was captured (its spool changed)");
+            return (named, new KeptContent(output.Sha256, output.Length, output.OpenReadAsync), null);
         }
         catch (Exception e)
         {

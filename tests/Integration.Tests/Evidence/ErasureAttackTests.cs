@@ -147,8 +147,17 @@ public sealed class ErasureAttackTests(ErasureAttackFixture service)
         });
         HttpResponseMessage response;
         System.Text.Json.Nodes.JsonNode run;
+        var folder = Path.Combine(service.JournalDirectory, service.NodeId);
+        string kept;
         await using (await StoreAwayOnceRunningAsync(tenant))
+        {
             (response, run) = await posting;
+            // Copied from its capture to a file of its own beside the outcome, not held in memory nor put in the outcome's
+            // file: however many outputs an outage catches, none is held whole.
+            kept = Path.Combine(folder, $"{run.Str("runId")}.{Sha(printed)}.content");
+            Assert.Equal(printed, await File.ReadAllTextAsync(kept));
+            Assert.DoesNotContain("\"contents\"", await File.ReadAllTextAsync(Path.Combine(folder, run.Str("runId") + ".json")), StringComparison.Ordinal);
+        }
         // The output is not put inside its event: the outcome waits in the node's journal with it (202 "recording", the
         // output answered from memory), and the journal stores it before it commits the events that name it.
         Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
@@ -161,6 +170,7 @@ public sealed class ErasureAttackTests(ErasureAttackFixture service)
             () => "the journaled outcome was never committed", TimeSpan.FromSeconds(30));
         var (_, committed) = await service.Runner("alice", tenant).GetJsonAsync($"/v1/runs/{id}");
         Assert.Equal(printed, committed.Str("stdout.content"));
+        Assert.False(File.Exists(kept), "the kept output outlived its commit");
 
         await EraseAsync(tenant, Sha(printed));
 
