@@ -308,15 +308,19 @@ public sealed partial class OutcomeJournal : BackgroundService
             }).ToList();
             context = new WriteContext(entry["user"]!.GetValue<string>(), entry["correlationId"]?.GetValue<string>(),
                 entry["causationId"]?.GetValue<string>(), entry["tenant"]?.GetValue<string>());
-            files = entry["contentFiles"] is JsonArray spooled
-                ? [.. spooled.Select(c => (ContentPathOf(named, c!["sha256"]!.GetValue<string>()), new StoredContent(c["sha256"]!.GetValue<string>(), c["bytes"]!.GetValue<long>())))]
-                : [];
+            var declared = entry["contentFiles"] is JsonArray spooled ? spooled.Select(c => c!["sha256"]!.GetValue<string>()).ToList() : [];
             // The kept bytes are hashed here, those in files as they are read: the decision checks them against the digests the events name.
             List<string> hashes = [.. contents.Select(c => Sha256Hex.Of(c.Span))];
-            foreach (var (file, _) in files)
+            files = new (string, StoredContent)[declared.Count];
+            for (var i = 0; i < declared.Count; i++)
             {
+                var file = ContentPathOf(named, declared[i]);
                 await using var read = File.OpenRead(file);
-                hashes.Add(Convert.ToHexStringLower(await System.Security.Cryptography.SHA256.HashDataAsync(read, ct)));
+                var actual = Convert.ToHexStringLower(await System.Security.Cryptography.SHA256.HashDataAsync(read, ct));
+                if (actual != declared[i])
+                    throw new InvalidJournalFileException($"a content file ({Path.GetFileName(file)}) that does not hash to the digest it is named by");
+                hashes.Add(actual);
+                files[i] = (file, new StoredContent(actual, read.Length));
             }
             journaled = new JournalEntry(named, context.Tenant, journaledEvents, hashes);
         }
@@ -346,7 +350,14 @@ public sealed partial class OutcomeJournal : BackgroundService
             {
                 // Hashed again on the way in: a file changed since the decision's hash is refused, nothing stored.
                 await using var read = File.OpenRead(file);
-                await _evidence.PutAsync(context.Tenant!, content, read, ct);
+                try
+                {
+                    await _evidence.PutAsync(context.Tenant!, content, read, ct);
+                }
+                catch (InvalidDataException e)
+                {
+                    throw new InvalidJournalFileException($"a content file that changed after it was checked: {e.Message}", e); // not an outage: no retry helps
+                }
             }
             var stream = await RunStream.ResumeAsync(_store, runId, context, ct);
             await stream.AppendAsync(events, ct, session =>

@@ -10,6 +10,7 @@ using Sandbox.Audited.Api.Runs;
 using Sandbox.Audited.Api.Streaming;
 using Sandbox.Audited.Audit.Queue;
 using Sandbox.Audited.Audit.Runs;
+using Sandbox.Audited.Domain.Hashing;
 using Sandbox.Audited.Domain.Policies;
 using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Executor;
@@ -219,6 +220,35 @@ public sealed class RunQueueTests(ClusterFixture cluster)
         Assert.Equal(["run_requested", "policy_evaluated", "run_queued", "run_completed"], await TypesAsync(added));
         Assert.True(File.Exists(Path.Combine(journal.RejectedDirectory, $"{added:D}.json")), "the file was not set aside");
         Assert.Equal(["run_requested", "policy_evaluated", "run_queued", "run_completed", "sandbox_removed"], await TypesAsync(removed));
+        Assert.Equal(0, journal.Pending);
+    }
+
+    [Fact]
+    public async Task AKeptOutputFileThatDoesNotHashToItsNameIsSetAsideWithItsOutcome()
+    {
+        var node = "kept-" + Guid.NewGuid().ToString("N")[..6];
+        var store = cluster.ApiServices.GetRequiredService<IDocumentStore>();
+        var journal = JournalOf(node);
+        var runId = await RecordedAsync(node);
+        var printed = System.Text.Encoding.UTF8.GetBytes("true output\n");
+        var sha = Sha256Hex.Of(printed);
+        var stdout = StreamOutput.InStore(sha, printed.Length, printed.Length, false);
+        var empty = StreamOutput.InStore(Sha256Hex.Of(""), 0, 0, false);
+        // The output the store was away for, kept in a file beside the outcome; the file changes before it is committed.
+        await journal.KeepAsync(new RunStream(store, runId, new WriteContext("ada", null, Tenant: "tenant-cluster")),
+            [new OutputRecorded(runId, stdout, empty, DateTimeOffset.UtcNow), new RunCompleted(runId, RunStatus.Succeeded, 0, 12, null, DateTimeOffset.UtcNow)],
+            spooled: [new KeptContent(sha, printed.Length, _ => Task.FromResult<Stream>(new MemoryStream(printed)))]);
+        var kept = Path.Combine(journal.Directory, $"{runId:D}.{sha}.content");
+        Assert.Equal(printed, await File.ReadAllBytesAsync(kept));
+        Assert.DoesNotContain("\"contents\"", await File.ReadAllTextAsync(Path.Combine(journal.Directory, $"{runId:D}.json")), StringComparison.Ordinal);
+        await File.WriteAllTextAsync(kept, "forged output\n");
+
+        for (var pass = 0; pass < OutcomeJournal.RejectionsBeforeSetAside; pass++)
+            await journal.CommitAllOnceAsync(CancellationToken.None);
+
+        Assert.Equal(["run_requested", "policy_evaluated", "run_queued"], await TypesAsync(runId));
+        Assert.True(File.Exists(Path.Combine(journal.RejectedDirectory, $"{runId:D}.json")), "the outcome was not set aside");
+        Assert.True(File.Exists(Path.Combine(journal.RejectedDirectory, $"{runId:D}.{sha}.content")), "its kept output stayed behind");
         Assert.Equal(0, journal.Pending);
     }
 
