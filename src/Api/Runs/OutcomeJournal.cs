@@ -17,6 +17,9 @@ using Sandbox.Audited.Executor;
 
 namespace Sandbox.Audited.Api.Runs;
 
+/// <summary>An output the journal keeps in a file of its own beside the outcome, copied from its capture (never held whole in memory).</summary>
+public sealed record KeptContent(string Sha256, long Bytes, Func<CancellationToken, Task<Stream>> Open);
+
 /// <summary>
 /// The one exception to "the audit is committed before the answer": a run that touched a sandbox and whose outcome commit
 /// failed (PostgreSQL away) keeps its events, with their original timestamps, in one fsynced file per run under
@@ -93,11 +96,25 @@ public sealed partial class OutcomeJournal : BackgroundService
     /// Writes the events to disk and fsyncs them, then the directory that names them; only then may the client be answered. Throws if the disk fails too. A later
     /// part of a run already journaled (its SandboxRemoved) goes to its own file, committed only after the run's first one.
     /// Contents are the outputs the events name by digest that were to commit with them: kept alongside, stored with the
-    /// events when they are committed, so that the record is the same whichever path wrote it.
+    /// events when they are committed, so that the record is the same whichever path wrote it. Spooled are outputs the store
+    /// was away for: each is copied from its capture into {run}.{sha256}.content (fsynced before the outcome's file), so that
+    /// an outage holds none of them in memory, whatever their number and size.
     /// </summary>
-    public async Task KeepAsync(RunStream stream, IReadOnlyList<object> events, string? part = null, IReadOnlyList<ReadOnlyMemory<byte>>? contents = null)
+    public async Task KeepAsync(RunStream stream, IReadOnlyList<object> events, string? part = null, IReadOnlyList<ReadOnlyMemory<byte>>? contents = null,
+        IReadOnlyList<KeptContent>? spooled = null)
     {
         System.IO.Directory.CreateDirectory(Directory);
+        foreach (var kept in spooled ?? [])
+        {
+            var target = ContentPathOf(stream.RunId, kept.Sha256);
+            await using (var source = await kept.Open(CancellationToken.None))
+            await using (var file = new FileStream(target + ".tmp", FileMode.Create, FileAccess.Write, FileShare.None, 64 * 1024, FileOptions.Asynchronous))
+            {
+                await source.CopyToAsync(file);
+                file.Flush(flushToDisk: true);
+            }
+            File.Move(target + ".tmp", target, overwrite: true);
+        }
         var serializer = _store.Options.Serializer();
         var entry = new JsonObject
         {
@@ -114,6 +131,8 @@ public sealed partial class OutcomeJournal : BackgroundService
         };
         if (contents is { Count: > 0 })
             entry["contents"] = new JsonArray([.. contents.Select(c => (JsonNode)Convert.ToBase64String(c.Span))]);
+        if (spooled is { Count: > 0 })
+            entry["contentFiles"] = new JsonArray([.. spooled.Select(c => (JsonNode)new JsonObject { ["sha256"] = c.Sha256, ["bytes"] = c.Bytes })]);
         var path = part is null ? PathOf(stream.RunId) : Path.Combine(Directory, $"{stream.RunId:D}.{part}.json");
         var temporary = path + ".tmp";
         await using (var file = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None, 64 * 1024, FileOptions.Asynchronous))
@@ -211,7 +230,7 @@ public sealed partial class OutcomeJournal : BackgroundService
         // The run's later parts go with it: committed alone they would describe a run whose outcome is not recorded.
         var run = Path.GetFileName(path).Split('.')[0];
         System.IO.Directory.CreateDirectory(RejectedDirectory);
-        foreach (var file in Files().Where(f => Path.GetFileName(f).Split('.')[0] == run))
+        foreach (var file in Files().Concat(ContentFiles()).Where(f => Path.GetFileName(f).Split('.')[0] == run))
         {
             File.Move(file, Path.Combine(RejectedDirectory, Path.GetFileName(file)), overwrite: true);
             _rejections.Remove(file);
@@ -271,68 +290,82 @@ public sealed partial class OutcomeJournal : BackgroundService
         }
 
         var serializer = _store.Options.Serializer();
-        Guid runId;
-        List<object> events;
+        JournalEntry journaled;
         WriteContext context;
         ReadOnlyMemory<byte>[] contents;
+        (string Path, StoredContent Content)[] files;
         try
         {
-            runId = entry["runId"]!.GetValue<Guid>();
+            var named = entry["runId"]!.GetValue<Guid>();
             contents = entry["contents"] is JsonArray kept ? [.. kept.Select(c => (ReadOnlyMemory<byte>)Convert.FromBase64String(c!.GetValue<string>()))] : [];
-            events = entry["events"]!.AsArray().Select(e =>
+            var journaledEvents = entry["events"]!.AsArray().Select(e =>
             {
                 var type = e!["type"]!.GetValue<string>();
                 var json = e["data"]!.ToJsonString();
                 using var bytes = new MemoryStream(Encoding.UTF8.GetBytes(json));
-                return serializer.FromJson(Types.TryGetValue(type, out var known) ? known : throw new InvalidJournalFileException($"unknown event type '{type}'"), bytes);
+                var data = serializer.FromJson(Types.TryGetValue(type, out var known) ? known : throw new InvalidJournalFileException($"unknown event type '{type}'"), bytes);
+                return new JournalEvent(type, data, serializer.ToJson(data));
             }).ToList();
             context = new WriteContext(entry["user"]!.GetValue<string>(), entry["correlationId"]?.GetValue<string>(),
                 entry["causationId"]?.GetValue<string>(), entry["tenant"]?.GetValue<string>());
-            if (contents.Length > 0 && context.Tenant is null)
-                throw new InvalidJournalFileException("stored contents without the tenant that owns them");
-            // Only outputs its own events name: a file cannot put other content into a tenant's store.
-            var named = events.OfType<OutputRecorded>().SelectMany(o => new[] { o.Stdout.Sha256, o.Stderr.Sha256 }).ToHashSet(StringComparer.Ordinal);
-            if (contents.Select(c => Sha256Hex.Of(c.Span)).FirstOrDefault(sha => !named.Contains(sha)) is { } stray)
-                throw new InvalidJournalFileException($"a content (sha256 {stray}) that none of its events names");
+            var declared = entry["contentFiles"] is JsonArray spooled ? spooled.Select(c => c!["sha256"]!.GetValue<string>()).ToList() : [];
+            // The kept bytes are hashed here, those in files as they are read: the decision checks them against the digests the events name.
+            List<string> hashes = [.. contents.Select(c => Sha256Hex.Of(c.Span))];
+            files = new (string, StoredContent)[declared.Count];
+            for (var i = 0; i < declared.Count; i++)
+            {
+                var file = ContentPathOf(named, declared[i]);
+                await using var read = File.OpenRead(file);
+                var actual = Convert.ToHexStringLower(await System.Security.Cryptography.SHA256.HashDataAsync(read, ct));
+                if (actual != declared[i])
+                    throw new InvalidJournalFileException($"a content file ({Path.GetFileName(file)}) that does not hash to the digest it is named by");
+                hashes.Add(actual);
+                files[i] = (file, new StoredContent(actual, read.Length));
+            }
+            journaled = new JournalEntry(named, context.Tenant, journaledEvents, hashes);
         }
         catch (Exception e) when (e is not InvalidJournalFileException and not OperationCanceledException)
         {
             // Whole JSON this version cannot read as a run's events (an envelope field missing, a value of the wrong type): no retry helps.
             throw new InvalidJournalFileException(e.Message, e);
         }
-        bool ended;
+        var runId = journaled.RunId;
+        IReadOnlyList<JournalEvent> recorded;
         await using (var session = _store.QuerySession())
+            recorded = [.. (await session.Events.FetchStreamAsync(runId, token: ct)).Select(e => new JournalEvent(e.EventTypeName, e.Data, serializer.ToJson(e.Data)))];
+        // Load, decide, act: what the file may add to the run is the Domain's decision.
+        var (events, ends, ended) = JournalDecisions.Decide(journaled, recorded, _node, DateTimeOffset.UtcNow) switch
         {
-            var existing = await session.Events.FetchStreamAsync(runId, token: ct);
-            // The outcome of a run this store recorded, for the tenant that requested it; after an abandonment only a late outcome.
-            if (existing.FirstOrDefault()?.Data is not RunRequested requested)
-                throw new InvalidJournalFileException("an outcome for a run whose request is not recorded");
-            if (requested.Caller.Tenant != context.Tenant)
-                throw new InvalidJournalFileException("an outcome written for another tenant than the one that requested the run");
-            ended = existing.Any(e => EventCatalog.Terminal.Contains(e.EventTypeName));
-            var present = existing.Select(e => serializer.ToJson(e.Data)).ToHashSet();
-            // A run recorded abandoned meanwhile (its node was silent beyond the grace) keeps that one terminal event: the true
-            // outcome arrives as a late, non-terminal event on the same run, so nothing true is lost.
-            events = events.Where(e => !present.Contains(serializer.ToJson(e)))
-                .Select(e => ended && EventCatalog.Terminal.Contains(EventCatalog.NameOf(e)) ? Late(runId, e) : e).ToList();
-            // A run that ended otherwise has its outcome: only a later part (its sandbox's removal) may still arrive.
-            if (ended && !existing.Any(e => e.Data is RunAbandoned) && events.Any(e => e is OutputRecorded or LateOutcomeRecorded))
-                throw new InvalidJournalFileException("an outcome for a run that already ended with its own");
-        }
+            JournalVerdict.Commit commit => commit,
+            JournalVerdict.Refuse refuse => throw new InvalidJournalFileException(refuse.Reason),
+            var other => throw new InvalidOperationException($"Unknown journal verdict {other}."),
+        };
         if (events.Count > 0)
         {
             // Outputs over one chunk (the store could not take them when the run ended) are streamed into it first: the events
             // that name them then commit with the rest; a content already there (or erased) is left as it is.
             foreach (var large in contents.Where(c => c.Length > EvidenceStore.ChunkSize))
                 await _evidence.PutAsync(context.Tenant!, large, ct);
+            foreach (var (file, content) in files)
+            {
+                // Hashed again on the way in: a file changed since the decision's hash is refused, nothing stored.
+                await using var read = File.OpenRead(file);
+                try
+                {
+                    await _evidence.PutAsync(context.Tenant!, content, read, ct);
+                }
+                catch (InvalidDataException e)
+                {
+                    throw new InvalidJournalFileException($"a content file that changed after it was checked: {e.Message}", e); // not an outage: no retry helps
+                }
+            }
             var stream = await RunStream.ResumeAsync(_store, runId, context, ct);
-            var terminal = !ended && events.Any(e => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e)));
             await stream.AppendAsync(events, ct, session =>
             {
                 // The contents the events name (already stored if a commit the caller saw fail went through: kept as they are).
                 if (contents.Any(c => c.Length <= EvidenceStore.ChunkSize))
                     EvidenceStore.Stage(session, context.Tenant!, [.. contents.Where(c => c.Length <= EvidenceStore.ChunkSize)]);
-                if (terminal)
+                if (ends)
                     _queue.Finish(session, runId);
             });
             if (!ended)
@@ -345,17 +378,25 @@ public sealed partial class OutcomeJournal : BackgroundService
             await _feed.CatchUpAsync(_store, runId, ct);
         }
         File.Delete(path);
+        foreach (var (file, _) in files)
+            File.Delete(file); // after the outcome's file: a crash in between leaves an unnamed content file, never a file naming a deleted one
         LogCommitted(runId, events.Count);
         return runId;
     }
-
-    private LateOutcomeRecorded Late(Guid runId, object terminal) =>
-        RunDecisions.LateOutcome(runId, _node, EventCatalog.NameOf(terminal), terminal, DateTimeOffset.UtcNow);
 
     private IEnumerable<string> Files() =>
         System.IO.Directory.Exists(Directory) ? System.IO.Directory.GetFiles(Directory, "*.json").Order(StringComparer.Ordinal) : [];
 
     private string PathOf(Guid runId) => Path.Combine(Directory, runId.ToString("D") + ".json");
+
+    // Named by run and digest only (a file cannot point the worker elsewhere): lower-case hex, checked before it becomes a path.
+    private string ContentPathOf(Guid runId, string sha256) =>
+        sha256.Length == 64 && sha256.All(Uri.IsHexDigit) && sha256 == sha256.ToLowerInvariant()
+            ? Path.Combine(Directory, $"{runId:D}.{sha256}.content")
+            : throw new InvalidJournalFileException($"a content file named by an invalid digest '{sha256}'");
+
+    private IEnumerable<string> ContentFiles() =>
+        System.IO.Directory.Exists(Directory) ? System.IO.Directory.GetFiles(Directory, "*.content") : [];
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Run {RunId}: committed {Count} journaled events")]
     private partial void LogCommitted(Guid runId, int count);

@@ -20,7 +20,7 @@ namespace Sandbox.Audited.Api.Runs;
 /// preview is whole (an empty stream; events of earlier versions) was stored moments ago and is answered without asking the
 /// store whether it was erased since.
 /// </remarks>
-public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int statusCode = StatusCodes.Status200OK, bool justRun = false)
+public sealed partial class RunAnswer(RunSummary run, EvidenceStore evidence, int statusCode = StatusCodes.Status200OK, bool justRun = false)
     : IResult, IStatusCodeHttpResult, IEndpointMetadataProvider
 {
     // A multiple of 3, so that base64 segments need no carry between them.
@@ -82,8 +82,9 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
                             else
                                 streamed[name] = (stream, await EncodingOfAsync(tenant, stream.Sha256, ct));
                         }
-                        catch (Exception) when (justRun && !ct.IsCancellationRequested)
+                        catch (Exception e) when (justRun && !ct.IsCancellationRequested)
                         {
+                            LogReadBackFailed(http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger<RunAnswer>(), e, run.RunId, name, stream.Sha256);
                             streamed[name] = (stream, Unavailable);
                         }
                     }
@@ -108,6 +109,10 @@ public sealed class RunAnswer(RunSummary run, EvidenceStore evidence, int status
         writer.WriteEndObject();
         await writer.FlushAsync(ct);
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: its {Stream} (sha256 {Sha256}) could not be read back from the evidence store for the "
+        + "answer to the request that ran it; answered \"unavailable\" (GET the run for it)")]
+    private static partial void LogReadBackFailed(ILogger logger, Exception e, Guid runId, string stream, string sha256);
 
     /// <summary>
     /// Events of earlier versions hold a 1 KiB preview of a stored output, and most outputs fit it: then the preview is the

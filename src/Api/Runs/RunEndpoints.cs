@@ -218,12 +218,7 @@ public static class RunEndpoints
     {
         http.Response.Headers.RetryAfter = "5";
         http.Response.Headers.Location = $"/v1/runs/{run.RunId}";
-        return new RunAnswer(run with
-        {
-            FailureReason = "The run finished, but its record is not committed yet: the audit store is unavailable. The outcome is kept "
-                + "on this node and committed when the store returns; GET this run's Location for the committed record. "
-                + (run.FailureReason ?? ""),
-        }, evidence, StatusCodes.Status202Accepted);
+        return new RunAnswer(run, evidence, StatusCodes.Status202Accepted); // its reason says why the outcome waits (RunOrchestrator.Recording)
     }
 
     private static async Task<RunSummary> LoadAsync(IDocumentStore store, Guid id, CancellationToken ct)

@@ -41,6 +41,9 @@ public sealed record AdmittedRun(RunStream Stream, ValidRunRequest Request, Poli
     /// <summary>Set once an outcome went to the node's journal: later events of the run go there too, in order.</summary>
     public bool Recording { get; set; }
 
+    /// <summary>Why the outcome went to the journal (the "recording" answer says it): one of RunOrchestrator's Journaled* texts.</summary>
+    public string? RecordingWhy { get; set; }
+
     /// <summary>The executor slot this node holds for the run while it runs it here; null while it waits in the queue.</summary>
     public Admission.Slot? Slot { get; set; }
 
@@ -100,10 +103,6 @@ public sealed partial class RunOrchestrator(
     private readonly ConcurrentDictionary<Guid, Task> _inFlight = new();
     private readonly ConcurrentDictionary<string, Task> _removals = new();
     private readonly CancellationTokenSource _abort = new();
-
-    // An output kept inside its event (the evidence store is away) is held whole, as text and JSON, until journaled: one
-    // such output at a time keeps that failure path's memory bounded too.
-    private readonly SemaphoreSlim _unstoredOutput = new(1, 1);
 
     public int InFlight => _inFlight.Count;
 
@@ -556,7 +555,7 @@ public sealed partial class RunOrchestrator(
                 var kept = await artifacts.StoreAsync(run.Caller.Tenant, runId, outcome.Artifacts, CancellationToken.None);
                 var stored = await StoreOutputsAsync(run, outcome);
                 outcomeEvents = [.. RunDecisions.Outcome(runId, outcome.Exit, outcome.StdoutTruncated || outcome.StderrTruncated, stored.Stdout, stored.Stderr,
-                    kept, outcome.Problem, run.Clock.ElapsedMilliseconds, clock.GetUtcNow())];
+                    kept, outcome.Problem, run.Clock.ElapsedMilliseconds, clock.GetUtcNow(), stored.Refused)];
                 outputs = stored; // set only once the outcome events name them: a SandboxFailed stages nothing
             }
             catch (Exception e)
@@ -569,7 +568,8 @@ public sealed partial class RunOrchestrator(
                 var pending = await announced ? [] : sandboxEvents;
                 // Outputs that fit one chunk commit with the events that name them; should that commit fail, the journal keeps
                 // them with the events, and its worker stages them again with the commit that records them.
-                await CommitOrKeepAsync(run, [.. pending, .. outcomeEvents], staged: outputs?.Staged, journalOnly: outputs?.Unstored == true);
+                await CommitOrKeepAsync(run, [.. pending, .. outcomeEvents], staged: outputs?.Staged, journalOnly: outputs?.Unstored is { Count: > 0 } ? JournaledOutputAway : null,
+                    spooled: outputs?.Unstored);
                 run.Phases.Committed();
             }
             finally
@@ -579,7 +579,7 @@ public sealed partial class RunOrchestrator(
                 TrackRemoval(sandbox.ContainerId, RemoveAsync(run, sandbox.ContainerId));
             }
         }
-        var summary = run.Recording ? run.Summary with { Status = RunStatus.Recording } : run.Summary;
+        var summary = run.Recording ? Recording(run) : run.Summary;
         // Small outputs answer from memory: the request that ran them need not read back what it just stored (nor can it,
         // while the store is away and the outcome waits in the journal).
         return outputs is { Answer: var (stdout, stderr) } && summary.Output is { } recorded
@@ -588,18 +588,22 @@ public sealed partial class RunOrchestrator(
     }
 
     /// <summary>
-    /// Commits events that end a run; if the audit store refuses them, keeps them in the node's journal (fsynced) for the
-    /// journal worker to commit when the store returns. Only when the disk fails too does the failure reach the client.
+    /// Commits events that end a run; if the audit store is away (or the run's stream moved on meanwhile), keeps them in the
+    /// node's journal (fsynced) for the journal worker to commit when the store returns. Only when the disk fails too does the
+    /// failure reach the client. A store that refuses the events for another reason (a constraint, a value it cannot hold, a
+    /// fault of this service) would refuse the journal's commit as well: the run ends failed instead, saying why.
     /// </summary>
     /// <remarks>
     /// staged: contents that commit with the events (outputs they name by digest); the journal keeps them with the events.
-    /// journalOnly: the store could not take an output the events name: they go to the journal with it, whose worker stores
-    /// the output before it commits them (a record naming an output the store does not have would be committed otherwise).
+    /// journalOnly: why the events go to the journal without a commit (the evidence store was away for an output they name:
+    /// the journal's worker stores it before it commits them, since a record naming an output the store does not have would
+    /// be committed otherwise).
     /// </remarks>
     private async Task CommitOrKeepAsync(AdmittedRun run, IReadOnlyList<object> events, string? part = null, ReadOnlyMemory<byte>[]? staged = null,
-        bool journalOnly = false)
+        string? journalOnly = null, IReadOnlyList<KeptContent>? spooled = null)
     {
-        if (!run.Recording && !journalOnly)
+        var why = journalOnly;
+        if (!run.Recording && why is null)
         {
             try
             {
@@ -610,16 +614,85 @@ public sealed partial class RunOrchestrator(
                     await run.Stream.AppendAsync(events, CancellationToken.None);
                 return;
             }
-            catch (Exception e)
+            catch (Exception e) when (ProblemExceptionHandler.IsStoreUnavailable(e) || RunStream.IsConflict(e))
             {
                 LogOutcomeJournaled(e, run.Stream.RunId);
+                why = RunStream.IsConflict(e) ? JournaledConflict : JournaledAuditAway;
+            }
+            catch (Exception e) when (part is null && events.Any(IsTerminal))
+            {
+                LogOutcomeRefused(e, run.Stream.RunId);
+                await RecordRefusedAsync(run, events, e);
+                return;
             }
         }
-        await journal.KeepAsync(run.Stream, events, run.Recording ? part : null, staged);
+        await KeepAsync(run, events, part, staged, why, spooled);
+    }
+
+    private async Task KeepAsync(AdmittedRun run, IReadOnlyList<object> events, string? part, ReadOnlyMemory<byte>[]? staged, string? why,
+        IReadOnlyList<KeptContent>? spooled = null)
+    {
+        await journal.KeepAsync(run.Stream, events, run.Recording ? part : null, staged, spooled);
         if (part is null)
+        {
             run.Recording = true;
+            run.RecordingWhy ??= why;
+        }
         lock (run.Events)
             run.Events.AddRange(events);
+    }
+
+    /// <summary>
+    /// The store refused a run's ending events for good: the run ends with a RunFailed that says what it had ended with and
+    /// why that is not recorded. Should the store go away meanwhile, that account waits in the journal like any outcome; should
+    /// it be refused too, the client is told (never a 500) and the run is recorded abandoned once its lease lapses.
+    /// </summary>
+    private async Task RecordRefusedAsync(AdmittedRun run, IReadOnlyList<object> refused, Exception e)
+    {
+        var failed = RunDecisions.OutcomeRefused(run.Stream.RunId, refused, Describe(e), clock.GetUtcNow());
+        try
+        {
+            await AppendAsync(run, failed, CancellationToken.None);
+        }
+        catch (Exception again) when (ProblemExceptionHandler.IsStoreUnavailable(again) || RunStream.IsConflict(again))
+        {
+            LogOutcomeJournaled(again, run.Stream.RunId);
+            await KeepAsync(run, failed, null, null, RunStream.IsConflict(again) ? JournaledConflict : JournaledAuditAway);
+        }
+        catch (Exception again)
+        {
+            LogOutcomeUnrecorded(again, run.Stream.RunId);
+            throw new OutcomeUnrecordedException(run.Stream.RunId, Describe(e));
+        }
+    }
+
+    private static bool IsTerminal(object e) => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e));
+
+    /// <summary>A store failure as the record and the client may read it: PostgreSQL's SQLSTATE and message, or the error's kind and message.</summary>
+    private static string Describe(Exception e)
+    {
+        for (var inner = e; inner is not null; inner = inner.InnerException)
+            if (inner is Npgsql.PostgresException p)
+                return ClientText.Clean($"SQLSTATE {p.SqlState}: {p.MessageText}", ClientText.MaxError);
+        return ClientText.Clean($"{e.GetType().Name}: {e.Message}", ClientText.MaxError);
+    }
+
+    // Why an outcome went to the journal, as its "recording" answer says it.
+    internal const string JournaledAuditAway = "the audit store (PostgreSQL) is unavailable";
+    internal const string JournaledOutputAway = "the evidence store (PostgreSQL) was unavailable when its output was to be stored, so the output waits on this node with it";
+    internal const string JournaledConflict = "the run's record changed while it ran (another node may have recorded it abandoned), and the journal reconciles the two";
+
+    /// <summary>The run's view while its outcome waits in this node's journal: status "recording", and a reason that says why and what to do.</summary>
+    private static RunSummary Recording(AdmittedRun run)
+    {
+        var summary = run.Summary;
+        return summary with
+        {
+            Status = RunStatus.Recording,
+            FailureReason = $"The run finished, but its record is not committed yet: {run.RecordingWhy ?? JournaledAuditAway}. The outcome is kept on "
+                + "this node and committed when the store takes it; GET this run's Location for the committed record."
+                + (summary.FailureReason is { } reason ? " " + reason : ""),
+        };
     }
 
     private static readonly TimeSpan AnnounceAfter = TimeSpan.FromMilliseconds(50);
@@ -689,12 +762,14 @@ public sealed partial class RunOrchestrator(
     /// <summary>
     /// A run's two output streams as its record names them (Stdout, Stderr: by digest and size). Staged: the bytes that commit
     /// with the outcome events (outputs that fit one chunk each, most runs: in no round trip of their own); null when they
-    /// were streamed into the store beforehand. Unstored: the store could not take an output streamed into it; its bytes are
-    /// staged, and the outcome goes to the node's journal, which stores them before it commits the events that name them.
+    /// were streamed into the store beforehand. Unstored: outputs the store was away for when they were streamed into it;
+    /// the outcome goes to the node's journal, which copies them from their capture to disk beside it (never whole in
+    /// memory) and stores them before it commits the events that name them.
+    /// Refused: why an output could not be kept when the store refused it for another reason (the run then ends failed).
     /// Answer: each output small enough to answer from memory (null: read from the store, or "unavailable" while recording).
     /// </summary>
-    private sealed record RunOutputs(StreamOutput Stdout, StreamOutput Stderr, ReadOnlyMemory<byte>[]? Staged, bool Unstored,
-        (StreamOutput? Stdout, StreamOutput? Stderr) Answer);
+    private sealed record RunOutputs(StreamOutput Stdout, StreamOutput Stderr, ReadOnlyMemory<byte>[]? Staged, IReadOnlyList<KeptContent>? Unstored,
+        (StreamOutput? Stdout, StreamOutput? Stderr) Answer, string? Refused = null);
 
     // Outputs up to this size each are answered from memory to the request that ran them (the store reads whole ones this size too).
     private const int AnsweredFromMemoryBytes = 64 * 1024;
@@ -712,47 +787,58 @@ public sealed partial class RunOrchestrator(
         var stderrProduced = Math.Max(outcome.Exit.StderrProduced, outcome.Stderr.Length);
         if (outcome.Stdout.Spilled || outcome.Stderr.Spilled || outcome.Stdout.Length > EvidenceStore.ChunkSize || outcome.Stderr.Length > EvidenceStore.ChunkSize)
         {
-            var (stdoutStored, stdoutKept) = await StoreOutputAsync(run, outcome.Stdout, stdoutProduced, outcome.StdoutTruncated);
-            var (stderrStored, stderrKept) = await StoreOutputAsync(run, outcome.Stderr, stderrProduced, outcome.StderrTruncated);
-            ReadOnlyMemory<byte>[] kept = [.. new[] { stdoutKept, stderrKept }.OfType<byte[]>().Select(b => (ReadOnlyMemory<byte>)b)];
-            return new(stdoutStored, stderrStored, kept.Length > 0 ? kept : null, kept.Length > 0,
-                (AnswerOf(stdoutKept, stdoutProduced, outcome.StdoutTruncated), AnswerOf(stderrKept, stderrProduced, outcome.StderrTruncated)));
+            var stdout = await StoreOutputAsync(run, outcome.Stdout, stdoutProduced, outcome.StdoutTruncated, "stdout");
+            var stderr = await StoreOutputAsync(run, outcome.Stderr, stderrProduced, outcome.StderrTruncated, "stderr");
+            // Each output within the answered size is answered from its capture, whether or not the other one spilled.
+            var answer = (AnswerOf(await SmallAsync(outcome.Stdout), stdoutProduced, outcome.StdoutTruncated),
+                AnswerOf(await SmallAsync(outcome.Stderr), stderrProduced, outcome.StderrTruncated));
+            if ((stdout.Refused ?? stderr.Refused) is { } refused)
+                return new(stdout.Output, stderr.Output, null, null, answer, refused); // nothing goes to the journal: the run ends failed
+            KeptContent[] kept = [.. new[] { stdout.Unstored, stderr.Unstored }.OfType<KeptContent>()];
+            return new(stdout.Output, stderr.Output, null, kept.Length > 0 ? kept : null, answer);
         }
-        var stdout = await outcome.Stdout.ToArrayAsync(CancellationToken.None);
-        var stderr = await outcome.Stderr.ToArrayAsync(CancellationToken.None);
-        return new(StreamOutput.InStore(outcome.Stdout.Sha256, stdout.Length, stdoutProduced, outcome.StdoutTruncated),
-            StreamOutput.InStore(outcome.Stderr.Sha256, stderr.Length, stderrProduced, outcome.StderrTruncated),
-            [stdout, stderr], false,
-            (AnswerOf(stdout, stdoutProduced, outcome.StdoutTruncated), AnswerOf(stderr, stderrProduced, outcome.StderrTruncated)));
+        var stdoutBytes = await outcome.Stdout.ToArrayAsync(CancellationToken.None);
+        var stderrBytes = await outcome.Stderr.ToArrayAsync(CancellationToken.None);
+        return new(StreamOutput.InStore(outcome.Stdout.Sha256, stdoutBytes.Length, stdoutProduced, outcome.StdoutTruncated),
+            StreamOutput.InStore(outcome.Stderr.Sha256, stderrBytes.Length, stderrProduced, outcome.StderrTruncated),
+            [stdoutBytes, stderrBytes], null,
+            (AnswerOf(stdoutBytes, stdoutProduced, outcome.StdoutTruncated), AnswerOf(stderrBytes, stderrProduced, outcome.StderrTruncated)));
     }
+
+    /// <summary>An output's bytes when it is small enough to be answered from memory (at most 64 KiB, from memory or its spool); else null.</summary>
+    private static async Task<byte[]?> SmallAsync(CapturedOutput output) =>
+        output.Length <= AnsweredFromMemoryBytes ? await output.ToArrayAsync(CancellationToken.None) : null;
 
     /// <summary>
     /// Stores an output stream in the evidence store straight from its capture (memory, then its spool file: never copied
-    /// whole) and names it by digest and size. When the store cannot take it, its bytes are returned to go with the outcome
-    /// into the node's journal (never inside the event: the record names outputs by digest only, so that erasure reaches them).
+    /// whole) and names it by digest and size. When the store is away, it is returned to go with the outcome into the node's
+    /// journal, which copies it from its capture to a file of its own (never inside the event: the record names outputs by
+    /// digest only, so that erasure reaches them). When the store refuses it for another reason (or its capture no longer
+    /// hashes to the digest taken while it was captured), Refused says why: waiting in the journal would not help.
     /// </summary>
-    private async Task<(StreamOutput Output, byte[]? Unstored)> StoreOutputAsync(AdmittedRun run, CapturedOutput output, long produced, bool truncated)
+    private async Task<(StreamOutput Output, KeptContent? Unstored, string? Refused)> StoreOutputAsync(AdmittedRun run, CapturedOutput output, long produced,
+        bool truncated, string name)
     {
         var named = StreamOutput.InStore(output.Sha256, output.Length, produced, truncated);
         try
         {
             await using var content = await output.OpenReadAsync(CancellationToken.None);
             await evidence.PutAsync(run.Caller.Tenant, new StoredContent(output.Sha256, output.Length), content, CancellationToken.None);
-            return (named, null);
+            return (named, null, null);
+        }
+        catch (Exception e) when (ProblemExceptionHandler.IsStoreUnavailable(e))
+        {
+            LogOutputUnstored(e, run.Stream.RunId);
+            // The journal keeps only bytes that are what the event names (hashed as they are read, never held whole).
+            await using (var content = await output.OpenReadAsync(CancellationToken.None))
+                if (Convert.ToHexStringLower(await System.Security.Cryptography.SHA256.HashDataAsync(content)) != output.Sha256)
+                    return (named, null, $"its {name} no longer hashes to the digest taken while it was captured (its spool changed)");
+            return (named, new KeptContent(output.Sha256, output.Length, output.OpenReadAsync), null);
         }
         catch (Exception e)
         {
-            LogOutputUnstored(e, run.Stream.RunId);
-            // One output at a time is read whole into memory: an outage with many large outputs in flight stays bounded.
-            await _unstoredOutput.WaitAsync(CancellationToken.None);
-            try
-            {
-                return (named, await output.ToArrayAsync(CancellationToken.None));
-            }
-            finally
-            {
-                _unstoredOutput.Release();
-            }
+            LogOutputRefused(e, run.Stream.RunId, name);
+            return (named, null, $"the evidence store refused its {name} ({Describe(e)})");
         }
     }
 
@@ -791,6 +877,15 @@ public sealed partial class RunOrchestrator(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: the evidence store could not take its output; the outcome and the output go to the node's journal")]
     private partial void LogOutputUnstored(Exception e, Guid runId);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: the evidence store refused its {Stream} for another reason than being away; the run is recorded failed, naming the output by digest")]
+    private partial void LogOutputRefused(Exception e, Guid runId, string stream);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: the audit store refused its outcome for another reason than being away; recording the run failed, saying why")]
+    private partial void LogOutcomeRefused(Exception e, Guid runId);
+
+    [LoggerMessage(Level = LogLevel.Critical, Message = "Run {RunId}: neither its outcome nor its failure could be recorded; it is recorded abandoned once its lease lapses")]
+    private partial void LogOutcomeUnrecorded(Exception e, Guid runId);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: the audit store stayed away while this node waited for the run; answered 202 with its id")]
     private partial void LogOutcomeUnread(Exception? e, Guid runId);
@@ -837,6 +932,12 @@ public sealed class CapacityException(Guid runId, AdmissionRefusal refusal) : Ex
 }
 
 public sealed class SandboxUnavailableException(Guid runId, Exception inner) : Exception(inner.Message, inner)
+{
+    public Guid RunId => runId;
+}
+
+/// <summary>The run ran, but the audit store refused its outcome and its failure for another reason than being away.</summary>
+public sealed class OutcomeUnrecordedException(Guid runId, string error) : Exception(error)
 {
     public Guid RunId => runId;
 }

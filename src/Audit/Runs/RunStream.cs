@@ -85,7 +85,8 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
         })
         .Build();
 
-    private static bool IsConflict(Exception? e)
+    /// <summary>Another writer appended at the expected version first (or a commit this writer saw fail went through).</summary>
+    public static bool IsConflict(Exception? e)
     {
         for (; e is not null; e = e.InnerException)
             if (e is ConcurrencyException or EventStreamUnexpectedMaxEventIdException or ExistingStreamIdCollisionException

@@ -101,13 +101,38 @@ public static class RunDecisions
     /// The program ended: how it exited, what it wrote (already described by digest), what it left as artifacts, and the one
     /// status that explains it (the limit that bit wins over the exit code, see RunStatus.FromExit).
     /// </summary>
+    /// <remarks>
+    /// outputUnstored: why an output could not be kept, when the evidence store refused it for another reason than being away
+    /// (which the journal waits out): the output is named by digest and size, and the run ends failed saying so.
+    /// </remarks>
     public static object[] Outcome(Guid runId, ExitReport exit, bool outputTruncated, StreamOutput stdout, StreamOutput stderr,
-        IReadOnlyList<ArtifactRecorded> artifacts, string? problem, long elapsedMs, DateTimeOffset now)
+        IReadOnlyList<ArtifactRecorded> artifacts, string? problem, long elapsedMs, DateTimeOffset now, string? outputUnstored = null)
     {
         var exited = new SandboxExited(runId, exit.ExitCode, exit.Signal, exit.TimedOut, exit.OomKilled, exit.PidsLimitHit, exit.WallUs,
             exit.CpuUserUs, exit.CpuSysUs, exit.MaxRssKb, now);
         var status = RunStatus.FromExit(exited, outputTruncated);
-        return [exited, new OutputRecorded(runId, stdout, stderr, now), .. artifacts, new RunCompleted(runId, status, exited.ExitCode, elapsedMs, problem, now)];
+        object end = outputUnstored is null
+            ? new RunCompleted(runId, status, exited.ExitCode, elapsedMs, problem, now)
+            : new RunFailed(runId, $"The program ended ({status}, exit code {exited.ExitCode?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none"}), "
+                + $"but its output could not be kept: {outputUnstored}. The record names it by digest and size only.", now);
+        return [exited, new OutputRecorded(runId, stdout, stderr, now), .. artifacts, end];
+    }
+
+    /// <summary>
+    /// The audit store refused a run's ending events for another reason than being away (a constraint, a value it cannot hold,
+    /// a fault of this service): the journal could not do better later, so the run ends failed, saying what it had ended
+    /// with and why that is not in the record. error is the store's own account, cleaned to be recordable.
+    /// </summary>
+    public static object[] OutcomeRefused(Guid runId, IReadOnlyList<object> refused, string error, DateTimeOffset now)
+    {
+        var meant = refused.LastOrDefault(e => e is RunCompleted or RunFailed or RunAbandoned) switch
+        {
+            RunCompleted c => $"It had ended {c.Status}{(c.ExitCode is { } code ? $" with exit code {code.ToString(System.Globalization.CultureInfo.InvariantCulture)}" : "")}",
+            RunFailed f => $"It had failed: {ClientText.Clean(f.Reason, ClientText.MaxError)}",
+            _ => "Its ending",
+        };
+        return [new RunFailed(runId, $"The run's outcome could not be recorded: the audit store refused it ({ClientText.Clean(error, ClientText.MaxError)}). "
+            + $"{meant}; the events that said so, with its exit and output, are not in the record.", now)];
     }
 
     /// <summary>The sandbox broke while the program ran, or shutdown's grace period ran out and it was killed.</summary>

@@ -222,6 +222,30 @@ public sealed class RunDecisionTests
     }
 
     [Fact]
+    public void AnOutputTheStoreRefusedEndsTheRunFailedNamingTheOutputAndWhy()
+    {
+        var events = RunDecisions.Outcome(RunId, Exit(), false, Out("a"), Out(""), [], null, 12, Now, "the evidence store refused its stdout (SQLSTATE 42501: permission denied)");
+
+        Assert.IsType<OutputRecorded>(events[1]);
+        var failed = Assert.IsType<RunFailed>(events[^1]);
+        Assert.Equal("The program ended (succeeded, exit code 0), but its output could not be kept: the evidence store refused its stdout "
+            + "(SQLSTATE 42501: permission denied). The record names it by digest and size only.", failed.Reason);
+        Assert.Single(events, e => e is RunCompleted or RunFailed or RunAbandoned);
+    }
+
+    [Fact]
+    public void AnOutcomeTheStoreRefusedIsReplacedByARecordableFailureSayingWhatItWas()
+    {
+        var refused = RunDecisions.Outcome(RunId, Exit(3), false, Out("a"), Out(""), [], null, 12, Now);
+
+        var failed = Assert.IsType<RunFailed>(Assert.Single(RunDecisions.OutcomeRefused(RunId, refused, "SQLSTATE 22P05: unsupported \0 in \u0000 text", Now)));
+
+        Assert.StartsWith("The run's outcome could not be recorded: the audit store refused it (SQLSTATE 22P05: ", failed.Reason, StringComparison.Ordinal);
+        Assert.Contains("It had ended failed with exit code 3;", failed.Reason, StringComparison.Ordinal);
+        Assert.DoesNotContain('\0', failed.Reason);
+    }
+
+    [Fact]
     public void AnOutcomeArrivingAfterAbandonmentIsALateNonTerminalEventCarryingTheOriginal()
     {
         var original = new RunCompleted(RunId, RunStatus.Succeeded, 0, 120, null, Now.AddMinutes(-3));

@@ -10,6 +10,7 @@ using Sandbox.Audited.Api.Runs;
 using Sandbox.Audited.Api.Streaming;
 using Sandbox.Audited.Audit.Queue;
 using Sandbox.Audited.Audit.Runs;
+using Sandbox.Audited.Domain.Hashing;
 using Sandbox.Audited.Domain.Policies;
 using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Executor;
@@ -167,6 +168,88 @@ public sealed class RunQueueTests(ClusterFixture cluster)
         Assert.Equal("succeeded", late.RootElement.GetProperty("status").GetString());
         var (_, body) = await cluster.Api("ada", "tenant-cluster").GetJsonAsync($"/v1/runs/{runId}");
         Assert.Equal("abandoned", body.Str("status"));
+    }
+
+    [Fact]
+    public async Task ALateOutcomeWhoseCommitWentThroughUnseenIsRecordedOnceWhenTheFileIsCommittedAgain()
+    {
+        var node = "late-" + Guid.NewGuid().ToString("N")[..6];
+        var store = cluster.ApiServices.GetRequiredService<IDocumentStore>();
+        var runId = await RecordedAsync(node);
+        await (await RunStream.ResumeAsync(store, runId, new WriteContext("system:sweeper", null), CancellationToken.None))
+            .AppendAsync(new RunAbandoned(runId, "silent beyond the grace", node, DateTimeOffset.UtcNow), CancellationToken.None);
+        var journal = JournalOf(node);
+        var at = DateTimeOffset.UtcNow.AddSeconds(-10);
+        await journal.KeepAsync(new RunStream(store, runId, new WriteContext("ada", null, Tenant: "tenant-cluster")),
+        [
+            new SandboxExited(runId, 0, null, false, false, false, 1000, 500, 100, 9000, at),
+            new RunCompleted(runId, RunStatus.Succeeded, 0, 12, null, at),
+        ]);
+        var path = Path.Combine(journal.Directory, $"{runId:D}.json");
+        var kept = await File.ReadAllTextAsync(path);
+
+        Assert.Equal([runId], await journal.CommitAllOnceAsync(CancellationToken.None));
+        // The commit went through but the worker never learnt it (its answer was lost): the file is still there, and is
+        // committed again a moment later, when the late outcome would be recorded at another time.
+        await File.WriteAllTextAsync(path, kept);
+        await Task.Delay(20);
+        Assert.Equal([runId], await journal.CommitAllOnceAsync(CancellationToken.None));
+
+        Assert.Equal(["run_requested", "policy_evaluated", "run_queued", "run_abandoned", "sandbox_exited", "late_outcome_recorded"], await TypesAsync(runId));
+        Assert.Equal(0, journal.Pending);
+    }
+
+    [Fact]
+    public async Task AJournalFileAddingFactsToARunThatEndedWithItsOwnOutcomeIsSetAsideButARemovalIsCommitted()
+    {
+        var node = "ended-" + Guid.NewGuid().ToString("N")[..6];
+        var store = cluster.ApiServices.GetRequiredService<IDocumentStore>();
+        var journal = JournalOf(node);
+        var context = new WriteContext("ada", null, Tenant: "tenant-cluster");
+        var (added, removed) = (await RecordedAsync(node), await RecordedAsync(node));
+        foreach (var runId in new[] { added, removed })
+            await (await RunStream.ResumeAsync(store, runId, context, CancellationToken.None))
+                .AppendAsync(new RunCompleted(runId, RunStatus.Succeeded, 0, 12, null, DateTimeOffset.UtcNow), CancellationToken.None);
+        // Neither an output nor a terminal event: an exit the run's record does not hold, after its end.
+        await journal.KeepAsync(new RunStream(store, added, context), [new SandboxExited(added, 137, 9, false, true, false, 1000, 500, 100, 9000, DateTimeOffset.UtcNow)]);
+        await journal.KeepAsync(new RunStream(store, removed, context), RunDecisions.Removed(removed, "c0ffee", SandboxRemoval.Removed, DateTimeOffset.UtcNow));
+
+        for (var pass = 0; pass < OutcomeJournal.RejectionsBeforeSetAside; pass++)
+            await journal.CommitAllOnceAsync(CancellationToken.None);
+
+        Assert.Equal(["run_requested", "policy_evaluated", "run_queued", "run_completed"], await TypesAsync(added));
+        Assert.True(File.Exists(Path.Combine(journal.RejectedDirectory, $"{added:D}.json")), "the file was not set aside");
+        Assert.Equal(["run_requested", "policy_evaluated", "run_queued", "run_completed", "sandbox_removed"], await TypesAsync(removed));
+        Assert.Equal(0, journal.Pending);
+    }
+
+    [Fact]
+    public async Task AKeptOutputFileThatDoesNotHashToItsNameIsSetAsideWithItsOutcome()
+    {
+        var node = "kept-" + Guid.NewGuid().ToString("N")[..6];
+        var store = cluster.ApiServices.GetRequiredService<IDocumentStore>();
+        var journal = JournalOf(node);
+        var runId = await RecordedAsync(node);
+        var printed = System.Text.Encoding.UTF8.GetBytes("true output\n");
+        var sha = Sha256Hex.Of(printed);
+        var stdout = StreamOutput.InStore(sha, printed.Length, printed.Length, false);
+        var empty = StreamOutput.InStore(Sha256Hex.Of(""), 0, 0, false);
+        // The output the store was away for, kept in a file beside the outcome; the file changes before it is committed.
+        await journal.KeepAsync(new RunStream(store, runId, new WriteContext("ada", null, Tenant: "tenant-cluster")),
+            [new OutputRecorded(runId, stdout, empty, DateTimeOffset.UtcNow), new RunCompleted(runId, RunStatus.Succeeded, 0, 12, null, DateTimeOffset.UtcNow)],
+            spooled: [new KeptContent(sha, printed.Length, _ => Task.FromResult<Stream>(new MemoryStream(printed)))]);
+        var kept = Path.Combine(journal.Directory, $"{runId:D}.{sha}.content");
+        Assert.Equal(printed, await File.ReadAllBytesAsync(kept));
+        Assert.DoesNotContain("\"contents\"", await File.ReadAllTextAsync(Path.Combine(journal.Directory, $"{runId:D}.json")), StringComparison.Ordinal);
+        await File.WriteAllTextAsync(kept, "forged output\n");
+
+        for (var pass = 0; pass < OutcomeJournal.RejectionsBeforeSetAside; pass++)
+            await journal.CommitAllOnceAsync(CancellationToken.None);
+
+        Assert.Equal(["run_requested", "policy_evaluated", "run_queued"], await TypesAsync(runId));
+        Assert.True(File.Exists(Path.Combine(journal.RejectedDirectory, $"{runId:D}.json")), "the outcome was not set aside");
+        Assert.True(File.Exists(Path.Combine(journal.RejectedDirectory, $"{runId:D}.{sha}.content")), "its kept output stayed behind");
+        Assert.Equal(0, journal.Pending);
     }
 
     [Fact]

@@ -49,14 +49,27 @@ public sealed class ErasureAttackTests(ErasureAttackFixture service)
         Assert.Equal(0, await Commands.RunAsync(["erase", "--tenant", tenant, "--digest", digest, "--reason", "data-subject request", "--by", "dpo"], configuration));
     }
 
-    // The evidence store fails for the service (its chunk inserts are refused) from the moment the tenant's run has started
-    // until the returned task is disposed.
-    private async Task<IAsyncDisposable> StoreFailsOnceRunningAsync(string tenant)
+    // PostgreSQL goes away for the service (an outage, not a refusal) from the moment the tenant's run has started until the
+    // returned handle is disposed.
+    private async Task<IAsyncDisposable> StoreAwayOnceRunningAsync(string tenant, int runs = 1)
     {
+        await SandboxesStartedAsync(tenant, runs);
+        return await service.StoreAwayAsync();
+    }
+
+    private async Task SandboxesStartedAsync(string tenant, int runs) =>
         await Eventually.WaitUntilAsync(async () => await service.Database.ScalarAsync<long>(
                 "SELECT count(*) FROM sandbox.mt_events WHERE type = 'sandbox_started' AND stream_id IN "
-                + "(SELECT stream_id FROM sandbox.mt_events WHERE type = 'run_requested' AND data -> 'caller' ->> 'tenant' = $1)", tenant) > 0,
-            () => "the run never started", TimeSpan.FromSeconds(30));
+                + "(SELECT stream_id FROM sandbox.mt_events WHERE type = 'run_requested' AND data -> 'caller' ->> 'tenant' = $1)", tenant) >= runs,
+            () => "the run never started: " + service.Database.ScalarAsync<string>(
+                "SELECT string_agg(type, ',' ORDER BY seq_id) FROM sandbox.mt_events WHERE stream_id IN "
+                + "(SELECT stream_id FROM sandbox.mt_events WHERE type = 'run_requested' AND data -> 'caller' ->> 'tenant' = $1)", tenant).GetAwaiter().GetResult(),
+            TimeSpan.FromSeconds(30));
+
+    // The store refuses the service's content inserts (a permission taken away: not an outage, no wait would help) until disposed.
+    private async Task<IAsyncDisposable> StoreRefusesContentOnceRunningAsync(string tenant, int runs)
+    {
+        await SandboxesStartedAsync(tenant, runs);
         await service.Database.ExecuteAsync("REVOKE INSERT ON sandbox.evidence_chunks FROM sandbox_app");
         return new Restore(service.Database);
     }
@@ -84,6 +97,25 @@ public sealed class ErasureAttackTests(ErasureAttackFixture service)
         Assert.Equal("succeeded", again.Str("status"));
         Assert.Equal("utf8", again.Str("stdout.encoding"));
         Assert.Equal(printed, again.Str("stdout.content"));
+    }
+
+    [Fact]
+    public async Task ASmallOutputIsAnsweredFromMemoryEvenWhenTheOtherStreamSpilled()
+    {
+        var tenant = AuditTestClient.NewTenant("er-spilled");
+        // stderr: 1.1 KiB, kept in memory; stdout: 20 KB, beyond this node's 4 KiB, spilled to disk and streamed into the store.
+        var request = new { language = "python", code = "import sys\nsys.stderr.write(('subject-' + str(6 * 7)) * 100)\nsys.stderr.flush()\nprint('z' * 20000)" };
+        var written = string.Concat(Enumerable.Repeat("subject-42", 100));
+        var (_, first) = await service.Runner("alice", tenant).RunAsync(request);
+        Assert.Equal(Sha(written), first.Str("stderr.sha256"));
+        await EraseAsync(tenant, Sha(written));
+
+        // Read from the store, the small stream would answer "erased": the request that ran it answers it from memory.
+        var (response, again) = await service.Runner("alice", tenant).RunAsync(request);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("utf8", again.Str("stderr.encoding"));
+        Assert.Equal(written, again.Str("stderr.content"));
+        Assert.Equal(new string('z', 20000) + "\n", again.Str("stdout.content"));
     }
 
     [Fact]
@@ -115,12 +147,22 @@ public sealed class ErasureAttackTests(ErasureAttackFixture service)
         });
         HttpResponseMessage response;
         System.Text.Json.Nodes.JsonNode run;
-        await using (await StoreFailsOnceRunningAsync(tenant))
+        var folder = Path.Combine(service.JournalDirectory, service.NodeId);
+        string kept;
+        await using (await StoreAwayOnceRunningAsync(tenant))
+        {
             (response, run) = await posting;
+            // Copied from its capture to a file of its own beside the outcome, not held in memory nor put in the outcome's
+            // file: however many outputs an outage catches, none is held whole.
+            kept = Path.Combine(folder, $"{run.Str("runId")}.{Sha(printed)}.content");
+            Assert.Equal(printed, await File.ReadAllTextAsync(kept));
+            Assert.DoesNotContain("\"contents\"", await File.ReadAllTextAsync(Path.Combine(folder, run.Str("runId") + ".json")), StringComparison.Ordinal);
+        }
         // The output is not put inside its event: the outcome waits in the node's journal with it (202 "recording", the
         // output answered from memory), and the journal stores it before it commits the events that name it.
         Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
         Assert.Equal("recording", run.Str("status"));
+        Assert.Contains("the evidence store (PostgreSQL) was unavailable when its output was to be stored", run.Str("reason"), StringComparison.Ordinal);
         Assert.Equal(printed, run.Str("stdout.content"));
         var id = run.Str("runId");
         Assert.Equal(Sha(printed), run.Str("stdout.sha256"));
@@ -128,6 +170,7 @@ public sealed class ErasureAttackTests(ErasureAttackFixture service)
             () => "the journaled outcome was never committed", TimeSpan.FromSeconds(30));
         var (_, committed) = await service.Runner("alice", tenant).GetJsonAsync($"/v1/runs/{id}");
         Assert.Equal(printed, committed.Str("stdout.content"));
+        Assert.False(File.Exists(kept), "the kept output outlived its commit");
 
         await EraseAsync(tenant, Sha(printed));
 
@@ -147,10 +190,11 @@ public sealed class ErasureAttackTests(ErasureAttackFixture service)
         var posting = service.Runner("alice", tenant).RunAsync(new { language = "python", code = "import time\ntime.sleep(3)\nprint('personal-record-' + str(6 * 7))" });
         HttpResponseMessage response;
         System.Text.Json.Nodes.JsonNode run;
-        await using (await StoreFailsOnceRunningAsync(tenant))
+        await using (await StoreAwayOnceRunningAsync(tenant))
         {
             (response, run) = await posting;
             Assert.Equal(HttpStatusCode.Accepted, response.StatusCode); // the outcome waits in the node's journal
+            Assert.Contains("not committed yet: the audit store (PostgreSQL) is unavailable", run.Str("reason"), StringComparison.Ordinal);
             await EraseAsync(tenant, Sha(printed)); // a data-subject request handled meanwhile
         }
         var id = run.Str("runId");
@@ -161,6 +205,36 @@ public sealed class ErasureAttackTests(ErasureAttackFixture service)
         Assert.Equal(Sha(printed), read.Str("stdout.sha256"));
         Assert.Equal("erased", read.Str("stdout.encoding"));
         Assert.Equal("", read.Str("stdout.content"));
+    }
+
+    [Fact]
+    public async Task AStoreThatRefusesAnOutcomeForAnotherReasonThanAnOutageEndsTheRunFailedSayingWhyInsteadOfJournalingIt()
+    {
+        var tenant = AuditTestClient.NewTenant("er-refused");
+        var runner = service.Runner("alice", tenant);
+        // Beyond this node's 4 KiB: spilled, streamed into the store on its own after the run.
+        var spilled = runner.RunAsync(new { language = "python", code = "import time\ntime.sleep(2)\nprint('x' * 20000)" });
+        // Within one chunk and in memory: stored by the outcome's own commit (once the other run has given its buffer back).
+        var small = runner.RunAsync(new { language = "python", code = "import time\ntime.sleep(4)\nprint('small')" });
+        (HttpResponseMessage Response, System.Text.Json.Nodes.JsonNode Body) large, committed;
+        await using (await StoreRefusesContentOnceRunningAsync(tenant, runs: 2))
+            (large, committed) = (await spilled, await small);
+
+        // A refusal is not an outage: waiting in the journal would not help (it would be refused there for good, and the
+        // answer would say the store is unavailable). The run ends failed, saying what it did and why it is not all recorded.
+        foreach (var (response, run) in new[] { large, committed })
+        {
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal("error", run.Str("status"));
+            Assert.Contains("SQLSTATE 42501", run.Str("reason"), StringComparison.Ordinal);
+            Assert.Equal(1L, await service.Database.ScalarAsync<long>(
+                "SELECT count(*) FROM sandbox.mt_events WHERE stream_id = $1 AND type IN ('run_completed', 'run_failed', 'run_abandoned')", Guid.Parse(run.Str("runId"))));
+            Assert.False(File.Exists(Path.Combine(service.JournalDirectory, service.NodeId, run.Str("runId") + ".json")), "the outcome went to the journal");
+        }
+        Assert.Contains("(succeeded, exit code 0), but its output could not be kept: the evidence store refused its stdout", large.Body.Str("reason"), StringComparison.Ordinal);
+        Assert.Equal(Sha(new string('x', 20000) + "\n"), large.Body.Str("stdout.sha256"));
+        Assert.Contains("The run's outcome could not be recorded: the audit store refused it", committed.Body.Str("reason"), StringComparison.Ordinal);
+        Assert.Contains("It had ended succeeded with exit code 0", committed.Body.Str("reason"), StringComparison.Ordinal);
     }
 
     [Fact]
@@ -178,7 +252,7 @@ public sealed class ErasureAttackTests(ErasureAttackFixture service)
             var posting = service.Runner("alice", tenant).RunAsync(new { language = "python", code = "import time\ntime.sleep(3)\nprint('after')" });
             HttpResponseMessage response;
             System.Text.Json.Nodes.JsonNode run;
-            await using (await StoreFailsOnceRunningAsync(tenant))
+            await using (await StoreAwayOnceRunningAsync(tenant))
                 (response, run) = await posting;
             Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
 

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Domain.Runs;
@@ -102,6 +103,32 @@ public class ServiceFixture : IAsyncLifetime
         DevelopmentTokens.Mint(Auth, subject, tenant, roles, TimeSpan.FromMinutes(30));
 
     public HttpClient Runner(string subject, string tenant) => Client(Token(subject, tenant, Roles.Runner));
+
+    /// <summary>
+    /// PostgreSQL goes away for this node (its connections are ended, new ones refused: TestDatabase.AwayForServiceAsync)
+    /// until the returned handle is disposed; then the node's pools drop the connections the outage ended, so that the next
+    /// test does not meet one of them as a first request after an outage would.
+    /// </summary>
+    public async Task<IAsyncDisposable> StoreAwayAsync() => new StoreBack(this, await Database.AwayForServiceAsync());
+
+    private sealed class StoreBack(ServiceFixture node, IAsyncDisposable away) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            await away.DisposeAsync();
+            node.Services.GetRequiredService<Npgsql.NpgsqlDataSource>().Clear();
+            ((Weasel.Postgresql.PostgresqlDatabase)node.Services.GetRequiredService<Marten.IDocumentStore>().Storage.Database).DataSource.Clear();
+            // The rate limiter's own pool is not reachable from here: requests drain its ended connections (one 503 each)
+            // until several in a row get through to validation (400).
+            using var probe = node.Runner("probe", "tenant-probe");
+            var through = 0;
+            for (var attempt = 0; attempt < 100 && through < 10; attempt++)
+            {
+                using var answer = await probe.PostAsync("/v1/runs", new StringContent("{}", System.Text.Encoding.UTF8, "application/json"));
+                through = answer.StatusCode == System.Net.HttpStatusCode.ServiceUnavailable ? 0 : through + 1;
+            }
+        }
+    }
 
     /// <summary>Stops this node's service as a shutdown does (hosted services stop); the database stays.</summary>
     public async Task StopServiceAsync()

@@ -54,6 +54,23 @@ public sealed class TestDatabase(string? serverAdminConnection = null) : IAsyncD
         await command.ExecuteNonQueryAsync();
     }
 
+    /// <summary>
+    /// An outage of this database for the service's role, and for nothing else on the shared cluster: its open connections
+    /// are ended (57P01, as when the server shuts down) and new ones refused (53300, too many connections) until the
+    /// returned handle is disposed. The test's own admin connections still get in.
+    /// </summary>
+    public async Task<IAsyncDisposable> AwayForServiceAsync()
+    {
+        await ExecuteAsync($"ALTER DATABASE {Name} CONNECTION LIMIT 0");
+        await ExecuteAsync("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND usename = 'sandbox_app'", Name);
+        return new Back(this);
+    }
+
+    private sealed class Back(TestDatabase database) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync() => await database.ExecuteAsync($"ALTER DATABASE {database.Name} CONNECTION LIMIT -1");
+    }
+
     public async ValueTask DisposeAsync()
     {
         NpgsqlConnection.ClearAllPools();
