@@ -33,7 +33,7 @@ if (Environment.GetEnvironmentVariable("SBX_BENCH_ONLY") == "dispatch")
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
         $"dispatch: {dispatchOnly.RunsPerSecond:F0} runs/s ({dispatchOnly.Producers} producers, {dispatchOnly.Claimers} claimers × {dispatchOnly.SlotsPerClaimer} slots); churn ceiling {churnOnly:F2} runs/s; ratio {dispatchOnly.RunsPerSecond / churnOnly:F0}×"));
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"  per call, ms p50/p95: enqueue {dispatchOnly.Enqueue.P50:F1}/{dispatchOnly.Enqueue.P95:F1}, claim {dispatchOnly.Claim.P50:F1}/{dispatchOnly.Claim.P95:F1} ({dispatchOnly.RunsPerClaim:F1} runs a claim), finish {dispatchOnly.Finish.P50:F1}/{dispatchOnly.Finish.P95:F1}; CPU per run: {dispatchOnly.ClientCpuMsPerRun:F2} ms in the bench, {dispatchOnly.ServerCpuMsPerRun:F2} ms in PostgreSQL"));
+        $"  per call, ms p50/p95: enqueue {dispatchOnly.Enqueue.P50:F1}/{dispatchOnly.Enqueue.P95:F1}, claim {dispatchOnly.Claim.P50:F1}/{dispatchOnly.Claim.P95:F1} ({dispatchOnly.RunsPerClaim:F1} runs a claim), finish {dispatchOnly.Finish.P50:F1}/{dispatchOnly.Finish.P95:F1}; CPU per run: {dispatchOnly.ClientCpuMsPerRun:F2} ms in the bench, {dispatchOnly.ServerCpuMsPerRun:F2} ms in PostgreSQL; {dispatchOnly.CommitsPerRun:F2} commits a run"));
     return 0;
 }
 

@@ -105,9 +105,20 @@ public sealed class RunQueue(NpgsqlDataSource dataSource)
     {
         var builder = new NpgsqlConnectionStringBuilder(connectionString);
         // Only when not configured: `Max Auto Prepare=0` turns it off (behind PgBouncer in transaction mode, for instance).
-        if (!builder.ContainsKey("Max Auto Prepare"))
+        // Npgsql's own builder answers ContainsKey for every keyword it knows, set or not: the string itself is asked.
+        if (!Names(connectionString, "Max Auto Prepare"))
             builder.MaxAutoPrepare = 64;
+        // Prepared on first use: a connection taken from the pool is reset between uses, and Npgsql forgets its candidates with
+        // DISCARD ALL, so a statement used once per checkout would never reach the default of five uses.
+        if (!Names(connectionString, "Auto Prepare Min Usages"))
+            builder.AutoPrepareMinUsages = 1;
         return builder.ConnectionString;
+    }
+
+    private static bool Names(string connectionString, string keyword)
+    {
+        var given = new System.Data.Common.DbConnectionStringBuilder { ConnectionString = connectionString };
+        return given.Keys.Cast<string>().Any(k => string.Equals(k.Replace(" ", ""), keyword.Replace(" ", ""), StringComparison.OrdinalIgnoreCase));
     }
 
     /// <summary>
