@@ -24,7 +24,7 @@ public sealed class GroupCommit
     internal const int MaxMembers = 32;
 
     // Commits running at once per store: a group forms while these are in flight.
-    internal const int InFlight = 2;
+    public const int InFlight = 2;
 
     private static readonly ConditionalWeakTable<IDocumentStore, GroupCommit> Groups = new();
 
@@ -48,7 +48,10 @@ public sealed class GroupCommit
 
     public long SharedMembers => Interlocked.Read(ref _sharedMembers);
 
-    private long _alone, _shared, _sharedMembers;
+    /// <summary>Shared commits that did not commit and whose members were each committed again alone.</summary>
+    public long Retried => Interlocked.Read(ref _retried);
+
+    private long _alone, _shared, _sharedMembers, _retried;
 
     /// <summary>
     /// Commits write (what one stream's writer adds to a session) with whatever else is being committed now. write may be
@@ -153,6 +156,7 @@ public sealed class GroupCommit
             return;
         // Nothing of the group committed (a writer failed before anything was sent, or the server refused the transaction):
         // each member again on its own, so that only the one at fault fails.
+        Interlocked.Increment(ref _retried);
         await Task.WhenAll(group.Select(CommitAloneAsync));
     }
 
