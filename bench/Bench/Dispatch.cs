@@ -37,12 +37,23 @@ public static class Dispatch
             await MigrationRunner.ApplyAsync(connection, migrations, TextWriter.Null, CancellationToken.None);
             if (Environment.GetEnvironmentVariable("SBX_BENCH_LOG") == "1")
                 await ExecuteAsync(adminConnection, $"ALTER DATABASE {database} SET log_statement = 'all'");
-            using var store = DocumentStore.For(o => MartenSetup.Configure(o, connection));
-            await using var source = NpgsqlDataSource.Create(RunQueue.Prepared(connection));
-            var queue = new RunQueue(source);
-            // SBX_BENCH_GROUP_COMMIT=0: every commit alone, as before group commits (to compare in one build).
-            var group = GroupCommit.For(store);
-            group.Enabled = Environment.GetEnvironmentVariable("SBX_BENCH_GROUP_COMMIT") != "0";
+            // Each node as the service builds it: its own document store (and so its own group commit), data source and run
+            // queue (and so its own merged wake-ups). One api node takes every producer's requests; each executor is a node.
+            var groupCommits = Environment.GetEnvironmentVariable("SBX_BENCH_GROUP_COMMIT") != "0"; // 0: every commit alone, as before
+            var nodes = new List<Node>();
+            Node NewNode(int poolSize)
+            {
+                var pooled = new NpgsqlConnectionStringBuilder(connection) { MaxPoolSize = poolSize }.ConnectionString;
+                var store = DocumentStore.For(o => MartenSetup.Configure(o, pooled));
+                GroupCommit.For(store).Enabled = groupCommits;
+                var source = NpgsqlDataSource.Create(RunQueue.Prepared(pooled));
+                var node = new Node(store, source, new RunQueue(source));
+                nodes.Add(node);
+                return node;
+            }
+            var api = NewNode(30);
+            var executors = Enumerable.Range(0, claimers).Select(_ => NewNode(slotsPerClaimer + 6)).ToList();
+            long Commits() => nodes.Sum(n => GroupCommit.For(n.Store).Alone + GroupCommit.For(n.Store).Shared);
             // At most this many runs wait at once, as admission bounds the queue; producers wait for room.
             using var room = new SemaphoreSlim(512, 512);
             using var stop = new CancellationTokenSource();
@@ -81,12 +92,12 @@ public static class Dispatch
                         new QueuedRequest("python", Sha256Hex.Of(staged[0].Span), staged[0].Length, Sha256Hex.Of(request.Stdin), 0, [], [], RequestedLimits.None,
                             "internal", "python", "standard"),
                         decision, caller, null, null);
-                    var stream = new RunStream(store, runId, new WriteContext(caller.Subject, null, Tenant: caller.Tenant));
+                    var stream = new RunStream(api.Store, runId, new WriteContext(caller.Subject, null, Tenant: caller.Tenant));
                     object[] events = [.. RunDecisions.Request(runId, caller, client, request, [], decision, "bench-api", 0, now), RunDecisions.Queued(runId, "bench-api", null, now)];
                     await stream.AppendAsync(events, CancellationToken.None, session =>
                     {
                         EvidenceStore.Stage(session, caller.Tenant, staged);
-                        queue.Enqueue(session, work, caller.Tenant, "bench-api", null, 30);
+                        api.Queue.Enqueue(session, work, caller.Tenant, "bench-api", null, 30);
                     });
                     if (Volatile.Read(ref measuring))
                         enqueueMs.Add(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
@@ -98,10 +109,11 @@ public static class Dispatch
                 // An executor node as QueueWorker runs one: woken by its LISTEN connection ("a run was queued"), by a slot
                 // coming free, or by the poll; each round claims as many runs as it has free slots, in one call.
                 var node = "bench-executor-" + claimer;
+                var executor = executors[claimer];
                 using var slots = new SemaphoreSlim(slotsPerClaimer, slotsPerClaimer);
                 using var wake = new SemaphoreSlim(1, 1);
                 var finishing = new List<Task>();
-                await using var listener = await source.OpenConnectionAsync();
+                await using var listener = await executor.Source.OpenConnectionAsync();
                 listener.Notification += (_, _) => Wake(wake);
                 await using (var listen = new NpgsqlCommand($"LISTEN {RunQueue.QueuedChannel}", listener))
                     await listen.ExecuteNonQueryAsync();
@@ -124,7 +136,7 @@ public static class Dispatch
                         if (free == 0)
                             break;
                         var started = Stopwatch.GetTimestamp();
-                        var claimed = await queue.ClaimAsync(node, 1_000_000, 30, free, CancellationToken.None);
+                        var claimed = await executor.Queue.ClaimAsync(node, 1_000_000, 30, free, CancellationToken.None);
                         if (Volatile.Read(ref measuring))
                         {
                             claimMs.Add(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
@@ -134,7 +146,7 @@ public static class Dispatch
                         if (free - claimed.Count > 0)
                             slots.Release(free - claimed.Count);
                         foreach (var run in claimed)
-                            finishing.Add(FinishAsync(run, slots, wake));
+                            finishing.Add(FinishAsync(executor, run, slots, wake));
                         finishing.RemoveAll(t => t.IsCompleted);
                         if (claimed.Count < free)
                             break;
@@ -144,17 +156,17 @@ public static class Dispatch
                 await listening;
             }
 
-            async Task FinishAsync(ClaimedRun run, SemaphoreSlim slots, SemaphoreSlim wake)
+            async Task FinishAsync(Node executor, ClaimedRun run, SemaphoreSlim slots, SemaphoreSlim wake)
             {
                 await Task.Yield();
                 var started = Stopwatch.GetTimestamp();
                 // The executor's side of a run another node recorded: its stream resumed from the record, then the terminal
                 // event and the row's end in one commit, as the outcome commit makes them (a run that starts no container).
                 var runId = run.Work.RunId;
-                var stream = await RunStream.ResumeAsync(store, runId, new WriteContext(run.Work.Caller.Subject, run.Work.CorrelationId, Tenant: run.Tenant),
+                var stream = await RunStream.ResumeAsync(executor.Store, runId, new WriteContext(run.Work.Caller.Subject, run.Work.CorrelationId, Tenant: run.Tenant),
                     CancellationToken.None);
                 await stream.AppendAsync([new RunCompleted(runId, RunStatus.Succeeded, 0, 1, null, DateTimeOffset.UtcNow)], CancellationToken.None,
-                    session => queue.Finish(session, runId));
+                    session => executor.Queue.Finish(session, runId));
                 if (Volatile.Read(ref measuring))
                     finishMs.Add(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
                 Interlocked.Increment(ref dispatched);
@@ -171,7 +183,7 @@ public static class Dispatch
             var backends = await BackendsAsync(connection, database);
             var serverBefore = CpuTicks(backends);
             var clientBefore = Process.GetCurrentProcess().TotalProcessorTime;
-            var commitsBefore = group.Alone + group.Shared;
+            var commitsBefore = Commits();
             var before = Interlocked.Read(ref dispatched);
             Volatile.Write(ref measuring, true);
             var watch = Stopwatch.StartNew();
@@ -180,14 +192,19 @@ public static class Dispatch
             var seconds = watch.Elapsed.TotalSeconds;
             var clientCpu = (Process.GetCurrentProcess().TotalProcessorTime - clientBefore).TotalMilliseconds;
             var serverCpu = (CpuTicks(backends) - serverBefore) * 1000.0 / 100; // USER_HZ
-            var commits = group.Alone + group.Shared - commitsBefore;
+            var commits = Commits() - commitsBefore;
             Volatile.Write(ref measuring, false);
             stop.Cancel();
             await warm;
+            foreach (var node in nodes)
+            {
+                node.Store.Dispose();
+                await node.Source.DisposeAsync();
+            }
             return new DispatchFigures(count / seconds, count, producers, claimers, slotsPerClaimer, seconds,
                 Latency.Of("enqueue", enqueueMs), Latency.Of("claim", claimMs), Latency.Of("finish", finishMs),
                 claims == 0 ? 0 : (double)claimedRuns / claims, clientCpu / Math.Max(1, count), serverCpu / Math.Max(1, count),
-                group.Enabled ? (double)commits / Math.Max(1, count) : 2);
+                (double)commits / Math.Max(1, count));
         }
         finally
         {
@@ -198,6 +215,8 @@ public static class Dispatch
                 await ExecuteAsync(adminConnection, $"DROP DATABASE IF EXISTS {database} WITH (FORCE)");
         }
     }
+
+    private sealed record Node(DocumentStore Store, NpgsqlDataSource Source, RunQueue Queue);
 
     private static async Task<int[]> BackendsAsync(string connectionString, string database)
     {

@@ -31,11 +31,20 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
     /// <summary>Resumes the chain of an existing stream from its last event (e.g. to record RunAbandoned after a crash).</summary>
     public static async Task<RunStream> ResumeAsync(IDocumentStore store, Guid runId, WriteContext context, CancellationToken ct)
     {
-        await using var session = store.QuerySession();
-        var state = await session.Events.FetchStreamStateAsync(runId, ct);
-        if (state is null)
-            return new RunStream(store, runId, context);
-        return After(store, runId, context, await session.Events.FetchStreamAsync(runId, fromVersion: state.Version, token: ct));
+        // One read of the tail, its version and hash: all an append needs (an executor resumes every run another node recorded).
+        await using var connection = store.Storage.Database.CreateConnection();
+        await connection.OpenAsync(ct);
+        await using var command = new NpgsqlCommand(
+            $"SELECT version, headers ->> '{ChainHeaders.Hash}' FROM {MartenSetup.Schema}.mt_events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1", connection);
+        command.Parameters.AddWithValue(runId);
+        await using var reader = await command.ExecuteReaderAsync(ct);
+        var stream = new RunStream(store, runId, context);
+        if (await reader.ReadAsync(ct))
+        {
+            stream._version = reader.GetInt64(0);
+            stream._lastHash = reader.IsDBNull(1) ? EventChain.Genesis : reader.GetString(1);
+        }
+        return stream;
     }
 
     /// <summary>A stream that continues the chain after the last of the events read (a new stream when there are none).</summary>
