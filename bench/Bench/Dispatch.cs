@@ -46,6 +46,8 @@ public static class Dispatch
                 var pooled = new NpgsqlConnectionStringBuilder(connection) { MaxPoolSize = poolSize }.ConnectionString;
                 var store = DocumentStore.For(o => MartenSetup.Configure(o, pooled));
                 GroupCommit.For(store).Enabled = groupCommits;
+                if (Environment.GetEnvironmentVariable("SBX_BENCH_GROUP_IN_FLIGHT") is { Length: > 0 } inFlight)
+                    GroupCommit.For(store).InFlight = int.Parse(inFlight, System.Globalization.CultureInfo.InvariantCulture);
                 var source = NpgsqlDataSource.Create(RunQueue.Prepared(pooled));
                 var node = new Node(store, source, new RunQueue(source));
                 nodes.Add(node);
@@ -198,6 +200,7 @@ public static class Dispatch
             await warm;
             foreach (var node in nodes)
             {
+                await node.Queue.DisposeAsync();
                 node.Store.Dispose();
                 await node.Source.DisposeAsync();
             }

@@ -23,8 +23,8 @@ public sealed class GroupCommit
     // Enough for a busy node's commits of one round trip; a group this size is still one small transaction.
     internal const int MaxMembers = 32;
 
-    // Commits running at once per store: a group forms while these are in flight.
-    public const int InFlight = 2;
+    /// <summary>Commits running at once per store (default 2): a group forms while these are in flight.</summary>
+    public int InFlight { get; set; } = 2;
 
     private static readonly ConditionalWeakTable<IDocumentStore, GroupCommit> Groups = new();
 

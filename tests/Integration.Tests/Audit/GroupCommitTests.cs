@@ -110,7 +110,7 @@ public sealed class GroupCommitTests
     }
 
     /// <summary>Holds every commit slot of the group for a while, so that appends made meanwhile leave together after it.</summary>
-    private static Task OccupyAsync(IDocumentStore store, TimeSpan hold) => Task.WhenAll(Enumerable.Range(0, GroupCommit.InFlight).Select(_ =>
+    private static Task OccupyAsync(IDocumentStore store, TimeSpan hold) => Task.WhenAll(Enumerable.Range(0, GroupCommit.For(store).InFlight).Select(_ =>
     {
         var runId = Guid.CreateVersion7();
         return Stream(store, runId, "holder").AppendAsync([RunDecisions.Queued(runId, "api", null, Now)], CancellationToken.None,
