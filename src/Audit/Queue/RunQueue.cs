@@ -116,7 +116,7 @@ public sealed class RunQueue(NpgsqlDataSource dataSource) : IAsyncDisposable
 
         public async Task<T> RunAsync<T>(Func<NpgsqlConnection, Task<T>> work, CancellationToken ct)
         {
-            if (!_free.Wait(0))
+            if (_disposed || !_free.Wait(0))
             {
                 await using var pooled = await dataSource.OpenConnectionAsync(ct);
                 return await work(pooled);
@@ -133,24 +133,38 @@ public sealed class RunQueue(NpgsqlDataSource dataSource) : IAsyncDisposable
             }
             finally
             {
+                if (_disposed)
+                    await GiveUpAsync();
                 _free.Release();
             }
         }
 
         private async Task GiveUpAsync()
         {
-            if (_connection is { } broken)
+            if (_connection is { } held)
             {
                 _connection = null;
-                await broken.DisposeAsync();
+                await held.DisposeAsync();
             }
         }
 
+        // A statement in flight keeps the connection until it ends (then it is closed): shutdown never waits for it.
         public async ValueTask DisposeAsync()
         {
-            await _free.WaitAsync();
-            await GiveUpAsync();
+            _disposed = true;
+            if (!_free.Wait(0))
+                return;
+            try
+            {
+                await GiveUpAsync();
+            }
+            finally
+            {
+                _free.Release();
+            }
         }
+
+        private volatile bool _disposed;
     }
 
     /// <summary>
