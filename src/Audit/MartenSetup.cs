@@ -19,9 +19,7 @@ public static class MartenSetup
     /// </summary>
     public static void Configure(StoreOptions options, string connectionString)
     {
-        // Statements prepared per connection, kept when it goes back to the pool: the event append function's own plans then
-        // survive from one commit to the next instead of being dropped by DISCARD ALL with every session.
-        options.Connection(Queue.RunQueue.Prepared(connectionString));
+        options.Connection(connectionString);
         options.DatabaseSchemaName = Schema;
         options.AutoCreateSchemaObjects = AutoCreate.None;
         options.UseSystemTextJsonForSerialization(EnumStorage.AsString, Casing.CamelCase);
