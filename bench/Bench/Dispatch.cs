@@ -1,9 +1,13 @@
 using System.Diagnostics;
+using System.Text;
 using Marten;
 using Npgsql;
 using Sandbox.Audited.Audit;
 using Sandbox.Audited.Audit.Migrations;
+using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Audit.Queue;
+using Sandbox.Audited.Audit.Runs;
+using Sandbox.Audited.Domain.Hashing;
 using Sandbox.Audited.Domain.Policies;
 using Sandbox.Audited.Domain.Runs;
 
@@ -11,13 +15,15 @@ namespace Sandbox.Audited.Bench;
 
 /// <summary>Runs handed from api to executor per second through the PostgreSQL run queue, by the real RunQueue code.</summary>
 public sealed record DispatchFigures(double RunsPerSecond, long Dispatched, int Producers, int Claimers, int SlotsPerClaimer, double Seconds,
-    Latency Enqueue, Latency Claim, Latency Finish, double RunsPerClaim, double ClientCpuMsPerRun, double ServerCpuMsPerRun);
+    Latency Enqueue, Latency Claim, Latency Finish, double RunsPerClaim, double ClientCpuMsPerRun, double ServerCpuMsPerRun,
+    double CommitsPerRun = double.NaN);
 
 /// <summary>
-/// The coordinator's ceiling: api-side producers enqueue runs (the queue row and its NOTIFY, committed through a Marten
-/// session as the write-ahead commit adds them) while executors that start no containers claim as many as they have free
-/// slots in one call (FOR UPDATE SKIP LOCKED, tenant ceiling checked) and finish each (the row update and "done"
-/// NOTIFY, as the terminal commit adds them). Run events are left out: their cost is the audit figure. On a database of its own.
+/// The coordinator's ceiling: api-side producers record runs with the write-ahead commit's own code (the request, decision and
+/// run_queued events chained and hashed through RunStream, the inputs staged, the queue row), while executors that start no
+/// containers claim as many as they have free slots in one call (FOR UPDATE SKIP LOCKED, tenant ceiling checked), resume each
+/// run's stream from the record and commit its terminal event with the row's end, as the outcome commit does. Commits made at
+/// the same moment share a transaction (GroupCommit) as they do in the service. On a database of its own.
 /// </summary>
 public static class Dispatch
 {
@@ -31,9 +37,25 @@ public static class Dispatch
             await MigrationRunner.ApplyAsync(connection, migrations, TextWriter.Null, CancellationToken.None);
             if (Environment.GetEnvironmentVariable("SBX_BENCH_LOG") == "1")
                 await ExecuteAsync(adminConnection, $"ALTER DATABASE {database} SET log_statement = 'all'");
-            using var store = DocumentStore.For(o => MartenSetup.Configure(o, connection));
-            await using var source = NpgsqlDataSource.Create(RunQueue.Prepared(connection));
-            var queue = new RunQueue(source);
+            // Each node as the service builds it: its own document store (and so its own group commit), data source and run
+            // queue (and so its own merged wake-ups). One api node takes every producer's requests; each executor is a node.
+            var groupCommits = Environment.GetEnvironmentVariable("SBX_BENCH_GROUP_COMMIT") != "0"; // 0: every commit alone, as before
+            var nodes = new List<Node>();
+            Node NewNode(int poolSize)
+            {
+                var pooled = new NpgsqlConnectionStringBuilder(connection) { MaxPoolSize = poolSize }.ConnectionString;
+                var store = DocumentStore.For(o => MartenSetup.Configure(o, pooled));
+                GroupCommit.For(store).Enabled = groupCommits;
+                if (Environment.GetEnvironmentVariable("SBX_BENCH_GROUP_IN_FLIGHT") is { Length: > 0 } inFlight)
+                    GroupCommit.For(store).InFlight = int.Parse(inFlight, System.Globalization.CultureInfo.InvariantCulture);
+                var source = NpgsqlDataSource.Create(RunQueue.Prepared(pooled));
+                var node = new Node(store, source, new RunQueue(source));
+                nodes.Add(node);
+                return node;
+            }
+            var api = NewNode(30);
+            var executors = Enumerable.Range(0, claimers).Select(_ => NewNode(slotsPerClaimer + 6)).ToList();
+            long Commits() => nodes.Sum(n => GroupCommit.For(n.Store).Alone + GroupCommit.For(n.Store).Shared);
             // At most this many runs wait at once, as admission bounds the queue; producers wait for room.
             using var room = new SemaphoreSlim(512, 512);
             using var stop = new CancellationTokenSource();
@@ -49,6 +71,10 @@ public static class Dispatch
             async Task ProduceAsync(int producer)
             {
                 var caller = new Caller("bench", "bench-tenant-" + producer, ["runner"]);
+                var client = new ClientInfo("127.0.0.1", "bench", null, null);
+                var request = new ValidRunRequest("python", "print(1)", [], [], [], RequestedLimits.None, "internal", "python", "standard");
+                var decision = new PolicyDecision(Decision.Allow, new string('c', 64), ["runners-default"], limits, [], []);
+                ReadOnlyMemory<byte>[] staged = [Encoding.UTF8.GetBytes(request.Code), request.Stdin];
                 while (!stop.IsCancellationRequested)
                 {
                     try
@@ -60,13 +86,21 @@ public static class Dispatch
                         return;
                     }
                     var runId = Guid.CreateVersion7();
-                    var work = new RunWork(runId,
-                        new QueuedRequest("python", new string('a', 64), 8, new string('b', 64), 0, [], [], RequestedLimits.None, "internal", "python", "standard"),
-                        new PolicyDecision(Decision.Allow, new string('c', 64), ["runners-default"], limits, [], []), caller, null, null);
                     var started = Stopwatch.GetTimestamp();
-                    await using var session = store.LightweightSession();
-                    queue.Enqueue(session, work, caller.Tenant, "bench-api", null, 30);
-                    await session.SaveChangesAsync();
+                    // The write-ahead commit as the api node makes it: the request, the decision and run_queued (chained and
+                    // hashed), the inputs staged, and the queue row, in one commit through RunStream.
+                    var now = DateTimeOffset.UtcNow;
+                    var work = new RunWork(runId,
+                        new QueuedRequest("python", Sha256Hex.Of(staged[0].Span), staged[0].Length, Sha256Hex.Of(request.Stdin), 0, [], [], RequestedLimits.None,
+                            "internal", "python", "standard"),
+                        decision, caller, null, null);
+                    var stream = new RunStream(api.Store, runId, new WriteContext(caller.Subject, null, Tenant: caller.Tenant));
+                    object[] events = [.. RunDecisions.Request(runId, caller, client, request, [], decision, "bench-api", 0, now), RunDecisions.Queued(runId, "bench-api", null, now)];
+                    await stream.AppendAsync(events, CancellationToken.None, session =>
+                    {
+                        EvidenceStore.Stage(session, caller.Tenant, staged);
+                        api.Queue.Enqueue(session, work, caller.Tenant, "bench-api", null, 30);
+                    });
                     if (Volatile.Read(ref measuring))
                         enqueueMs.Add(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
                 }
@@ -77,10 +111,11 @@ public static class Dispatch
                 // An executor node as QueueWorker runs one: woken by its LISTEN connection ("a run was queued"), by a slot
                 // coming free, or by the poll; each round claims as many runs as it has free slots, in one call.
                 var node = "bench-executor-" + claimer;
+                var executor = executors[claimer];
                 using var slots = new SemaphoreSlim(slotsPerClaimer, slotsPerClaimer);
                 using var wake = new SemaphoreSlim(1, 1);
                 var finishing = new List<Task>();
-                await using var listener = await source.OpenConnectionAsync();
+                await using var listener = await executor.Source.OpenConnectionAsync();
                 listener.Notification += (_, _) => Wake(wake);
                 await using (var listen = new NpgsqlCommand($"LISTEN {RunQueue.QueuedChannel}", listener))
                     await listen.ExecuteNonQueryAsync();
@@ -103,7 +138,7 @@ public static class Dispatch
                         if (free == 0)
                             break;
                         var started = Stopwatch.GetTimestamp();
-                        var claimed = await queue.ClaimAsync(node, 1_000_000, 30, free, CancellationToken.None);
+                        var claimed = await executor.Queue.ClaimAsync(node, 1_000_000, 30, free, CancellationToken.None);
                         if (Volatile.Read(ref measuring))
                         {
                             claimMs.Add(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
@@ -113,7 +148,7 @@ public static class Dispatch
                         if (free - claimed.Count > 0)
                             slots.Release(free - claimed.Count);
                         foreach (var run in claimed)
-                            finishing.Add(FinishAsync(run.Work.RunId, slots, wake));
+                            finishing.Add(FinishAsync(executor, run, slots, wake));
                         finishing.RemoveAll(t => t.IsCompleted);
                         if (claimed.Count < free)
                             break;
@@ -123,13 +158,17 @@ public static class Dispatch
                 await listening;
             }
 
-            async Task FinishAsync(Guid runId, SemaphoreSlim slots, SemaphoreSlim wake)
+            async Task FinishAsync(Node executor, ClaimedRun run, SemaphoreSlim slots, SemaphoreSlim wake)
             {
                 await Task.Yield();
                 var started = Stopwatch.GetTimestamp();
-                await using var session = store.LightweightSession();
-                queue.Finish(session, runId);
-                await session.SaveChangesAsync();
+                // The executor's side of a run another node recorded: its stream resumed from the record, then the terminal
+                // event and the row's end in one commit, as the outcome commit makes them (a run that starts no container).
+                var runId = run.Work.RunId;
+                var stream = await RunStream.ResumeAsync(executor.Store, runId, new WriteContext(run.Work.Caller.Subject, run.Work.CorrelationId, Tenant: run.Tenant),
+                    CancellationToken.None);
+                await stream.AppendAsync([new RunCompleted(runId, RunStatus.Succeeded, 0, 1, null, DateTimeOffset.UtcNow)], CancellationToken.None,
+                    session => executor.Queue.Finish(session, runId));
                 if (Volatile.Read(ref measuring))
                     finishMs.Add(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
                 Interlocked.Increment(ref dispatched);
@@ -146,6 +185,7 @@ public static class Dispatch
             var backends = await BackendsAsync(connection, database);
             var serverBefore = CpuTicks(backends);
             var clientBefore = Process.GetCurrentProcess().TotalProcessorTime;
+            var commitsBefore = Commits();
             var before = Interlocked.Read(ref dispatched);
             Volatile.Write(ref measuring, true);
             var watch = Stopwatch.StartNew();
@@ -154,12 +194,20 @@ public static class Dispatch
             var seconds = watch.Elapsed.TotalSeconds;
             var clientCpu = (Process.GetCurrentProcess().TotalProcessorTime - clientBefore).TotalMilliseconds;
             var serverCpu = (CpuTicks(backends) - serverBefore) * 1000.0 / 100; // USER_HZ
+            var commits = Commits() - commitsBefore;
             Volatile.Write(ref measuring, false);
             stop.Cancel();
             await warm;
+            foreach (var node in nodes)
+            {
+                await node.Queue.DisposeAsync();
+                node.Store.Dispose();
+                await node.Source.DisposeAsync();
+            }
             return new DispatchFigures(count / seconds, count, producers, claimers, slotsPerClaimer, seconds,
                 Latency.Of("enqueue", enqueueMs), Latency.Of("claim", claimMs), Latency.Of("finish", finishMs),
-                claims == 0 ? 0 : (double)claimedRuns / claims, clientCpu / Math.Max(1, count), serverCpu / Math.Max(1, count));
+                claims == 0 ? 0 : (double)claimedRuns / claims, clientCpu / Math.Max(1, count), serverCpu / Math.Max(1, count),
+                (double)commits / Math.Max(1, count));
         }
         finally
         {
@@ -170,6 +218,8 @@ public static class Dispatch
                 await ExecuteAsync(adminConnection, $"DROP DATABASE IF EXISTS {database} WITH (FORCE)");
         }
     }
+
+    private sealed record Node(DocumentStore Store, NpgsqlDataSource Source, RunQueue Queue);
 
     private static async Task<int[]> BackendsAsync(string connectionString, string database)
     {

@@ -33,7 +33,7 @@ if (Environment.GetEnvironmentVariable("SBX_BENCH_ONLY") == "dispatch")
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
         $"dispatch: {dispatchOnly.RunsPerSecond:F0} runs/s ({dispatchOnly.Producers} producers, {dispatchOnly.Claimers} claimers × {dispatchOnly.SlotsPerClaimer} slots); churn ceiling {churnOnly:F2} runs/s; ratio {dispatchOnly.RunsPerSecond / churnOnly:F0}×"));
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"  per call, ms p50/p95: enqueue {dispatchOnly.Enqueue.P50:F1}/{dispatchOnly.Enqueue.P95:F1}, claim {dispatchOnly.Claim.P50:F1}/{dispatchOnly.Claim.P95:F1} ({dispatchOnly.RunsPerClaim:F1} runs a claim), finish {dispatchOnly.Finish.P50:F1}/{dispatchOnly.Finish.P95:F1}; CPU per run: {dispatchOnly.ClientCpuMsPerRun:F2} ms in the bench, {dispatchOnly.ServerCpuMsPerRun:F2} ms in PostgreSQL"));
+        $"  per call, ms p50/p95: enqueue {dispatchOnly.Enqueue.P50:F1}/{dispatchOnly.Enqueue.P95:F1}, claim {dispatchOnly.Claim.P50:F1}/{dispatchOnly.Claim.P95:F1} ({dispatchOnly.RunsPerClaim:F1} runs a claim), finish {dispatchOnly.Finish.P50:F1}/{dispatchOnly.Finish.P95:F1}; CPU per run: {dispatchOnly.ClientCpuMsPerRun:F2} ms in the bench, {dispatchOnly.ServerCpuMsPerRun:F2} ms in PostgreSQL; {dispatchOnly.CommitsPerRun:F2} commits a run"));
     return 0;
 }
 
@@ -166,7 +166,8 @@ var apiP50 = P50("baseline: Docker API create→start→wait");
 figures["latency"] = latencies;
 figures["throughput"] = new { runsPerSecond = perSecond, completed, notSucceeded, churnCeilingPerSecond = churn, ratioToCeiling = perSecond / churn };
 figures["dispatch"] = new { dispatch.RunsPerSecond, dispatch.Dispatched, dispatch.Producers, dispatch.Claimers, dispatch.SlotsPerClaimer, churnCeilingPerSecond = churn, ratioToChurnCeiling = dispatch.RunsPerSecond / churn,
-    enqueueMs = dispatch.Enqueue, claimMs = dispatch.Claim, finishMs = dispatch.Finish, dispatch.RunsPerClaim, dispatch.ClientCpuMsPerRun, dispatch.ServerCpuMsPerRun };
+    enqueueMs = dispatch.Enqueue, claimMs = dispatch.Claim, finishMs = dispatch.Finish, dispatch.RunsPerClaim, dispatch.ClientCpuMsPerRun, dispatch.ServerCpuMsPerRun,
+    dispatch.CommitsPerRun };
 figures["audit"] = new { eventsAppendedPerSecond = eventsPerSecond, eventsAppended, bulk = audit };
 figures["memory"] = new { servicePeakRssMb = peakRssMb };
 figures["dataRuns"] = dataRuns;
@@ -213,7 +214,7 @@ md.AppendLine(CultureInfo.InvariantCulture, $"| warm pool hit rate (1 / 4 client
 md.AppendLine(CultureInfo.InvariantCulture, $"| cold p50 / Docker API create→start→wait p50 | {coldP50 / apiP50:F2}× | ≤ 1.2× |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| throughput, 8 clients, {throughputSeconds} s | {perSecond:F2} runs/s ({completed} ok, {notSucceeded} not ok) | |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| Docker churn ceiling, 8 workers | {churn:F2} runs/s; service reaches {perSecond / churn:P0} | ≥ 90% |");
-md.AppendLine(CultureInfo.InvariantCulture, $"| dispatch: runs handed api → executor through the run queue ({dispatch.Producers} producers, {dispatch.Claimers} claimers × {dispatch.SlotsPerClaimer} slots, no containers) | {dispatch.RunsPerSecond:F0} runs/s; {dispatch.RunsPerSecond / churn:F0}× the churn ceiling | ≥ 100× |");
+md.AppendLine(CultureInfo.InvariantCulture, $"| dispatch: runs handed api → executor through the run queue, write-ahead and terminal events included ({dispatch.Producers} producers, {dispatch.Claimers} claimers × {dispatch.SlotsPerClaimer} slots, no containers) | {dispatch.RunsPerSecond:F0} runs/s; {dispatch.RunsPerSecond / churn:F0}× the churn ceiling | ≥ 100× |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| audit events appended under that load | {eventsPerSecond:F0} events/s | |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| audit write path alone (8 writers, 2 commits a run) | {audit.AppendEventsPerSecond:F0} events/s over {audit.EventsSeeded} events | |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| verification | {audit.VerifyEventsPerSecond:F0} events/s over {audit.EventsVerified} events (verified: {audit.Verified}) | ≥ 50,000 events/s |");

@@ -31,11 +31,20 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
     /// <summary>Resumes the chain of an existing stream from its last event (e.g. to record RunAbandoned after a crash).</summary>
     public static async Task<RunStream> ResumeAsync(IDocumentStore store, Guid runId, WriteContext context, CancellationToken ct)
     {
-        await using var session = store.QuerySession();
-        var state = await session.Events.FetchStreamStateAsync(runId, ct);
-        if (state is null)
-            return new RunStream(store, runId, context);
-        return After(store, runId, context, await session.Events.FetchStreamAsync(runId, fromVersion: state.Version, token: ct));
+        // One read of the tail, its version and hash: all an append needs (an executor resumes every run another node recorded).
+        await using var connection = store.Storage.Database.CreateConnection();
+        await connection.OpenAsync(ct);
+        await using var command = new NpgsqlCommand(
+            $"SELECT version, headers ->> '{ChainHeaders.Hash}' FROM {MartenSetup.Schema}.mt_events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1", connection);
+        command.Parameters.AddWithValue(runId);
+        await using var reader = await command.ExecuteReaderAsync(ct);
+        var stream = new RunStream(store, runId, context);
+        if (await reader.ReadAsync(ct))
+        {
+            stream._version = reader.GetInt64(0);
+            stream._lastHash = reader.IsDBNull(1) ? EventChain.Genesis : reader.GetString(1);
+        }
+        return stream;
     }
 
     /// <summary>A stream that continues the chain after the last of the events read (a new stream when there are none).</summary>
@@ -69,8 +78,9 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
     public static Task AppendSharedAsync(IDocumentStore store, Guid streamId, WriteContext context, object @event, CancellationToken ct) =>
         SharedWriters.ExecuteAsync(async token =>
         {
+            // Alone: several writers share this stream and meet on its version, which would send a shared commit back often.
             var stream = await ResumeAsync(store, streamId, context, token);
-            await stream.AppendAsync(@event, token);
+            await stream.AppendAsync([@event], grouped: false, token);
         }, ct).AsTask();
 
     // Writers that lost the race to the same version retry after a short, jittered pause so that they do not collide again.
@@ -97,43 +107,64 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
 
     /// <summary>
     /// Appends and commits the events in one transaction; nothing is half-written. Whatever alongside adds to the session (the
-    /// run queue row, a callback's outbox row) commits or fails with them.
+    /// run queue row, a callback's outbox row) commits or fails with them. Other runs' appends made at the same moment may share
+    /// the transaction (GroupCommit); this call returns only once it committed, and fails only for this stream's own reasons
+    /// (or when the commit's outcome is unknown). alongside may be called twice, each time on a fresh session: it must only add
+    /// to the session.
     /// </summary>
-    public async Task AppendAsync(IReadOnlyList<object> events, CancellationToken ct, Action<IDocumentSession>? alongside = null)
+    public Task AppendAsync(IReadOnlyList<object> events, CancellationToken ct, Action<IDocumentSession>? alongside = null) =>
+        AppendAsync(events, grouped: true, ct, alongside);
+
+    private async Task AppendAsync(IReadOnlyList<object> events, bool grouped, CancellationToken ct, Action<IDocumentSession>? alongside = null)
     {
         await _gate.WaitAsync(ct);
         try
         {
-            await using var session = store.LightweightSession();
-            session.CorrelationId = context.CorrelationId;
-            session.CausationId = context.CausationId;
-            session.LastModifiedBy = context.User;
             var serializer = store.Options.Serializer();
-
             var version = _version;
             var previous = _lastHash;
-            var wrapped = new List<object>(events.Count);
-            foreach (var data in events)
+            var chained = new (object Data, string PrevHash, string Hash)[events.Count];
+            for (var i = 0; i < events.Count; i++)
             {
                 version++;
-                var name = EventCatalog.NameOf(data);
-                var hash = EventChain.Hash(previous, runId, version, name, serializer.ToJson(data));
-                var @event = EventFor(data);
-                @event.SetHeader(ChainHeaders.PrevHash, previous);
-                @event.SetHeader(ChainHeaders.Hash, hash);
-                @event.SetHeader(ChainHeaders.Canon, EventChain.CurrentCanon);
-                if (context.Tenant is not null)
-                    @event.SetHeader(ChainHeaders.Tenant, context.Tenant);
-                wrapped.Add(@event);
+                var hash = EventChain.Hash(previous, runId, version, EventCatalog.NameOf(events[i]), serializer.ToJson(events[i]));
+                chained[i] = (events[i], previous, hash);
                 previous = hash;
             }
+            var starts = _version == 0;
 
-            if (_version == 0)
-                session.Events.StartStream(runId, wrapped.ToArray());
+            // Who and why on each event rather than on the session: a shared session carries other runs' events too.
+            void Write(IDocumentSession session)
+            {
+                var wrapped = new IEvent[chained.Length];
+                for (var i = 0; i < chained.Length; i++)
+                {
+                    var @event = EventFor(chained[i].Data);
+                    @event.SetHeader(ChainHeaders.PrevHash, chained[i].PrevHash);
+                    @event.SetHeader(ChainHeaders.Hash, chained[i].Hash);
+                    @event.SetHeader(ChainHeaders.Canon, EventChain.CurrentCanon);
+                    if (context.Tenant is not null)
+                        @event.SetHeader(ChainHeaders.Tenant, context.Tenant);
+                    @event.CorrelationId = context.CorrelationId;
+                    @event.CausationId = context.CausationId;
+                    @event.UserName = context.User;
+                    wrapped[i] = @event;
+                }
+                if (starts)
+                    session.Events.StartStream(runId, wrapped);
+                else
+                    session.Events.Append(runId, version, wrapped);
+                alongside?.Invoke(session);
+            }
+
+            if (grouped)
+                await GroupCommit.For(store).CommitAsync(runId, Write, ct);
             else
-                session.Events.Append(runId, version, wrapped.ToArray());
-            alongside?.Invoke(session);
-            await session.SaveChangesAsync(ct);
+            {
+                await using var session = store.LightweightSession();
+                Write(session);
+                await session.SaveChangesAsync(ct);
+            }
 
             _version = version;
             _lastHash = previous;
