@@ -48,7 +48,7 @@ public static class Dispatch
                 GroupCommit.For(store).Enabled = groupCommits;
                 if (Environment.GetEnvironmentVariable("SBX_BENCH_GROUP_IN_FLIGHT") is { Length: > 0 } inFlight)
                     GroupCommit.For(store).InFlight = int.Parse(inFlight, System.Globalization.CultureInfo.InvariantCulture);
-                var source = NpgsqlDataSource.Create(RunQueue.Prepared(pooled));
+                var source = NpgsqlDataSource.Create(pooled);
                 var node = new Node(store, source, new RunQueue(source));
                 nodes.Add(node);
                 return node;

@@ -57,7 +57,7 @@ builder.Services.AddSandboxAuth(builder.Configuration);
 // PostgreSQL: Marten for events, a plain data source for audit SQL. The schema comes from migrations only.
 var connectionString = builder.Configuration.GetConnectionString("Sandbox")
     ?? throw new InvalidOperationException("ConnectionStrings:Sandbox is required.");
-builder.Services.AddSingleton(_ => NpgsqlDataSource.Create(RunQueue.Prepared(connectionString)));
+builder.Services.AddSingleton(_ => NpgsqlDataSource.Create(connectionString));
 builder.Services.AddMarten(options => MartenSetup.Configure(options, connectionString))
     // Read models: the async daemon runs the daily statistics; HotCold so that of several nodes exactly one runs it.
     .AddAsyncDaemon(JasperFx.Events.Daemon.DaemonMode.HotCold);

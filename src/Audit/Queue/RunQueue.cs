@@ -168,22 +168,6 @@ public sealed class RunQueue(NpgsqlDataSource dataSource) : IAsyncDisposable
     }
 
     /// <summary>
-    /// The plain data source's connection string with Npgsql's automatic preparation on (unless configured): the queue's
-    /// claims and wake-ups, heartbeats and the other short statements are parsed and planned once per connection, and a
-    /// connection given back to the pool keeps them, and the claim function's cached plans, instead of DISCARD ALL
-    /// dropping them (it still closes cursors, ends LISTENs and advisory locks). Measured: about 15 % less PostgreSQL CPU per
-    /// handed-over run.
-    /// </summary>
-    public static string Prepared(string connectionString)
-    {
-        var builder = new NpgsqlConnectionStringBuilder(connectionString);
-        // Only when not configured: `Max Auto Prepare=0` turns it off (behind PgBouncer in transaction mode, for instance).
-        if (!builder.ContainsKey("Max Auto Prepare"))
-            builder.MaxAutoPrepare = 64;
-        return builder.ConnectionString;
-    }
-
-    /// <summary>
     /// Where this process runs, precisely enough that "its pid no longer runs" can be judged by another process: the host
     /// name, this boot and the pid namespace. A container sharing the host's name (host networking), a cloned VM with the
     /// same name or a restarted container differ in boot or namespace, so their holder is watched, never assumed dead.
