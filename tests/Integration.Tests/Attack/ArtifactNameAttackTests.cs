@@ -75,7 +75,7 @@ public sealed class ArtifactNameAttackTests(RawTargetFixture service)
         var failures = new List<string>();
         foreach (var (name, body) in cases)
         {
-            var answer = await RawGetAsync(prefix + name, token);
+            var answer = await RawHttp.GetAsync(service.BaseUrl, prefix + name, token);
             var status = int.Parse(answer.Split(' ', 3)[1], System.Globalization.CultureInfo.InvariantCulture);
             var content = answer[(answer.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..];
             if (status >= 500)
@@ -90,7 +90,7 @@ public sealed class ArtifactNameAttackTests(RawTargetFixture service)
         var other = service.Token("eve", "tenant-attack2-other", Roles.Runner);
         foreach (var name in new[] { "a%2Fb.txt", "a/b.txt", "b.txt" })
         {
-            var answer = await RawGetAsync(prefix + name, other);
+            var answer = await RawHttp.GetAsync(service.BaseUrl, prefix + name, other);
             if (!answer.StartsWith("HTTP/1.1 404", StringComparison.Ordinal))
                 failures.Add($"other tenant {name}: {answer.Split("\r\n")[0]}");
         }
@@ -99,16 +99,4 @@ public sealed class ArtifactNameAttackTests(RawTargetFixture service)
 
     private static StringContent JsonContent(object body) =>
         new(System.Text.Json.JsonSerializer.Serialize(body, ApiCalls.Json), System.Text.Encoding.UTF8, "application/json");
-
-    private async Task<string> RawGetAsync(string target, string bearer)
-    {
-        var address = new Uri(service.BaseUrl);
-        using var tcp = new System.Net.Sockets.TcpClient();
-        await tcp.ConnectAsync(address.Host, address.Port);
-        await using var stream = tcp.GetStream();
-        await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(
-            $"GET {target} HTTP/1.1\r\nHost: {address.Authority}\r\nAuthorization: Bearer {bearer}\r\nConnection: close\r\n\r\n"));
-        using var reader = new StreamReader(stream);
-        return await reader.ReadToEndAsync();
-    }
 }

@@ -3,6 +3,7 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
 using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Tests.Infrastructure;
 
 namespace Sandbox.Audited.Tests.Contract;
 
@@ -107,24 +108,11 @@ public sealed class DeclaredAnswersTests(ContractFixture service)
 
         // Dot segments as sent on the wire (HttpClient would remove them first): the server removes them before routing.
         var bearer = client.DefaultRequestHeaders.Authorization!.Parameter!;
-        Assert.EndsWith("\r\n\r\nnested", await RawGetAsync($"/v1/runs/{id}/artifacts/a/./x/../b.txt", bearer));
-        Assert.EndsWith("\r\n\r\nliteral", await RawGetAsync($"/v1/runs/{id}/artifacts/x/%2E%2E/a%252Fb.txt", bearer));
+        Assert.EndsWith("\r\n\r\nnested", await RawHttp.GetAsync(service.BaseUrl, $"/v1/runs/{id}/artifacts/a/./x/../b.txt", bearer));
+        Assert.EndsWith("\r\n\r\nliteral", await RawHttp.GetAsync(service.BaseUrl, $"/v1/runs/{id}/artifacts/x/%2E%2E/a%252Fb.txt", bearer));
 
         var parameter = (await DocumentAsync())["paths"]!["/v1/runs/{id}/artifacts/{name}"]!["get"]!["parameters"]!.AsArray().Single(p => (string?)p!["name"] == "name")!;
         Assert.Contains("`%` as `%25`", (string?)parameter["description"]);
-    }
-
-    // One HTTP/1.1 request written byte for byte, its request target untouched by any client library.
-    private async Task<string> RawGetAsync(string target, string bearer)
-    {
-        var address = new Uri(service.BaseUrl);
-        using var tcp = new System.Net.Sockets.TcpClient();
-        await tcp.ConnectAsync(address.Host, address.Port);
-        await using var stream = tcp.GetStream();
-        await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(
-            $"GET {target} HTTP/1.1\r\nHost: {address.Authority}\r\nAuthorization: Bearer {bearer}\r\nConnection: close\r\n\r\n"));
-        using var reader = new StreamReader(stream);
-        return await reader.ReadToEndAsync();
     }
 
     [Fact]
