@@ -5,6 +5,7 @@ using Npgsql;
 using Sandbox.Audited.Api.Nodes;
 using Sandbox.Audited.Tests.Cluster;
 using Sandbox.Audited.Tests.Infrastructure;
+using Xunit.Abstractions;
 
 namespace Sandbox.Audited.Tests.Attack;
 
@@ -14,7 +15,7 @@ namespace Sandbox.Audited.Tests.Attack;
 /// small GET must not buy a quarter of a megabyte of NOTIFY traffic (sent to every node, through PostgreSQL) over and over.
 /// </summary>
 [Collection(ClusterCollection.Name)]
-public sealed class RelayAmplificationAttackTests(ClusterFixture cluster)
+public sealed class RelayAmplificationAttackTests(ClusterFixture cluster, ITestOutputHelper output)
 {
     [Fact]
     public async Task ReopeningAStreamDoesNotMakeTheExecutorResendItsWholeBufferEachTime()
@@ -84,6 +85,7 @@ public sealed class RelayAmplificationAttackTests(ClusterFixture cluster)
         var bytes = relayed.Sum();
         // One catch-up of the run's output is about produced * 4/3 characters of base64; allow three.
         var allowed = produced * 4 / 3 * 3;
+        output.WriteLine($"{reopen} stream opens ({caughtUp} caught up): {bytes:N0} characters relayed in {relayed.Count} notifications for {produced:N0} bytes of output");
         Assert.True(caughtUp > 0, "no stream was caught up at all");
         Assert.True(bytes <= allowed,
             $"{reopen} stream opens ({caughtUp} caught up) made the executing node relay {bytes:N0} characters in {relayed.Count} notifications for one "
