@@ -26,7 +26,9 @@ namespace Sandbox.Audited.Api.Nodes;
 /// offset): the executor keeps the first KeptBytes of each stream of the runs it executes for another node and sends what
 /// was asked from there, and a run recorded and executed on one node is, from the first such request on, relayed by it too
 /// (from what its feed kept). A feed publishes each stream once and in order (RunFeed.RelayedOutput), and the first chunk
-/// past a gap (a notification lost) asks again. Past KeptBytes a gap cannot be filled live: that stream's rest reaches the
+/// past a gap (a notification lost) asks again. A follower asks at most once a second per run and stream (its feed entry
+/// outlives its last subscriber by 30 s, so a reopened stream asks only for what it lacks), and the executor answers each
+/// asking node at most once a second per run and stream: reopening a stream never buys a resend of the buffer. Past KeptBytes a gap cannot be filled live: that stream's rest reaches the
 /// follower from the recorded output at the end, which stays the authority either way.
 ///
 /// Any role that can log in to the database may NOTIFY on any channel (PostgreSQL checks no privilege for it), so every
