@@ -26,7 +26,9 @@ namespace Sandbox.Audited.Api.Nodes;
 /// offset): the executor keeps the first KeptBytes of each stream of the runs it executes for another node and sends what
 /// was asked from there, and a run recorded and executed on one node is, from the first such request on, relayed by it too
 /// (from what its feed kept). A feed publishes each stream once and in order (RunFeed.RelayedOutput), and the first chunk
-/// past a gap (a notification lost) asks again. Past KeptBytes a gap cannot be filled live: that stream's rest reaches the
+/// past a gap (a notification lost) asks again. A follower asks at most once a second per run and stream (its feed entry
+/// outlives its last subscriber by 30 s, so a reopened stream asks only for what it lacks), and the executor answers each
+/// asking node at most once a second per run and stream: reopening a stream never buys a resend of the buffer. Past KeptBytes a gap cannot be filled live: that stream's rest reaches the
 /// follower from the recorded output at the end, which stays the authority either way.
 ///
 /// Any role that can log in to the database may NOTIFY on any channel (PostgreSQL checks no privilege for it), so every
@@ -62,6 +64,12 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
 
     // Runs this node executes for another node: the first KeptBytes of each stream, for catch-ups.
     private readonly ConcurrentDictionary<Guid, Sent> _sent = new();
+
+    /// <summary>A catch-up request is answered at most this often per run, stream and asking node: a node that still lacks bytes asks again.</summary>
+    public const long AnswerEveryMs = 1000;
+
+    // When each (run, stream, asking node) was last answered; entries older than AnswerEveryMs are pruned as it grows.
+    private readonly Dictionary<(Guid Run, int Stream, string Node), long> _answered = [];
 
     private volatile byte[]? _key;
     private long _lastRejectionWarning;
@@ -103,9 +111,11 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
     /// </summary>
     private sealed record Relayed(Guid R, string N, string K, int S = 0, long O = 0, string? B = null, string? C = null, long V = 0);
 
-    /// <summary>What this node sent of one run's output so far: the first KeptBytes of each stream.</summary>
-    private sealed class Sent
+    /// <summary>What this node sent of one run's output so far: the first KeptBytes of each stream, and its container.</summary>
+    private sealed class Sent(string? container)
     {
+        public readonly string? Container = container;
+
         public readonly byte[][] Kept = [new byte[4096], new byte[4096]];
         public readonly int[] Length = new int[2];
 
@@ -125,9 +135,9 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
     /// This node executes the run for another node: what it relays is kept (bounded) for catch-ups until the handle is
     /// disposed, once the run's outcome is recorded; a follower joining later gets the rest from the record.
     /// </summary>
-    public IDisposable Open(Guid runId)
+    public IDisposable Open(Guid runId, string? containerId = null)
     {
-        var sent = _sent[runId] = new Sent();
+        var sent = _sent[runId] = new Sent(containerId);
         return new Closer(() => _sent.TryRemove(new KeyValuePair<Guid, Sent>(runId, sent)));
     }
 
@@ -169,21 +179,21 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
     /// </summary>
     public void CatchUp(Guid runId)
     {
-        if (_key is null || feed.Missing(runId) is not { } missing)
+        if (_key is null)
             return;
-        var (stdout, stderr) = missing;
+        var missing = feed.Missing(runId);
         if (_sent.TryGetValue(runId, out var sent))
         {
             lock (sent)
             {
-                for (var stream = 0; stream < 2; stream++)
-                    if ((stream == 0 ? stdout : stderr) < sent.Length[stream])
-                        feed.RelayedOutput(runId, stream == 0 ? OutputStream.Stdout : OutputStream.Stderr, sent.Kept[stream][..sent.Length[stream]], 0);
+                foreach (var (stream, from) in missing)
+                    if (from < sent.Length[(int)stream])
+                        feed.RelayedOutput(runId, stream, sent.Kept[(int)stream][..sent.Length[(int)stream]], 0);
             }
             return;
         }
-        Ask(runId, 0, stdout);
-        Ask(runId, 1, stderr);
+        foreach (var (stream, from) in missing)
+            Ask(runId, stream == OutputStream.Stdout ? 0 : 1, from);
     }
 
     /// <summary>Asks again for gaps still open in the run's feed (their answer lost on the way), at most once a second each.</summary>
@@ -206,9 +216,9 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
 
     // Another node asked for a run this node executes: what it lacks, from this node's buffer, to every node (the chunks it
     // already has are cut off there); nothing past the buffer, which the record gives at the end.
-    private void Answer(Guid runId, int stream, long from)
+    private void Answer(Guid runId, int stream, long from, string asker)
     {
-        if (stream is not (0 or 1) || from < 0)
+        if (stream is not (0 or 1) || from < 0 || !FirstAskWithinWindow(runId, stream, asker))
             return;
         if (!_sent.TryGetValue(runId, out var sent))
         {
@@ -223,8 +233,30 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
             return;
         }
         lock (sent)
+        {
+            // The run started before the follower joined: "running" went out before anyone there held the run.
+            if (sent.Container is not null)
+                _outbox.Writer.TryWrite(new Item(runId, "u", Container: sent.Container));
             if (from < sent.Length[stream])
                 Send(runId, stream, from, sent.Kept[stream].AsSpan((int)from, sent.Length[stream] - (int)from));
+        }
+    }
+
+    // One answer per run, stream and asking node a second: a node reopening a stream over and over must not make this node
+    // resend its buffer each time to every node, crowding other runs' live items out of the outbox.
+    private bool FirstAskWithinWindow(Guid runId, int stream, string asker)
+    {
+        var now = Environment.TickCount64;
+        lock (_answered)
+        {
+            if (_answered.TryGetValue((runId, stream, asker), out var at) && now - at < AnswerEveryMs)
+                return false;
+            if (_answered.Count >= 1024)
+                foreach (var old in _answered.Where(a => now - a.Value >= AnswerEveryMs).Select(a => a.Key).ToList())
+                    _answered.Remove(old);
+            _answered[(runId, stream, asker)] = now;
+            return true;
+        }
     }
 
     public void Running(Guid runId, string containerId) => _ = _key is not null && _outbox.Writer.TryWrite(new Item(runId, "u", Container: containerId));
@@ -360,7 +392,7 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
                     continue; // its own
                 if (item.K == "c")
                 {
-                    Answer(item.R, item.S, item.O);
+                    Answer(item.R, item.S, item.O, item.N ?? "");
                     continue;
                 }
                 if (!feed.Holds(item.R))

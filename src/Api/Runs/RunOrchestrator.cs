@@ -536,7 +536,7 @@ public sealed partial class RunOrchestrator(
             var image = await images.TryRecordedAsync(sandbox.Profile.Runtime, sandbox.ImageId, CancellationToken.None);
             var sandboxEvents = RunDecisions.SandboxStarted(runId, executorOptions.Value.NodeId, Facts(sandbox, image), sandbox.StartedAt, clock.GetUtcNow());
             var produced = new long[2];
-            using var relayed = run.Remote ? relay.Open(runId) : null; // kept for catch-ups of followers until the outcome is recorded
+            using var relayed = run.Remote ? relay.Open(runId, sandbox.ContainerId) : null; // kept for catch-ups of followers until the outcome is recorded
             var execution = runner.RunAsync(sandbox, run.Request, run.Decision.Limits, run.Remote
                 ? chunk =>
                 {

@@ -101,10 +101,10 @@ public sealed class RunFeed(RunMetrics metrics)
         _runs.GetValueOrDefault(runId)?.PublishOutputAt(stream, bytes, offset);
 
     /// <summary>
-    /// What a run's feed lacks, for a catch-up from the executor: the bytes of stdout and stderr it has published in order
-    /// (its next offsets). Null when the run is not held here.
+    /// What a run's feed lacks, for a catch-up from the executor: for each stream not asked for within the last second, the
+    /// bytes it has published in order (its next offset). Empty when the run is not held here, or both were asked for lately.
     /// </summary>
-    public (long Stdout, long Stderr)? Missing(Guid runId) => _runs.GetValueOrDefault(runId)?.Asked();
+    public IReadOnlyList<(OutputStream Stream, long From)> Missing(Guid runId) => _runs.GetValueOrDefault(runId)?.Missing() ?? [];
 
     /// <summary>Streams of the run whose feed holds chunks past a gap and may ask for it again now: where each gap begins.</summary>
     public IReadOnlyList<(OutputStream Stream, long From)> Gaps(Guid runId) => _runs.GetValueOrDefault(runId)?.Gaps() ?? [];
@@ -119,13 +119,15 @@ public sealed class RunFeed(RunMetrics metrics)
 
     /// <summary>
     /// Subscribes to a run in flight on this node: the output produced so far plus every later item. Null when
-    /// the run is not in flight here (finished, or recorded by another node): see Follow.
+    /// the run is not recorded here (finished, or recorded by another node, even if followed here): see Follow.
     /// </summary>
-    public Subscription? Subscribe(Guid runId) => _runs.GetValueOrDefault(runId)?.Subscribe();
+    public Subscription? Subscribe(Guid runId) => _runs.GetValueOrDefault(runId) is { Followed: false } entry ? entry.Subscribe() : null;
 
     /// <summary>
     /// Follows a run another node recorded, for a subscriber here: the relay (LISTEN) publishes its output and events into
-    /// this entry from now on; the caller catches up from the store. The entry goes when its last subscriber leaves.
+    /// this entry from now on; the caller catches up from the store. The entry outlives its last subscriber by
+    /// Entry.Linger (or until the run's end is seen), so that a stream reopened meanwhile is served from what it received
+    /// and asks the executor only for what it lacks.
     /// </summary>
     public Subscription Follow(Guid runId, long lastVersion)
     {
@@ -140,19 +142,33 @@ public sealed class RunFeed(RunMetrics metrics)
         }
     }
 
-    public sealed class Subscription(Entry entry, Channel<FeedItem> channel, IReadOnlyList<FeedItem> sofar) : IDisposable
+    public sealed class Subscription(Entry entry, Channel<FeedItem> channel, IReadOnlyList<FeedItem> sofar, long version) : IDisposable
     {
         public IReadOnlyList<FeedItem> SoFar => sofar;
+
+        /// <summary>The last event version the entry had published when this subscription began.</summary>
+        public long Version => version;
 
         public ChannelReader<FeedItem> Live => channel.Reader;
 
         public void Dispose() => entry.Unsubscribe(channel);
     }
 
-    /// <summary>One run's live items; onIdle is set for a followed run (recorded elsewhere) and removes it when nobody listens.</summary>
+    /// <summary>
+    /// One run's live items; onIdle is set for a followed run (recorded elsewhere) and removes it once nobody has listened for
+    /// Linger.
+    /// </summary>
     public sealed class Entry(Action? onIdle = null)
     {
+        /// <summary>How long a followed run's entry outlives its last subscriber, unless the run's end comes first.</summary>
+        public static readonly TimeSpan Linger = TimeSpan.FromSeconds(30);
+
         private bool _idle;
+
+        // Counts the times the last subscriber left: an expiry scheduled before a later leave is not this one's to act on.
+        private long _leaves;
+
+        public bool Followed => onIdle is not null;
 
         // Bounds what a run holds for subscribers that have not come yet, whatever its output size.
         private const int KeptOutputBytes = Nodes.FeedRelay.KeptBytes;
@@ -250,6 +266,9 @@ public sealed class RunFeed(RunMetrics metrics)
         {
             lock (_kept)
             {
+                // A catch-up answer repeats it: one is kept, and a subscriber's cursor skips a second anyway.
+                if (_kept.Any(k => k is RunningItem))
+                    return;
                 Publish(item, keep: true);
                 _forward?.Invoke(item);
             }
@@ -280,13 +299,16 @@ public sealed class RunFeed(RunMetrics metrics)
             }
         }
 
-        /// <summary>Both streams' next offsets, counted as asked for (a catch-up request is about to leave).</summary>
-        public (long Stdout, long Stderr) Asked()
+        /// <summary>Each stream's next offset, counted as asked for (a catch-up request is about to leave), unless asked lately.</summary>
+        public IReadOnlyList<(OutputStream Stream, long From)> Missing()
         {
             lock (_kept)
             {
-                _askedAt[0] = _askedAt[1] = Environment.TickCount64;
-                return (_produced[0], _produced[1]);
+                var missing = new List<(OutputStream, long)>(2);
+                for (var index = 0; index < 2; index++)
+                    if (Ask(index) is { } from)
+                        missing.Add((index == 0 ? OutputStream.Stdout : OutputStream.Stderr, from));
+                return missing;
             }
         }
 
@@ -352,20 +374,33 @@ public sealed class RunFeed(RunMetrics metrics)
                     channel.Writer.TryComplete();
                 else
                     _subscribers.Add(channel);
-                return new Subscription(this, channel, _kept.ToList());
+                return new Subscription(this, channel, _kept.ToList(), _lastVersion);
             }
         }
 
         public void Unsubscribe(Channel<FeedItem> channel)
         {
+            long leave;
             lock (_kept)
             {
-                _subscribers.Remove(channel);
-                if (onIdle is null || _subscribers.Count > 0)
+                if (!_subscribers.Remove(channel) || onIdle is null || _subscribers.Count > 0)
+                    return;
+                leave = ++_leaves;
+            }
+            _ = ExpireAsync(leave);
+        }
+
+        // Removes the entry Linger after its last subscriber left, unless one came (and went) meanwhile.
+        private async Task ExpireAsync(long leave)
+        {
+            await Task.Delay(Linger);
+            lock (_kept)
+            {
+                if (_idle || _subscribers.Count > 0 || leave != _leaves)
                     return;
                 _idle = true;
             }
-            onIdle();
+            onIdle!();
         }
     }
 

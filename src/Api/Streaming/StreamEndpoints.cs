@@ -58,6 +58,9 @@ public static class StreamEndpoints
         {
             subscription = feed.Follow(id, events.Count == 0 ? 0 : events[^1].Version);
             http.Response.RegisterForDispose(subscription);
+            // The entry outlived an earlier subscriber and published events committed after the read: replay those too.
+            if (subscription.Version > events[^1].Version)
+                (events, summary) = await LoadAsync(store, id, 0, ct);
             relay.CatchUp(id);
             _ = CatchUpAsync(id, store, feed, relay, ct);
         }

@@ -224,6 +224,58 @@ public sealed class FeedRelayTests(ClusterFixture cluster)
     }
 
     [Fact]
+    public void AFollowedRunOutlivesItsLastSubscriberSoAReopenIsServedFromItAndAsksNoMoreThanOnceASecond()
+    {
+        var feed = cluster.ApiServices.GetRequiredService<RunFeed>();
+        var runId = Guid.CreateVersion7();
+        using (feed.Follow(runId, 0))
+            Assert.Equal([(OutputStream.Stdout, 0L), (OutputStream.Stderr, 0L)], feed.Missing(runId));
+        Assert.True(feed.Holds(runId), "the entry went with its last subscriber");
+        Assert.Null(feed.Subscribe(runId)); // a followed run is followed afresh (with its catch-up from the store), not subscribed
+        Assert.Null(feed.RelayedOutput(runId, OutputStream.Stdout, "abc"u8.ToArray(), 0)); // relayed while nobody listens
+
+        using var reopened = feed.Follow(runId, 0);
+        Assert.Equal("abc", Encoding.UTF8.GetString(Assert.IsType<OutputItem>(Assert.Single(reopened.SoFar)).Bytes));
+        Assert.Empty(feed.Missing(runId)); // both streams were asked for within the last second
+    }
+
+    [Fact]
+    public async Task TheExecutorAnswersANodesRepeatedCatchUpRequestsOnceASecondAndWithTheRunsContainer()
+    {
+        await RelaysReadyAsync();
+        var runId = Guid.CreateVersion7();
+        var executor = cluster.ExecutorServices.GetRequiredService<FeedRelay>();
+        using var open = executor.Open(runId, "container-late");
+        executor.Output(runId, new OutputChunk(OutputStream.Stdout, new byte[20_000]), 0);
+        await Task.Delay(300);
+        await using var listener = new NpgsqlConnection(cluster.Database.AppConnection);
+        await listener.OpenAsync();
+        var answers = new ConcurrentQueue<string>();
+        listener.Notification += (_, e) =>
+        {
+            if (e.Payload.Contains(runId.ToString("D"), StringComparison.Ordinal) && !e.Payload.Contains("\"k\":\"c\"", StringComparison.Ordinal))
+                answers.Enqueue(e.Payload);
+        };
+        await using (var listen = new NpgsqlCommand($"LISTEN {FeedRelay.Channel}", listener))
+            await listen.ExecuteNonQueryAsync();
+
+        // A node (with the nodes' key) asking for the whole buffer ten times in a row: one answer.
+        var key = FeedRelay.KeyFrom((await cluster.Database.ScalarAsync<string>("SELECT key FROM sandbox.relay_key"))!);
+        for (var i = 0; i < 10; i++)
+            await NotifyAsync(cluster.Database.AppConnection, FeedRelay.Sign(key, $$"""[{"r":"{{runId}}","n":"asker","k":"c","s":0,"o":0}]"""));
+        var until = DateTime.UtcNow.AddSeconds(0.8);
+        while (DateTime.UtcNow < until)
+            await listener.WaitAsync(TimeSpan.FromMilliseconds(100));
+
+        var sent = string.Concat(answers);
+        Assert.Contains("container-late", sent, StringComparison.Ordinal);
+        Assert.Equal(20_000 / FeedRelayChunk + 1, answers.Sum(a => a.Split("\"k\":\"o\"").Length - 1));
+    }
+
+    // The relay's item size (4,500 bytes): 20,000 bytes go as 5 items.
+    private const int FeedRelayChunk = 4500;
+
+    [Fact]
     public void AFeedPublishesRelayedOutputOnceInOrderAndHoldsAChunkPastAGapUntilItIsFilled()
     {
         var entry = new RunFeed.Entry();
