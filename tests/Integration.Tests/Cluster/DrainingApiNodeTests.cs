@@ -95,19 +95,10 @@ public sealed class DrainingApiNodeTests(ProcessCluster cluster, ITestOutputHelp
         Assert.Equal(HttpStatusCode.Accepted, accepted.StatusCode);
 
         var clock = Stopwatch.StartNew();
-        var received = new List<(TimeSpan At, string Event, string Data)>();
         await Task.Delay(500);
         using var response = await viaB.GetAsync($"/v1/runs/{body.Str("runId")}/stream", HttpCompletionOption.ResponseHeadersRead);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
-        var name = "message";
-        while (await reader.ReadLineAsync() is { } line && !received.Any(r => r.Event == "end"))
-        {
-            if (line.StartsWith("event: ", StringComparison.Ordinal))
-                name = line["event: ".Length..];
-            else if (line.StartsWith("data: ", StringComparison.Ordinal))
-                received.Add((clock.Elapsed, name, line["data: ".Length..]));
-        }
+        var received = await ServerSentEvents.ReadUntilEndAsync(response, clock);
         output.WriteLine(string.Join("\n", received.Select(r => $"{r.At.TotalSeconds,6:F2} s {r.Event} {r.Data[..Math.Min(60, r.Data.Length)]}")));
         var tick2 = received.FirstOrDefault(r => r.Event == "stdout" && r.Data.Contains("tick2", StringComparison.Ordinal));
         var end = received.Single(r => r.Event == "end");

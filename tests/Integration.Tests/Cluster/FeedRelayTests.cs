@@ -200,16 +200,7 @@ public sealed class FeedRelayTests(ClusterFixture cluster)
         var clock = Stopwatch.StartNew();
         using var response = await viaApi.GetAsync($"/v1/runs/{runId}/stream", HttpCompletionOption.ResponseHeadersRead);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
-        var received = new List<(TimeSpan At, string Event, string Data)>();
-        var name = "message";
-        while (await reader.ReadLineAsync() is { } line && !received.Any(r => r.Event == "end"))
-        {
-            if (line.StartsWith("event: ", StringComparison.Ordinal))
-                name = line["event: ".Length..];
-            else if (line.StartsWith("data: ", StringComparison.Ordinal))
-                received.Add((clock.Elapsed, name, line["data: ".Length..]));
-        }
+        var received = await ServerSentEvents.ReadUntilEndAsync(response, clock);
 
         Assert.Equal(nodeId, await cluster.Database.ScalarAsync<string>(
             "SELECT data ->> 'node' FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'sandbox_created'", runId));

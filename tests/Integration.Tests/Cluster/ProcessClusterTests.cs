@@ -153,18 +153,9 @@ public sealed class ProcessClusterTests(ProcessCluster cluster, ITestOutputHelpe
         var runId = body.Str("runId");
 
         var clock = Stopwatch.StartNew();
-        var received = new List<(TimeSpan At, string Event, string Data)>();
         using var response = await viaB.GetAsync($"/v1/runs/{runId}/stream", HttpCompletionOption.ResponseHeadersRead);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
-        var name = "message";
-        while (await reader.ReadLineAsync() is { } line && !received.Any(r => r.Event == "end"))
-        {
-            if (line.StartsWith("event: ", StringComparison.Ordinal))
-                name = line["event: ".Length..];
-            else if (line.StartsWith("data: ", StringComparison.Ordinal))
-                received.Add((clock.Elapsed, name, line["data: ".Length..]));
-        }
+        var received = await ServerSentEvents.ReadUntilEndAsync(response, clock);
 
         var firstTick = received.FirstOrDefault(r => r.Event == "stdout" && r.Data.Contains("tick1", StringComparison.Ordinal));
         var end = received.Single(r => r.Event == "end");
