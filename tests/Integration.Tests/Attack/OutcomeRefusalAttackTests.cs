@@ -1,0 +1,114 @@
+using System.Net;
+using Marten;
+using Microsoft.Extensions.DependencyInjection;
+using Sandbox.Audited.Tests.Audit;
+using Sandbox.Audited.Tests.Infrastructure;
+
+namespace Sandbox.Audited.Tests.Attack;
+
+public sealed class OutcomeRefusalFixture : ServiceFixture
+{
+    public string JournalDirectory { get; } = Path.Combine(Path.GetTempPath(), "sbx-test-journal-" + Guid.NewGuid().ToString("N")[..8]);
+
+    protected override IDictionary<string, string?> Settings => new Dictionary<string, string?>
+    {
+        ["Executor:JournalDirectory"] = JournalDirectory,
+        ["RateLimit:BurstLimit"] = "1000",
+    };
+
+    /// <summary>The node's pools drop their connections: the next ones are new sessions (with the database's settings of now).</summary>
+    public void ClearPools()
+    {
+        Services.GetRequiredService<Npgsql.NpgsqlDataSource>().Clear();
+        ((Weasel.Postgresql.PostgresqlDatabase)Services.GetRequiredService<IDocumentStore>().Storage.Database).DataSource.Clear();
+    }
+}
+
+[CollectionDefinition(Name)]
+public sealed class OutcomeRefusalCollection : ICollectionFixture<OutcomeRefusalFixture>
+{
+    public const string Name = "attack2-outcome-refusal";
+}
+
+/// <summary>
+/// Attack on "only an outage goes to the journal": a store state that refuses writes for a while without being an outage
+/// by Npgsql's definition (a read-only session, as clients of a demoted primary get during a failover: SQLSTATE 25006)
+/// must not cost a run its true outcome, nor put the store's own text (SQL, table names) into the record.
+/// </summary>
+[Collection(OutcomeRefusalCollection.Name)]
+public sealed class OutcomeRefusalAttackTests(OutcomeRefusalFixture service)
+{
+    [Fact]
+    public async Task ARunEndingWhileTheStoreIsReadOnlyKeepsItsTrueOutcome()
+    {
+        var tenant = AuditTestClient.NewTenant("ro");
+        using var runner = service.Runner("alice", tenant);
+        var running = runner.RunAsync(new { language = "shell", code = "sleep 4; echo truthful" });
+        await WaitInsideSandboxAsync();
+
+        await service.Database.ExecuteAsync($"ALTER DATABASE {service.Database.Name} SET default_transaction_read_only = on");
+        service.ClearPools();
+        HttpResponseMessage response;
+        System.Text.Json.Nodes.JsonNode body;
+        try
+        {
+            (response, body) = await running;
+        }
+        finally
+        {
+            await service.Database.ExecuteAsync($"ALTER DATABASE {service.Database.Name} RESET default_transaction_read_only");
+            service.ClearPools();
+        }
+
+        // The outcome is true and the store only refused writes for a while: it must be kept (202 "recording", committed later).
+        Assert.True(response.StatusCode is HttpStatusCode.OK or HttpStatusCode.Accepted,
+            $"the run's true outcome was not kept: {(int)response.StatusCode} {body.ToJsonString()}");
+        var runId = body.Str("runId");
+        string status = "", stdout = "";
+        await Eventually.WaitUntilAsync(async () =>
+        {
+            var (_, run) = await runner.GetJsonAsync($"/v1/runs/{runId}");
+            (status, stdout) = (run.Str("status"), run.Str("stdout.content"));
+            return status == "succeeded";
+        }, () => $"the record never got the run's true outcome (status {status}, stdout '{stdout}')", TimeSpan.FromSeconds(30), pollMs: 500);
+        Assert.Equal("truthful\n", stdout);
+    }
+
+    [Fact]
+    public async Task AStoreRefusalPutsNoSqlTextIntoTheRecordOrTheAnswer()
+    {
+        var tenant = AuditTestClient.NewTenant("ro-text");
+        using var runner = service.Runner("alice", tenant);
+        var running = runner.RunAsync(new { language = "shell", code = "sleep 3; echo fine" });
+        await WaitInsideSandboxAsync();
+
+        // Only the evidence tables refuse: the outcome (which stages its output with it) fails, the RunFailed saying why commits.
+        await service.Database.ExecuteAsync("REVOKE INSERT ON sandbox.evidence_blobs FROM sandbox_app");
+        HttpResponseMessage response;
+        System.Text.Json.Nodes.JsonNode body;
+        try
+        {
+            (response, body) = await running;
+        }
+        finally
+        {
+            await service.Database.ExecuteAsync("GRANT INSERT ON sandbox.evidence_blobs TO sandbox_app");
+        }
+        var answer = body.ToJsonString();
+        var (_, recorded) = await runner.GetJsonAsync($"/v1/runs/{body.Str("runId")}");
+        var record = recorded.ToJsonString();
+        foreach (var text in new[] { answer, record })
+        {
+            Assert.DoesNotContain("evidence_blobs", text, StringComparison.Ordinal);
+            Assert.DoesNotContain("SQLSTATE", text, StringComparison.Ordinal);
+            Assert.DoesNotContain("permission denied", text, StringComparison.Ordinal);
+        }
+    }
+
+    // A run of this fixture is inside its sandbox (announced, not ended).
+    private async Task WaitInsideSandboxAsync() =>
+        await Eventually.WaitUntilAsync(async () => await service.Database.ScalarAsync<long>("""
+            SELECT count(*) FROM sandbox.mt_events s WHERE s.type = 'sandbox_started'
+              AND NOT EXISTS (SELECT 1 FROM sandbox.mt_events t WHERE t.stream_id = s.stream_id AND t.type IN ('run_completed', 'run_failed', 'run_abandoned'))
+            """) > 0, () => "no run was inside its sandbox", TimeSpan.FromSeconds(20), pollMs: 20);
+}
