@@ -16,6 +16,34 @@ public sealed class OutcomeRefusalFixture : ServiceFixture
         ["RateLimit:BurstLimit"] = "1000",
     };
 
+    /// <summary>Files a crash left in this node's journal before it started (unfinished writes, outputs no outcome names).</summary>
+    public string[] Orphans { get; private set; } = [];
+
+    /// <summary>An output a journaled outcome (of a run the store does not have: never committed) names by digest.</summary>
+    public string Named { get; private set; } = "";
+
+    public override async Task InitializeAsync()
+    {
+        var folder = Path.Combine(JournalDirectory, NodeId);
+        Directory.CreateDirectory(folder);
+        static string Sha(string text) => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(text)));
+        var (crashed, ghost) = (Guid.CreateVersion7(), Guid.CreateVersion7());
+        Orphans =
+        [
+            Path.Combine(folder, $"{crashed:D}.{Sha("orphan")}.content"), // its outcome's file was committed and deleted, the crash came before this one's delete
+            Path.Combine(folder, $"{crashed:D}.{Sha("half")}.content.tmp"), // copied, never renamed
+            Path.Combine(folder, $"{crashed:D}.json.tmp"), // written, never renamed
+        ];
+        foreach (var orphan in Orphans)
+            await File.WriteAllTextAsync(orphan, "orphan");
+        Named = Path.Combine(folder, $"{ghost:D}.{Sha("named")}.content");
+        await File.WriteAllTextAsync(Named, "named");
+        var entry = Evidence.JournalForgeryTests.Forged(ghost, "tenant-orphans", "named");
+        entry["contentFiles"] = new System.Text.Json.Nodes.JsonArray(new System.Text.Json.Nodes.JsonObject { ["sha256"] = Sha("named"), ["bytes"] = 5 });
+        await File.WriteAllTextAsync(Path.Combine(folder, $"{ghost:D}.json"), entry.ToJsonString());
+        await base.InitializeAsync();
+    }
+
     /// <summary>The node's pools drop their connections: the next ones are new sessions (with the database's settings of now).</summary>
     public void ClearPools()
     {
@@ -103,6 +131,16 @@ public sealed class OutcomeRefusalAttackTests(OutcomeRefusalFixture service)
             Assert.DoesNotContain("SQLSTATE", text, StringComparison.Ordinal);
             Assert.DoesNotContain("permission denied", text, StringComparison.Ordinal);
         }
+    }
+
+    [Fact]
+    public void WhatACrashLeftInTheJournalIsRemovedAtStartAndAnOutputAnOutcomeNamesStays()
+    {
+        foreach (var orphan in service.Orphans)
+            Assert.False(File.Exists(orphan), $"{Path.GetFileName(orphan)} outlived the node's start");
+        // Not committed (no such run): it waits in the journal, or is set aside with its outcome for the operator, never deleted.
+        var rejected = Path.Combine(Path.GetDirectoryName(service.Named)!, "rejected", Path.GetFileName(service.Named));
+        Assert.True(File.Exists(service.Named) || File.Exists(rejected), "an output a journaled outcome names was deleted");
     }
 
     // A run of this fixture is inside its sandbox (announced, not ended).
