@@ -72,7 +72,7 @@ public sealed class OutcomeRefusalAttackTests(OutcomeRefusalFixture service)
         var tenant = AuditTestClient.NewTenant("ro");
         using var runner = service.Runner("alice", tenant);
         var running = runner.RunAsync(new { language = "shell", code = "sleep 4; echo truthful" });
-        await WaitInsideSandboxAsync();
+        await WaitInsideSandboxAsync(tenant);
 
         await service.Database.ExecuteAsync($"ALTER DATABASE {service.Database.Name} SET default_transaction_read_only = on");
         service.ClearPools();
@@ -108,7 +108,7 @@ public sealed class OutcomeRefusalAttackTests(OutcomeRefusalFixture service)
         var tenant = AuditTestClient.NewTenant("ro-text");
         using var runner = service.Runner("alice", tenant);
         var running = runner.RunAsync(new { language = "shell", code = "sleep 3; echo fine" });
-        await WaitInsideSandboxAsync();
+        await WaitInsideSandboxAsync(tenant);
 
         // Only the evidence tables refuse: the outcome (which stages its output with it) fails, the RunFailed saying why commits.
         await service.Database.ExecuteAsync("REVOKE INSERT ON sandbox.evidence_blobs FROM sandbox_app");
@@ -143,10 +143,11 @@ public sealed class OutcomeRefusalAttackTests(OutcomeRefusalFixture service)
         Assert.True(File.Exists(service.Named) || File.Exists(rejected), "an output a journaled outcome names was deleted");
     }
 
-    // A run of this fixture is inside its sandbox (announced, not ended).
-    private async Task WaitInsideSandboxAsync() =>
+    // The tenant's run is inside its sandbox (announced, not ended); another test's run may still wait in the journal, not ended either.
+    private async Task WaitInsideSandboxAsync(string tenant) =>
         await Eventually.WaitUntilAsync(async () => await service.Database.ScalarAsync<long>("""
             SELECT count(*) FROM sandbox.mt_events s WHERE s.type = 'sandbox_started'
+              AND s.stream_id IN (SELECT stream_id FROM sandbox.mt_events WHERE type = 'run_requested' AND data -> 'caller' ->> 'tenant' = $1)
               AND NOT EXISTS (SELECT 1 FROM sandbox.mt_events t WHERE t.stream_id = s.stream_id AND t.type IN ('run_completed', 'run_failed', 'run_abandoned'))
-            """) > 0, () => "no run was inside its sandbox", TimeSpan.FromSeconds(20), pollMs: 20);
+            """, tenant) > 0, () => "no run was inside its sandbox", TimeSpan.FromSeconds(20), pollMs: 20);
 }
