@@ -134,6 +134,38 @@ public sealed class OutcomeRefusalAttackTests(OutcomeRefusalFixture service)
     }
 
     [Fact]
+    public async Task AnOutcomeWhoseAccountOfTheRefusalIsRefusedTooIsKeptInTheJournalNotDropped()
+    {
+        var tenant = AuditTestClient.NewTenant("ro-both");
+        using var runner = service.Runner("alice", tenant);
+        var running = runner.RunAsync(new { language = "shell", code = "sleep 3; echo kept" });
+        await WaitInsideSandboxAsync(tenant);
+
+        // A check violation (23514: the data refused for good) for every ending event: the outcome and the RunFailed saying why.
+        await service.Database.ExecuteAsync("ALTER TABLE sandbox.mt_events ADD CONSTRAINT test_no_endings CHECK (type NOT IN ('run_completed', 'run_failed')) NOT VALID");
+        HttpResponseMessage response;
+        System.Text.Json.Nodes.JsonNode body;
+        try
+        {
+            (response, body) = await running;
+            // It used to be a 503 and nothing kept: the run's true outcome was dropped. Now the original waits in the journal
+            // (or, refused there too, is set aside under rejected/ for the operator).
+            Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+            Assert.Equal("recording", body.Str("status"));
+            Assert.Contains("the outcome is kept on this node for the operator", body.Str("reason"), StringComparison.Ordinal);
+            var folder = Path.Combine(service.JournalDirectory, service.NodeId);
+            var name = body.Str("runId") + ".json";
+            Assert.True(File.Exists(Path.Combine(folder, name)) || File.Exists(Path.Combine(folder, "rejected", name)), "the run's outcome was dropped");
+            Assert.Contains("run_completed", await File.ReadAllTextAsync(File.Exists(Path.Combine(folder, name)) ? Path.Combine(folder, name) : Path.Combine(folder, "rejected", name)),
+                StringComparison.Ordinal);
+        }
+        finally
+        {
+            await service.Database.ExecuteAsync("ALTER TABLE sandbox.mt_events DROP CONSTRAINT test_no_endings");
+        }
+    }
+
+    [Fact]
     public void WhatACrashLeftInTheJournalIsRemovedAtStartAndAnOutputAnOutcomeNamesStays()
     {
         foreach (var orphan in service.Orphans)
