@@ -68,9 +68,6 @@ public sealed partial class ProblemExceptionHandler(IProblemDetailsService probl
                 "The run was recorded but no sandbox could be created: the container engine is unavailable or could not start one. Retry shortly.", e.RunId),
             SpoolUnavailableException => Problems.Create(503, Problems.SandboxUnavailable, "No room for input files",
                 "This node cannot take input files now; nothing was recorded or run. Retry shortly."),
-            OutcomeUnrecordedException e => Problems.Create(503, Problems.AuditUnavailable, "The run's outcome could not be recorded",
-                "The run ran, but the audit store refused its outcome and the account of that failure. It is recorded abandoned "
-                + "once its lease lapses. Do not send it again: GET the run for its record.", e.RunId),
             _ when IsStoreUnavailable(exception) => Problems.Create(503, Problems.AuditUnavailable, "The audit store is unavailable",
                 "PostgreSQL does not answer right now. Retry shortly."),
             BadHttpRequestException e when e.StatusCode == 415 => Problems.Create(415, Problems.UnsupportedMediaType, "Unsupported media type",

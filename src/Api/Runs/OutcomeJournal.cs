@@ -146,6 +146,45 @@ public sealed partial class OutcomeJournal : BackgroundService
     }
 
     /// <summary>
+    /// Start-up, before any write or commit here: deletes what a crash between the journal's writes and deletes left behind,
+    /// which nothing would ever read (a *.tmp never renamed; an output's *.content that no run's .json names). The contents of
+    /// a run whose .json cannot be read stay with it. Returns the files deleted.
+    /// </summary>
+    public int RemoveOrphans()
+    {
+        if (!System.IO.Directory.Exists(Directory))
+            return 0;
+        var named = new HashSet<string>(StringComparer.Ordinal);
+        var unreadRuns = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var path in Files())
+        {
+            try
+            {
+                var entry = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+                var runId = entry["runId"]!.GetValue<Guid>();
+                if (entry["contentFiles"] is JsonArray declared)
+                    foreach (var content in declared)
+                        named.Add(ContentPathOf(runId, content!["sha256"]!.GetValue<string>()));
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                unreadRuns.Add(Path.GetFileName(path).Split('.')[0]); // the commit pass deals with it; its contents are kept meanwhile
+            }
+        }
+        var orphans = System.IO.Directory.GetFiles(Directory, "*.tmp")
+            .Concat(ContentFiles().Where(f => !named.Contains(f) && !unreadRuns.Contains(Path.GetFileName(f).Split('.')[0])))
+            .ToList();
+        foreach (var orphan in orphans)
+            File.Delete(orphan);
+        if (orphans.Count > 0)
+        {
+            DirectorySync.Flush(Directory);
+            LogOrphansRemoved(orphans.Count, Directory);
+        }
+        return orphans.Count;
+    }
+
+    /// <summary>
     /// One pass over the journal, each file tried once (start-up: what cannot be committed now stays, and its run is not abandoned).
     /// Returns the runs committed.
     /// </summary>
@@ -197,7 +236,7 @@ public sealed partial class OutcomeJournal : BackgroundService
     private sealed record FileRejection(string Code, string Reason);
 
     /// <summary>
-    /// The server refused the file's data (SQLSTATE class 22, 23 or 54), or this version cannot read it (an unknown event
+    /// The server refused the file's data (StoreRefusals.IsPermanent: SQLSTATE class 22, 23 but a conflict, or 54), or this version cannot read it (an unknown event
     /// type, an envelope field missing): retrying it cannot help for long. Null for outages and conflicts.
     /// </summary>
     private static FileRejection? Rejection(Exception? e)
@@ -206,10 +245,25 @@ public sealed partial class OutcomeJournal : BackgroundService
         {
             if (e is InvalidJournalFileException invalid)
                 return new FileRejection(InvalidJournalFileException.Code, invalid.Message);
-            if (e is Npgsql.PostgresException { IsTransient: false } p && p.SqlState[..2] is "22" or "23" or "54"
-                && p.SqlState != Npgsql.PostgresErrorCodes.UniqueViolation) // another writer took the version: a conflict, retried
-                return new FileRejection(p.SqlState, p.MessageText);
+            if (Permanent(e) is { } p)
+                return new FileRejection(p.SqlState, p.MessageText); // logged for the operator only
         }
+        return null;
+    }
+
+    // The one rule (StoreRefusals.IsPermanent) for this worker and the run's outcome commit: a unique violation is a conflict, retried.
+    private static Npgsql.PostgresException? Permanent(Exception e) =>
+        e is Npgsql.PostgresException { IsTransient: false } p && StoreRefusals.IsPermanent(p.SqlState) ? p : null;
+
+    /// <summary>
+    /// The SQLSTATE when PostgreSQL refused the write for its data (the failures this worker sets aside for good): only those
+    /// end a run failed instead of waiting here. Null for anything else (an outage, a read-only store, a timeout, a permission).
+    /// </summary>
+    public static string? PermanentRefusal(Exception? e)
+    {
+        for (; e is not null; e = e.InnerException)
+            if (Permanent(e) is { } p)
+                return p.SqlState;
         return null;
     }
 
@@ -397,6 +451,9 @@ public sealed partial class OutcomeJournal : BackgroundService
 
     private IEnumerable<string> ContentFiles() =>
         System.IO.Directory.Exists(Directory) ? System.IO.Directory.GetFiles(Directory, "*.content") : [];
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Removed {Count} journal file(s) a crash left behind (unfinished *.tmp, or outputs no outcome names) from {Folder}")]
+    private partial void LogOrphansRemoved(int count, string folder);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Run {RunId}: committed {Count} journaled events")]
     private partial void LogCommitted(Guid runId, int count);

@@ -61,6 +61,8 @@ public sealed partial class RunLifecycle(
         {
             LogStartupReapFailed(e);
         }
+        // What a crash between the journal's writes left behind goes first: nothing writes or commits there yet.
+        journal.RemoveOrphans();
         // Outcomes a previous process journaled are true outcomes: they are committed before anything is abandoned.
         await journal.CommitAllOnceAsync(ct);
         var sweptIds = swept.Select(s => s.ContainerId).ToHashSet();

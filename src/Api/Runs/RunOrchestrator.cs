@@ -588,10 +588,11 @@ public sealed partial class RunOrchestrator(
     }
 
     /// <summary>
-    /// Commits events that end a run; if the audit store is away (or the run's stream moved on meanwhile), keeps them in the
-    /// node's journal (fsynced) for the journal worker to commit when the store returns. Only when the disk fails too does the
-    /// failure reach the client. A store that refuses the events for another reason (a constraint, a value it cannot hold, a
-    /// fault of this service) would refuse the journal's commit as well: the run ends failed instead, saying why.
+    /// Commits events that end a run; if the commit fails, keeps them in the node's journal (fsynced) for the journal worker
+    /// to commit when the store takes them: an outage, a read-only store during a failover, a timeout, a permission taken away,
+    /// the run's stream moved on meanwhile. Only when the disk fails too does the failure reach the client. A store that
+    /// refuses the events' data (StoreRefusals.IsPermanent: the journal worker would set them aside for good) ends the run
+    /// failed instead, saying why.
     /// </summary>
     /// <remarks>
     /// staged: contents that commit with the events (outputs they name by digest); the journal keeps them with the events.
@@ -614,16 +615,16 @@ public sealed partial class RunOrchestrator(
                     await run.Stream.AppendAsync(events, CancellationToken.None);
                 return;
             }
-            catch (Exception e) when (ProblemExceptionHandler.IsStoreUnavailable(e) || RunStream.IsConflict(e))
-            {
-                LogOutcomeJournaled(e, run.Stream.RunId);
-                why = RunStream.IsConflict(e) ? JournaledConflict : JournaledAuditAway;
-            }
-            catch (Exception e) when (part is null && events.Any(IsTerminal))
+            catch (Exception e) when (part is null && events.Any(IsTerminal) && OutcomeJournal.PermanentRefusal(e) is { } sqlState)
             {
                 LogOutcomeRefused(e, run.Stream.RunId);
-                await RecordRefusedAsync(run, events, e);
+                await RecordRefusedAsync(run, events, staged, spooled, sqlState);
                 return;
+            }
+            catch (Exception e) when (OutcomeJournal.PermanentRefusal(e) is null)
+            {
+                LogOutcomeJournaled(e, run.Stream.RunId);
+                why = WhyJournaled(e);
             }
         }
         await KeepAsync(run, events, part, staged, why, spooled);
@@ -643,43 +644,43 @@ public sealed partial class RunOrchestrator(
     }
 
     /// <summary>
-    /// The store refused a run's ending events for good: the run ends with a RunFailed that says what it had ended with and
-    /// why that is not recorded. Should the store go away meanwhile, that account waits in the journal like any outcome; should
-    /// it be refused too, the client is told (never a 500) and the run is recorded abandoned once its lease lapses.
+    /// The store refused a run's ending events for their data (for good): the run ends with a RunFailed that says what it had
+    /// ended with and why that is not recorded (the SQLSTATE only; PostgreSQL's text is logged here). Should that account
+    /// fail for a passing reason, it waits in the journal like any outcome; should it be refused for its data too, the
+    /// original outcome is kept in the journal (set aside there for the operator, never dropped) and the run is recorded
+    /// abandoned once its lease lapses.
     /// </summary>
-    private async Task RecordRefusedAsync(AdmittedRun run, IReadOnlyList<object> refused, Exception e)
+    private async Task RecordRefusedAsync(AdmittedRun run, IReadOnlyList<object> refused, ReadOnlyMemory<byte>[]? staged,
+        IReadOnlyList<KeptContent>? spooled, string sqlState)
     {
-        var failed = RunDecisions.OutcomeRefused(run.Stream.RunId, refused, Describe(e), clock.GetUtcNow());
+        var failed = RunDecisions.OutcomeRefused(run.Stream.RunId, refused, StoreRefusals.Code(sqlState), clock.GetUtcNow());
         try
         {
             await AppendAsync(run, failed, CancellationToken.None);
         }
-        catch (Exception again) when (ProblemExceptionHandler.IsStoreUnavailable(again) || RunStream.IsConflict(again))
+        catch (Exception again) when (OutcomeJournal.PermanentRefusal(again) is null)
         {
             LogOutcomeJournaled(again, run.Stream.RunId);
-            await KeepAsync(run, failed, null, null, RunStream.IsConflict(again) ? JournaledConflict : JournaledAuditAway);
+            await KeepAsync(run, failed, null, null, WhyJournaled(again));
         }
         catch (Exception again)
         {
             LogOutcomeUnrecorded(again, run.Stream.RunId);
-            throw new OutcomeUnrecordedException(run.Stream.RunId, Describe(e));
+            await KeepAsync(run, refused, null, staged, JournaledRefused, spooled);
         }
     }
 
     private static bool IsTerminal(object e) => EventCatalog.Terminal.Contains(EventCatalog.NameOf(e));
 
-    /// <summary>A store failure as the record and the client may read it: PostgreSQL's SQLSTATE and message, or the error's kind and message.</summary>
-    private static string Describe(Exception e)
-    {
-        for (var inner = e; inner is not null; inner = inner.InnerException)
-            if (inner is Npgsql.PostgresException p)
-                return ClientText.Clean($"SQLSTATE {p.SqlState}: {p.MessageText}", ClientText.MaxError);
-        return ClientText.Clean($"{e.GetType().Name}: {e.Message}", ClientText.MaxError);
-    }
+    // Why an outcome whose commit failed (not for its data) went to the journal: fixed wording, never the store's own text.
+    private static string WhyJournaled(Exception e) =>
+        RunStream.IsConflict(e) ? JournaledConflict : ProblemExceptionHandler.IsStoreUnavailable(e) ? JournaledAuditAway : JournaledAuditRefusing;
 
     // Why an outcome went to the journal, as its "recording" answer says it.
     internal const string JournaledAuditAway = "the audit store (PostgreSQL) is unavailable";
-    internal const string JournaledOutputAway = "the evidence store (PostgreSQL) was unavailable when its output was to be stored, so the output waits on this node with it";
+    internal const string JournaledAuditRefusing = "the audit store (PostgreSQL) does not take writes right now (read-only, timed out or not permitted)";
+    internal const string JournaledRefused = "the audit store refused both the outcome and the account of that refusal for their data; the outcome is kept on this node for the operator";
+    internal const string JournaledOutputAway = "the evidence store (PostgreSQL) could not take its output when it was to be stored, so the output waits on this node with it";
     internal const string JournaledConflict = "the run's record changed while it ran (another node may have recorded it abandoned), and the journal reconciles the two";
 
     /// <summary>The run's view while its outcome waits in this node's journal: status "recording", and a reason that says why and what to do.</summary>
@@ -811,10 +812,11 @@ public sealed partial class RunOrchestrator(
 
     /// <summary>
     /// Stores an output stream in the evidence store straight from its capture (memory, then its spool file: never copied
-    /// whole) and names it by digest and size. When the store is away, it is returned to go with the outcome into the node's
-    /// journal, which copies it from its capture to a file of its own (never inside the event: the record names outputs by
-    /// digest only, so that erasure reaches them). When the store refuses it for another reason (or its capture no longer
-    /// hashes to the digest taken while it was captured), Refused says why: waiting in the journal would not help.
+    /// whole) and names it by digest and size. When the store cannot take it (away, read-only, timed out, not permitted), it is
+    /// returned to go with the outcome into the node's journal, which copies it from its capture to a file of its own (never
+    /// inside the event: the record names outputs by digest only, so that erasure reaches them). When the store refuses its
+    /// data (StoreRefusals.IsPermanent), or this node cannot read its capture or it no longer hashes to the digest taken while
+    /// it was captured, Refused says why in fixed words (a SQLSTATE at most, no path): waiting in the journal would not help.
     /// </summary>
     private async Task<(StreamOutput Output, KeptContent? Unstored, string? Refused)> StoreOutputAsync(AdmittedRun run, CapturedOutput output, long produced,
         bool truncated, string name)
@@ -826,20 +828,47 @@ public sealed partial class RunOrchestrator(
             await evidence.PutAsync(run.Caller.Tenant, new StoredContent(output.Sha256, output.Length), content, CancellationToken.None);
             return (named, null, null);
         }
-        catch (Exception e) when (ProblemExceptionHandler.IsStoreUnavailable(e))
+        catch (Exception e) when (IsNodeLocal(e))
         {
-            LogOutputUnstored(e, run.Stream.RunId);
-            // The journal keeps only bytes that are what the event names (hashed as they are read, never held whole).
-            await using (var content = await output.OpenReadAsync(CancellationToken.None))
-                if (Convert.ToHexStringLower(await System.Security.Cryptography.SHA256.HashDataAsync(content)) != output.Sha256)
-                    return (named, null, $"its {name} no longer hashes to the digest taken while it was captured (its spool changed)");
-            return (named, new KeptContent(output.Sha256, output.Length, output.OpenReadAsync), null);
+            LogCaptureUnreadable(e, run.Stream.RunId, name);
+            return (named, null, CaptureUnreadable(name));
+        }
+        catch (Exception e) when (OutcomeJournal.PermanentRefusal(e) is { } sqlState)
+        {
+            LogOutputRefused(e, run.Stream.RunId, name);
+            return (named, null, $"the evidence store refused its {name} ({StoreRefusals.Code(sqlState)})");
         }
         catch (Exception e)
         {
-            LogOutputRefused(e, run.Stream.RunId, name);
-            return (named, null, $"the evidence store refused its {name} ({Describe(e)})");
+            LogOutputUnstored(e, run.Stream.RunId);
         }
+        // The journal keeps only bytes that are what the event names (hashed as they are read, never held whole).
+        try
+        {
+            await using var content = await output.OpenReadAsync(CancellationToken.None);
+            if (Convert.ToHexStringLower(await System.Security.Cryptography.SHA256.HashDataAsync(content)) != output.Sha256)
+                return (named, null, $"its {name} no longer hashes to the digest taken while it was captured (its spool changed)");
+        }
+        catch (Exception e) when (IsNodeLocal(e))
+        {
+            LogCaptureUnreadable(e, run.Stream.RunId, name);
+            return (named, null, CaptureUnreadable(name));
+        }
+        return (named, new KeptContent(output.Sha256, output.Length, output.OpenReadAsync), null);
+    }
+
+    // The node's own capture (its spool file) could not be read: not the store's fault; no path is told.
+    private static string CaptureUnreadable(string name) => $"the node could not read its capture of {name}";
+
+    // A file-system error of this node (its spool), not one the store's client raised (Npgsql wraps its socket's I/O errors).
+    private static bool IsNodeLocal(Exception e)
+    {
+        if (e is not (IOException or UnauthorizedAccessException))
+            return false;
+        for (Exception? inner = e; inner is not null; inner = inner.InnerException)
+            if (inner is Npgsql.NpgsqlException)
+                return false;
+        return true;
     }
 
     /// <summary>Output is kept as text when it is valid UTF-8 without NUL (jsonb cannot hold NUL), otherwise as base64.</summary>
@@ -875,16 +904,20 @@ public sealed partial class RunOrchestrator(
     [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: its outcome could not be committed; kept in the node's journal until the audit store returns")]
     private partial void LogOutcomeJournaled(Exception e, Guid runId);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: the evidence store could not take its output; the outcome and the output go to the node's journal")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: the evidence store could not take its output (not for its data); the outcome and the output go to the node's journal")]
     private partial void LogOutputUnstored(Exception e, Guid runId);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: the evidence store refused its {Stream} for another reason than being away; the run is recorded failed, naming the output by digest")]
+    [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: the evidence store refused its {Stream} for its data; the run is recorded failed, naming the output by digest")]
     private partial void LogOutputRefused(Exception e, Guid runId, string stream);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: the audit store refused its outcome for another reason than being away; recording the run failed, saying why")]
+    [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: this node could not read its capture of {Stream}; the run is recorded failed, naming the output by digest")]
+    private partial void LogCaptureUnreadable(Exception e, Guid runId, string stream);
+
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: the audit store refused its outcome for its data; recording the run failed, saying why")]
     private partial void LogOutcomeRefused(Exception e, Guid runId);
 
-    [LoggerMessage(Level = LogLevel.Critical, Message = "Run {RunId}: neither its outcome nor its failure could be recorded; it is recorded abandoned once its lease lapses")]
+    [LoggerMessage(Level = LogLevel.Critical, Message = "Run {RunId}: the audit store refused its outcome and the account of that refusal for their data; the outcome is kept in the node's journal (set aside for the operator), and the run is recorded abandoned once its lease lapses")]
     private partial void LogOutcomeUnrecorded(Exception e, Guid runId);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: the audit store stayed away while this node waited for the run; answered 202 with its id")]
@@ -936,8 +969,4 @@ public sealed class SandboxUnavailableException(Guid runId, Exception inner) : E
     public Guid RunId => runId;
 }
 
-/// <summary>The run ran, but the audit store refused its outcome and its failure for another reason than being away.</summary>
-public sealed class OutcomeUnrecordedException(Guid runId, string error) : Exception(error)
-{
-    public Guid RunId => runId;
-}
+

@@ -162,7 +162,7 @@ public sealed class ErasureAttackTests(ErasureAttackFixture service)
         // output answered from memory), and the journal stores it before it commits the events that name it.
         Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
         Assert.Equal("recording", run.Str("status"));
-        Assert.Contains("the evidence store (PostgreSQL) was unavailable when its output was to be stored", run.Str("reason"), StringComparison.Ordinal);
+        Assert.Contains("the evidence store (PostgreSQL) could not take its output when it was to be stored", run.Str("reason"), StringComparison.Ordinal);
         Assert.Equal(printed, run.Str("stdout.content"));
         var id = run.Str("runId");
         Assert.Equal(Sha(printed), run.Str("stdout.sha256"));
@@ -208,32 +208,78 @@ public sealed class ErasureAttackTests(ErasureAttackFixture service)
     }
 
     [Fact]
-    public async Task AStoreThatRefusesAnOutcomeForAnotherReasonThanAnOutageEndsTheRunFailedSayingWhyInsteadOfJournalingIt()
+    public async Task AStoreThatRefusesWritesForAWhileWithoutAnOutageKeepsBothOutcomesInTheJournalUntilItTakesThem()
+    {
+        var tenant = AuditTestClient.NewTenant("er-revoked");
+        var runner = service.Runner("alice", tenant);
+        var large = "x" + new string('y', 19999) + "\n";
+        // Beyond this node's 4 KiB: spilled, streamed into the store on its own after the run.
+        var spilled = runner.RunAsync(new { language = "python", code = "import time\ntime.sleep(2)\nprint('x' + 'y' * 19999)" });
+        // Within one chunk and in memory: stored by the outcome's own commit (once the other run has given its buffer back).
+        var small = runner.RunAsync(new { language = "python", code = "import time\ntime.sleep(4)\nprint('small')" });
+        (HttpResponseMessage Response, System.Text.Json.Nodes.JsonNode Body) streamed, committed;
+        await using (await StoreRefusesContentOnceRunningAsync(tenant, runs: 2))
+        {
+            (streamed, committed) = (await spilled, await small);
+            // A permission taken away (42501) is not a refusal of the data: like a read-only store during a failover (25006)
+            // or a statement timeout (57014), it may pass, and the journal worker would not set it aside. So it is kept in the
+            // journal like an outage (it used to end the run failed, losing its true outcome), and committed once it passes.
+            foreach (var (response, run) in new[] { streamed, committed })
+            {
+                Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+                Assert.Equal("recording", run.Str("status"));
+                Assert.DoesNotContain("SQLSTATE", run.Str("reason"), StringComparison.Ordinal);
+                Assert.DoesNotContain("permission denied", run.Str("reason"), StringComparison.Ordinal);
+                Assert.True(File.Exists(Path.Combine(service.JournalDirectory, service.NodeId, run.Str("runId") + ".json")), "the outcome is not in the journal");
+            }
+            Assert.Contains("the evidence store (PostgreSQL) could not take its output", streamed.Body.Str("reason"), StringComparison.Ordinal);
+            Assert.Contains("does not take writes right now", committed.Body.Str("reason"), StringComparison.Ordinal);
+        }
+        foreach (var (run, stdout) in new[] { (streamed.Body, large), (committed.Body, "small\n") })
+        {
+            var id = run.Str("runId");
+            await Eventually.WaitUntilAsync(async () => (await runner.GetJsonAsync($"/v1/runs/{id}")).Body.Str("status") == "succeeded",
+                () => "the journaled outcome was never committed once the store took writes again", TimeSpan.FromSeconds(30));
+            Assert.Equal(stdout, (await runner.GetJsonAsync($"/v1/runs/{id}")).Body.Str("stdout.content"));
+        }
+    }
+
+    [Fact]
+    public async Task AStoreThatRefusesTheOutputsDataEndsTheRunFailedSayingOnlyTheSqlStateInsteadOfJournalingIt()
     {
         var tenant = AuditTestClient.NewTenant("er-refused");
         var runner = service.Runner("alice", tenant);
-        // Beyond this node's 4 KiB: spilled, streamed into the store on its own after the run.
-        var spilled = runner.RunAsync(new { language = "python", code = "import time\ntime.sleep(2)\nprint('x' * 20000)" });
-        // Within one chunk and in memory: stored by the outcome's own commit (once the other run has given its buffer back).
+        var spilled = runner.RunAsync(new { language = "python", code = "import time\ntime.sleep(2)\nprint('z' * 20000)" });
         var small = runner.RunAsync(new { language = "python", code = "import time\ntime.sleep(4)\nprint('small')" });
         (HttpResponseMessage Response, System.Text.Json.Nodes.JsonNode Body) large, committed;
-        await using (await StoreRefusesContentOnceRunningAsync(tenant, runs: 2))
+        await SandboxesStartedAsync(tenant, runs: 2);
+        // A check violation (23514) refuses the data itself: the journal worker would set it aside for good, so waiting there
+        // would not help. NOT VALID: the rows already there stay; only new content is refused.
+        await service.Database.ExecuteAsync("ALTER TABLE sandbox.evidence_chunks ADD CONSTRAINT test_refuses_all CHECK (false) NOT VALID");
+        try
+        {
             (large, committed) = (await spilled, await small);
+        }
+        finally
+        {
+            await service.Database.ExecuteAsync("ALTER TABLE sandbox.evidence_chunks DROP CONSTRAINT test_refuses_all");
+        }
 
-        // A refusal is not an outage: waiting in the journal would not help (it would be refused there for good, and the
-        // answer would say the store is unavailable). The run ends failed, saying what it did and why it is not all recorded.
         foreach (var (response, run) in new[] { large, committed })
         {
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
             Assert.Equal("error", run.Str("status"));
-            Assert.Contains("SQLSTATE 42501", run.Str("reason"), StringComparison.Ordinal);
+            Assert.Contains("(SQLSTATE 23514)", run.Str("reason"), StringComparison.Ordinal);
+            // Only the code: the store's own text (its table, its constraint) stays in the server's log.
+            Assert.DoesNotContain("evidence_chunks", run.Str("reason"), StringComparison.Ordinal);
+            Assert.DoesNotContain("test_refuses_all", run.Str("reason"), StringComparison.Ordinal);
             Assert.Equal(1L, await service.Database.ScalarAsync<long>(
                 "SELECT count(*) FROM sandbox.mt_events WHERE stream_id = $1 AND type IN ('run_completed', 'run_failed', 'run_abandoned')", Guid.Parse(run.Str("runId"))));
             Assert.False(File.Exists(Path.Combine(service.JournalDirectory, service.NodeId, run.Str("runId") + ".json")), "the outcome went to the journal");
         }
-        Assert.Contains("(succeeded, exit code 0), but its output could not be kept: the evidence store refused its stdout", large.Body.Str("reason"), StringComparison.Ordinal);
-        Assert.Equal(Sha(new string('x', 20000) + "\n"), large.Body.Str("stdout.sha256"));
-        Assert.Contains("The run's outcome could not be recorded: the audit store refused it", committed.Body.Str("reason"), StringComparison.Ordinal);
+        Assert.Contains("(succeeded, exit code 0), but its output could not be kept: the evidence store refused its stdout (SQLSTATE 23514)", large.Body.Str("reason"), StringComparison.Ordinal);
+        Assert.Equal(Sha(new string('z', 20000) + "\n"), large.Body.Str("stdout.sha256"));
+        Assert.Contains("The run's outcome could not be recorded: the audit store refused it (SQLSTATE 23514)", committed.Body.Str("reason"), StringComparison.Ordinal);
         Assert.Contains("It had ended succeeded with exit code 0", committed.Body.Str("reason"), StringComparison.Ordinal);
     }
 
