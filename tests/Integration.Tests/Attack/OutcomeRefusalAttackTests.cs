@@ -74,7 +74,7 @@ public sealed class OutcomeRefusalAttackTests(OutcomeRefusalFixture service)
         var running = runner.RunAsync(new { language = "shell", code = "sleep 4; echo truthful" });
         await WaitInsideSandboxAsync(tenant);
 
-        await service.Database.ExecuteAsync($"ALTER DATABASE {service.Database.Name} SET default_transaction_read_only = on");
+        await service.Database.ExecuteOnServerAsync($"ALTER DATABASE {service.Database.Name} SET default_transaction_read_only = on");
         service.ClearPools();
         HttpResponseMessage response;
         System.Text.Json.Nodes.JsonNode body;
@@ -84,7 +84,7 @@ public sealed class OutcomeRefusalAttackTests(OutcomeRefusalFixture service)
         }
         finally
         {
-            await service.Database.ExecuteAsync($"ALTER DATABASE {service.Database.Name} RESET default_transaction_read_only");
+            await service.Database.ExecuteOnServerAsync($"ALTER DATABASE {service.Database.Name} RESET default_transaction_read_only");
             service.ClearPools();
         }
 

@@ -55,6 +55,18 @@ public sealed class TestDatabase(string? serverAdminConnection = null) : IAsyncD
     }
 
     /// <summary>
+    /// Runs sql on the server's own admin database, not this one: for ALTER DATABASE settings that must apply, and be undone,
+    /// even while this database refuses the statement (a read-only default applies to the test's own new connections too).
+    /// </summary>
+    public async Task ExecuteOnServerAsync(string sql)
+    {
+        await using var connection = new NpgsqlConnection(ServerAdmin);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(sql, connection);
+        await command.ExecuteNonQueryAsync();
+    }
+
+    /// <summary>
     /// An outage of this database for the service's role, and for nothing else on the shared cluster: its open connections
     /// are ended (57P01, as when the server shuts down) and new ones refused (53300, too many connections) until the
     /// returned handle is disposed. The test's own admin connections still get in.
