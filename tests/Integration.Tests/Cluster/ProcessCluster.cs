@@ -145,25 +145,11 @@ public sealed class ProcessCluster : IAsyncLifetime
         foreach (var node in Nodes)
             await node.DisposeAsync();
         foreach (var node in Nodes)
-            foreach (var container in await Containers.OfNodeAsync(node.Id))
-                await ForceRemoveAsync(container.ID);
+            await Containers.RemoveAllOfNodeAsync(node.Id);
         await Database.DisposeAsync();
         File.Delete(_keyPath);
         if (Directory.Exists(_journal))
             Directory.Delete(_journal, recursive: true);
-    }
-
-    private static async Task ForceRemoveAsync(string id)
-    {
-        using var docker = new Docker.DotNet.DockerClientConfiguration(new Uri("unix:///var/run/docker.sock")).CreateClient();
-        try
-        {
-            await docker.Containers.RemoveContainerAsync(id, new Docker.DotNet.Models.ContainerRemoveParameters { Force = true });
-        }
-        catch (Docker.DotNet.DockerApiException)
-        {
-            // Already being removed by the node's own last removals: fine for a clean-up.
-        }
     }
 }
 

@@ -129,9 +129,7 @@ public sealed class CrashAndShutdownTests : IAsyncLifetime
         foreach (var process in _processes)
             await process.DisposeAsync();
         // Whatever a failed test left: remove it so that one failure does not leak into the engine.
-        using (var docker = new Docker.DotNet.DockerClientConfiguration(new Uri("unix:///var/run/docker.sock")).CreateClient())
-            foreach (var container in await Containers.OfNodeAsync(_nodeId))
-                await docker.Containers.RemoveContainerAsync(container.ID, new ContainerRemoveParameters { Force = true });
+        await Containers.RemoveAllOfNodeAsync(_nodeId);
         await _database.DisposeAsync();
         File.Delete(_keyPath);
     }

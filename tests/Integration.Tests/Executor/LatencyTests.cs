@@ -71,9 +71,7 @@ public sealed class LatencyTests(ITestOutputHelper output) : IAsyncLifetime
     {
         if (_process is not null)
             await _process.DisposeAsync();
-        using (var docker = new Docker.DotNet.DockerClientConfiguration(new Uri("unix:///var/run/docker.sock")).CreateClient())
-            foreach (var container in await Containers.OfNodeAsync(_nodeId))
-                await docker.Containers.RemoveContainerAsync(container.ID, new Docker.DotNet.Models.ContainerRemoveParameters { Force = true });
+        await Containers.RemoveAllOfNodeAsync(_nodeId);
         await _database.DisposeAsync();
         File.Delete(_keyPath);
     }

@@ -2,7 +2,6 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
 using System.Text.Json.Nodes;
-using Docker.DotNet.Models;
 using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Tests.Executor;
@@ -377,16 +376,7 @@ public sealed class FaultTests(ITestOutputHelper output) : IAsyncLifetime
     {
         foreach (var process in _processes)
             await process.DisposeAsync();
-        using (var docker = new Docker.DotNet.DockerClientConfiguration(new Uri("unix:///var/run/docker.sock")).CreateClient())
-            foreach (var container in await Containers.OfNodeAsync(_nodeId))
-                try
-                {
-                    await docker.Containers.RemoveContainerAsync(container.ID, new ContainerRemoveParameters { Force = true });
-                }
-                catch (Docker.DotNet.DockerApiException)
-                {
-                    // Already being removed (by the service's last removals): fine for a clean-up.
-                }
+        await Containers.RemoveAllOfNodeAsync(_nodeId);
         _resources.Reverse();
         foreach (var resource in _resources)
             await resource.DisposeAsync();
