@@ -101,6 +101,30 @@ figures["warmPoolHitRate1"] = warm1.Count(s => s.FromPool) / (double)warm1.Count
 figures["warmPoolHitRate4"] = warm4.Count(s => s.FromPool) / (double)warm4.Count;
 figures["warmNotSucceeded"] = warm1.Concat(warm4).Count(s => s.Status != "succeeded");
 
+// The cross-node path: an api-only node records each run and an executor of another process (the service's) claims it from
+// the run queue, runs it in its warm pool and the api node answers when the run's end is signalled. Interleaved one run at a
+// time with the embedded path, so that both see the same machine.
+var apiNodeUrl = Environment.GetEnvironmentVariable("SBX_BENCH_API_NODE_URL");
+double crossP50 = double.NaN, embeddedBesideP50 = double.NaN;
+if (apiNodeUrl is { Length: > 0 })
+{
+    var crossNode = new ServiceLoad(Client(apiNodeUrl));
+    await crossNode.LatencyAsync(1, warmUpRuns / 3, TimeSpan.FromMilliseconds(100));
+    Console.Error.WriteLine($"[bench] cross-node warm latency: {latencyRuns / 2} runs through an api-only node, interleaved with as many embedded");
+    var across = new List<RunSample>();
+    var beside = new List<RunSample>();
+    for (var i = 0; i < latencyRuns / 2; i++)
+    {
+        beside.AddRange(await warm.LatencyAsync(1, 1, TimeSpan.FromMilliseconds(250)));
+        across.AddRange(await crossNode.LatencyAsync(1, 1, TimeSpan.FromMilliseconds(250)));
+    }
+    latencies.Add(Latency.Of("warm, 1 client, api-only node → executor of another process (pooled runs)", across.Where(s => s.FromPool).Select(s => s.Ms).ToList()));
+    latencies.Add(Latency.Of("warm, 1 client, embedded, interleaved with the series above (pooled runs)", beside.Where(s => s.FromPool).Select(s => s.Ms).ToList()));
+    crossP50 = latencies[^2].P50;
+    embeddedBesideP50 = latencies[^1].P50;
+    figures["crossNodeNotSucceeded"] = across.Concat(beside).Count(s => s.Status != "succeeded");
+}
+
 Console.Error.WriteLine($"[bench] cold latency (pool disabled): {latencyRuns} runs at 1 client, then at 4 clients");
 var cold1 = await cold.LatencyAsync(1, latencyRuns, TimeSpan.Zero);
 var cold4 = await cold.LatencyAsync(4, latencyRuns / 4, TimeSpan.Zero);
@@ -177,6 +201,7 @@ figures["ratios"] = new
     coldP50VsDockerApi = coldP50 / apiP50,
     throughputVsChurnCeiling = perSecond / churn,
     dispatchVsChurnCeiling = dispatch.RunsPerSecond / churn,
+    crossNodeWarmP50VsEmbedded = crossP50 / embeddedBesideP50,
 };
 var dockerVersion = (await docker.System.GetVersionAsync()).Version;
 var postgresVersion = await ScalarTextAsync("SHOW server_version");
@@ -210,6 +235,7 @@ md.AppendLine("| figure | value | goal |");
 md.AppendLine("|---|---|---|");
 md.AppendLine(CultureInfo.InvariantCulture, $"| warm p50 (audit committed) | {warmP50:F1} ms; {apiP50 / warmP50:F1}× faster than the Docker API cold path | ≤ 20 ms, ≥ 10× |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| where a warm run's time goes (server, p50 per phase) | admission (body, auth, rate limit, validation) {phases["admit"]:F1} ms, write-ahead commit {phases["record"]:F1} ms, sandbox hand-over {phases["sandbox"]:F1} ms, run in the sandbox {phases["run"]:F1} ms, outcome commit {phases["outcome"]:F1} ms; sum p50 {serverP50:F1} ms, the rest is HTTP, writing the answer and the client | |");
+md.AppendLine(CultureInfo.InvariantCulture, $"| cross-node warm p50 (api-only node, executor in another process) / embedded warm p50, interleaved | {crossP50:F1} / {embeddedBesideP50:F1} ms = {crossP50 / embeddedBesideP50:F2}× | ≤ 1.2× |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| warm pool hit rate (1 / 4 clients) | {(double)figures["warmPoolHitRate1"]:P0} / {(double)figures["warmPoolHitRate4"]:P0} | |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| cold p50 / Docker API create→start→wait p50 | {coldP50 / apiP50:F2}× | ≤ 1.2× |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| throughput, 8 clients, {throughputSeconds} s | {perSecond:F2} runs/s ({completed} ok, {notSucceeded} not ok) | |");

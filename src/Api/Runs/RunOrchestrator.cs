@@ -342,11 +342,13 @@ public sealed partial class RunOrchestrator(
             }
             if (run.Execution is { } local)
                 return await local;
+            run.Phases.EndedElsewhere();
             var events = await WhileStoreAwayAsync(run, budget, async token =>
             {
                 await using var session = store.QuerySession();
                 return await session.Events.FetchStreamAsync(runId, token: token);
             });
+            run.Phases.ReadBack();
             lock (run.Events)
             {
                 run.Events.Clear();
@@ -933,20 +935,25 @@ public sealed partial class RunOrchestrator(
 /// <summary>Where a run's time went, marked as it happens; sent back to the client as a Server-Timing header.</summary>
 public sealed class RunPhases(Stopwatch clock)
 {
-    private double _recorded, _sandbox, _exited, _committed;
+    private double _recorded, _sandbox, _exited, _committed, _endedElsewhere, _readBack;
 
     public void Recorded() => _recorded = clock.Elapsed.TotalMilliseconds;
     public void SandboxReady() => _sandbox = clock.Elapsed.TotalMilliseconds;
     public void Exited() => _exited = clock.Elapsed.TotalMilliseconds;
     public void Committed() => _committed = clock.Elapsed.TotalMilliseconds;
+    public void EndedElsewhere() => _endedElsewhere = clock.Elapsed.TotalMilliseconds;
+    public void ReadBack() => _readBack = clock.Elapsed.TotalMilliseconds;
 
     /// <summary>
     /// Each phase's own duration in ms: write-ahead commit, sandbox hand-over, the run itself, outcome commit. A run that
-    /// failed on the way names only the phases it finished.
+    /// failed on the way names only the phases it finished. A run another node executed has instead the wait for its end
+    /// (claim, run and outcome commit there, and the signal back) and the read of its record.
     /// </summary>
     public string ToServerTiming()
     {
-        (string Name, double At)[] marks = [("record", _recorded), ("sandbox", _sandbox), ("run", _exited), ("outcome", _committed)];
+        (string Name, double At)[] marks = _endedElsewhere > 0
+            ? [("record", _recorded), ("elsewhere", _endedElsewhere), ("read", _readBack)]
+            : [("record", _recorded), ("sandbox", _sandbox), ("run", _exited), ("outcome", _committed)];
         var metrics = new List<string>();
         var previous = 0.0;
         foreach (var (name, at) in marks.TakeWhile(m => m.At > 0))

@@ -39,6 +39,10 @@ public sealed class ProcessClusterTests(ProcessCluster cluster, ITestOutputHelpe
         output.WriteLine("runs per node: " + string.Join(", ", nodes.GroupBy(n => n).Select(g => $"{g.Key}: {g.Count()}")));
         Assert.Equal(12, nodes.Count);
         Assert.Equal(cluster.Executors.Select(e => e.Id).Order(), nodes.Distinct().Order());
+        // An api node's answer says where the time went on its side: the write-ahead commit, the wait for another node to end
+        // the run, the read of its record.
+        Assert.All(answers, a => Assert.Equal(["admit", "record", "elsewhere", "read"],
+            a.Response.Headers.GetValues("Server-Timing").Single().Split(", ").Select(metric => metric.Split(";dur=")[0])));
     }
 
     [Fact]
