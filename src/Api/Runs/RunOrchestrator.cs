@@ -484,16 +484,11 @@ public sealed partial class RunOrchestrator(
     private async Task<ValidRunRequest> RequestOfAsync(RunWork work, CancellationToken ct)
     {
         var tenant = work.Caller.Tenant;
-        async Task<byte[]> ReadAsync(string sha)
-        {
-            await using var content = await evidence.OpenAsync(tenant, sha, ct) ?? throw new InvalidDataException($"Input {sha} is not in the evidence store.");
-            using var buffer = new MemoryStream();
-            await content.CopyToAsync(buffer, ct);
-            return buffer.ToArray();
-        }
         var r = work.Request;
-        var code = Encoding.UTF8.GetString(await ReadAsync(r.CodeSha256));
-        var stdin = await ReadAsync(r.StdinSha256);
+        var whole = await evidence.ReadWholeAsync(tenant, [r.CodeSha256, r.StdinSha256], ct);
+        byte[] Read(string sha) => whole[sha] ?? throw new InvalidDataException($"Input {sha} is not in the evidence store.");
+        var code = Encoding.UTF8.GetString(Read(r.CodeSha256));
+        var stdin = Read(r.StdinSha256);
         var files = r.Files.Select(f => new InputFile(f.Name, f.Bytes, f.Sha256, async token =>
             await evidence.OpenAsync(tenant, f.Sha256, token) ?? throw new InvalidDataException($"Input file '{f.Name}' is not in the evidence store."))).ToList();
         return new ValidRunRequest(r.Language, code, stdin, r.Args, files, r.Limits, r.Classification, r.Runtime, r.Isolation);

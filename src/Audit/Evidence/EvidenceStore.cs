@@ -154,6 +154,50 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
         return new ChunkStream(dataSource, tenant, sha256, reader.GetInt32(0));
     }
 
+    /// <summary>
+    /// Whole contents by digest, in one round trip for all of them (the code and stdin an executor reads for a run another
+    /// node recorded): each is checked against its digest. Null for a content the store does not hold; erased content throws
+    /// <see cref="ContentErasedException"/>. Content larger than one chunk is read chunk by chunk.
+    /// </summary>
+    public async Task<Dictionary<string, byte[]?>> ReadWholeAsync(string tenant, IReadOnlyCollection<string> digests, CancellationToken ct)
+    {
+        var found = digests.Distinct().ToDictionary(d => d, d => d == EmptySha256 ? Array.Empty<byte>() : null);
+        var wanted = found.Where(f => f.Value is null).Select(f => f.Key).ToArray();
+        if (wanted.Length == 0)
+            return found;
+        var larger = new List<(string Sha256, int Chunks)>();
+        await using (var select = dataSource.CreateCommand(
+            $"SELECT b.sha256, b.chunks, b.erased_at IS NOT NULL, c.data FROM {Blobs} b "
+            + $"LEFT JOIN {Chunks} c ON b.chunks = 1 AND c.tenant = b.tenant AND c.sha256 = b.sha256 AND c.chunk_no = 0 "
+            + "WHERE b.tenant = $1 AND b.sha256 = ANY ($2)"))
+        {
+            select.Parameters.AddWithValue(tenant);
+            select.Parameters.AddWithValue(wanted);
+            await using var reader = await select.ExecuteReaderAsync(ct);
+            while (await reader.ReadAsync(ct))
+            {
+                var sha256 = reader.GetString(0);
+                if (reader.GetBoolean(2))
+                    throw new ContentErasedException(tenant, sha256);
+                if (reader.GetInt32(1) != 1)
+                    larger.Add((sha256, reader.GetInt32(1)));
+                else
+                    found[sha256] = reader.IsDBNull(3) ? [] : reader.GetFieldValue<byte[]>(3);
+            }
+        }
+        foreach (var (sha256, chunks) in larger)
+        {
+            await using var stream = new ChunkStream(dataSource, tenant, sha256, chunks);
+            using var buffer = new MemoryStream();
+            await stream.CopyToAsync(buffer, ct);
+            found[sha256] = buffer.ToArray();
+        }
+        foreach (var (sha256, bytes) in found)
+            if (bytes is not null && !Domain.Hashing.Sha256Hex.Of(bytes).Equals(sha256, StringComparison.Ordinal))
+                throw new InvalidDataException($"Content {sha256} does not hash to its digest: the store was altered.");
+        return found;
+    }
+
     /// <summary>When content was erased and the reason recorded with it; null when it is not erased (or not held).</summary>
     public async Task<ContentErasure?> ErasureAsync(string tenant, string sha256, CancellationToken ct)
     {

@@ -88,6 +88,39 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
     }
 
     [Fact]
+    public async Task AnExecutorReadsARunsWholeInputsInOneGoAndRefusesOnesThatDoNotHashToTheirDigest()
+    {
+        var tenant = AuditTestClient.NewTenant("ev-whole");
+        var store = Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<EvidenceStore>(service.Services);
+        var small = Encoding.UTF8.GetBytes("print('hello')");
+        var large = RandomNumberGenerator.GetBytes(EvidenceStore.ChunkSize + 4096); // two chunks
+        var smallSha = (await store.PutAsync(tenant, small, CancellationToken.None)).Sha256;
+        var largeSha = (await store.PutAsync(tenant, new StoredContent(Convert.ToHexStringLower(SHA256.HashData(large)), large.Length), new MemoryStream(large), CancellationToken.None)).Sha256;
+        var absent = Sha("never stored");
+
+        var whole = await store.ReadWholeAsync(tenant, [smallSha, largeSha, EvidenceStore.EmptySha256, absent, smallSha], CancellationToken.None);
+
+        Assert.Equal(small, whole[smallSha]);
+        Assert.Equal(large, whole[largeSha]);
+        Assert.Equal(0, whole[EvidenceStore.EmptySha256]?.Length);
+        Assert.Null(whole[absent]);
+        Assert.Null((await store.ReadWholeAsync(AuditTestClient.NewTenant("ev-whole-other"), [smallSha], CancellationToken.None))[smallSha]);
+
+        await using (var admin = new NpgsqlConnection(service.Database.AdminConnection))
+        {
+            await admin.OpenAsync();
+            await using var tamper = new NpgsqlCommand($"""
+                ALTER TABLE sandbox.evidence_chunks DISABLE TRIGGER USER;
+                UPDATE sandbox.evidence_chunks SET data = convert_to('print(666)', 'UTF8') WHERE tenant = '{tenant}' AND sha256 = '{smallSha}';
+                ALTER TABLE sandbox.evidence_chunks ENABLE TRIGGER USER;
+                """, admin);
+            await tamper.ExecuteNonQueryAsync();
+        }
+        var altered = await Assert.ThrowsAsync<InvalidDataException>(() => store.ReadWholeAsync(tenant, [smallSha], CancellationToken.None));
+        Assert.Contains(smallSha, altered.Message);
+    }
+
+    [Fact]
     public async Task TheServiceRoleCannotChangeOrRemoveStoredContent()
     {
         var tenant = AuditTestClient.NewTenant("ev-role");
