@@ -70,6 +70,47 @@ public sealed class IdempotencyAttackTests : IAsyncLifetime
         Assert.Equal(body.Str("runId"), replay.Str("runId"));
     }
 
+    [Fact]
+    public async Task ALateRequestWhoseClaimWasTakenOverRecordsNothingSoTheKeyNamesOneRun()
+    {
+        var service = await StartAsync();
+        const string tenant = "tenant-idem-late";
+        var key = "late-" + Guid.NewGuid().ToString("N");
+        var request = new { language = "shell", code = "echo one-run" };
+        using var client = service.Client(_setup.Token("lee", tenant, Roles.Runner));
+
+        await using var blocker = new NpgsqlConnection(_database.AdminConnection);
+        await blocker.OpenAsync();
+        await using (var begin = new NpgsqlCommand("BEGIN; LOCK TABLE sandbox.run_queue IN ACCESS EXCLUSIVE MODE", blocker))
+            await begin.ExecuteNonQueryAsync();
+        // The first request claims the key and stays stuck before its commit, past the claim's timeout; its client retries.
+        var late = PostWithKeyAsync(client, key, request);
+        await Eventually.WaitUntilAsync(
+            async () => await _database.ScalarAsync<long>("SELECT count(*) FROM sandbox.idempotency_keys WHERE key = $1", key) == 1,
+            () => "The first request never claimed its key.", TimeSpan.FromSeconds(30));
+        await Task.Delay(TimeSpan.FromSeconds(ClaimTimeoutSeconds + 1));
+        var retry = PostWithKeyAsync(client, key, request);
+        await Eventually.WaitUntilAsync(
+            async () => await _database.ScalarAsync<long>(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted AND a.datname = $1 AND a.usename = 'sandbox_app'",
+                _database.Name) >= 2,
+            () => "The retry never reached its write-ahead commit.", TimeSpan.FromSeconds(30));
+        await using (var rollback = new NpgsqlCommand("ROLLBACK", blocker))
+            await rollback.ExecuteNonQueryAsync();
+
+        var (lateResponse, lateBody) = await late;
+        var (retryResponse, retryBody) = await retry;
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, lateResponse.StatusCode);
+        Assert.True(retryResponse.StatusCode == HttpStatusCode.OK, $"The retry got {(int)retryResponse.StatusCode}: {retryBody.ToJsonString()}");
+        Assert.Equal("one-run\n", retryBody.Str("stdout.content"));
+        Assert.Equal(1, await _database.ScalarAsync<long>("SELECT count(*) FROM sandbox.mt_events WHERE type = 'run_requested'"));
+        Assert.Equal(Guid.Parse(retryBody.Str("runId")),
+            await _database.ScalarAsync<Guid>("SELECT run_id FROM sandbox.idempotency_keys WHERE key = $1", key));
+        Assert.NotNull(lateBody);
+    }
+
+    private const int ClaimTimeoutSeconds = 5;
+
     private static async Task<(HttpResponseMessage Response, JsonNode Body)> PostWithKeyAsync(HttpClient client, string key, object request)
     {
         using var message = new HttpRequestMessage(HttpMethod.Post, "/v1/runs") { Content = JsonContent.Create(request, options: ApiCalls.Json) };
@@ -80,7 +121,11 @@ public sealed class IdempotencyAttackTests : IAsyncLifetime
 
     private async Task<ServiceProcess> StartAsync()
     {
-        var process = await ServiceProcess.StartAsync(_setup, new Dictionary<string, string> { ["Executor__PoolSizePerLanguage"] = "0" });
+        var process = await ServiceProcess.StartAsync(_setup, new Dictionary<string, string>
+        {
+            ["Executor__PoolSizePerLanguage"] = "0",
+            ["Idempotency__ClaimTimeoutSeconds"] = ClaimTimeoutSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        });
         _processes.Add(process);
         return process;
     }
