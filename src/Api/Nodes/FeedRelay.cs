@@ -37,6 +37,11 @@ namespace Sandbox.Audited.Api.Nodes;
 /// migration 0095 made in sandbox.relay_key, which only the service's login may read. Relayed items are not secret from
 /// the database's roles, which can read the recorded output anyway. Signed items go on a channel of their own, so nodes
 /// of the version before (unsigned items) and this one ignore each other during a rolling upgrade.
+///
+/// Any login may also LISTEN and send a signed payload again. Replayed output, "running" and "events" items change nothing (a
+/// feed cuts off bytes it already has), but a replayed catch-up request would make the executor resend its kept output: so
+/// each item carries its sending time under the MAC, and a catch-up request is answered only within AskFreshness of it and
+/// only once.
 /// </summary>
 public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStore store, RunFeed feed, QueueSignals signals,
     IOptions<ExecutorOptions> executor, IOptions<NodeOptions> node, TimeProvider clock, ILogger<FeedRelay> logger)
@@ -67,6 +72,12 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
 
     /// <summary>A catch-up request is answered at most this often per run, stream and asking node: a node that still lacks bytes asks again.</summary>
     public const long AnswerEveryMs = 1000;
+
+    /// <summary>How far a catch-up request's sending time may be from this node's clock (the nodes' clock skew included).</summary>
+    public static readonly TimeSpan AskFreshness = TimeSpan.FromSeconds(10);
+
+    // Catch-up requests answered within AskFreshness, by run, stream, offset, asking node and sending time: a replay is one of them.
+    private readonly Dictionary<(Guid Run, int Stream, long From, string Node, long At), long> _asks = [];
 
     // When each (run, stream, asking node) was last answered; entries older than AnswerEveryMs are pruned as it grows.
     private readonly Dictionary<(Guid Run, int Stream, string Node), long> _answered = [];
@@ -107,9 +118,10 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
 
     /// <summary>
     /// What goes over the wire: n = sending node, k = o(utput of stream s at offset o) | u (running) | e (events up to v) |
-    /// c (catch-up: send stream s of run r from offset o, asked by a node whose feed lacks it). A payload is an array of them.
+    /// c (catch-up: send stream s of run r from offset o, asked by a node whose feed lacks it); t = when it was sent (Unix ms). A
+    /// payload is an array of them.
     /// </summary>
-    private sealed record Relayed(Guid R, string N, string K, int S = 0, long O = 0, string? B = null, string? C = null, long V = 0);
+    private sealed record Relayed(Guid R, string N, string K, int S = 0, long O = 0, string? B = null, string? C = null, long V = 0, long T = 0);
 
     /// <summary>What this node sent of one run's output so far: the first KeptBytes of each stream, and its container.</summary>
     private sealed class Sent(string? container)
@@ -259,6 +271,22 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
         }
     }
 
+    // A catch-up request sent again by someone listening on the channel is stale or already seen: only a node's own is answered.
+    private bool FirstSightOfFreshAsk(Relayed ask)
+    {
+        var now = clock.GetUtcNow().ToUnixTimeMilliseconds();
+        var window = (long)AskFreshness.TotalMilliseconds;
+        if (Math.Abs(now - ask.T) > window)
+            return false;
+        lock (_asks)
+        {
+            if (_asks.Count >= 4096)
+                foreach (var old in _asks.Where(a => now - a.Value > 2 * window).Select(a => a.Key).ToList())
+                    _asks.Remove(old);
+            return _asks.TryAdd((ask.R, ask.S, ask.O, ask.N ?? "", ask.T), now);
+        }
+    }
+
     public void Running(Guid runId, string containerId) => _ = _key is not null && _outbox.Writer.TryWrite(new Item(runId, "u", Container: containerId));
 
     public void Recorded(Guid runId, long version) => _ = _key is not null && _outbox.Writer.TryWrite(new Item(runId, "e", Version: version));
@@ -285,7 +313,8 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
                 {
                     await using var command = dataSource.CreateCommand("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS w(p)");
                     command.Parameters.AddWithValue(Channel);
-                    command.Parameters.AddWithValue(Payloads(Merge(items), executor.Value.NodeId).Select(json => Sign(key, json)).ToArray());
+                    command.Parameters.AddWithValue(Payloads(Merge(items), executor.Value.NodeId, clock.GetUtcNow().ToUnixTimeMilliseconds())
+                        .Select(json => Sign(key, json)).ToArray());
                     await command.ExecuteNonQueryAsync(stoppingToken);
                 }
                 catch (Exception e) when (!stoppingToken.IsCancellationRequested)
@@ -355,14 +384,14 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
     }
 
     /// <summary>The items as JSON arrays, each as long as fits one notification, in order.</summary>
-    private static IEnumerable<string> Payloads(List<Item> items, string node)
+    private static IEnumerable<string> Payloads(List<Item> items, string node, long at)
     {
         var current = new List<string>();
         var length = 2;
         foreach (var item in items)
         {
             var json = JsonSerializer.Serialize(new Relayed(item.Run, node, item.Kind, item.Stream, item.Offset,
-                item.Bytes is null ? null : Convert.ToBase64String(item.Bytes), item.Container, item.Version), Json);
+                item.Bytes is null ? null : Convert.ToBase64String(item.Bytes), item.Container, item.Version, at), Json);
             if (current.Count > 0 && length + 1 + json.Length > PayloadChars)
             {
                 yield return "[" + string.Join(',', current) + "]";
@@ -392,7 +421,8 @@ public sealed partial class FeedRelay(NpgsqlDataSource dataSource, IDocumentStor
                     continue; // its own
                 if (item.K == "c")
                 {
-                    Answer(item.R, item.S, item.O, item.N ?? "");
+                    if (FirstSightOfFreshAsk(item))
+                        Answer(item.R, item.S, item.O, item.N ?? "");
                     continue;
                 }
                 if (!feed.Holds(item.R))

@@ -333,7 +333,8 @@ public sealed partial class OutcomeJournal : BackgroundService
         try
         {
             await using var file = File.OpenRead(path);
-            entry = (await JsonNode.ParseAsync(file, cancellationToken: ct))!.AsObject();
+            entry = await JsonNode.ParseAsync(file, cancellationToken: ct) as JsonObject
+                ?? throw new InvalidJournalFileException("whole JSON that is not an object"); // not torn: set aside like any file of the wrong shape
         }
         catch (JsonException e)
         {
@@ -388,7 +389,17 @@ public sealed partial class OutcomeJournal : BackgroundService
         await using (var session = _store.QuerySession())
             recorded = [.. (await session.Events.FetchStreamAsync(runId, token: ct)).Select(e => new JournalEvent(e.EventTypeName, e.Data, serializer.ToJson(e.Data)))];
         // Load, decide, act: what the file may add to the run is the Domain's decision.
-        var (events, ends, ended) = JournalDecisions.Decide(journaled, recorded, _node, DateTimeOffset.UtcNow) switch
+        JournalVerdict verdict;
+        try
+        {
+            verdict = JournalDecisions.Decide(journaled, recorded, _node, DateTimeOffset.UtcNow);
+        }
+        catch (Exception e) when (e is NullReferenceException or InvalidOperationException or ArgumentException)
+        {
+            // The decision is pure: it failing means events of a known type lacking facts it reads (an output without its digests).
+            throw new InvalidJournalFileException($"events the decision cannot read: {e.Message}", e);
+        }
+        var (events, ends, ended) = verdict switch
         {
             JournalVerdict.Commit commit => commit,
             JournalVerdict.Refuse refuse => throw new InvalidJournalFileException(refuse.Reason),

@@ -118,6 +118,7 @@ public static class RunEndpoints
 
         // Idempotency-Key: the same key and body find the run they started; nothing runs again.
         var idempotencyKey = client.IdempotencyKey;
+        NewClaim? claimed = null;
         if (idempotencyKey is not null)
         {
             if (idempotencyKey.Length > IdempotencyStore.MaxKeyLength)
@@ -136,6 +137,9 @@ public static class RunEndpoints
                 case ExistingRun existing:
                     http.Response.Headers["Idempotent-Replayed"] = "true";
                     return Replay(await LoadAsync(store, existing.RunId, ct), evidence);
+                case NewClaim ours:
+                    claimed = ours;
+                    break;
             }
         }
 
@@ -143,14 +147,14 @@ public static class RunEndpoints
         AdmittedRun admitted;
         try
         {
-            admitted = await orchestrator.RequestAsync(caller, client, valid, ct, callbackUrl: body.CallbackUrl, idempotencyKey: idempotencyKey);
+            admitted = await orchestrator.RequestAsync(caller, client, valid, ct, callbackUrl: body.CallbackUrl, idempotency: claimed);
         }
         catch (Exception e)
         {
             if (IsRefusedByTheService(e))
                 await RunRateLimits.RefundAsync(http);
-            if (idempotencyKey is not null)
-                await idempotency.ReleaseAsync(caller, idempotencyKey);
+            if (claimed is not null)
+                await idempotency.ReleaseAsync(caller, claimed);
             throw;
         }
         if (!admitted.Decision.Allowed)

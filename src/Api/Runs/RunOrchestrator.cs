@@ -137,7 +137,7 @@ public sealed partial class RunOrchestrator(
     /// and the policy decision in one commit. A denied run also gets its terminal event. Nothing runs unless both succeeded.
     /// </summary>
     public async Task<AdmittedRun> RequestAsync(Caller caller, ClientInfo client, ValidRunRequest request, CancellationToken ct,
-        Guid? reproduces = null, string? imageId = null, string? callbackUrl = null, string? idempotencyKey = null)
+        Guid? reproduces = null, string? imageId = null, string? callbackUrl = null, NewClaim? idempotency = null)
     {
         var watch = Stopwatch.StartNew();
         var runId = Guid.CreateVersion7();
@@ -187,8 +187,8 @@ public sealed partial class RunOrchestrator(
             if (decision.Allowed)
                 queue.Enqueue(session, work, caller.Tenant, nodeId, claimedBy, queueOptions.Value.LeaseSeconds, admission.Options.MaxConcurrentRunsPerTenant);
             callback?.Invoke(session);
-            if (idempotencyKey is not null)
-                IdempotencyStore.AttachRun(session, caller, idempotencyKey, runId);
+            if (idempotency is not null)
+                IdempotencyStore.AttachRun(session, caller, idempotency, runId);
         });
         List<object> WithQueued(string? claimedBy) => decision.Allowed ? [.. requested, RunDecisions.Queued(runId, nodeId, claimedBy, now)] : [.. requested];
 

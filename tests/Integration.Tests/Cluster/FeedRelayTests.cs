@@ -253,7 +253,8 @@ public sealed class FeedRelayTests(ClusterFixture cluster)
         // A node (with the nodes' key) asking for the whole buffer ten times in a row: one answer.
         var key = FeedRelay.KeyFrom((await cluster.Database.ScalarAsync<string>("SELECT key FROM sandbox.relay_key"))!);
         for (var i = 0; i < 10; i++)
-            await NotifyAsync(cluster.Database.AppConnection, FeedRelay.Sign(key, $$"""[{"r":"{{runId}}","n":"asker","k":"c","s":0,"o":0}]"""));
+            await NotifyAsync(cluster.Database.AppConnection,
+                FeedRelay.Sign(key, $$"""[{"r":"{{runId}}","n":"asker","k":"c","s":0,"o":0,"t":{{DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() + i}}}]"""));
         var until = DateTime.UtcNow.AddSeconds(0.8);
         while (DateTime.UtcNow < until)
             await listener.WaitAsync(TimeSpan.FromMilliseconds(100));
