@@ -192,7 +192,9 @@ public sealed partial class EvidenceSweeper(
         if (holds.Count == 0)
         {
             await using var clockNow = database.CreateCommand("SELECT now()");
-            now = (DateTimeOffset)(await clockNow.ExecuteScalarAsync(ct))!;
+            await using var reader = await clockNow.ExecuteReaderAsync(ct);
+            await reader.ReadAsync(ct);
+            now = reader.GetFieldValue<DateTimeOffset>(0);
         }
         return (now, holds);
     }
