@@ -103,7 +103,16 @@ public sealed class EvidenceSweepTests(EvidenceSweepFixture service)
         Assert.Equal(HttpStatusCode.Accepted, journaled.StatusCode);
         Assert.Equal("recording", journaledRun.Str("status"));
 
-        foreach (var text in new[] { shared, refusedInput, refusedArtifact, journaledArtifact })
+        // 4b. The same on a node cut off from PostgreSQL right after it stored the content (its journal unseen, its heartbeat
+        // stale since, once the two hours below have passed): a content its journaled outcome of that run names.
+        var cutOff = "cut-off-" + id;
+        string cutOffArtifact = $"artifact journaled on a node cut off {id}";
+        await service.Database.ExecuteAsync(
+            "INSERT INTO sandbox.nodes (node_id, roles, started_at, heartbeat_at) VALUES ($1, 'executor', now() - interval '1 day', now() - interval '2 hours' + interval '10 seconds')", cutOff);
+        await service.Services.GetRequiredService<EvidenceStore>().PutAsync(tenant, Encoding.UTF8.GetBytes(cutOffArtifact),
+            new ContentHold(Guid.Parse(journaledRun.Str("runId")), cutOff), CancellationToken.None);
+
+        foreach (var text in new[] { shared, refusedInput, refusedArtifact, journaledArtifact, cutOffArtifact })
             Assert.Equal(1, await StoredAsync(tenant, text));
 
         // Two hours pass (for the contents, their holds and this node's start); the node's heartbeat then renews the holds of
@@ -116,7 +125,8 @@ public sealed class EvidenceSweepTests(EvidenceSweepFixture service)
             UPDATE sandbox.nodes SET started_at = started_at - interval '2 hours' WHERE node_id = '{service.NodeId}';
             """);
         await Eventually.WaitUntilAsync(async () => await service.Database.ScalarAsync<bool>(
-                "SELECT held_at > now() - interval '1 minute' FROM sandbox.evidence_holds WHERE tenant = $1 AND run_id = $2::uuid", tenant, journaledRun.Str("runId")),
+                "SELECT held_at > now() - interval '1 minute' FROM sandbox.evidence_holds WHERE tenant = $1 AND run_id = $2::uuid AND node = $3",
+                tenant, journaledRun.Str("runId"), service.NodeId),
             () => "the node's heartbeat did not renew the hold of its journaled run", TimeSpan.FromSeconds(15));
 
         // 5. Refused a moment ago: inside the grace.
@@ -133,6 +143,7 @@ public sealed class EvidenceSweepTests(EvidenceSweepFixture service)
             tenant, new[] { Sha(refusedInput), Sha(refusedArtifact) }));
         Assert.Equal(1, await StoredAsync(tenant, shared));
         Assert.Equal(1, await StoredAsync(tenant, journaledArtifact));
+        Assert.Equal(1, await StoredAsync(tenant, cutOffArtifact));
         Assert.Equal(1, await StoredAsync(tenant, freshInput));
 
         // The removal is in the record: one evidence_swept on the tenant's evidence stream naming exactly the two, with why.
@@ -163,7 +174,7 @@ public sealed class EvidenceSweepTests(EvidenceSweepFixture service)
     }
 
     [Fact]
-    public async Task TheServicesRoleCannotRemoveANamedContentNorDeleteStoredContentDirectly()
+    public async Task TheDatabaseRemovesOnlyContentNoEventNamesNoRunHoldsAndNoWriterReliesOn()
     {
         var tenant = AuditTestClient.NewTenant("sweep-guard");
         var text = $"named {Guid.NewGuid():N}";
@@ -191,5 +202,39 @@ public sealed class EvidenceSweepTests(EvidenceSweepFixture service)
             Assert.Equal(PostgresErrorCodes.InsufficientPrivilege, (await Assert.ThrowsAsync<PostgresException>(() => delete.ExecuteNonQueryAsync())).SqlState);
         }
         Assert.Equal(1, await StoredAsync(tenant, text));
+
+        // A content no event names and no run holds: while a writer relies on it (its transaction holds the shared key, as a
+        // staged insert or a put does until its commit), the function refuses; once the writer is gone, it removes it.
+        var unnamed = $"unnamed {Guid.NewGuid():N}";
+        await using (var add = new NpgsqlCommand("INSERT INTO sandbox.evidence_blobs (tenant, sha256, bytes, chunks) VALUES ($1, $2, $3, 0)", app))
+        {
+            add.Parameters.AddWithValue(tenant);
+            add.Parameters.AddWithValue(Sha(unnamed));
+            add.Parameters.AddWithValue((long)unnamed.Length);
+            await add.ExecuteNonQueryAsync();
+        }
+        await using var writer = new NpgsqlConnection(service.Database.AppConnection);
+        await writer.OpenAsync();
+        await using (var relying = await writer.BeginTransactionAsync())
+        {
+            await using (var rely = new NpgsqlCommand("SELECT sandbox.sbx_evidence_rely($1, $2)", writer, relying))
+            {
+                rely.Parameters.AddWithValue(tenant);
+                rely.Parameters.AddWithValue(Sha(unnamed));
+                await rely.ExecuteNonQueryAsync();
+            }
+            await using var busy = new NpgsqlCommand("SELECT * FROM sandbox.sbx_evidence_sweep($1, $2)", app);
+            busy.Parameters.AddWithValue(tenant);
+            busy.Parameters.AddWithValue(new[] { Sha(unnamed) });
+            Assert.Equal(PostgresErrorCodes.LockNotAvailable, (await Assert.ThrowsAsync<PostgresException>(() => busy.ExecuteNonQueryAsync())).SqlState);
+            Assert.Equal(1, await StoredAsync(tenant, unnamed));
+        }
+        await using (var free = new NpgsqlCommand("SELECT count(*) FROM sandbox.sbx_evidence_sweep($1, $2)", app))
+        {
+            free.Parameters.AddWithValue(tenant);
+            free.Parameters.AddWithValue(new[] { Sha(unnamed) });
+            Assert.Equal(1L, await free.ExecuteScalarAsync());
+        }
+        Assert.Equal(0, await StoredAsync(tenant, unnamed));
     }
 }
