@@ -8,20 +8,20 @@ using Sandbox.Audited.Domain.Runs;
 
 namespace Sandbox.Audited.Audit.Evidence;
 
-/// <summary>EvidenceSweep:* settings. Defaults: on, a pass every 10 minutes, a grace of one hour, 500 holds a pass.</summary>
+/// <summary>EvidenceSweep:* settings. Defaults: on, a pass a minute, a grace of one hour, 1000 holds a pass (1.4 million a day).</summary>
 public sealed class EvidenceSweepOptions
 {
     public const string Section = "EvidenceSweep";
 
     public bool Enabled { get; set; } = true;
 
-    public int IntervalSeconds { get; set; } = 600;
+    public int IntervalSeconds { get; set; } = 60;
 
     /// <summary>Nothing younger is looked at: longer than any write-ahead or outcome commit, and than a heartbeat's renewal.</summary>
     public int GraceSeconds { get; set; } = 3600;
 
     /// <summary>Holds (and, with IncludeUnheld, contents without one) looked at in one pass.</summary>
-    public int BatchSize { get; set; } = 500;
+    public int BatchSize { get; set; } = 1000;
 
     /// <summary>Also remove contents no hold accounts for: stored before this version, or by a node of an earlier one.</summary>
     public bool IncludeUnheld { get; set; }

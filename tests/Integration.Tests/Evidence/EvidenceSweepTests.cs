@@ -174,6 +174,34 @@ public sealed class EvidenceSweepTests(EvidenceSweepFixture service)
     }
 
     [Fact]
+    public async Task AContentNoHoldAccountsForIsSweptOnlyWhenTheOperatorIncludesIt()
+    {
+        // As an earlier version left it: stored two hours ago, no hold, named by no event.
+        var tenant = AuditTestClient.NewTenant("sweep-unheld");
+        var text = $"stored by an earlier version {Guid.NewGuid():N}";
+        await service.Database.ExecuteAsync($"""
+            INSERT INTO sandbox.evidence_blobs (tenant, sha256, bytes, chunks) VALUES ('{tenant}', '{Sha(text)}', {text.Length}, 1);
+            INSERT INTO sandbox.evidence_chunks (tenant, sha256, chunk_no, data) VALUES ('{tenant}', '{Sha(text)}', 0, convert_to('{text}', 'UTF8'));
+            ALTER TABLE sandbox.evidence_blobs DISABLE TRIGGER sbx_evidence_blobs_guard;
+            UPDATE sandbox.evidence_blobs SET stored_at = stored_at - interval '2 hours' WHERE tenant = '{tenant}';
+            ALTER TABLE sandbox.evidence_blobs ENABLE TRIGGER sbx_evidence_blobs_guard;
+            """);
+
+        await service.Sweeper.PassAsync(CancellationToken.None);
+        Assert.Equal(1, await StoredAsync(tenant, text));
+
+        var including = new EvidenceSweeper(service.Services.GetRequiredService<NpgsqlDataSource>(), service.Services.GetRequiredService<Marten.IDocumentStore>(),
+            new EvidenceSweepOptions { Enabled = false, IncludeUnheld = true }, service.NodeId, TimeProvider.System,
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<EvidenceSweeper>.Instance);
+        var report = await including.PassAsync(CancellationToken.None);
+
+        Assert.Equal(0, await StoredAsync(tenant, text));
+        var (_, swept) = Assert.Single(report!.Removed, r => r.Tenant == tenant);
+        Assert.Equal(Sha(text), swept.Sha256);
+        Assert.Contains("no run holds it", swept.Reason);
+    }
+
+    [Fact]
     public async Task TheDatabaseRemovesOnlyContentNoEventNamesNoRunHoldsAndNoWriterReliesOn()
     {
         var tenant = AuditTestClient.NewTenant("sweep-guard");
