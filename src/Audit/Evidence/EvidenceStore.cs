@@ -32,7 +32,7 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
     public const int ChunkSize = 1024 * 1024;
 
     /// <summary>The SHA-256 of no bytes: every run's empty stdin or output stream; never erased, always readable.</summary>
-    public const string EmptySha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    public const string EmptySha256 = Domain.Evidence.EvidenceSweep.EmptySha256;
 
     private static string Blobs => $"{MartenSetup.Schema}.evidence_blobs";
     private static string Chunks => $"{MartenSetup.Schema}.evidence_chunks";
