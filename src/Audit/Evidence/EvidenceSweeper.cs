@@ -8,6 +8,8 @@ using Sandbox.Audited.Domain.Runs;
 
 namespace Sandbox.Audited.Audit.Evidence;
 
+using Removal = List<(SweptContent Content, IReadOnlyList<HoldFacts> Released)>;
+
 /// <summary>EvidenceSweep:* settings. Defaults: on, a pass a minute, a grace of one hour, 1000 holds a pass (1.4 million a day).</summary>
 public sealed class EvidenceSweepOptions
 {
@@ -127,29 +129,52 @@ public sealed partial class EvidenceSweeper(
         var failed = 0;
         foreach (var tenant in decided.Where(d => d.Verdict is ContentVerdict.Remove).GroupBy(d => d.Facts.Tenant))
         {
-            var swept = tenant.Select(d => new SweptContent(d.Facts.Sha256, d.Facts.Bytes, d.Verdict.Reason)).OrderBy(s => s.Sha256, StringComparer.Ordinal).ToList();
-            var holdsGoing = tenant.SelectMany(d => d.Released).ToList();
-            try
+            Removal batch = [.. tenant.Select(d => (new SweptContent(d.Facts.Sha256, d.Facts.Bytes, d.Verdict.Reason), d.Released))];
+            // All of the tenant's in one removal and one event; if that is refused (a writer came back to one of them), one by one.
+            List<Removal> parts = batch.Count > 1 ? [batch, .. batch.Select(b => new Removal { b })] : [batch];
+            var refused = false;
+            foreach (var part in parts)
             {
-                var streamId = EvidenceStreams.For(tenant.Key);
-                var recorded = new EvidenceSwept(streamId, new Caller(Subject, tenant.Key, ["system"]), node, swept, options.GraceSeconds, clock.GetUtcNow());
-                await RunStream.AppendSharedAsync(store, streamId, new WriteContext(Subject, null, Tenant: tenant.Key), recorded, ct, session =>
+                var whole = ReferenceEquals(part, batch);
+                if (await RemoveAsync(tenant.Key, part, ct))
                 {
-                    if (holdsGoing.Count > 0)
-                        session.QueueSqlCommand(DeleteHoldsSql("?", "?", "?", "?"), HoldArrays(holdsGoing));
-                    session.QueueSqlCommand($"SELECT count(*) FROM {MartenSetup.Schema}.sbx_evidence_sweep(?, ?)", tenant.Key, swept.Select(s => s.Sha256).ToArray());
-                });
-                removed.AddRange(swept.Select(s => (tenant.Key, s)));
-                foreach (var s in swept)
-                    LogRemoved(tenant.Key, s.Sha256, s.Bytes ?? 0, s.Reason);
+                    removed.AddRange(part.Select(p => (tenant.Key, p.Content)));
+                    if (whole)
+                        break;
+                }
+                else
+                    refused |= !whole || batch.Count == 1;
             }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                failed++; // a writer came back to one of them, or the store is away: nothing of this tenant's batch was removed or recorded
-                LogTenantFailed(e, tenant.Key);
-            }
+            if (refused)
+                failed++;
         }
         return new SweepReport(holds.Count, released.Count, removed, failed);
+    }
+
+    // One removal and its record, in one transaction; false (logged) when the database refused it: nothing of it happened.
+    private async Task<bool> RemoveAsync(string tenant, Removal part, CancellationToken ct)
+    {
+        var swept = part.Select(p => p.Content).OrderBy(c => c.Sha256, StringComparer.Ordinal).ToList();
+        var holdsGoing = part.SelectMany(p => p.Released).ToList();
+        try
+        {
+            var streamId = EvidenceStreams.For(tenant);
+            var recorded = new EvidenceSwept(streamId, new Caller(Subject, tenant, ["system"]), node, swept, options.GraceSeconds, clock.GetUtcNow());
+            await RunStream.AppendSharedAsync(store, streamId, new WriteContext(Subject, null, Tenant: tenant), recorded, ct, session =>
+            {
+                if (holdsGoing.Count > 0)
+                    session.QueueSqlCommand(DeleteHoldsSql("?", "?", "?", "?"), HoldArrays(holdsGoing));
+                session.QueueSqlCommand($"SELECT count(*) FROM {MartenSetup.Schema}.sbx_evidence_sweep(?, ?)", tenant, swept.Select(s => s.Sha256).ToArray());
+            });
+            foreach (var s in swept)
+                LogRemoved(tenant, s.Sha256, s.Bytes ?? 0, s.Reason);
+            return true;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            LogTenantFailed(e, tenant, swept.Count); // a writer came back to one of them, or the store is away
+            return false;
+        }
     }
 
     // Holds older than the grace, oldest first from where the last pass stopped; the facts the decision needs, read at one time.
@@ -290,8 +315,8 @@ public sealed partial class EvidenceSweeper(
     [LoggerMessage(Level = LogLevel.Information, Message = "Evidence sweep removed {Sha256} of tenant {Tenant} ({Bytes} bytes): {Reason}")]
     private partial void LogRemoved(string tenant, string sha256, long bytes, string reason);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Evidence sweep: nothing of tenant {Tenant} removed in this pass; the next pass decides again")]
-    private partial void LogTenantFailed(Exception e, string tenant);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Evidence sweep: {Count} content(s) of tenant {Tenant} not removed (nothing of them was, nor recorded); the next pass decides again")]
+    private partial void LogTenantFailed(Exception e, string tenant, int count);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "An evidence sweep pass failed; the next interval retries")]
     private partial void LogPassFailed(Exception e);

@@ -174,6 +174,58 @@ public sealed class EvidenceSweepTests(EvidenceSweepFixture service)
     }
 
     [Fact]
+    public async Task AContentAWriterReliesOnAtThatMomentIsLeftForTheNextPassAndTheRestGoes()
+    {
+        var tenant = AuditTestClient.NewTenant("sweep-busy");
+        var id = Guid.NewGuid().ToString("N")[..8];
+        string busy = $"relied on by a writer {id}", idle = $"relied on by nobody {id}";
+        await service.Database.ExecuteAsync($"""
+            CREATE FUNCTION sandbox.sweep_busy_{id}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'refused for good (test)' USING ERRCODE = '23514'; END $$;
+            CREATE TRIGGER sweep_busy_{id} BEFORE INSERT ON sandbox.mt_events FOR EACH ROW
+              WHEN (NEW.type = 'run_requested' AND NEW.data::text LIKE '%busy-{id}%') EXECUTE FUNCTION sandbox.sweep_busy_{id}();
+            """);
+        var (refused, _) = await service.Runner("sam", tenant).RunAsync(new
+        {
+            language = "shell", code = "true",
+            files = new[] { new { name = $"busy-{id}.txt", content = busy }, new { name = "idle.txt", content = idle } },
+        });
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+        await service.Database.ExecuteAsync($"""
+            DROP TRIGGER sweep_busy_{id} ON sandbox.mt_events; DROP FUNCTION sandbox.sweep_busy_{id}();
+            ALTER TABLE sandbox.evidence_blobs DISABLE TRIGGER sbx_evidence_blobs_guard;
+            UPDATE sandbox.evidence_blobs SET stored_at = stored_at - interval '2 hours' WHERE tenant = '{tenant}';
+            ALTER TABLE sandbox.evidence_blobs ENABLE TRIGGER sbx_evidence_blobs_guard;
+            UPDATE sandbox.evidence_holds SET held_at = held_at - interval '2 hours' WHERE tenant = '{tenant}';
+            """);
+
+        // A commit that names the busy content is under way (it holds the writer's side of the key, as a staged insert does).
+        await using var writer = new NpgsqlConnection(service.Database.AppConnection);
+        await writer.OpenAsync();
+        await using (var relying = await writer.BeginTransactionAsync())
+        {
+            await using (var rely = new NpgsqlCommand("SELECT sandbox.sbx_evidence_rely($1, $2)", writer, relying))
+            {
+                rely.Parameters.AddWithValue(tenant);
+                rely.Parameters.AddWithValue(Sha(busy));
+                await rely.ExecuteNonQueryAsync();
+            }
+            var report = await service.Sweeper.PassAsync(CancellationToken.None);
+            Assert.Equal(1, report!.TenantsFailed);
+            Assert.Equal(Sha(idle), Assert.Single(report.Removed, r => r.Tenant == tenant).Content.Sha256);
+            Assert.Equal(1, await StoredAsync(tenant, busy));
+            Assert.Equal(0, await StoredAsync(tenant, idle));
+        }
+
+        // The writer is gone without naming it: the next pass removes it.
+        var next = await service.Sweeper.PassAsync(CancellationToken.None);
+        Assert.Equal(Sha(busy), Assert.Single(next!.Removed, r => r.Tenant == tenant).Content.Sha256);
+        Assert.Equal(0, await StoredAsync(tenant, busy));
+        Assert.Equal(2, await service.Database.ScalarAsync<long>(
+            "SELECT count(*) FROM sandbox.mt_events WHERE type = 'evidence_swept' AND data -> 'caller' ->> 'tenant' = $1", tenant));
+    }
+
+    [Fact]
     public async Task AContentNoHoldAccountsForIsSweptOnlyWhenTheOperatorIncludesIt()
     {
         // As an earlier version left it: stored two hours ago, no hold, named by no event.
