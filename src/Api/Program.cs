@@ -71,6 +71,12 @@ builder.Services.AddSingleton<EvidenceStore>();
 builder.Services.AddSingleton<RunArtifacts>();
 builder.Services.Configure<RunInputOptions>(builder.Configuration.GetSection(RunInputOptions.Section));
 builder.Services.AddSingleton<EvidenceVerification>();
+// Removes stored contents no event names once their run can no longer name them (one node at a time), recording each removal.
+var evidenceSweep = (builder.Configuration.GetSection(EvidenceSweepOptions.Section).Get<EvidenceSweepOptions>() ?? new()).Validated();
+builder.Services.AddSingleton(sp => new EvidenceSweeper(sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<IDocumentStore>(), evidenceSweep,
+    sp.GetRequiredService<IOptions<ExecutorOptions>>().Value.NodeId, sp.GetRequiredService<TimeProvider>(),
+    sp.GetRequiredService<ILogger<EvidenceSweeper>>()));
+builder.Services.AddHostedService(sp => sp.GetRequiredService<EvidenceSweeper>());
 builder.Services.AddSingleton<PolicyActivationLog>();
 builder.Services.AddSingleton<PolicyReloader>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<PolicyReloader>());

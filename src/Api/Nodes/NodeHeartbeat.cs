@@ -49,7 +49,8 @@ public sealed partial class NodeHeartbeat(
             }
             try
             {
-                await queue.HeartbeatAsync(nodeId, node.Value.Roles, options.Value.LeaseSeconds, [.. runs.InFlightRunIds, .. journal.HeldRunIds()], stoppingToken);
+                await queue.HeartbeatAsync(nodeId, node.Value.Roles, options.Value.LeaseSeconds, [.. runs.InFlightRunIds, .. journal.HeldRunIds()], stoppingToken,
+                    journal.SetAsideRunIds());
                 _beatingSince ??= clock.GetUtcNow();
                 if (clock.GetUtcNow() - _beatingSince >= TimeSpan.FromSeconds(options.Value.AbandonGraceSeconds))
                     await SweepAsync(stoppingToken);

@@ -92,6 +92,11 @@ public sealed partial class OutcomeJournal : BackgroundService
     public IReadOnlyCollection<Guid> HeldRunIds() =>
         Files().Select(f => Guid.TryParse(Path.GetFileName(f).Split('.')[0], out var id) ? id : Guid.Empty).Where(id => id != Guid.Empty).Distinct().ToList();
 
+    /// <summary>Runs whose outcome this node set aside under rejected/: never committed, kept for the operator, and so are the contents they name.</summary>
+    public IReadOnlyCollection<Guid> SetAsideRunIds() =>
+        (System.IO.Directory.Exists(RejectedDirectory) ? System.IO.Directory.GetFiles(RejectedDirectory, "*.json") : [])
+            .Select(f => Guid.TryParse(Path.GetFileName(f).Split('.')[0], out var id) ? id : Guid.Empty).Where(id => id != Guid.Empty).Distinct().ToList();
+
     /// <summary>
     /// Writes the events to disk and fsyncs them, then the directory that names them; only then may the client be answered. Throws if the disk fails too. A later
     /// part of a run already journaled (its SandboxRemoved) goes to its own file, committed only after the run's first one.
@@ -410,14 +415,14 @@ public sealed partial class OutcomeJournal : BackgroundService
             // Outputs over one chunk (the store could not take them when the run ended) are streamed into it first: the events
             // that name them then commit with the rest; a content already there (or erased) is left as it is.
             foreach (var large in contents.Where(c => c.Length > EvidenceStore.ChunkSize))
-                await _evidence.PutAsync(context.Tenant!, large, ct);
+                await _evidence.PutAsync(context.Tenant!, large, new ContentHold(runId, _node), ct);
             foreach (var (file, content) in files)
             {
                 // Hashed again on the way in: a file changed since the decision's hash is refused, nothing stored.
                 await using var read = File.OpenRead(file);
                 try
                 {
-                    await _evidence.PutAsync(context.Tenant!, content, read, ct);
+                    await _evidence.PutAsync(context.Tenant!, content, read, new ContentHold(runId, _node), ct);
                 }
                 catch (InvalidDataException e)
                 {

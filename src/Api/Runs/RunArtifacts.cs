@@ -11,7 +11,7 @@ namespace Sandbox.Audited.Api.Runs;
 /// </summary>
 public sealed partial class RunArtifacts(EvidenceStore evidence, TimeProvider clock, ILogger<RunArtifacts> logger)
 {
-    public async Task<IReadOnlyList<ArtifactRecorded>> StoreAsync(string tenant, Guid runId, IReadOnlyList<CollectedArtifact> collected, CancellationToken ct)
+    public async Task<IReadOnlyList<ArtifactRecorded>> StoreAsync(string tenant, Guid runId, string node, IReadOnlyList<CollectedArtifact> collected, CancellationToken ct)
     {
         var events = new List<ArtifactRecorded>(collected.Count);
         foreach (var a in collected)
@@ -25,7 +25,7 @@ public sealed partial class RunArtifacts(EvidenceStore evidence, TimeProvider cl
             {
                 await using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 81920,
                     FileOptions.Asynchronous | FileOptions.SequentialScan);
-                var stored = await evidence.PutAsync(tenant, new StoredContent(a.Sha256!, a.Bytes), file, ct);
+                var stored = await evidence.PutAsync(tenant, new StoredContent(a.Sha256!, a.Bytes), file, new ContentHold(runId, node), ct);
                 events.Add(RunDecisions.ArtifactStored(runId, a.Name, stored.Bytes, stored.Sha256, clock.GetUtcNow()));
             }
             catch (Exception e) when (e is not OperationCanceledException)

@@ -155,7 +155,7 @@ public sealed partial class RunOrchestrator(
                 // Streamed from the request's spool (multipart) or memory (JSON) into the store, never read whole; the store
                 // refuses it (InvalidDataException) if it no longer hashes to the digest taken when it was received.
                 await using var content = await file.Open(ct);
-                var stored = await evidence.PutAsync(caller.Tenant, new StoredContent(file.Sha256, file.Bytes), content, ct);
+                var stored = await evidence.PutAsync(caller.Tenant, new StoredContent(file.Sha256, file.Bytes), content, new ContentHold(runId, executorOptions.Value.NodeId), ct);
                 files.Add(new FileDigest(file.Name, stored.Bytes, stored.Sha256));
             }
         }
@@ -549,7 +549,7 @@ public sealed partial class RunOrchestrator(
             {
                 var outcome = collected = await execution;
                 run.Phases.Exited();
-                var kept = await artifacts.StoreAsync(run.Caller.Tenant, runId, outcome.Artifacts, CancellationToken.None);
+                var kept = await artifacts.StoreAsync(run.Caller.Tenant, runId, executorOptions.Value.NodeId, outcome.Artifacts, CancellationToken.None);
                 var stored = await StoreOutputsAsync(run, outcome);
                 outcomeEvents = [.. RunDecisions.Outcome(runId, outcome.Exit, outcome.StdoutTruncated || outcome.StderrTruncated, stored.Stdout, stored.Stderr,
                     kept, outcome.Problem, run.Clock.ElapsedMilliseconds, clock.GetUtcNow(), stored.Refused)];
@@ -822,7 +822,8 @@ public sealed partial class RunOrchestrator(
         try
         {
             await using var content = await output.OpenReadAsync(CancellationToken.None);
-            await evidence.PutAsync(run.Caller.Tenant, new StoredContent(output.Sha256, output.Length), content, CancellationToken.None);
+            await evidence.PutAsync(run.Caller.Tenant, new StoredContent(output.Sha256, output.Length), content,
+                new ContentHold(run.Stream.RunId, executorOptions.Value.NodeId), CancellationToken.None);
             return (named, null, null);
         }
         catch (Exception e) when (IsNodeLocal(e))

@@ -23,6 +23,7 @@ public static class EventCatalog
         [typeof(RunAbandoned)] = "run_abandoned",
         [typeof(LateOutcomeRecorded)] = "late_outcome_recorded",
         [typeof(EvidenceErased)] = "evidence_erased",
+        [typeof(EvidenceSwept)] = "evidence_swept",
         [typeof(PolicyBundleActivated)] = "policy_bundle_activated",
         [typeof(PolicyBundleRejected)] = "policy_bundle_rejected",
         [typeof(Sandbox.Audited.Domain.Audit.AuditAccessed)] = "audit_accessed",

@@ -32,7 +32,7 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
     public const int ChunkSize = 1024 * 1024;
 
     /// <summary>The SHA-256 of no bytes: every run's empty stdin or output stream; never erased, always readable.</summary>
-    public const string EmptySha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    public const string EmptySha256 = Domain.Evidence.EvidenceSweep.EmptySha256;
 
     private static string Blobs => $"{MartenSetup.Schema}.evidence_blobs";
     private static string Chunks => $"{MartenSetup.Schema}.evidence_chunks";
@@ -41,28 +41,52 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
     /// Stores content whose digest and size the caller already knows (it hashed the bytes while it spooled them): read once,
     /// from its spool straight into the store, and hashed again on the way; content that does not match is refused
     /// (InvalidDataException) and nothing is kept. A put of content the tenant already has, or erased (even before it was
-    /// first stored: a tombstone), reads nothing.
+    /// first stored: a tombstone), reads nothing. Either way the content is held for the run (EvidenceHolds): the evidence
+    /// sweep leaves it alone until that run can no longer name it.
     /// </summary>
-    public async Task<StoredContent> PutAsync(string tenant, StoredContent expected, Stream source, CancellationToken ct)
-    {
-        if (await RowStateAsync(tenant, expected.Sha256, ct) == ContentState.Missing)
-            await InsertAsync(tenant, expected.Sha256, expected.Bytes, source, ct);
-        return expected;
-    }
+    public Task<StoredContent> PutAsync(string tenant, StoredContent expected, Stream source, ContentHold hold, CancellationToken ct) =>
+        PutCoreAsync(tenant, expected, source, hold, ct);
 
-    /// <summary>Stores content already in memory (small values: code, stdin, captured output).</summary>
-    public async Task<StoredContent> PutAsync(string tenant, ReadOnlyMemory<byte> content, CancellationToken ct)
+    /// <summary>Stores content already in memory (small values: code, stdin, captured output), held for the run as above.</summary>
+    public Task<StoredContent> PutAsync(string tenant, ReadOnlyMemory<byte> content, ContentHold hold, CancellationToken ct) =>
+        PutCoreAsync(tenant, new StoredContent(Convert.ToHexStringLower(SHA256.HashData(content.Span)), content.Length), new MemoryReadStream(content), hold, ct);
+
+    // One transaction: the writer's side of the sweep's lock on (tenant, digest), then what the store holds under the digest
+    // (read after the lock, so a removal that committed meanwhile is seen and the content stored again), the content if it
+    // is missing, and the hold; the sweep cannot remove the content between the look and the hold.
+    private async Task<StoredContent> PutCoreAsync(string tenant, StoredContent expected, Stream source, ContentHold hold, CancellationToken ct)
     {
-        var sha256 = Convert.ToHexStringLower(SHA256.HashData(content.Span));
-        if (await RowStateAsync(tenant, sha256, ct) == ContentState.Missing)
-            await InsertAsync(tenant, sha256, content.Length, new MemoryReadStream(content), ct);
-        return new StoredContent(sha256, content.Length);
+        await using var connection = await dataSource.OpenConnectionAsync(ct);
+        await using var transaction = await connection.BeginTransactionAsync(ct);
+        await using (var rely = new NpgsqlCommand($"SELECT {MartenSetup.Schema}.sbx_evidence_rely($1, $2)", connection, transaction))
+        {
+            rely.Parameters.AddWithValue(tenant);
+            rely.Parameters.AddWithValue(expected.Sha256);
+            await rely.ExecuteNonQueryAsync(ct);
+        }
+        bool? erased;
+        await using (var select = new NpgsqlCommand($"SELECT erased_at IS NOT NULL FROM {Blobs} WHERE tenant = $1 AND sha256 = $2", connection, transaction))
+        {
+            select.Parameters.AddWithValue(tenant);
+            select.Parameters.AddWithValue(expected.Sha256);
+            erased = await select.ExecuteScalarAsync(ct) as bool?;
+        }
+        if (erased is null)
+            await InsertAsync(connection, transaction, tenant, expected.Sha256, expected.Bytes, source, ct);
+        if (erased is not true)
+            await EvidenceHolds.AddAsync(connection, transaction, tenant, expected.Sha256, hold, ct);
+        await transaction.CommitAsync(ct);
+        return expected;
     }
 
     // Content that fits one chunk (code, stdin, most outputs): the blob row and its chunk in one statement; content the tenant already has (present, erased or a tombstone) is left as it is.
     // p names the n-th parameter: "?" for a Marten unit of work, "$n" for Npgsql.
+    // The writer first takes its side of the evidence sweep's lock on (tenant, digest) (sbx_evidence_rely), held to its commit:
+    // the sweep cannot remove a content this commit finds stored, and one it removed before is stored again here.
     private static string InsertSmall(Func<int, string> p) =>
-        $"WITH blob AS (INSERT INTO {Blobs} (tenant, sha256, bytes, chunks) VALUES ({p(1)}, {p(2)}, {p(3)}, {p(4)}) ON CONFLICT (tenant, sha256) DO NOTHING "
+        $"WITH v AS (SELECT {p(1)}::text AS tenant, {p(2)}::text AS sha256, {p(3)}::bigint AS bytes, {p(4)}::integer AS chunks), "
+        + $"blob AS (INSERT INTO {Blobs} (tenant, sha256, bytes, chunks) SELECT tenant, sha256, bytes, chunks FROM v WHERE {MartenSetup.Schema}.sbx_evidence_rely(tenant, sha256) "
+        + "ON CONFLICT (tenant, sha256) DO NOTHING "
         + $"RETURNING tenant, sha256) INSERT INTO {Chunks} (tenant, sha256, chunk_no, data) SELECT tenant, sha256, 0, {p(5)} FROM blob WHERE {p(6)}";
 
     /// <summary>
@@ -248,13 +272,11 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
         }
     }
 
-    // Blob row and chunks in one transaction: a concurrent put of the same content waits on the key, then does nothing. The
+    // Blob row and chunks in the put's transaction: a concurrent put of the same content waits on the key, then does nothing. The
     // bytes are hashed as they go in; a mismatch with the announced digest or size rolls it all back.
-    private async Task InsertAsync(string tenant, string sha256, long bytes, Stream source, CancellationToken ct)
+    private static async Task InsertAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string tenant, string sha256, long bytes, Stream source, CancellationToken ct)
     {
         var chunks = (int)((bytes + ChunkSize - 1) / ChunkSize);
-        await using var connection = await dataSource.OpenConnectionAsync(ct);
-        await using var transaction = await connection.BeginTransactionAsync(ct);
         await using (var blob = new NpgsqlCommand(
             $"INSERT INTO {Blobs} (tenant, sha256, bytes, chunks) VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, sha256) DO NOTHING", connection, transaction))
         {
@@ -297,7 +319,6 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
         }
         if (Convert.ToHexStringLower(hash.GetHashAndReset()) != sha256)
             throw new InvalidDataException($"Content does not hash to {sha256}, the digest it was announced with; nothing was stored.");
-        await transaction.CommitAsync(ct);
     }
 
     /// <summary>

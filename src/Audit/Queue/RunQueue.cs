@@ -423,7 +423,8 @@ public sealed class RunQueue(NpgsqlDataSource dataSource) : IAsyncDisposable
     /// <summary>This process took its node id at start (RegisterAsync) and has not lost or released it since.</summary>
     public bool HoldsNodeId { get; private set; }
 
-    public async Task HeartbeatAsync(string node, string roles, int leaseSeconds, IReadOnlyCollection<Guid> held, CancellationToken ct)
+    public async Task HeartbeatAsync(string node, string roles, int leaseSeconds, IReadOnlyCollection<Guid> held, CancellationToken ct,
+        IReadOnlyCollection<Guid>? setAside = null)
     {
         if (!HoldsNodeId)
             return; // not yet taken at start-up (or given back): nothing of the node's is this process's to renew
@@ -445,6 +446,8 @@ public sealed class RunQueue(NpgsqlDataSource dataSource) : IAsyncDisposable
         extend.Parameters.AddWithValue(Instance);
         batch.BatchCommands.Add(beat);
         batch.BatchCommands.Add(extend);
+        // The contents this node's runs rely on stay while it holds them (set-aside journal files too: the operator decides).
+        batch.BatchCommands.Add(Evidence.EvidenceHolds.Renewal(node, [.. held, .. setAside ?? []]));
         await batch.ExecuteNonQueryAsync(ct);
         if (beat.RecordsAffected == 0)
         {

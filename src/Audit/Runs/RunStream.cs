@@ -75,12 +75,13 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
     /// Appends to a stream that several writers share (the access log, policy activations): resume from the tail,
     /// append with the expected version, and when another writer got there first, resume again and retry.
     /// </summary>
-    public static Task AppendSharedAsync(IDocumentStore store, Guid streamId, WriteContext context, object @event, CancellationToken ct) =>
+    public static Task AppendSharedAsync(IDocumentStore store, Guid streamId, WriteContext context, object @event, CancellationToken ct,
+        Action<IDocumentSession>? alongside = null) =>
         SharedWriters.ExecuteAsync(async token =>
         {
             // Alone: several writers share this stream and meet on its version, which would send a shared commit back often.
             var stream = await ResumeAsync(store, streamId, context, token);
-            await stream.AppendAsync([@event], grouped: false, token);
+            await stream.AppendAsync([@event], grouped: false, token, alongside);
         }, ct).AsTask();
 
     // Writers that lost the race to the same version retry after a short, jittered pause so that they do not collide again.

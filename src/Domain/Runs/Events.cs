@@ -157,9 +157,19 @@ public sealed record StreamOutput(string Sha256, long Bytes, long ProducedBytes,
 /// </summary>
 public sealed record EvidenceErased(Guid StreamId, Caller Caller, IReadOnlyList<string> Sha256s, string Reason, string? Classification, DateTimeOffset At);
 
+/// <summary>
+/// The evidence sweep removed contents no event names (their run's commit failed for good): which, their sizes, and why
+/// each could go; recorded on the tenant's evidence stream in the same transaction as the removal. Caller is the sweep
+/// (role "system"), Node the node that ran it.
+/// </summary>
+public sealed record EvidenceSwept(Guid StreamId, Caller Caller, string Node, IReadOnlyList<SweptContent> Contents, long GraceSeconds, DateTimeOffset At);
+
+/// <summary>One content the sweep removed: digest, size, and the decision's reason.</summary>
+public sealed record SweptContent(string Sha256, long? Bytes, string Reason);
+
 public static class EvidenceStreams
 {
-    /// <summary>One deterministic stream per tenant for its erasure events: every eraser appends to the same one.</summary>
+    /// <summary>One deterministic stream per tenant for its erasure and sweep events: every eraser appends to the same one.</summary>
     public static Guid For(string tenant) => Audit.NamedStreams.IdOf("sandbox-audited:evidence:" + tenant);
 }
 
