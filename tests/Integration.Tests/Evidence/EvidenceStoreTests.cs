@@ -94,8 +94,9 @@ public sealed class EvidenceStoreTests(ServiceFixture service)
         var store = Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<EvidenceStore>(service.Services);
         var small = Encoding.UTF8.GetBytes("print('hello')");
         var large = RandomNumberGenerator.GetBytes(EvidenceStore.ChunkSize + 4096); // two chunks
-        var smallSha = (await store.PutAsync(tenant, small, CancellationToken.None)).Sha256;
-        var largeSha = (await store.PutAsync(tenant, new StoredContent(Convert.ToHexStringLower(SHA256.HashData(large)), large.Length), new MemoryStream(large), CancellationToken.None)).Sha256;
+        var hold = new ContentHold(Guid.NewGuid(), "test-node");
+        var smallSha = (await store.PutAsync(tenant, small, hold, CancellationToken.None)).Sha256;
+        var largeSha = (await store.PutAsync(tenant, new StoredContent(Convert.ToHexStringLower(SHA256.HashData(large)), large.Length), new MemoryStream(large), hold, CancellationToken.None)).Sha256;
         var absent = Sha("never stored");
 
         var whole = await store.ReadWholeAsync(tenant, [smallSha, largeSha, EvidenceStore.EmptySha256, absent, smallSha], CancellationToken.None);
