@@ -6,6 +6,7 @@ using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Api.Hosting;
 using Sandbox.Audited.Audit;
 using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Domain.Startup;
 
 namespace Sandbox.Audited.Api.Runs;
 
@@ -77,7 +78,7 @@ public static class RunRateLimits
     {
         var options = configuration.GetSection(RateLimitOptions.Section).Get<RateLimitOptions>() ?? new RateLimitOptions();
         if (options.TokensPerPeriod < 1 || options.PeriodSeconds < 1 || options.BurstLimit < 1 || options.TimeoutMs < 1 || options.MaxConnections < 1)
-            throw new InvalidOperationException("RateLimit:TokensPerPeriod, PeriodSeconds, BurstLimit, TimeoutMs and MaxConnections must each be at least 1.");
+            throw new InvalidSettingException("RateLimit:TokensPerPeriod, PeriodSeconds, BurstLimit, TimeoutMs and MaxConnections must each be at least 1.");
         var connection = new NpgsqlConnectionStringBuilder(configuration.GetConnectionString("Sandbox"))
         {
             MaxPoolSize = options.MaxConnections,
