@@ -61,8 +61,24 @@ public static class RunRateLimits
     public static async Task RefundAsync(HttpContext http)
     {
         if (http.Items[BucketItem] is string key)
+        {
+            http.Items.Remove(BucketItem); // at most one token back per request
             await http.RequestServices.GetRequiredService<SubjectBuckets>().RefundAsync(key);
+        }
     }
+
+    /// <summary>
+    /// On an endpoint behind the limiter (so only once its token was taken): when the answer turns out to be the service's
+    /// own failure (TokenBucket.GivenBack: any 5xx, whichever step threw or answered it), the token goes back once the
+    /// response has completed. One place for every exit, instead of a refund at each one.
+    /// </summary>
+    public static TBuilder RefundedOnServiceFailure<TBuilder>(this TBuilder endpoint) where TBuilder : IEndpointConventionBuilder =>
+        endpoint.AddEndpointFilter(async (context, next) =>
+        {
+            var http = context.HttpContext;
+            http.Response.OnCompleted(() => TokenBucket.GivenBack(http.Response.StatusCode) ? RefundAsync(http) : Task.CompletedTask);
+            return await next(context);
+        });
 
     /// <summary>Retry-After when a refusal could not be recorded (the audit store is down).</summary>
     public const int UnrecordedRetryAfterSeconds = 5;
