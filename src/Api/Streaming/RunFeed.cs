@@ -43,7 +43,7 @@ public sealed record FellBehindItem : FeedItem
 public sealed class RunFeed(RunMetrics metrics)
 {
     /// <summary>
-    /// What one subscriber may have queued and not yet read (output bytes; other items count as 1 KiB each). A client that
+    /// What one subscriber may have queued and not yet read (output bytes and 128 per chunk; other items 1 KiB each). A client that
     /// does not read (its socket full) would otherwise make the node hold a run's whole output for it.
     /// </summary>
     public const long MaxQueuedBytes = 4 * 1024 * 1024;
@@ -201,7 +201,8 @@ public sealed class RunFeed(RunMetrics metrics)
 
         public void Complete() => _channel.Writer.TryComplete();
 
-        private static long Weight(FeedItem item) => item is OutputItem o ? o.Bytes.Length : 1024;
+        // An item's own overhead counts too, so that a run writing a byte at a time cannot queue millions of items.
+        private static long Weight(FeedItem item) => item is OutputItem o ? o.Bytes.Length + 128 : 1024;
 
         // Counts an item as read when it leaves the queue.
         private sealed class CountingReader(Subscriber owner) : ChannelReader<FeedItem>
