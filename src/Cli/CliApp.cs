@@ -93,18 +93,28 @@ public static class CliApp
         return command;
     }
 
-    /// <summary>Copies the program's output chunks to this process's stdout and stderr as they arrive.</summary>
+    /// <summary>
+    /// Copies the program's output chunks to this process's stdout and stderr as they arrive. A stream that ends before `end`
+    /// (fell_behind: this process read too slowly) is resumed from the last message's id, so no output is left out.
+    /// </summary>
     private static async Task StreamOutputAsync(SandboxAuditedClient api, Guid runId, CancellationToken ct)
     {
         await using var stdout = Console.OpenStandardOutput();
         await using var stderr = Console.OpenStandardError();
-        await foreach (var message in api.StreamAsync(runId, ct: ct))
+        string? lastId = null;
+        for (var more = true; more;)
         {
-            if (message.IsStdout || message.IsStderr)
+            more = false;
+            await foreach (var message in api.StreamAsync(runId, lastId, ct))
             {
-                var target = message.IsStdout ? stdout : stderr;
-                await target.WriteAsync(message.OutputBytes(), ct);
-                await target.FlushAsync(ct);
+                lastId = message.Id ?? lastId;
+                more = message.Event == "fell_behind";
+                if (message.IsStdout || message.IsStderr)
+                {
+                    var target = message.IsStdout ? stdout : stderr;
+                    await target.WriteAsync(message.OutputBytes(), ct);
+                    await target.FlushAsync(ct);
+                }
             }
         }
     }

@@ -6,6 +6,7 @@ using Sandbox.Audited.Domain.Audit;
 using Sandbox.Audited.Domain.Hashing;
 using Sandbox.Audited.Domain.Merkle;
 using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Domain.Startup;
 
 namespace Sandbox.Audited.Api.Audit;
 
@@ -75,13 +76,14 @@ public static partial class AuditEndpoints
         services.AddSingleton(provider =>
         {
             var audit = provider.GetRequiredService<IConfiguration>().GetSection("Audit");
-            return new CheckpointSigner(audit["CheckpointKeyPath"], audit.GetSection("PublishedCheckpointKeys").GetChildren().Select(c => c.Value).OfType<string>());
+            return KeyFrom("Audit:CheckpointKeyPath (or Audit:PublishedCheckpointKeys)", audit["CheckpointKeyPath"], () =>
+                new CheckpointSigner(audit["CheckpointKeyPath"], audit.GetSection("PublishedCheckpointKeys").GetChildren().Select(c => c.Value).OfType<string>()));
         });
         services.AddSingleton(provider =>
         {
             var audit = provider.GetRequiredService<IConfiguration>().GetSection("Audit");
-            return new NoteSigner(audit["NoteKeyPath"], audit["LogName"],
-                audit.GetSection("PublishedNoteKeys").GetChildren().Select(c => c.Value).OfType<string>());
+            return KeyFrom("Audit:NoteKeyPath", audit["NoteKeyPath"], () => new NoteSigner(audit["NoteKeyPath"], audit["LogName"],
+                audit.GetSection("PublishedNoteKeys").GetChildren().Select(c => c.Value).OfType<string>()));
         });
         services.AddSingleton<AuditTree>();
         services.AddSingleton(provider => CheckpointScheduleOptions.From(provider.GetRequiredService<IConfiguration>()));
@@ -89,6 +91,21 @@ public static partial class AuditEndpoints
         services.AddHostedService(provider => provider.GetRequiredService<CheckpointSchedule>());
         services.AddAuthorizationBuilder().AddPolicy(Policy, policy => policy.RequireAssertion(context => Access.MayAudit(context.User.ToCaller())));
         return services;
+    }
+
+    // A key file that is missing, unreadable or not a key stops start-up with the setting that names it, not a bare file error.
+    private static T KeyFrom<T>(string setting, string? path, Func<T> load)
+    {
+        try
+        {
+            return load();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or FormatException
+            or System.Security.Cryptography.CryptographicException)
+        {
+            throw new InvalidSettingException($"{setting} '{path}' cannot be read as a key: {e.Message} Create one with `Sandbox.Audited.Api dev-key --path FILE` "
+                + "(--ed25519 for Audit:NoteKeyPath) or correct the path.", e);
+        }
     }
 
     public static RouteGroupBuilder MapAudit(this IEndpointRouteBuilder app)

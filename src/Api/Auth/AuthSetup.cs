@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
 using Microsoft.IdentityModel.Tokens;
 using Sandbox.Audited.Audit.Trail;
+using Sandbox.Audited.Domain.Startup;
 
 namespace Sandbox.Audited.Api.Auth;
 
@@ -23,7 +24,7 @@ public static class AuthSetup
         var options = configuration.GetSection(AuthOptions.Section).Get<AuthOptions>() ?? new AuthOptions();
         var problems = Validate(options);
         if (problems.Count > 0)
-            throw new InvalidOperationException("Authentication is not configured; refusing to start: " + string.Join(" ", problems));
+            throw new InvalidSettingException("Authentication is not configured; refusing to start: " + string.Join(" ", problems));
 
         services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer(jwt =>
         {

@@ -10,6 +10,7 @@ using Sandbox.Audited.Audit.Events;
 using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Domain.Startup;
 using Sandbox.Audited.Executor;
 
 namespace Sandbox.Audited.Api.Callbacks;
@@ -52,7 +53,7 @@ public sealed partial class CallbackOutbox : BackgroundService
         _options = options.Value;
         _logger = logger;
         if (_options.MaxAttempts < 1 || _options.LeaseSeconds <= _options.TimeoutSeconds || _options.MaxConcurrentDeliveries < 1 || _options.PollMilliseconds < 1)
-            throw new InvalidOperationException("Callbacks: MaxAttempts, MaxConcurrentDeliveries and PollMilliseconds must be at least 1, and LeaseSeconds longer than TimeoutSeconds.");
+            throw new InvalidSettingException("Callbacks: MaxAttempts, MaxConcurrentDeliveries and PollMilliseconds must be at least 1, and LeaseSeconds longer than TimeoutSeconds.");
         WorkerId = $"{executor.Value.NodeId}/{Guid.NewGuid().ToString("N")[..8]}";
         _retry = new ResiliencePipelineBuilder<bool>()
             .AddRetry(new RetryStrategyOptions<bool>

@@ -332,7 +332,9 @@ internal static partial class ApiContract
             Description = "Server-sent events: one message per recorded event (`event` = its type), `sandbox_running`, `stdout`/`stderr` chunks " +
                 "(`{bytes, text}` or `{bytes, base64}`), `output_erased` (`{stream, sha256, bytes, erasedAt, reason}`: the recorded output the client " +
                 "was not sent live was erased under a retention rule, so the stream carries its digest and size only) and a final `end` " +
-                "(`{runId, status, exitCode}`). Every message has an `id`; the first carries `retry`.",
+                "(`{runId, status, exitCode}`). Every message has an `id`; the first carries `retry`. A client that reads more slowly than the " +
+                "run writes gets `fell_behind` (`{reason, lastEventId}`) instead, and the stream ends there without `end`: reconnect with " +
+                "`Last-Event-ID` (an EventSource client does so by itself) and the stream goes on from there.",
             Content = new Dictionary<string, OpenApiMediaType>
             {
                 ["text/event-stream"] = new() { Schema = new OpenApiSchema { Type = JsonSchemaType.String } },

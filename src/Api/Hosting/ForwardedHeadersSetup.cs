@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.AspNetCore.HttpOverrides;
+using Sandbox.Audited.Domain.Startup;
 
 namespace Sandbox.Audited.Api.Hosting;
 
@@ -38,10 +39,10 @@ public static class ForwardedHeadersSetup
             }
             foreach (var proxy in settings.KnownProxies)
                 options.KnownProxies.Add(IPAddress.TryParse(proxy, out var address) ? address
-                    : throw new InvalidOperationException($"ForwardedHeaders:KnownProxies: '{proxy}' is not an IP address."));
+                    : throw new InvalidSettingException($"ForwardedHeaders:KnownProxies: '{proxy}' is not an IP address."));
             foreach (var network in settings.KnownNetworks)
                 options.KnownIPNetworks.Add(System.Net.IPNetwork.TryParse(network, out var parsed) ? parsed
-                    : throw new InvalidOperationException($"ForwardedHeaders:KnownNetworks: '{network}' is not a CIDR network."));
+                    : throw new InvalidSettingException($"ForwardedHeaders:KnownNetworks: '{network}' is not a CIDR network."));
         });
         return services;
     }

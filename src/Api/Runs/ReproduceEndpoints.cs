@@ -26,7 +26,8 @@ public static class ReproduceEndpoints
     public const string NotReproducible = "/problems/not-reproducible";
 
     public static void MapReproduce(this IEndpointRouteBuilder app) =>
-        app.MapPost("/v1/runs/{id:guid}/reproduce", Reproduce).RequireAuthorization().RequireRateLimiting(RunRateLimits.Policy).RefusedWhileDraining()
+        app.MapPost("/v1/runs/{id:guid}/reproduce", Reproduce).RequireAuthorization().RequireRateLimiting(RunRateLimits.Policy).RefundedOnServiceFailure()
+            .RefusedWhileDraining()
             .WithTags("Runs");
 
     public static async Task<Results<Ok<ReproductionView>, ProblemHttpResult>> Reproduce(

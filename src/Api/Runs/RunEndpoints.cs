@@ -44,7 +44,7 @@ public static class RunEndpoints
     public static RouteGroupBuilder MapRuns(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/v1/runs").RequireAuthorization().WithTags("Runs");
-        group.MapPost("/", CreateRun).RequireRateLimiting(RunRateLimits.Policy).RefusedWhileDraining();
+        group.MapPost("/", CreateRun).RequireRateLimiting(RunRateLimits.Policy).RefundedOnServiceFailure().RefusedWhileDraining();
         group.MapGet("/{id:guid}", GetRun);
         group.MapGet("/{id:guid}/events", GetEvents);
         group.MapGet("/{id:guid}/artifacts", ArtifactEndpoints.List);
@@ -149,10 +149,8 @@ public static class RunEndpoints
         {
             admitted = await orchestrator.RequestAsync(caller, client, valid, ct, callbackUrl: body.CallbackUrl, idempotency: claimed);
         }
-        catch (Exception e)
+        catch
         {
-            if (IsRefusedByTheService(e))
-                await RunRateLimits.RefundAsync(http);
             if (claimed is not null)
                 await idempotency.ReleaseAsync(caller, claimed);
             throw;
@@ -174,16 +172,7 @@ public static class RunEndpoints
             _ = execution.ContinueWith(t => _ = t.Exception, TaskScheduler.Default);
             return TypedResults.Accepted($"/v1/runs/{admitted.Stream.RunId}", RunView.From(admitted.Summary));
         }
-        RunSummary finished;
-        try
-        {
-            finished = await execution;
-        }
-        catch (Exception e) when (IsRefusedByTheService(e))
-        {
-            await RunRateLimits.RefundAsync(http);
-            throw;
-        }
+        var finished = await execution;
         http.Response.Headers["Server-Timing"] = FormattableString.Invariant($"admit;dur={admit:F1}, ") + admitted.Phases.ToServerTiming();
         if (finished.Status == RunStatus.Recording)
             return RecordingAnswer(http, finished, evidence);
@@ -195,13 +184,6 @@ public static class RunEndpoints
         }
         return new RunAnswer(finished, evidence, justRun: true);
     }
-
-    /// <summary>The service, not the caller, said no (audit store down, no sandbox): the token is given back.</summary>
-    /// <remarks>
-    /// A capacity refusal is not refunded: refunding a full queue or a tenant at its ceiling would let a subject that keeps its
-    /// tenant's slots busy send requests without bound, each one recorded and stored.
-    /// </remarks>
-    private static bool IsRefusedByTheService(Exception e) => e is WriteAheadException or SandboxUnavailableException;
 
     /// <summary>A repeated request answers as the original did: the result when finished, 202 while it runs.</summary>
     private static Results<RunAnswer, Accepted<RunView>, ProblemHttpResult> Replay(RunSummary run, EvidenceStore evidence) => run.Status switch

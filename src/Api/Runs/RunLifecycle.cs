@@ -66,14 +66,14 @@ public sealed partial class RunLifecycle(
         // Outcomes a previous process journaled are true outcomes: they are committed before anything is abandoned.
         await journal.CommitAllOnceAsync(ct);
         var sweptIds = swept.Select(s => s.ContainerId).ToHashSet();
-        foreach (var (runId, containers, queueState, claimedBy, waitedMs, movedAt) in await UnfinishedRunsAsync(ct))
+        foreach (var (runId, containers, queueState, claimedBy, requestedBy, waitedMs, movedAt) in await UnfinishedRunsAsync(ct))
         {
             if (journal.Holds(runId))
                 continue; // its outcome is known and waits for the store; the journal worker commits it
             // Its row was moved to refused or abandoned, but the terminal event of that move was never committed.
             if (queueState is "refused" or "abandoned")
             {
-                await EndMovedRowAsync(runId, queueState, claimedBy is not null, waitedMs, movedAt ?? clock.GetUtcNow(), atRestart: true, ct);
+                await EndMovedRowAsync(runId, new MovedRow(queueState, requestedBy, claimedBy, waitedMs, movedAt ?? clock.GetUtcNow()), atRestart: true, ct);
                 continue;
             }
             // A run still waiting in the queue: left to the executors when the previous process stopped cleanly (it drained and
@@ -221,8 +221,8 @@ public sealed partial class RunLifecycle(
         if (!_recovered)
             return 0;
         var sql = $"""
-            SELECT q.run_id, q.state, q.node_id IS NOT NULL, COALESCE((extract(epoch FROM q.finished_at - q.enqueued_at) * 1000)::bigint, 0),
-                   q.finished_at, b.until
+            SELECT q.run_id, q.state, q.node_id, COALESCE((extract(epoch FROM q.finished_at - q.enqueued_at) * 1000)::bigint, 0),
+                   q.finished_at, b.until, q.requested_by
             FROM (SELECT now() - make_interval(secs => $3) AS until) b
             LEFT JOIN sandbox.run_queue q
               ON q.state IN ('abandoned', 'refused') AND (q.requested_by = $1 OR q.node_id = $1)
@@ -231,7 +231,7 @@ public sealed partial class RunLifecycle(
             ORDER BY q.finished_at
             LIMIT {MovedRowsPerPass}
             """;
-        var rows = new List<(Guid RunId, string State, bool Claimed, long WaitedMs, DateTimeOffset MovedAt)>();
+        var rows = new List<(Guid RunId, MovedRow Row)>();
         DateTimeOffset until;
         await using (var command = dataSource.CreateCommand(sql))
         {
@@ -244,21 +244,22 @@ public sealed partial class RunLifecycle(
             {
                 until = reader.GetFieldValue<DateTimeOffset>(5);
                 if (!reader.IsDBNull(0))
-                    rows.Add((reader.GetGuid(0), reader.GetString(1), reader.GetBoolean(2), reader.GetInt64(3), reader.GetFieldValue<DateTimeOffset>(4)));
+                    rows.Add((reader.GetGuid(0), new MovedRow(reader.GetString(1), reader.IsDBNull(6) ? null : reader.GetString(6),
+                        reader.IsDBNull(2) ? null : reader.GetString(2), reader.GetInt64(3), reader.GetFieldValue<DateTimeOffset>(4))));
             }
         }
         var recorded = 0;
         DateTimeOffset? oldestLeft = null;
         var inFlight = orchestrator.InFlightRunIds.ToHashSet();
-        foreach (var (runId, state, claimed, waitedMs, movedAt) in rows)
+        foreach (var (runId, row) in rows)
         {
-            if (inFlight.Contains(runId) || journal.Holds(runId) || !await EndMovedRowAsync(runId, state, claimed, waitedMs, movedAt, atRestart: false, ct))
-                oldestLeft ??= movedAt;
+            if (inFlight.Contains(runId) || journal.Holds(runId) || !await EndMovedRowAsync(runId, row, atRestart: false, ct))
+                oldestLeft ??= row.MovedAt;
             else
                 recorded++;
         }
         // A full batch: the rows after it (from the last one's time on) are the next pass's.
-        _movedSince = oldestLeft ?? (rows.Count == MovedRowsPerPass ? rows[^1].MovedAt : until);
+        _movedSince = oldestLeft ?? (rows.Count == MovedRowsPerPass ? rows[^1].Row.MovedAt : until);
         return recorded;
     }
 
@@ -266,10 +267,9 @@ public sealed partial class RunLifecycle(
     /// Appends the terminal event a row's move meant, at the version read here: false when the stream already ended or
     /// another writer appended meanwhile.
     /// </summary>
-    private async Task<bool> EndMovedRowAsync(Guid runId, string queueState, bool wasClaimed, long waitedMs, DateTimeOffset movedAt, bool atRestart,
-        CancellationToken ct)
+    private async Task<bool> EndMovedRowAsync(Guid runId, MovedRow row, bool atRestart, CancellationToken ct)
     {
-        if (RunDecisions.EndMovedRow(runId, queueState, executor.Value.NodeId, wasClaimed, waitedMs, movedAt, atRestart) is not { } ending)
+        if (RunDecisions.EndMovedRow(runId, row, executor.Value.NodeId, atRestart) is not { } ending)
             return false;
         if (await RunStream.ResumeUnlessEndedAsync(store, runId, new WriteContext("system:recovery", null), ct) is not { } stream)
             return false; // it ended between the query and this read
@@ -282,7 +282,7 @@ public sealed partial class RunLifecycle(
             LogMovedRowConflict(e, runId);
             return false;
         }
-        LogMovedRowEnded(runId, queueState);
+        LogMovedRowEnded(runId, row.State);
         return true;
     }
 
@@ -312,31 +312,32 @@ public sealed partial class RunLifecycle(
     /// claimed as an executor, those it recorded as an api node that still wait in the queue, those whose row it moved to
     /// refused or abandoned without the terminal event committing, and (from before the queue) those without a queue row.
     /// </summary>
-    private async Task<List<(Guid RunId, List<string> Containers, string? QueueState, string? ClaimedBy, long WaitedMs, DateTimeOffset? MovedAt)>> UnfinishedRunsAsync(
+    private async Task<List<(Guid RunId, List<string> Containers, string? QueueState, string? ClaimedBy, string? RequestedBy, long WaitedMs, DateTimeOffset? MovedAt)>> UnfinishedRunsAsync(
         CancellationToken ct)
     {
         var sql = $"""
             WITH mine AS (
-                SELECT q.run_id, q.state, q.node_id, q.enqueued_at, q.finished_at FROM sandbox.run_queue q
+                SELECT q.run_id, q.state, q.node_id, q.requested_by, q.enqueued_at, q.finished_at FROM sandbox.run_queue q
                 WHERE (q.state = 'claimed' AND q.node_id = $1) OR (q.state = 'queued' AND q.requested_by = $1)
                    OR (q.state IN ('abandoned', 'refused') AND (q.requested_by = $1 OR q.node_id = $1))
                 UNION ALL
-                SELECT e.stream_id, NULL, NULL, NULL::timestamptz, NULL::timestamptz FROM {MartenSetup.Schema}.mt_events e
+                SELECT e.stream_id, NULL, NULL, NULL, NULL::timestamptz, NULL::timestamptz FROM {MartenSetup.Schema}.mt_events e
                 WHERE e.type = 'run_requested' AND e.data ->> 'node' = $1
                   AND NOT EXISTS (SELECT 1 FROM sandbox.run_queue q WHERE q.run_id = e.stream_id))
             SELECT m.run_id, ARRAY(SELECT c.data ->> 'containerId' FROM {MartenSetup.Schema}.mt_events c
                                    WHERE c.stream_id = m.run_id AND c.type = 'sandbox_created'), m.state, m.node_id,
-                   COALESCE((extract(epoch FROM m.finished_at - m.enqueued_at) * 1000)::bigint, 0), m.finished_at
+                   COALESCE((extract(epoch FROM m.finished_at - m.enqueued_at) * 1000)::bigint, 0), m.finished_at, m.requested_by
             FROM mine m
             WHERE {Unended("m.run_id")}
             """;
         await using var command = dataSource.CreateCommand(sql);
         command.Parameters.AddWithValue(executor.Value.NodeId);
-        var runs = new List<(Guid, List<string>, string?, string?, long, DateTimeOffset?)>();
+        var runs = new List<(Guid, List<string>, string?, string?, string?, long, DateTimeOffset?)>();
         await using var reader = await command.ExecuteReaderAsync(ct);
         while (await reader.ReadAsync(ct))
             runs.Add((reader.GetGuid(0), reader.GetFieldValue<string[]>(1).ToList(), reader.IsDBNull(2) ? null : reader.GetString(2),
-                reader.IsDBNull(3) ? null : reader.GetString(3), reader.GetInt64(4), reader.IsDBNull(5) ? null : reader.GetFieldValue<DateTimeOffset>(5)));
+                reader.IsDBNull(3) ? null : reader.GetString(3), reader.IsDBNull(6) ? null : reader.GetString(6), reader.GetInt64(4),
+                reader.IsDBNull(5) ? null : reader.GetFieldValue<DateTimeOffset>(5)));
         return runs;
     }
 

@@ -6,6 +6,7 @@ using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Api.Hosting;
 using Sandbox.Audited.Audit;
 using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Domain.Startup;
 
 namespace Sandbox.Audited.Api.Runs;
 
@@ -60,8 +61,24 @@ public static class RunRateLimits
     public static async Task RefundAsync(HttpContext http)
     {
         if (http.Items[BucketItem] is string key)
+        {
+            http.Items.Remove(BucketItem); // at most one token back per request
             await http.RequestServices.GetRequiredService<SubjectBuckets>().RefundAsync(key);
+        }
     }
+
+    /// <summary>
+    /// On an endpoint behind the limiter (so only once its token was taken): when the answer turns out to be the service's
+    /// own failure (TokenBucket.GivenBack: any 5xx, whichever step threw or answered it), the token goes back once the
+    /// response has completed. One place for every exit, instead of a refund at each one.
+    /// </summary>
+    public static TBuilder RefundedOnServiceFailure<TBuilder>(this TBuilder endpoint) where TBuilder : IEndpointConventionBuilder =>
+        endpoint.AddEndpointFilter(async (context, next) =>
+        {
+            var http = context.HttpContext;
+            http.Response.OnCompleted(() => TokenBucket.GivenBack(http.Response.StatusCode) ? RefundAsync(http) : Task.CompletedTask);
+            return await next(context);
+        });
 
     /// <summary>Retry-After when a refusal could not be recorded (the audit store is down).</summary>
     public const int UnrecordedRetryAfterSeconds = 5;
@@ -77,7 +94,7 @@ public static class RunRateLimits
     {
         var options = configuration.GetSection(RateLimitOptions.Section).Get<RateLimitOptions>() ?? new RateLimitOptions();
         if (options.TokensPerPeriod < 1 || options.PeriodSeconds < 1 || options.BurstLimit < 1 || options.TimeoutMs < 1 || options.MaxConnections < 1)
-            throw new InvalidOperationException("RateLimit:TokensPerPeriod, PeriodSeconds, BurstLimit, TimeoutMs and MaxConnections must each be at least 1.");
+            throw new InvalidSettingException("RateLimit:TokensPerPeriod, PeriodSeconds, BurstLimit, TimeoutMs and MaxConnections must each be at least 1.");
         var connection = new NpgsqlConnectionStringBuilder(configuration.GetConnectionString("Sandbox"))
         {
             MaxPoolSize = options.MaxConnections,

@@ -1,4 +1,5 @@
 using Sandbox.Audited.Domain.Runtimes;
+using Sandbox.Audited.Domain.Startup;
 using Sandbox.Audited.Domain.Text;
 
 namespace Sandbox.Audited.Api.Runtimes;
@@ -20,9 +21,9 @@ public static class RuntimeCatalogueLoader
     public static RuntimeCatalogue Load(RuntimeOptions options, string contentRoot)
     {
         var directory = options.Directory ?? Find(contentRoot) ?? Find(AppContext.BaseDirectory)
-            ?? throw new InvalidOperationException("No runtime catalogue found: set Runtimes:Directory to the repository's runtimes/ folder.");
+            ?? throw new InvalidSettingException("No runtime catalogue found: set Runtimes:Directory to the repository's runtimes/ folder.");
         if (!System.IO.Directory.Exists(directory))
-            throw new InvalidOperationException($"Runtimes:Directory '{directory}' does not exist.");
+            throw new InvalidSettingException($"Runtimes:Directory '{directory}' does not exist.");
         var files = System.IO.Directory.EnumerateFiles(directory, "*.yaml")
             .Select(path => (Path.GetFileName(path), Utf8Text.Strict.GetString(File.ReadAllBytes(path))))
             .ToList();

@@ -25,6 +25,15 @@ public sealed record RunningItem(string ContainerId) : FeedItem;
 public sealed record OutputItem(OutputStream Stream, byte[] Bytes, long Offset = 0) : FeedItem;
 
 /// <summary>
+/// The last item of a subscriber that fell behind: it read more slowly than the run produced, and what it had not read
+/// reached RunFeed.MaxQueuedBytes, so nothing more is queued for it. What it missed is in the record, from its cursor on.
+/// </summary>
+public sealed record FellBehindItem : FeedItem
+{
+    public static readonly FellBehindItem Instance = new();
+}
+
+/// <summary>
 /// The in-memory, per-run broadcaster behind GET /v1/runs/{id}/stream: the orchestrator reports every event it
 /// commits and every output chunk; subscribers get what the run produced so far, then live items, until the
 /// terminal event. Only runs in flight on this node are held (recorded here, or followed here for a subscriber while
@@ -33,6 +42,12 @@ public sealed record OutputItem(OutputStream Stream, byte[] Bytes, long Offset =
 /// </summary>
 public sealed class RunFeed(RunMetrics metrics)
 {
+    /// <summary>
+    /// What one subscriber may have queued and not yet read (output bytes and 128 per chunk; other items 1 KiB each). A client that
+    /// does not read (its socket full) would otherwise make the node hold a run's whole output for it.
+    /// </summary>
+    public const long MaxQueuedBytes = 4 * 1024 * 1024;
+
     private readonly ConcurrentDictionary<Guid, Entry> _runs = new();
 
     public int Subscribers => _runs.Values.Sum(e => e.SubscriberCount);
@@ -142,16 +157,69 @@ public sealed class RunFeed(RunMetrics metrics)
         }
     }
 
-    public sealed class Subscription(Entry entry, Channel<FeedItem> channel, IReadOnlyList<FeedItem> sofar, long version) : IDisposable
+    public sealed class Subscription(Entry entry, Subscriber subscriber, IReadOnlyList<FeedItem> sofar, long version) : IDisposable
     {
         public IReadOnlyList<FeedItem> SoFar => sofar;
 
         /// <summary>The last event version the entry had published when this subscription began.</summary>
         public long Version => version;
 
-        public ChannelReader<FeedItem> Live => channel.Reader;
+        /// <summary>Live items; the last is a FellBehindItem when this subscriber fell more than MaxQueuedBytes behind.</summary>
+        public ChannelReader<FeedItem> Live => subscriber.Reader;
 
-        public void Dispose() => entry.Unsubscribe(channel);
+        public void Dispose() => entry.Unsubscribe(subscriber);
+    }
+
+    /// <summary>
+    /// One subscriber's queue, bounded by what it has not read (MaxQueuedBytes): past that it gets FellBehindItem and is
+    /// completed, instead of the node holding the output for a client that does not read. Written under its entry's lock.
+    /// </summary>
+    public sealed class Subscriber
+    {
+        private readonly Channel<FeedItem> _channel = Channel.CreateUnbounded<FeedItem>(new UnboundedChannelOptions { SingleReader = true });
+        private long _queued;
+        private bool _behind;
+
+        public Subscriber() => Reader = new CountingReader(this);
+
+        public ChannelReader<FeedItem> Reader { get; }
+
+        /// <summary>Queues the item, or ends this subscriber's live items when it would go past the bound.</summary>
+        public void Write(FeedItem item)
+        {
+            if (_behind)
+                return;
+            if (Interlocked.Add(ref _queued, Weight(item)) > MaxQueuedBytes)
+            {
+                _behind = true;
+                _channel.Writer.TryWrite(FellBehindItem.Instance);
+                _channel.Writer.TryComplete();
+                return;
+            }
+            _channel.Writer.TryWrite(item);
+        }
+
+        public void Complete() => _channel.Writer.TryComplete();
+
+        // An item's own overhead counts too, so that a run writing a byte at a time cannot queue millions of items.
+        private static long Weight(FeedItem item) => item is OutputItem o ? o.Bytes.Length + 128 : 1024;
+
+        // Counts an item as read when it leaves the queue.
+        private sealed class CountingReader(Subscriber owner) : ChannelReader<FeedItem>
+        {
+            public override Task Completion => owner._channel.Reader.Completion;
+
+            public override bool TryRead(out FeedItem item)
+            {
+                if (!owner._channel.Reader.TryRead(out item!))
+                    return false;
+                if (item is not FellBehindItem)
+                    Interlocked.Add(ref owner._queued, -Weight(item));
+                return true;
+            }
+
+            public override ValueTask<bool> WaitToReadAsync(CancellationToken ct = default) => owner._channel.Reader.WaitToReadAsync(ct);
+        }
     }
 
     /// <summary>
@@ -180,7 +248,7 @@ public sealed class RunFeed(RunMetrics metrics)
         private const long AskEveryMs = 1000;
 
         private readonly List<FeedItem> _kept = [];
-        private readonly List<Channel<FeedItem>> _subscribers = [];
+        private readonly List<Subscriber> _subscribers = [];
         // Bytes of each stream published in order (for relayed output: up to the first gap).
         private readonly long[] _produced = new long[2];
         private readonly List<(long Offset, byte[] Bytes)>[] _pending = [[], []];
@@ -324,7 +392,7 @@ public sealed class RunFeed(RunMetrics metrics)
                 if (keep)
                     _kept.Add(item);
                 foreach (var subscriber in _subscribers)
-                    subscriber.Writer.TryWrite(item);
+                    subscriber.Write(item);
             }
         }
 
@@ -354,7 +422,7 @@ public sealed class RunFeed(RunMetrics metrics)
             {
                 _completed = true;
                 foreach (var subscriber in _subscribers)
-                    subscriber.Writer.TryComplete();
+                    subscriber.Complete();
             }
         }
 
@@ -367,23 +435,23 @@ public sealed class RunFeed(RunMetrics metrics)
 
         public Subscription Subscribe()
         {
-            var channel = Channel.CreateUnbounded<FeedItem>(new UnboundedChannelOptions { SingleReader = true });
+            var subscriber = new Subscriber();
             lock (_kept)
             {
                 if (_completed)
-                    channel.Writer.TryComplete();
+                    subscriber.Complete();
                 else
-                    _subscribers.Add(channel);
-                return new Subscription(this, channel, _kept.ToList(), _lastVersion);
+                    _subscribers.Add(subscriber);
+                return new Subscription(this, subscriber, _kept.ToList(), _lastVersion);
             }
         }
 
-        public void Unsubscribe(Channel<FeedItem> channel)
+        public void Unsubscribe(Subscriber subscriber)
         {
             long leave;
             lock (_kept)
             {
-                if (!_subscribers.Remove(channel) || onIdle is null || _subscribers.Count > 0)
+                if (!_subscribers.Remove(subscriber) || onIdle is null || _subscribers.Count > 0)
                     return;
                 leave = ++_leaves;
             }

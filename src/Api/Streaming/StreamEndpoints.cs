@@ -18,7 +18,9 @@ namespace Sandbox.Audited.Api.Streaming;
 /// then lifecycle steps and output chunks live as they happen, then what the client lacks of the recorded output (read
 /// from the store in segments, or `output_erased` when it was erased), and a final `end` message with the status. Every
 /// message has an id (a <see cref="StreamCursor"/>); a reconnect with Last-Event-ID continues after that message,
-/// and one after `end` answers 204 No Content, which tells a standard EventSource client to stop.
+/// and one after `end` answers 204 No Content, which tells a standard EventSource client to stop. A client that reads
+/// more slowly than the run writes gets `fell_behind` once RunFeed.MaxQueuedBytes wait for it, and the stream ends there
+/// (without `end`): it reconnects from that message's id.
 /// </summary>
 public static class StreamEndpoints
 {
@@ -84,6 +86,17 @@ public static class StreamEndpoints
                     yield return message;
             await foreach (var item in subscription.Live.ReadAllAsync(ct))
             {
+                if (item is FellBehindItem)
+                {
+                    // Nothing is dropped silently: the stream ends here, at this client's cursor, and a reconnect with it
+                    // goes on from there (live again, and what it missed from the record once the run has ended).
+                    yield return writer.Message("fell_behind", writer.Cursor.Id, JsonSerializer.Serialize(new
+                    {
+                        reason = FellBehindReason,
+                        lastEventId = writer.Cursor.Id,
+                    }, Json));
+                    yield break;
+                }
                 var applied = writer.Cursor.Version;
                 foreach (var message in writer.Write(item))
                     yield return message;
@@ -114,6 +127,10 @@ public static class StreamEndpoints
                     yield return message;
         yield return writer.Message("end", StreamCursor.End, JsonSerializer.Serialize(new { runId = id, status = summary.Status, exitCode = summary.Exit?.ExitCode }, Json));
     }
+
+    public const string FellBehindReason = "This client read the stream more slowly than the run wrote its output, so the server stopped "
+        + "holding output for it. Reconnect with Last-Event-ID set to lastEventId (a standard EventSource client does so by itself) to go on "
+        + "from here: nothing is lost, what it missed comes from the record once the run has ended.";
 
     // The recorded output is sent in segments of this size, so that a large one is never held whole.
     private const int Segment = 48 * 1024;

@@ -33,9 +33,9 @@ public sealed class EvidenceSweepOptions
     public EvidenceSweepOptions Validated()
     {
         if (GraceSeconds < 300)
-            throw new InvalidOperationException($"EvidenceSweep:GraceSeconds is {GraceSeconds}; it must be at least 300 (a heartbeat renews holds every {EvidenceHolds.RenewEvery.TotalSeconds:F0} s, and a commit in flight must not be swept).");
+            throw new Domain.Startup.InvalidSettingException($"EvidenceSweep:GraceSeconds is {GraceSeconds}; it must be at least 300 (a heartbeat renews holds every {EvidenceHolds.RenewEvery.TotalSeconds:F0} s, and a commit in flight must not be swept).");
         if (IntervalSeconds < 1 || BatchSize < 1)
-            throw new InvalidOperationException("EvidenceSweep:IntervalSeconds and EvidenceSweep:BatchSize must be positive.");
+            throw new Domain.Startup.InvalidSettingException("EvidenceSweep:IntervalSeconds and EvidenceSweep:BatchSize must be positive.");
         return this;
     }
 }

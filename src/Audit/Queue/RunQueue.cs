@@ -4,6 +4,7 @@ using Marten.Services;
 using Npgsql;
 using Sandbox.Audited.Domain.Policies;
 using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Domain.Startup;
 
 namespace Sandbox.Audited.Audit.Queue;
 
@@ -32,7 +33,7 @@ public sealed class NodeOptions
     {
         var roles = Roles.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (roles.Length == 0 || roles.Any(r => !r.Equals("api", StringComparison.OrdinalIgnoreCase) && !r.Equals("executor", StringComparison.OrdinalIgnoreCase)))
-            throw new InvalidOperationException($"Node:Roles '{Roles}' is not valid: use \"api,executor\" (default), \"api\" or \"executor\".");
+            throw new InvalidSettingException($"Node:Roles '{Roles}' is not valid: use \"api,executor\" (default), \"api\" or \"executor\".");
     }
 }
 

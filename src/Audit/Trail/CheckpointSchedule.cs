@@ -4,6 +4,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Npgsql;
 using Sandbox.Audited.Domain.Runs;
+using Sandbox.Audited.Domain.Startup;
 
 namespace Sandbox.Audited.Audit.Trail;
 
@@ -41,7 +42,7 @@ public sealed record CheckpointScheduleOptions(TimeSpan? Interval, IReadOnlyDict
             return null;
         if (TimeSpan.TryParse(text, CultureInfo.InvariantCulture, out var value) && value > TimeSpan.Zero)
             return value;
-        throw new InvalidOperationException($"{name} '{text}' must be a positive TimeSpan such as 00:05:00, or 0 for none.");
+        throw new InvalidSettingException($"{name} '{text}' must be a positive TimeSpan such as 00:05:00, or 0 for none.");
     }
 }
 
@@ -68,16 +69,23 @@ public sealed partial class CheckpointSchedule(
         if (!options.Enabled)
             return;
         using var timer = new PeriodicTimer(options.Tick, clock);
-        while (await timer.WaitForNextTickAsync(stoppingToken))
+        try
         {
-            try
+            while (await timer.WaitForNextTickAsync(stoppingToken))
             {
-                await TickAsync(stoppingToken);
+                try
+                {
+                    await TickAsync(stoppingToken);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    LogFailed(e);
+                }
             }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                LogFailed(e);
-            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+            // Stopped, also when the host gives up on a failed start without StopAsync: not a failure of the schedule.
         }
     }
 

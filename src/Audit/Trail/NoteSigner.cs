@@ -1,6 +1,7 @@
 using System.Text;
 using NSec.Cryptography;
 using Sandbox.Audited.Domain.Merkle;
+using Sandbox.Audited.Domain.Startup;
 
 namespace Sandbox.Audited.Audit.Trail;
 
@@ -20,10 +21,10 @@ public sealed class NoteSigner : IDisposable
     {
         LogName = string.IsNullOrWhiteSpace(logName) ? DefaultLogName : logName;
         if (!SignedNote.IsKeyName(LogName))
-            throw new InvalidOperationException($"Audit:LogName '{LogName}' must be non-empty and contain no spaces or '+'.");
+            throw new InvalidSettingException($"Audit:LogName '{LogName}' must be non-empty and contain no spaces or '+'.");
         var keys = new List<NoteVerifierKey>();
         foreach (var text in publishedKeys ?? [])
-            keys.Add(NoteVerifierKey.Parse(text) ?? throw new InvalidOperationException($"Audit:PublishedNoteKeys holds '{text}', which is not an Ed25519 note verifier key (name+keyid+base64)."));
+            keys.Add(NoteVerifierKey.Parse(text) ?? throw new InvalidSettingException($"Audit:PublishedNoteKeys holds '{text}', which is not an Ed25519 note verifier key (name+keyid+base64)."));
         if (!string.IsNullOrEmpty(privateKeyPemPath))
         {
             _key = Key.Import(SignatureAlgorithm.Ed25519, File.ReadAllBytes(privateKeyPemPath), KeyBlobFormat.PkixPrivateKeyText);

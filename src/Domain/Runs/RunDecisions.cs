@@ -5,6 +5,9 @@ using Sandbox.Audited.Domain.Policies;
 namespace Sandbox.Audited.Domain.Runs;
 
 /// <summary>What the in-container supervisor reported when the program ended (or what the engine saw when it could not).</summary>
+/// <summary>A queue row moved to refused or abandoned, as its row tells it: who recorded the run, who held it, how long it waited.</summary>
+public sealed record MovedRow(string State, string? RequestedBy, string? ClaimedBy, long WaitedMs, DateTimeOffset MovedAt);
+
 public sealed record ExitReport(
     int? ExitCode,
     int? Signal,
@@ -171,19 +174,25 @@ public static class RunDecisions
     /// move meant, at the time of the move, either when the node restarts or, while it runs, from its heartbeat. Null for a
     /// queue state that ends no run.
     /// </summary>
-    public static object[]? EndMovedRow(Guid runId, string queueState, string node, bool wasClaimed, long waitedMs, DateTimeOffset movedAt, bool atRestart)
+    public static object[]? EndMovedRow(Guid runId, MovedRow row, string node, bool atRestart)
     {
+        // Only what the row and this node know: who recorded the run, who held it, how long it waited, when this node records it.
         var when = atRestart
-            ? $"recorded when node '{node}' restarted, since it stopped before committing it"
-            : $"recorded later by node '{node}' (its heartbeat's recovery pass), since the store could not take it at the time";
-        return queueState switch
+            ? $"recorded when node '{node}' restarted: it had not been committed before that node's previous process stopped"
+            : $"recorded later by node '{node}' (its heartbeat's recovery pass): it had not been committed when the row moved";
+        return row.State switch
         {
-            "refused" => [new RunCompleted(runId, RunStatus.Refused, null, waitedMs,
-                $"No executor took the run within the queue wait (or its api node was shutting down); the refusal was {when}.", movedAt)],
-            "abandoned" => [new RunAbandoned(runId, wasClaimed
-                ? $"The run was abandoned, but its record was not committed at the time; {when}. No outcome is known."
-                : "The api node that recorded this run stopped (crash or kill) while the run waited in the queue for an executor; it never ran. "
-                  + $"The abandonment was {when}.", node, movedAt)],
+            // Rows move to refused only when the queue wait ran out; a draining api node leaves its runs queued.
+            "refused" => [new RunCompleted(runId, RunStatus.Refused, null, row.WaitedMs,
+                $"No executor took the run within its queue wait ({row.WaitedMs} ms): every sandbox slot was busy, or its tenant was at its "
+                + $"ceiling. The refusal was {when}.", row.MovedAt)],
+            // Claimed: abandoned while an executor held it; whether and how it ran is not known here.
+            "abandoned" when row.ClaimedBy is { } holder => [new RunAbandoned(runId,
+                $"The run was abandoned while executor node '{holder}' held it; the abandonment was {when}. No outcome is known.", node, row.MovedAt)],
+            // Unclaimed rows are abandoned only by the restart of the api node that recorded them after it stopped uncleanly.
+            "abandoned" => [new RunAbandoned(runId,
+                $"The api node that recorded this run{(row.RequestedBy is { } by ? $" ('{by}')" : "")} stopped without a clean shutdown while the run "
+                + $"waited in the queue for an executor; it never ran. The abandonment was {when}.", node, row.MovedAt)],
             _ => null,
         };
     }

@@ -12,4 +12,12 @@ public static class TokenBucket
         var missing = Math.Max(0, 1 - tokens);
         return TimeSpan.FromSeconds(Math.Max(1, Math.Ceiling(missing / tokensPerPeriod * period.TotalSeconds)));
     }
+
+    /// <summary>
+    /// Whether a request that took a token gets it back, from the status it was answered with: a 5xx is the service's own
+    /// failure (audit store down, no sandbox, input spool full, a defect), so the caller's budget does not pay for it.
+    /// A 429 for capacity keeps it: refunding a full queue or a tenant at its ceiling would let a subject that keeps its
+    /// tenant busy send requests without bound, each one recorded and stored. A 4xx is the caller's.
+    /// </summary>
+    public static bool GivenBack(int status) => status is >= 500 and <= 599;
 }

@@ -145,7 +145,8 @@ public sealed partial class SandboxPool(
         var refill = new ResiliencePipelineBuilder()
             .AddRetry(new RetryStrategyOptions
             {
-                ShouldHandle = new PredicateBuilder().Handle<Exception>(e => e is not OperationCanceledException || !stoppingToken.IsCancellationRequested),
+                // Once stopping, nothing is retried or logged as a failure: a create cut short by the stop fails as a cancellation.
+                ShouldHandle = new PredicateBuilder().Handle<Exception>(_ => !stoppingToken.IsCancellationRequested),
                 MaxRetryAttempts = int.MaxValue,
                 BackoffType = DelayBackoffType.Exponential,
                 Delay = TimeSpan.FromSeconds(1),
@@ -169,7 +170,7 @@ public sealed partial class SandboxPool(
                 }, stoppingToken);
                 await _refill.WaitAsync(TimeSpan.FromSeconds(5), stoppingToken);
             }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            catch (Exception) when (stoppingToken.IsCancellationRequested)
             {
                 break;
             }

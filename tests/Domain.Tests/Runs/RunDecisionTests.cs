@@ -203,8 +203,9 @@ public sealed class RunDecisionTests
             RunDecisions.Abandon(RunId, "n", [], [], Now, waitedInQueue: true),
             RunDecisions.InputsUnreadable(RunId, "erased", Now),
             RunDecisions.AbandonSilentNode(RunId, "exec-b", Now.AddMinutes(-2), 60, Now),
-            RunDecisions.EndMovedRow(RunId, "refused", "api-a", false, 1500, Now, atRestart: true)!,
-            RunDecisions.EndMovedRow(RunId, "abandoned", "api-a", false, 0, Now, atRestart: true)!,
+            RunDecisions.EndMovedRow(RunId, new MovedRow("refused", "api-a", null, 1500, Now), "api-a", atRestart: true)!,
+            RunDecisions.EndMovedRow(RunId, new MovedRow("abandoned", "api-a", null, 0, Now), "api-a", atRestart: true)!,
+            RunDecisions.EndMovedRow(RunId, new MovedRow("abandoned", "api-a", "exec-b", 0, Now), "exec-b", atRestart: false)!,
         ];
 
         Assert.All(endings, events => Assert.Single(events, e => e is RunCompleted or RunFailed or RunAbandoned));
@@ -267,22 +268,61 @@ public sealed class RunDecisionTests
     [Fact]
     public void ARowMovedWithoutItsTerminalEventGetsTheOneTheMoveMeantAtTheTimeOfTheMove()
     {
-        var refused = Assert.IsType<RunCompleted>(Assert.Single(RunDecisions.EndMovedRow(RunId, "refused", "api-a", false, 1500, Now.AddMinutes(-1), atRestart: true)!));
-        var abandoned = Assert.IsType<RunAbandoned>(Assert.Single(RunDecisions.EndMovedRow(RunId, "abandoned", "api-a", false, 0, Now, atRestart: true)!));
+        var refused = Assert.IsType<RunCompleted>(Assert.Single(RunDecisions.EndMovedRow(RunId, new MovedRow("refused", "api-a", null, 1500, Now.AddMinutes(-1)), "api-a", atRestart: true)!));
+        var abandoned = Assert.IsType<RunAbandoned>(Assert.Single(RunDecisions.EndMovedRow(RunId, new MovedRow("abandoned", "api-a", null, 0, Now), "api-a", atRestart: true)!));
 
         Assert.Equal((RunStatus.Refused, 1500L, Now.AddMinutes(-1)), (refused.Status, refused.DurationMs, refused.At));
         Assert.Contains("recorded when node 'api-a' restarted", refused.Reason, StringComparison.Ordinal);
         Assert.Equal("api-a", abandoned.Node);
         Assert.Contains("it never ran", abandoned.Reason, StringComparison.Ordinal);
-        Assert.Null(RunDecisions.EndMovedRow(RunId, "finished", "api-a", true, 0, Now, atRestart: true));
-        Assert.Null(RunDecisions.EndMovedRow(RunId, "claimed", "api-a", true, 0, Now, atRestart: true));
+        Assert.Null(RunDecisions.EndMovedRow(RunId, new MovedRow("finished", "api-a", "api-a", 0, Now), "api-a", atRestart: true));
+        Assert.Null(RunDecisions.EndMovedRow(RunId, new MovedRow("claimed", "api-a", "api-a", 0, Now), "api-a", atRestart: true));
+    }
+
+    // Rows move to refused only when the queue wait runs out (a draining api node leaves its runs queued): the reason says
+    // that and how long it waited, never that an api node was shutting down.
+    [Theory]
+    [InlineData(true, "The refusal was recorded when node 'api-a' restarted: it had not been committed before that node's previous process stopped.")]
+    [InlineData(false, "The refusal was recorded later by node 'api-a' (its heartbeat's recovery pass): it had not been committed when the row moved.")]
+    public void ARefusedRowSaysTheQueueWaitRanOutAndWhenItWasRecorded(bool atRestart, string when)
+    {
+        var refused = Assert.IsType<RunCompleted>(Assert.Single(RunDecisions.EndMovedRow(RunId, new MovedRow("refused", "api-a", null, 1500, Now), "api-a", atRestart)!));
+
+        Assert.Equal("No executor took the run within its queue wait (1500 ms): every sandbox slot was busy, or its tenant was at its ceiling. " + when,
+            refused.Reason);
+        Assert.DoesNotContain("shutting down", refused.Reason, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(true, "recorded when node 'api-a' restarted")]
+    [InlineData(false, "recorded later by node 'api-a' (its heartbeat's recovery pass)")]
+    public void AnUnclaimedAbandonedRowNamesTheApiNodeThatRecordedItAndSaysItNeverRan(bool atRestart, string when)
+    {
+        var abandoned = Assert.IsType<RunAbandoned>(Assert.Single(RunDecisions.EndMovedRow(RunId, new MovedRow("abandoned", "api-a", null, 800, Now), "api-a", atRestart)!));
+
+        Assert.StartsWith("The api node that recorded this run ('api-a') stopped without a clean shutdown while the run waited in the queue for an "
+            + "executor; it never ran. The abandonment was " + when, abandoned.Reason, StringComparison.Ordinal);
+        Assert.Equal(("api-a", Now), (abandoned.Node, abandoned.At));
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void AClaimedAbandonedRowNamesTheExecutorThatHeldItAndClaimsNoOutcomeNorCause(bool atRestart)
+    {
+        var abandoned = Assert.IsType<RunAbandoned>(Assert.Single(RunDecisions.EndMovedRow(RunId, new MovedRow("abandoned", "api-a", "exec-b", 0, Now), "exec-b", atRestart)!));
+
+        Assert.StartsWith("The run was abandoned while executor node 'exec-b' held it; the abandonment was recorded ", abandoned.Reason, StringComparison.Ordinal);
+        Assert.EndsWith("No outcome is known.", abandoned.Reason, StringComparison.Ordinal);
+        Assert.DoesNotContain("api node", abandoned.Reason, StringComparison.Ordinal);
+        Assert.DoesNotContain("never ran", abandoned.Reason, StringComparison.Ordinal);
     }
 
     [Fact]
     public void ARowEndedWhileItsNodeRunsSaysSoAndNotThatTheNodeRestarted()
     {
-        var refused = Assert.IsType<RunCompleted>(Assert.Single(RunDecisions.EndMovedRow(RunId, "refused", "api-a", false, 1500, Now, atRestart: false)!));
-        var abandoned = Assert.IsType<RunAbandoned>(Assert.Single(RunDecisions.EndMovedRow(RunId, "abandoned", "api-a", true, 0, Now, atRestart: false)!));
+        var refused = Assert.IsType<RunCompleted>(Assert.Single(RunDecisions.EndMovedRow(RunId, new MovedRow("refused", "api-a", null, 1500, Now), "api-a", atRestart: false)!));
+        var abandoned = Assert.IsType<RunAbandoned>(Assert.Single(RunDecisions.EndMovedRow(RunId, new MovedRow("abandoned", "api-a", "api-a", 0, Now), "api-a", atRestart: false)!));
 
         Assert.Contains("heartbeat's recovery pass", refused.Reason, StringComparison.Ordinal);
         Assert.DoesNotContain("restart", refused.Reason, StringComparison.Ordinal);

@@ -69,9 +69,9 @@ public sealed class ServiceProcess : IAsyncDisposable
     }
 
     /// <summary>Starts the service where it is expected to refuse to start: its exit code and output (null: still running after the timeout, killed).</summary>
-    public static async Task<(int? ExitCode, string Log)> RunToExitAsync(Setup setup, IDictionary<string, string>? settings, TimeSpan timeout)
+    public static async Task<(int? ExitCode, string Log)> RunToExitAsync(Setup setup, IDictionary<string, string>? settings, TimeSpan timeout, int? port = null)
     {
-        await using var service = Launch(setup, settings, FreePort());
+        await using var service = Launch(setup, settings, port ?? FreePort());
         if (!await service.WaitForExitAsync(timeout))
             return (null, service.Log);
         service._process.WaitForExit(); // the end of both output streams
