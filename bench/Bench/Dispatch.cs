@@ -49,7 +49,10 @@ public static class Dispatch
                 if (Environment.GetEnvironmentVariable("SBX_BENCH_GROUP_IN_FLIGHT") is { Length: > 0 } inFlight)
                     GroupCommit.For(store).InFlight = int.Parse(inFlight, System.Globalization.CultureInfo.InvariantCulture);
                 var source = NpgsqlDataSource.Create(pooled);
-                var node = new Node(store, source, new RunQueue(source));
+                // SBX_BENCH_PREPARED=0: commits on Marten's own connections (DISCARD ALL at every return), as before.
+                var commits = Environment.GetEnvironmentVariable("SBX_BENCH_PREPARED") == "0" ? null : NpgsqlDataSource.Create(Prepared.ConnectionString(pooled));
+                GroupCommit.For(store).Connections = commits;
+                var node = new Node(store, source, new RunQueue(source), commits);
                 nodes.Add(node);
                 return node;
             }
@@ -213,6 +216,8 @@ public static class Dispatch
                 await node.Queue.DisposeAsync();
                 node.Store.Dispose();
                 await node.Source.DisposeAsync();
+                if (node.Commits is not null)
+                    await node.Commits.DisposeAsync();
             }
             return new DispatchFigures(count / seconds, count, producers, claimers, slotsPerClaimer, seconds,
                 Latency.Of("enqueue", enqueueMs), Latency.Of("claim", claimMs), Latency.Of("finish", finishMs),
@@ -229,7 +234,7 @@ public static class Dispatch
         }
     }
 
-    private sealed record Node(DocumentStore Store, NpgsqlDataSource Source, RunQueue Queue);
+    private sealed record Node(DocumentStore Store, NpgsqlDataSource Source, RunQueue Queue, NpgsqlDataSource? Commits);
 
     private static async Task<int[]> BackendsAsync(string connectionString, string database)
     {
