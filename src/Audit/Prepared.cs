@@ -8,11 +8,13 @@ namespace Sandbox.Audited.Audit;
 /// and the plans of the functions they call (the event append), instead of DISCARD ALL dropping them at every return.
 /// </summary>
 /// <remarks>
-/// Only where every failure passes through <see cref="AfterFailure"/>. Npgsql 10.0.3 keeps a statement that failed in the
-/// very execution that prepared it as prepared without its row description: the next execution of that statement on that
-/// connection reads rows it does not expect ("Received unexpected backend message DataRow") and the connection breaks. Marten's
-/// event append fails so by design (a stream version conflict raises in mt_quick_append_events), so Marten's own connections,
-/// used by code that does not clean up after a failure, are not prepared.
+/// Only where every failure passes through <see cref="AfterFailure"/>. Npgsql 10.0.3 keeps a statement that the server refused
+/// while binding it (a parameter the plan cannot take: an invalid uuid or jsonb, a division by zero folded into the plan, a
+/// value too long), in the round trip that prepared it, as prepared without its row description: the next execution of that
+/// statement on that connection reads rows it does not expect ("Received unexpected backend message DataRow", which broke
+/// a commit in the cluster tests when Marten's own connections were prepared) and the connection breaks. An error raised
+/// while the statement runs (a function's RAISE, a duplicate key) leaves it intact. Marten's own connections, used by code
+/// that does not clean up after a failure, are not prepared.
 /// </remarks>
 public static class Prepared
 {

@@ -194,19 +194,6 @@ public sealed class GroupCommit
         return null;
     }
 
-    /// <summary>Commits write alone, at once, on this store's commit connections (a writer that must not share a transaction).</summary>
-    internal async Task CommitNowAsync(Action<IDocumentSession> write, CancellationToken ct)
-    {
-        try
-        {
-            await SaveAsync(write, ct);
-        }
-        catch (WriteFailedException e)
-        {
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerException!).Throw();
-        }
-    }
-
     /// <summary>One session: write adds to it (its failure is a <see cref="WriteFailedException"/>: nothing was sent), then it commits.</summary>
     private async Task SaveAsync(Action<IDocumentSession> write, CancellationToken ct)
     {

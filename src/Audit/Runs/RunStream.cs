@@ -170,7 +170,12 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
             if (grouped)
                 await GroupCommit.For(store).CommitAsync(runId, Write, ct);
             else
-                await GroupCommit.For(store).CommitNowAsync(Write, ct);
+            {
+                // Shared streams (the access log, policy activations) meet on their versions often: Marten's own connections.
+                await using var session = store.LightweightSession();
+                Write(session);
+                await session.SaveChangesAsync(ct);
+            }
 
             _version = version;
             _lastHash = previous;
