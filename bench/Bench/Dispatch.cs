@@ -49,7 +49,10 @@ public static class Dispatch
                 if (Environment.GetEnvironmentVariable("SBX_BENCH_GROUP_IN_FLIGHT") is { Length: > 0 } inFlight)
                     GroupCommit.For(store).InFlight = int.Parse(inFlight, System.Globalization.CultureInfo.InvariantCulture);
                 var source = NpgsqlDataSource.Create(pooled);
-                var node = new Node(store, source, new RunQueue(source));
+                // SBX_BENCH_PREPARED=0: commits on Marten's own connections (DISCARD ALL at every return), as before.
+                var commits = Environment.GetEnvironmentVariable("SBX_BENCH_PREPARED") == "0" ? null : NpgsqlDataSource.Create(Prepared.ConnectionString(pooled));
+                GroupCommit.For(store).Connections = commits;
+                var node = new Node(store, source, new RunQueue(source), commits);
                 nodes.Add(node);
                 return node;
             }
@@ -108,15 +111,21 @@ public static class Dispatch
 
             async Task ClaimAsync(int claimer)
             {
-                // An executor node as QueueWorker runs one: woken by its LISTEN connection ("a run was queued"), by a slot
-                // coming free, or by the poll; each round claims as many runs as it has free slots, in one call.
+                // An executor node as QueueWorker runs one: woken by its LISTEN connection ("a run was queued"), by the poll, or
+                // by a slot coming free while queued runs may wait for one (ClaimPacing); each round claims as many runs as it
+                // has free slots, in one call.
                 var node = "bench-executor-" + claimer;
                 var executor = executors[claimer];
                 using var slots = new SemaphoreSlim(slotsPerClaimer, slotsPerClaimer);
                 using var wake = new SemaphoreSlim(1, 1);
                 var finishing = new List<Task>();
                 await using var listener = await executor.Source.OpenConnectionAsync();
-                listener.Notification += (_, _) => Wake(wake);
+                var pacing = new ClaimPacing();
+                listener.Notification += (_, _) =>
+                {
+                    pacing.Announced();
+                    Wake(wake);
+                };
                 await using (var listen = new NpgsqlCommand($"LISTEN {RunQueue.QueuedChannel}", listener))
                     await listen.ExecuteNonQueryAsync();
                 var listening = ListenAsync(listener, stop.Token);
@@ -138,7 +147,10 @@ public static class Dispatch
                         if (free == 0)
                             break;
                         var started = Stopwatch.GetTimestamp();
-                        var claimed = await executor.Queue.ClaimAsync(node, 1_000_000, 30, free, CancellationToken.None);
+                        var mark = pacing.Mark();
+                        var claim = await executor.Queue.ClaimReportingAsync(node, 1_000_000, 30, free, CancellationToken.None);
+                        var claimed = claim.Runs;
+                        pacing.Claimed(mark, free, claimed.Count, claim.LeftBehind);
                         if (Volatile.Read(ref measuring))
                         {
                             claimMs.Add(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
@@ -148,7 +160,7 @@ public static class Dispatch
                         if (free - claimed.Count > 0)
                             slots.Release(free - claimed.Count);
                         foreach (var run in claimed)
-                            finishing.Add(FinishAsync(executor, run, slots, wake));
+                            finishing.Add(FinishAsync(executor, run, slots, wake, pacing));
                         finishing.RemoveAll(t => t.IsCompleted);
                         if (claimed.Count < free)
                             break;
@@ -158,7 +170,7 @@ public static class Dispatch
                 await listening;
             }
 
-            async Task FinishAsync(Node executor, ClaimedRun run, SemaphoreSlim slots, SemaphoreSlim wake)
+            async Task FinishAsync(Node executor, ClaimedRun run, SemaphoreSlim slots, SemaphoreSlim wake, ClaimPacing pacing)
             {
                 await Task.Yield();
                 var started = Stopwatch.GetTimestamp();
@@ -174,7 +186,8 @@ public static class Dispatch
                 Interlocked.Increment(ref dispatched);
                 room.Release();
                 slots.Release();
-                Wake(wake);
+                if (pacing.WorthClaimingForFreeSlot)
+                    Wake(wake);
             }
 
             // Warm-up: connections, statements, the claim function's plan, and the JIT's tiers (a service runs for days).
@@ -203,6 +216,8 @@ public static class Dispatch
                 await node.Queue.DisposeAsync();
                 node.Store.Dispose();
                 await node.Source.DisposeAsync();
+                if (node.Commits is not null)
+                    await node.Commits.DisposeAsync();
             }
             return new DispatchFigures(count / seconds, count, producers, claimers, slotsPerClaimer, seconds,
                 Latency.Of("enqueue", enqueueMs), Latency.Of("claim", claimMs), Latency.Of("finish", finishMs),
@@ -219,7 +234,7 @@ public static class Dispatch
         }
     }
 
-    private sealed record Node(DocumentStore Store, NpgsqlDataSource Source, RunQueue Queue);
+    private sealed record Node(DocumentStore Store, NpgsqlDataSource Source, RunQueue Queue, NpgsqlDataSource? Commits);
 
     private static async Task<int[]> BackendsAsync(string connectionString, string database)
     {

@@ -18,6 +18,7 @@ using Sandbox.Audited.Api.Streaming;
 using Sandbox.Audited.Audit;
 using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Audit.Queue;
+using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Audit.Policies;
 using Sandbox.Audited.Audit.Runtimes;
 using Sandbox.Audited.Audit.Logging;
@@ -152,6 +153,11 @@ try
     builder.Services.AddForwardedHeadersFrom(builder.Configuration);
 
     var app = builder.Build();
+
+    // The run path's commits and stream reads on connections that keep their prepared statements (Prepared); Marten's own stay as they are.
+    var commitConnections = NpgsqlDataSource.Create(Prepared.ConnectionString(connectionString));
+    GroupCommit.For(app.Services.GetRequiredService<IDocumentStore>()).Connections = commitConnections;
+    app.Lifetime.ApplicationStopped.Register(commitConnections.Dispose);
 
     app.UseRequestClock();
     app.UseForwardedHeadersWhenConfigured();

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using Microsoft.Extensions.Options;
 using Npgsql;
 using Sandbox.Audited.Audit.Queue;
+using Sandbox.Audited.Domain.Runs;
 
 namespace Sandbox.Audited.Api.Nodes;
 
@@ -42,7 +43,24 @@ public sealed partial class QueueSignals(NpgsqlDataSource dataSource, IOptions<N
         }
     }
 
+    /// <summary>When the worker claims: every announcement does, a slot coming free only while queued runs may wait for one.</summary>
+    public ClaimPacing Pacing { get; } = new();
+
+    /// <summary>Runs were queued (a notification, this node's own enqueue, the listener reconnecting): the worker claims.</summary>
     public void WakeWorker()
+    {
+        Pacing.Announced();
+        Release();
+    }
+
+    /// <summary>A slot came free: the worker claims only if its last claim may have left runs that this slot could take.</summary>
+    public void SlotFreed()
+    {
+        if (Pacing.WorthClaimingForFreeSlot)
+            Release();
+    }
+
+    private void Release()
     {
         try
         {

@@ -24,7 +24,7 @@ public sealed partial class QueueWorker(
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        admission.SlotFreed += signals.WakeWorker;
+        admission.SlotFreed += signals.SlotFreed;
         try
         {
             while (!stoppingToken.IsCancellationRequested)
@@ -42,7 +42,7 @@ public sealed partial class QueueWorker(
         }
         finally
         {
-            admission.SlotFreed -= signals.WakeWorker;
+            admission.SlotFreed -= signals.SlotFreed;
         }
     }
 
@@ -62,12 +62,13 @@ public sealed partial class QueueWorker(
                 slots[^1].Return();
                 slots.RemoveAt(slots.Count - 1);
             }
-            IReadOnlyList<ClaimedRun> claimed;
+            QueueClaim claim;
+            var mark = signals.Pacing.Mark();
             try
             {
                 // Not cancelled by shutdown: runs the database claimed must reach this node, or they would wait out their
                 // lease and be abandoned. Shutdown waits for the slots this claim holds.
-                claimed = await queue.ClaimAsync(executor.Value.NodeId, admission.Options.MaxConcurrentRunsPerTenant, queueOptions.Value.LeaseSeconds, slots.Count,
+                claim = await queue.ClaimReportingAsync(executor.Value.NodeId, admission.Options.MaxConcurrentRunsPerTenant, queueOptions.Value.LeaseSeconds, slots.Count,
                     CancellationToken.None);
             }
             catch
@@ -75,6 +76,8 @@ public sealed partial class QueueWorker(
                 slots.ForEach(s => s.Return());
                 throw;
             }
+            var claimed = claim.Runs;
+            signals.Pacing.Claimed(mark, slots.Count, claimed.Count, claim.LeftBehind);
             for (var i = 0; i < slots.Count; i++)
             {
                 if (i >= claimed.Count)
@@ -85,7 +88,8 @@ public sealed partial class QueueWorker(
                 LogClaimed(claimed[i].Work.RunId);
                 _ = orchestrator.ExecuteClaimedAsync(claimed[i], slots[i]).ContinueWith(t => _ = t.Exception, TaskScheduler.Default);
             }
-            // Fewer runs than slots: the queue has nothing more this node may take now; a NOTIFY, a freed slot or the poll wakes it.
+            // Fewer runs than slots: the queue has nothing more this node may take now; a NOTIFY or the poll wakes it, and a freed
+            // slot too if the claim looked past runs (a tenant at its ceiling).
             if (claimed.Count < slots.Count)
                 return;
         }

@@ -75,6 +75,9 @@ public sealed record RunWork(Guid RunId, QueuedRequest Request, PolicyDecision D
 /// <summary>A claimed run: its work and when it was queued.</summary>
 public sealed record ClaimedRun(RunWork Work, string Tenant, DateTimeOffset EnqueuedAt);
 
+/// <summary>What one claim took, and whether it looked past queued runs it could not take (see RunQueue.ClaimReportingAsync).</summary>
+public sealed record QueueClaim(IReadOnlyList<ClaimedRun> Runs, bool LeftBehind);
+
 /// <summary>A claimed run whose executor went silent: its lease expired and its node stopped heartbeating beyond the grace.</summary>
 public sealed record SilentClaim(Guid RunId, string Tenant, string Node, DateTimeOffset? LastHeartbeat, DateTimeOffset? LeaseUntil = null);
 
@@ -357,21 +360,36 @@ public sealed class RunQueue(NpgsqlDataSource dataSource) : IAsyncDisposable
     /// Claims up to maxRuns of the oldest queued runs in one round trip, none for a tenant at its cluster-wide ceiling;
     /// empty when there is none. Oldest first.
     /// </summary>
-    public Task<IReadOnlyList<ClaimedRun>> ClaimAsync(string node, int maxPerTenant, int leaseSeconds, int maxRuns, CancellationToken ct) =>
-        _claims.RunAsync<IReadOnlyList<ClaimedRun>>(async connection =>
+    public async Task<IReadOnlyList<ClaimedRun>> ClaimAsync(string node, int maxPerTenant, int leaseSeconds, int maxRuns, CancellationToken ct) =>
+        (await ClaimReportingAsync(node, maxPerTenant, leaseSeconds, maxRuns, ct)).Runs;
+
+    /// <summary>
+    /// As <see cref="ClaimAsync"/>, and whether the claim looked past queued runs (a tenant at its ceiling, or one another
+    /// claimer was serving): a claim that came back short without leaving any behind found the queue empty for this node.
+    /// </summary>
+    public Task<QueueClaim> ClaimReportingAsync(string node, int maxPerTenant, int leaseSeconds, int maxRuns, CancellationToken ct) =>
+        _claims.RunAsync(async connection =>
         {
             await using var command = new NpgsqlCommand(
-                "SELECT run_id, tenant, payload::text, enqueued_at FROM sandbox.sbx_claim_runs($1, $2, $3, $4) ORDER BY enqueued_at", connection);
+                "SELECT run_id, tenant, payload::text, enqueued_at FROM sandbox.sbx_claim_queued($1, $2, $3, $4) ORDER BY enqueued_at", connection);
             command.Parameters.AddWithValue(node);
             command.Parameters.AddWithValue(maxPerTenant);
             command.Parameters.AddWithValue(leaseSeconds);
             command.Parameters.AddWithValue(maxRuns);
             var claimed = new List<ClaimedRun>();
+            var leftBehind = false;
             await using var reader = await command.ExecuteReaderAsync(ct);
             while (await reader.ReadAsync(ct))
+            {
+                if (reader.IsDBNull(0))
+                {
+                    leftBehind = true; // the function's marker row
+                    continue;
+                }
                 claimed.Add(new ClaimedRun(JsonSerializer.Deserialize<RunWork>(reader.GetString(2), Json)!, reader.GetString(1),
                     reader.GetFieldValue<DateTimeOffset>(3)));
-            return claimed;
+            }
+            return new QueueClaim(claimed, leftBehind);
         }, ct);
 
     /// <summary>Moves a run still waiting in the queue to 'refused'; false when an executor claimed it first.</summary>

@@ -38,6 +38,12 @@ public sealed class GroupCommit
     /// <summary>The group commit of this document store (one per store and process).</summary>
     public static GroupCommit For(IDocumentStore store) => Groups.GetValue(store, s => new GroupCommit(s));
 
+    /// <summary>
+    /// Where the commits' connections come from: null, the store's own; otherwise a data source with automatic preparation
+    /// (<see cref="Prepared"/>), whose connection forgets its prepared statements after a failed commit.
+    /// </summary>
+    public NpgsqlDataSource? Connections { get; set; }
+
     /// <summary>Off: every commit goes alone at once, as before group commits (for comparisons).</summary>
     public bool Enabled { get; set; } = true;
 
@@ -132,15 +138,13 @@ public sealed class GroupCommit
     {
         try
         {
-            await using var session = _store.LightweightSession();
-            member.Write(session);
-            await session.SaveChangesAsync(ct);
+            await SaveAsync(member.Write, ct);
             Interlocked.Increment(ref _alone);
             member.Done.TrySetResult();
         }
         catch (Exception e)
         {
-            member.Done.TrySetException(e);
+            member.Done.TrySetException(e is WriteFailedException ? e.InnerException! : e);
         }
     }
 
@@ -163,19 +167,17 @@ public sealed class GroupCommit
     // Null: committed (every member released) or to be retried alone; otherwise the failure every member shares.
     private async Task<Exception?> TryTogetherAsync(List<Member> group)
     {
-        await using var session = _store.LightweightSession();
         try
         {
-            foreach (var member in group)
-                member.Write(session);
+            await SaveAsync(session =>
+            {
+                foreach (var member in group)
+                    member.Write(session);
+            }, CancellationToken.None);
         }
-        catch (Exception)
+        catch (WriteFailedException)
         {
             return null;
-        }
-        try
-        {
-            await session.SaveChangesAsync(CancellationToken.None);
         }
         catch (Exception e) when (RefusedByServer(e))
         {
@@ -191,6 +193,39 @@ public sealed class GroupCommit
             member.Done.TrySetResult();
         return null;
     }
+
+    /// <summary>One session: write adds to it (its failure is a <see cref="WriteFailedException"/>: nothing was sent), then it commits.</summary>
+    private async Task SaveAsync(Action<IDocumentSession> write, CancellationToken ct)
+    {
+        var source = Connections;
+        var connection = source is null ? null : await source.OpenConnectionAsync(ct);
+        var session = connection is null ? _store.LightweightSession() : _store.LightweightSession(Marten.Services.SessionOptions.ForConnection(connection));
+        try
+        {
+            try
+            {
+                write(session);
+            }
+            catch (Exception e)
+            {
+                throw new WriteFailedException(e);
+            }
+            await session.SaveChangesAsync(ct);
+        }
+        catch (Exception e) when (e is not WriteFailedException && source is not null && connection is not null)
+        {
+            Prepared.AfterFailure(source, connection, e);
+            throw;
+        }
+        finally
+        {
+            await session.DisposeAsync();
+            if (connection is not null)
+                await connection.DisposeAsync();
+        }
+    }
+
+    private sealed class WriteFailedException(Exception inner) : Exception(inner.Message, inner);
 
     /// <summary>
     /// The server answered the transaction with an error, so it rolled back: a statement refused (conflict, a tenant at its

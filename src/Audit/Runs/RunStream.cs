@@ -32,19 +32,29 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
     public static async Task<RunStream> ResumeAsync(IDocumentStore store, Guid runId, WriteContext context, CancellationToken ct)
     {
         // One read of the tail, its version and hash: all an append needs (an executor resumes every run another node recorded).
-        await using var connection = store.Storage.Database.CreateConnection();
+        // On the commits' connections when they are prepared: no DISCARD ALL, and the statement planned once per connection.
+        var prepared = GroupCommit.For(store).Connections;
+        await using var connection = prepared is null ? store.Storage.Database.CreateConnection() : prepared.CreateConnection();
         await connection.OpenAsync(ct);
-        await using var command = new NpgsqlCommand(
-            $"SELECT version, headers ->> '{ChainHeaders.Hash}' FROM {MartenSetup.Schema}.mt_events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1", connection);
-        command.Parameters.AddWithValue(runId);
-        await using var reader = await command.ExecuteReaderAsync(ct);
-        var stream = new RunStream(store, runId, context);
-        if (await reader.ReadAsync(ct))
+        try
         {
-            stream._version = reader.GetInt64(0);
-            stream._lastHash = reader.IsDBNull(1) ? EventChain.Genesis : reader.GetString(1);
+            await using var command = new NpgsqlCommand(
+                $"SELECT version, headers ->> '{ChainHeaders.Hash}' FROM {MartenSetup.Schema}.mt_events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1", connection);
+            command.Parameters.AddWithValue(runId);
+            await using var reader = await command.ExecuteReaderAsync(ct);
+            var stream = new RunStream(store, runId, context);
+            if (await reader.ReadAsync(ct))
+            {
+                stream._version = reader.GetInt64(0);
+                stream._lastHash = reader.IsDBNull(1) ? EventChain.Genesis : reader.GetString(1);
+            }
+            return stream;
         }
-        return stream;
+        catch (Exception e) when (prepared is not null)
+        {
+            Prepared.AfterFailure(prepared, connection, e);
+            throw;
+        }
     }
 
     /// <summary>A stream that continues the chain after the last of the events read (a new stream when there are none).</summary>
@@ -162,6 +172,7 @@ public sealed class RunStream(IDocumentStore store, Guid runId, WriteContext con
                 await GroupCommit.For(store).CommitAsync(runId, Write, ct);
             else
             {
+                // Shared streams (the access log, policy activations) meet on their versions often: Marten's own connections.
                 await using var session = store.LightweightSession();
                 Write(session);
                 await session.SaveChangesAsync(ct);

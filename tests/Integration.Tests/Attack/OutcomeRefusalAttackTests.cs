@@ -49,6 +49,7 @@ public sealed class OutcomeRefusalFixture : ServiceFixture
     {
         Services.GetRequiredService<Npgsql.NpgsqlDataSource>().Clear();
         ((Weasel.Postgresql.PostgresqlDatabase)Services.GetRequiredService<IDocumentStore>().Storage.Database).DataSource.Clear();
+        Sandbox.Audited.Audit.Runs.GroupCommit.For(Services.GetRequiredService<IDocumentStore>()).Connections?.Clear(); // the run path's commits
     }
 }
 

@@ -44,6 +44,37 @@ public sealed class GroupCommitTests
     }
 
     [Fact]
+    public async Task ACommitRefusedInTheUseThatPreparesAStatementLeavesThePreparedConnectionUsable()
+    {
+        // One connection, statements prepared on first use. A statement that the server refuses while binding it (here an
+        // invalid uuid, found as the plan is made) in the round trip that prepares it is kept by Npgsql 10.0.3 as prepared
+        // without its row description: its next execution on that connection broke it ("unexpected backend message
+        // DataRow"). The connection forgets its prepared statements after a failed commit, so the next commits go through.
+        await using var database = new TestDatabase();
+        await database.CreateAsync();
+        using var store = DocumentStore.For(o => MartenSetup.Configure(o, database.AppConnection));
+        var prepared = new NpgsqlConnectionStringBuilder(Prepared.ConnectionString(database.AppConnection)) { MaxPoolSize = 1, AutoPrepareMinUsages = 1 };
+        await using var connections = NpgsqlDataSource.Create(prepared.ConnectionString);
+        GroupCommit.For(store).Connections = connections;
+        const string Lookup = "SELECT count(*) FROM sandbox.run_queue WHERE run_id = ?::uuid";
+
+        var refusedRun = Guid.CreateVersion7();
+        var refused = await Assert.ThrowsAnyAsync<Exception>(() => Stream(store, refusedRun, "ada").AppendAsync(
+            [RunDecisions.Queued(refusedRun, "api", null, Now)], CancellationToken.None, session => session.QueueSqlCommand(Lookup, "not-a-uuid")));
+        Assert.Equal(PostgresErrorCodes.InvalidTextRepresentation, Assert.IsType<PostgresException>(refused.InnerException ?? refused).SqlState);
+
+        var runs = Enumerable.Range(0, 3).Select(_ => Guid.CreateVersion7()).ToList();
+        foreach (var runId in runs)
+            await Stream(store, runId, "ada").AppendAsync([RunDecisions.Queued(runId, "api", null, Now)], CancellationToken.None,
+                session => session.QueueSqlCommand(Lookup, runId.ToString()));
+        var resumed = await RunStream.ResumeAsync(store, runs[0], new WriteContext("ada", null, Tenant: "tenant-a"), CancellationToken.None);
+        await resumed.AppendAsync([new RunCompleted(runs[0], RunStatus.Succeeded, 0, 1, null, Now)], CancellationToken.None);
+
+        Assert.Equal(0, await database.ScalarAsync<long>("SELECT count(*) FROM sandbox.mt_events WHERE stream_id = $1", refusedRun));
+        Assert.Equal(4, await database.ScalarAsync<long>("SELECT count(*) FROM sandbox.mt_events WHERE stream_id = ANY($1)", runs.ToArray()));
+    }
+
+    [Fact]
     public async Task MembersOfASharedCommitKeepTheirOwnWhoWhyAndChain()
     {
         await using var database = new TestDatabase();

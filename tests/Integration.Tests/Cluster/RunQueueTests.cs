@@ -669,6 +669,29 @@ public sealed class RunQueueTests(ClusterFixture cluster)
     }
 
     [Fact]
+    public async Task AClaimSaysWhetherItLeftQueuedRunsBehindForATenantAtItsCeiling()
+    {
+        await using var fresh = await QueueDatabase.CreateAsync();
+        var (database, dataSource) = (fresh.Database, fresh.Source);
+        await using var queue = new RunQueue(dataSource);
+        for (var i = 0; i < 3; i++)
+            await InsertQueuedAsync(database, Guid.CreateVersion7(), "full-tenant");
+
+        // Room for two of the tenant's three runs: the third is looked past, so a slot coming free is worth a claim.
+        var first = await queue.ClaimReportingAsync("claimer", 2, 30, 8, CancellationToken.None);
+        Assert.Equal(2, first.Runs.Count);
+        Assert.True(first.LeftBehind);
+
+        // Once that run is claimed too, a short claim leaves nothing behind: the queue is empty for this node.
+        await database.ExecuteAsync("UPDATE sandbox.run_queue SET state = 'finished', finished_at = now() WHERE state = 'claimed'");
+        var second = await queue.ClaimReportingAsync("claimer", 2, 30, 8, CancellationToken.None);
+        Assert.Single(second.Runs);
+        Assert.False(second.LeftBehind);
+        var empty = await queue.ClaimReportingAsync("claimer", 2, 30, 8, CancellationToken.None);
+        Assert.Equal((0, false), (empty.Runs.Count, empty.LeftBehind));
+    }
+
+    [Fact]
     public async Task BatchClaimsTakeEachRunOnceAndHoldTheTenantCeiling()
     {
         await using var fresh = await QueueDatabase.CreateAsync();
