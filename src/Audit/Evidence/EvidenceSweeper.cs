@@ -68,16 +68,23 @@ public sealed partial class EvidenceSweeper(
         if (!options.Enabled)
             return;
         using var timer = new PeriodicTimer(TimeSpan.FromSeconds(options.IntervalSeconds), clock);
-        while (await timer.WaitForNextTickAsync(stoppingToken))
+        try
         {
-            try
+            while (await timer.WaitForNextTickAsync(stoppingToken))
             {
-                await PassAsync(stoppingToken);
+                try
+                {
+                    await PassAsync(stoppingToken);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    LogPassFailed(e);
+                }
             }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                LogPassFailed(e);
-            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+            // Stopped, also when the host gives up on a failed start without StopAsync: not a failure of the sweep.
         }
     }
 
