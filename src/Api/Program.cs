@@ -21,6 +21,7 @@ using Sandbox.Audited.Audit.Queue;
 using Sandbox.Audited.Audit.Policies;
 using Sandbox.Audited.Audit.Runtimes;
 using Sandbox.Audited.Audit.Logging;
+using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Executor;
 using Sandbox.Audited.Executor.Docker;
 using Sandbox.Audited.Executor.Pool;
@@ -33,11 +34,16 @@ var builder = WebApplication.CreateBuilder(args).WithoutServerBanner();
 if (args.Length > 0 && Commands.Names.Contains(args[0]))
     return await Commands.RunAsync(args, builder.Configuration);
 
+// Executor:NodeId names the journal folder, container labels and log lines: an id the node cannot use stops it here.
+var nodeId = builder.Configuration["Executor:NodeId"] ?? Environment.MachineName;
+if (NodeIds.Problem(nodeId) is { } unusable)
+    return ExitCodes.NotStarting(ExitCodes.NodeIdUnusable, $"Executor:NodeId {NodeIds.Quote(nodeId)} cannot be used: {unusable}.");
+
 // Structured logs: console, and sandbox.logs through a bounded queue that never blocks a request (PostgresLogSink).
 builder.Services.AddSingleton(_ => new PostgresLogSink(
     builder.Configuration.GetConnectionString("Logs") ?? builder.Configuration.GetConnectionString("Sandbox")
         ?? throw new InvalidOperationException("ConnectionStrings:Sandbox is required."),
-    builder.Configuration["Executor:NodeId"] ?? Environment.MachineName));
+    nodeId));
 builder.Services.AddSerilog((services, logger) => logger
     .ReadFrom.Configuration(builder.Configuration)
     .Enrich.FromLogContext()

@@ -12,6 +12,9 @@ public static class ExitCodes
     /// <summary>Not started: Executor:NodeId is held by another live process (EX_CONFIG: give each process its own id).</summary>
     public const int NodeIdInUse = 78;
 
+    /// <summary>Not started: Executor:NodeId is not a name the node can use for its journal folder, labels and logs (EX_CONFIG).</summary>
+    public const int NodeIdUnusable = 78;
+
     /// <summary>Stopped: another process took this process's node id while it was stalled or cut off (EX_TEMPFAIL).</summary>
     public const int NodeIdLost = 75;
 
@@ -28,10 +31,16 @@ public static class ExitCodes
         }
         catch (Exception e) when (InUse(e) is { } inUse && System.Reflection.Assembly.GetEntryAssembly() == typeof(ExitCodes).Assembly)
         {
-            Console.Error.WriteLine($"sandbox-audited: not starting (exit code {NodeIdInUse}): {inUse.Message}");
-            return NodeIdInUse;
+            return NotStarting(NodeIdInUse, inUse.Message);
         }
         return Environment.ExitCode;
+    }
+
+    /// <summary>Says on stderr why the service does not start, in one line, and gives the code to exit with.</summary>
+    public static int NotStarting(int code, string why)
+    {
+        Console.Error.WriteLine($"sandbox-audited: not starting (exit code {code}): {why}");
+        return code;
     }
 
     private static Sandbox.Audited.Audit.Queue.NodeIdInUseException? InUse(Exception? e)
