@@ -93,6 +93,47 @@ public sealed class ReplayErasureAttackTests(LargeOutputFixture service, ITestOu
         }
     }
 
+    [Fact]
+    public async Task AnOutputErasedWhileTheRunIsAnsweredNeverGivesAWellFormedAnswerWithTheOutputCutShort()
+    {
+        var tenant = AuditTestClient.NewTenant("answer-erased-midway");
+        var client = service.Runner("alice", tenant);
+        client.Timeout = TimeSpan.FromMinutes(2);
+        const int size = 3 * 1024 * 1024 + 1;
+        var (response, run) = await client.RunAsync(new
+        {
+            language = "python", code = $"import sys\nsys.stdout.write('b' * {size})", limits = new { outputBytes = 4194304, timeoutMs = 30000 },
+        });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var runId = run.Str("runId");
+
+        string? body = null;
+        Exception? broken = null;
+        try
+        {
+            using var answer = await client.GetAsync($"/v1/runs/{runId}", HttpCompletionOption.ResponseHeadersRead);
+            Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+            using var reader = new StreamReader(await answer.Content.ReadAsStreamAsync(), Encoding.UTF8);
+            var start = new char[4096];
+            var read = await reader.ReadBlockAsync(start);
+            // The client has the answer's first bytes; the output is erased while the rest is on its way.
+            await EraseAsync(tenant, run.Str("stdout.sha256"));
+            body = new string(start, 0, read) + await reader.ReadToEndAsync();
+        }
+        catch (Exception e) when (e is HttpRequestException or IOException)
+        {
+            broken = e; // an answer broken off: the client knows it is not whole
+        }
+        output.WriteLine(broken is null ? $"answer of {body!.Length} characters" : $"answer broken off: {broken.GetType().Name}: {broken.Message}");
+        if (broken is not null)
+            return;
+        var json = JsonNode.Parse(body!)!;
+        var encoding = json.Str("stdout.encoding");
+        var content = json["stdout"]!["content"]?.GetValue<string>() ?? "";
+        Assert.True(encoding == "erased" || content.Length == size,
+            $"a well-formed answer gave stdout as '{encoding}' with {content.Length} of its {size} bytes");
+    }
+
     private async Task EraseAsync(string tenant, string sha256)
     {
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
