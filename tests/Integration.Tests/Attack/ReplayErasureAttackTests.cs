@@ -134,6 +134,70 @@ public sealed class ReplayErasureAttackTests(LargeOutputFixture service, ITestOu
             $"a well-formed answer gave stdout as '{encoding}' with {content.Length} of its {size} bytes");
     }
 
+    [Theory]
+    [InlineData("-1-0-0-0")]
+    [InlineData("1--1-0-0")]
+    [InlineData("99999999999999999999-0-0-0")]
+    [InlineData("1-0-0-2")]
+    [InlineData("one-two-three-four")]
+    [InlineData("1-0-0")]
+    [InlineData(" 1-0-0-0")]
+    [InlineData("1-0-0-0-0")]
+    [InlineData("end ")]
+    public async Task ALastEventIdThisStreamNeverSentIs400(string lastEventId)
+    {
+        var tenant = AuditTestClient.NewTenant("replay-ids");
+        var client = service.Runner("alice", tenant);
+        var (response, run) = await client.RunAsync(new { language = "shell", code = "echo hello" });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"/v1/runs/{run.Str("runId")}/stream");
+        request.Headers.TryAddWithoutValidation("Last-Event-ID", lastEventId);
+        using var answer = await client.SendAsync(request);
+        Assert.Equal(HttpStatusCode.BadRequest, answer.StatusCode);
+        Assert.Equal("application/problem+json", answer.Content.Headers.ContentType?.MediaType);
+    }
+
+    [Fact]
+    public async Task AWellFormedLastEventIdPastTheRecordGivesOnlyTheEndAndAnotherTenantsRunIs404WhateverTheId()
+    {
+        var tenant = AuditTestClient.NewTenant("replay-far");
+        var client = service.Runner("alice", tenant);
+        var (response, run) = await client.RunAsync(new { language = "shell", code = "echo hello" });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var path = $"/v1/runs/{run.Str("runId")}/stream";
+
+        // Offsets past the output: nothing of it is sent again, the stream still ends.
+        var far = await StreamAsync(client, path, $"{long.MaxValue}-{long.MaxValue}-{long.MaxValue}-1");
+        Assert.Equal(HttpStatusCode.OK, far.Status);
+        Assert.Equal(["end"], far.Names);
+        // Resumed inside the output: exactly the rest.
+        var inside = await StreamAsync(client, path, "1-2-0-0");
+        Assert.Equal("llo\n", string.Concat(inside.Messages.Where(m => m.Name == "stdout").Select(m => m.Data.Str("text"))));
+
+        var mallory = service.Runner("mallory", AuditTestClient.NewTenant("replay-other"));
+        foreach (var id in new[] { null, "end", "1-0-0-0", $"{long.MaxValue}-0-0-0" })
+            Assert.Equal(HttpStatusCode.NotFound, (await StreamAsync(mallory, path, id)).Status);
+        Assert.Equal(HttpStatusCode.NotFound, (await StreamAsync(client, $"/v1/runs/{Guid.CreateVersion7()}/stream", "end")).Status);
+    }
+
+    private static async Task<(HttpStatusCode Status, List<string> Names, List<(string Name, JsonNode Data)> Messages)> StreamAsync(
+        HttpClient client, string path, string? lastEventId)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, path);
+        if (lastEventId is not null)
+            request.Headers.Add("Last-Event-ID", lastEventId);
+        using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        var messages = new List<(string Name, JsonNode Data)>();
+        if (response.StatusCode == HttpStatusCode.OK)
+        {
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(), Encoding.UTF8);
+            while (await NextAsync(reader) is { } message)
+                messages.Add(message);
+        }
+        return (response.StatusCode, messages.Select(m => m.Name).ToList(), messages);
+    }
+
     private async Task EraseAsync(string tenant, string sha256)
     {
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
