@@ -46,7 +46,9 @@ public sealed class ReproduceAttackTests(StoreRefusalCodeFixture service, ITestO
 
         // The new run's id, so that the client does not reproduce (run) it again; never a bare 5xx.
         Assert.Contains(reproduction!.Value.ToString(), body, StringComparison.Ordinal);
-        Assert.True((int)answer.StatusCode < 500, $"answered {(int)answer.StatusCode}");
+        Assert.Equal(HttpStatusCode.Accepted, answer.StatusCode);
+        Assert.Equal($"/v1/runs/{reproduction.Value}", answer.Headers.Location?.ToString());
+        Assert.Equal(TimeSpan.FromSeconds(5), answer.Headers.RetryAfter?.Delta);
 
         string terminals = "";
         await Eventually.WaitUntilAsync(async () => (terminals = await service.Database.ScalarAsync<string>(
