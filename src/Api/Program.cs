@@ -22,6 +22,7 @@ using Sandbox.Audited.Audit.Runs;
 using Sandbox.Audited.Audit.Policies;
 using Sandbox.Audited.Audit.Runtimes;
 using Sandbox.Audited.Audit.Logging;
+using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Domain.Startup;
 using Sandbox.Audited.Executor;
 using Sandbox.Audited.Executor.Docker;
@@ -35,20 +36,25 @@ var builder = WebApplication.CreateBuilder(args).WithoutServerBanner();
 if (args.Length > 0 && Commands.Names.Contains(args[0]))
     return await Commands.RunAsync(args, builder.Configuration);
 
+// Executor:NodeId names the journal folder, container labels and log lines: an id the node cannot use stops it here.
+var nodeId = builder.Configuration["Executor:NodeId"] ?? Environment.MachineName;
+if (NodeIds.Problem(nodeId) is { } unusable)
+    return ExitCodes.NotStarting(ExitCodes.NodeIdUnusable, $"Executor:NodeId {NodeIds.Quote(nodeId)} cannot be used: {unusable}.");
+
 // A start that fails exits with a documented code (sysexits) and one line saying what to fix (ExitCodes), never an abort.
 try
 {
     // Structured logs: console, and sandbox.logs through a bounded queue that never blocks a request (PostgresLogSink).
     builder.Services.AddSingleton(_ => new PostgresLogSink(
-    builder.Configuration.GetConnectionString("Logs") ?? builder.Configuration.GetConnectionString("Sandbox")
+        builder.Configuration.GetConnectionString("Logs") ?? builder.Configuration.GetConnectionString("Sandbox")
             ?? throw new InvalidSettingException("ConnectionStrings:Sandbox is required."),
-    builder.Configuration["Executor:NodeId"] ?? Environment.MachineName));
+        nodeId));
     builder.Services.AddSerilog((services, logger) => logger
-    .ReadFrom.Configuration(builder.Configuration)
-    .Enrich.FromLogContext()
+        .ReadFrom.Configuration(builder.Configuration)
+        .Enrich.FromLogContext()
         .Filter.ByExcluding(ExitCodes.IsKnownStartFailureLog)
-    .WriteTo.Console()
-    .WriteTo.Sink(services.GetRequiredService<PostgresLogSink>()), preserveStaticLogger: true);
+        .WriteTo.Console()
+        .WriteTo.Sink(services.GetRequiredService<PostgresLogSink>()), preserveStaticLogger: true);
 
     // Node roles (Node:Roles): "api,executor" (one process, the default), "api" (no engine, no pool, no reaper) or "executor"
     // (health and metrics only, no /v1 API). Runs go from api to executor through the PostgreSQL run queue.

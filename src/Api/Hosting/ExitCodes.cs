@@ -19,6 +19,9 @@ public static class ExitCodes
     /// <summary>Not started: Executor:NodeId is held by another live process (EX_CONFIG: give each process its own id).</summary>
     public const int NodeIdInUse = StartFailures.ExConfig;
 
+    /// <summary>Not started: Executor:NodeId is not a name the node can use for its journal folder, labels and logs (EX_CONFIG).</summary>
+    public const int NodeIdUnusable = StartFailures.ExConfig;
+
     /// <summary>Stopped: another process took this process's node id while it was stalled or cut off (EX_TEMPFAIL).</summary>
     public const int NodeIdLost = 75;
 
@@ -32,6 +35,13 @@ public static class ExitCodes
     {
         app.Run();
         return Environment.ExitCode;
+    }
+
+    /// <summary>Says on stderr why the service does not start, in one line, and gives the code to exit with.</summary>
+    public static int NotStarting(int code, string why)
+    {
+        Console.Error.WriteLine($"sandbox-audited: not starting (exit code {code}): {why}");
+        return code;
     }
 
     /// <summary>

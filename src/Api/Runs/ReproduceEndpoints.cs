@@ -30,7 +30,7 @@ public static class ReproduceEndpoints
             .RefusedWhileDraining()
             .WithTags("Runs");
 
-    public static async Task<Results<Ok<ReproductionView>, ProblemHttpResult>> Reproduce(
+    public static async Task<Results<Ok<ReproductionView>, Accepted<RunView>, ProblemHttpResult>> Reproduce(
         Guid id, HttpContext http, IDocumentStore store, EvidenceStore evidence, RunOrchestrator orchestrator, SandboxFactory factory)
     {
         var caller = http.User.ToCaller();
@@ -98,12 +98,29 @@ public static class ReproduceEndpoints
             return TypedResults.Problem(denied);
         }
         var finished = await orchestrator.ExecuteAsync(admitted);
+        // Ran, but its outcome waits in the journal or is not ended here (the store away): the new run's id, never a bare 503,
+        // so that the client does not reproduce it again.
+        if (finished.Status == RunStatus.Recording || !finished.IsTerminal)
+            return Later(http, finished);
+        try
+        {
         List<ArtifactRecorded> reproducedArtifacts;
         await using (var session = store.QuerySession())
             reproducedArtifacts = (await session.Events.FetchStreamAsync(admitted.Stream.RunId, token: ct)).Select(e => e.Data).OfType<ArtifactRecorded>().ToList();
         var comparison = Reproduction.Compare(original.Output, finished.Output, events.OfType<ArtifactRecorded>().ToList(), reproducedArtifacts);
         return TypedResults.Ok(new ReproductionView(admitted.Stream.RunId, id, created.ImageId, originalDecision,
             DecisionView.From(admitted.Decision), comparison, RunView.From(await finished.WithOutputAsync(evidence, ct))));
+    }
+        catch (Exception e) when (ProblemExceptionHandler.IsStoreUnavailable(e))
+        {
+            return Later(http, finished);
+        }
+    }
+
+    private static Accepted<RunView> Later(HttpContext http, RunSummary run)
+    {
+        http.Response.Headers.RetryAfter = "5";
+        return TypedResults.Accepted($"/v1/runs/{run.RunId}", RunView.From(run));
     }
 
     private static async Task<byte[]> ReadAsync(EvidenceStore evidence, string tenant, string sha256, CancellationToken ct)

@@ -100,7 +100,7 @@ public sealed partial class RunAnswer(RunSummary run, EvidenceStore evidence, in
         {
             writer.WritePropertyName(name);
             if (streamed.TryGetValue(name, out var stream) && value is JsonObject fields)
-                await WriteStreamAsync(writer, fields, run.Tenant!, stream.Output.Sha256, stream.Encoding, ct);
+                await WriteStreamAsync(writer, fields, run.Tenant!, stream.Output, stream.Encoding, ct);
             else if (value is null)
                 writer.WriteNullValue();
             else
@@ -174,7 +174,7 @@ public sealed partial class RunAnswer(RunSummary run, EvidenceStore evidence, in
         }
     }
 
-    private async Task WriteStreamAsync(Utf8JsonWriter writer, JsonObject fields, string tenant, string sha256, string encoding, CancellationToken ct)
+    private async Task WriteStreamAsync(Utf8JsonWriter writer, JsonObject fields, string tenant, StreamOutput output, string encoding, CancellationToken ct)
     {
         writer.WriteStartObject();
         foreach (var (name, value) in fields)
@@ -186,7 +186,7 @@ public sealed partial class RunAnswer(RunSummary run, EvidenceStore evidence, in
                     writer.WriteStringValue(encoding);
                     break;
                 case "content" when encoding is "utf8" or "base64":
-                    await WriteContentAsync(writer, tenant, sha256, encoding == "utf8", ct);
+                    await WriteContentAsync(writer, tenant, output.Sha256, output.Bytes, encoding == "utf8", ct);
                     break;
                 case "content":
                     writer.WriteStringValue("");
@@ -202,15 +202,20 @@ public sealed partial class RunAnswer(RunSummary run, EvidenceStore evidence, in
         writer.WriteEndObject();
     }
 
-    private async Task WriteContentAsync(Utf8JsonWriter writer, string tenant, string sha256, bool text, CancellationToken ct)
+    private async Task WriteContentAsync(Utf8JsonWriter writer, string tenant, string sha256, long bytes, bool text, CancellationToken ct)
     {
         await using var content = await evidence.OpenAsync(tenant, sha256, ct)
             ?? throw new InvalidOperationException($"Stored output {sha256} disappeared while it was answered.");
         var buffer = new byte[Segment];
+        long sent = 0;
         while (true)
         {
             var read = await content.ReadAtLeastAsync(buffer, buffer.Length, throwOnEndOfStream: false, ct);
             var last = read < buffer.Length;
+            sent += read;
+            // Erased (or lost) while it was answered: the answer is broken off, never closed as if the output were whole.
+            if (last && sent != bytes)
+                throw new InvalidDataException($"Stored output {sha256} ended after {sent} of its {bytes} bytes while it was answered; the answer was broken off.");
             if (text)
                 writer.WriteStringValueSegment(buffer.AsSpan(0, read), last);
             else

@@ -155,24 +155,16 @@ public static class StreamEndpoints
         var (content, erased) = await OpenAsync(evidence, tenant, recorded.Sha256, ct);
         if (erased)
         {
-            var erasure = await evidence.ErasureAsync(tenant, recorded.Sha256, ct);
-            yield return writer.Message("output_erased", writer.Cursor.Id, JsonSerializer.Serialize(new
-            {
-                stream = stream == OutputStream.Stdout ? "stdout" : "stderr",
-                sha256 = recorded.Sha256,
-                bytes = recorded.Bytes,
-                erasedAt = erasure?.At,
-                reason = erasure?.Reason,
-            }, Json));
+            yield return Erased(writer, stream, recorded, await evidence.ErasureAsync(tenant, recorded.Sha256, ct));
             yield break;
         }
         if (content is null)
             yield break; // not in the store: GET /v1/runs/{id} names it "missing"
+        long at = 0;
         await using (content)
         {
             var buffer = new byte[Segment];
             var filled = 0;
-            long at = 0;
             while (true)
             {
                 var read = await content.ReadAsync(buffer.AsMemory(filled), ct);
@@ -189,10 +181,23 @@ public static class StreamEndpoints
                 buffer.AsSpan(cut, filled - cut).CopyTo(buffer);
                 filled -= cut;
                 if (read == 0)
-                    yield break;
+                    break;
             }
         }
+        // Erased while it was being sent (its chunks are gone, they read as empty): the rest is named erased, not left out.
+        if (at < recorded.Bytes && await evidence.ErasureAsync(tenant, recorded.Sha256, ct) is { } midway)
+            yield return Erased(writer, stream, recorded, midway);
     }
+
+    private static SseItem<string> Erased(MessageWriter writer, OutputStream stream, StreamOutput recorded, ContentErasure? erasure) =>
+        writer.Message("output_erased", writer.Cursor.Id, JsonSerializer.Serialize(new
+        {
+            stream = stream == OutputStream.Stdout ? "stdout" : "stderr",
+            sha256 = recorded.Sha256,
+            bytes = recorded.Bytes,
+            erasedAt = erasure?.At,
+            reason = erasure?.Reason,
+        }, Json));
 
     private static async Task<(Stream? Content, bool Erased)> OpenAsync(EvidenceStore evidence, string tenant, string sha256, CancellationToken ct)
     {
