@@ -1,7 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
-using Sandbox.Audited.Api.Auth;
 using Sandbox.Audited.Domain.Runs;
 using Sandbox.Audited.Tests.Api;
 using Sandbox.Audited.Tests.Executor;
@@ -16,29 +15,20 @@ namespace Sandbox.Audited.Tests.Attack;
 /// </summary>
 public sealed class DrainAttackTests : IAsyncLifetime
 {
-    private readonly TestDatabase _database = new();
-    private readonly string _keyPath = Path.Combine(Path.GetTempPath(), "sbx-test-key-" + Guid.NewGuid().ToString("N") + ".pem");
-    private readonly string _nodeId = "drain-" + Guid.NewGuid().ToString("N")[..8];
-    private readonly List<ServiceProcess> _processes = [];
-    private ServiceProcess.Setup _setup = null!;
+    private readonly NodeProcesses _node = new("drain");
 
-    public async Task InitializeAsync()
-    {
-        await _database.CreateAsync();
-        DevelopmentKeys.Create(_keyPath);
-        _setup = new ServiceProcess.Setup(_database, _keyPath, _nodeId);
-    }
+    public Task InitializeAsync() => _node.InitializeAsync();
 
     [Fact]
     public async Task SigtermTwiceDuringAHalfSentUploadAndARunInFlightLosesNothingAndRunsNothingTwice()
     {
         var since = DateTimeOffset.UtcNow;
         var service = await StartAsync();
-        var token = _setup.Token("uma", "tenant-drain-upload", Roles.Runner);
+        var token = _node.Setup.Token("uma", "tenant-drain-upload", Roles.Runner);
         using var client = service.Client(token);
         var inFlight = client.RunAsync(new { language = "shell", code = "sleep 3; echo inflight" });
         await Eventually.WaitUntilAsync(
-            async () => await _database.ScalarAsync<long>("SELECT count(*) FROM sandbox.mt_events WHERE type = 'sandbox_started'") == 1,
+            async () => await _node.Database.ScalarAsync<long>("SELECT count(*) FROM sandbox.mt_events WHERE type = 'sandbox_started'") == 1,
             () => "the run in flight never started", TimeSpan.FromSeconds(30));
 
         const string boundary = "drain-boundary";
@@ -86,28 +76,16 @@ public sealed class DrainAttackTests : IAsyncLifetime
             Assert.Equal("1000000\n", finished.Str("stdout.content"));
         }
         else
-            Assert.Equal(1, await _database.ScalarAsync<long>("SELECT count(*) FROM sandbox.mt_events WHERE type = 'run_requested'"));
+            Assert.Equal(1, await _node.Database.ScalarAsync<long>("SELECT count(*) FROM sandbox.mt_events WHERE type = 'run_requested'"));
         // One terminal event a run, none abandoned, every container recorded and removed once, the tenant's chains verify.
         var violations = new List<string>();
-        await Eventually.WaitUntilAsync(async () => (violations = await Faults.FaultInvariants.CheckRecordAsync(_database, [_nodeId], since, ["tenant-drain-upload"])).Count == 0,
+        await Eventually.WaitUntilAsync(async () => (violations = await Faults.FaultInvariants.CheckRecordAsync(_node.Database, [_node.NodeId], since, ["tenant-drain-upload"])).Count == 0,
             () => string.Join("; ", violations), TimeSpan.FromSeconds(30), pollMs: 500);
-        Assert.Equal(0, await _database.ScalarAsync<long>("SELECT count(*) FROM sandbox.mt_events WHERE type = 'run_abandoned'"));
-        Assert.Equal(status == "202" ? 2 : 1, await _database.ScalarAsync<long>("SELECT count(*) FROM sandbox.mt_events WHERE type = 'run_completed'"));
+        Assert.Equal(0, await _node.Database.ScalarAsync<long>("SELECT count(*) FROM sandbox.mt_events WHERE type = 'run_abandoned'"));
+        Assert.Equal(status == "202" ? 2 : 1, await _node.Database.ScalarAsync<long>("SELECT count(*) FROM sandbox.mt_events WHERE type = 'run_completed'"));
     }
 
-    private async Task<ServiceProcess> StartAsync()
-    {
-        var process = await ServiceProcess.StartAsync(_setup, new Dictionary<string, string> { ["Executor__PoolSizePerLanguage"] = "0" });
-        _processes.Add(process);
-        return process;
-    }
+    private Task<ServiceProcess> StartAsync() => _node.StartAsync(new Dictionary<string, string> { ["Executor__PoolSizePerLanguage"] = "0" });
 
-    public async Task DisposeAsync()
-    {
-        foreach (var process in _processes)
-            await process.DisposeAsync();
-        await Containers.RemoveAllOfNodeAsync(_nodeId);
-        await _database.DisposeAsync();
-        File.Delete(_keyPath);
-    }
+    public Task DisposeAsync() => _node.DisposeAsync();
 }
