@@ -105,17 +105,21 @@ public sealed partial class SandboxFactory(
             registry.Forget(containerId);
             return removed ? SandboxRemoval.Removed : SandboxRemoval.AlreadyGone;
         }
-        catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
+        catch (Exception e) when (e is not OperationCanceledException)
         {
             // Untracked, the reaper removes it once it is a minute old (and records that on its run).
             registry.Forget(containerId);
             LogRemoveFailed(e, containerId, ct.IsCancellationRequested);
             return null;
         }
-        catch (OperationCanceledException)
+        catch (OperationCanceledException e)
         {
+            // Stopping, or the engine's client cut off (disposed as the process stops, or its own timeout): one line, no trace.
             registry.Forget(containerId);
-            LogRemoveFailed(null, containerId, true);
+            if (ct.IsCancellationRequested)
+                LogRemoveFailed(null, containerId, true);
+            else
+                LogRemoveCutOff(containerId, e.Message);
             return null;
         }
     }
@@ -127,6 +131,9 @@ public sealed partial class SandboxFactory(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Removing sandbox {ContainerId} failed (cancelled: {Cancelled}); the reaper will retry")]
     private partial void LogRemoveFailed(Exception? e, string containerId, bool cancelled);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Removing sandbox {ContainerId} was cut off ({Reason}); the reaper will retry")]
+    private partial void LogRemoveCutOff(string containerId, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Removing a sandbox failed; attempt {Attempt} in {Seconds:F1} s")]
     private static partial void LogRemovalRetry(ILogger logger, Exception? e, int attempt, double seconds);
