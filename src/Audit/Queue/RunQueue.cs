@@ -279,14 +279,27 @@ public sealed class RunQueue(NpgsqlDataSource dataSource) : IAsyncDisposable
     /// such commit (no group commit), which capped dispatch. Waiters poll, so a wake-up lost between the commit and the
     /// notification (crash, connection failure) only delays.
     /// </summary>
-    private void WakeAfterCommit(IDocumentSession session, string channel, Guid runId) =>
-        session.Listeners.Add(new AfterCommitWakeUp(_wakeUps, channel, runId));
-
-    private sealed class AfterCommitWakeUp(WakeUps wakeUps, string channel, Guid runId) : DocumentSessionListenerBase
+    private void WakeAfterCommit(IDocumentSession session, string channel, Guid runId)
     {
+        // One listener per unit of work, so that a commit's wake-ups reach the sender together and leave in as few
+        // notifications as their number allows, however fast the sender's round trips are.
+        var wakeUp = session.Listeners.OfType<AfterCommitWakeUp>().FirstOrDefault(l => l.Sender == _wakeUps);
+        if (wakeUp is null)
+            session.Listeners.Add(wakeUp = new AfterCommitWakeUp(_wakeUps));
+        wakeUp.Runs.Add((channel, runId));
+    }
+
+    private sealed class AfterCommitWakeUp(WakeUps sender) : DocumentSessionListenerBase
+    {
+        public WakeUps Sender => sender;
+
+        public List<(string Channel, Guid RunId)> Runs { get; } = [];
+
         public override Task AfterCommitAsync(IDocumentSession session, IChangeSet commit, CancellationToken token)
         {
-            wakeUps.Add(channel, runId);
+            // A session may commit again; its next commit wakes for its own runs only.
+            sender.Add([.. Runs]);
+            Runs.Clear();
             return Task.CompletedTask;
         }
     }
@@ -306,11 +319,11 @@ public sealed class RunQueue(NpgsqlDataSource dataSource) : IAsyncDisposable
         private List<(string Channel, Guid RunId)> _pending = [];
         private bool _sending;
 
-        public void Add(string channel, Guid runId)
+        public void Add(IReadOnlyCollection<(string Channel, Guid RunId)> wakeUps)
         {
             lock (_gate)
             {
-                _pending.Add((channel, runId));
+                _pending.AddRange(wakeUps);
                 if (_sending)
                     return;
                 _sending = true;
