@@ -33,7 +33,28 @@ public static class ExitCodes
 
     public static int Run(WebApplication app)
     {
-        app.Run();
+        try
+        {
+            app.StartAsync().GetAwaiter().GetResult();
+        }
+        catch
+        {
+            // A start that failed (an address in use) stops what did start before the host is disposed: its background
+            // services then end as stopped. Disposed without a stop, each canceled one is logged as a failure with a trace.
+            using var grace = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            try
+            {
+                app.StopAsync(grace.Token).GetAwaiter().GetResult();
+            }
+            catch (Exception)
+            {
+                // The failure to start is what the caller reports; one while stopping after it adds nothing to it.
+            }
+            app.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            throw;
+        }
+        app.WaitForShutdown();
+        app.DisposeAsync().AsTask().GetAwaiter().GetResult();
         return Environment.ExitCode;
     }
 
