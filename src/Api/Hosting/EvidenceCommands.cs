@@ -79,10 +79,10 @@ public static class EvidenceCommands
             var logger = root.ForContext("SourceContext", typeof(EvidenceCommands).FullName);
             var perTenant = string.Join(", ", result.Facts.HoldsByTenant.Select(t => $"{t.Key}: {t.Value}"));
             if (result.Verdict is NodeReleaseVerdict.Release)
-                logger.Information("Evidence holds of node {Node} released by {By}: {Holds} hold(s) ({PerTenant}); the sweep removes their content no event names",
+                logger.Information("Evidence holds of node {Node:l} released by {By:l}: {Holds} hold(s) ({PerTenant:l}); the sweep removes their content no event names",
                     result.Facts.Node, by, result.Facts.Holds, perTenant);
             else if (result.Verdict is NodeReleaseVerdict.Refuse)
-                logger.Warning("Release of the evidence holds of node {Node} by {By} refused: {Reason}", result.Facts.Node, by, result.Verdict.Reason);
+                logger.Warning("Release of the evidence holds of node {Node:l} by {By:l} refused: {Reason:l}", result.Facts.Node, by, result.Verdict.Reason);
         }
     }
 
