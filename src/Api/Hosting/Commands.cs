@@ -9,10 +9,10 @@ using Sandbox.Audited.Audit.Trail;
 
 namespace Sandbox.Audited.Api.Hosting;
 
-/// <summary>The service's one-shot commands (`sbx` calls them): migrate, token, schema, dev-key.</summary>
+/// <summary>The service's one-shot commands (`sbx` calls them): migrate, token, schema, dev-key, erase, evidence release-holds.</summary>
 public static class Commands
 {
-    public static readonly IReadOnlySet<string> Names = new HashSet<string> { "migrate", "token", "schema", "dev-key", "policy-test", "rebuild-projections", "erase" };
+    public static readonly IReadOnlySet<string> Names = new HashSet<string> { "migrate", "token", "schema", "dev-key", "policy-test", "rebuild-projections", "erase", "evidence" };
 
     public static async Task<int> RunAsync(string[] args, IConfiguration configuration)
     {
@@ -71,6 +71,9 @@ public static class Commands
                 if (erasure.Empty.Count > 0)
                     Console.WriteLine($"skipped the empty content {EvidenceStore.EmptySha256}: it holds no byte to erase, and every run's empty stdin or output is it");
                 return 0;
+
+            case "evidence":
+                return await EvidenceCommands.RunAsync(args, configuration);
 
             case "policy-test":
                 // Every case in policies/tests must pass and every rule must be exercised by some case.

@@ -195,8 +195,8 @@ public sealed partial class EvidenceSweeper(
                      WHERE e.stream_id = h.run_id AND e.type IN ('run_completed', 'run_failed', 'run_abandoned')),
                    EXISTS (SELECT 1 FROM {s}.mt_events e WHERE e.stream_id = h.run_id
                      AND e.type NOT IN ('evidence_erased', 'evidence_swept') AND strpos(e.data::text, h.sha256) > 0),
-                   n.started_at, n.heartbeat_at
-            FROM {s}.evidence_holds h LEFT JOIN {s}.nodes n ON n.node_id = h.node
+                   n.started_at, n.heartbeat_at, r.released_at
+            FROM {s}.evidence_holds h LEFT JOIN {s}.nodes n ON n.node_id = h.node LEFT JOIN {s}.evidence_node_releases r ON r.node = h.node
             WHERE h.held_at < now() - make_interval(secs => $1)
               AND ($2::timestamptz IS NULL OR (h.held_at, h.tenant, h.sha256, h.run_id) > ($2, $3, $4, $5))
             ORDER BY h.held_at, h.tenant, h.sha256, h.run_id
@@ -217,7 +217,8 @@ public sealed partial class EvidenceSweeper(
                 var end = reader.IsDBNull(7) ? RunEnd.None : reader.GetInt32(7) == 1 ? RunEnd.Abandoned : RunEnd.Ended;
                 holds.Add(new HoldFacts(reader.GetString(1), reader.GetString(2), reader.GetGuid(3), reader.GetString(4), reader.GetFieldValue<DateTimeOffset>(5),
                     reader.GetBoolean(6), end, reader.GetBoolean(8),
-                    reader.IsDBNull(9) ? null : reader.GetFieldValue<DateTimeOffset>(9), reader.IsDBNull(10) ? null : reader.GetFieldValue<DateTimeOffset>(10)));
+                    reader.IsDBNull(9) ? null : reader.GetFieldValue<DateTimeOffset>(9), reader.IsDBNull(10) ? null : reader.GetFieldValue<DateTimeOffset>(10),
+                    reader.IsDBNull(11) ? null : reader.GetFieldValue<DateTimeOffset>(11)));
             }
         // A short batch reached the end: the next pass starts from the oldest again (kept holds are looked at again).
         _holdCursor = holds.Count < options.BatchSize ? null : (holds[^1].HeldAt, holds[^1].Tenant, holds[^1].Sha256, holds[^1].RunId);

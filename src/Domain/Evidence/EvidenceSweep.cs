@@ -15,7 +15,8 @@ public enum RunEnd
 
 /// <summary>
 /// What the sweep knows about one hold (a run that stored a content before the commit that names it), all read at one
-/// moment of the database's clock: the run's record, and the node that holds it (null times: the node never registered).
+/// moment of the database's clock: the run's record, and the node that holds it (null times: the node never registered;
+/// NodeReleasedAt: when an operator released the holds of that node, gone for good: NodeHoldRelease).
 /// </summary>
 public sealed record HoldFacts(
     string Tenant,
@@ -27,7 +28,8 @@ public sealed record HoldFacts(
     RunEnd End,
     bool NamedByTheRun,
     DateTimeOffset? NodeStartedAt,
-    DateTimeOffset? NodeHeartbeatAt);
+    DateTimeOffset? NodeHeartbeatAt,
+    DateTimeOffset? NodeReleasedAt = null);
 
 public abstract record HoldVerdict(string Reason)
 {
@@ -68,7 +70,8 @@ public static class EvidenceSweep
     /// recorded ran nothing and never will (its write-ahead commit failed): released. A run whose outcome committed can take
     /// no further content: released. Otherwise (in flight, journaled, or abandoned while its node was away) only the node
     /// knows: the hold goes only once that node has heartbeated for a whole grace, since both its start and the hold's last
-    /// renewal, without renewing it; a node that is silent, cut off or gone keeps it, however long.
+    /// renewal, without renewing it; a node that is silent, cut off or gone keeps it, however long, unless an operator
+    /// released that node's holds (it never returns) after the hold's last renewal and the node has not started since.
     /// </summary>
     public static HoldVerdict DecideHold(HoldFacts hold, DateTimeOffset now, TimeSpan grace)
     {
@@ -80,6 +83,9 @@ public static class EvidenceSweep
             return new HoldVerdict.Release($"stored for run {hold.RunId}, whose request was never recorded (its write-ahead commit failed; nothing ran)");
         if (hold.End == RunEnd.Ended)
             return new HoldVerdict.Release($"stored for run {hold.RunId}, which ended without naming it (its outcome commit was refused)");
+        // A node that came back after the release renews what it still holds; until its first renewal the rules below protect it.
+        if (hold.NodeReleasedAt is { } released && hold.HeldAt <= released && !(hold.NodeStartedAt > released))
+            return new HoldVerdict.Release($"stored for run {hold.RunId} on node {hold.Node}, whose holds an operator released at {released.UtcDateTime:yyyy-MM-dd'T'HH:mm:ss'Z'} (the node does not come back)");
         if (hold.NodeStartedAt is not { } started || hold.NodeHeartbeatAt is not { } heartbeat)
             return new HoldVerdict.Keep($"held by run {hold.RunId} on node {hold.Node}, which has not registered");
         var since = started > hold.HeldAt ? started : hold.HeldAt;
