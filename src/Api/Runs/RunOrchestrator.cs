@@ -650,7 +650,27 @@ public sealed partial class RunOrchestrator(
     private async Task RecordRefusedAsync(AdmittedRun run, IReadOnlyList<object> refused, ReadOnlyMemory<byte>[]? staged,
         IReadOnlyList<KeptContent>? spooled, string sqlState)
     {
-        var failed = RunDecisions.OutcomeRefused(run.Stream.RunId, refused, StoreRefusals.Code(sqlState), clock.GetUtcNow());
+        var code = StoreRefusals.Code(sqlState);
+        // The store may have refused only the ending: the exit and outputs are tried with the RunFailed first.
+        if (RunDecisions.OutcomeRefusedKeepingFacts(run.Stream.RunId, refused, code, clock.GetUtcNow()) is { Length: > 0 } withFacts)
+        {
+            try
+            {
+                await AppendAsync(run, withFacts, CancellationToken.None, staged);
+                return;
+            }
+            catch (Exception again) when (OutcomeJournal.PermanentRefusal(again) is null)
+            {
+                LogOutcomeJournaled(again, run.Stream.RunId);
+                await KeepAsync(run, withFacts, null, staged, WhyJournaled(again), spooled);
+                return;
+            }
+            catch (Exception again)
+            {
+                LogFactsRefused(again, run.Stream.RunId);
+            }
+        }
+        var failed = RunDecisions.OutcomeRefused(run.Stream.RunId, refused, code, clock.GetUtcNow());
         try
         {
             await AppendAsync(run, failed, CancellationToken.None);
@@ -914,6 +934,10 @@ public sealed partial class RunOrchestrator(
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Run {RunId}: the audit store refused its outcome for its data; recording the run failed, saying why")]
     private partial void LogOutcomeRefused(Exception e, Guid runId);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Run {RunId}: the store refused its exit and outputs with the account of the refusal too; "
+        + "recording the account alone")]
+    private partial void LogFactsRefused(Exception e, Guid runId);
 
     [LoggerMessage(Level = LogLevel.Critical, Message = "Run {RunId}: the audit store refused its outcome and the account of that refusal for their data; the outcome is kept in the node's journal (set aside for the operator), and the run is recorded abandoned once its lease lapses")]
     private partial void LogOutcomeUnrecorded(Exception e, Guid runId);

@@ -126,17 +126,30 @@ public static class RunDecisions
     /// a fault of this service): the journal could not do better later, so the run ends failed, saying what it had ended
     /// with and why that is not in the record. error is the store's own account, cleaned to be recordable.
     /// </summary>
-    public static object[] OutcomeRefused(Guid runId, IReadOnlyList<object> refused, string error, DateTimeOffset now)
+    public static object[] OutcomeRefused(Guid runId, IReadOnlyList<object> refused, string error, DateTimeOffset now) =>
+        [new RunFailed(runId, $"The run's outcome could not be recorded: the audit store refused it ({ClientText.Clean(error, ClientText.MaxError)}). "
+            + $"{EndingOf(refused)}; the events that said so, with its exit and output, are not in the record.", now)];
+
+    /// <summary>
+    /// The first account of a refusal for good: the facts of the refused batch that are not its ending (the sandbox's exit,
+    /// the outputs) with a RunFailed in place of the terminal event, since the store may have refused only that. Should the
+    /// store refuse these too, OutcomeRefused is the account. Empty when the batch had nothing but its ending.
+    /// </summary>
+    public static object[] OutcomeRefusedKeepingFacts(Guid runId, IReadOnlyList<object> refused, string error, DateTimeOffset now)
     {
-        var meant = refused.LastOrDefault(e => e is RunCompleted or RunFailed or RunAbandoned) switch
-        {
-            RunCompleted c => $"It had ended {c.Status}{(c.ExitCode is { } code ? $" with exit code {code.ToString(System.Globalization.CultureInfo.InvariantCulture)}" : "")}",
-            RunFailed f => $"It had failed: {ClientText.Clean(f.Reason, ClientText.MaxError)}",
-            _ => "Its ending",
-        };
-        return [new RunFailed(runId, $"The run's outcome could not be recorded: the audit store refused it ({ClientText.Clean(error, ClientText.MaxError)}). "
-            + $"{meant}; the events that said so, with its exit and output, are not in the record.", now)];
+        var facts = refused.Where(e => e is not (RunCompleted or RunFailed or RunAbandoned)).ToArray();
+        if (facts.Length == 0)
+            return [];
+        return [.. facts, new RunFailed(runId, $"The run's outcome could not be recorded: the audit store refused it ({ClientText.Clean(error, ClientText.MaxError)}). "
+            + $"{EndingOf(refused)}; the event that said so is not in the record (its exit and output are).", now)];
     }
+
+    private static string EndingOf(IReadOnlyList<object> refused) => refused.LastOrDefault(e => e is RunCompleted or RunFailed or RunAbandoned) switch
+    {
+        RunCompleted c => $"It had ended {c.Status}{(c.ExitCode is { } code ? $" with exit code {code.ToString(System.Globalization.CultureInfo.InvariantCulture)}" : "")}",
+        RunFailed f => $"It had failed: {ClientText.Clean(f.Reason, ClientText.MaxError)}",
+        _ => "Its ending",
+    };
 
     /// <summary>The sandbox broke while the program ran, or shutdown's grace period ran out and it was killed.</summary>
     public static object[] SandboxFailed(Guid runId, string error, bool shutDown, DateTimeOffset now) =>

@@ -247,6 +247,23 @@ public sealed class RunDecisionTests
     }
 
     [Fact]
+    public void ARefusedOutcomeIsFirstAccountedForWithItsExitAndOutputsAndARunFailedInPlaceOfItsEnding()
+    {
+        var refused = RunDecisions.Outcome(RunId, Exit(3), false, Out("a"), Out(""), [], null, 12, Now);
+
+        var account = RunDecisions.OutcomeRefusedKeepingFacts(RunId, refused, "SQLSTATE 23514", Now);
+
+        Assert.Equal(refused.Where(e => e is not RunCompleted), account.SkipLast(1));
+        var failed = Assert.IsType<RunFailed>(account[^1]);
+        Assert.Contains("It had ended failed with exit code 3; the event that said so is not in the record (its exit and output are).", failed.Reason, StringComparison.Ordinal);
+        Assert.Single(account, e => e is RunFailed or RunCompleted);
+    }
+
+    [Fact]
+    public void ARefusedBatchOfNothingButItsEndingHasNoFactsToKeep() =>
+        Assert.Empty(RunDecisions.OutcomeRefusedKeepingFacts(RunId, [new RunCompleted(RunId, RunStatus.Succeeded, 0, 1, null, Now)], "SQLSTATE 23514", Now));
+
+    [Fact]
     public void AnOutcomeArrivingAfterAbandonmentIsALateNonTerminalEventCarryingTheOriginal()
     {
         var original = new RunCompleted(RunId, RunStatus.Succeeded, 0, 120, null, Now.AddMinutes(-3));

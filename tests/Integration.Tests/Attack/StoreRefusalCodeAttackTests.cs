@@ -42,18 +42,28 @@ public sealed class StoreRefusalCodeAttackTests(StoreRefusalCodeFixture service,
     [InlineData("57014", false)] // statement timeout / cancelled
     [InlineData("P0001", false)] // a RAISE in a function
     [InlineData("XX000", false)] // internal error
-    public async Task AnOutcomeRefusedWithThisCodeEndsTheRunOnceAndTruly(string sqlState, bool permanent)
+    public Task AnOutcomeRefusedWithThisCodeEndsTheRunOnceAndTruly(string sqlState, bool permanent) =>
+        RefusedAsync(sqlState, permanent, ["run_completed"]);
+
+    /// <summary>The store refuses the sandbox's exit as well as the ending: the account of the refusal is then recorded alone.</summary>
+    [Fact]
+    public Task AnOutcomeWhoseExitIsRefusedTooEndsTheRunWithTheAccountAlone() =>
+        RefusedAsync("23514", true, ["run_completed", "sandbox_exited"]);
+
+    private async Task RefusedAsync(string sqlState, bool permanent, string[] refusedTypes)
     {
+        var factsKept = refusedTypes is ["run_completed"];
         var tenant = AuditTestClient.NewTenant("code-" + sqlState.ToLowerInvariant());
         using var runner = service.Runner("alice", tenant);
         runner.Timeout = TimeSpan.FromMinutes(2);
         var running = runner.RunAsync(new { language = "shell", code = "sleep 3; echo truthful" });
         var runId = await InsideSandboxAsync(tenant);
-        var name = "test_refuse_" + sqlState.ToLowerInvariant();
+        var name = "test_refuse_" + sqlState.ToLowerInvariant() + "_" + refusedTypes.Length;
+        var types = string.Join(", ", refusedTypes.Select(t => $"'{t}'"));
         await service.Database.ExecuteAsync($"""
             CREATE FUNCTION sandbox.{name}() RETURNS trigger LANGUAGE plpgsql AS $f$
             BEGIN
-              IF NEW.stream_id = '{runId}'::uuid AND NEW.type = 'run_completed' THEN
+              IF NEW.stream_id = '{runId}'::uuid AND NEW.type IN ({types}) THEN
                 RAISE EXCEPTION 'refused by the test' USING ERRCODE = '{sqlState}';
               END IF;
               RETURN NEW;
@@ -99,11 +109,12 @@ public sealed class StoreRefusalCodeAttackTests(StoreRefusalCodeFixture service,
         Assert.Equal(permanent ? "run_failed" : "run_completed", terminals);
         Assert.Equal(0, await service.Database.ScalarAsync<long>(
             "SELECT count(*) - count(DISTINCT version) FROM sandbox.mt_events WHERE stream_id = $1", runId));
-        // Kept: the sandbox's exit and output once. Refused for good: they went with the refused batch, as documented ("the events
-        // that said so, with its exit and output, are not in the record"); run_failed says what the run had ended with.
-        Assert.Equal(permanent ? 0 : 1, await service.Database.ScalarAsync<long>(
+        // Kept, or refused for good with only the ending refused: the sandbox's exit and output once, beside run_failed. Refused
+        // for good with the exit too: they go with the refused batch ("the events that said so, with its exit and output, are
+        // not in the record"); run_failed says what the run had ended with.
+        Assert.Equal(!permanent || factsKept ? 1 : 0, await service.Database.ScalarAsync<long>(
             "SELECT count(*) FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'sandbox_exited'", runId));
-        Assert.Equal(permanent ? 0 : 1, await service.Database.ScalarAsync<long>(
+        Assert.Equal(!permanent || factsKept ? 1 : 0, await service.Database.ScalarAsync<long>(
             "SELECT count(*) FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'output_recorded'", runId));
         Assert.Equal(1, await service.Database.ScalarAsync<long>(
             "SELECT count(*) FROM sandbox.mt_events WHERE stream_id = $1 AND type = 'sandbox_removed'", runId));
@@ -114,6 +125,10 @@ public sealed class StoreRefusalCodeAttackTests(StoreRefusalCodeFixture service,
             Assert.Equal("error", run.Str("status"));
             Assert.Contains($"SQLSTATE {sqlState}", run.Str("reason"), StringComparison.Ordinal);
             Assert.Contains("It had ended succeeded with exit code 0", run.Str("reason"), StringComparison.Ordinal);
+            Assert.Contains(factsKept ? "the event that said so is not in the record (its exit and output are)"
+                : "the events that said so, with its exit and output, are not in the record", run.Str("reason"), StringComparison.Ordinal);
+            if (factsKept)
+                Assert.Equal("truthful\n", run.Str("stdout.content"));
         }
         else
         {
