@@ -445,8 +445,11 @@ public sealed partial class RunOrchestrator(
         try
         {
             _abort.Token.ThrowIfCancellationRequested();
-            var stream = await RunStream.ResumeAsync(store, work.RunId, new WriteContext(work.Caller.Subject, work.CorrelationId, Tenant: work.Caller.Tenant), _abort.Token);
-            run = new AdmittedRun(stream, await RequestOfAsync(work, _abort.Token), work.Decision, work.Caller, Stopwatch.StartNew(), [])
+            // The stream's tail and the inputs are two reads on two connections: read at once, not one after the other.
+            var resuming = RunStream.ResumeAsync(store, work.RunId, new WriteContext(work.Caller.Subject, work.CorrelationId, Tenant: work.Caller.Tenant), _abort.Token);
+            var reading = RequestOfAsync(work, _abort.Token);
+            await Task.WhenAll(resuming, reading);
+            run = new AdmittedRun(await resuming, await reading, work.Decision, work.Caller, Stopwatch.StartNew(), [])
             {
                 ImageId = work.ImageId, Slot = slot, Queued = true, Remote = true,
             };
