@@ -106,8 +106,14 @@ figures["warmNotSucceeded"] = warm1.Concat(warm4).Count(s => s.Status != "succee
 // time with the embedded path, so that both see the same machine.
 var apiNodeUrl = Environment.GetEnvironmentVariable("SBX_BENCH_API_NODE_URL");
 double crossP50 = double.NaN, embeddedBesideP50 = double.NaN;
+var crossPhases = new Dictionary<string, double>();
 if (apiNodeUrl is { Length: > 0 })
 {
+    // The cold instance is an executor too: left running it would claim about two thirds of these runs and start a cold
+    // container for each. It is stopped (SIGSTOP) for the series, so that the service's warm executor takes every run.
+    var coldPid = Environment.GetEnvironmentVariable("SBX_BENCH_COLD_PID");
+    if (coldPid is { Length: > 0 })
+        await Signal("STOP", coldPid);
     var crossNode = new ServiceLoad(Client(apiNodeUrl));
     await crossNode.LatencyAsync(1, warmUpRuns / 3, TimeSpan.FromMilliseconds(100));
     Console.Error.WriteLine($"[bench] cross-node warm latency: {latencyRuns / 2} runs through an api-only node, interleaved with as many embedded");
@@ -123,6 +129,19 @@ if (apiNodeUrl is { Length: > 0 })
     crossP50 = latencies[^2].P50;
     embeddedBesideP50 = latencies[^1].P50;
     figures["crossNodeNotSucceeded"] = across.Concat(beside).Count(s => s.Status != "succeeded");
+    figures["crossNodePooled"] = across.Count(s => s.FromPool) / (double)across.Count;
+    // Where the cross-node run's time goes, as its api node tells (Server-Timing): the wait for the other node's end, the read.
+    crossPhases = new[] { "admit", "record", "elsewhere", "read" }.ToDictionary(p => p,
+        p => Latency.Of(p, across.Where(s => s.FromPool && s.Phases.ContainsKey(p)).Select(s => s.Phases[p]).ToList()).P50);
+    figures["crossNodePhasesP50"] = crossPhases;
+    if (coldPid is { Length: > 0 })
+        await Signal("CONT", coldPid);
+}
+
+static async Task Signal(string signal, string pid)
+{
+    using var kill = System.Diagnostics.Process.Start("kill", ["-" + signal, pid]);
+    await kill.WaitForExitAsync();
 }
 
 Console.Error.WriteLine($"[bench] cold latency (pool disabled): {latencyRuns} runs at 1 client, then at 4 clients");
@@ -236,6 +255,7 @@ md.AppendLine("|---|---|---|");
 md.AppendLine(CultureInfo.InvariantCulture, $"| warm p50 (audit committed) | {warmP50:F1} ms; {apiP50 / warmP50:F1}× faster than the Docker API cold path | ≤ 20 ms, ≥ 10× |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| where a warm run's time goes (server, p50 per phase) | admission (body, auth, rate limit, validation) {phases["admit"]:F1} ms, write-ahead commit {phases["record"]:F1} ms, sandbox hand-over {phases["sandbox"]:F1} ms, run in the sandbox {phases["run"]:F1} ms, outcome commit {phases["outcome"]:F1} ms; sum p50 {serverP50:F1} ms, the rest is HTTP, writing the answer and the client | |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| cross-node warm p50 (api-only node, executor in another process) / embedded warm p50, interleaved | {crossP50:F1} / {embeddedBesideP50:F1} ms = {crossP50 / embeddedBesideP50:F2}× | ≤ 1.2× |");
+md.AppendLine(CultureInfo.InvariantCulture, $"| cross-node phases p50 (api node's Server-Timing): {string.Join(", ", crossPhases.Select(p => $"{p.Key} {p.Value:F1}"))} ms | | |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| warm pool hit rate (1 / 4 clients) | {(double)figures["warmPoolHitRate1"]:P0} / {(double)figures["warmPoolHitRate4"]:P0} | |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| cold p50 / Docker API create→start→wait p50 | {coldP50 / apiP50:F2}× | ≤ 1.2× |");
 md.AppendLine(CultureInfo.InvariantCulture, $"| throughput, 8 clients, {throughputSeconds} s | {perSecond:F2} runs/s ({completed} ok, {notSucceeded} not ok) | |");
