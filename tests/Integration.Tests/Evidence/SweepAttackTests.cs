@@ -1,0 +1,220 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json.Nodes;
+using Npgsql;
+using Sandbox.Audited.Tests.Audit;
+using Sandbox.Audited.Tests.Infrastructure;
+using Sandbox.Audited.Verifier;
+
+namespace Sandbox.Audited.Tests.Evidence;
+
+/// <summary>
+/// Attacks on the evidence sweep: a writer that relies on a content the sweep is removing at that very moment, the same
+/// bytes kept by two tenants, and the database logins other than the sweep's own function.
+/// </summary>
+[Collection(EvidenceSweepCollection.Name)]
+public sealed class SweepAttackTests(EvidenceSweepFixture service) : IDisposable
+{
+    private readonly string _directory = Directory.CreateTempSubdirectory("sbx-sweep-attack-").FullName;
+
+    public void Dispose() => Directory.Delete(_directory, recursive: true);
+
+    private static string Sha(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
+
+    // As a commit that failed for good leaves it: stored, named by no event, held by no run.
+    private Task StoreUnnamedAsync(string tenant, string text) => service.Database.ExecuteAsync("""
+        WITH blob AS (INSERT INTO sandbox.evidence_blobs (tenant, sha256, bytes, chunks) VALUES ($1, $2, $3, 1) RETURNING tenant, sha256)
+        INSERT INTO sandbox.evidence_chunks (tenant, sha256, chunk_no, data) SELECT tenant, sha256, 0, convert_to($4, 'UTF8') FROM blob
+        """, tenant, Sha(text), (long)Encoding.UTF8.GetByteCount(text), text);
+
+    // The content as stored now: null when absent, else whether its chunks still hash to its digest.
+    private async Task<bool?> IntactAsync(string tenant, string text) => await service.Database.ScalarAsync<long>(
+            "SELECT count(*) FROM sandbox.evidence_blobs WHERE tenant = $1 AND sha256 = $2 AND erased_at IS NULL", tenant, Sha(text)) == 0
+        ? null
+        : await service.Database.ScalarAsync<string>(
+            "SELECT encode(sha256(string_agg(data, ''::bytea ORDER BY chunk_no)), 'hex') FROM sandbox.evidence_chunks WHERE tenant = $1 AND sha256 = $2",
+            tenant, Sha(text)) == Sha(text);
+
+    private Task<long> WaitersOnTheSweepKeyAsync() => service.Database.ScalarAsync<long>(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = 1937204080::oid AND objsubid = 2");
+
+    [Theory]
+    [InlineData("stdin")]
+    [InlineData("file")]
+    public async Task AWriterThatWaitsWhileTheSweepRemovesTheContentItReliesOnStoresItAgainAndTheRunNamesIntactContent(string how)
+    {
+        // The bytes a failed request left behind; the client sends them again (as stdin, staged in the write-ahead commit, or as
+        // a file, put before it) just as the sweep is removing them: its removal is done, not yet committed.
+        var tenant = AuditTestClient.NewTenant("sweep-race");
+        var text = $"sent again while swept {Guid.NewGuid():N}";
+        await StoreUnnamedAsync(tenant, text);
+        await using var sweep = new NpgsqlConnection(service.Database.AppConnection);
+        await sweep.OpenAsync();
+        var removing = await sweep.BeginTransactionAsync();
+        await using (var remove = new NpgsqlCommand("SELECT count(*) FROM sandbox.sbx_evidence_sweep($1, $2)", sweep, removing))
+        {
+            remove.Parameters.AddWithValue(tenant);
+            remove.Parameters.AddWithValue(new[] { Sha(text) });
+            Assert.Equal(1L, await remove.ExecuteScalarAsync());
+        }
+
+        var request = service.Runner("sam", tenant).RunAsync(how == "stdin"
+            ? new { language = "shell", code = "cat", stdin = text, files = Array.Empty<object>() }
+            : new { language = "shell", code = "cat in.txt", stdin = "", files = new object[] { new { name = "in.txt", content = text } } });
+        // The writer waits on the content's key (its statement, or its put, began while the row was still there).
+        await Eventually.WaitUntilAsync(async () => await WaitersOnTheSweepKeyAsync() > 0,
+            () => "the writer never waited on the sweep's key", TimeSpan.FromSeconds(20));
+        await removing.CommitAsync();
+
+        var (response, run) = await request;
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(text, run.Str("stdout.content"));
+        Assert.True(await IntactAsync(tenant, text), "the run names a content the sweep removed");
+        var evidence = await service.Auditor(tenant).OkJsonAsync("/v1/audit/evidence/verify");
+        Assert.True(evidence["verified"]!.GetValue<bool>(), evidence.ToJsonString());
+    }
+
+    [Fact]
+    public async Task TheSameBytesGoOnlyFromTheTenantNoEventNamesThemInWhoseRecordSaysSoTruthfullyAndBothExportsVerifyOffline()
+    {
+        // Tenant a names the bytes (an input of a run); tenant b holds the same bytes for a request whose write-ahead commit failed.
+        string a = AuditTestClient.NewTenant("sweep-ta"), b = AuditTestClient.NewTenant("sweep-tb");
+        var id = Guid.NewGuid().ToString("N")[..8];
+        var text = $"the same bytes in two tenants {id}";
+        var (named, _) = await service.Runner("ann", a).RunAsync(new { language = "shell", code = "cat in.txt", files = new[] { new { name = "in.txt", content = text } } });
+        Assert.Equal(HttpStatusCode.OK, named.StatusCode);
+        await service.Database.ExecuteAsync($"""
+            CREATE FUNCTION sandbox.sweep_tenants_{id}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'refused for good (test)' USING ERRCODE = '23514'; END $$;
+            CREATE TRIGGER sweep_tenants_{id} BEFORE INSERT ON sandbox.mt_events FOR EACH ROW
+              WHEN (NEW.type = 'run_requested' AND NEW.data::text LIKE '%refused-{id}%') EXECUTE FUNCTION sandbox.sweep_tenants_{id}();
+            """);
+        var (refused, _) = await service.Runner("bob", b).RunAsync(new { language = "shell", code = "true", files = new[] { new { name = $"refused-{id}.txt", content = text } } });
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+        await service.Database.ExecuteAsync($"""
+            DROP TRIGGER sweep_tenants_{id} ON sandbox.mt_events; DROP FUNCTION sandbox.sweep_tenants_{id}();
+            ALTER TABLE sandbox.evidence_blobs DISABLE TRIGGER sbx_evidence_blobs_guard;
+            UPDATE sandbox.evidence_blobs SET stored_at = stored_at - interval '2 hours' WHERE tenant IN ('{a}', '{b}');
+            ALTER TABLE sandbox.evidence_blobs ENABLE TRIGGER sbx_evidence_blobs_guard;
+            UPDATE sandbox.evidence_holds SET held_at = held_at - interval '2 hours' WHERE tenant IN ('{a}', '{b}');
+            """);
+        var bHold = await service.Database.ScalarAsync<Guid>("SELECT run_id FROM sandbox.evidence_holds WHERE tenant = $1 AND sha256 = $2", b, Sha(text));
+
+        // The service's login cannot remove tenant a's copy: b's failed request does not make a's bytes unnamed.
+        await using (var app = new NpgsqlConnection(service.Database.AppConnection))
+        {
+            await app.OpenAsync();
+            await using var sweepA = new NpgsqlCommand("SELECT * FROM sandbox.sbx_evidence_sweep($1, $2)", app);
+            sweepA.Parameters.AddWithValue(a);
+            sweepA.Parameters.AddWithValue(new[] { Sha(text) });
+            Assert.Equal(PostgresErrorCodes.CheckViolation, (await Assert.ThrowsAsync<PostgresException>(() => sweepA.ExecuteNonQueryAsync())).SqlState);
+        }
+
+        var report = await service.Sweeper.PassAsync(CancellationToken.None);
+
+        Assert.Equal(0, report!.TenantsFailed);
+        var (where, what) = Assert.Single(report.Removed, r => r.Tenant == a || r.Tenant == b);
+        Assert.Equal(b, where);
+        Assert.Equal(Sha(text), what.Sha256);
+        Assert.True(await IntactAsync(a, text));
+        Assert.Null(await IntactAsync(b, text));
+
+        // What b's record says is true: its tenant, the digest, the size, the failed run, and nothing on a's record.
+        Assert.Equal(0, await service.Database.ScalarAsync<long>(
+            "SELECT count(*) FROM sandbox.mt_events WHERE type = 'evidence_swept' AND (data -> 'caller' ->> 'tenant' = $1 OR headers ->> 'tenant' = $1)", a));
+        var swept = JsonNode.Parse((await service.Database.ScalarAsync<string>(
+            "SELECT data::text FROM sandbox.mt_events WHERE type = 'evidence_swept' AND data -> 'caller' ->> 'tenant' = $1", b))!)!;
+        var content = Assert.Single(swept["contents"]!.AsArray())!;
+        Assert.Equal(Sha(text), content.Str("sha256"));
+        Assert.Equal(Encoding.UTF8.GetByteCount(text), content["bytes"]!.GetValue<long>());
+        Assert.Contains($"run {bHold}", content.Str("reason"));
+        Assert.Contains("never recorded", content.Str("reason"));
+
+        // Both tenants' exports, with a signed checkpoint taken after the sweep, verify offline; b's export carries the sweep.
+        foreach (var tenant in new[] { a, b })
+        {
+            var auditor = service.Auditor(tenant);
+            var checkpoint = await auditor.PostAsync("/v1/audit/checkpoints", null);
+            Assert.Equal(HttpStatusCode.Created, checkpoint.StatusCode);
+            string export = Path.Combine(_directory, tenant + ".ndjson"), head = Path.Combine(_directory, tenant + ".checkpoint.json"), key = Path.Combine(_directory, "key.json");
+            await File.WriteAllTextAsync(head, await checkpoint.Content.ReadAsStringAsync());
+            await File.WriteAllTextAsync(key, await auditor.GetStringAsync("/v1/audit/checkpoints/key"));
+            var lines = await auditor.GetStringAsync("/v1/audit/export");
+            await File.WriteAllTextAsync(export, lines);
+            Assert.Equal(tenant == b, lines.Contains("\"evidence_swept\"", StringComparison.Ordinal));
+            var output = new StringWriter();
+            var exit = VerifyCommand.Run([export, "--checkpoint", head, "--key", key], output);
+            Assert.True(exit == VerifyCommand.Verified, output.ToString());
+            var evidence = await auditor.OkJsonAsync("/v1/audit/evidence/verify");
+            Assert.True(evidence["verified"]!.GetValue<bool>(), evidence.ToJsonString());
+        }
+    }
+
+    [Fact]
+    public async Task NoOtherLoginCanSweepOrTouchHoldsAndTheServiceCannotMoveAHoldToAnotherContent()
+    {
+        var tenant = AuditTestClient.NewTenant("sweep-logins");
+        var text = $"unnamed, unheld {Guid.NewGuid():N}";
+        await StoreUnnamedAsync(tenant, text);
+        var run = Guid.NewGuid();
+
+        // The auditor's login: reads holds, never sweeps, relies, adds, renews or deletes.
+        await using (var auditor = new NpgsqlConnection(service.Database.AuditorConnection))
+        {
+            await auditor.OpenAsync();
+            foreach (var sql in new[]
+                     {
+                         "SELECT * FROM sandbox.sbx_evidence_sweep($1, ARRAY[$2])",
+                         "SELECT sandbox.sbx_evidence_rely($1, $2)",
+                         "INSERT INTO sandbox.evidence_holds (tenant, sha256, run_id, node) VALUES ($1, $2, gen_random_uuid(), 'n')",
+                         "UPDATE sandbox.evidence_holds SET held_at = now() WHERE tenant = $1 AND sha256 = $2",
+                         "DELETE FROM sandbox.evidence_holds WHERE tenant = $1 AND sha256 = $2",
+                     })
+            {
+                await using var command = new NpgsqlCommand(sql, auditor);
+                command.Parameters.AddWithValue(tenant);
+                command.Parameters.AddWithValue(Sha(text));
+                Assert.Equal(PostgresErrorCodes.InsufficientPrivilege, (await Assert.ThrowsAsync<PostgresException>(() => command.ExecuteNonQueryAsync())).SqlState);
+            }
+        }
+
+        // The eraser's role (erases with a record) cannot remove without one either.
+        await using (var eraser = new NpgsqlConnection(service.Database.AdminConnection))
+        {
+            await eraser.OpenAsync();
+            await using (var become = new NpgsqlCommand("SET ROLE sandbox_eraser", eraser))
+                await become.ExecuteNonQueryAsync();
+            await using var command = new NpgsqlCommand("SELECT * FROM sandbox.sbx_evidence_sweep($1, ARRAY[$2])", eraser);
+            command.Parameters.AddWithValue(tenant);
+            command.Parameters.AddWithValue(Sha(text));
+            Assert.Equal(PostgresErrorCodes.InsufficientPrivilege, (await Assert.ThrowsAsync<PostgresException>(() => command.ExecuteNonQueryAsync())).SqlState);
+        }
+
+        // The service's login holds a content for a run, and may renew it, but cannot point the hold at another run or content.
+        await using var app = new NpgsqlConnection(service.Database.AppConnection);
+        await app.OpenAsync();
+        await using (var hold = new NpgsqlCommand("INSERT INTO sandbox.evidence_holds (tenant, sha256, run_id, node) VALUES ($1, $2, $3, 'n')", app))
+        {
+            hold.Parameters.AddWithValue(tenant);
+            hold.Parameters.AddWithValue(Sha(text));
+            hold.Parameters.AddWithValue(run);
+            await hold.ExecuteNonQueryAsync();
+        }
+        foreach (var set in new[] { "sha256 = repeat('0', 64)", "tenant = 'other'", "run_id = gen_random_uuid()" })
+        {
+            await using var move = new NpgsqlCommand($"UPDATE sandbox.evidence_holds SET {set} WHERE tenant = $1 AND run_id = $2", app);
+            move.Parameters.AddWithValue(tenant);
+            move.Parameters.AddWithValue(run);
+            Assert.Equal(PostgresErrorCodes.InsufficientPrivilege, (await Assert.ThrowsAsync<PostgresException>(() => move.ExecuteNonQueryAsync())).SqlState);
+        }
+        // Held, the function refuses it; the content stays.
+        await using (var held = new NpgsqlCommand("SELECT * FROM sandbox.sbx_evidence_sweep($1, ARRAY[$2])", app))
+        {
+            held.Parameters.AddWithValue(tenant);
+            held.Parameters.AddWithValue(Sha(text));
+            Assert.Equal(PostgresErrorCodes.CheckViolation, (await Assert.ThrowsAsync<PostgresException>(() => held.ExecuteNonQueryAsync())).SqlState);
+        }
+        Assert.True(await IntactAsync(tenant, text));
+    }
+}
