@@ -218,3 +218,36 @@ public sealed class SweepAttackTests(EvidenceSweepFixture service) : IDisposable
         Assert.True(await IntactAsync(tenant, text));
     }
 }
+
+/// <summary>EvidenceSweep:* settings a node cannot run with stop it at start with exit code 78, saying which setting.</summary>
+public sealed class SweepSettingAttackTests(Xunit.Abstractions.ITestOutputHelper output) : IAsyncLifetime
+{
+    private readonly TestDatabase _database = new();
+    private readonly string _keyPath = Path.Combine(Path.GetTempPath(), "sbx-sweep-key-" + Guid.NewGuid().ToString("N")[..8] + ".json");
+
+    public async Task InitializeAsync()
+    {
+        await _database.CreateAsync();
+        Sandbox.Audited.Api.Auth.DevelopmentKeys.Create(_keyPath);
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _database.DisposeAsync();
+        File.Delete(_keyPath);
+    }
+
+    // A pass every 58 days: more than a timer takes (about 49.7 days); the sweep's timer was made before anything checked it.
+    [Fact]
+    public async Task AnIntervalLongerThanATimerTakesIsRefusedAtStartWithExitCode78()
+    {
+        var (exitCode, log) = await Sandbox.Audited.Tests.Executor.ServiceProcess.RunToExitAsync(
+            new Sandbox.Audited.Tests.Executor.ServiceProcess.Setup(_database, _keyPath, "sweep-interval"),
+            new Dictionary<string, string> { ["EvidenceSweep__IntervalSeconds"] = "5000000" }, TimeSpan.FromSeconds(60));
+        output.WriteLine(log.Length > 6000 ? log[..6000] : log);
+
+        Assert.Equal(78, exitCode);
+        Assert.Contains("sandbox-audited: not starting (exit code 78): EvidenceSweep:IntervalSeconds", log, StringComparison.Ordinal);
+        Assert.DoesNotContain("Unhandled exception", log, StringComparison.Ordinal);
+    }
+}
