@@ -2,7 +2,9 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
+using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
+using Sandbox.Audited.Audit.Evidence;
 using Sandbox.Audited.Tests.Audit;
 using Sandbox.Audited.Tests.Infrastructure;
 using Sandbox.Audited.Verifier;
@@ -216,6 +218,47 @@ public sealed class SweepAttackTests(EvidenceSweepFixture service) : IDisposable
             Assert.Equal(PostgresErrorCodes.CheckViolation, (await Assert.ThrowsAsync<PostgresException>(() => held.ExecuteNonQueryAsync())).SqlState);
         }
         Assert.True(await IntactAsync(tenant, text));
+    }
+    [Fact]
+    public async Task AnArtifactAJournaledOutcomeNamesIsHeldAgainByTheJournalSoThatIncludingUnheldContentNeverTakesIt()
+    {
+        // An outcome waits in this node's journal (the store refuses its artifact as a read-only store does); its artifact's
+        // hold is gone, as a node of a version before holds left it (upgraded with the outcome still journaled).
+        var tenant = AuditTestClient.NewTenant("sweep-journal");
+        var id = Guid.NewGuid().ToString("N")[..8];
+        var artifact = $"artifact of an outcome journaled before holds {id}";
+        await service.Database.ExecuteAsync($"""
+            CREATE FUNCTION sandbox.sweep_journal_{id}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'read-only (test)' USING ERRCODE = '25006'; END $$;
+            CREATE TRIGGER sweep_journal_{id} BEFORE INSERT ON sandbox.mt_events FOR EACH ROW
+              WHEN (NEW.type = 'artifact_recorded' AND NEW.data ->> 'name' = 'journal-{id}.txt') EXECUTE FUNCTION sandbox.sweep_journal_{id}();
+            """);
+        var (journaled, run) = await service.Runner("sam", tenant).RunAsync(new { language = "shell", code = $"mkdir -p out && printf '%s' '{artifact}' > out/journal-{id}.txt" });
+        Assert.Equal(HttpStatusCode.Accepted, journaled.StatusCode);
+        await service.Database.ExecuteAsync($"""
+            DELETE FROM sandbox.evidence_holds WHERE tenant = '{tenant}';
+            ALTER TABLE sandbox.evidence_blobs DISABLE TRIGGER sbx_evidence_blobs_guard;
+            UPDATE sandbox.evidence_blobs SET stored_at = stored_at - interval '2 hours' WHERE tenant = '{tenant}';
+            ALTER TABLE sandbox.evidence_blobs ENABLE TRIGGER sbx_evidence_blobs_guard;
+            """);
+        // The journal keeps trying (every 2 s at most) while the operator turns EvidenceSweep:IncludeUnheld on.
+        await Task.Delay(TimeSpan.FromSeconds(6));
+        var including = new EvidenceSweeper(service.Services.GetRequiredService<NpgsqlDataSource>(), service.Services.GetRequiredService<Marten.IDocumentStore>(),
+            new EvidenceSweepOptions { Enabled = false, IncludeUnheld = true }, service.NodeId, TimeProvider.System,
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<EvidenceSweeper>.Instance);
+        var report = await including.PassAsync(CancellationToken.None);
+
+        Assert.DoesNotContain(report!.Removed, r => r.Tenant == tenant);
+        Assert.True(await IntactAsync(tenant, artifact), "the sweep removed an artifact the journaled outcome names");
+
+        // The store takes the outcome: its artifact is named, and there.
+        await service.Database.ExecuteAsync($"DROP TRIGGER sweep_journal_{id} ON sandbox.mt_events; DROP FUNCTION sandbox.sweep_journal_{id}();");
+        await Eventually.WaitUntilAsync(async () => await service.Database.ScalarAsync<long>(
+                "SELECT count(*) FROM sandbox.mt_events WHERE stream_id = $1::uuid AND type = 'artifact_recorded'", run.Str("runId")) == 1,
+            () => "the journal did not commit the outcome once the store took it", TimeSpan.FromSeconds(30));
+        Assert.True(await IntactAsync(tenant, artifact));
+        var evidence = await service.Auditor(tenant).OkJsonAsync("/v1/audit/evidence/verify");
+        Assert.True(evidence["verified"]!.GetValue<bool>(), evidence.ToJsonString());
     }
 }
 
