@@ -260,6 +260,56 @@ public sealed class SweepAttackTests(EvidenceSweepFixture service) : IDisposable
         var evidence = await service.Auditor(tenant).OkJsonAsync("/v1/audit/evidence/verify");
         Assert.True(evidence["verified"]!.GetValue<bool>(), evidence.ToJsonString());
     }
+    private Task<long> WaitingOnLocksAsync() => service.Database.ScalarAsync<long>(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
+
+    [Fact]
+    public async Task AnErasureOfAContentTheSweepRemovesAtThatMomentStillKeepsItOutForGood()
+    {
+        // A data-subject request erases a digest that only a failed request stored, while the sweep removes that content: the
+        // eraser looked (the row was there), the sweep deletes it, then the eraser marks it. Something else holds the content's
+        // chunk for a moment, so that the sweep reaches it first and the eraser queues behind.
+        var tenant = AuditTestClient.NewTenant("sweep-erase");
+        var text = $"erased while swept {Guid.NewGuid():N}";
+        await StoreUnnamedAsync(tenant, text);
+        await using var other = new NpgsqlConnection(service.Database.AdminConnection);
+        await other.OpenAsync();
+        var holding = await other.BeginTransactionAsync();
+        await using (var lockChunk = new NpgsqlCommand("SELECT 1 FROM sandbox.evidence_chunks WHERE tenant = $1 AND sha256 = $2 FOR UPDATE", other, holding))
+        {
+            lockChunk.Parameters.AddWithValue(tenant);
+            lockChunk.Parameters.AddWithValue(Sha(text));
+            await lockChunk.ExecuteNonQueryAsync();
+        }
+        await using var sweep = new NpgsqlConnection(service.Database.AppConnection);
+        await sweep.OpenAsync();
+        var removing = await sweep.BeginTransactionAsync();
+        var remove = new NpgsqlCommand("SELECT count(*) FROM sandbox.sbx_evidence_sweep($1, $2)", sweep, removing);
+        remove.Parameters.AddWithValue(tenant);
+        remove.Parameters.AddWithValue(new[] { Sha(text) });
+        var removal = remove.ExecuteScalarAsync();
+        await Eventually.WaitUntilAsync(async () => await WaitingOnLocksAsync() >= 1, () => "the sweep never reached the chunk", TimeSpan.FromSeconds(20));
+
+        var eraserConnection = new NpgsqlConnectionStringBuilder(service.Database.AdminConnection) { Options = "-c role=sandbox_eraser" }.ConnectionString;
+        var erasure = new EvidenceEraser(eraserConnection, TimeProvider.System)
+            .EraseAsync(tenant, [Sha(text)], "dpo", "data-subject request (test)", null, CancellationToken.None);
+        await Eventually.WaitUntilAsync(async () => await WaitingOnLocksAsync() >= 2, () => "the eraser never reached the chunk", TimeSpan.FromSeconds(20));
+        await holding.CommitAsync();
+        Assert.Equal(1L, await removal);
+        await removing.CommitAsync();
+        var result = await erasure;
+
+        // The erasure is on record, and its digest is kept out: a tombstone, which the same bytes sent again do not pass.
+        Assert.Equal(1, await service.Database.ScalarAsync<long>(
+            "SELECT count(*) FROM sandbox.mt_events WHERE type = 'evidence_erased' AND data -> 'caller' ->> 'tenant' = $1", tenant));
+        Assert.DoesNotContain(Sha(text), result.AlreadyErased);
+        Assert.Equal(1, await service.Database.ScalarAsync<long>(
+            "SELECT count(*) FROM sandbox.evidence_blobs WHERE tenant = $1 AND sha256 = $2 AND erased_at IS NOT NULL", tenant, Sha(text)));
+        var (again, _) = await service.Runner("sam", tenant).RunAsync(new { language = "shell", code = "true", files = new[] { new { name = "in.txt", content = text } } });
+        Assert.Equal(HttpStatusCode.OK, again.StatusCode);
+        Assert.Equal(0, await service.Database.ScalarAsync<long>(
+            "SELECT count(*) FROM sandbox.evidence_chunks WHERE tenant = $1 AND sha256 = $2", tenant, Sha(text)));
+    }
 }
 
 /// <summary>EvidenceSweep:* settings a node cannot run with stop it at start with exit code 78, saying which setting.</summary>
