@@ -13,7 +13,8 @@ namespace Sandbox.Audited.Tests.Evidence;
 
 /// <summary>
 /// Attacks on the evidence sweep: a writer that relies on a content the sweep is removing at that very moment, the same
-/// bytes kept by two tenants, and the database logins other than the sweep's own function.
+/// bytes kept by two tenants, the database logins other than the sweep's own function, an artifact an outcome waiting in the
+/// journal names once its hold is gone, and an erasure of a content the sweep removes at that moment.
 /// </summary>
 [Collection(EvidenceSweepCollection.Name)]
 public sealed class SweepAttackTests(EvidenceSweepFixture service) : IDisposable
@@ -284,7 +285,7 @@ public sealed class SweepAttackTests(EvidenceSweepFixture service) : IDisposable
         await using var sweep = new NpgsqlConnection(service.Database.AppConnection);
         await sweep.OpenAsync();
         var removing = await sweep.BeginTransactionAsync();
-        var remove = new NpgsqlCommand("SELECT count(*) FROM sandbox.sbx_evidence_sweep($1, $2)", sweep, removing);
+        await using var remove = new NpgsqlCommand("SELECT count(*) FROM sandbox.sbx_evidence_sweep($1, $2)", sweep, removing);
         remove.Parameters.AddWithValue(tenant);
         remove.Parameters.AddWithValue(new[] { Sha(text) });
         var removal = remove.ExecuteScalarAsync();
