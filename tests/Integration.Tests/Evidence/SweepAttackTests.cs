@@ -311,6 +311,62 @@ public sealed class SweepAttackTests(EvidenceSweepFixture service) : IDisposable
         Assert.Equal(0, await service.Database.ScalarAsync<long>(
             "SELECT count(*) FROM sandbox.evidence_chunks WHERE tenant = $1 AND sha256 = $2", tenant, Sha(text)));
     }
+    [Fact]
+    public async Task TheServicesLoginCannotRemoveAContentOffTheRecord()
+    {
+        // Named by no event, held by no run (its hold deleted, as the service's login may): the function itself removed it
+        // without anything on the tenant's record, so a removal of an in-flight run's artifact left no trace.
+        var tenant = AuditTestClient.NewTenant("sweep-unrecorded");
+        var text = $"removed by the service's login alone {Guid.NewGuid():N}";
+        await StoreUnnamedAsync(tenant, text);
+        await using var app = new NpgsqlConnection(service.Database.AppConnection);
+        await app.OpenAsync();
+        await using (var alone = new NpgsqlCommand("SELECT count(*) FROM sandbox.sbx_evidence_sweep($1, $2)", app))
+        {
+            alone.Parameters.AddWithValue(tenant);
+            alone.Parameters.AddWithValue(new[] { Sha(text) });
+            var refused = await Assert.ThrowsAsync<PostgresException>(() => alone.ExecuteScalarAsync());
+            Assert.Equal(PostgresErrorCodes.CheckViolation, refused.SqlState);
+            Assert.Contains("not on record", refused.MessageText);
+        }
+        Assert.True(await IntactAsync(tenant, text));
+
+        // An evidence_swept of another tenant, or one naming other contents, in the same transaction is not its record either.
+        await using (var elsewhere = await app.BeginTransactionAsync())
+        {
+            await using var forged = new NpgsqlCommand("""
+                INSERT INTO sandbox.mt_streams (id, type, version, timestamp, created, tenant_id) VALUES (gen_random_uuid(), null, 1, now(), now(), '*DEFAULT*')
+                RETURNING id
+                """, app, elsewhere);
+            var stream = (Guid)(await forged.ExecuteScalarAsync())!;
+            await using var record = new NpgsqlCommand("""
+                INSERT INTO sandbox.mt_events (id, stream_id, version, data, type, timestamp, tenant_id, mt_dotnet_type, headers)
+                VALUES (gen_random_uuid(), $1, 1, jsonb_build_object('caller', jsonb_build_object('tenant', 'another'), 'contents', jsonb_build_array(jsonb_build_object('sha256', $2::text))),
+                        'evidence_swept', now(), '*DEFAULT*', 'x', '{}'::jsonb)
+                """, app, elsewhere);
+            record.Parameters.AddWithValue(stream);
+            record.Parameters.AddWithValue(Sha(text));
+            await record.ExecuteNonQueryAsync();
+            await using var sweepIt = new NpgsqlCommand("SELECT count(*) FROM sandbox.sbx_evidence_sweep($1, $2)", app, elsewhere);
+            sweepIt.Parameters.AddWithValue(tenant);
+            sweepIt.Parameters.AddWithValue(new[] { Sha(text) });
+            Assert.Equal(PostgresErrorCodes.CheckViolation, (await Assert.ThrowsAsync<PostgresException>(() => sweepIt.ExecuteScalarAsync())).SqlState);
+        }
+        Assert.True(await IntactAsync(tenant, text));
+
+        // Through the sweep, with its record in the same commit, it goes.
+        await service.Database.ExecuteAsync("""
+            ALTER TABLE sandbox.evidence_blobs DISABLE TRIGGER sbx_evidence_blobs_guard;
+            UPDATE sandbox.evidence_blobs SET stored_at = stored_at - interval '2 hours' WHERE tenant = $1;
+            ALTER TABLE sandbox.evidence_blobs ENABLE TRIGGER sbx_evidence_blobs_guard;
+            """.Replace("$1", $"'{tenant}'"));
+        var including = new EvidenceSweeper(service.Services.GetRequiredService<NpgsqlDataSource>(), service.Services.GetRequiredService<Marten.IDocumentStore>(),
+            new EvidenceSweepOptions { Enabled = false, IncludeUnheld = true }, service.NodeId, TimeProvider.System,
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<EvidenceSweeper>.Instance);
+        var report = await including.PassAsync(CancellationToken.None);
+        Assert.Equal(Sha(text), Assert.Single(report!.Removed, r => r.Tenant == tenant).Content.Sha256);
+        Assert.Null(await IntactAsync(tenant, text));
+    }
 }
 
 /// <summary>EvidenceSweep:* settings a node cannot run with stop it at start with exit code 78, saying which setting.</summary>
