@@ -12,6 +12,29 @@ using Sandbox.Audited.Verifier;
 namespace Sandbox.Audited.Tests.Evidence;
 
 /// <summary>
+/// For tests that call sbx_evidence_sweep themselves: the record the function demands in the same transaction (migration
+/// 0101), an evidence_swept of the tenant naming the contents, on a stream of its own (no hash chain: not the sweep's).
+/// </summary>
+public static class SweepRecords
+{
+    public static async Task AppendAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string tenant, params string[] sha256s)
+    {
+        await using var record = new NpgsqlCommand("""
+            WITH s AS (INSERT INTO sandbox.mt_streams (id, version) VALUES (gen_random_uuid(), 1) RETURNING id)
+            INSERT INTO sandbox.mt_events (seq_id, id, stream_id, version, data, type, timestamp, headers)
+            SELECT nextval('sandbox.mt_events_sequence'), gen_random_uuid(), s.id, 1,
+                   jsonb_build_object('caller', jsonb_build_object('subject', 'test', 'tenant', $1::text),
+                                      'contents', (SELECT jsonb_agg(jsonb_build_object('sha256', d)) FROM unnest($2::text[]) d)),
+                   'evidence_swept', now(), jsonb_build_object('tenant', $1::text)
+            FROM s
+            """, connection, transaction);
+        record.Parameters.AddWithValue(tenant);
+        record.Parameters.AddWithValue(sha256s);
+        await record.ExecuteNonQueryAsync();
+    }
+}
+
+/// <summary>
 /// Attacks on the evidence sweep: a writer that relies on a content the sweep is removing at that very moment, the same
 /// bytes kept by two tenants, the database logins other than the sweep's own function, an artifact an outcome waiting in the
 /// journal names once its hold is gone, and an erasure of a content the sweep removes at that moment.
@@ -55,6 +78,7 @@ public sealed class SweepAttackTests(EvidenceSweepFixture service) : IDisposable
         await using var sweep = new NpgsqlConnection(service.Database.AppConnection);
         await sweep.OpenAsync();
         var removing = await sweep.BeginTransactionAsync();
+        await SweepRecords.AppendAsync(sweep, removing, tenant, Sha(text));
         await using (var remove = new NpgsqlCommand("SELECT count(*) FROM sandbox.sbx_evidence_sweep($1, $2)", sweep, removing))
         {
             remove.Parameters.AddWithValue(tenant);
@@ -108,10 +132,17 @@ public sealed class SweepAttackTests(EvidenceSweepFixture service) : IDisposable
         await using (var app = new NpgsqlConnection(service.Database.AppConnection))
         {
             await app.OpenAsync();
-            await using var sweepA = new NpgsqlCommand("SELECT * FROM sandbox.sbx_evidence_sweep($1, $2)", app);
+            await using var recorded = await app.BeginTransactionAsync();
+            await using (var unhold = new NpgsqlCommand("DELETE FROM sandbox.evidence_holds WHERE tenant = $1", app, recorded))
+            {
+                unhold.Parameters.AddWithValue(a);
+                await unhold.ExecuteNonQueryAsync();
+            }
+            await SweepRecords.AppendAsync(app, recorded, a, Sha(text));
+            await using var sweepA = new NpgsqlCommand("SELECT * FROM sandbox.sbx_evidence_sweep($1, $2)", app, recorded);
             sweepA.Parameters.AddWithValue(a);
             sweepA.Parameters.AddWithValue(new[] { Sha(text) });
-            Assert.Equal(PostgresErrorCodes.CheckViolation, (await Assert.ThrowsAsync<PostgresException>(() => sweepA.ExecuteNonQueryAsync())).SqlState);
+            Assert.Contains("named by an event", (await Assert.ThrowsAsync<PostgresException>(() => sweepA.ExecuteNonQueryAsync())).MessageText);
         }
 
         var report = await service.Sweeper.PassAsync(CancellationToken.None);
@@ -212,11 +243,15 @@ public sealed class SweepAttackTests(EvidenceSweepFixture service) : IDisposable
             Assert.Equal(PostgresErrorCodes.InsufficientPrivilege, (await Assert.ThrowsAsync<PostgresException>(() => move.ExecuteNonQueryAsync())).SqlState);
         }
         // Held, the function refuses it; the content stays.
-        await using (var held = new NpgsqlCommand("SELECT * FROM sandbox.sbx_evidence_sweep($1, ARRAY[$2])", app))
+        await using (var recorded = await app.BeginTransactionAsync())
         {
+            await SweepRecords.AppendAsync(app, recorded, tenant, Sha(text));
+            await using var held = new NpgsqlCommand("SELECT * FROM sandbox.sbx_evidence_sweep($1, ARRAY[$2])", app, recorded);
             held.Parameters.AddWithValue(tenant);
             held.Parameters.AddWithValue(Sha(text));
-            Assert.Equal(PostgresErrorCodes.CheckViolation, (await Assert.ThrowsAsync<PostgresException>(() => held.ExecuteNonQueryAsync())).SqlState);
+            var refused = await Assert.ThrowsAsync<PostgresException>(() => held.ExecuteNonQueryAsync());
+            Assert.Equal(PostgresErrorCodes.CheckViolation, refused.SqlState);
+            Assert.Contains("still held", refused.MessageText);
         }
         Assert.True(await IntactAsync(tenant, text));
     }
@@ -285,6 +320,7 @@ public sealed class SweepAttackTests(EvidenceSweepFixture service) : IDisposable
         await using var sweep = new NpgsqlConnection(service.Database.AppConnection);
         await sweep.OpenAsync();
         var removing = await sweep.BeginTransactionAsync();
+        await SweepRecords.AppendAsync(sweep, removing, tenant, Sha(text));
         await using var remove = new NpgsqlCommand("SELECT count(*) FROM sandbox.sbx_evidence_sweep($1, $2)", sweep, removing);
         remove.Parameters.AddWithValue(tenant);
         remove.Parameters.AddWithValue(new[] { Sha(text) });
@@ -334,19 +370,8 @@ public sealed class SweepAttackTests(EvidenceSweepFixture service) : IDisposable
         // An evidence_swept of another tenant, or one naming other contents, in the same transaction is not its record either.
         await using (var elsewhere = await app.BeginTransactionAsync())
         {
-            await using var forged = new NpgsqlCommand("""
-                INSERT INTO sandbox.mt_streams (id, type, version, timestamp, created, tenant_id) VALUES (gen_random_uuid(), null, 1, now(), now(), '*DEFAULT*')
-                RETURNING id
-                """, app, elsewhere);
-            var stream = (Guid)(await forged.ExecuteScalarAsync())!;
-            await using var record = new NpgsqlCommand("""
-                INSERT INTO sandbox.mt_events (id, stream_id, version, data, type, timestamp, tenant_id, mt_dotnet_type, headers)
-                VALUES (gen_random_uuid(), $1, 1, jsonb_build_object('caller', jsonb_build_object('tenant', 'another'), 'contents', jsonb_build_array(jsonb_build_object('sha256', $2::text))),
-                        'evidence_swept', now(), '*DEFAULT*', 'x', '{}'::jsonb)
-                """, app, elsewhere);
-            record.Parameters.AddWithValue(stream);
-            record.Parameters.AddWithValue(Sha(text));
-            await record.ExecuteNonQueryAsync();
+            await SweepRecords.AppendAsync(app, elsewhere, "another-tenant", Sha(text));
+            await SweepRecords.AppendAsync(app, elsewhere, tenant, Sha("some other content"));
             await using var sweepIt = new NpgsqlCommand("SELECT count(*) FROM sandbox.sbx_evidence_sweep($1, $2)", app, elsewhere);
             sweepIt.Parameters.AddWithValue(tenant);
             sweepIt.Parameters.AddWithValue(new[] { Sha(text) });
