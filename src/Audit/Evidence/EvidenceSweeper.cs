@@ -176,7 +176,7 @@ public sealed partial class EvidenceSweeper(
             {
                 if (holdsGoing.Count > 0)
                     session.QueueSqlCommand(DeleteHoldsSql("?", "?", "?", "?"), HoldArrays(holdsGoing));
-                // After the event in the commit (Marten writes events first): the function refuses a removal not on record (0101).
+                // After the event in the commit (Marten writes events first): the function refuses a removal not on record (0102).
                 session.QueueSqlCommand($"SELECT count(*) FROM {MartenSetup.Schema}.sbx_evidence_sweep(?, ?)", tenant, swept.Select(s => s.Sha256).ToArray());
             });
             foreach (var s in swept)

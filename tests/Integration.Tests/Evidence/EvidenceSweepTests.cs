@@ -265,7 +265,7 @@ public sealed class EvidenceSweepTests(EvidenceSweepFixture service)
         await app.OpenAsync();
         await using (var recorded = await app.BeginTransactionAsync())
         {
-            // Even with its holds deleted (the service's login may) and a record of its removal (0101), a named content stays.
+            // Even with its holds deleted (the service's login may) and a record of its removal (0102), a named content stays.
             await using (var unhold = new NpgsqlCommand("DELETE FROM sandbox.evidence_holds WHERE tenant = $1", app, recorded))
             {
                 unhold.Parameters.AddWithValue(tenant);
@@ -320,7 +320,7 @@ public sealed class EvidenceSweepTests(EvidenceSweepFixture service)
         }
         await using (var recorded = await app.BeginTransactionAsync())
         {
-            // With its record in the same transaction (migration 0101).
+            // With its record in the same transaction (migration 0102).
             await SweepRecords.AppendAsync(app, recorded, tenant, Sha(unnamed));
             await using var free = new NpgsqlCommand("SELECT count(*) FROM sandbox.sbx_evidence_sweep($1, $2)", app, recorded);
             free.Parameters.AddWithValue(tenant);

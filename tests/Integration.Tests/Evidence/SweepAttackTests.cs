@@ -13,7 +13,7 @@ namespace Sandbox.Audited.Tests.Evidence;
 
 /// <summary>
 /// For tests that call sbx_evidence_sweep themselves: the record the function demands in the same transaction (migration
-/// 0101), an evidence_swept of the tenant naming the contents, on a stream of its own (no hash chain: not the sweep's).
+/// 0102), an evidence_swept of the tenant naming the contents, on a stream of its own (no hash chain: not the sweep's).
 /// </summary>
 public static class SweepRecords
 {
