@@ -412,6 +412,9 @@ public sealed partial class OutcomeJournal : BackgroundService
         };
         if (events.Count > 0)
         {
+            // Artifacts the events name were stored before the outcome was journaled (perhaps by a version that kept no hold):
+            // held here at every attempt, so that the evidence sweep leaves them until the events commit.
+            await _evidence.HoldStoredAsync(context.Tenant!, JournalDecisions.ReliedOn(journaled), new ContentHold(runId, _node), ct);
             // Outputs over one chunk (the store could not take them when the run ended) are streamed into it first: the events
             // that name them then commit with the rest; a content already there (or erased) is left as it is.
             foreach (var large in contents.Where(c => c.Length > EvidenceStore.ChunkSize))

@@ -77,7 +77,16 @@ public sealed class EvidenceEraser(string eraserConnectionString, TimeProvider c
             await chunks.ExecuteNonQueryAsync(ct);
             await using var blob = Marking(
                 $"UPDATE {Blobs} SET erased_at = now(), erased_by = $3, erase_reason = $4 WHERE tenant = $1 AND sha256 = $2 AND erased_at IS NULL");
-            (await blob.ExecuteNonQueryAsync(ct) == 1 ? removed : alreadyErased).Add(digest);
+            if (await blob.ExecuteNonQueryAsync(ct) == 1)
+                removed.Add(digest);
+            else
+            {
+                // Not there to mark: erased by another eraser meanwhile, or removed by the evidence sweep since the look above
+                // (it holds no erased row): then a tombstone keeps the digest out, as for content never stored.
+                await using var swept = Marking(
+                    $"INSERT INTO {Blobs} (tenant, sha256, chunks, erased_at, erased_by, erase_reason) VALUES ($1, $2, 0, now(), $3, $4) ON CONFLICT (tenant, sha256) DO NOTHING");
+                (await swept.ExecuteNonQueryAsync(ct) == 1 ? keptOut : alreadyErased).Add(digest);
+            }
         }
         await transaction.CommitAsync(ct);
         return new ErasureResult(removed, keptOut, alreadyErased, empty);

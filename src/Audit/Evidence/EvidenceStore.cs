@@ -79,6 +79,39 @@ public sealed class EvidenceStore(NpgsqlDataSource dataSource)
         return expected;
     }
 
+    /// <summary>
+    /// Holds contents the tenant already has for a run that will name them (an outcome waiting in a node's journal names
+    /// artifacts stored before it): one not stored, or erased, is left as it is. A hold of another node is taken over, since
+    /// this node's heartbeat is the one that renews it now.
+    /// </summary>
+    public async Task HoldStoredAsync(string tenant, IReadOnlyList<string> sha256s, ContentHold hold, CancellationToken ct)
+    {
+        if (sha256s.Count == 0)
+            return;
+        await using var connection = await dataSource.OpenConnectionAsync(ct);
+        await using var transaction = await connection.BeginTransactionAsync(ct);
+        // The writer's side of the sweep's key first (in digest order), so that a removal under way is seen before the look.
+        await using (var rely = new NpgsqlCommand(
+            $"SELECT {MartenSetup.Schema}.sbx_evidence_rely($1, d) FROM unnest($2::text[]) d ORDER BY d COLLATE \"C\"", connection, transaction))
+        {
+            rely.Parameters.AddWithValue(tenant);
+            rely.Parameters.AddWithValue(sha256s.ToArray());
+            await rely.ExecuteNonQueryAsync(ct);
+        }
+        await using (var insert = new NpgsqlCommand(
+            $"INSERT INTO {MartenSetup.Schema}.evidence_holds AS h (tenant, sha256, run_id, node) SELECT $1, d, $3, $4 FROM unnest($2::text[]) d "
+            + $"WHERE EXISTS (SELECT 1 FROM {Blobs} b WHERE b.tenant = $1 AND b.sha256 = d AND b.erased_at IS NULL) "
+            + "ON CONFLICT (tenant, sha256, run_id) DO UPDATE SET node = EXCLUDED.node, held_at = now() WHERE h.node <> EXCLUDED.node", connection, transaction))
+        {
+            insert.Parameters.AddWithValue(tenant);
+            insert.Parameters.AddWithValue(sha256s.ToArray());
+            insert.Parameters.AddWithValue(hold.RunId);
+            insert.Parameters.AddWithValue(hold.Node);
+            await insert.ExecuteNonQueryAsync(ct);
+        }
+        await transaction.CommitAsync(ct);
+    }
+
     // Content that fits one chunk (code, stdin, most outputs): the blob row and its chunk in one statement; content the tenant already has (present, erased or a tombstone) is left as it is.
     // p names the n-th parameter: "?" for a Marten unit of work, "$n" for Npgsql.
     // The writer first takes its side of the evidence sweep's lock on (tenant, digest) (sbx_evidence_rely), held to its commit:

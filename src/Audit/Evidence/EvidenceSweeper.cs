@@ -19,6 +19,8 @@ public sealed class EvidenceSweepOptions
 
     public int IntervalSeconds { get; set; } = 60;
 
+    public const int MaxIntervalSeconds = 7 * 24 * 3600;
+
     /// <summary>Nothing younger is looked at: longer than any write-ahead or outcome commit, and than a heartbeat's renewal.</summary>
     public int GraceSeconds { get; set; } = 3600;
 
@@ -36,6 +38,9 @@ public sealed class EvidenceSweepOptions
             throw new Domain.Startup.InvalidSettingException($"EvidenceSweep:GraceSeconds is {GraceSeconds}; it must be at least 300 (a heartbeat renews holds every {EvidenceHolds.RenewEvery.TotalSeconds:F0} s, and a commit in flight must not be swept).");
         if (IntervalSeconds < 1 || BatchSize < 1)
             throw new Domain.Startup.InvalidSettingException("EvidenceSweep:IntervalSeconds and EvidenceSweep:BatchSize must be positive.");
+        // A longer period is more than the pass's timer takes: the node would stop at start as if it were a defect.
+        if (IntervalSeconds > MaxIntervalSeconds)
+            throw new Domain.Startup.InvalidSettingException($"EvidenceSweep:IntervalSeconds is {IntervalSeconds}; it must be at most {MaxIntervalSeconds} (a week).");
         return this;
     }
 }
@@ -171,6 +176,7 @@ public sealed partial class EvidenceSweeper(
             {
                 if (holdsGoing.Count > 0)
                     session.QueueSqlCommand(DeleteHoldsSql("?", "?", "?", "?"), HoldArrays(holdsGoing));
+                // After the event in the commit (Marten writes events first): the function refuses a removal not on record (0102).
                 session.QueueSqlCommand($"SELECT count(*) FROM {MartenSetup.Schema}.sbx_evidence_sweep(?, ?)", tenant, swept.Select(s => s.Sha256).ToArray());
             });
             foreach (var s in swept)

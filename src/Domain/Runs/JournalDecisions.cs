@@ -85,6 +85,14 @@ public static class JournalDecisions
         return new JournalVerdict.Commit(events, Ends: false, Ended: true);
     }
 
+    /// <summary>
+    /// The artifacts the file's events name as stored: they were put before the outcome was journaled and the file does not
+    /// keep their bytes, so only a hold keeps them in the store until the events commit (the outputs it keeps are put again).
+    /// </summary>
+    public static IReadOnlyList<string> ReliedOn(JournalEntry entry) =>
+        [.. entry.Events.Select(e => e.Data).OfType<ArtifactRecorded>()
+            .Where(a => a.Status == ArtifactStatus.Stored && a.Sha256 is not null).Select(a => a.Sha256!).Distinct(StringComparer.Ordinal)];
+
     private static bool IsTerminal(object data) => data is RunCompleted or RunFailed or RunAbandoned;
 
     private static string TypeOf(IReadOnlyList<JournalEvent> recorded, object data) => recorded.First(e => ReferenceEquals(e.Data, data)).Type;

@@ -24,6 +24,7 @@ public sealed class JournalDecisionTests
         RunFailed => "run_failed",
         RunAbandoned => "run_abandoned",
         LateOutcomeRecorded => "late_outcome_recorded",
+        ArtifactRecorded => "artifact_recorded",
         _ => throw new ArgumentException(data.GetType().Name),
     }, data, JsonSerializer.Serialize(data, data.GetType()));
 
@@ -44,6 +45,20 @@ public sealed class JournalDecisionTests
     private static JournalVerdict.Commit Commits(JournalVerdict verdict) => Assert.IsType<JournalVerdict.Commit>(verdict);
 
     private static string Refuses(JournalVerdict verdict) => Assert.IsType<JournalVerdict.Refuse>(verdict).Reason;
+
+    [Fact]
+    public void AnOutcomeReliesOnTheArtifactsItNamesAsStoredOnceEachAndOnNothingElse()
+    {
+        var kept = Sha256Hex.Of("kept");
+        ArtifactRecorded Artifact(string name, string? sha256, string status) => new(RunId, name, 4, sha256, null, status, null, Then);
+        var entry = new JournalEntry(RunId, "acme",
+        [
+            E(Exited), E(Output), E(Artifact("a.txt", kept, ArtifactStatus.Stored)), E(Artifact("b.txt", kept, ArtifactStatus.Stored)),
+            E(Artifact("big.bin", Sha256Hex.Of("big"), ArtifactStatus.Exceeded)), E(Artifact("link", null, ArtifactStatus.Skipped)), E(Completed),
+        ], [Sha256Hex.Of("hello\n")]);
+
+        Assert.Equal([kept], JournalDecisions.ReliedOn(entry));
+    }
 
     [Fact]
     public void AnOutcomeOfARunInFlightIsCommittedWholeAndEndsIt()

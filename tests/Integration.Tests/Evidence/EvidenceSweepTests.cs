@@ -263,12 +263,21 @@ public sealed class EvidenceSweepTests(EvidenceSweepFixture service)
 
         await using var app = new NpgsqlConnection(service.Database.AppConnection);
         await app.OpenAsync();
-        await using (var sweep = new NpgsqlCommand("SELECT * FROM sandbox.sbx_evidence_sweep($1, $2)", app))
+        await using (var recorded = await app.BeginTransactionAsync())
         {
+            // Even with its holds deleted (the service's login may) and a record of its removal (0102), a named content stays.
+            await using (var unhold = new NpgsqlCommand("DELETE FROM sandbox.evidence_holds WHERE tenant = $1", app, recorded))
+            {
+                unhold.Parameters.AddWithValue(tenant);
+                await unhold.ExecuteNonQueryAsync();
+            }
+            await SweepRecords.AppendAsync(app, recorded, tenant, Sha(text));
+            await using var sweep = new NpgsqlCommand("SELECT * FROM sandbox.sbx_evidence_sweep($1, $2)", app, recorded);
             sweep.Parameters.AddWithValue(tenant);
             sweep.Parameters.AddWithValue(new[] { Sha(text) });
             var refused = await Assert.ThrowsAsync<PostgresException>(() => sweep.ExecuteNonQueryAsync());
             Assert.Equal(PostgresErrorCodes.CheckViolation, refused.SqlState);
+            Assert.Contains("named by an event", refused.MessageText);
         }
         await using (var sweepEmpty = new NpgsqlCommand("SELECT * FROM sandbox.sbx_evidence_sweep($1, $2)", app))
         {
@@ -309,11 +318,15 @@ public sealed class EvidenceSweepTests(EvidenceSweepFixture service)
             Assert.Equal(PostgresErrorCodes.LockNotAvailable, (await Assert.ThrowsAsync<PostgresException>(() => busy.ExecuteNonQueryAsync())).SqlState);
             Assert.Equal(1, await StoredAsync(tenant, unnamed));
         }
-        await using (var free = new NpgsqlCommand("SELECT count(*) FROM sandbox.sbx_evidence_sweep($1, $2)", app))
+        await using (var recorded = await app.BeginTransactionAsync())
         {
+            // With its record in the same transaction (migration 0102).
+            await SweepRecords.AppendAsync(app, recorded, tenant, Sha(unnamed));
+            await using var free = new NpgsqlCommand("SELECT count(*) FROM sandbox.sbx_evidence_sweep($1, $2)", app, recorded);
             free.Parameters.AddWithValue(tenant);
             free.Parameters.AddWithValue(new[] { Sha(unnamed) });
             Assert.Equal(1L, await free.ExecuteScalarAsync());
+            await recorded.CommitAsync();
         }
         Assert.Equal(0, await StoredAsync(tenant, unnamed));
     }
